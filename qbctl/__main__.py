@@ -1,0 +1,3 @@
+from qbctl.cli import main
+
+main()

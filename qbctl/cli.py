@@ -1,0 +1,77 @@
+"""The root Typer app: global options, command groups, and errors turned into exit codes."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from qbctl import __version__
+from qbctl.commands import compose, config, lifecycle
+from qbctl.context import AppState
+from qbctl.errors import Exit, QbctlError
+
+app = typer.Typer(
+    name="qbctl", no_args_is_help=True, add_completion=True, rich_markup_mode=None,
+    help="Run and check the QB trading backend's data stack: PostgreSQL + TimescaleDB, Redis and their UIs.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"qbctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    env_file: Optional[Path] = typer.Option(None, "--env-file", help="Settings file [default: ./.env]"),
+    project: Optional[str] = typer.Option(None, "--project", "-p",
+                                          help="Project name; labels every object [default: the folder's name]"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of unexpected errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    state: AppState = ctx.obj
+    state.env_file, state.project, state.verbose = env_file, project, verbose
+
+
+lifecycle.register(app)
+config.register(app)
+compose.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import click
+
+    state = AppState()
+    try:
+        app(args=argv, obj=state, standalone_mode=False, prog_name="qbctl")
+        code = 0
+    except QbctlError as exc:
+        code = report(state, exc)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:  # bad option, unknown command
+        exc.show()
+        code = Exit.USAGE
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        state.out.note("interrupted: nothing was removed; the stack is left as it was")
+        code = Exit.INTERRUPTED
+    except Exception as exc:  # a bug: one line, the traceback only with --verbose
+        if state.verbose:
+            raise
+        state.out.error(f"unexpected {type(exc).__name__}: {exc}",
+                        "run again with --verbose for the traceback, and report it")
+        code = 70
+    sys.exit(code)
+
+
+def report(state: AppState, exc: QbctlError) -> int:
+    if state.out.json:
+        state.out.emit_json({"ok": False, "error": exc.to_dict()})
+    else:
+        state.out.error(exc.message, exc.hint)
+    return int(exc.exit_code)

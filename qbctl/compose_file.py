@@ -1,0 +1,111 @@
+"""compose/docker-compose.dev.yml rendered from the same Stack that `up` runs.
+
+Same images, commands, ports (on the bind address), memory limits and volumes, so
+`docker compose up` gives the identical stack. The database password is not
+written: compose takes it from POSTGRES_PASSWORD.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from qbctl.errors import CheckFailed
+from qbctl.settings import Settings
+from qbctl.sizes import MB
+from qbctl.stack import Stack, build_stack
+
+HEADER = """\
+# Rendered by `qbctl compose render` from qbctl's settings: do not edit by hand.
+# `qbctl compose render --check` fails when this file is out of date.
+# Usage: POSTGRES_PASSWORD=... docker compose -f compose/docker-compose.dev.yml up -d --wait
+"""
+SECRET_ENV = {"POSTGRES_PASSWORD": "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD to the password in DATABASE_URL}"}
+PLAIN = re.compile(r"^[A-Za-z0-9_./@-][A-Za-z0-9_./:@=-]*$")
+
+
+def _scalar(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    text = str(value)
+    if PLAIN.match(text) and text not in ("yes", "no", "on", "off", "true", "false", "null") \
+            and not text.replace(".", "").isdigit():
+        return text
+    return json.dumps(text)  # a JSON string is a valid YAML double-quoted scalar
+
+
+def to_yaml(data, indent: int = 0) -> str:
+    pad = "  " * indent
+    lines = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if isinstance(v, (dict, list)) and v:
+                lines.append(f"{pad}{_scalar(k)}:")
+                lines.append(to_yaml(v, indent + 1))
+            else:
+                lines.append(f"{pad}{_scalar(k)}: {_scalar(v) if not isinstance(v, (dict, list)) else '{}'}")
+    else:
+        for v in data:
+            lines.append(f"{pad}- {_scalar(v)}")
+    return "\n".join(lines)
+
+
+def _hc(test: tuple[str, ...]) -> dict:
+    return {"test": list(test), "interval": "1s", "timeout": "3s", "retries": 60}
+
+
+def document(stack: Stack) -> dict:
+    services = {}
+    for s in stack.services:
+        env = {k: SECRET_ENV.get(k, v) for k, v in s.environment}
+        svc: dict = {"image": s.image}
+        if s.command:
+            svc["command"] = list(s.command)
+        if env:
+            svc["environment"] = env
+        svc["ports"] = [f"{p.host_ip}:{p.host}:{p.container}" for p in s.ports]
+        if s.volumes:
+            svc["volumes"] = [f"{v.removeprefix(stack.project + '_')}:{path}" for v, path in s.volumes]
+        svc["mem_limit"] = f"{s.mem_limit // MB}m"
+        svc["memswap_limit"] = f"{s.mem_limit // MB}m"
+        if s.cpu_shares:
+            svc["cpu_shares"] = s.cpu_shares
+        if s.stop_signal:
+            svc["stop_signal"] = s.stop_signal
+        if s.healthcheck:
+            svc["healthcheck"] = _hc(s.healthcheck)
+        if s.depends_on:
+            svc["depends_on"] = {d: {"condition": "service_healthy"} for d in s.depends_on}
+        svc["restart"] = "unless-stopped"
+        services[s.name] = svc
+    # No project name or labels: compose names its project itself, and the file must not
+    # depend on the folder it is rendered in. qbctl's commands do not act on its objects.
+    return {"services": services, "volumes": {v.removeprefix(stack.project + "_"): {} for v in stack.volumes()}}
+
+
+def render(settings: Settings) -> str:
+    return HEADER + to_yaml(document(build_stack(settings))) + "\n"
+
+
+def target(settings: Settings) -> Path:
+    return settings.root / "compose" / "docker-compose.dev.yml"
+
+
+def write(settings: Settings, check: bool) -> tuple[Path, bool]:
+    """Write the file (or with check, compare it); return (path, changed)."""
+    path = target(settings)
+    text = render(settings)
+    current = path.read_text() if path.exists() else None
+    if check:
+        if current != text:
+            state = "is missing" if current is None else "is out of date"
+            raise CheckFailed(f"{path} {state}: it no longer matches qbctl's stack", code="DRIFT",
+                              hint="run `qbctl compose render` and commit the result")
+        return path, False
+    if current == text:
+        return path, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path, True

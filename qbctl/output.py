@@ -1,0 +1,87 @@
+"""The one place that writes to the terminal: rich for people, one JSON object for programs.
+
+With --json, NO_COLOR or no terminal, nothing decorative goes to stdout. Progress goes
+to stderr. Every string passes through the secret mask before it is written.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+
+from qbctl.urls import mask_secrets
+
+
+class Output:
+    def __init__(self) -> None:
+        self.json = False
+        self.secrets: list[str] = []
+        self._console = None
+        self._err = None
+
+    @property
+    def plain(self) -> bool:
+        return self.json or bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
+
+    @property
+    def console(self):
+        if self._console is None:
+            from rich.console import Console
+
+            # Off a terminal nothing is cut to 80 columns: logs and scripts get whole values.
+            width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 200)
+            self._console = Console(highlight=False, no_color=self.plain, soft_wrap=False, width=width)
+        return self._console
+
+    @property
+    def err(self):
+        if self._err is None:
+            from rich.console import Console
+
+            self._err = Console(stderr=True, highlight=False, no_color=bool(os.environ.get("NO_COLOR")))
+        return self._err
+
+    def mask(self, text: str) -> str:
+        return mask_secrets(text, self.secrets)
+
+    def emit_json(self, data: dict) -> None:
+        sys.stdout.write(self.mask(json.dumps(data, default=str)) + "\n")
+        sys.stdout.flush()
+
+    def print(self, renderable="", **kw) -> None:
+        if isinstance(renderable, str):
+            renderable = self.mask(renderable)
+        self.console.print(renderable, **kw)
+
+    def line(self, text: str = "") -> None:
+        """A plain line on stdout, never interpreted as markup."""
+        sys.stdout.write(self.mask(text) + "\n")
+
+    def note(self, text: str) -> None:
+        """Progress or a remark on stderr; silent in --json mode."""
+        if not self.json:
+            self.err.print(self.mask(text), markup=False, highlight=False)
+
+    def warn(self, text: str) -> None:
+        self.err.print(self.mask("warning: " + text), markup=False, style="yellow")
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        for line in self.mask(message).splitlines():
+            self.err.print("error: " + line, markup=False, style="bold red")
+        if hint:
+            self.err.print(self.mask("hint: " + hint), markup=False)
+
+    @contextmanager
+    def status(self, text: str):
+        """A spinner on a terminal; on anything else, nothing."""
+        if self.json or not self.err.is_terminal:
+            yield _NoStatus()
+            return
+        with self.err.status(self.mask(text)) as st:
+            yield st
+
+
+class _NoStatus:
+    def update(self, *_a, **_k):
+        pass

@@ -1,0 +1,74 @@
+"""Host ports, checked before anything is created, and who holds a busy one."""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+from qbctl.errors import Unavailable
+from qbctl.stack import Port
+
+
+def is_free(host_ip: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # SO_REUSEADDR: connections in TIME_WAIT do not count; a listener still does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host_ip, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "0A":  # 0A = LISTEN
+                        inodes.add(cols[9])
+        except OSError:
+            continue
+    return inodes
+
+
+def holder(port: int) -> str | None:
+    """'redis-server (pid 123)' for a local listener, when /proc lets us see it."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return None
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    with open(f"/proc/{pid}/comm") as f:
+                        return f"{f.read().strip()} (pid {pid})"
+        except OSError:
+            continue
+    return None
+
+
+def check_free(ports: list[tuple[str, Port]], who_else=None) -> None:
+    """Raise PORT_IN_USE for the first busy port: which port, who holds it, which setting moves it.
+
+    who_else(port) may name a container that publishes the port (another stack).
+    """
+    for service, p in ports:
+        if is_free(p.host_ip, p.host):
+            continue
+        by = (who_else(p.host) if who_else else None) or holder(p.host)
+        by_text = f" by {by}" if by else ""
+        raise Unavailable(
+            f"port {p.host} on {p.host_ip} is in use{by_text}; {service} needs it",
+            code="PORT_IN_USE",
+            hint=f"stop what holds it, or move {service} to a free port with {p.setting}"
+                 + (" (the port in the URL)" if p.setting.endswith("_URL") else ""),
+            port=p.host, setting=p.setting, service=service,
+        )

@@ -1,0 +1,269 @@
+"""Settings: one frozen object built once, from defaults < .env < environment < options.
+
+Names are the backend's own (.env contract in DESIGN.md); qbctl-only settings carry
+a QBCTL_ prefix. SETTINGS below is the single table that config show, env check,
+.env.example and the README's settings table are made from.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from qbctl import urls
+from qbctl.errors import ConfigError
+from qbctl.sizes import parse_size
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    default: str
+    kind: str
+    help: str
+    secret: bool = False
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"\s*-?\d+\s*", text or ""):
+            raise ValueError(f"expected a whole number from {lo} to {hi}")
+        value = int(text)
+        if not lo <= value <= hi:
+            raise ValueError(f"expected a whole number from {lo} to {hi}")
+        return value
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError("expected one of " + ", ".join(options))
+        return text
+    return parse
+
+
+def _image(text: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", text or "") or text.endswith(":"):
+        raise ValueError("expected an image reference such as redis:7-alpine")
+    return text
+
+
+def _address(text: str) -> str:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError("expected an IP address such as 127.0.0.1 (or 0.0.0.0 for every interface)") from None
+    return text
+
+
+def _text(text: str) -> str:
+    return text
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "pg_url": urls.parse_pg_url,
+    "redis_url": urls.parse_redis_url,
+    "size": parse_size,
+    "port": _int_range(1, 65535),
+    "days": _int_range(1, 36500),
+    "count": _int_range(1, 100000),
+    "connections": _int_range(3, 10000),
+    "workers": _int_range(0, 64),
+    "seconds": _int_range(1, 3600),
+    "image": _image,
+    "address": _address,
+    "environment": _choice("development", "test", "staging", "production"),
+    "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+    "policy": _choice("allkeys-lru", "allkeys-lfu", "volatile-lru", "volatile-lfu", "allkeys-random",
+                      "volatile-random", "volatile-ttl", "noeviction"),
+    "text": _text,
+}
+
+S = Setting
+SETTINGS: tuple[Setting, ...] = (
+    # The backend's own settings (names are a contract).
+    S("DATABASE_URL", "postgresql://qb_user:qb_pass@localhost:5432/qb_trading_dev", "pg_url",
+      "PostgreSQL: user, password, database and host port of the stack", secret=True),
+    S("REDIS_URL", "redis://localhost:6379/0", "redis_url", "Redis: host port and database index", secret=True),
+    S("ENVIRONMENT", "development", "environment", "development, test, staging or production"),
+    S("LOG_LEVEL", "INFO", "log_level", "the backend's log level"),
+    S("MAX_CANDLES_PER_SYMBOL", "200", "count", "length cap of each candles:{symbol}:{interval} list in Redis"),
+    S("DATA_RETENTION_DAYS", "365", "days", "retention of market_data and technical_indicators"),
+    S("LOG_RETENTION_DAYS", "30", "days", "retention of system_logs"),
+    S("COMPRESSION_AFTER_DAYS", "7", "days", "compress hypertable chunks older than this"),
+    S("POSTGRES_SHARED_BUFFERS", "128MB", "size", "PostgreSQL shared_buffers"),
+    S("POSTGRES_WORK_MEM", "4MB", "size", "PostgreSQL work_mem (per sort or hash, per connection)"),
+    S("POSTGRES_MAX_CONNECTIONS", "20", "connections",
+      "PostgreSQL max_connections (each may use work_mem plus its own overhead)"),
+    S("POSTGRES_MAINTENANCE_WORK_MEM", "16MB", "size", "PostgreSQL maintenance_work_mem (per autovacuum worker)"),
+    S("POSTGRES_AUTOVACUUM_MAX_WORKERS", "2", "workers", "PostgreSQL autovacuum_max_workers"),
+    S("TIMESCALEDB_MAX_BACKGROUND_WORKERS", "2", "workers", "timescaledb.max_background_workers (policy jobs)"),
+    S("REDIS_MAX_MEMORY", "120MB", "size",
+      "Redis maxmemory; the container limit (QBCTL_BUDGET_REDIS) must leave room for Redis's overhead"),
+    S("REDIS_MAXMEMORY_POLICY", "allkeys-lru", "policy", "Redis maxmemory-policy"),
+    # qbctl's own settings.
+    S("QBCTL_POSTGRES_IMAGE", "timescale/timescaledb:latest-pg15", "image", "PostgreSQL + TimescaleDB image"),
+    S("QBCTL_REDIS_IMAGE", "redis:7-alpine", "image", "Redis image"),
+    S("QBCTL_ADMINER_IMAGE", "adminer:latest", "image", "Adminer image (dev UI)"),
+    S("QBCTL_REDIS_COMMANDER_IMAGE", "rediscommander/redis-commander:latest", "image",
+      "Redis Commander image (dev UI)"),
+    S("QBCTL_BIND_ADDRESS", "127.0.0.1", "address", "host address the ports are published on"),
+    S("QBCTL_ADMINER_PORT", "8080", "port", "host port of Adminer"),
+    S("QBCTL_REDIS_COMMANDER_PORT", "8081", "port", "host port of Redis Commander"),
+    S("QBCTL_UP_TIMEOUT", "120", "seconds", "how long up waits for the services to be ready"),
+    S("QBCTL_BUDGET_TOTAL", "1GB", "size", "memory of the production VM"),
+    S("QBCTL_BUDGET_OS", "200MB", "size", "share of the OS and system services"),
+    S("QBCTL_BUDGET_POSTGRES", "300MB", "size", "share of PostgreSQL (its container's memory limit)"),
+    S("QBCTL_BUDGET_REDIS", "150MB", "size", "share of Redis (its container's memory limit)"),
+    S("QBCTL_BUDGET_BACKEND", "250MB", "size", "share of the Python backend"),
+    S("QBCTL_BUDGET_HEADROOM", "100MB", "size", "headroom left free"),
+    S("QBCTL_POSTGRES_BACKEND_OVERHEAD", "2MB", "size",
+      "private memory of one PostgreSQL backend besides work_mem (budget estimate)"),
+    S("QBCTL_ADMINER_MEMORY", "64MB", "size", "memory limit of Adminer (dev only, outside the budget)"),
+    S("QBCTL_REDIS_COMMANDER_MEMORY", "160MB", "size",
+      "memory limit of Redis Commander (dev only, outside the budget)"),
+)
+BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+
+
+def mask_value(key: str, raw: str) -> str:
+    """A setting's text as it may be printed: passwords in URLs replaced by ***."""
+    if not BY_KEY.get(key, S(key, "", "text", "")).secret:
+        return raw
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", raw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    values: Mapping[str, Any]
+    raw: Mapping[str, str]
+    sources: Mapping[str, str]
+    project: str
+    root: Path
+    env_file: Path | None
+    unknown_env_keys: tuple[str, ...] = field(default=())
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def pg(self) -> urls.PgUrl:
+        return self.values["DATABASE_URL"]
+
+    @property
+    def redis(self) -> urls.RedisUrl:
+        return self.values["REDIS_URL"]
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.pg.password, self.redis.password) if s]
+
+    def masked(self, key: str) -> str:
+        return mask_value(key, self.raw[key])
+
+
+def find_root(start: Path) -> Path:
+    """The project folder: the nearest folder at or above start that holds sql/schema."""
+    for folder in (start, *start.parents):
+        if (folder / "sql" / "schema").is_dir():
+            return folder
+    return start
+
+
+def project_name(text: str) -> str:
+    name = re.sub(r"[^a-z0-9_-]", "", text.lower())
+    name = name.lstrip("_-")
+    if not name:
+        raise ConfigError(f"project name {text!r} has no usable characters",
+                          hint="pass --project NAME with letters, digits, - or _")
+    return name
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The .env file's values (python-dotenv), refusing lines it cannot parse."""
+    from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not an env file", hint="point --env-file at a file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read {path}: {reason}", hint="fix the file or point --env-file elsewhere") from None
+    import io
+
+    line = 1
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            shown = binding.original.string.strip().splitlines()[0][:60]
+            raise ConfigError(f"{path} line {binding.original.line}: cannot parse {shown!r}",
+                              hint="write KEY=value, one per line")
+        line = binding.original.line
+    del line
+    values = dotenv_values(stream=io.StringIO(text), interpolate=True)
+    return {k: (v if v is not None else "") for k, v in values.items()}
+
+
+def load(env_file: Path | None = None, environ: Mapping[str, str] | None = None,
+         project: str | None = None, cwd: Path | None = None, overrides: Mapping[str, str] | None = None,
+         ) -> Settings:
+    """Resolve every setting; raise ConfigError naming every bad value, one per line."""
+    cwd = cwd or Path.cwd()
+    environ = os.environ if environ is None else environ
+    root = find_root(cwd)
+    explicit = env_file is not None
+    path = Path(env_file) if explicit else cwd / ".env"
+    file_values: dict[str, str] = {}
+    if path.exists() or explicit:
+        if not path.exists():
+            raise ConfigError(f"env file {path} does not exist", hint="create it (see .env.example) or drop --env-file")
+        file_values = read_env_file(path)
+    else:
+        path = None
+
+    raw, sources, values, problems = {}, {}, {}, []
+    for s in SETTINGS:
+        if overrides and s.key in overrides:
+            raw[s.key], sources[s.key] = overrides[s.key], "option"
+        elif s.key in environ:
+            raw[s.key], sources[s.key] = environ[s.key], "environment"
+        elif s.key in file_values:
+            raw[s.key], sources[s.key] = file_values[s.key], ".env"
+        else:
+            raw[s.key], sources[s.key] = s.default, "default"
+        try:
+            values[s.key] = PARSERS[s.kind](raw[s.key].strip())
+        except ValueError as exc:
+            where = f" (from {sources[s.key]})" if sources[s.key] != "default" else ""
+            problems.append(f"{s.key}={mask_value(s.key, raw[s.key])!r}{where}: {exc}")
+    if not problems:
+        problems += _cross_checks(values)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError("\n".join(problems), hint="fix the value in .env or the environment" + more
+                          + "; `qbctl env check` lists every setting")
+    name = project or environ.get("QBCTL_PROJECT") or root.name
+    unknown = tuple(k for k in file_values if k not in BY_KEY)
+    return Settings(values, raw, sources, project_name(name), root, path, unknown)
+
+
+def _cross_checks(values: Mapping[str, Any]) -> list[str]:
+    ports = {
+        "DATABASE_URL": values["DATABASE_URL"].port if values["DATABASE_URL"].is_local else None,
+        "REDIS_URL": values["REDIS_URL"].port if values["REDIS_URL"].is_local else None,
+        "QBCTL_ADMINER_PORT": values["QBCTL_ADMINER_PORT"],
+        "QBCTL_REDIS_COMMANDER_PORT": values["QBCTL_REDIS_COMMANDER_PORT"],
+    }
+    seen: dict[int, str] = {}
+    problems = []
+    for key, port in ports.items():
+        if port is None:
+            continue
+        if port in seen:
+            problems.append(f"{key} uses port {port}, which {seen[port]} uses already: give each service its own port")
+        seen[port] = key
+    return problems

@@ -1,0 +1,165 @@
+"""The four services as data, derived from Settings. No Docker calls here.
+
+Each ServiceSpec carries everything `up` needs to create its container and
+everything `compose render` needs to write the same stack as a compose file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from qbctl.settings import Settings
+from qbctl.sizes import pg_size, redis_size
+
+LABEL_PROJECT = "io.qbctl.project"
+LABEL_SERVICE = "io.qbctl.service"
+LABEL_CONFIG = "io.qbctl.config-hash"
+SERVICES = ("postgres", "redis", "adminer", "redis-commander")
+UI_SERVICES = ("adminer", "redis-commander")
+UI_CPU_SHARES = 256  # the UIs yield the two cores to PostgreSQL's initdb (default weight is 1024)
+
+
+@dataclass(frozen=True)
+class Port:
+    container: int
+    host_ip: str
+    host: int
+    setting: str  # the setting that moves this port
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    image: str
+    image_setting: str
+    command: tuple[str, ...]
+    environment: tuple[tuple[str, str], ...]
+    ports: tuple[Port, ...]
+    volumes: tuple[tuple[str, str], ...]  # (volume name, mount path)
+    mem_limit: int
+    mem_setting: str
+    probe: str  # postgres | redis | http
+    ui: bool = False
+    depends_on: tuple[str, ...] = ()
+    stop_signal: str | None = None
+    healthcheck: tuple[str, ...] = ()
+    cpu_shares: int | None = None
+    labels: tuple[tuple[str, str], ...] = field(default=())
+
+    def config_hash(self) -> str:
+        """Changes whenever the container would have to be created differently."""
+        data = asdict(self)
+        data.pop("labels")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Stack:
+    project: str
+    network: str
+    services: tuple[ServiceSpec, ...]
+    external: tuple[tuple[str, str], ...] = ()  # (service, why it is not run here)
+
+    def container_name(self, service: str) -> str:
+        return f"{self.project}-{service}"
+
+    def get(self, name: str) -> ServiceSpec:
+        for s in self.services:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def volumes(self) -> list[str]:
+        return sorted({v for s in self.services for v, _ in s.volumes})
+
+
+def build_stack(settings: Settings) -> Stack:
+    project = settings.project
+    bind = settings["QBCTL_BIND_ADDRESS"]
+    pg, rd = settings.pg, settings.redis
+    redis_auth = (("REDISCLI_AUTH", rd.password),) if rd.password else ()
+    labels = ((LABEL_PROJECT, project),)
+    pg_args = {
+        "shared_buffers": pg_size(settings["POSTGRES_SHARED_BUFFERS"]),
+        "work_mem": pg_size(settings["POSTGRES_WORK_MEM"]),
+        "max_connections": str(settings["POSTGRES_MAX_CONNECTIONS"]),
+        "maintenance_work_mem": pg_size(settings["POSTGRES_MAINTENANCE_WORK_MEM"]),
+        "autovacuum_max_workers": str(settings["POSTGRES_AUTOVACUUM_MAX_WORKERS"]),
+        "timescaledb.max_background_workers": str(settings["TIMESCALEDB_MAX_BACKGROUND_WORKERS"]),
+        "timescaledb.telemetry_level": "off",  # no network here; the telemetry job would show Failed
+    }
+    postgres = ServiceSpec(
+        name="postgres",
+        image=settings["QBCTL_POSTGRES_IMAGE"], image_setting="QBCTL_POSTGRES_IMAGE",
+        command=("postgres", *[a for k, v in pg_args.items() for a in ("-c", f"{k}={v}")]),
+        environment=(("POSTGRES_USER", pg.user), ("POSTGRES_PASSWORD", pg.password),
+                     ("POSTGRES_DB", pg.dbname), ("PGDATA", "/var/lib/postgresql/data")),
+        ports=(Port(5432, bind, pg.port, "DATABASE_URL"),),
+        volumes=((f"{project}_pgdata", "/var/lib/postgresql/data"),),
+        mem_limit=settings["QBCTL_BUDGET_POSTGRES"], mem_setting="QBCTL_BUDGET_POSTGRES",
+        probe="postgres", stop_signal="SIGINT",  # fast shutdown, as the official image does
+        healthcheck=("CMD", "pg_isready", "-q", "-h", "127.0.0.1", "-U", pg.user, "-d", pg.dbname),
+        labels=labels,
+    )
+    redis_cmd = ["redis-server", "--maxmemory", redis_size(settings["REDIS_MAX_MEMORY"]),
+                 "--maxmemory-policy", settings["REDIS_MAXMEMORY_POLICY"]]
+    if rd.password:
+        redis_cmd += ["--requirepass", rd.password]
+    redis = ServiceSpec(
+        name="redis",
+        image=settings["QBCTL_REDIS_IMAGE"], image_setting="QBCTL_REDIS_IMAGE",
+        command=tuple(redis_cmd), environment=redis_auth,
+        ports=(Port(6379, bind, rd.port, "REDIS_URL"),),
+        volumes=((f"{project}_redisdata", "/data"),),
+        mem_limit=settings["QBCTL_BUDGET_REDIS"], mem_setting="QBCTL_BUDGET_REDIS",
+        probe="redis", healthcheck=("CMD", "redis-cli", "ping"), labels=labels,
+    )
+    adminer = ServiceSpec(
+        name="adminer",
+        image=settings["QBCTL_ADMINER_IMAGE"], image_setting="QBCTL_ADMINER_IMAGE",
+        command=(), environment=(("ADMINER_DEFAULT_SERVER", "postgres"),),
+        ports=(Port(8080, bind, settings["QBCTL_ADMINER_PORT"], "QBCTL_ADMINER_PORT"),),
+        volumes=(), mem_limit=settings["QBCTL_ADMINER_MEMORY"], mem_setting="QBCTL_ADMINER_MEMORY",
+        probe="http", ui=True, depends_on=("postgres",), cpu_shares=UI_CPU_SHARES, labels=labels,
+    )
+    redis_host = f"local:redis:6379:{rd.db}" + (f":{rd.password}" if rd.password else "")
+    commander = ServiceSpec(
+        name="redis-commander",
+        image=settings["QBCTL_REDIS_COMMANDER_IMAGE"], image_setting="QBCTL_REDIS_COMMANDER_IMAGE",
+        command=(), environment=(("REDIS_HOSTS", redis_host),),
+        ports=(Port(8081, bind, settings["QBCTL_REDIS_COMMANDER_PORT"], "QBCTL_REDIS_COMMANDER_PORT"),),
+        volumes=(), mem_limit=settings["QBCTL_REDIS_COMMANDER_MEMORY"], mem_setting="QBCTL_REDIS_COMMANDER_MEMORY",
+        probe="http", ui=True, depends_on=("redis",), cpu_shares=UI_CPU_SHARES, labels=labels,
+    )
+    services, external = [], []
+    for spec, url, key in ((postgres, pg, "DATABASE_URL"), (redis, rd, "REDIS_URL")):
+        if url.is_local:
+            services.append(spec)
+        else:
+            external.append((spec.name, f"{key} points to {url.host}, not this machine"))
+    services += [s for s in (adminer, commander) if all(d in {x.name for x in services} for d in s.depends_on)]
+    return Stack(project, f"{project}_default", tuple(services), tuple(external))
+
+
+def select(stack: Stack, names: list[str] | None, no_ui: bool) -> list[ServiceSpec]:
+    """The services a command acts on, in start order (critical path first).
+
+    Naming a UI brings the service it depends on, as `docker compose up adminer` does.
+    """
+    from qbctl.errors import UsageError
+
+    known = {s.name for s in stack.services}
+    wanted = set(names or known)
+    for n in wanted:
+        if n not in SERVICES:
+            raise UsageError(f"unknown service {n!r}", hint="choose from " + ", ".join(SERVICES))
+        if n not in known:
+            why = dict(stack.external).get(n) or "it depends on a service that is not run here"
+            raise UsageError(f"service {n!r} is not run by qbctl here: {why}")
+    for s in stack.services:
+        if s.name in wanted:
+            wanted.update(s.depends_on)
+    if no_ui:
+        wanted -= set(UI_SERVICES)
+    return [s for s in stack.services if s.name in wanted]

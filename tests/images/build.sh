@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Builds offline stand-ins of the stack's four images from Debian packages, with
+# the same contract as the real images (see DESIGN.md, "Testing on these
+# machines"): qbctl-standin/{postgres,redis,adminer,redis-commander}:test.
+# Reuses them when the images built from this very recipe already exist.
+# Needs: a Docker engine, mmdebstrap and npm on the host (no registry is
+# reachable from inside a container or chroot here).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+recipe=$(cat "$0" "$here"/*-entrypoint.sh | sha256sum | cut -c1-12)
+repo=qbctl-standin
+services=(postgres redis adminer redis-commander)
+
+have_all=1
+for s in "${services[@]}"; do
+  got=$(docker image inspect -f '{{index .Config.Labels "io.qbctl.standin"}}' "$repo/$s:test" 2>/dev/null || true)
+  [ "$got" = "$recipe" ] || have_all=0
+done
+if [ "$have_all" = 1 ]; then echo "stand-in images up to date ($recipe)"; exit 0; fi
+
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+echo "building stand-in images ($recipe) in $work"
+# redis-commander comes from npm, installed on the host (its CA is trusted only here).
+(cd "$work" && npm install --silent --no-audit --no-fund --prefix "$work/rc" redis-commander@0.9.0 >/dev/null)
+mirror=/etc/apt/sources.list.d/debian.sources
+[ -f "$mirror" ] || mirror=http://deb.debian.org/debian
+mmdebstrap --quiet --variant=apt --format=tar \
+  --include=postgresql-15,redis-server,php-cli,php-pgsql,adminer,nodejs,jq,ca-certificates \
+  --customize-hook="copy-in $here/postgres-entrypoint.sh $here/redis-entrypoint.sh /usr/local/bin" \
+  --customize-hook='mkdir -p "$1"/opt/redis-commander' \
+  --customize-hook="copy-in $work/rc/node_modules /opt/redis-commander" \
+  --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
+  bookworm "$work/rootfs.tar" "$mirror"
+base=$(docker import "$work/rootfs.tar" "$repo/base:$recipe")
+
+commit() {  # commit NAME CHANGE...
+  local name=$1; shift
+  local cid; cid=$(docker create "$base" /bin/true)
+  local args=(--change "LABEL io.qbctl.standin=$recipe")
+  for c in "$@"; do args+=(--change "$c"); done
+  docker commit "${args[@]}" "$cid" "$repo/$name:test" >/dev/null
+  docker rm -f "$cid" >/dev/null
+}
+commit postgres 'ENV PGDATA=/var/lib/postgresql/data' 'ENV LANG=C.UTF-8' \
+  'ENTRYPOINT ["/usr/local/bin/postgres-entrypoint.sh"]' 'CMD ["postgres"]'  'EXPOSE 5432'
+commit redis 'WORKDIR /data' 'ENTRYPOINT ["/usr/local/bin/redis-entrypoint.sh"]' 'CMD ["redis-server"]' \
+  'EXPOSE 6379'
+commit adminer 'WORKDIR /usr/share/adminer' 'ENTRYPOINT []' \
+  'CMD ["php", "-S", "0.0.0.0:8080", "-t", "/usr/share/adminer/adminer"]' 'EXPOSE 8080'
+rc=/opt/redis-commander/node_modules/redis-commander  # the package's own docker entrypoint reads REDIS_HOSTS
+commit redis-commander 'ENTRYPOINT []' 'ENV NODE_ENV=production' "ENV HOME=$rc" "WORKDIR $rc" \
+  "CMD [\"$rc/docker/entrypoint.sh\"]" 'EXPOSE 8081'
+docker image ls "$repo"
+# Drop base images of older recipes (ignored while a container still uses one).
+docker image ls --format '{{.Repository}}:{{.Tag}}' "$repo/base" | grep -v ":$recipe\$" | xargs -r docker rmi >/dev/null 2>&1 || true
