@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> None:
 
     state = AppState()
     try:
-        app(args=argv, obj=state, standalone_mode=False, prog_name="qbctl")
-        code = 0
+        # Without standalone mode click returns the code of typer.Exit instead of raising it.
+        returned = app(args=argv, obj=state, standalone_mode=False, prog_name="qbctl")
+        code = returned if isinstance(returned, int) else 0
     except QbctlError as exc:
         code = report(state, exc)
     except click.exceptions.Exit as exc:

@@ -1,0 +1,73 @@
+"""Shared test helpers: free ports, qbctl as a subprocess, the stand-in images."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = bool(os.environ.get("CI"))
+STANDIN = {
+    "QBCTL_POSTGRES_IMAGE": "qbctl-standin/postgres:test",
+    "QBCTL_REDIS_IMAGE": "qbctl-standin/redis:test",
+    "QBCTL_ADMINER_IMAGE": "qbctl-standin/adminer:test",
+    "QBCTL_REDIS_COMMANDER_IMAGE": "qbctl-standin/redis-commander:test",
+}
+TEST_PROJECT_PREFIX = "qbtest-"
+PASSWORD = "s3cret-Pw-for-tests"
+
+
+def missing(reason: str):
+    """A missing prerequisite: a skip on a laptop, a failure in CI."""
+    if IN_CI:
+        pytest.fail(f"CI needs this: {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def new_project() -> str:
+    return TEST_PROJECT_PREFIX + uuid.uuid4().hex[:8]
+
+
+def stack_env(project: str, **extra: str) -> dict[str, str]:
+    """Environment for a throwaway stack: own project, free ports, stand-in images, a password."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL"))}
+    env.update(STANDIN)
+    env.update({
+        "QBCTL_PROJECT": project,
+        "DATABASE_URL": f"postgresql://qb_user:{PASSWORD}@localhost:{free_port()}/qb_trading_dev",
+        "REDIS_URL": f"redis://localhost:{free_port()}/0",
+        "QBCTL_ADMINER_PORT": str(free_port()),
+        "QBCTL_REDIS_COMMANDER_PORT": str(free_port()),
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+    })
+    env.update(extra)
+    return env
+
+
+def qbctl(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 180,
+          input: str | None = None) -> subprocess.CompletedProcess:
+    """Run qbctl as a user would: a new process, no terminal."""
+    return subprocess.run([sys.executable, "-m", "qbctl", *args], env={**env, "PYTHONPATH": str(ROOT)},
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout, input=input)
+
+
+def no_traceback(proc: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stdout, proc.stdout
+
+
+def have(binary: str) -> bool:
+    return shutil.which(binary) is not None
