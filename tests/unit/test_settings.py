@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from qbctl import settings as S
+from qbctl.errors import ConfigError
+from qbctl.sizes import MB
+
+
+def load(env=None, **kw):
+    return S.load(environ=env or {}, cwd=kw.pop("cwd", Path("/nonexistent-qbctl-test")), **kw)
+
+
+def test_defaults_need_no_env_file():
+    s = load()
+    assert s.pg.user == "qb_user" and s.pg.dbname == "qb_trading_dev" and s.pg.port == 5432
+    assert s.redis.port == 6379 and s["POSTGRES_SHARED_BUFFERS"] == 128 * MB
+    assert s["QBCTL_BIND_ADDRESS"] == "127.0.0.1"
+    assert set(s.sources.values()) == {"default"}
+
+
+def test_environment_wins_over_env_file_over_defaults(tmp_path):
+    (tmp_path / ".env").write_text("POSTGRES_WORK_MEM=8MB\nLOG_LEVEL=DEBUG\nFOO=bar\n")
+    s = load({"LOG_LEVEL": "ERROR"}, cwd=tmp_path)
+    assert s["POSTGRES_WORK_MEM"] == 8 * MB and s.sources["POSTGRES_WORK_MEM"] == ".env"
+    assert s["LOG_LEVEL"] == "ERROR" and s.sources["LOG_LEVEL"] == "environment"
+    assert s.sources["REDIS_URL"] == "default"
+    assert s.unknown_env_keys == ("FOO",)
+
+
+def test_env_file_interpolation_and_bom(tmp_path):
+    (tmp_path / ".env").write_bytes("\ufeffPORT_PG=5544\nDATABASE_URL=postgresql://u:p@localhost:${PORT_PG}/db\n"
+                                    .encode())
+    assert load(cwd=tmp_path).pg.port == 5544
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("REDIS_MAX_MEMORY", "abc", "expected a size"),
+    ("REDIS_MAX_MEMORY", "-1MB", "expected a size"),
+    ("POSTGRES_WORK_MEM", "4XB", "unknown unit"),
+    ("DATABASE_URL", "mysql://u:p@h/db", "expected postgresql://"),
+    ("DATABASE_URL", "postgresql://u:p@/db", "no host"),
+    ("DATABASE_URL", "postgresql://u:p@h:99999/db", "port must be"),
+    ("DATABASE_URL", "postgresql://u:p@h:5432", "names no database"),
+    ("REDIS_URL", "http://localhost:6379", "expected redis://"),
+    ("REDIS_URL", "redis://localhost:6379/99", "database index"),
+    ("QBCTL_ADMINER_PORT", "0", "from 1 to 65535"),
+    ("QBCTL_ADMINER_PORT", "70000", "from 1 to 65535"),
+    ("DATA_RETENTION_DAYS", "-5", "whole number"),
+    ("ENVIRONMENT", "prod", "one of"),
+    ("QBCTL_BIND_ADDRESS", "localhost", "IP address"),
+    ("QBCTL_REDIS_IMAGE", "Redis Latest", "image reference"),
+])
+def test_bad_values_name_key_value_and_expectation(key, value, expected):
+    with pytest.raises(ConfigError) as e:
+        load({key: value})
+    line = e.value.message
+    assert line.startswith(f"{key}=") and expected in line and "(from environment)" in line
+    assert e.value.exit_code == 2
+
+
+def test_every_bad_value_is_reported_and_passwords_masked():
+    with pytest.raises(ConfigError) as e:
+        load({"DATABASE_URL": "postgresql://u:hunter22@/db", "REDIS_MAX_MEMORY": "lots"})
+    lines = e.value.message.splitlines()
+    assert len(lines) == 2 and "hunter22" not in e.value.message and "u:***@" in lines[0]
+    assert "1 more" in e.value.hint
+
+
+def test_two_services_on_one_port_is_a_config_error():
+    with pytest.raises(ConfigError, match="QBCTL_ADMINER_PORT uses port 6379"):
+        load({"QBCTL_ADMINER_PORT": "6379"})
+
+
+def test_a_remote_database_is_not_a_port_clash():
+    s = load({"DATABASE_URL": "postgresql://u:p@db.staging.example:8080/qb", "QBCTL_ADMINER_PORT": "8080"})
+    assert not s.pg.is_local
+
+
+def test_malformed_env_file_names_the_line(tmp_path):
+    (tmp_path / ".env").write_text("LOG_LEVEL=INFO\nthis is not a setting\n")
+    with pytest.raises(ConfigError, match=r"\.env line 2: cannot parse 'this is not a setting'"):
+        load(cwd=tmp_path)
+
+
+def test_unreadable_and_missing_env_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(env_file=tmp_path / "nope.env")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load(env_file=tmp_path)
+    (tmp_path / "bin.env").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load(env_file=tmp_path / "bin.env")
+
+
+def test_sqlalchemy_style_url_is_accepted():
+    s = load({"DATABASE_URL": "postgresql+asyncpg://a:b@localhost:6543/x"})
+    assert s.pg.dsn() == "postgresql://a:b@localhost:6543/x"
+    assert s.pg.masked() == "postgresql://a:***@localhost:6543/x"
+
+
+def test_project_name_from_folder_and_option(tmp_path):
+    folder = tmp_path / "QB Backend"
+    (folder / "sql" / "schema").mkdir(parents=True)
+    sub = folder / "app"
+    sub.mkdir()
+    s = load(cwd=sub)
+    assert s.root == folder and s.project == "qbbackend"
+    assert load({"QBCTL_PROJECT": "ci-42"}).project == "ci-42"
+    assert load(project="Mine").project == "mine"
+    with pytest.raises(ConfigError):
+        load(project="!!!")
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(key=st.sampled_from([s.key for s in S.SETTINGS]), value=st.text(max_size=40))
+def test_any_value_gives_settings_or_a_clean_config_error(key, value):
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        load({key: value})
+    except ConfigError as e:
+        assert e.message.startswith(key) or "port" in e.message
