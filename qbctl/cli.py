@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from qbctl import __version__
-from qbctl.commands import compose, config, lifecycle
+from qbctl.commands import compose, config, db, lifecycle
 from qbctl.context import AppState
 from qbctl.errors import Exit, QbctlError
 
@@ -39,6 +39,7 @@ def root(
 
 
 lifecycle.register(app)
+db.register(app)
 config.register(app)
 compose.register(app)
 

@@ -82,6 +82,19 @@ class Output:
             yield st
 
 
+    @contextmanager
+    def progress_bar(self, text: str):
+        """A progress bar on a terminal; yields advance(done, total). Silent elsewhere."""
+        if self.json or not self.err.is_terminal:
+            yield lambda done, total: None
+            return
+        from rich.progress import Progress
+
+        with Progress(console=self.err, transient=True) as bar:
+            task = bar.add_task(text, total=None)
+            yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
 class _NoStatus:
     def update(self, *_a, **_k):
         pass

@@ -69,3 +69,56 @@ def status(out: Output, result) -> None:
     out.print(t)
     for e in result.external:
         out.line(f"{e['service']}: external ({e['reason']})")
+
+
+def migrate(out: Output, result) -> None:
+    for a in result.applied:
+        out.line(f"{a['action']:<9} {a['file']}  ({a['ms']} ms)")
+    for f in result.would_apply:
+        out.line(f"would apply {f}")
+    for s in result.skipped:
+        out.line(f"skipped   {s['file']}  ({s['reason']})")
+    done = "dry run: nothing changed" if result.dry_run else (
+        f"{len(result.applied)} applied" if result.applied else "nothing to apply")
+    tsdb = f"TimescaleDB {result.timescaledb}" if result.timescaledb else "no TimescaleDB"
+    out.line(f"{result.database}: {done}; {result.up_to_date} up to date; {tsdb} ({result.seconds:.2f}s)")
+
+
+def seed(out: Output, result) -> None:
+    for table, n in result.rows.items():
+        out.line(f"{table:<22} {n:>10,} rows")
+    if result.redis_keys:
+        out.line(f"{'redis keys':<22} {result.redis_keys:>10,}")
+    out.line(f"seeded {result.symbols} symbols x {result.days} days in {result.seconds:.2f}s "
+             f"(market_data {result.market_data_rows_per_second:,.0f} rows/s)")
+
+
+def db_status(out: Output, result) -> None:
+    t = _table("migration", "state", "")
+    for m in result.migrations:
+        t.add_row(m["file"], m["state"], m["reason"])
+    out.print(t)
+    if result.hypertables:
+        t = _table("hypertable", "chunks", "compressed", "size", "ratio")
+        for h in result.hypertables:
+            ratio = f"{h['compression_ratio']}x" if h["compression_ratio"] else "-"
+            t.add_row(h["name"], str(h["chunks"]), str(h["compressed_chunks"]), fmt_mb(h["size_bytes"]), ratio)
+        out.print(t)
+    if result.jobs:
+        t = _table("job", "kind", "table", "interval", "last run", "status", "failures")
+        for j in result.jobs:
+            t.add_row(str(j["job_id"]), j["kind"], j["table"] or "-", j["interval"] or "-",
+                      (j["last_run"] or "never")[:19], j["last_run_status"] or "-", str(j["total_failures"]))
+        out.print(t)
+    out.line(f"{result.database}: " + (f"TimescaleDB {result.timescaledb}" if result.timescaledb else
+                                       "no TimescaleDB"))
+
+
+def verify(out: Output, result) -> None:
+    if not result.drift:
+        out.line(f"{result.database}: {result.checked} declared items match (TimescaleDB {result.timescaledb})")
+        return
+    t = _table("item", "problem", "declared", "actual")
+    for d in result.drift:
+        t.add_row(d["item"], d["problem"], d["declared"] or "-", d["actual"] or "-")
+    out.print(t)

@@ -1,0 +1,98 @@
+"""qbctl db migrate / status / verify / reset / seed / shell."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from qbctl.commands import JSON_OPTION, confirm, finish, state
+
+db_app = typer.Typer(help="Schema, TimescaleDB policies and sample data.", no_args_is_help=True)
+WITHOUT_TSDB = typer.Option(False, "--without-timescaledb",
+                            help="Apply the plain schema; skip hypertables and policies (reported as skipped).")
+WAIT = typer.Option(30.0, "--wait", min=0, help="Seconds to wait for a database that is still starting.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")
+
+
+@db_app.command()
+def migrate(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Change nothing; list what would run."),
+    without_timescaledb: bool = WITHOUT_TSDB,
+    accept_edited: bool = typer.Option(False, "--accept-edited",
+                                       help="Record the new checksum of applied files that were edited."),
+    wait: float = WAIT,
+    json: bool = JSON_OPTION,
+) -> None:
+    """Apply sql/schema, then sql/policies (re-applied when their rendered text changes)."""
+    from qbctl import migrate as mig, render
+
+    st = state(ctx, json)
+    result = mig.migrate(st.settings, dry_run, without_timescaledb, accept_edited, wait,
+                         events=lambda kind, text: st.out.note(text))
+    finish(st, result, render.migrate)
+
+
+@db_app.command("status")
+def status_cmd(ctx: typer.Context, json: bool = JSON_OPTION,
+               exit_code: bool = typer.Option(False, "--exit-code", help="Exit 1 when migrations are pending."),
+               ) -> None:
+    """Applied, pending and changed migrations; hypertables, policies and their jobs."""
+    from qbctl import dbstatus, render
+
+    st = state(ctx, json)
+    finish(st, dbstatus.status(st.settings, exit_code), render.db_status)
+
+
+@db_app.command()
+def verify(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
+    """Declared TimescaleDB state (sql/policies) against the database; exit 1 on drift."""
+    from qbctl import render, timescale
+
+    st = state(ctx, json)
+    finish(st, timescale.verify(st.settings), render.verify)
+
+
+@db_app.command("reset")
+def reset_cmd(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+              without_timescaledb: bool = WITHOUT_TSDB, json: bool = JSON_OPTION) -> None:
+    """Empty the database (every table and its data) and migrate again; containers untouched."""
+    from qbctl import dbreset, render
+
+    st = state(ctx, json)
+    settings = st.settings
+    confirm(st, yes, f"This deletes every table and row in {settings.pg.masked()}.")
+    result = dbreset.reset(settings, without_timescaledb, events=lambda kind, text: st.out.note(text))
+    finish(st, result, render.migrate)
+
+
+@db_app.command()
+def seed(
+    ctx: typer.Context,
+    symbols: int = typer.Option(10, "--symbols", min=1, max=2500, help="How many KRX symbols."),
+    days: int = typer.Option(30, "--days", min=1, max=3650, help="How many days of 1-minute candles."),
+    redis_keys: bool = typer.Option(True, "--redis/--no-redis", help="Also fill the backend's Redis keys."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Realistic synthetic candles, indicators, trades and logs (COPY), and the Redis keys."""
+    from qbctl import render, seed as seed_mod
+
+    st = state(ctx, json)
+    with st.out.progress_bar("seeding") as advance:
+        result = seed_mod.seed(st.settings, symbols, days, redis_keys, on_progress=advance)
+    finish(st, result, render.seed)
+
+
+@db_app.command()
+def shell(ctx: typer.Context,
+          local: Optional[bool] = typer.Option(None, "--local/--container",
+                                               help="Use a local psql, or the one in the postgres container "
+                                                    "[default: the container when it runs]")) -> None:
+    """psql into the database (in the postgres container, or a local psql)."""
+    from qbctl import dbshell
+
+    st = state(ctx)
+    dbshell.run(st.settings, local)

@@ -1,0 +1,58 @@
+"""PostgreSQL connections: wait for a server that is still starting, and readable errors."""
+from __future__ import annotations
+
+import time
+
+from qbctl.errors import QbctlError, Unavailable
+from qbctl.settings import Settings
+
+RETRYABLE = ("starting up", "Connection refused", "connection refused", "server closed the connection",
+             "shutting down", "No such file", "timeout expired", "could not receive data", "Connection reset")
+
+
+def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True):
+    """A psycopg connection with the URL's credentials; retried while the server is starting."""
+    import psycopg
+
+    pg = settings.pg
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return psycopg.connect(pg.dsn(host="127.0.0.1" if pg.host == "localhost" else None),
+                                   connect_timeout=3, autocommit=autocommit, application_name="qbctl")
+        except psycopg.OperationalError as exc:
+            text = " ".join(str(exc).split())
+            if any(r in text for r in RETRYABLE) and time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            raise _unreachable(settings, text) from None
+
+
+def _unreachable(settings: Settings, text: str) -> QbctlError:
+    where = settings.pg.masked()
+    reason = text.split("FATAL:")[-1].strip()[:300]
+    if "password authentication failed" in text:
+        return Unavailable(f"PostgreSQL refused the login of {settings.pg.user} at {where}: {reason}",
+                           code="DATABASE_AUTH_FAILED",
+                           hint="check the password in DATABASE_URL (a stack's volume keeps the password "
+                                "it was created with)")
+    if "does not exist" in text:
+        return Unavailable(f"{where}: {reason}", code="DATABASE_UNAVAILABLE",
+                           hint="create the database, or fix its name in DATABASE_URL")
+    return Unavailable(f"cannot reach PostgreSQL at {where}: {reason}", code="DATABASE_UNAVAILABLE",
+                       hint="`qbctl up` starts it; or point DATABASE_URL at a running server")
+
+
+def error_position(text: str, exc) -> tuple[int | None, str]:
+    """(line, 'SQLSTATE message') of a server error in `text`, from its character position."""
+    diag = getattr(exc, "diag", None)
+    sqlstate = getattr(diag, "sqlstate", None) or "?????"
+    message = (getattr(diag, "message_primary", None) or str(exc)).strip()
+    line = None
+    pos = getattr(diag, "statement_position", None)
+    if pos:
+        line = text[: int(pos) - 1].count("\n") + 1
+    detail = getattr(diag, "message_detail", None)
+    hint = getattr(diag, "message_hint", None)
+    extra = "".join(f" ({x})" for x in (detail, hint) if x)
+    return line, f"{sqlstate} {message}{extra}"

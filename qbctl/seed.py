@@ -1,0 +1,222 @@
+"""qbctl db seed: realistic synthetic data, loaded with COPY, and the backend's Redis keys.
+
+1-minute candles for N KRX symbols over D days of KRX sessions (09:00-15:30 KST, weekdays),
+a random walk rounded to KRX tick sizes; two indicators per candle (sma_20, rsi_14); a few
+orders and their trades per symbol and day; log lines. Re-seeding replaces earlier seed data.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from qbctl import pg
+from qbctl.errors import QbctlError
+from qbctl.settings import Settings
+
+KST = timezone(timedelta(hours=9))
+SESSION_MINUTES = 390  # 09:00 to 15:30
+KNOWN = [("005930", 71000), ("000660", 178000), ("035420", 185000), ("035720", 42000), ("005380", 240000),
+         ("051910", 350000), ("006400", 380000), ("068270", 180000), ("105560", 78000), ("055550", 46000)]
+STRATEGY = "seed-momentum"
+LOGGER = "qbctl.seed"
+
+
+def tick(price: float) -> int:
+    """KRX tick size for a price band."""
+    for limit, size in ((2000, 1), (5000, 5), (20000, 10), (50000, 50), (200000, 100), (500000, 500)):
+        if price < limit:
+            return size
+    return 1000
+
+
+def symbols(n: int) -> list[tuple[str, int]]:
+    out = list(KNOWN[:n])
+    rng = random.Random(7)
+    i = 0
+    while len(out) < n:
+        i += 1
+        out.append((f"{100000 + i * 37:06d}", rng.choice((3500, 12000, 48000, 95000, 260000))))
+    return out
+
+
+def session_minutes(days: int, now: datetime | None = None) -> list[datetime]:
+    """Every trading minute of the weekdays in the last `days` days, oldest first (UTC)."""
+    now = (now or datetime.now(timezone.utc)).astimezone(KST)
+    out = []
+    for back in range(days - 1, -1, -1):
+        day = (now - timedelta(days=back)).replace(hour=9, minute=0, second=0, microsecond=0)
+        if day.weekday() >= 5:
+            continue
+        for m in range(SESSION_MINUTES):
+            t = day + timedelta(minutes=m)
+            if t <= now:
+                out.append(t.astimezone(timezone.utc))
+    return out
+
+
+@dataclass
+class SeedResult:
+    database: str
+    symbols: int
+    days: int
+    rows: dict[str, int] = field(default_factory=dict)
+    redis_keys: int = 0
+    seconds: float = 0.0
+    market_data_rows_per_second: float = 0.0
+    ok: bool = True
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {"ok": d.pop("ok"), **d}
+
+
+def _candles(sym: str, start_price: int, stamps: list[str], rng: random.Random):
+    """Yield (time, open, high, low, close, volume) rows of a random walk on the KRX tick grid."""
+    price = float(start_price)
+    for ts in stamps:
+        step = tick(price)
+        o = round(price / step) * step
+        c = max(step, round(o * (1 + rng.gauss(0, 0.0012)) / step) * step)
+        h = max(o, c) + step * int(abs(rng.gauss(0, 1.2)))
+        lo = max(step, min(o, c) - step * int(abs(rng.gauss(0, 1.2))))
+        v = int(rng.lognormvariate(7.5, 1.0))
+        price = c
+        yield ts, o, h, lo, c, v
+
+
+def seed(settings: Settings, n_symbols: int, days: int, redis_keys: bool = True, on_progress=None) -> SeedResult:
+    t0 = time.monotonic()
+    syms = symbols(n_symbols)
+    minutes = session_minutes(days)
+    stamps = [m.isoformat() for m in minutes]
+    result = SeedResult(settings.pg.masked(), n_symbols, days)
+    rng = random.Random(42)
+    total = len(syms)
+    latest: dict[str, list] = {}
+    with pg.connect(settings, wait=30, autocommit=False) as conn:
+        if conn.execute("SELECT to_regclass('market_data') IS NULL").fetchone()[0]:
+            raise QbctlError(f"{settings.pg.masked()} has no market_data table", code="NOT_MIGRATED",
+                             hint="run `qbctl db migrate` first")
+        _clear(conn, [s for s, _ in syms], minutes[0] if minutes else None)
+        md = ind = 0
+        md_seconds = 0.0
+        with conn.cursor() as cur:
+            for i, (sym, p0) in enumerate(syms):
+                candles = list(_candles(sym, p0, stamps, rng))
+                t1 = time.monotonic()
+                with cur.copy("COPY market_data (time, symbol, timeframe, open, high, low, close, volume)"
+                              " FROM STDIN") as copy:
+                    copy.write("".join(f"{t}\t{sym}\t1m\t{o}\t{h}\t{lo}\t{c}\t{v}\n" for t, o, h, lo, c, v in candles))
+                md_seconds += time.monotonic() - t1
+                md += len(candles)
+                with cur.copy("COPY technical_indicators (time, symbol, timeframe, name, value) FROM STDIN") as copy:
+                    copy.write("".join(_indicator_lines(sym, candles)))
+                ind += 2 * max(0, len(candles) - 20)
+                latest[sym] = candles[-settings["MAX_CANDLES_PER_SYMBOL"]:]
+                if on_progress:
+                    on_progress(i + 1, total)
+            result.rows["orders"], result.rows["trades"] = _trades(cur, syms, minutes, rng)
+            result.rows["system_logs"] = _logs(cur, minutes, rng)
+        conn.commit()
+    result.rows["market_data"] = md
+    result.rows["technical_indicators"] = ind
+    result.market_data_rows_per_second = round(md / md_seconds) if md_seconds else 0.0
+    if redis_keys:
+        result.redis_keys = _redis(settings, latest)
+    result.seconds = round(time.monotonic() - t0, 3)
+    return result
+
+
+def _clear(conn, syms: list[str], since: datetime | None) -> None:
+    conn.execute("DELETE FROM market_data WHERE symbol = ANY(%s) AND timeframe = '1m'", (syms,))
+    conn.execute("DELETE FROM technical_indicators WHERE symbol = ANY(%s) AND timeframe = '1m'", (syms,))
+    conn.execute("DELETE FROM trades WHERE strategy = %s", (STRATEGY,))
+    conn.execute("DELETE FROM orders WHERE strategy = %s", (STRATEGY,))
+    conn.execute("DELETE FROM system_logs WHERE logger = %s", (LOGGER,))
+
+
+def _indicator_lines(sym: str, candles: list):
+    closes = [c[4] for c in candles]
+    gains = losses = 0.0
+    for i in range(1, len(closes)):
+        d = closes[i] - closes[i - 1]
+        gains, losses = gains * 13 / 14 + max(d, 0) / 14, losses * 13 / 14 + max(-d, 0) / 14
+        if i >= 20:
+            t = candles[i][0]
+            sma = sum(closes[i - 19:i + 1]) / 20
+            rsi = 100.0 if losses == 0 else 100 - 100 / (1 + gains / losses)
+            yield f"{t}\t{sym}\t1m\tsma_20\t{sma:.2f}\n{t}\t{sym}\t1m\trsi_14\t{rsi:.2f}\n"
+
+
+def _trades(cur, syms, minutes, rng) -> tuple[int, int]:
+    if not minutes:
+        return 0, 0
+    orders = []
+    for sym, p0 in syms:
+        for day_start in range(0, len(minutes), SESSION_MINUTES):
+            for _ in range(2):
+                t = minutes[min(len(minutes) - 1, day_start + rng.randrange(SESSION_MINUTES))]
+                price = round(p0 * (1 + rng.gauss(0, 0.02)) / tick(p0)) * tick(p0)
+                orders.append((t, sym, rng.choice(("buy", "sell")), rng.choice((1, 5, 10, 20)), price))
+    rows = cur.execute(
+        "INSERT INTO orders (created_at, updated_at, symbol, side, order_type, quantity, price, status, strategy,"
+        " broker_order_id) SELECT t, t, s, side, 'limit', q, p, 'filled', %s, lpad((row_number() OVER ())::text, 10,"
+        " '0') FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::bigint[], %s::numeric[]) AS u(t, s, side,"
+        " q, p) RETURNING id, created_at, symbol, side, quantity, price",
+        (STRATEGY, [o[0] for o in orders], [o[1] for o in orders], [o[2] for o in orders], [o[3] for o in orders],
+         [o[4] for o in orders])).fetchall()
+    with cur.copy("COPY trades (time, order_id, symbol, side, quantity, price, fee, strategy) FROM STDIN") as copy:
+        for oid, t, sym, side, q, p in rows:
+            copy.write_row((t + timedelta(seconds=rng.randrange(1, 30)), oid, sym, side, q, p,
+                            round(float(p) * q * 0.00015, 2), STRATEGY))
+    return len(rows), len(rows)
+
+
+def _logs(cur, minutes, rng) -> int:
+    levels = ("DEBUG",) * 6 + ("INFO",) * 10 + ("WARNING",) * 3 + ("ERROR",)
+    messages = {"DEBUG": "tick processed", "INFO": "candle closed", "WARNING": "KIS API slow response",
+                "ERROR": "KIS API request failed, retrying"}
+    n = 0
+    with cur.copy("COPY system_logs (time, level, logger, message, context) FROM STDIN") as copy:
+        for t in minutes[::3]:
+            level = rng.choice(levels)
+            copy.write_row((t, level, LOGGER, messages[level], json.dumps({"latency_ms": rng.randrange(5, 900)})))
+            n += 1
+    return n
+
+
+def _redis(settings: Settings, latest: dict[str, list]) -> int:
+    import redis as redis_lib
+
+    rd = settings.redis
+    client = redis_lib.Redis(host="127.0.0.1" if rd.host == "localhost" else rd.host, port=rd.port, db=rd.db,
+                             password=rd.password or None, username=rd.username or None, socket_timeout=5)
+    cap = settings["MAX_CANDLES_PER_SYMBOL"]
+    try:
+        pipe = client.pipeline(transaction=False)
+        for sym, candles in latest.items():
+            if not candles:
+                continue
+            t, o, h, lo, c, v = candles[-1]
+            prev = candles[-2][4] if len(candles) > 1 else o
+            pipe.hset(f"market:{sym}", mapping={"price": c, "open": o, "high": h, "low": lo, "volume": v,
+                                                "change": c - prev, "time": t})
+            key = f"candles:{sym}:1m"
+            pipe.delete(key)
+            pipe.lpush(key, *[json.dumps({"t": x[0], "o": x[1], "h": x[2], "l": x[3], "c": x[4], "v": x[5]})
+                              for x in candles])
+            pipe.ltrim(key, 0, cap - 1)
+            closes = [x[4] for x in candles[-20:]]
+            pipe.hset(f"indicators:{sym}", mapping={"sma_20": round(sum(closes) / len(closes), 2), "time": t})
+        pipe.execute()
+    except (redis_lib.RedisError, OSError) as exc:
+        from qbctl.errors import Unavailable
+
+        raise Unavailable(f"cannot write the Redis keys at {rd.masked()}: {exc}", code="REDIS_UNAVAILABLE",
+                          hint="`qbctl up redis` starts it, or pass --no-redis") from None
+    finally:
+        client.close()
+    return 3 * len([s for s, c in latest.items() if c])

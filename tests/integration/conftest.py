@@ -1,0 +1,130 @@
+"""Real PostgreSQL and Redis servers, started by the tests on free ports in throwaway folders."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, free_port, missing
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+TSDB_LIB = Path("/usr/lib/postgresql/15/lib/timescaledb.so")
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL 15 server (with TimescaleDB preloaded where it is installed)."""
+    yield from _server(TSDB_LIB.exists())
+
+
+@pytest.fixture(scope="session")
+def pg_plain_server():
+    """A PostgreSQL 15 server without TimescaleDB."""
+    yield from _server(False)
+
+
+def _server(timescaledb: bool):
+    if not (PG_BIN / "postgres").exists():
+        missing(f"PostgreSQL 15 server binaries not found in {PG_BIN}")
+    folder = Path(tempfile.mkdtemp(prefix="qbctl-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    data = folder / "data"
+    subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "qb_user", "--auth=trust",
+                                 "--no-sync"]), check=True, capture_output=True)
+    port = free_port()
+    opts = ["-c", f"port={port}", "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={folder}",
+            "-c", "fsync=off", "-c", "max_connections=60", "-c", "timescaledb.telemetry_level=off"]
+    if timescaledb:
+        # No background scheduler: tests run each job explicitly (CALL run_job), so nothing
+        # runs behind their back and every result is deterministic.
+        opts += ["-c", "shared_preload_libraries=timescaledb", "-c", "timescaledb.max_background_workers=0"]
+    proc = subprocess.Popen(_as_postgres([str(PG_BIN / "postgres"), "-D", str(data), *opts]),
+                            stdout=subprocess.DEVNULL, stderr=open(folder / "log", "wb"))
+    import psycopg
+
+    url = f"postgresql://qb_user:pw@127.0.0.1:{port}/postgres"
+    for _ in range(200):
+        try:
+            psycopg.connect(url, connect_timeout=1).close()
+            break
+        except psycopg.OperationalError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("PostgreSQL did not start: " + (folder / "log").read_text()[-2000:])
+    yield {"port": port, "url": url, "timescaledb": timescaledb}
+    proc.terminate()
+    proc.wait(timeout=30)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _database(server):
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(server["url"], autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql://qb_user:pw@127.0.0.1:{server['port']}/{name}"
+    with psycopg.connect(server["url"], autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database(pg_server):
+    """A fresh, empty database on the session's server; its DATABASE_URL."""
+    yield from _database(pg_server)
+
+
+@pytest.fixture
+def plain_database(pg_plain_server):
+    """A fresh database on a server without TimescaleDB."""
+    yield from _database(pg_plain_server)
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A copy of this repository's sql/ in a folder of its own, to edit freely."""
+    shutil.copytree(ROOT / "sql", tmp_path / "sql")
+    return tmp_path
+
+
+@pytest.fixture
+def needs_timescaledb(pg_server):
+    if not pg_server["timescaledb"]:
+        pytest.skip(f"TimescaleDB is not installed for PostgreSQL 15 ({TSDB_LIB} is missing)")
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    binary = shutil.which("redis-server")
+    if not binary:
+        missing("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    folder = tempfile.mkdtemp(prefix="qbctl-redis-")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder,
+                             "--maxmemory", "120mb", "--maxmemory-policy", "allkeys-lru"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield {"port": port, "url": f"redis://localhost:{port}/0", "proc": proc}
+    proc.terminate()
+    proc.wait(timeout=10)
+    shutil.rmtree(folder, ignore_errors=True)
