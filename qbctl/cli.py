@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from qbctl import __version__
-from qbctl.commands import compose, config, db, lifecycle
+from qbctl.commands import compose, config, db, health, lifecycle
 from qbctl.context import AppState
 from qbctl.errors import Exit, QbctlError
 
@@ -40,6 +40,7 @@ def root(
 
 lifecycle.register(app)
 db.register(app)
+health.register(app)
 config.register(app)
 compose.register(app)
 

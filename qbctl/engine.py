@@ -224,9 +224,26 @@ class ContainerState:
 def state(client, container_id: str) -> ContainerState:
     info = client.api.inspect_container(container_id)
     st = info["State"]
-    return ContainerState(st.get("Status", ""), st.get("ExitCode", 0), bool(st.get("OOMKilled")),
-                          info.get("RestartCount", 0), (st.get("Health") or {}).get("Status"),
-                          st.get("StartedAt", ""))
+    oom = bool(st.get("OOMKilled"))
+    restarts = info.get("RestartCount", 0)
+    if not oom and (restarts or st.get("Status") != "running"):
+        # A restart clears OOMKilled; the engine's event log still has the kill.
+        oom = had_oom(client, container_id, info.get("Created", ""))
+    return ContainerState(st.get("Status", ""), st.get("ExitCode", 0), oom, restarts,
+                          (st.get("Health") or {}).get("Status"), st.get("StartedAt", ""))
+
+
+def had_oom(client, container_id: str, created: str) -> bool:
+    import time
+    from datetime import datetime
+
+    try:
+        since = int(datetime.fromisoformat(created[:19]).timestamp()) if created else int(time.time()) - 3600
+        events = client.api.events(since=since - 1, until=int(time.time()) + 1, decode=True,
+                                   filters={"container": container_id, "event": "oom"})
+        return any(True for _ in events)
+    except Exception:  # noqa: BLE001 - evidence only
+        return False
 
 
 def tail_logs(client, container_id: str, lines: int = 20) -> list[str]:

@@ -122,3 +122,55 @@ def verify(out: Output, result) -> None:
     for d in result.drift:
         t.add_row(d["item"], d["problem"], d["declared"] or "-", d["actual"] or "-")
     out.print(t)
+
+
+def health(out: Output, result) -> None:
+    t = _table("check", "ok", "detail")
+    for c in result.checks:
+        t.add_row(c.name, "ok" if c.ok else "FAIL", c.detail)
+    out.print(t)
+    if result.ok:
+        out.line(f"healthy ({result.seconds:.2f}s)")
+
+
+def _bar(used: float | None, limit: float | None, share: float, width: int = 24) -> str:
+    """A bar of `share`: '#' measured, '=' configured beyond it, '!' past the share."""
+    if not share:
+        return ""
+    cells = []
+    for i in range(width):
+        at = (i + 0.5) * share / width
+        if used is not None and at <= used:
+            cells.append("#")
+        elif limit is not None and at <= limit:
+            cells.append("=")
+        else:
+            cells.append(".")
+    over = max(used or 0, limit or 0) > share
+    return "".join(cells) + ("!" if over else " ")
+
+
+def budget(out: Output, result) -> None:
+    t = _table("item", "share", "configured", "measured", "", "ok")
+    prod = [i for i in result.items if i.production]
+    dev = [i for i in result.items if not i.production]
+    for i in prod:
+        t.add_row(i.name, f"{i.budget_mb:g}MB", f"{i.configured_mb:g}MB" if i.configured_mb is not None else "-",
+                  f"{i.measured_mb:g}MB" if i.measured_mb is not None else "-",
+                  _bar(i.measured_mb, i.configured_mb, i.budget_mb), "ok" if i.ok else "OVER")
+    out.print(t)
+    for i in prod:
+        out.line(f"  {i.name}: {i.derivation}")
+    t = _table("redis keys", "share", "measured", "", "ok")
+    for f in result.redis_families:
+        t.add_row(f.name, f"{f.budget_mb:g}MB" if f.budget_mb else "(market)",
+                  f"{f.measured_mb:g}MB" if f.measured_mb is not None else "-",
+                  _bar(f.measured_mb, None, f.budget_mb), "ok" if f.ok else "OVER")
+    out.print(t)
+    out.line("dev tools, outside the 1 GB budget: " + ", ".join(
+        f"{i.name} limit {i.budget_mb:g}MB" + (f" (using {i.measured_mb:g}MB)" if i.measured_mb is not None else "")
+        for i in dev))
+    for n in result.not_measured:
+        out.line(f"not measured: {n}")
+    out.line(f"{'fits' if result.ok else 'does NOT fit'} in {result.budget_mb:g}MB "
+             "(bars: # measured, = configured, ! past the share)")

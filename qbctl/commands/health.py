@@ -1,0 +1,41 @@
+"""qbctl health / qbctl budget."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from qbctl.commands import JSON_OPTION, finish, state
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(health)
+    app.command()(budget)
+
+
+def health(
+    ctx: typer.Context,
+    json: bool = JSON_OPTION,
+    wait: bool = typer.Option(False, "--wait", help="Poll until healthy or the timeout."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1,
+                                            help="With --wait: seconds in all [default: QBCTL_UP_TIMEOUT]"),
+    check_timeout: float = typer.Option(2.0, "--check-timeout", min=0.1, help="Seconds each check may take."),
+) -> None:
+    """Is the stack really healthy? Every check at once; exit 1 when one fails."""
+    from qbctl import health as health_mod, render
+
+    st = state(ctx, json)
+    settings = st.settings
+    if wait:
+        result = health_mod.wait(settings, timeout or settings["QBCTL_UP_TIMEOUT"], check_timeout)
+    else:
+        result = health_mod.run(settings, check_timeout)
+    finish(st, result, render.health)
+
+
+def budget(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
+    """Memory against the 1 GB budget: configured limits and measured use; exit 1 when over."""
+    from qbctl import budget as budget_mod, render
+
+    st = state(ctx, json)
+    finish(st, budget_mod.measure(st.settings), render.budget)

@@ -1,0 +1,227 @@
+"""qbctl health: every check in parallel, each with its own timeout, so nothing hangs.
+
+Docker (engine, each container: running, restarts, exit code, OOM), PostgreSQL (login,
+latency, versions, pending migrations, failed jobs), Redis (PING, maxmemory and policy
+as configured, memory used, evictions, over-long candle lists), the two UIs (HTTP 200).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+from qbctl import probes
+from qbctl.settings import Settings
+from qbctl.sizes import fmt_mb
+from qbctl.stack import build_stack
+
+CHECK_TIMEOUT = 2.0
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+    latency_ms: float | None = None
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class HealthResult:
+    project: str
+    checks: list[Check]
+    seconds: float = 0.0
+    ok: bool = True
+    error: dict | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {"ok": d.pop("ok"), **d}
+
+
+def _timed(fn):
+    started = time.monotonic()
+    out = fn()
+    return out, round((time.monotonic() - started) * 1000, 1)
+
+
+def check_docker(settings: Settings, timeout: float) -> list[Check]:
+    from qbctl import engine
+
+    stack = build_stack(settings)
+    try:
+        client = engine.connect()
+    except Exception as exc:  # noqa: BLE001
+        return [Check("docker", False, getattr(exc, "message", str(exc)))]
+    found = {(c.get("Labels") or {}).get("io.qbctl.service"): c
+             for c in client.api.containers(all=True, filters=engine.project_filter(stack.project))}
+    checks = [Check("docker", True, f"engine reachable; project {stack.project}")]
+    for name, why in stack.external:
+        checks.append(Check(f"{name} container", True, f"not managed: {why}", data={"managed": False}))
+    for spec in stack.services:
+        c = found.get(spec.name)
+        if c is None:
+            if spec.ui:
+                checks.append(Check(f"{spec.name} container", True, "not started (dev UI)", data={"absent": True}))
+            else:
+                checks.append(Check(f"{spec.name} container", False, "no container: `qbctl up` starts it"))
+            continue
+        st = engine.state(client, c["Id"])
+        data = {"state": st.status, "restart_count": st.restart_count, "exit_code": st.exit_code,
+                "oom_killed": st.oom_killed, "health": st.health}
+        problems = []
+        if st.status != "running":
+            problems.append(f"{st.status} (exit code {st.exit_code})")
+        if st.oom_killed:
+            problems.append("killed by its memory limit (OOM)")
+        if st.restart_count:
+            problems.append(f"restarted {st.restart_count}x")
+        if st.health == "unhealthy":
+            problems.append("unhealthy")
+        checks.append(Check(f"{spec.name} container", not problems, "; ".join(problems) or "running", data=data))
+    return checks
+
+
+def check_postgres(settings: Settings, timeout: float) -> list[Check]:
+    import psycopg
+
+    from qbctl import migrate, sqlfiles
+
+    pg = settings.pg
+    try:
+        conn, ms = _timed(lambda: psycopg.connect(pg.dsn(host="127.0.0.1" if pg.host == "localhost" else None),
+                                                  connect_timeout=max(2, int(timeout)), autocommit=True))
+    except psycopg.Error as exc:
+        return [Check("postgres", False, " ".join(str(exc).split())[-200:])]
+    with conn:
+        _, q_ms = _timed(lambda: conn.execute("SELECT 1").fetchone())
+        version = conn.execute("SHOW server_version").fetchone()[0]
+        tsdb = migrate.timescaledb_state(conn)[0]
+        checks = [Check("postgres", True, f"PostgreSQL {version}; SELECT 1 in {q_ms} ms", q_ms,
+                        {"server_version": version, "timescaledb": tsdb, "connect_ms": ms})]
+        try:
+            items = migrate.plan(sqlfiles.load(settings), migrate.read_applied(conn), timescaledb=bool(tsdb))
+            pending = [i.file for i in items if i.state in ("pending", "reapply", "changed")]
+            checks.append(Check("migrations", not pending, f"{len(pending)} pending or changed: `qbctl db migrate`"
+                                if pending else "all applied", data={"pending": pending}))
+        except Exception as exc:  # noqa: BLE001 - no sql/ here: say so, do not fail the database check
+            checks.append(Check("migrations", True, f"not checked: {getattr(exc, 'message', exc)}"))
+        if tsdb:
+            failed = conn.execute("SELECT s.job_id, j.proc_name, j.hypertable_name FROM timescaledb_information"
+                                  ".job_stats s JOIN timescaledb_information.jobs j USING (job_id)"
+                                  " WHERE s.last_run_status = 'Failed' AND j.proc_name <> 'policy_telemetry'"
+                                  ).fetchall()
+            checks.append(Check("timescaledb jobs", not failed,
+                                f"{len(failed)} failed: " + ", ".join(f"{j} ({p} {t or ''})".strip()
+                                                                      for j, p, t in failed) if failed
+                                else f"TimescaleDB {tsdb}; no failed jobs", data={"failed": [r[0] for r in failed]}))
+    return checks
+
+
+def check_redis(settings: Settings, timeout: float) -> list[Check]:
+    import redis as redis_lib
+
+    rd = settings.redis
+    client = redis_lib.Redis(host="127.0.0.1" if rd.host == "localhost" else rd.host, port=rd.port, db=rd.db,
+                             password=rd.password or None, username=rd.username or None,
+                             socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        _, ms = _timed(client.ping)
+        info = client.info()
+        checks = [Check("redis", True, f"Redis {info.get('redis_version')}; PING in {ms} ms", ms)]
+        maxmem, policy = int(info.get("maxmemory", 0)), info.get("maxmemory_policy")
+        want_mem, want_policy = settings["REDIS_MAX_MEMORY"], settings["REDIS_MAXMEMORY_POLICY"]
+        same = maxmem == want_mem and policy == want_policy
+        checks.append(Check("redis config", same, f"maxmemory {fmt_mb(maxmem)}, {policy}" + (
+            "" if same else f"; settings say {fmt_mb(want_mem)}, {want_policy}: `qbctl up` recreates it"),
+            data={"maxmemory": maxmem, "policy": policy}))
+        used = int(info.get("used_memory", 0))
+        evicted = int(info.get("evicted_keys", 0))
+        full = maxmem and used > 0.9 * maxmem
+        checks.append(Check("redis memory", not full, f"{fmt_mb(used)} of {fmt_mb(maxmem)} used; {evicted} keys "
+                            "evicted" + ("; nearly full" if full else ""),
+                            data={"used_memory": used, "evicted_keys": evicted}))
+        cap = settings["MAX_CANDLES_PER_SYMBOL"]
+        long_lists = _long_candle_lists(client, cap, deadline=time.monotonic() + timeout / 2)
+        checks.append(Check("candle lists", not long_lists, (f"{len(long_lists)} longer than MAX_CANDLES_PER_SYMBOL="
+                            f"{cap}: " + ", ".join(long_lists[:5])) if long_lists else f"none over {cap}",
+                            data={"over": long_lists}))
+        return checks
+    except (redis_lib.RedisError, OSError) as exc:
+        return [Check("redis", False, str(exc)[:200])]
+    finally:
+        client.close()
+
+
+def _long_candle_lists(client, cap: int, deadline: float, limit: int = 5000) -> list[str]:
+    over, seen, cursor = [], 0, 0
+    while True:
+        cursor, keys = client.scan(cursor=cursor, match="candles:*", count=1000)
+        if keys:
+            pipe = client.pipeline(transaction=False)
+            for k in keys:
+                pipe.llen(k)
+            for k, n in zip(keys, pipe.execute(raise_on_error=False)):
+                if isinstance(n, int) and n > cap:
+                    over.append(k.decode() if isinstance(k, bytes) else k)
+            seen += len(keys)
+        if cursor == 0 or seen >= limit or time.monotonic() > deadline:
+            return over
+
+
+def check_uis(settings: Settings, timeout: float) -> list[Check]:
+    stack = build_stack(settings)
+    out = []
+    for spec in stack.services:
+        if spec.ui:
+            p = spec.ports[0]
+            r = probes.http(p.host_ip, p.host, timeout)
+            out.append(Check(spec.name, r.ok, r.detail))
+    return out
+
+
+CHECKS = (("docker", check_docker), ("postgres", check_postgres), ("redis", check_redis), ("ui", check_uis))
+
+
+def run(settings: Settings, timeout: float = CHECK_TIMEOUT) -> HealthResult:
+    t0 = time.monotonic()
+    results: dict[str, list[Check]] = {}
+
+    def worker(name, fn):
+        try:
+            results[name] = fn(settings, timeout)
+        except Exception as exc:  # noqa: BLE001 - a broken check is a failed check, not a crash
+            results[name] = [Check(name, False, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"[:200])]
+
+    threads = [threading.Thread(target=worker, args=c, daemon=True) for c in CHECKS]
+    for t in threads:
+        t.start()
+    deadline = t0 + timeout + 0.3
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    checks = []
+    for name, _ in CHECKS:
+        checks += results.get(name) or [Check(name, False, f"no answer within {timeout:g}s")]
+    checks = _drop_ui_checks_without_container(checks)
+    result = HealthResult(settings.project, checks, round(time.monotonic() - t0, 3))
+    bad = [c.name for c in checks if not c.ok]
+    if bad:
+        result.ok = False
+        result.error = {"code": "UNHEALTHY", "message": "unhealthy: " + ", ".join(bad),
+                        "hint": "`qbctl status` and `qbctl logs SERVICE` show more"}
+    return result
+
+
+def _drop_ui_checks_without_container(checks: list[Check]) -> list[Check]:
+    absent = {c.name.removesuffix(" container") for c in checks if c.data.get("absent")}
+    return [c for c in checks if c.name not in absent]
+
+
+def wait(settings: Settings, timeout: float, check_timeout: float = CHECK_TIMEOUT) -> HealthResult:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = run(settings, check_timeout)
+        if result.ok or time.monotonic() >= deadline:
+            return result
+        time.sleep(0.25)
