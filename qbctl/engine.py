@@ -235,10 +235,11 @@ def state(client, container_id: str) -> ContainerState:
 
 def had_oom(client, container_id: str, created: str) -> bool:
     import time
-    from datetime import datetime
+    from datetime import datetime, timezone
 
     try:
-        since = int(datetime.fromisoformat(created[:19]).timestamp()) if created else int(time.time()) - 3600
+        since = int(datetime.fromisoformat(created[:19]).replace(tzinfo=timezone.utc).timestamp()) if created \
+            else int(time.time()) - 3600
         events = client.api.events(since=since - 1, until=int(time.time()) + 1, decode=True,
                                    filters={"container": container_id, "event": "oom"})
         return any(True for _ in events)

@@ -1,0 +1,110 @@
+"""health and budget on the real stack: green, a stopped Redis, an OOM kill, overruns."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+
+from tests.helpers import no_traceback, qbctl
+
+pytestmark = pytest.mark.docker
+
+
+def _redis(env):
+    return redis.Redis.from_url(env["REDIS_URL"].replace("localhost", "127.0.0.1"))
+
+
+def test_health_is_green_on_a_running_stack(running_stack):
+    env, cwd, _ = running_stack
+    proc = qbctl("health", "--json", env=env, cwd=cwd)
+    assert proc.returncode == 0, proc.stdout
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    for name in ("docker", "postgres container", "redis container", "postgres", "redis", "redis config",
+                 "adminer", "redis-commander"):
+        assert checks[name]["ok"], checks[name]
+    human = qbctl("health", env=env, cwd=cwd)
+    assert human.returncode == 0 and "healthy" in human.stdout
+
+
+def test_budget_fits_on_the_default_stack_and_measures_it(running_stack):
+    env, cwd, _ = running_stack
+    proc = qbctl("budget", "--json", env=env, cwd=cwd)
+    assert proc.returncode == 0, proc.stdout
+    result = json.loads(proc.stdout)
+    items = {i["name"]: i for i in result["items"]}
+    assert result["budget_mb"] == 1024
+    assert set(items) >= {"postgres", "redis", "backend", "os", "headroom", "adminer", "redis-commander"}
+    assert items["postgres"]["measured_mb"] > 0 and items["redis"]["measured_mb"] > 0
+    assert items["adminer"]["production"] is False
+    human = qbctl("budget", env=env, cwd=cwd)
+    assert "fits in 1024MB" in human.stdout and "shared_buffers 128" in human.stdout
+
+
+def test_a_redis_family_past_its_share_is_named(project_env, tmp_path):
+    env = project_env
+    assert qbctl("up", "redis", env=env, cwd=tmp_path).returncode == 0
+    r = _redis(env)
+    blob = b"x" * 100_000
+    pipe = r.pipeline()
+    for i in range(300):  # ~30MB of indicators, over their 24MB share of maxmemory 120MB
+        pipe.set(f"indicators:{i:06d}", blob)
+    pipe.execute()
+    proc = qbctl("budget", "--json", env=env, cwd=tmp_path)
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)
+    assert result["error"]["code"] == "BUDGET_EXCEEDED" and "indicators" in result["error"]["message"]
+    fam = {f["name"]: f for f in result["redis_families"]}
+    assert fam["indicators"]["ok"] is False and fam["indicators"]["measured_mb"] > 24
+
+
+def test_stopped_redis_fails_health_quickly_and_names_it(project_env, tmp_path, docker_client):
+    env = project_env
+    assert qbctl("up", "--no-ui", env=env, cwd=tmp_path).returncode == 0
+    (c,) = docker_client.containers.list(filters={"label": [f"io.qbctl.project={env['QBCTL_PROJECT']}",
+                                                              "io.qbctl.service=redis"]})
+    c.stop(timeout=5)
+    started = time.monotonic()
+    proc = qbctl("health", "--json", env=env, cwd=tmp_path)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 1 and elapsed < 5
+    result = json.loads(proc.stdout)
+    failed = {c["name"] for c in result["checks"] if not c["ok"]}
+    assert {"redis", "redis container"} <= failed and "redis" in result["error"]["message"]
+    human = qbctl("health", env=env, cwd=tmp_path)
+    assert "error: unhealthy: redis container, redis" in human.stderr
+    no_traceback(human)
+
+
+def test_a_container_killed_by_its_memory_limit_is_reported_as_oom(project_env, tmp_path):
+    # A 24MB container with a 500MB maxmemory: filling Redis makes the kernel kill it.
+    env = {**project_env, "QBCTL_BUDGET_REDIS": "24MB", "REDIS_MAX_MEMORY": "500MB"}
+    assert qbctl("up", "redis", env=env, cwd=tmp_path).returncode == 0
+    r = _redis(env)
+    try:
+        for i in range(80):
+            r.set(f"cache:{i}", b"y" * 1_000_000)
+    except (redis.ConnectionError, redis.TimeoutError):
+        pass  # killed mid-write, as intended
+    time.sleep(1)
+    proc = qbctl("health", "--json", env=env, cwd=tmp_path)
+    assert proc.returncode == 1
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert checks["redis container"]["data"]["oom_killed"] is True
+    assert "OOM" in checks["redis container"]["detail"]
+    budget = qbctl("budget", "--json", env=env, cwd=tmp_path)
+    assert budget.returncode == 1 and "REDIS_MAX_MEMORY" in json.loads(budget.stdout)["error"]["hint"]
+
+
+def test_budget_configured_side_needs_no_stack(tmp_path):
+    from tests.helpers import new_project, stack_env
+
+    env = {**stack_env(new_project()), "POSTGRES_MAX_CONNECTIONS": "100"}
+    proc = qbctl("budget", "--json", env=env, cwd=tmp_path)
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)
+    assert "POSTGRES_MAX_CONNECTIONS=21" in result["error"]["hint"]
+    assert any("has none running" in n for n in result["not_measured"])
+    over = qbctl("budget", env={**env, "POSTGRES_MAX_CONNECTIONS": "20", "REDIS_MAX_MEMORY": "900MB"}, cwd=tmp_path)
+    assert over.returncode == 1 and "REDIS_MAX_MEMORY=120MB" in over.stderr
