@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from qbctl import __version__
-from qbctl.commands import compose, config, db, health, lifecycle
+from qbctl.commands import ci, compose, config, db, env, health, lifecycle
 from qbctl.context import AppState
 from qbctl.errors import Exit, QbctlError
 
@@ -41,13 +41,13 @@ def root(
 lifecycle.register(app)
 db.register(app)
 health.register(app)
+ci.register(app)
 config.register(app)
+env.register(app)
 compose.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
-    import click
-
     state = AppState()
     try:
         # Without standalone mode click returns the code of typer.Exit instead of raising it.
@@ -55,15 +55,15 @@ def main(argv: list[str] | None = None) -> None:
         code = returned if isinstance(returned, int) else 0
     except QbctlError as exc:
         code = report(state, exc)
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.ClickException as exc:  # bad option, unknown command
-        exc.show()
-        code = Exit.USAGE
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         state.out.note("interrupted: nothing was removed; the stack is left as it was")
         code = Exit.INTERRUPTED
     except Exception as exc:  # a bug: one line, the traceback only with --verbose
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's (or Typer's own click's) usage errors
+            exc.show()
+            if "--json" in (argv if argv is not None else sys.argv[1:]):
+                state.out.emit_json({"ok": False, "error": {"code": "USAGE", "message": exc.format_message()}})
+            sys.exit(Exit.USAGE)
         if state.verbose:
             raise
         state.out.error(f"unexpected {type(exc).__name__}: {exc}",

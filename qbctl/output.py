@@ -39,7 +39,9 @@ class Output:
         if self._err is None:
             from rich.console import Console
 
-            self._err = Console(stderr=True, highlight=False, no_color=bool(os.environ.get("NO_COLOR")))
+            # soft_wrap: an error stays one line however narrow the terminal or log.
+            self._err = Console(stderr=True, highlight=False, soft_wrap=True,
+                                no_color=bool(os.environ.get("NO_COLOR")))
         return self._err
 
     def mask(self, text: str) -> str:

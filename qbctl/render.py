@@ -174,3 +174,28 @@ def budget(out: Output, result) -> None:
         out.line(f"not measured: {n}")
     out.line(f"{'fits' if result.ok else 'does NOT fit'} in {result.budget_mb:g}MB "
              "(bars: # measured, = configured, ! past the share)")
+
+
+def ci(out: Output, result) -> None:
+    for s in result.steps:
+        out.line(f"{s['step']:<8} {'ok' if s['ok'] else 'FAILED':<7} {s['seconds']:.2f}s")
+    if result.exported:
+        out.line("exported to GITHUB_ENV: " + ", ".join(result.exported))
+    if result.ok:
+        out.line(f"ci setup done in {result.seconds:.2f}s")
+    elif result.error:
+        out.error(result.error["message"], result.error.get("hint"))
+
+
+def env_check(out: Output, result) -> None:
+    for i in result.invalid:
+        out.line(f"bad value   {i['key']}={i['value']!r}: {i['problem']}")
+    for k in result.unknown:
+        out.line(f"unknown     {k}")
+    for k in result.missing:
+        out.line(f"missing     {k} (its default applies)")
+    if result.ok:
+        out.line(f"{result.env_file}: ok" + (f" ({len(result.missing)} settings left at their defaults)"
+                                              if result.missing else ""))
+    else:
+        out.error(result.error["message"], result.error.get("hint"))

@@ -106,6 +106,8 @@ SETTINGS: tuple[Setting, ...] = (
       "Redis maxmemory; the container limit (QBCTL_BUDGET_REDIS) must leave room for Redis's overhead"),
     S("REDIS_MAXMEMORY_POLICY", "allkeys-lru", "policy", "Redis maxmemory-policy"),
     # qbctl's own settings.
+    S("QBCTL_PROJECT", "", "text", "project name labelling every container, volume and network "
+      "(empty: the project folder's name)"),
     S("QBCTL_POSTGRES_IMAGE", "timescale/timescaledb:latest-pg15", "image", "PostgreSQL + TimescaleDB image"),
     S("QBCTL_REDIS_IMAGE", "redis:7-alpine", "image", "Redis image"),
     S("QBCTL_ADMINER_IMAGE", "adminer:latest", "image", "Adminer image (dev UI)"),
@@ -173,12 +175,12 @@ def find_root(start: Path) -> Path:
     return start
 
 
-def project_name(text: str) -> str:
-    name = re.sub(r"[^a-z0-9_-]", "", text.lower())
-    name = name.lstrip("_-")
+def project_name(text: str, where: str = "project name") -> str:
+    """A Docker-safe name: lower case letters, digits, - and _."""
+    name = re.sub(r"[^a-z0-9_-]", "", text.lower()).lstrip("_-")
     if not name:
-        raise ConfigError(f"project name {text!r} has no usable characters",
-                          hint="pass --project NAME with letters, digits, - or _")
+        raise ConfigError(f"{where} {text!r}: no letters or digits to name a project with",
+                          hint="use letters, digits, - or _ (--project NAME or QBCTL_PROJECT)")
     return name
 
 
@@ -246,9 +248,14 @@ def load(env_file: Path | None = None, environ: Mapping[str, str] | None = None,
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError("\n".join(problems), hint="fix the value in .env or the environment" + more
                           + "; `qbctl env check` lists every setting")
-    name = project or environ.get("QBCTL_PROJECT") or root.name
+    if project:
+        name = project_name(project, "--project")
+    elif values["QBCTL_PROJECT"].strip():
+        name = project_name(values["QBCTL_PROJECT"], f"QBCTL_PROJECT= (from {sources['QBCTL_PROJECT']})")
+    else:
+        name = project_name(root.name, f"the folder name {root} (set QBCTL_PROJECT)")
     unknown = tuple(k for k in file_values if k not in BY_KEY)
-    return Settings(values, raw, sources, project_name(name), root, path, unknown)
+    return Settings(values, raw, sources, name, root, path, unknown)
 
 
 def _cross_checks(values: Mapping[str, Any]) -> list[str]:

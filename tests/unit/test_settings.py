@@ -123,4 +123,4 @@ def test_any_value_gives_settings_or_a_clean_config_error(key, value):
     try:
         load({key: value})
     except ConfigError as e:
-        assert e.message.startswith(key) or "port" in e.message
+        assert e.message.startswith(key) or "port" in e.message, e.message

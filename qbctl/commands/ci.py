@@ -1,0 +1,50 @@
+"""qbctl ci setup / teardown."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from qbctl.commands import JSON_OPTION, state
+
+ci_app = typer.Typer(help="The CI step: a migrated database and a Redis for the tests.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ci_app, name="ci")
+
+
+@ci_app.command()
+def setup(
+    ctx: typer.Context,
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="Seconds per step to be ready."),
+    without_timescaledb: bool = typer.Option(False, "--without-timescaledb",
+                                             help="Apply the plain schema on a server without TimescaleDB."),
+    json: bool = JSON_OPTION,
+) -> None:
+    """Start postgres and redis (no UIs), migrate, check health; export the URLs to GITHUB_ENV."""
+    from qbctl import ci, render
+
+    st = state(ctx, json)
+    result = ci.setup(st.settings, timeout, without_timescaledb, events=render.progress(st.out, _Quiet()))
+    if st.out.json:
+        st.out.emit_json(result.to_dict())
+    else:
+        render.ci(st.out, result)
+    if not result.ok:
+        raise typer.Exit(result.exit_code)
+
+
+@ci_app.command()
+def teardown(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
+    """Remove this project's containers, volumes and network (no question asked: CI has no terminal)."""
+    from qbctl import ci, render
+    from qbctl.commands import finish
+
+    st = state(ctx, json)
+    finish(st, ci.teardown(st.settings), render.down)
+
+
+class _Quiet:
+    def update(self, *_a, **_k):
+        pass

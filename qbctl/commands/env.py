@@ -1,0 +1,31 @@
+"""qbctl env check."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from qbctl.commands import JSON_OPTION, state
+
+env_app = typer.Typer(help="The .env file.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(env_app, name="env")
+
+
+@env_app.command("check")
+def check_cmd(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
+    """Unknown keys, missing keys and bad values in .env (compared with .env.example)."""
+    from qbctl import envcheck, render
+    from qbctl.settings import find_root
+
+    st = state(ctx, json)
+    cwd = Path.cwd()
+    result = envcheck.check(st.env_file, find_root(cwd), cwd)
+    if st.out.json:
+        st.out.emit_json(result.to_dict())
+    else:
+        render.env_check(st.out, result)
+    if not result.ok:
+        raise typer.Exit(result.exit_code)

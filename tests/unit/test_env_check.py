@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+from tests.helpers import ROOT, qbctl
+
+
+def env_for(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QBCTL_")}
+    return env
+
+
+def test_env_check_reports_unknown_missing_and_bad(tmp_path):
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env.example")
+    (tmp_path / "sql" / "schema").mkdir(parents=True)
+    (tmp_path / ".env").write_text("DATABASE_URL=postgresql://u:hunter22@localhost:5432/db\nREDIS_MAX_MEMORY=lots\n"
+                                   "REDIS_MAXMEMORY=100mb\n")
+    proc = qbctl("env", "check", "--json", env=env_for(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2
+    result = json.loads(proc.stdout)
+    assert result["invalid"] == [{"key": "REDIS_MAX_MEMORY", "value": "lots",
+                                  "problem": "expected a size such as 128MB, 150mb or 1GB"}]
+    assert result["unknown"] == ["REDIS_MAXMEMORY"] and "REDIS_URL" in result["missing"]
+    assert "hunter22" not in proc.stdout
+    (tmp_path / ".env").write_text("REDIS_MAXMEMORY=100mb\n")
+    typo = qbctl("env", "check", env=env_for(tmp_path), cwd=tmp_path)
+    assert typo.returncode == 1 and "unknown     REDIS_MAXMEMORY" in typo.stdout
+    (tmp_path / ".env").write_text("REDIS_MAX_MEMORY=100mb\n")
+    ok = qbctl("env", "check", env=env_for(tmp_path), cwd=tmp_path)
+    assert ok.returncode == 0 and "ok" in ok.stdout
+
+
+def test_env_check_without_env_file(tmp_path):
+    proc = qbctl("env", "check", env=env_for(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2 and "no env file" in proc.stderr
+
+
+def test_bad_env_value_is_one_line_and_exit_2_for_every_command(tmp_path):
+    (tmp_path / ".env").write_text("QBCTL_ADMINER_PORT=99999\n")
+    for args in (["up"], ["status"], ["health"], ["budget"], ["config", "show"], ["db", "migrate"]):
+        proc = qbctl(*args, env=env_for(tmp_path), cwd=tmp_path)
+        assert proc.returncode == 2, args
+        assert proc.stderr.splitlines()[0] == ("error: QBCTL_ADMINER_PORT='99999' (from .env): expected a whole "
+                                               "number from 1 to 65535"), proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_usage_errors_exit_2(tmp_path):
+    for args in (["up", "--timeout", "abc"], ["nope"], ["up", "mysql"], ["logs"]):
+        proc = qbctl(*args, env=env_for(tmp_path), cwd=tmp_path)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
