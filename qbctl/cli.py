@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         # Without standalone mode click returns the code of typer.Exit instead of raising it.
         returned = app(args=argv, obj=state, standalone_mode=False, prog_name="qbctl")
         code = returned if isinstance(returned, int) else 0
+        if code == Exit.INTERRUPTED:  # Typer turns Ctrl-C into Exit(130)
+            state.out.note("interrupted: nothing was removed; the stack is left as it was")
     except QbctlError as exc:
         code = report(state, exc)
     except (KeyboardInterrupt, typer.Abort):

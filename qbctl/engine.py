@@ -52,12 +52,21 @@ def connect():
         else:
             client = docker.from_env(version="auto", timeout=CONNECT_TIMEOUT)
     except (DockerException, OSError) as exc:
-        reason = str(exc).split(" (")[0][:200]
-        raise Unavailable(f"cannot reach the Docker engine at {where}: {reason}", code="DOCKER_UNAVAILABLE",
+        raise Unavailable(f"cannot reach the Docker engine at {where}: {_reason(exc)}", code="DOCKER_UNAVAILABLE",
                           hint="is the Docker daemon running? Start it, or point DOCKER_HOST / "
                                "DOCKER_CONTEXT at a running engine") from None
     client.api.timeout = API_TIMEOUT
     return client
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    for needle, reason in (("FileNotFoundError", "no socket there"), ("Connection refused", "connection refused"),
+                           ("Permission denied", "permission denied (are you in the docker group?)"),
+                           ("timed out", "no answer within 2s"), ("Name or service not known", "unknown host")):
+        if needle in text:
+            return reason
+    return text[:200]
 
 
 def project_filter(project: str, service: str | None = None) -> dict:
@@ -90,12 +99,22 @@ def observe(client, project: str) -> dict[str, Observed]:
 
 
 def image_id(client, image: str) -> str | None:
+    info = image_info(client, image)
+    return info["Id"] if info else None
+
+
+def image_info(client, image: str) -> dict | None:
     from docker.errors import ImageNotFound
 
     try:
-        return client.api.inspect_image(image)["Id"]
+        return client.api.inspect_image(image)
     except ImageNotFound:
         return None
+
+
+def image_env(info: dict | None) -> dict[str, str]:
+    env = ((info or {}).get("Config") or {}).get("Env") or []
+    return dict(e.split("=", 1) for e in env if "=" in e)
 
 
 def pull(client, spec: ServiceSpec, on_progress=None) -> str:
@@ -137,16 +156,25 @@ def ensure_network(client, stack: Stack) -> None:
         client.api.create_network(stack.network, driver="bridge", labels={LABEL_PROJECT: stack.project})
 
 
-def ensure_volumes(client, stack: Stack, specs: list[ServiceSpec]) -> None:
+def ensure_volumes(client, stack: Stack, specs: list[ServiceSpec], created_by: dict[str, dict]) -> dict[str, dict]:
+    """Create missing volumes, labelled with what made them; return the labels of those that existed.
+
+    created_by[service] holds labels recorded on a new volume (e.g. the image's PostgreSQL major),
+    so that a later image can be checked against the data before it starts on it.
+    """
     from docker.errors import NotFound
 
+    existing = {}
     for spec in specs:
         for name, _ in spec.volumes:
             try:
                 vol = client.api.inspect_volume(name)
                 _check_owned(vol.get("Labels"), stack.project, "volume", name)
+                existing[name] = vol.get("Labels") or {}
             except NotFound:
-                client.api.create_volume(name, labels={LABEL_PROJECT: stack.project, LABEL_SERVICE: spec.name})
+                labels = {LABEL_PROJECT: stack.project, LABEL_SERVICE: spec.name, **created_by.get(spec.name, {})}
+                client.api.create_volume(name, labels=labels)
+    return existing
 
 
 def create_and_start(client, stack: Stack, spec: ServiceSpec) -> str:

@@ -8,12 +8,12 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from qbctl import engine, ports, probes
+from qbctl import engine, ports, probes, volumes
 from qbctl.errors import QbctlError
 from qbctl.lock import project_lock
 from qbctl.plan import Plan, make_plan
 from qbctl.settings import Settings
-from qbctl.stack import ServiceSpec, Stack, build_stack, select
+from qbctl.stack import ServiceSpec, Stack, build_stack, exposure_warnings, select
 
 POLL = 0.03  # seconds between readiness probes
 STATE_EVERY = 0.25  # seconds between container state checks while waiting
@@ -68,18 +68,30 @@ def up(settings: Settings, services: list[str] | None = None, no_ui: bool = Fals
     timeout = timeout or settings["QBCTL_UP_TIMEOUT"]
     stack = build_stack(settings)
     desired = select(stack, services, no_ui)
+    for warning in exposure_warnings(settings):
+        events("warn", "", warning)
     client = engine.connect()
     timings: dict[str, float] = {}
     with project_lock(stack.project, on_wait=lambda text: events("wait", "", text)):
         observed = engine.observe(client, stack.project)
-        image_ids = _ensure_images(client, desired, events)
+        # Ports first, before any pull: a busy port is reported in a second, not after a download.
+        _check_ports(client, stack, make_plan(desired, observed, {}), desired)
+        images = _ensure_images(client, desired, events)
         timings["images"] = round(time.monotonic() - t0, 3)
-        plan = make_plan(desired, observed, image_ids)
-        _check_ports(client, stack, plan, desired)
+        plan = make_plan(desired, observed, {img: info["Id"] for img, info in images.items()})
         changes = plan.changes()
         if changes:
             engine.ensure_network(client, stack)
-            engine.ensure_volumes(client, stack, [s for s in desired if s.name in {c.service for c in changes}])
+            changing = [s for s in desired if s.name in {c.service for c in changes}]
+            made_by = {s.name: volumes.created_by(engine.image_env(images[s.image])) for s in changing
+                       if s.name == "postgres"}
+            existing = engine.ensure_volumes(client, stack, changing, made_by)
+            for spec in changing:
+                for vol, _ in spec.volumes:
+                    if spec.name == "postgres" and vol in existing:
+                        warning = volumes.check(vol, existing[vol], spec.image, engine.image_env(images[spec.image]))
+                        if warning:
+                            events("warn", spec.name, warning)
         cids = {name: o.container_id for name, o in observed.items()}
         results = {s.name: ServiceResult(s.name, s.image, _port_text(s)) for s in desired}
         for step in plan.steps:
@@ -106,17 +118,19 @@ def up(settings: Settings, services: list[str] | None = None, no_ui: bool = Fals
     return result
 
 
-def _ensure_images(client, desired: list[ServiceSpec], events) -> dict[str, str]:
-    ids: dict[str, str] = {}
+def _ensure_images(client, desired: list[ServiceSpec], events) -> dict[str, dict]:
+    """Every image present (pulled when missing); their inspect data by reference."""
+    infos: dict[str, dict] = {}
     for spec in desired:
-        if spec.image in ids:
+        if spec.image in infos:
             continue
-        found = engine.image_id(client, spec.image)
+        found = engine.image_info(client, spec.image)
         if not found:
             events("pull", spec.name, f"pulling {spec.image}")
-            found = engine.pull(client, spec, on_progress=lambda name, ev: events("pull-progress", name, ev))
-        ids[spec.image] = found
-    return ids
+            engine.pull(client, spec, on_progress=lambda name, ev: events("pull-progress", name, ev))
+            found = engine.image_info(client, spec.image)
+        infos[spec.image] = found
+    return infos
 
 
 def _check_ports(client, stack: Stack, plan: Plan, desired: list[ServiceSpec]) -> None:
@@ -127,15 +141,16 @@ def _check_ports(client, stack: Stack, plan: Plan, desired: list[ServiceSpec]) -
             continue  # its old container holds the port until it is replaced
         to_bind += [(spec.name, p) for p in spec.ports]
     if to_bind:
-        ports.check_free(to_bind, who_else=lambda port: _container_on_port(client, port))
+        ports.check_free(to_bind, who_else=lambda port: _container_on_port(client, port, stack.project))
 
 
-def _container_on_port(client, port: int) -> str | None:
+def _container_on_port(client, port: int, project: str) -> tuple[str | None, bool]:
+    """(who publishes the port, whether it is this project's own container)."""
     for c in client.api.containers(filters={"publish": str(port)}):
-        project = (c.get("Labels") or {}).get("io.qbctl.project")
+        owner = (c.get("Labels") or {}).get("io.qbctl.project")
         name = c["Names"][0].lstrip("/")
-        return f"container {name}" + (f" (qbctl project {project})" if project else "")
-    return None
+        return f"container {name}" + (f" (qbctl project {owner})" if owner else ""), owner == project
+    return None, False
 
 
 def _wait(client, settings, desired, cids, results, plan, trusted, deadline, events, t0) -> None:
@@ -195,6 +210,10 @@ def _unready_error(result: UpResult, timeout: float) -> QbctlError:
     bad = [s for s in result.services if not s.ready and s.detail and "not probed" not in s.detail]
     bad = bad or [s for s in result.services if not s.ready]
     first = bad[0]
+    if first.name == "postgres":
+        known = volumes.classify(first.logs, f"{result.project}_pgdata")
+        if known:
+            return known
     if first.oom_killed:
         return Unready(f"{first.name}: {first.detail}", code="OOM_KILLED",
                        hint=f"raise its memory limit ({'QBCTL_BUDGET_' + first.name.upper()}) or lower its "

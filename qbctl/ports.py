@@ -58,12 +58,16 @@ def holder(port: int) -> str | None:
 def check_free(ports: list[tuple[str, Port]], who_else=None) -> None:
     """Raise PORT_IN_USE for the first busy port: which port, who holds it, which setting moves it.
 
-    who_else(port) may name a container that publishes the port (another stack).
+    who_else(port) -> (description, ours) names a container that publishes the port; a port held
+    by this project's own container (one an interrupted run already started) is no conflict.
     """
     for service, p in ports:
         if is_free(p.host_ip, p.host):
             continue
-        by = (who_else(p.host) if who_else else None) or holder(p.host)
+        by, ours = who_else(p.host) if who_else else (None, False)
+        if ours:
+            continue
+        by = by or holder(p.host)
         by_text = f" by {by}" if by else ""
         raise Unavailable(
             f"port {p.host} on {p.host_ip} is in use{by_text}; {service} needs it",

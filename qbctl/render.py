@@ -23,6 +23,9 @@ def progress(out: Output, spinner):
             spinner.update(f"{service}: {status} {payload.get('progress', '') if isinstance(payload, dict) else ''}")
             return
         text = f"{service}: {payload}" if service else str(payload)
+        if kind == "warn":
+            out.warn(text)
+            return
         spinner.update(text)
         if kind in ("pull", "wait", "failed", "ready", "step"):
             out.note(text)

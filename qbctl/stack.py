@@ -76,7 +76,7 @@ class Stack:
 
 def build_stack(settings: Settings) -> Stack:
     project = settings.project
-    bind = settings["QBCTL_BIND_ADDRESS"]
+    bind, ui_bind = settings["QBCTL_BIND_ADDRESS"], settings["QBCTL_UI_BIND_ADDRESS"]
     pg, rd = settings.pg, settings.redis
     redis_auth = (("REDISCLI_AUTH", rd.password),) if rd.password else ()
     labels = ((LABEL_PROJECT, project),)
@@ -119,7 +119,7 @@ def build_stack(settings: Settings) -> Stack:
         name="adminer",
         image=settings["QBCTL_ADMINER_IMAGE"], image_setting="QBCTL_ADMINER_IMAGE",
         command=(), environment=(("ADMINER_DEFAULT_SERVER", "postgres"),),
-        ports=(Port(8080, bind, settings["QBCTL_ADMINER_PORT"], "QBCTL_ADMINER_PORT"),),
+        ports=(Port(8080, ui_bind, settings["QBCTL_ADMINER_PORT"], "QBCTL_ADMINER_PORT"),),
         volumes=(), mem_limit=settings["QBCTL_ADMINER_MEMORY"], mem_setting="QBCTL_ADMINER_MEMORY",
         probe="http", ui=True, depends_on=("postgres",), cpu_shares=UI_CPU_SHARES, labels=labels,
     )
@@ -128,7 +128,7 @@ def build_stack(settings: Settings) -> Stack:
         name="redis-commander",
         image=settings["QBCTL_REDIS_COMMANDER_IMAGE"], image_setting="QBCTL_REDIS_COMMANDER_IMAGE",
         command=(), environment=(("REDIS_HOSTS", redis_host),),
-        ports=(Port(8081, bind, settings["QBCTL_REDIS_COMMANDER_PORT"], "QBCTL_REDIS_COMMANDER_PORT"),),
+        ports=(Port(8081, ui_bind, settings["QBCTL_REDIS_COMMANDER_PORT"], "QBCTL_REDIS_COMMANDER_PORT"),),
         volumes=(), mem_limit=settings["QBCTL_REDIS_COMMANDER_MEMORY"], mem_setting="QBCTL_REDIS_COMMANDER_MEMORY",
         probe="http", ui=True, depends_on=("redis",), cpu_shares=UI_CPU_SHARES, labels=labels,
     )
@@ -140,6 +140,19 @@ def build_stack(settings: Settings) -> Stack:
             external.append((spec.name, f"{key} points to {url.host}, not this machine"))
     services += [s for s in (adminer, commander) if all(d in {x.name for x in services} for d in s.depends_on)]
     return Stack(project, f"{project}_default", tuple(services), tuple(external))
+
+
+def exposure_warnings(settings: Settings) -> list[str]:
+    """What a port published beyond loopback exposes, said before it happens."""
+    out = []
+    loopback = ("127.0.0.1", "::1")
+    if settings["QBCTL_BIND_ADDRESS"] not in loopback and settings.redis.is_local and not settings.redis.password:
+        out.append(f"Redis is published on {settings['QBCTL_BIND_ADDRESS']} and has no password: anyone who can "
+                   "reach this host can read and change it (put a password in REDIS_URL: redis://:PASSWORD@...)")
+    if settings["QBCTL_UI_BIND_ADDRESS"] not in loopback:
+        out.append(f"Adminer and Redis Commander are published on {settings['QBCTL_UI_BIND_ADDRESS']}; Redis "
+                   "Commander has no login")
+    return out
 
 
 def select(stack: Stack, names: list[str] | None, no_ui: bool) -> list[ServiceSpec]:

@@ -41,7 +41,7 @@ commit() {  # commit NAME CHANGE...
   docker commit "${args[@]}" "$cid" "$repo/$name:test" >/dev/null
   docker rm -f "$cid" >/dev/null
 }
-commit postgres 'ENV PGDATA=/var/lib/postgresql/data' 'ENV LANG=C.UTF-8' \
+commit postgres 'ENV PGDATA=/var/lib/postgresql/data' 'ENV LANG=C.UTF-8' 'ENV PG_MAJOR=15' \
   'ENTRYPOINT ["/usr/local/bin/postgres-entrypoint.sh"]' 'CMD ["postgres"]'  'EXPOSE 5432'
 commit redis 'WORKDIR /data' 'ENTRYPOINT ["/usr/local/bin/redis-entrypoint.sh"]' 'CMD ["redis-server"]' \
   'EXPOSE 6379'

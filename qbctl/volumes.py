@@ -1,0 +1,72 @@
+"""Does a data volume fit the image about to run on it? Checked before PostgreSQL starts.
+
+A volume made by qbctl records the PostgreSQL major (and TimescaleDB version, where the
+image says it) of the image that created it. A volume from elsewhere, or an image that
+does not say, is caught after the fact from the server's own log line.
+"""
+from __future__ import annotations
+
+from qbctl.errors import QbctlError
+
+LABEL_PG_MAJOR = "io.qbctl.pg-major"
+LABEL_TSDB = "io.qbctl.timescaledb"
+TSDB_ENV = ("TIMESCALEDB_VERSION", "TS_VERSION")
+
+
+class VolumeIncompatible(QbctlError):
+    exit_code = 1
+    code = "VOLUME_INCOMPATIBLE"
+
+
+def ways_out(volume: str, old_major: str | None) -> str:
+    pin = f"pin the old image (QBCTL_POSTGRES_IMAGE=timescale/timescaledb:latest-pg{old_major})" if old_major \
+        else "pin the image that created it (QBCTL_POSTGRES_IMAGE)"
+    return (f"{pin}; or dump with the old image and restore into the new one (pg_dump, then `qbctl reset` and "
+            f"`qbctl up`); or `qbctl reset` to start from an empty volume (deletes the data in {volume})")
+
+
+def created_by(image_env: dict[str, str]) -> dict[str, str]:
+    """The labels recorded on a new PostgreSQL volume."""
+    labels = {}
+    if image_env.get("PG_MAJOR"):
+        labels[LABEL_PG_MAJOR] = image_env["PG_MAJOR"]
+    for key in TSDB_ENV:
+        if image_env.get(key):
+            labels[LABEL_TSDB] = image_env[key]
+            break
+    return labels
+
+
+def check(volume: str, labels: dict[str, str], image: str, image_env: dict[str, str]) -> str | None:
+    """Raise VOLUME_INCOMPATIBLE on a PostgreSQL major mismatch; return a warning for a TimescaleDB change."""
+    have, want = labels.get(LABEL_PG_MAJOR), image_env.get("PG_MAJOR")
+    if have and want and have != want:
+        raise VolumeIncompatible(
+            f"volume {volume} holds PostgreSQL {have} data, but {image} runs PostgreSQL {want}; nothing was started",
+            hint=ways_out(volume, have), volume=volume, volume_pg_major=have, image_pg_major=want)
+    ts_have = labels.get(LABEL_TSDB)
+    ts_want = next((image_env[k] for k in TSDB_ENV if image_env.get(k)), None)
+    if ts_have and ts_want and ts_have != ts_want:
+        return (f"volume {volume} was created with TimescaleDB {ts_have}, {image} has {ts_want}: after it starts, "
+                "run ALTER EXTENSION timescaledb UPDATE as the first command of a new session (qbctl db shell)")
+    return None
+
+
+def classify(logs: list[str], volume: str) -> VolumeIncompatible | None:
+    """Recognise a data directory the server cannot use, from its last log lines."""
+    text = "\n".join(logs)
+    if "database files are incompatible with server" in text:
+        old = None
+        for line in logs:
+            if "initialized by PostgreSQL version" in line:
+                old = line.split("initialized by PostgreSQL version")[1].split(",")[0].strip()
+        return VolumeIncompatible(f"volume {volume} holds data of another PostgreSQL major version"
+                                  + (f" ({old})" if old else "") + " than the image",
+                                  hint=ways_out(volume, old), volume=volume)
+    if 'could not access file "$libdir/timescaledb' in text:
+        return VolumeIncompatible(
+            f"volume {volume} uses a TimescaleDB version that the image does not ship",
+            hint="pin the image with that TimescaleDB version (QBCTL_POSTGRES_IMAGE), start it, run ALTER "
+                 "EXTENSION timescaledb UPDATE as the first command of a new session, then move to the new image",
+            volume=volume)
+    return None
