@@ -177,3 +177,29 @@ def test_seed_loads_what_it_says(database, project, redis_server):
     assert r.hget("market:005930", "price") is not None and r.hget("indicators:005930", "sma_20") is not None
     again = qbctl("db", "seed", "--symbols", "3", "--days", "10", "--json", env=env, cwd=project)
     assert again.returncode == 0 and json.loads(again.stdout)["rows"] == result["rows"]  # replaced, not doubled
+
+
+def test_a_migrate_killed_mid_file_leaves_nothing_the_next_run_cannot_finish(database, project):
+    import signal
+    import time
+
+    (project / "sql" / "schema" / "0006_slow.sql").write_text(
+        "CREATE TABLE slow_done (id int);\nSELECT pg_sleep(2);\n")
+    proc = subprocess.Popen([sys.executable, "-m", "qbctl", "db", "migrate", "--without-timescaledb"],
+                            env={**env_for(database), "PYTHONPATH": str(ROOT)}, cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with psycopg.connect(database) as conn:
+            if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%'"
+                            " AND pid <> pg_backend_pid()").fetchone()[0]:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert "slow_done" not in tables(database)  # the killed file's transaction never committed
+    again = migrate(database, project, "--without-timescaledb")  # waits for the orphaned session's lock
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "slow_done" in tables(database)
+    names = [n for _, n in tracking(database)]
+    assert names.count("0006_slow.sql") == 1
