@@ -186,6 +186,11 @@ CHECKS = (("docker", check_docker), ("postgres", check_postgres), ("redis", chec
 
 def run(settings: Settings, timeout: float = CHECK_TIMEOUT) -> HealthResult:
     t0 = time.monotonic()
+    # One after the other, the three drivers import faster than in four threads fighting for the GIL.
+    import docker  # noqa: F401
+    import psycopg  # noqa: F401
+    import redis  # noqa: F401
+
     results: dict[str, list[Check]] = {}
 
     def worker(name, fn):
