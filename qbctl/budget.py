@@ -8,8 +8,9 @@ Redis key families by sampling. Every overrun comes with the setting that fixes 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
+from qbctl.result import Result
 from qbctl.settings import Settings
 from qbctl.sizes import MB
 
@@ -33,7 +34,7 @@ class Item:
 
 
 @dataclass
-class BudgetResult:
+class BudgetResult(Result):
     budget_mb: float
     items: list[Item]
     redis_families: list[Item] = field(default_factory=list)
@@ -41,9 +42,6 @@ class BudgetResult:
     ok: bool = True
     error: dict | None = None
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {"ok": d.pop("ok"), **d}
 
 
 def _mb(n: float) -> float:

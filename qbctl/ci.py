@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from qbctl.result import Result
 from qbctl import health, lifecycle, migrate
 from qbctl.errors import QbctlError
 from qbctl.settings import Settings
 
 
 @dataclass
-class CiResult:
+class CiResult(Result):
     project: str
     steps: list[dict] = field(default_factory=list)
     exported: list[str] = field(default_factory=list)
@@ -26,10 +27,6 @@ class CiResult:
     error: dict | None = None
     exit_code: int = 0
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("exit_code")
-        return {"ok": d.pop("ok"), **d}
 
 
 def _step(result: CiResult, name: str, fn):

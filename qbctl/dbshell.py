@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 from qbctl.errors import Unavailable
 from qbctl.settings import Settings
@@ -15,7 +16,8 @@ def run(settings: Settings, local: bool | None) -> None:
         if container:
             docker = shutil.which("docker")
             if docker:
-                os.execvp(docker, ["docker", "exec", "-it", container, "psql", "-U", pg.user, "-d", pg.dbname])
+                tty = ["-t"] if sys.stdin.isatty() else []  # a pipe (psql < file.sql) has no terminal
+                os.execvp(docker, ["docker", "exec", "-i", *tty, container, "psql", "-U", pg.user, "-d", pg.dbname])
             if local is False:
                 raise Unavailable("the docker command is not installed, so psql cannot run in the container",
                                   hint="install the Docker CLI, or use --local with a local psql")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from qbctl.result import Result
 from qbctl import migrate, pg, sqlfiles, timescale
 from qbctl.settings import Settings
 
@@ -18,7 +19,7 @@ ORDER BY h.hypertable_name
 
 
 @dataclass
-class DbStatus:
+class DbStatus(Result):
     database: str
     timescaledb: str | None
     migrations: list[dict]
@@ -27,9 +28,6 @@ class DbStatus:
     ok: bool = True
     error: dict | None = None
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {"ok": d.pop("ok"), **d}
 
 
 def status(settings: Settings, pending_is_failure: bool = False) -> DbStatus:

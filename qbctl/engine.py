@@ -143,7 +143,7 @@ def pull(client, spec: ServiceSpec, on_progress=None) -> str:
 def _check_owned(obj_labels: dict | None, project: str, kind: str, name: str) -> None:
     if (obj_labels or {}).get(LABEL_PROJECT) != project:
         raise NotOwned(f"a {kind} named {name} exists and was not created by qbctl for project {project}",
-                       hint=f"qbctl never touches it: remove or rename it yourself, or use --project OTHER")
+                       hint="qbctl never touches it: remove or rename it yourself, or use --project OTHER")
 
 
 def ensure_network(client, stack: Stack) -> None:

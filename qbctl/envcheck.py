@@ -1,15 +1,16 @@
 """qbctl env check: .env against .env.example and qbctl's settings table."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from qbctl.result import Result
 from qbctl.errors import ConfigError, Exit
 from qbctl.settings import BY_KEY, PARSERS, mask_value, read_env_file
 
 
 @dataclass
-class EnvCheckResult:
+class EnvCheckResult(Result):
     env_file: str | None
     example: str | None
     unknown: list[str] = field(default_factory=list)
@@ -19,10 +20,6 @@ class EnvCheckResult:
     error: dict | None = None
     exit_code: int = 0
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("exit_code")
-        return {"ok": d.pop("ok"), **d}
 
 
 def check(env_file: Path | None, root: Path, cwd: Path) -> EnvCheckResult:

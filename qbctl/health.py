@@ -6,10 +6,12 @@ as configured, memory used, evictions, over-long candle lists), the two UIs (HTT
 """
 from __future__ import annotations
 
+import importlib
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
+from qbctl.result import Result
 from qbctl import probes
 from qbctl.settings import Settings
 from qbctl.sizes import fmt_mb
@@ -28,16 +30,13 @@ class Check:
 
 
 @dataclass
-class HealthResult:
+class HealthResult(Result):
     project: str
     checks: list[Check]
     seconds: float = 0.0
     ok: bool = True
     error: dict | None = None
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {"ok": d.pop("ok"), **d}
 
 
 def _timed(fn):
@@ -187,9 +186,8 @@ CHECKS = (("docker", check_docker), ("postgres", check_postgres), ("redis", chec
 def run(settings: Settings, timeout: float = CHECK_TIMEOUT) -> HealthResult:
     t0 = time.monotonic()
     # One after the other, the three drivers import faster than in four threads fighting for the GIL.
-    import docker  # noqa: F401
-    import psycopg  # noqa: F401
-    import redis  # noqa: F401
+    for driver in ("docker", "psycopg", "redis"):
+        importlib.import_module(driver)
 
     results: dict[str, list[Check]] = {}
 

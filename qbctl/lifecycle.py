@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
+from qbctl.result import Result
 from qbctl import engine, ports, probes, volumes
 from qbctl.errors import QbctlError
 from qbctl.lock import project_lock
@@ -39,7 +40,7 @@ class ServiceResult:
 
 
 @dataclass
-class UpResult:
+class UpResult(Result):
     project: str
     services: list[ServiceResult]
     plan: str
@@ -48,9 +49,6 @@ class UpResult:
     ok: bool = False
     error: dict | None = None
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {"ok": d.pop("ok"), **d}
 
 
 class Unready(QbctlError):
@@ -230,16 +228,13 @@ def _unready_error(result: UpResult, timeout: float) -> QbctlError:
 
 
 @dataclass
-class DownResult:
+class DownResult(Result):
     project: str
     removed: list[str]
     volumes_removed: list[str] = field(default_factory=list)
     network_removed: bool = False
     ok: bool = True
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {"ok": d.pop("ok"), **d}
 
 
 def down(settings: Settings, events=_noop) -> DownResult:
@@ -304,15 +299,12 @@ class ServiceStatus:
 
 
 @dataclass
-class StatusResult:
+class StatusResult(Result):
     project: str
     services: list[ServiceStatus]
     external: list[dict]
     ok: bool = True
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {"ok": d.pop("ok"), **d}
 
 
 def status(settings: Settings) -> StatusResult:

@@ -10,8 +10,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
+from qbctl.result import Result
 from qbctl import pg, sqlfiles
 from qbctl.errors import CheckFailed, QbctlError, Unavailable
 from qbctl.settings import Settings
@@ -66,7 +67,7 @@ def plan(local: list[SqlFile], applied: dict[tuple[str, str], Applied], timescal
 
 
 @dataclass
-class MigrateResult:
+class MigrateResult(Result):
     database: str
     dry_run: bool
     timescaledb: str | None
@@ -78,9 +79,6 @@ class MigrateResult:
     ok: bool = True
     error: dict | None = None
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {"ok": d.pop("ok"), **d}
 
 
 class MigrationFailed(QbctlError):

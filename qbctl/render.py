@@ -186,8 +186,6 @@ def ci(out: Output, result) -> None:
         out.line("exported to GITHUB_ENV: " + ", ".join(result.exported))
     if result.ok:
         out.line(f"ci setup done in {result.seconds:.2f}s")
-    elif result.error:
-        out.error(result.error["message"], result.error.get("hint"))
 
 
 def env_check(out: Output, result) -> None:
@@ -200,5 +198,3 @@ def env_check(out: Output, result) -> None:
     if result.ok:
         out.line(f"{result.env_file}: ok" + (f" ({len(result.missing)} settings left at their defaults)"
                                               if result.missing else ""))
-    else:
-        out.error(result.error["message"], result.error.get("hint"))

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from qbctl.result import Result
 from qbctl import pg
 from qbctl.errors import QbctlError
 from qbctl.settings import Settings
@@ -58,7 +59,7 @@ def session_minutes(days: int, now: datetime | None = None) -> list[datetime]:
 
 
 @dataclass
-class SeedResult:
+class SeedResult(Result):
     database: str
     symbols: int
     days: int
@@ -68,9 +69,6 @@ class SeedResult:
     market_data_rows_per_second: float = 0.0
     ok: bool = True
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {"ok": d.pop("ok"), **d}
 
 
 def _candles(sym: str, start_price: int, stamps: list[str], rng: random.Random):

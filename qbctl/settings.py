@@ -200,14 +200,11 @@ def read_env_file(path: Path) -> dict[str, str]:
         raise ConfigError(f"cannot read {path}: {reason}", hint="fix the file or point --env-file elsewhere") from None
     import io
 
-    line = 1
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
             shown = binding.original.string.strip().splitlines()[0][:60]
             raise ConfigError(f"{path} line {binding.original.line}: cannot parse {shown!r}",
                               hint="write KEY=value, one per line")
-        line = binding.original.line
-    del line
     values = dotenv_values(stream=io.StringIO(text), interpolate=True)
     return {k: (v if v is not None else "") for k, v in values.items()}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
+from qbctl.result import Result
 from qbctl import pg, sqlfiles
 from qbctl.settings import Settings
 
@@ -156,7 +157,7 @@ def interval_comparer(conn):
 
 
 @dataclass
-class VerifyResult:
+class VerifyResult(Result):
     database: str
     timescaledb: str | None
     drift: list[dict] = field(default_factory=list)
@@ -164,9 +165,6 @@ class VerifyResult:
     ok: bool = True
     error: dict | None = None
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {"ok": d.pop("ok"), **d}
 
 
 def verify(settings: Settings) -> VerifyResult:

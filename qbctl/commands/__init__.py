@@ -18,7 +18,7 @@ def state(ctx: typer.Context, json: bool = False) -> AppState:
 
 
 def finish(st: AppState, result, render) -> None:
-    """Render a result object (JSON or human) and exit 1 when it is not ok."""
+    """Render a result object (JSON or human); when it is not ok, its error and its exit code (1 by default)."""
     if st.out.json:
         st.out.emit_json(result.to_dict())
     else:
@@ -27,7 +27,7 @@ def finish(st: AppState, result, render) -> None:
         err = getattr(result, "error", None)
         if err and not st.out.json:
             st.out.error(err["message"], err.get("hint"))
-        raise typer.Exit(1)
+        raise typer.Exit(getattr(result, "exit_code", 0) or 1)
 
 
 def confirm(st: AppState, yes: bool, question: str) -> None:

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from qbctl.commands import JSON_OPTION, state
+from qbctl.commands import JSON_OPTION, finish, state
 
 ci_app = typer.Typer(help="The CI step: a migrated database and a Redis for the tests.", no_args_is_help=True)
 
@@ -27,19 +27,13 @@ def setup(
 
     st = state(ctx, json)
     result = ci.setup(st.settings, timeout, without_timescaledb, events=render.progress(st.out, _Quiet()))
-    if st.out.json:
-        st.out.emit_json(result.to_dict())
-    else:
-        render.ci(st.out, result)
-    if not result.ok:
-        raise typer.Exit(result.exit_code)
+    finish(st, result, render.ci)
 
 
 @ci_app.command()
 def teardown(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Remove this project's containers, volumes and network (no question asked: CI has no terminal)."""
     from qbctl import ci, render
-    from qbctl.commands import finish
 
     st = state(ctx, json)
     finish(st, ci.teardown(st.settings), render.down)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from qbctl.commands import JSON_OPTION, state
+from qbctl.commands import JSON_OPTION, finish, state
 
 env_app = typer.Typer(help="The .env file.", no_args_is_help=True)
 
@@ -22,10 +22,4 @@ def check_cmd(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
 
     st = state(ctx, json)
     cwd = Path.cwd()
-    result = envcheck.check(st.env_file, find_root(cwd), cwd)
-    if st.out.json:
-        st.out.emit_json(result.to_dict())
-    else:
-        render.env_check(st.out, result)
-    if not result.ok:
-        raise typer.Exit(result.exit_code)
+    finish(st, envcheck.check(st.env_file, find_root(cwd), cwd), render.env_check)

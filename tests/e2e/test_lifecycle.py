@@ -200,3 +200,10 @@ def test_no_password_in_any_output(running_stack):
                  ["config", "show", "--json"], ["logs", "postgres"]):
         proc = qbctl(*args, env=env, cwd=cwd)
         assert PASSWORD not in proc.stdout + proc.stderr, args
+
+
+def test_db_shell_runs_psql_in_the_container_from_a_pipe(running_stack):
+    env, cwd, _ = running_stack
+    proc = qbctl("db", "shell", env=env, cwd=cwd, input="SELECT current_user;\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "qb_user" in proc.stdout

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import psycopg
-import pytest
 
 from tests.helpers import ROOT, no_traceback, qbctl
 
@@ -203,3 +202,9 @@ def test_a_migrate_killed_mid_file_leaves_nothing_the_next_run_cannot_finish(dat
     assert "slow_done" in tables(database)
     names = [n for _, n in tracking(database)]
     assert names.count("0006_slow.sql") == 1
+
+
+def test_db_shell_runs_a_local_psql_without_showing_the_password(database, project):
+    proc = qbctl("db", "shell", "--local", env=env_for(database), cwd=project, input="SELECT 6 * 7 AS answer;\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "42" in proc.stdout and "pw" not in " ".join(proc.args)
