@@ -167,6 +167,19 @@ class Bench:
             wait_ready(pg, None)
             self.record("cold start to ready", "docker run (floor, postgres only)", time.perf_counter() - started)
             sh("docker", "rm", "-f", "-v", "qbbench-floor")
+            # the same, with the options qbctl must use: a user network, a named volume, a memory limit
+            sh("docker", "network", "create", "qbbench-floor-net")
+            started = time.perf_counter()
+            sh("docker", "run", "-d", "--name", "qbbench-floor", "-e", f"POSTGRES_USER={USER}", "-e",
+               f"POSTGRES_PASSWORD={PASSWORD}", "-e", f"POSTGRES_DB={DB}", "-p", f"127.0.0.1:{pg}:5432",
+               "--network", "qbbench-floor-net", "-v", "qbbench-floor-data:/var/lib/postgresql/data",
+               "--memory", "300m", "--memory-swap", "300m", "timescale/timescaledb:latest-pg15")
+            wait_ready(pg, None)
+            self.record("cold start to ready", "docker run + network, volume, memory limit (floor 2)",
+                        time.perf_counter() - started)
+            sh("docker", "rm", "-f", "-v", "qbbench-floor")
+            sh("docker", "volume", "rm", "qbbench-floor-data")
+            sh("docker", "network", "rm", "qbbench-floor-net")
             # qbctl up: all four services ready
             seconds, _ = self.q("up")
             self.record("cold start to ready", "qbctl up", seconds, rss=None)
@@ -293,6 +306,8 @@ class Bench:
         for binary, project in ((self.compose2, "qbbench-c2"), (self.compose1, "qbbench-c1")):
             subprocess.run(self._compose(binary, project, "down", "-v"), capture_output=True)
         subprocess.run(["docker", "rm", "-f", "-v", "qbbench-floor"], capture_output=True)
+        subprocess.run(["docker", "volume", "rm", "qbbench-floor-data"], capture_output=True)
+        subprocess.run(["docker", "network", "rm", "qbbench-floor-net"], capture_output=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

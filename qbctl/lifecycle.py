@@ -94,16 +94,7 @@ def up(settings: Settings, services: list[str] | None = None, no_ui: bool = Fals
         results = {s.name: ServiceResult(s.name, s.image, _port_text(s)) for s in desired}
         for step in plan.steps:
             results[step.service].action = step.action
-            spec = stack.get(step.service)
-            if step.action in ("create", "recreate"):
-                if step.action == "recreate":
-                    events("step", step.service, f"recreating ({step.reason})")
-                    engine.remove_container(client, cids[step.service])
-                cids[step.service] = engine.create_and_start(client, stack, spec)
-                events("step", step.service, "started")
-            elif step.action == "start":
-                engine.start(client, cids[step.service])
-                events("step", step.service, "started")
+        _execute(client, stack, plan, cids, events)
         timings["start"] = round(time.monotonic() - t0, 3)
         trusted = {n for n, o in observed.items() if o.health == "healthy"}
         _wait(client, settings, desired, cids, results, plan, trusted, t0 + timeout, events, t0)
@@ -114,6 +105,34 @@ def up(settings: Settings, services: list[str] | None = None, no_ui: bool = Fals
     if not ok:
         result.error = _unready_error(result, timeout).to_dict()
     return result
+
+
+def _execute(client, stack: Stack, plan: Plan, cids: dict[str, str], events) -> None:
+    """Carry out the plan's changes: PostgreSQL (the critical path: initdb) first, then the others
+    together. One container start costs ~0.3 s of engine work (network, cgroups, port proxy), so
+    four in a row would cost more than initdb itself."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(step):
+        spec = stack.get(step.service)
+        if step.action == "recreate":
+            events("step", step.service, f"recreating ({step.reason})")
+            engine.remove_container(client, cids[step.service])
+        if step.action in ("create", "recreate"):
+            cids[step.service] = engine.create_and_start(client, stack, spec)
+        else:
+            engine.start(client, cids[step.service])
+        events("step", step.service, "started")
+
+    changes = plan.changes()
+    first = [s for s in changes if s.service == "postgres"]
+    for step in first:  # its initdb starts while the others are being created
+        run(step)
+    rest = [s for s in changes if s.service != "postgres"]
+    if rest:
+        with ThreadPoolExecutor(max_workers=len(rest)) as pool:
+            for future in [pool.submit(run, step) for step in rest]:
+                future.result()  # the first error (port taken, start failed) is raised here
 
 
 def _ensure_images(client, desired: list[ServiceSpec], events) -> dict[str, dict]:

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Stand-in for the official postgres image's entrypoint: same contract
-# (POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB, PGDATA, initdb on an empty
+# (POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB, POSTGRES_INITDB_ARGS, PGDATA, initdb on an empty
 # volume, a temporary socket-only server for the database creation, then the
 # real server with the container's arguments).
 set -eu
@@ -17,7 +17,9 @@ fi
 [ "${1:-}" = postgres ] && shift
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pw=$(mktemp); printf '%s' "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is required}" > "$pw"
-  initdb -D "$PGDATA" --username="$POSTGRES_USER" --pwfile="$pw" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+  # shellcheck disable=SC2086 # word splitting of POSTGRES_INITDB_ARGS is the official contract
+  initdb -D "$PGDATA" --username="$POSTGRES_USER" --pwfile="$pw" --auth-local=trust --auth-host=scram-sha-256 \
+    ${POSTGRES_INITDB_ARGS:-} >/dev/null
   rm -f "$pw"
   printf "host all all all scram-sha-256\n" >> "$PGDATA/pg_hba.conf"
   pg_ctl -D "$PGDATA" -w -o "-c listen_addresses=''" start >/dev/null
