@@ -263,6 +263,7 @@ class Bench:
             self.record("health, redis down (check timeout 2 s)", "qbctl health", self.q("health", ok=(1,))[0])
         self.q("up")
         for _ in range(self.runs):
+            self.q("db", "reset", "--yes", "--without-timescaledb")  # a freshly migrated database, untimed
             _, out = self.q("db", "seed", "--symbols", "10", "--days", "30", "--json")
             self.record("db seed (market_data)", "qbctl db seed", json.loads(out)["market_data_rows_per_second"],
                         unit="rows/s", rss=peak_rss([self.qbctl, "db", "seed", "--symbols", "10", "--days", "30"],

@@ -207,3 +207,32 @@ def test_db_shell_runs_psql_in_the_container_from_a_pipe(running_stack):
     proc = qbctl("db", "shell", env=env, cwd=cwd, input="SELECT current_user;\n")
     assert proc.returncode == 0, proc.stderr
     assert "qb_user" in proc.stdout
+
+
+def test_an_image_that_cannot_be_pulled_names_the_setting(project_env, tmp_path, docker_client):
+    env = {**project_env, "QBCTL_REDIS_IMAGE": "qbctl-nonexistent/redis:never"}
+    proc = qbctl("up", "redis", "--json", env=env, cwd=tmp_path)
+    assert proc.returncode == 3
+    err = json.loads(proc.stdout)["error"]
+    assert err["code"] == "IMAGE_UNAVAILABLE" and "qbctl-nonexistent/redis:never" in err["message"]
+    assert "QBCTL_REDIS_IMAGE" in err["hint"]
+    assert docker_client.containers.list(all=True, filters={"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"}) == []
+
+
+def test_a_docker_context_is_honoured(project_env, tmp_path, docker_client):
+    import hashlib
+    import os
+
+    config = tmp_path / "dockerconfig"
+    meta = config / "contexts" / "meta" / hashlib.sha256(b"qbtest").hexdigest()
+    meta.mkdir(parents=True)
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    (meta / "meta.json").write_text(json.dumps({"Name": "qbtest", "Metadata": {},
+                                                "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": False}}}))
+    (config / "config.json").write_text(json.dumps({"currentContext": "qbtest"}))
+    env = {k: v for k, v in project_env.items() if k != "DOCKER_HOST"}
+    env["DOCKER_CONFIG"] = str(config)
+    assert qbctl("status", "--json", env=env, cwd=tmp_path).returncode in (0, 1)  # reached the engine
+    missing = qbctl("status", "--json", env={**env, "DOCKER_CONTEXT": "nosuch"}, cwd=tmp_path)
+    assert missing.returncode == 3
+    assert json.loads(missing.stdout)["error"]["message"] == "Docker context 'nosuch' does not exist"
