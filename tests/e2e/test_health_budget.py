@@ -108,3 +108,17 @@ def test_budget_configured_side_needs_no_stack(tmp_path):
     assert any("has none running" in n for n in result["not_measured"])
     over = qbctl("budget", env={**env, "POSTGRES_MAX_CONNECTIONS": "20", "REDIS_MAX_MEMORY": "900MB"}, cwd=tmp_path)
     assert over.returncode == 1 and "REDIS_MAX_MEMORY=120MB" in over.stderr
+
+
+def test_health_against_an_external_database_says_not_managed(project_env, tmp_path):
+    env = {**project_env, "DATABASE_URL": "postgresql://qb_user:pw@db.staging.invalid:5432/qb"}
+    assert qbctl("up", "redis", env=env, cwd=tmp_path).returncode == 0
+    proc = qbctl("health", "--json", env=env, cwd=tmp_path)
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert checks["postgres container"]["ok"] and "not managed" in checks["postgres container"]["detail"]
+    assert "db.staging.invalid" in checks["postgres container"]["detail"]
+    assert checks["redis"]["ok"] and checks["redis container"]["ok"]
+    assert not checks["postgres"]["ok"]  # the database itself is still checked: unreachable here
+    assert proc.returncode == 1
+    status = qbctl("status", env=env, cwd=tmp_path)
+    assert "postgres: external (DATABASE_URL points to db.staging.invalid" in status.stdout
