@@ -236,3 +236,21 @@ def test_a_docker_context_is_honoured(project_env, tmp_path, docker_client):
     missing = qbctl("status", "--json", env={**env, "DOCKER_CONTEXT": "nosuch"}, cwd=tmp_path)
     assert missing.returncode == 3
     assert json.loads(missing.stdout)["error"]["message"] == "Docker context 'nosuch' does not exist"
+
+
+def test_logs_follow_streams_until_ctrl_c(running_stack):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    env, cwd, _ = running_stack
+    proc = subprocess.Popen([sys.executable, "-m", "qbctl", "logs", "redis", "--follow", "--tail", "5"],
+                            env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # a line arrives while the command keeps running
+    assert first and proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130 and "Traceback" not in err
