@@ -23,7 +23,9 @@ def popen(args, env, cwd):
 
 
 def containers(client, env, all_=True):
-    return client.containers.list(all=all_, filters={"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"})
+    # ignore_removed: docker-py lists, then inspects each; one caught mid-creation can 404 in between.
+    return client.containers.list(all=all_, filters={"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"},
+                                  ignore_removed=True)
 
 
 def _pg(env):
