@@ -76,10 +76,6 @@ def project_filter(project: str, service: str | None = None) -> dict:
     return {"label": labels}
 
 
-def list_containers(client, project: str) -> list:
-    return client.containers.list(all=True, filters=project_filter(project))
-
-
 def observe(client, project: str) -> dict[str, Observed]:
     """This project's containers by service, from one list call (no inspect per container)."""
     out = {}
@@ -98,11 +94,6 @@ def observe(client, project: str) -> dict[str, Observed]:
     return out
 
 
-def image_id(client, image: str) -> str | None:
-    info = image_info(client, image)
-    return info["Id"] if info else None
-
-
 def image_info(client, image: str) -> dict | None:
     from docker.errors import ImageNotFound
 
@@ -117,8 +108,8 @@ def image_env(info: dict | None) -> dict[str, str]:
     return dict(e.split("=", 1) for e in env if "=" in e)
 
 
-def pull(client, spec: ServiceSpec, on_progress=None) -> str:
-    """Pull spec.image; on failure name the image and the setting that overrides it."""
+def pull(client, spec: ServiceSpec, on_progress=None) -> dict:
+    """Pull spec.image and return its inspect data; on failure name the image and the setting."""
     from docker.errors import APIError, DockerException
 
     repo, _, tag = spec.image.rpartition(":") if ":" in spec.image.rsplit("/", 1)[-1] else (spec.image, "", "latest")
@@ -134,7 +125,7 @@ def pull(client, spec: ServiceSpec, on_progress=None) -> str:
                           code="IMAGE_UNAVAILABLE",
                           hint=f"set {spec.image_setting} to an image this engine has (docker images) "
                                "or to a registry mirror it can reach") from None
-    found = image_id(client, spec.image)
+    found = image_info(client, spec.image)
     if not found:
         raise Unavailable(f"pulled {spec.image} but the engine does not list it", code="IMAGE_UNAVAILABLE")
     return found
@@ -246,7 +237,6 @@ class ContainerState:
     oom_killed: bool
     restart_count: int
     health: str | None
-    started_at: str
 
 
 def state(client, container_id: str) -> ContainerState:
@@ -258,7 +248,7 @@ def state(client, container_id: str) -> ContainerState:
         # A restart clears OOMKilled; the engine's event log still has the kill.
         oom = had_oom(client, container_id, info.get("Created", ""))
     return ContainerState(st.get("Status", ""), st.get("ExitCode", 0), oom, restarts,
-                          (st.get("Health") or {}).get("Status"), st.get("StartedAt", ""))
+                          (st.get("Health") or {}).get("Status"))
 
 
 def had_oom(client, container_id: str, created: str) -> bool:

@@ -103,7 +103,8 @@ def up(settings: Settings, services: list[str] | None = None, no_ui: bool = Fals
     result = UpResult(stack.project, [results[s.name] for s in desired], str(plan), timings,
                       [{"service": n, "reason": why} for n, why in stack.external], ok)
     if not ok:
-        result.error = _unready_error(result, timeout).to_dict()
+        limits = {s.name: s.mem_setting for s in desired}
+        result.error = _unready_error(result, timeout, limits).to_dict()
     return result
 
 
@@ -132,8 +133,7 @@ def _ensure_images(client, desired: list[ServiceSpec], events) -> dict[str, dict
         found = engine.image_info(client, spec.image)
         if not found:
             events("pull", spec.name, f"pulling {spec.image}")
-            engine.pull(client, spec, on_progress=lambda name, ev: events("pull-progress", name, ev))
-            found = engine.image_info(client, spec.image)
+            found = engine.pull(client, spec, on_progress=lambda name, ev: events("pull-progress", name, ev))
         infos[spec.image] = found
     return infos
 
@@ -211,7 +211,7 @@ def _wait_one(client, settings, spec, cid, res: ServiceResult, deadline, failed,
         time.sleep(POLL)
 
 
-def _unready_error(result: UpResult, timeout: float) -> QbctlError:
+def _unready_error(result: UpResult, timeout: float, limits: dict[str, str]) -> QbctlError:
     bad = [s for s in result.services if not s.ready and s.detail and "not probed" not in s.detail]
     bad = bad or [s for s in result.services if not s.ready]
     first = bad[0]
@@ -221,7 +221,7 @@ def _unready_error(result: UpResult, timeout: float) -> QbctlError:
             return known
     if first.oom_killed:
         return Unready(f"{first.name}: {first.detail}", code="OOM_KILLED",
-                       hint=f"raise its memory limit ({'QBCTL_BUDGET_' + first.name.upper()}) or lower its "
+                       hint=f"raise its memory limit ({limits[first.name]}) or lower its "
                             "memory settings; `qbctl budget` shows the arithmetic")
     if "password authentication failed" in first.detail:
         return Unready(f"{first.name}: {first.detail}", code="AUTH_FAILED",

@@ -1,7 +1,6 @@
 """Readiness, asked of each service directly: SQL, PING, HTTP. No Docker health interval."""
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 
 from qbctl.settings import Settings
@@ -58,14 +57,6 @@ def http(host: str, port: int, timeout: float = 2.0) -> ProbeResult:
         return ProbeResult(False, str(exc)[:200] or type(exc).__name__)
     finally:
         conn.close()
-
-
-def tcp_open(host: str, port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def probe(spec, settings: Settings, timeout: float = 2.0) -> ProbeResult:

@@ -98,7 +98,7 @@ def seed(settings: Settings, n_symbols: int, days: int, redis_keys: bool = True,
         if conn.execute("SELECT to_regclass('market_data') IS NULL").fetchone()[0]:
             raise QbctlError(f"{settings.pg.masked()} has no market_data table", code="NOT_MIGRATED",
                              hint="run `qbctl db migrate` first")
-        _clear(conn, [s for s, _ in syms], minutes[0] if minutes else None)
+        _clear(conn, [s for s, _ in syms])
         md = ind = 0
         md_seconds = 0.0
         with conn.cursor() as cur:
@@ -129,7 +129,8 @@ def seed(settings: Settings, n_symbols: int, days: int, redis_keys: bool = True,
     return result
 
 
-def _clear(conn, syms: list[str], since: datetime | None) -> None:
+def _clear(conn, syms: list[str]) -> None:
+    """Earlier seed data of these symbols goes first: re-seeding replaces, never doubles."""
     conn.execute("DELETE FROM market_data WHERE symbol = ANY(%s) AND timeframe = '1m'", (syms,))
     conn.execute("DELETE FROM technical_indicators WHERE symbol = ANY(%s) AND timeframe = '1m'", (syms,))
     conn.execute("DELETE FROM trades WHERE strategy = %s", (STRATEGY,))

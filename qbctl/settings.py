@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -149,7 +149,6 @@ class Settings:
     project: str
     root: Path
     env_file: Path | None
-    unknown_env_keys: tuple[str, ...] = field(default=())
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -253,8 +252,7 @@ def load(env_file: Path | None = None, environ: Mapping[str, str] | None = None,
         name = project_name(values["QBCTL_PROJECT"], f"QBCTL_PROJECT= (from {sources['QBCTL_PROJECT']})")
     else:
         name = project_name(root.name, f"the folder name {root} (set QBCTL_PROJECT)")
-    unknown = tuple(k for k in file_values if k not in BY_KEY)
-    return Settings(values, raw, sources, name, root, path, unknown)
+    return Settings(values, raw, sources, name, root, path)
 
 
 def _cross_checks(values: Mapping[str, Any]) -> list[str]:

@@ -27,10 +27,6 @@ def parse_size(text: str) -> int:
     return value
 
 
-def mb(n_bytes: float) -> float:
-    return n_bytes / MB
-
-
 def fmt_mb(n_bytes: float | None) -> str:
     if n_bytes is None:
         return "-"

@@ -52,12 +52,6 @@ class RedisUrl:
             auth = f"{self.username}{':***' if self.password else ''}@"
         return f"redis://{auth}{self.host}:{self.port}/{self.db}"
 
-    def url(self) -> str:
-        auth = ""
-        if self.username or self.password:
-            auth = f"{quote(self.username, safe='')}:{quote(self.password, safe='')}@"
-        return f"redis://{auth}{self.host}:{self.port}/{self.db}"
-
 
 def _split(text: str):
     parts = urlsplit(text.strip())

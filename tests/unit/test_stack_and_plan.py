@@ -79,3 +79,14 @@ def test_plan_as_text():
     )
     moved = {**observed, "postgres": Observed("postgres", "c1", "running", specs[0].config_hash(), "sha256:old")}
     assert str(make_plan(specs[:1], moved, ids)) == "recreate postgres: image timescale/timescaledb:latest-pg15 changed"
+
+
+def test_an_oom_kill_names_the_services_own_memory_setting():
+    from qbctl.lifecycle import ServiceResult, UpResult, _unready_error
+
+    st = stack()
+    dead = ServiceResult("redis-commander", "img", [], "create", False, None,
+                         "container was killed: out of memory (exit 137)", 137, True)
+    result = UpResult("demo", [dead], "", {}, [])
+    err = _unready_error(result, 60, {s.name: s.mem_setting for s in st.services})
+    assert err.code == "OOM_KILLED" and "QBCTL_REDIS_COMMANDER_MEMORY" in err.hint
