@@ -85,12 +85,11 @@ def check_docker(settings: Settings, timeout: float) -> list[Check]:
 def check_postgres(settings: Settings, timeout: float) -> list[Check]:
     import psycopg
 
-    from qbctl import migrate, sqlfiles
+    from qbctl import migrate, pg, sqlfiles
 
-    pg = settings.pg
     try:
-        conn, ms = _timed(lambda: psycopg.connect(pg.dsn(host="127.0.0.1" if pg.host == "localhost" else None),
-                                                  connect_timeout=max(2, int(timeout)), autocommit=True))
+        conn, ms = _timed(lambda: psycopg.connect(pg.dsn(settings), connect_timeout=max(2, int(timeout)),
+                                                  autocommit=True))
     except psycopg.Error as exc:
         return [Check("postgres", False, " ".join(str(exc).split())[-200:])]
     with conn:

@@ -90,12 +90,14 @@ class TimescaleMissing(Unavailable):
     code = "TIMESCALEDB_UNAVAILABLE"
 
 
+TSDB_STATE = ("SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),"
+              " (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),"
+              " current_setting('shared_preload_libraries') LIKE '%timescaledb%'")
+
+
 def timescaledb_state(conn) -> tuple[str | None, str | None, bool]:
     """(installed version, available version, preloaded)."""
-    row = conn.execute(
-        "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),"
-        " (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),"
-        " current_setting('shared_preload_libraries') LIKE '%timescaledb%'").fetchone()
+    row = conn.execute(TSDB_STATE).fetchone()
     return row[0], row[1], bool(row[2])
 
 
@@ -140,6 +142,51 @@ def migrate(settings: Settings, dry_run: bool = False, without_timescaledb: bool
             accept_edited: bool = False, wait: float = 30.0, events=lambda *_: None) -> MigrateResult:
     t0 = time.monotonic()
     local = sqlfiles.load(settings)
+    result = _nothing_to_do(settings, local, dry_run, without_timescaledb)
+    if result is None:
+        result = _migrate(settings, local, dry_run, without_timescaledb, accept_edited, wait, events)
+    result.seconds = round(time.monotonic() - t0, 3)
+    return result
+
+
+def _nothing_to_do(settings: Settings, local: list[SqlFile], dry_run: bool,
+                   without_timescaledb: bool) -> MigrateResult | None:
+    """The usual run, every file applied, answered over qbctl.libpq without importing psycopg.
+
+    The same checks as the full path, under the same lock; None whenever there is anything to
+    do or explain (a file to apply, an edited file, no TimescaleDB, the lock held, no connection),
+    and the full path takes over.
+    """
+    from qbctl import libpq
+
+    conn = libpq.connect(pg.dsn(settings))
+    if conn is None:
+        return None
+    with conn:
+        state = conn.rows(TSDB_STATE + ", to_regclass('qbctl.migrations') IS NOT NULL")
+        if not state:
+            return None
+        installed, _, _, tracked = state[0]
+        if not (installed or without_timescaledb) or tracked != "t":
+            return None
+        if conn.rows(f"SELECT pg_try_advisory_lock({LOCK_KEY})") != [("t",)]:
+            return None
+        try:
+            rows = conn.rows("SELECT kind, name, checksum FROM qbctl.migrations")
+        finally:
+            conn.rows(f"SELECT pg_advisory_unlock({LOCK_KEY})")
+    if rows is None:
+        return None
+    items = plan(local, {(k, n): Applied(k, n, c) for k, n, c in rows}, timescaledb=not without_timescaledb)
+    if any(i.state not in ("applied", "skipped") for i in items):
+        return None
+    result = MigrateResult(settings.pg.masked(), dry_run, installed)
+    _summarise(result, items, would=dry_run)
+    return result
+
+
+def _migrate(settings: Settings, local: list[SqlFile], dry_run: bool, without_timescaledb: bool,
+             accept_edited: bool, wait: float, events) -> MigrateResult:
     conn = pg.connect(settings, wait=wait)
     with conn:
         tsdb = _require_timescaledb(settings, conn, without_timescaledb)
@@ -148,7 +195,6 @@ def migrate(settings: Settings, dry_run: bool = False, without_timescaledb: bool
             items = plan(local, read_applied(conn), timescaledb=not without_timescaledb)
             _refuse_changed(items, accept_edited)
             _summarise(result, items, would=True)
-            result.seconds = round(time.monotonic() - t0, 3)
             return result
         _lock(conn, wait + 60, lambda text: events("wait", text))
         try:
@@ -163,7 +209,6 @@ def migrate(settings: Settings, dry_run: bool = False, without_timescaledb: bool
             _summarise(result, items, would=False)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
-    result.seconds = round(time.monotonic() - t0, 3)
     return result
 
 

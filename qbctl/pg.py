@@ -10,16 +10,21 @@ RETRYABLE = ("starting up", "Connection refused", "connection refused", "server 
              "shutting down", "No such file", "timeout expired", "could not receive data", "Connection reset")
 
 
+def dsn(settings: Settings) -> str:
+    """DATABASE_URL for libpq; localhost as 127.0.0.1 (the published port listens on IPv4)."""
+    pg = settings.pg
+    return pg.dsn(host="127.0.0.1" if pg.host == "localhost" else None)
+
+
 def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True):
     """A psycopg connection with the URL's credentials; retried while the server is starting."""
     import psycopg
 
-    pg = settings.pg
     deadline = time.monotonic() + wait
     while True:
         try:
-            return psycopg.connect(pg.dsn(host="127.0.0.1" if pg.host == "localhost" else None),
-                                   connect_timeout=3, autocommit=autocommit, application_name="qbctl")
+            return psycopg.connect(dsn(settings), connect_timeout=3, autocommit=autocommit,
+                                   application_name="qbctl")
         except psycopg.OperationalError as exc:
             text = " ".join(str(exc).split())
             if any(r in text for r in RETRYABLE) and time.monotonic() < deadline:

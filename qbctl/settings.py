@@ -87,7 +87,8 @@ S = Setting
 SETTINGS: tuple[Setting, ...] = (
     # The backend's own settings (names are a contract).
     S("DATABASE_URL", "postgresql://qb_user:qb_pass@localhost:5432/qb_trading_dev", "pg_url",
-      "PostgreSQL: user, password, database and host port of the stack", secret=True),
+      "PostgreSQL: user, password, database and host port of the stack; libpq parameters after ? "
+      "(sslmode=verify-full, ...) are used as given", secret=True),
     S("REDIS_URL", "redis://localhost:6379/0", "redis_url", "Redis: host port and database index", secret=True),
     S("ENVIRONMENT", "development", "environment", "development, test, staging or production"),
     S("LOG_LEVEL", "INFO", "log_level", "the backend's log level"),

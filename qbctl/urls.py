@@ -14,6 +14,7 @@ class PgUrl:
     host: str
     port: int
     dbname: str
+    query: str = ""  # libpq parameters after "?", such as sslmode=verify-full: kept, never dropped
 
     @property
     def is_local(self) -> bool:
@@ -27,7 +28,8 @@ class PgUrl:
         h = host or self.host
         if ":" in h:
             h = f"[{h}]"
-        return f"postgresql://{auth}@{h}:{port or self.port}/{quote(dbname or self.dbname, safe='')}"
+        url = f"postgresql://{auth}@{h}:{port or self.port}/{quote(dbname or self.dbname, safe='')}"
+        return f"{url}?{self.query}" if self.query else url
 
     def masked(self) -> str:
         auth = self.user + (":***" if self.password else "")
@@ -76,7 +78,8 @@ def parse_pg_url(text: str) -> PgUrl:
         raise ValueError("the URL names no database: expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
     if not parts.username:
         raise ValueError("the URL names no user: expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
-    return PgUrl(unquote(parts.username), unquote(parts.password or ""), parts.hostname, port or 5432, dbname)
+    return PgUrl(unquote(parts.username), unquote(parts.password or ""), parts.hostname, port or 5432, dbname,
+                 parts.query)
 
 
 def parse_redis_url(text: str) -> RedisUrl:

@@ -15,6 +15,7 @@ from tests.helpers import ROOT, free_port, missing
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 TSDB_LIB = Path("/usr/lib/postgresql/15/lib/timescaledb.so")
+SECRET_ROLE, SECRET_PASSWORD = "qb_secret", "p@ss:w/rd %?#"
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
@@ -42,6 +43,8 @@ def _server(timescaledb: bool):
     data = folder / "data"
     subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "qb_user", "--auth=trust",
                                  "--no-sync"]), check=True, capture_output=True)
+    hba = data / "pg_hba.conf"  # one role with a password, for the tests of password logins
+    hba.write_text(f"host all {SECRET_ROLE} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
     port = free_port()
     opts = ["-c", f"port={port}", "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={folder}",
             "-c", "fsync=off", "-c", "max_connections=60", "-c", "timescaledb.telemetry_level=off"]
@@ -78,6 +81,20 @@ def _database(server):
     yield f"postgresql://qb_user:pw@127.0.0.1:{server['port']}/{name}"
     with psycopg.connect(server["url"], autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def secret_database(database, pg_server):
+    """`database`, as a URL for a role that logs in with a password (SCRAM) full of URL characters."""
+    from urllib.parse import quote
+
+    import psycopg
+
+    with psycopg.connect(pg_server["url"], autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (SECRET_ROLE,)).fetchone():
+            conn.execute(f"CREATE ROLE {SECRET_ROLE} LOGIN SUPERUSER PASSWORD '{SECRET_PASSWORD}'")
+    name = database.rsplit("/", 1)[1]
+    return f"postgresql://{SECRET_ROLE}:{quote(SECRET_PASSWORD, safe='')}@127.0.0.1:{pg_server['port']}/{name}"
 
 
 @pytest.fixture

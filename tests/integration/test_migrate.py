@@ -150,6 +150,16 @@ def test_a_database_that_is_not_there_is_unavailable(project):
     no_traceback(proc)
 
 
+def test_the_urls_libpq_parameters_reach_the_server(database, project):
+    assert migrate(database, project, "--without-timescaledb").returncode == 0
+    for args in ((), ("--dry-run",)):  # the no-op answer and the full path alike
+        proc = migrate(database + "?sslmode=require", project, "--without-timescaledb", "--wait", "0", *args)
+        assert proc.returncode == 3, proc.stdout
+        assert "server does not support SSL" in json.loads(proc.stdout)["error"]["message"]
+    ok = migrate(database + "?sslmode=disable&application_name=x", project, "--without-timescaledb")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["applied"] == []
+
+
 def test_sql_folder_missing_says_where_it_looked(tmp_path):
     proc = qbctl("db", "migrate", env=env_for("postgresql://u:p@127.0.0.1:1/db"), cwd=tmp_path)
     assert proc.returncode == 2 and f"no sql/schema folder in {tmp_path}" in proc.stderr

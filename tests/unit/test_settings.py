@@ -101,6 +101,12 @@ def test_sqlalchemy_style_url_is_accepted():
     assert s.pg.masked() == "postgresql://a:***@localhost:6543/x"
 
 
+def test_libpq_parameters_in_the_url_are_kept():
+    s = load({"DATABASE_URL": "postgresql://a:b@db.example.com/x?sslmode=verify-full&sslrootcert=/ca.pem"})
+    assert s.pg.dsn() == "postgresql://a:b@db.example.com:5432/x?sslmode=verify-full&sslrootcert=/ca.pem"
+    assert s.pg.masked() == "postgresql://a:***@db.example.com:5432/x"
+
+
 def test_project_name_from_folder_and_option(tmp_path):
     folder = tmp_path / "QB Backend"
     (folder / "sql" / "schema").mkdir(parents=True)
