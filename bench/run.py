@@ -52,11 +52,27 @@ def timed(cmd, env=None, cwd=None, ok=(0,)):
     return elapsed, out.decode()
 
 
+RSS_LAUNCHER = """import os, sys
+pid = os.fork()
+if pid == 0:
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.execvp(sys.argv[1], sys.argv[1:])
+print(os.wait4(pid, 0)[2].ru_maxrss)
+"""
+
+
 def peak_rss(cmd, env=None, cwd=None) -> float:
-    """Peak resident memory (MB) of one run of cmd, from the kernel's accounting of the child."""
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, _, usage = os.wait4(proc.pid, 0)
-    return round(usage.ru_maxrss / 1024, 1)
+    """Peak resident memory (MB) of one run of cmd, from the kernel's accounting of the child.
+
+    A child's ru_maxrss starts from its parent's resident size (the pages it had at fork, or the
+    whole parent under vfork), and this process carries psycopg and the Docker SDK (40+ MB). So
+    cmd is started by a bare `python -S` launcher (about 7 MB) and that reports its child's figure.
+    """
+    out = subprocess.run([sys.executable, "-S", "-c", RSS_LAUNCHER, *cmd], env=env, cwd=cwd,
+                         capture_output=True, text=True, check=True).stdout
+    return round(int(out) / 1024, 1)
 
 
 def free_port() -> int:

@@ -87,7 +87,10 @@ def test_a_volume_from_another_postgres_major_is_refused_before_start(project_en
     finally:
         holder.remove(force=True)
     newer = {**env, "QBCTL_POSTGRES_IMAGE": "qbctl-standin/postgres:pg16-test"}
-    proc = qbctl("up", "postgres", "--json", env=newer, cwd=tmp_path)
+    try:
+        proc = qbctl("up", "postgres", "--json", env=newer, cwd=tmp_path)
+    finally:
+        docker_client.images.remove("qbctl-standin/postgres:pg16-test")  # each run commits a new one
     assert proc.returncode == 1, proc.stdout
     err = json.loads(proc.stdout)["error"]
     assert err["code"] == "VOLUME_INCOMPATIBLE" and err["volume_pg_major"] == "15"

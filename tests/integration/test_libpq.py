@@ -69,3 +69,18 @@ def test_the_quick_answer_steps_aside_for_an_edit_a_new_file_or_a_held_lock(data
     assert "holds the migration lock; waiting" in proc.stderr and time.monotonic() - started >= 0.9
     assert "nothing to apply" in proc.stdout
     no_traceback(proc)
+
+
+def test_without_a_loadable_libpq_migrate_takes_the_full_path(database, project, monkeypatch):
+    from qbctl import migrate as mig, sqlfiles
+    from qbctl.settings import load
+
+    settings = load(environ={"DATABASE_URL": database}, cwd=project)
+    first = mig.migrate(settings, without_timescaledb=True)
+    local = sqlfiles.load(settings)
+    assert mig._nothing_to_do(settings, local, False, True) is not None
+    monkeypatch.setattr(libpq, "_lib", None)  # looked for, none found (a psycopg without a libpq file)
+    assert libpq.connect(database) is None
+    assert mig._nothing_to_do(settings, local, False, True) is None
+    again = mig.migrate(settings, without_timescaledb=True)
+    assert again.ok and again.applied == [] and again.up_to_date == len(first.applied)
