@@ -159,7 +159,7 @@ def _nothing_to_do(settings: Settings, local: list[SqlFile], dry_run: bool,
     """
     from qbctl import libpq
 
-    conn = libpq.connect(pg.dsn(settings))
+    conn = libpq.connect(pg.dsn(settings), timeout=2)  # libpq's shortest; the full path retries
     if conn is None:
         return None
     with conn:
