@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import socket
@@ -41,11 +42,10 @@ def sh(*cmd, env=None, cwd=None, check=True, timeout=600):
 
 
 def timed(cmd, env=None, cwd=None, ok=(0,)):
-    """(seconds, peak RSS in MB) of one process; raises when it fails."""
+    """(seconds, stdout) of one process; raises when it exits with a code not in `ok`."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate(timeout=600)
-    _, status, usage = os.wait4(proc.pid, 0) if proc.returncode is None else (0, 0, None)
     elapsed = time.perf_counter() - started
     if proc.returncode not in ok:
         raise RuntimeError(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {err.decode()[-800:]}")
@@ -152,8 +152,11 @@ class Bench:
                         "dbmate": sh(self.dbmate, "--version").stdout.strip(),
                         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)}
 
+    def entry(self, case: str, tool: str, unit: str = "s") -> dict:
+        return self.results.setdefault(case, {}).setdefault(tool, {"unit": unit, "values": [], "rss_mb": []})
+
     def record(self, case: str, tool: str, value: float, unit: str = "s", rss: float | None = None) -> None:
-        entry = self.results.setdefault(case, {}).setdefault(tool, {"unit": unit, "values": [], "rss_mb": []})
+        entry = self.entry(case, tool, unit)
         entry["values"].append(round(value, 4))
         if rss is not None:
             entry["rss_mb"].append(rss)
@@ -173,43 +176,63 @@ class Bench:
         return [binary, "-f", str(self.peer), "-p", project, *args]
 
     def cold(self) -> None:
-        pg, rd = self.ports["pg"], self.ports["redis"]
+        """Each round runs the five in a shuffled order, each after the engine has settled, so that
+        neither the order nor the previous case's teardown (its fsyncs and removals) favours one."""
+        cases = [self._cold_floor, self._cold_floor2, self._cold_qbctl, self._cold_compose2, self._cold_compose1]
+        for tool in ("docker run (floor, postgres only)", "docker run + network, volume, memory limit (floor 2)",
+                     "qbctl up", "compose v2 up -d --wait", "compose v1 up -d + wait loop"):
+            self.entry("cold start to ready", tool)  # the table's order, whatever the rounds' order
+        order = random.Random(0)
         for _ in range(self.runs):
-            # floor: a bare docker run of the PostgreSQL image until it answers a query
-            started = time.perf_counter()
-            sh("docker", "run", "-d", "--name", "qbbench-floor", "-e", f"POSTGRES_USER={USER}", "-e",
-               f"POSTGRES_PASSWORD={PASSWORD}", "-e", f"POSTGRES_DB={DB}", "-p", f"127.0.0.1:{pg}:5432",
-               "timescale/timescaledb:latest-pg15")
-            wait_ready(pg, None)
-            self.record("cold start to ready", "docker run (floor, postgres only)", time.perf_counter() - started)
-            sh("docker", "rm", "-f", "-v", "qbbench-floor")
-            # the same, with the options qbctl must use: a user network, a named volume, a memory limit
-            sh("docker", "network", "create", "qbbench-floor-net")
-            started = time.perf_counter()
-            sh("docker", "run", "-d", "--name", "qbbench-floor", "-e", f"POSTGRES_USER={USER}", "-e",
-               f"POSTGRES_PASSWORD={PASSWORD}", "-e", f"POSTGRES_DB={DB}", "-p", f"127.0.0.1:{pg}:5432",
-               "--network", "qbbench-floor-net", "-v", "qbbench-floor-data:/var/lib/postgresql/data",
-               "--memory", "300m", "--memory-swap", "300m", "timescale/timescaledb:latest-pg15")
-            wait_ready(pg, None)
-            self.record("cold start to ready", "docker run + network, volume, memory limit (floor 2)",
-                        time.perf_counter() - started)
-            sh("docker", "rm", "-f", "-v", "qbbench-floor")
-            sh("docker", "volume", "rm", "qbbench-floor-data")
-            sh("docker", "network", "rm", "qbbench-floor-net")
-            # qbctl up: all four services ready
-            seconds, _ = self.q("up")
-            self.record("cold start to ready", "qbctl up", seconds, rss=None)
-            self.q("reset", "--yes")
-            # compose v2 up -d --wait
-            seconds, _ = timed(self._compose(self.compose2, "qbbench-c2", "up", "-d", "--wait"))
-            self.record("cold start to ready", "compose v2 up -d --wait", seconds)
-            timed(self._compose(self.compose2, "qbbench-c2", "down", "-v"))
-            # compose v1 up -d, then a loop until PostgreSQL answers a query and Redis a PING
-            started = time.perf_counter()
-            timed(self._compose(self.compose1, "qbbench-c1", "up", "-d"))
-            wait_ready(pg, rd)
-            self.record("cold start to ready", "compose v1 up -d + wait loop", time.perf_counter() - started)
-            timed(self._compose(self.compose1, "qbbench-c1", "down", "-v"))
+            order.shuffle(cases)
+            for case in cases:
+                os.sync()
+                time.sleep(1)
+                case()
+
+    def _cold_floor(self) -> None:
+        """A bare docker run of the PostgreSQL image until it answers a query."""
+        started = time.perf_counter()
+        sh("docker", "run", "-d", "--name", "qbbench-floor", "-e", f"POSTGRES_USER={USER}", "-e",
+           f"POSTGRES_PASSWORD={PASSWORD}", "-e", f"POSTGRES_DB={DB}", "-p", f"127.0.0.1:{self.ports['pg']}:5432",
+           "timescale/timescaledb:latest-pg15")
+        wait_ready(self.ports["pg"], None)
+        self.record("cold start to ready", "docker run (floor, postgres only)", time.perf_counter() - started)
+        sh("docker", "rm", "-f", "-v", "qbbench-floor")
+
+    def _cold_floor2(self) -> None:
+        """The same, with the options qbctl must use: a user network, a named volume, a memory limit."""
+        sh("docker", "network", "create", "qbbench-floor-net")
+        started = time.perf_counter()
+        sh("docker", "run", "-d", "--name", "qbbench-floor", "-e", f"POSTGRES_USER={USER}", "-e",
+           f"POSTGRES_PASSWORD={PASSWORD}", "-e", f"POSTGRES_DB={DB}", "-p", f"127.0.0.1:{self.ports['pg']}:5432",
+           "--network", "qbbench-floor-net", "-v", "qbbench-floor-data:/var/lib/postgresql/data",
+           "--memory", "300m", "--memory-swap", "300m", "timescale/timescaledb:latest-pg15")
+        wait_ready(self.ports["pg"], None)
+        self.record("cold start to ready", "docker run + network, volume, memory limit (floor 2)",
+                    time.perf_counter() - started)
+        sh("docker", "rm", "-f", "-v", "qbbench-floor")
+        sh("docker", "volume", "rm", "qbbench-floor-data")
+        sh("docker", "network", "rm", "qbbench-floor-net")
+
+    def _cold_qbctl(self) -> None:
+        """qbctl up: all four services ready."""
+        seconds, _ = self.q("up")
+        self.record("cold start to ready", "qbctl up", seconds, rss=None)
+        self.q("reset", "--yes")
+
+    def _cold_compose2(self) -> None:
+        seconds, _ = timed(self._compose(self.compose2, "qbbench-c2", "up", "-d", "--wait"))
+        self.record("cold start to ready", "compose v2 up -d --wait", seconds)
+        timed(self._compose(self.compose2, "qbbench-c2", "down", "-v"))
+
+    def _cold_compose1(self) -> None:
+        """docker-compose v1 up -d, then the loop a user writes until PostgreSQL and Redis answer."""
+        started = time.perf_counter()
+        timed(self._compose(self.compose1, "qbbench-c1", "up", "-d"))
+        wait_ready(self.ports["pg"], self.ports["redis"])
+        self.record("cold start to ready", "compose v1 up -d + wait loop", time.perf_counter() - started)
+        timed(self._compose(self.compose1, "qbbench-c1", "down", "-v"))
 
     def warm(self) -> None:
         self.q("up")
