@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass, field
 
 from qbctl.result import Result
-from qbctl import engine, ports, probes, volumes
-from qbctl.errors import QbctlError
+from qbctl import engine, pg, ports, probes, volumes
+from qbctl.errors import ConfigError, QbctlError
 from qbctl.lock import project_lock
 from qbctl.plan import Plan, make_plan
 from qbctl.settings import Settings
@@ -48,6 +48,7 @@ class UpResult(Result):
     external: list[dict]
     ok: bool = False
     error: dict | None = None
+    exit_code: int = 1  # 2 when the settings, not the stack, are wrong
 
 
 
@@ -104,7 +105,8 @@ def up(settings: Settings, services: list[str] | None = None, no_ui: bool = Fals
                       [{"service": n, "reason": why} for n, why in stack.external], ok)
     if not ok:
         limits = {s.name: s.mem_setting for s in desired}
-        result.error = _unready_error(result, timeout, limits).to_dict()
+        error = _unready_error(result, timeout, limits)
+        result.error, result.exit_code = error.to_dict(), int(error.exit_code)
     return result
 
 
@@ -223,6 +225,10 @@ def _unready_error(result: UpResult, timeout: float, limits: dict[str, str]) -> 
         return Unready(f"{first.name}: {first.detail}", code="OOM_KILLED",
                        hint=f"raise its memory limit ({limits[first.name]}) or lower its "
                             "memory settings; `qbctl budget` shows the arithmetic")
+    if first.name == "postgres" and pg.bad_url(first.detail):
+        return ConfigError(f"DATABASE_URL: {first.detail.removeprefix('connection is bad: ')}",
+                           hint="the parameters after ? go to libpq as they are (sslmode=require, ...); "
+                                "the server itself is running")
     if "password authentication failed" in first.detail:
         return Unready(f"{first.name}: {first.detail}", code="AUTH_FAILED",
                        hint="the data volume was initialised with another password: put the old one back in "

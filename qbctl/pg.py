@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from qbctl.errors import QbctlError, Unavailable
+from qbctl.errors import ConfigError, QbctlError, Unavailable
 from qbctl.settings import Settings
 
 RETRYABLE = ("starting up", "Connection refused", "connection refused", "server closed the connection",
@@ -16,6 +16,11 @@ def dsn(settings: Settings) -> str:
     return pg.dsn(host="127.0.0.1" if pg.host == "localhost" else None)
 
 
+def bad_url(text: str) -> bool:
+    """Whether libpq refused DATABASE_URL itself (an unknown parameter or a bad value after ?)."""
+    return "invalid URI query parameter" in text or ("invalid" in text and "value:" in text)
+
+
 def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True):
     """A psycopg connection with the URL's credentials; retried while the server is starting."""
     import psycopg
@@ -25,7 +30,7 @@ def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True):
         try:
             return psycopg.connect(dsn(settings), connect_timeout=3, autocommit=autocommit,
                                    application_name="qbctl")
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:
             text = " ".join(str(exc).split())
             if any(r in text for r in RETRYABLE) and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -36,6 +41,10 @@ def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True):
 def _unreachable(settings: Settings, text: str) -> QbctlError:
     where = settings.pg.masked()
     reason = text.split("FATAL:")[-1].strip()[:300]
+    if bad_url(text):
+        return ConfigError(f"DATABASE_URL ({where}): {reason.removeprefix('connection is bad: ')}",
+                           hint="the parameters after ? go to libpq as they are (sslmode=require, "
+                                "connect_timeout=10, ...)")
     if "password authentication failed" in text:
         return Unavailable(f"PostgreSQL refused the login of {settings.pg.user} at {where}: {reason}",
                            code="DATABASE_AUTH_FAILED",

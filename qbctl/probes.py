@@ -16,6 +16,8 @@ class ProbeResult:
 def postgres(settings: Settings, timeout: float = 2.0) -> ProbeResult:
     import psycopg
 
+    from qbctl import pg
+
     try:
         with psycopg.connect(settings.pg.dsn(host="127.0.0.1" if settings.pg.is_local else None),
                              connect_timeout=max(1, int(timeout)), autocommit=True) as conn:
@@ -23,7 +25,8 @@ def postgres(settings: Settings, timeout: float = 2.0) -> ProbeResult:
         return ProbeResult(True, "SELECT 1")
     except psycopg.Error as exc:
         text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        fatal = "password authentication failed" in text or ("database" in text and "does not exist" in text)
+        fatal = ("password authentication failed" in text or ("database" in text and "does not exist" in text)
+                 or pg.bad_url(text))
         return ProbeResult(False, text.split("FATAL:")[-1].strip()[:200], fatal)
 
 

@@ -5,6 +5,16 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", ""})
+# libpq's connection parameters (PostgreSQL 18). In a SQLAlchemy URL (postgresql+asyncpg://) the
+# query belongs to the driver: these are kept, the driver's own (ssl=, prepared_statement_...) dropped.
+LIBPQ_PARAMS = frozenset("""
+host hostaddr port dbname user password passfile require_auth channel_binding connect_timeout
+client_encoding options application_name fallback_application_name keepalives keepalives_idle
+keepalives_interval keepalives_count tcp_user_timeout replication gssencmode sslmode sslnegotiation
+sslcompression sslcert sslkey sslkeylogfile sslpassword sslcertmode sslrootcert sslcrl sslcrldir sslsni
+requirepeer ssl_min_protocol_version ssl_max_protocol_version krbsrvname gsslib gssdelegation service
+target_session_attrs load_balance_hosts min_protocol_version max_protocol_version
+""".split())
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,7 @@ def _split(text: str):
 
 def parse_pg_url(text: str) -> PgUrl:
     parts, port = _split(text)
-    scheme = parts.scheme.split("+", 1)[0]  # postgresql+asyncpg:// as SQLAlchemy writes it
+    scheme, driver = (parts.scheme.split("+", 1) + [""])[:2]  # postgresql+asyncpg:// as SQLAlchemy writes it
     if scheme not in ("postgresql", "postgres"):
         raise ValueError("expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
     if not parts.hostname:
@@ -78,8 +88,14 @@ def parse_pg_url(text: str) -> PgUrl:
         raise ValueError("the URL names no database: expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
     if not parts.username:
         raise ValueError("the URL names no user: expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
+    params = [p for p in parts.query.split("&") if p]
+    unknown = [p.split("=", 1)[0] for p in params if p.split("=", 1)[0] not in LIBPQ_PARAMS]
+    if unknown and not driver:
+        raise ValueError(f"{', '.join(unknown)} after ? is not a libpq parameter (sslmode=require, "
+                         "connect_timeout=10, ... are)")
+    query = "&".join(p for p in params if p.split("=", 1)[0] in LIBPQ_PARAMS)
     return PgUrl(unquote(parts.username), unquote(parts.password or ""), parts.hostname, port or 5432, dbname,
-                 parts.query)
+                 query)
 
 
 def parse_redis_url(text: str) -> RedisUrl:

@@ -179,6 +179,18 @@ def test_a_container_that_dies_at_start_is_reported_at_once_with_its_logs(projec
     assert "error: redis: container exited with code" in human.stderr
 
 
+def test_a_bad_libpq_value_in_the_url_is_a_settings_error_not_a_wait(project_env, tmp_path):
+    env = {**project_env, "DATABASE_URL": project_env["DATABASE_URL"] + "?sslmode=bogus"}
+    started = time.monotonic()
+    proc = qbctl("up", "postgres", "--json", "--timeout", "60", env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and time.monotonic() - started < 20
+    err = json.loads(proc.stdout)["error"]
+    assert err["code"] == "CONFIG_INVALID" and err["message"] == 'DATABASE_URL: invalid sslmode value: "bogus"'
+    unknown = qbctl("up", env={**env, "DATABASE_URL": project_env["DATABASE_URL"] + "?ssl=1"}, cwd=tmp_path)
+    assert unknown.returncode == 2 and "ssl after ? is not a libpq parameter" in unknown.stderr
+    no_traceback(unknown)
+
+
 @pytest.mark.parametrize("host", ["unix:///nonexistent/docker.sock", "tcp://127.0.0.1:1"])
 def test_an_unreachable_engine_is_reported_quickly(host, tmp_path):
     env = {**stack_env(new_project()), "DOCKER_HOST": host}

@@ -158,6 +158,10 @@ def test_the_urls_libpq_parameters_reach_the_server(database, project):
         assert "server does not support SSL" in json.loads(proc.stdout)["error"]["message"]
     ok = migrate(database + "?sslmode=disable&application_name=x", project, "--without-timescaledb")
     assert ok.returncode == 0 and json.loads(ok.stdout)["applied"] == []
+    bad = qbctl("db", "migrate", env=env_for(database + "?sslmode=bogus"), cwd=project)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: DATABASE_URL (postgresql://qb_user:***@")
+    assert 'invalid sslmode value: "bogus"' in bad.stderr and "sslmode=require" in bad.stderr
+    no_traceback(bad)
 
 
 def test_sql_folder_missing_says_where_it_looked(tmp_path):

@@ -105,6 +105,11 @@ def test_libpq_parameters_in_the_url_are_kept():
     s = load({"DATABASE_URL": "postgresql://a:b@db.example.com/x?sslmode=verify-full&sslrootcert=/ca.pem"})
     assert s.pg.dsn() == "postgresql://a:b@db.example.com:5432/x?sslmode=verify-full&sslrootcert=/ca.pem"
     assert s.pg.masked() == "postgresql://a:***@db.example.com:5432/x"
+    # a SQLAlchemy URL's query is its driver's: libpq's parameters are kept, the driver's own dropped
+    s = load({"DATABASE_URL": "postgresql+asyncpg://a:b@h/x?ssl=require&sslmode=require&prepared_statement_cache_size=0"})
+    assert s.pg.dsn() == "postgresql://a:b@h:5432/x?sslmode=require"
+    with pytest.raises(ConfigError, match=r"DATABASE_URL=.*ssl after \? is not a libpq parameter"):
+        load({"DATABASE_URL": "postgresql://a:b@h/x?ssl=require"})
 
 
 def test_project_name_from_folder_and_option(tmp_path):
