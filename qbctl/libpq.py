@@ -12,14 +12,17 @@ error messages.
 """
 from __future__ import annotations
 
-import ctypes
 import sys
 from pathlib import Path
 
+try:
+    import ctypes
+except ImportError:  # an interpreter built without _ctypes: psycopg does all the work
+    ctypes = None
+
 CONNECTION_OK = 0
 PGRES_COMMAND_OK, PGRES_TUPLES_OK = 1, 2
-_P = ctypes.c_void_p
-_lib: ctypes.CDLL | None | bool = False  # False: not looked for yet
+_lib = False if ctypes else None  # the loaded CDLL; False: not looked for yet; None: none here
 
 
 def _candidates():
@@ -30,10 +33,11 @@ def _candidates():
     yield from ("libpq.so.5", "libpq.5.dylib")
 
 
-def _load() -> ctypes.CDLL | None:
+def _load():
     global _lib
     if _lib is False:
         _lib = None
+        _P = ctypes.c_void_p
         for path in _candidates():
             try:
                 lib = ctypes.CDLL(path)
@@ -55,7 +59,7 @@ def _load() -> ctypes.CDLL | None:
 
 
 class Connection:
-    def __init__(self, lib: ctypes.CDLL, handle: int):
+    def __init__(self, lib, handle: int):
         self._lib, self._handle = lib, handle
 
     def rows(self, sql: str) -> list[tuple[str | None, ...]] | None:
