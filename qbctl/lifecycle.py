@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from qbctl.result import Result
 from qbctl import engine, pg, ports, probes, volumes
-from qbctl.errors import ConfigError, QbctlError
+from qbctl.errors import QbctlError
 from qbctl.lock import project_lock
 from qbctl.plan import Plan, make_plan
 from qbctl.settings import Settings
@@ -226,9 +226,7 @@ def _unready_error(result: UpResult, timeout: float, limits: dict[str, str]) -> 
                        hint=f"raise its memory limit ({limits[first.name]}) or lower its "
                             "memory settings; `qbctl budget` shows the arithmetic")
     if first.name == "postgres" and pg.bad_url(first.detail):
-        return ConfigError(f"DATABASE_URL: {first.detail.removeprefix('connection is bad: ')}",
-                           hint="the parameters after ? go to libpq as they are (sslmode=require, ...); "
-                                "the server itself is running")
+        return pg.url_error(first.detail)  # the server runs; the URL is what is wrong
     if "password authentication failed" in first.detail:
         return Unready(f"{first.name}: {first.detail}", code="AUTH_FAILED",
                        hint="the data volume was initialised with another password: put the old one back in "

@@ -21,6 +21,13 @@ def bad_url(text: str) -> bool:
     return "invalid URI query parameter" in text or ("invalid" in text and "value:" in text)
 
 
+def url_error(text: str, where: str = "") -> ConfigError:
+    """libpq's refusal of DATABASE_URL (see bad_url) as the settings error it is (exit 2)."""
+    reason = text.split("FATAL:")[-1].strip().removeprefix("connection is bad: ")[:300]
+    return ConfigError(f"DATABASE_URL{f' ({where})' if where else ''}: {reason}",
+                       hint="the parameters after ? go to libpq as they are (sslmode=require, connect_timeout=10, ...)")
+
+
 def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True):
     """A psycopg connection with the URL's credentials; retried while the server is starting."""
     import psycopg
@@ -42,9 +49,7 @@ def _unreachable(settings: Settings, text: str) -> QbctlError:
     where = settings.pg.masked()
     reason = text.split("FATAL:")[-1].strip()[:300]
     if bad_url(text):
-        return ConfigError(f"DATABASE_URL ({where}): {reason.removeprefix('connection is bad: ')}",
-                           hint="the parameters after ? go to libpq as they are (sslmode=require, "
-                                "connect_timeout=10, ...)")
+        return url_error(text, where)
     if "password authentication failed" in text:
         return Unavailable(f"PostgreSQL refused the login of {settings.pg.user} at {where}: {reason}",
                            code="DATABASE_AUTH_FAILED",
