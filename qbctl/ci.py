@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qbctl.result import Result
-from qbctl import health, lifecycle, migrate
+from qbctl.checks import health
+from qbctl.stack import lifecycle
+from qbctl.db import migrate
 from qbctl.errors import QbctlError
-from qbctl.settings import Settings
+from qbctl.config.settings import Settings
 
 
 @dataclass

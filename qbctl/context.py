@@ -19,7 +19,7 @@ class AppState:
     def settings(self):
         """The resolved settings, built on first use (so --help and env check need no valid .env)."""
         if self._settings is None:
-            from qbctl import settings
+            from qbctl.config import settings
 
             self._settings = settings.load(self.env_file, project=self.project)
             self.out.secrets = self._settings.secrets()

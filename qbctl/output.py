@@ -10,7 +10,7 @@ import os
 import sys
 from contextlib import contextmanager
 
-from qbctl.urls import mask_secrets
+from qbctl.config.urls import mask_secrets
 
 
 class Output:

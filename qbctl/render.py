@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from qbctl.output import Output
-from qbctl.sizes import fmt_mb
+from qbctl.config.sizes import fmt_mb
 
 
 def _table(*columns: str):

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 def render_cmd(ctx: typer.Context,
                check: bool = typer.Option(False, "--check", help="Exit 1 when the file differs; write nothing.")):
     """Write compose/docker-compose.dev.yml from the stack qbctl runs."""
-    from qbctl import compose_file
+    from qbctl.stack import compose_file
 
     st = state(ctx)
     path, changed = compose_file.write(st.settings, check)

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 @config_app.command("show")
 def show(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Every setting's value (secrets masked) and where it came from."""
-    from qbctl.settings import SETTINGS
+    from qbctl.config.settings import SETTINGS
 
     st = state(ctx, json)
     settings = st.settings

@@ -28,7 +28,8 @@ def migrate(
     json: bool = JSON_OPTION,
 ) -> None:
     """Apply sql/schema, then sql/policies (re-applied when their rendered text changes)."""
-    from qbctl import migrate as mig, render
+    from qbctl import render
+    from qbctl.db import migrate as mig
 
     st = state(ctx, json)
     result = mig.migrate(st.settings, dry_run, without_timescaledb, accept_edited, wait,
@@ -41,7 +42,8 @@ def status_cmd(ctx: typer.Context, json: bool = JSON_OPTION,
                exit_code: bool = typer.Option(False, "--exit-code", help="Exit 1 when migrations are pending."),
                ) -> None:
     """Applied, pending and changed migrations; hypertables, policies and their jobs."""
-    from qbctl import dbstatus, render
+    from qbctl import render
+    from qbctl.db import status as dbstatus
 
     st = state(ctx, json)
     finish(st, dbstatus.status(st.settings, exit_code), render.db_status)
@@ -50,7 +52,8 @@ def status_cmd(ctx: typer.Context, json: bool = JSON_OPTION,
 @db_app.command()
 def verify(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Declared TimescaleDB state (sql/policies) against the database; exit 1 on drift."""
-    from qbctl import render, timescale
+    from qbctl import render
+    from qbctl.db import timescale
 
     st = state(ctx, json)
     finish(st, timescale.verify(st.settings), render.verify)
@@ -60,7 +63,8 @@ def verify(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
 def reset_cmd(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
               without_timescaledb: bool = WITHOUT_TSDB, json: bool = JSON_OPTION) -> None:
     """Empty the database (every table and its data) and migrate again; containers untouched."""
-    from qbctl import dbreset, render
+    from qbctl import render
+    from qbctl.db import reset as dbreset
 
     st = state(ctx, json)
     settings = st.settings
@@ -78,7 +82,8 @@ def seed(
     json: bool = JSON_OPTION,
 ) -> None:
     """Realistic synthetic candles, indicators, trades and logs (COPY), and the Redis keys."""
-    from qbctl import render, seed as seed_mod
+    from qbctl import render
+    from qbctl.db import seed as seed_mod
 
     st = state(ctx, json)
     with st.out.progress_bar("seeding") as advance:
@@ -92,7 +97,7 @@ def shell(ctx: typer.Context,
                                                help="Use a local psql, or the one in the postgres container "
                                                     "[default: the container when it runs]")) -> None:
     """psql into the database (in the postgres container, or a local psql)."""
-    from qbctl import dbshell
+    from qbctl.db import shell as dbshell
 
     st = state(ctx)
     dbshell.run(st.settings, local)

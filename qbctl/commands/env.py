@@ -17,8 +17,9 @@ def register(app: typer.Typer) -> None:
 @env_app.command("check")
 def check_cmd(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Unknown keys, missing keys and bad values in .env (compared with .env.example)."""
-    from qbctl import envcheck, render
-    from qbctl.settings import find_root
+    from qbctl import render
+    from qbctl.config import envcheck
+    from qbctl.config.settings import find_root
 
     st = state(ctx, json)
     cwd = Path.cwd()

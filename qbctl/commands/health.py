@@ -22,7 +22,8 @@ def health(
     check_timeout: float = typer.Option(2.0, "--check-timeout", min=0.1, help="Seconds each check may take."),
 ) -> None:
     """Is the stack really healthy? Every check at once; exit 1 when one fails."""
-    from qbctl import health as health_mod, render
+    from qbctl import render
+    from qbctl.checks import health as health_mod
 
     st = state(ctx, json)
     settings = st.settings
@@ -35,7 +36,8 @@ def health(
 
 def budget(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Memory against the 1 GB budget: configured limits and measured use; exit 1 when over."""
-    from qbctl import budget as budget_mod, render
+    from qbctl import render
+    from qbctl.checks import budget as budget_mod
 
     st = state(ctx, json)
     finish(st, budget_mod.measure(st.settings), render.budget)

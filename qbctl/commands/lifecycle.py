@@ -26,7 +26,8 @@ def up(
     json: bool = JSON_OPTION,
 ) -> None:
     """Start the stack (idempotent) and wait until every service answers."""
-    from qbctl import lifecycle, render
+    from qbctl import render
+    from qbctl.stack import lifecycle
 
     st = state(ctx, json)
     settings = st.settings
@@ -37,7 +38,8 @@ def up(
 
 def down(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Stop and remove the containers; the volumes (your data) stay."""
-    from qbctl import lifecycle, render
+    from qbctl import render
+    from qbctl.stack import lifecycle
 
     st = state(ctx, json)
     with st.out.status("stopping the stack") as spinner:
@@ -48,7 +50,8 @@ def down(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
 def reset(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
           json: bool = JSON_OPTION) -> None:
     """Remove this project's containers, volumes (all its data) and network."""
-    from qbctl import lifecycle, render
+    from qbctl import render
+    from qbctl.stack import lifecycle
 
     st = state(ctx, json)
     settings = st.settings
@@ -60,7 +63,8 @@ def reset(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", hel
 
 def status(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """One row per service: state, health, ports, image, memory."""
-    from qbctl import lifecycle, render
+    from qbctl import render
+    from qbctl.stack import lifecycle
 
     st = state(ctx, json)
     finish(st, lifecycle.status(st.settings), render.status)
@@ -73,7 +77,7 @@ def logs(
     tail: Optional[int] = typer.Option(None, "--tail", "-n", min=0, help="Only the last N lines."),
 ) -> None:
     """Print a service's log."""
-    from qbctl import logs as logs_mod
+    from qbctl.stack import logs as logs_mod
 
     st = state(ctx)
     logs_mod.stream(st.settings, service, follow, tail)

@@ -9,8 +9,8 @@ import time
 
 import psycopg
 
-from qbctl import libpq
-from qbctl.migrate import LOCK_KEY
+from qbctl.db import libpq
+from qbctl.db.migrate import LOCK_KEY
 from tests.helpers import ROOT, free_port, no_traceback
 from tests.integration.conftest import SECRET_PASSWORD
 from tests.integration.test_migrate import env_for, migrate, tracking
@@ -43,7 +43,7 @@ def test_a_noop_migrate_is_answered_without_importing_psycopg(secret_database, p
     first, imports = _noop_imports(secret_database, project)
     assert first["applied"] and "| psycopg\n" in imports  # work to do: the full path
     again, imports = _noop_imports(secret_database, project)
-    assert "| psycopg\n" not in imports and "| qbctl.libpq\n" in imports
+    assert "| psycopg\n" not in imports and "| qbctl.db.libpq\n" in imports
     assert again["applied"] == [] and again["up_to_date"] == len(first["applied"])
     assert again["skipped"] == first["skipped"] and again["database"] == first["database"]
     assert SECRET_PASSWORD not in json.dumps(again)
@@ -72,8 +72,9 @@ def test_the_quick_answer_steps_aside_for_an_edit_a_new_file_or_a_held_lock(data
 
 
 def test_without_a_loadable_libpq_migrate_takes_the_full_path(database, project, monkeypatch):
-    from qbctl import migrate as mig, sqlfiles
-    from qbctl.settings import load
+    from qbctl.db import migrate as mig
+    from qbctl.db import files as sqlfiles
+    from qbctl.config.settings import load
 
     settings = load(environ={"DATABASE_URL": database}, cwd=project)
     first = mig.migrate(settings, without_timescaledb=True)

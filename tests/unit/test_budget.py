@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qbctl import budget, settings as S
-from qbctl.sizes import MB
+from qbctl.checks import budget
+from qbctl.config import settings as S
+from qbctl.config.sizes import MB
 
 
 def load(**env):

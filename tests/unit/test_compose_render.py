@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from qbctl import compose_file, settings as S
+from qbctl.stack import compose_file
+from qbctl.config import settings as S
 from qbctl.errors import CheckFailed
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from qbctl.settings import SETTINGS
+from qbctl.config.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 

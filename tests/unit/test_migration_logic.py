@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qbctl import settings as S, sqlfiles, timescale
-from qbctl.migrate import Applied, plan
-from qbctl.sqlfiles import SqlFile, checksum, normalise
+from qbctl.config import settings as S
+from qbctl.db import files as sqlfiles
+from qbctl.db import timescale
+from qbctl.db.migrate import Applied, plan
+from qbctl.db.files import SqlFile, checksum, normalise
 
 ROOT = Path(__file__).resolve().parents[2]
 

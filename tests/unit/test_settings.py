@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from qbctl import settings as S
+from qbctl.config import settings as S
 from qbctl.errors import ConfigError
-from qbctl.sizes import MB
+from qbctl.config.sizes import MB
 
 
 def load(env=None, **kw):

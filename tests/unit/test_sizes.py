@@ -1,6 +1,6 @@
 import pytest
 
-from qbctl.sizes import MB, fmt_mb, parse_size, pg_size, redis_size
+from qbctl.config.sizes import MB, fmt_mb, parse_size, pg_size, redis_size
 
 
 @pytest.mark.parametrize("text,expected", [

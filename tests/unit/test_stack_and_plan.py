@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from qbctl import settings as S
+from qbctl.config import settings as S
 from qbctl.errors import UsageError
-from qbctl.plan import Observed, make_plan
-from qbctl.stack import build_stack, select
+from qbctl.stack.plan import Observed, make_plan
+from qbctl.stack.spec import build_stack, select
 
 
 def stack(env=None):
@@ -82,7 +82,7 @@ def test_plan_as_text():
 
 
 def test_an_oom_kill_names_the_services_own_memory_setting():
-    from qbctl.lifecycle import ServiceResult, UpResult, _unready_error
+    from qbctl.stack.lifecycle import ServiceResult, UpResult, _unready_error
 
     st = stack()
     dead = ServiceResult("redis-commander", "img", [], "create", False, None,

@@ -1,6 +1,6 @@
 import pytest
 
-from qbctl import volumes
+from qbctl.stack import volumes
 
 
 def test_created_by_records_the_major_and_timescaledb():

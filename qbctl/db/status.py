@@ -4,8 +4,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from qbctl.result import Result
-from qbctl import migrate, pg, sqlfiles, timescale
-from qbctl.settings import Settings
+from qbctl.db import migrate
+from qbctl.db import connect as pg
+from qbctl.db import files as sqlfiles
+from qbctl.db import timescale
+from qbctl.config.settings import Settings
 
 HYPERTABLES_SQL = """
 SELECT h.hypertable_name, h.num_chunks, h.compression_enabled,

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 
 from qbctl.result import Result
-from qbctl import probes
-from qbctl.settings import Settings
-from qbctl.sizes import fmt_mb
-from qbctl.stack import build_stack
+from qbctl.stack import probes
+from qbctl.config.settings import Settings
+from qbctl.config.sizes import fmt_mb
+from qbctl.stack.spec import build_stack
 
 CHECK_TIMEOUT = 2.0
 
@@ -46,7 +46,7 @@ def _timed(fn):
 
 
 def check_docker(settings: Settings, timeout: float) -> list[Check]:
-    from qbctl import engine
+    from qbctl.stack import engine
 
     stack = build_stack(settings)
     try:
@@ -85,7 +85,9 @@ def check_docker(settings: Settings, timeout: float) -> list[Check]:
 def check_postgres(settings: Settings, timeout: float) -> list[Check]:
     import psycopg
 
-    from qbctl import migrate, pg, sqlfiles
+    from qbctl.db import migrate
+    from qbctl.db import connect as pg
+    from qbctl.db import files as sqlfiles
 
     try:
         conn, ms = _timed(lambda: psycopg.connect(pg.dsn(settings), connect_timeout=max(2, int(timeout)),

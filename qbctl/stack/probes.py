@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qbctl.settings import Settings
+from qbctl.config.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,7 @@ class ProbeResult:
 def postgres(settings: Settings, timeout: float = 2.0) -> ProbeResult:
     import psycopg
 
-    from qbctl import pg
+    from qbctl.db import connect as pg
 
     try:
         with psycopg.connect(settings.pg.dsn(host="127.0.0.1" if settings.pg.is_local else None),

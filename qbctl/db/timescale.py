@@ -9,8 +9,9 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from qbctl.result import Result
-from qbctl import pg, sqlfiles
-from qbctl.settings import Settings
+from qbctl.db import connect as pg
+from qbctl.db import files as sqlfiles
+from qbctl.config.settings import Settings
 
 HYPERTABLE = re.compile(r"create_hypertable\(\s*'([\w.]+)'\s*,\s*by_range\(\s*'(\w+)'\s*(?:,\s*INTERVAL\s*'([^']+)')?",
                         re.I)
@@ -168,7 +169,7 @@ class VerifyResult(Result):
 
 
 def verify(settings: Settings) -> VerifyResult:
-    from qbctl.migrate import TimescaleMissing, timescaledb_state
+    from qbctl.db.migrate import TimescaleMissing, timescaledb_state
 
     decl = declared(sqlfiles.load(settings))
     with pg.connect(settings) as conn:

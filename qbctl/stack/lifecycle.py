@@ -9,12 +9,16 @@ import time
 from dataclasses import dataclass, field
 
 from qbctl.result import Result
-from qbctl import engine, pg, ports, probes, volumes
+from qbctl.stack import engine
+from qbctl.db import connect as pg
+from qbctl.stack import ports
+from qbctl.stack import probes
+from qbctl.stack import volumes
 from qbctl.errors import QbctlError
-from qbctl.lock import project_lock
-from qbctl.plan import Plan, make_plan
-from qbctl.settings import Settings
-from qbctl.stack import ServiceSpec, Stack, build_stack, exposure_warnings, select
+from qbctl.stack.lock import project_lock
+from qbctl.stack.plan import Plan, make_plan
+from qbctl.config.settings import Settings
+from qbctl.stack.spec import ServiceSpec, Stack, build_stack, exposure_warnings, select
 
 POLL = 0.03  # seconds between readiness probes
 STATE_EVERY = 0.25  # seconds between container state checks while waiting

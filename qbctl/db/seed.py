@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from qbctl.result import Result
-from qbctl import pg
+from qbctl.db import connect as pg
 from qbctl.errors import QbctlError
-from qbctl.settings import Settings
+from qbctl.config.settings import Settings
 
 KST = timezone(timedelta(hours=9))
 SESSION_MINUTES = 390  # 09:00 to 15:30

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from qbctl.result import Result
 from qbctl.errors import ConfigError, Exit
-from qbctl.settings import BY_KEY, PARSERS, mask_value, read_env_file
+from qbctl.config.settings import BY_KEY, PARSERS, mask_value, read_env_file
 
 
 @dataclass

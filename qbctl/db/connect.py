@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 from qbctl.errors import ConfigError, QbctlError, Unavailable
-from qbctl.settings import Settings
+from qbctl.config.settings import Settings
 
 RETRYABLE = ("starting up", "Connection refused", "connection refused", "server closed the connection",
              "shutting down", "No such file", "timeout expired", "could not receive data", "Connection reset")

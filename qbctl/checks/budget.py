@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass, field
 
 from qbctl.result import Result
-from qbctl.settings import Settings
-from qbctl.sizes import MB
+from qbctl.config.settings import Settings
+from qbctl.config.sizes import MB
 
 REDIS_OVERHEAD = 0.25  # Redis needs ~25% above maxmemory for buffers and allocator fragmentation
 # The team's split of Redis memory (50/30/20/50 of 150 MB), applied to maxmemory.
@@ -186,7 +186,7 @@ def measure(settings: Settings) -> BudgetResult:
     containers: dict[str, int | None] = {}
     redis_info = families = None
     try:
-        from qbctl import engine
+        from qbctl.stack import engine
 
         client = engine.connect()
         for c in client.api.containers(filters=engine.project_filter(settings.project)):

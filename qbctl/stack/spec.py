@@ -9,8 +9,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from qbctl.settings import Settings
-from qbctl.sizes import pg_size, redis_size
+from qbctl.config.settings import Settings
+from qbctl.config.sizes import pg_size, redis_size
 
 LABEL_PROJECT = "io.qbctl.project"
 LABEL_SERVICE = "io.qbctl.service"

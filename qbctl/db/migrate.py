@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass, field
 
 from qbctl.result import Result
-from qbctl import pg, sqlfiles
+from qbctl.db import connect as pg
+from qbctl.db import files as sqlfiles
 from qbctl.errors import CheckFailed, QbctlError, Unavailable
-from qbctl.settings import Settings
-from qbctl.sqlfiles import SqlFile
+from qbctl.config.settings import Settings
+from qbctl.db.files import SqlFile
 
 LOCK_KEY = 0x71_62_63_74_6C  # "qbctl": one advisory lock per database
 TRACKING_DDL = """
@@ -157,7 +158,7 @@ def _nothing_to_do(settings: Settings, local: list[SqlFile], dry_run: bool,
     do or explain (a file to apply, an edited file, no TimescaleDB, the lock held, no connection),
     and the full path takes over.
     """
-    from qbctl import libpq
+    from qbctl.db import libpq
 
     conn = libpq.connect(pg.dsn(settings), timeout=2)  # libpq's shortest; the full path retries
     if conn is None:

@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass
 
 from qbctl.errors import QbctlError, Unavailable
-from qbctl.plan import Observed
-from qbctl.stack import LABEL_CONFIG, LABEL_PROJECT, LABEL_SERVICE, ServiceSpec, Stack
+from qbctl.stack.plan import Observed
+from qbctl.stack.spec import LABEL_CONFIG, LABEL_PROJECT, LABEL_SERVICE, ServiceSpec, Stack
 
 CONNECT_TIMEOUT = 2  # seconds: an unreachable engine is reported well within 2 s
 API_TIMEOUT = 120

@@ -6,7 +6,7 @@ import os
 import socket
 
 from qbctl.errors import Unavailable
-from qbctl.stack import Port
+from qbctl.stack.spec import Port
 
 
 def is_free(host_ip: str, port: int) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qbctl.stack import ServiceSpec
+from qbctl.stack.spec import ServiceSpec
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 
 from qbctl.errors import CheckFailed
-from qbctl.settings import Settings
-from qbctl.sizes import MB
-from qbctl.stack import Stack, build_stack
+from qbctl.config.settings import Settings
+from qbctl.config.sizes import MB
+from qbctl.stack.spec import Stack, build_stack
 
 HEADER = """\
 # Rendered by `qbctl compose render` from qbctl's settings: do not edit by hand.

@@ -6,7 +6,7 @@ import shutil
 import sys
 
 from qbctl.errors import Unavailable
-from qbctl.settings import Settings
+from qbctl.config.settings import Settings
 
 
 def run(settings: Settings, local: bool | None) -> None:
@@ -41,7 +41,7 @@ def _quoted(password: str) -> str:
 
 def _running_container(settings: Settings) -> str | None:
     try:
-        from qbctl import engine
+        from qbctl.stack import engine
 
         client = engine.connect()
         found = client.api.containers(filters=engine.project_filter(settings.project, "postgres"))

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from qbctl import urls
+from qbctl.config import urls
 from qbctl.errors import ConfigError
-from qbctl.sizes import parse_size
+from qbctl.config.sizes import parse_size
 
 
 @dataclass(frozen=True)

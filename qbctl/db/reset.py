@@ -1,8 +1,9 @@
 """qbctl db reset: empty the database, then migrate again. Containers are not touched."""
 from __future__ import annotations
 
-from qbctl import migrate, pg
-from qbctl.settings import Settings
+from qbctl.db import migrate
+from qbctl.db import connect as pg
+from qbctl.config.settings import Settings
 
 EMPTY_SQL = """
 DROP SCHEMA IF EXISTS qbctl CASCADE;

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import sys
 
-from qbctl import engine
+from qbctl.stack import engine
 from qbctl.errors import QbctlError, UsageError
-from qbctl.settings import Settings
-from qbctl.stack import SERVICES
+from qbctl.config.settings import Settings
+from qbctl.stack.spec import SERVICES
 
 
 def stream(settings: Settings, service: str, follow: bool, tail: int | None) -> None:
