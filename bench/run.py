@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / "bench" / ".venv"
-PEER_FILE = ROOT.parent / "shared" / "peers" / "docker-compose.seed.yml"
+PEER_FILE = ROOT / "bench" / "peers" / "docker-compose.seed.yml"  # the backend team's own compose file
 IMAGES = {"timescale/timescaledb:latest-pg15": "qbctl-standin/postgres:test", "redis:7-alpine":
           "qbctl-standin/redis:test", "adminer:latest": "qbctl-standin/adminer:test",
           "rediscommander/redis-commander:latest": "qbctl-standin/redis-commander:test"}
@@ -238,7 +238,8 @@ class Bench:
         self.q("up")
         for _ in range(self.runs):
             seconds, _ = self.q("up")
-            self.record("warm up (stack running)", "qbctl up", seconds, rss=peak_rss([self.qbctl, "up"], self.env, ROOT))
+            self.record("warm up (stack running)", "qbctl up", seconds,
+                        rss=peak_rss([self.qbctl, "up"], self.env, ROOT))
         self.q("down")
         timed(self._compose(self.compose2, "qbbench-c2", "up", "-d", "--wait"))
         for _ in range(self.runs):
@@ -260,7 +261,8 @@ class Bench:
             if "timescaledb" in f.name:
                 continue
             text = f.read_text()
-            (dbmate_dir / f"2026010100000{i}_{f.stem[5:]}.sql").write_text("-- migrate:up\n" + text + "\n-- migrate:down\n")
+            dbmate_file = dbmate_dir / f"2026010100000{i}_{f.stem[5:]}.sql"
+            dbmate_file.write_text("-- migrate:up\n" + text + "\n-- migrate:down\n")
             (yoyo_dir / f.name).write_text(text)
         return dbmate_dir, yoyo_dir
 

@@ -1,3 +1,3 @@
-from qbctl.cli import main
+from qbctl.cli import run
 
-main()
+run()

@@ -1,8 +1,9 @@
 """qbctl ci setup / teardown: the CI step that gives tests a migrated database and a Redis.
 
-Non-interactive: up (servers only, no UIs), migrate, health; one summary with a timing
-per step; the failing step's error and exit code. Where GITHUB_ENV is set, the two URLs
-are exported for later steps (written to that file, never printed).
+It composes the three parts of qbctl (stack: up, db: migrate, checks: health), which is why it
+lives at the top of the package and not inside one of them. Non-interactive: one summary with a
+timing per step; the failing step's error and its exit code. Where GITHUB_ENV is set, the two
+URLs are exported for later steps (written to that file, never printed).
 """
 from __future__ import annotations
 
@@ -11,12 +12,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qbctl.result import Result
 from qbctl.checks import health
-from qbctl.stack import lifecycle
+from qbctl.config.settings import Settings
 from qbctl.db import migrate
 from qbctl.errors import QbctlError
-from qbctl.config.settings import Settings
+from qbctl.events import Event, Events, Status, ignore
+from qbctl.result import Result
+from qbctl.stack import lifecycle
+
+
+@dataclass(frozen=True, kw_only=True)
+class CiOptions:
+    timeout: float | None = None  # seconds per step; None: QBCTL_UP_TIMEOUT
+    without_timescaledb: bool = False
 
 
 @dataclass
@@ -26,40 +34,38 @@ class CiResult(Result):
     exported: list[str] = field(default_factory=list)
     seconds: float = 0.0
     ok: bool = True
-    error: dict | None = None
-    exit_code: int = 0
+    error: QbctlError | None = None
 
 
-
-def _step(result: CiResult, name: str, fn):
+def _step(result: CiResult, name: str, fn) -> bool:
+    """Run one step; record it; on failure keep its error (and so its exit code). Whether it passed."""
     started = time.monotonic()
     try:
         out = fn()
+        error = out.error if not out.ok else None
+        if not out.ok and error is None:
+            error = QbctlError(f"ci setup: the {name} step failed")
     except QbctlError as exc:
-        result.steps.append({"step": name, "ok": False, "seconds": round(time.monotonic() - started, 3)})
-        result.ok, result.error, result.exit_code = False, exc.to_dict(), int(exc.exit_code)
-        return None
-    ok = getattr(out, "ok", True)
-    result.steps.append({"step": name, "ok": ok, "seconds": round(time.monotonic() - started, 3)})
-    if not ok:
-        result.ok, result.error, result.exit_code = False, out.error, 1
-    return out
+        error = exc
+    result.steps.append({"step": name, "ok": error is None, "seconds": round(time.monotonic() - started, 3)})
+    if error is not None:
+        result.fail(error)
+    return error is None
 
 
-def setup(settings: Settings, timeout: float | None = None, without_timescaledb: bool = False,
-          events=lambda *_: None) -> CiResult:
+def setup(settings: Settings, options: CiOptions = CiOptions(), events: Events = ignore) -> CiResult:
     t0 = time.monotonic()
-    timeout = timeout or settings["QBCTL_UP_TIMEOUT"]
+    timeout = options.timeout or settings["QBCTL_UP_TIMEOUT"]
     result = CiResult(settings.project)
     steps = (
-        ("up", lambda: lifecycle.up(settings, None, no_ui=True, timeout=timeout, events=events)),
-        ("migrate", lambda: migrate.migrate(settings, without_timescaledb=without_timescaledb, wait=timeout,
-                                            events=lambda kind, text: events("step", "", text))),
-        ("health", lambda: health.wait(settings, timeout=min(timeout, 30))),
+        ("up", lambda: lifecycle.up(settings, lifecycle.UpOptions(no_ui=True, timeout=timeout), events)),
+        ("migrate", lambda: migrate.migrate(settings, migrate.MigrateOptions(
+            without_timescaledb=options.without_timescaledb, wait=timeout), events)),
+        ("health", lambda: health.check(settings, health.HealthOptions(wait=True, timeout=min(timeout, 30)))),
     )
     for name, fn in steps:
-        events("step", "", f"ci: {name}")
-        if _step(result, name, fn) is None or not result.ok:
+        events(Event(Status.INFO, f"ci: {name}"))
+        if not _step(result, name, fn):
             break
     if result.ok:
         result.exported = export_github_env(settings)
@@ -77,6 +83,6 @@ def export_github_env(settings: Settings) -> list[str]:
     return ["DATABASE_URL", "REDIS_URL"]
 
 
-def teardown(settings: Settings, events=lambda *_: None) -> lifecycle.DownResult:
+def teardown(settings: Settings, events: Events = ignore) -> lifecycle.DownResult:
     """Everything of this project, volumes included: a CI runner keeps nothing."""
     return lifecycle.reset(settings, events=events)

@@ -1,4 +1,8 @@
-"""The root Typer app: global options, command groups, and errors turned into exit codes."""
+"""The root Typer app: global options, command groups, and every error turned into its exit code.
+
+`main(argv)` runs one command in-process and returns its exit code (tests, a REPL, another
+tool can drive it). Only the console script, `run()`, leaves the process.
+"""
 from __future__ import annotations
 
 import os
@@ -11,7 +15,7 @@ import typer
 from qbctl import __version__
 from qbctl.commands import ci, compose, config, db, env, health, lifecycle
 from qbctl.context import AppState
-from qbctl.errors import Exit, QbctlError
+from qbctl.errors import Exit, Internal, Interrupted, QbctlError, UsageError
 
 app = typer.Typer(
     name="qbctl", no_args_is_help=True, add_completion=True, rich_markup_mode=None,
@@ -48,51 +52,45 @@ env.register(app)
 compose.register(app)
 
 
-def main(argv: list[str] | None = None) -> None:
-    state = AppState()
+def main(argv: list[str] | None = None, state: AppState | None = None) -> int:
+    """Run one qbctl command; its exit code. Errors are printed here (or by the command's result)."""
+    state = state or AppState()
+    args = sys.argv[1:] if argv is None else argv
     try:
         # Without standalone mode click returns the code of typer.Exit instead of raising it.
-        returned = app(args=argv, obj=state, standalone_mode=False, prog_name="qbctl")
+        returned = app(args=args, obj=state, standalone_mode=False, prog_name="qbctl")
         code = returned if isinstance(returned, int) else 0
         if code == Exit.INTERRUPTED:  # Typer turns Ctrl-C into Exit(130)
-            state.out.note("interrupted: nothing was removed; the stack is left as it was")
+            code = state.out.fail(Interrupted(state.interrupted_message()))
+        return code
     except QbctlError as exc:
-        code = report(state, exc)
+        return state.out.fail(exc)
     except (KeyboardInterrupt, typer.Abort):
-        state.out.note("interrupted: nothing was removed; the stack is left as it was")
-        code = Exit.INTERRUPTED
-    except Exception as exc:  # a bug: one line, the traceback only with --verbose
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's (or Typer's own click's) usage errors
+        return state.out.fail(Interrupted(state.interrupted_message()))
+    except Exception as exc:  # click's usage errors, or a bug
+        if hasattr(exc, "show") and hasattr(exc, "format_message"):  # click's (Typer's own click's) usage errors
+            if state.out.json or "--json" in args:
+                state.out.json = True
+                return state.out.fail(UsageError(exc.format_message()))
             exc.show()
-            if "--json" in (argv if argv is not None else sys.argv[1:]):
-                state.out.emit_json({"ok": False, "error": {"code": "USAGE", "message": exc.format_message()}})
-            _exit(Exit.USAGE)
+            return int(Exit.USAGE)
         if state.verbose:
             raise
-        state.out.error(f"unexpected {type(exc).__name__}: {exc}",
-                        "run again with --verbose for the traceback, and report it")
-        code = 70
-    _exit(code)
+        return state.out.fail(Internal(f"unexpected {type(exc).__name__}: {exc}",
+                                       hint="run again with --verbose for the traceback, and report it"))
 
 
-def _exit(code: int) -> None:
-    """Flush and leave without tearing the interpreter down.
+def run() -> None:
+    """The console script: run, flush, and leave without tearing the interpreter down.
 
     Unloading psycopg, OpenSSL and the Docker SDK's session took 25-40 ms of every run (bench/)
     and does nothing a finished command needs: connections are closed, files written through
     context managers, and the only threads left are daemons (a health check that never answered).
     """
+    code = main()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe (qbctl ... | head): nothing more to say
             pass
     os._exit(int(code))
-
-
-def report(state: AppState, exc: QbctlError) -> int:
-    if state.out.json:
-        state.out.emit_json({"ok": False, "error": exc.to_dict()})
-    else:
-        state.out.error(exc.message, exc.hint)
-    return int(exc.exit_code)

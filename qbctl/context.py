@@ -13,14 +13,21 @@ class AppState:
     project: str | None = None
     verbose: bool = False
     out: Output = field(default_factory=Output)
+    on_interrupt: str = ""  # what a command says when Ctrl-C stops it
     _settings: object = None
 
     @property
     def settings(self):
-        """The resolved settings, built on first use (so --help and env check need no valid .env)."""
+        """The resolved settings, built on first use (so --help and env check need no valid .env).
+        A key of the env file that looks like a misspelt setting is warned about here, once."""
         if self._settings is None:
             from qbctl.config import settings
 
             self._settings = settings.load(self.env_file, project=self.project)
             self.out.secrets = self._settings.secrets()
+            for key, near in (self._settings.typos or {}).items():
+                self.out.warn(f"{self._settings.env_file}: unknown key {key}, ignored; did you mean {near}?")
         return self._settings
+
+    def interrupted_message(self) -> str:
+        return "interrupted" + (f": {self.on_interrupt}" if self.on_interrupt else "")

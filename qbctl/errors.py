@@ -1,6 +1,9 @@
-"""Errors that carry what the user needs: a message, a hint, a code and the exit code.
+"""Every error qbctl reports: a message, a hint, a code and the exit code, in one hierarchy.
 
-The exit codes are a contract (DESIGN.md): scripts and CI depend on them.
+The exit codes are a contract: scripts and CI depend on them. One cause has one exit code
+whichever command meets it. A result carries one of these as its `error`; a failure that
+stops a command is raised as one; `commands.finish` and `cli.main` are the only places that
+print them.
 """
 from __future__ import annotations
 
@@ -9,11 +12,12 @@ from enum import IntEnum
 
 class Exit(IntEnum):
     OK = 0
-    CHECK_FAILED = 1  # unhealthy, over budget, drift, refused migration
-    USAGE = 2  # bad option, bad .env value
-    UNAVAILABLE = 3  # Docker, database or Redis unreachable; port in use
+    CHECK_FAILED = 1  # unhealthy, over budget, drift, a refused or failed migration
+    USAGE = 2  # bad option, bad setting
+    UNAVAILABLE = 3  # Docker, database, Redis, an image unreachable; a port in use
     CONFIRMATION = 4  # destructive command without --yes and no terminal
-    INTERRUPTED = 130
+    INTERNAL = 70  # a bug in qbctl (EX_SOFTWARE): one line, the traceback with --verbose
+    INTERRUPTED = 130  # Ctrl-C
 
 
 class QbctlError(Exception):
@@ -38,26 +42,72 @@ class QbctlError(Exception):
         return out
 
 
+# --- by exit code ------------------------------------------------------------------------------
+class CheckFailed(QbctlError):
+    """Exit 1: the answer is no (unhealthy, over budget, drift, a migration refused or failed)."""
+
+    exit_code = Exit.CHECK_FAILED
+    code = "CHECK_FAILED"
+
+
 class ConfigError(QbctlError):
+    """Exit 2: a setting or a file qbctl reads is wrong."""
+
     exit_code = Exit.USAGE
     code = "CONFIG_INVALID"
 
 
 class UsageError(QbctlError):
+    """Exit 2: the command line is wrong."""
+
     exit_code = Exit.USAGE
     code = "USAGE"
 
 
 class Unavailable(QbctlError):
+    """Exit 3: something needed cannot be reached or used (engine, server, image, port, tool)."""
+
     exit_code = Exit.UNAVAILABLE
     code = "UNAVAILABLE"
-
-
-class CheckFailed(QbctlError):
-    exit_code = Exit.CHECK_FAILED
-    code = "CHECK_FAILED"
 
 
 class ConfirmationRequired(QbctlError):
     exit_code = Exit.CONFIRMATION
     code = "CONFIRMATION_REQUIRED"
+
+
+class Interrupted(QbctlError):
+    exit_code = Exit.INTERRUPTED
+    code = "INTERRUPTED"
+
+
+class Internal(QbctlError):
+    """Exit 70: a bug. Its message names the exception; --verbose shows the traceback."""
+
+    exit_code = Exit.INTERNAL
+    code = "INTERNAL"
+
+
+# --- the causes other code catches by class ----------------------------------------------------
+class NotOwned(CheckFailed):
+    """A name qbctl would use belongs to an object it did not create: never a takeover."""
+
+    code = "NAME_CONFLICT"
+
+
+class VolumeIncompatible(CheckFailed):
+    code = "VOLUME_INCOMPATIBLE"
+
+
+class MigrationFailed(CheckFailed):
+    code = "MIGRATION_FAILED"
+
+
+class TimescaleMissing(Unavailable):
+    code = "TIMESCALEDB_UNAVAILABLE"
+
+
+class ServerKilled(Unavailable):
+    """A server process was killed under a command (by the kernel's OOM killer, as a rule)."""
+
+    code = "SERVER_KILLED"

@@ -1,7 +1,10 @@
-"""The one place that writes to the terminal: rich for people, one JSON object for programs.
+"""The one place that writes to the terminal: rich for people, plain text for logs, JSON for programs.
 
-With --json, NO_COLOR or no terminal, nothing decorative goes to stdout. Progress goes
-to stderr. Every string passes through the secret mask before it is written.
+- stdout carries the result: a table or lines, or with --json exactly one JSON object.
+- stderr carries progress, warnings and errors.
+- On a terminal (and without NO_COLOR) rich draws tables and a live progress line; anywhere
+  else the text is plain: no escape codes, no padding at line ends, nothing cut.
+- Every string, table cell included, passes through the secret mask before it is written.
 """
 from __future__ import annotations
 
@@ -9,29 +12,59 @@ import json
 import os
 import sys
 from contextlib import contextmanager
+from typing import Sequence, TextIO
 
 from qbctl.config.urls import mask_secrets
+from qbctl.errors import QbctlError
+from qbctl.events import Event, Status
+
+LOGGED = (Status.WAITING, Status.DONE, Status.FAILED, Status.INFO)  # kept as lines; WORKING is live only
 
 
 class Output:
-    def __init__(self) -> None:
+    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None,
+                 environ: dict | None = None) -> None:
         self.json = False
         self.secrets: list[str] = []
+        self._stdout, self._stderr = stdout, stderr
+        self._environ = os.environ if environ is None else environ
         self._console = None
         self._err = None
 
+    # --- where and how ---------------------------------------------------------------------------
     @property
-    def plain(self) -> bool:
-        return self.json or bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
+    def stdout(self) -> TextIO:
+        return self._stdout or sys.stdout
+
+    @property
+    def stderr(self) -> TextIO:
+        return self._stderr or sys.stderr
+
+    @property
+    def no_color(self) -> bool:
+        return bool(self._environ.get("NO_COLOR"))
+
+    @property
+    def rich(self) -> bool:
+        """Whether stdout gets rich tables: a terminal, no NO_COLOR, no --json."""
+        return not self.json and not self.no_color and _isatty(self.stdout)
+
+    @property
+    def interactive(self) -> bool:
+        """Whether a person is at a terminal on both ends (psql gets a tty then)."""
+        return _isatty(sys.stdin) and _isatty(self.stdout)
+
+    @property
+    def live(self) -> bool:
+        """Whether stderr gets a live progress line."""
+        return not self.json and _isatty(self.stderr)
 
     @property
     def console(self):
         if self._console is None:
             from rich.console import Console
 
-            # Off a terminal nothing is cut to 80 columns: logs and scripts get whole values.
-            width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 200)
-            self._console = Console(highlight=False, no_color=self.plain, soft_wrap=False, width=width)
+            self._console = Console(file=self.stdout, highlight=False, soft_wrap=False)
         return self._console
 
     @property
@@ -39,72 +72,135 @@ class Output:
         if self._err is None:
             from rich.console import Console
 
-            # soft_wrap: an error stays one line however narrow the terminal or log.
-            self._err = Console(stderr=True, highlight=False, soft_wrap=True,
-                                no_color=bool(os.environ.get("NO_COLOR")))
+            # soft_wrap: an error stays one line however narrow the terminal.
+            self._err = Console(file=self.stderr, highlight=False, soft_wrap=True, no_color=self.no_color)
         return self._err
 
     def mask(self, text: str) -> str:
         return mask_secrets(text, self.secrets)
 
+    # --- stdout --------------------------------------------------------------------------------------
     def emit_json(self, data: dict) -> None:
-        sys.stdout.write(self.mask(json.dumps(data, default=str)) + "\n")
-        sys.stdout.flush()
-
-    def print(self, renderable="", **kw) -> None:
-        if isinstance(renderable, str):
-            renderable = self.mask(renderable)
-        self.console.print(renderable, **kw)
+        self.stdout.write(self.mask(json.dumps(data, default=str)) + "\n")
+        self.stdout.flush()
 
     def line(self, text: str = "") -> None:
         """A plain line on stdout, never interpreted as markup."""
-        sys.stdout.write(self.mask(text) + "\n")
+        self.stdout.write(self.mask(text).rstrip() + "\n")
 
-    def _stderr(self, text: str, style: str | None = None) -> None:
-        """One line on stderr: through rich on a terminal, plain (and without loading rich) elsewhere."""
-        if sys.stderr.isatty():
+    def table(self, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        """A table on stdout. Nothing a user needs is cut: when the columns do not fit the
+        terminal, each row is shown as `column: value` lines instead."""
+        rows = [[self.mask(str(c)) for c in r] for r in rows]
+        if not self.rich:
+            self.stdout.write(plain_table(columns, rows))
+            return
+        widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+        if sum(widths) + 2 * (len(columns) - 1) > self.console.width:
+            self.stdout.write(key_value_blocks(columns, rows))
+            return
+        from rich import box
+        from rich.table import Table
+
+        t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        for c in columns:
+            t.add_column(c, no_wrap=True, overflow="fold")
+        for r in rows:
+            t.add_row(*r)
+        self.console.print(t)
+
+    # --- stderr --------------------------------------------------------------------------------------
+    def _stderr_line(self, text: str, style: str | None = None) -> None:
+        if _isatty(self.stderr) and not self.no_color:
             self.err.print(self.mask(text), markup=False, highlight=False, style=style)
         else:
-            sys.stderr.write(self.mask(text) + "\n")
-            sys.stderr.flush()
+            self.stderr.write(self.mask(text) + "\n")
+            self.stderr.flush()
 
     def note(self, text: str) -> None:
-        """Progress or a remark on stderr; silent in --json mode."""
+        """A remark on stderr; silent under --json."""
         if not self.json:
-            self._stderr(text)
+            self._stderr_line(text)
 
     def warn(self, text: str) -> None:
-        self._stderr("warning: " + text, "yellow")
+        self._stderr_line("warning: " + text, "yellow")
 
-    def error(self, message: str, hint: str | None = None) -> None:
-        for line in message.splitlines():
-            self._stderr("error: " + line, "bold red")
-        if hint:
-            self._stderr("hint: " + hint)
+    def error(self, err: QbctlError) -> None:
+        """An error as `error: ...` lines and a `hint: ...` on stderr."""
+        for line in err.message.splitlines() or [""]:
+            self._stderr_line("error: " + line, "bold red")
+        if err.hint:
+            self._stderr_line("hint: " + err.hint)
 
+    def fail(self, err: QbctlError) -> int:
+        """A command that ends in an error and has no result to show: the error alone."""
+        if self.json:
+            self.emit_json({"ok": False, "error": err.to_dict()})
+        else:
+            self.error(err)
+        return int(err.exit_code)
+
+    # --- progress --------------------------------------------------------------------------------
     @contextmanager
-    def status(self, text: str):
-        """A spinner on a terminal; on anything else, nothing."""
-        if self.json or not sys.stderr.isatty():
-            yield _NoStatus()
+    def progress(self, title: str):
+        """An events listener for the command's run: see events.py for what each status shows."""
+        if not self.live:
+            yield self._log_event
             return
-        with self.err.status(self.mask(text)) as st:
-            yield st
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+
+        class Bar(BarColumn):
+            def render(self, task):
+                from rich.text import Text
+
+                return super().render(task) if task.total else Text("")
+
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), Bar(bar_width=30),
+                      console=self.err, transient=True) as bar:
+            tasks: dict[str, int] = {}
+            title_task = [bar.add_task(self.mask(title), total=None)]
+
+            def show(event: Event) -> None:
+                self._log_event(event)
+                if title_task:  # the first event replaces the title with a line per service
+                    bar.remove_task(title_task.pop())
+                if event.service not in tasks:
+                    tasks[event.service] = bar.add_task("", total=None)
+                bar.update(tasks[event.service], description=self.mask(event.line()), total=event.total,
+                           completed=event.done or 0)
+
+            yield show
+
+    def _log_event(self, event: Event) -> None:
+        if event.status is Status.WARNING:
+            self.warn(event.line())
+        elif event.status in LOGGED and not self.json:
+            self._stderr_line(event.line())
+        elif event.status is Status.PULLING and event.done is None and not self.json:
+            self._stderr_line(event.line())
 
 
-    @contextmanager
-    def progress_bar(self, text: str):
-        """A progress bar on a terminal; yields advance(done, total). Silent elsewhere."""
-        if self.json or not sys.stderr.isatty():
-            yield lambda done, total: None
-            return
-        from rich.progress import Progress
-
-        with Progress(console=self.err, transient=True) as bar:
-            task = bar.add_task(text, total=None)
-            yield lambda done, total: bar.update(task, completed=done, total=total)
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
-class _NoStatus:
-    def update(self, *_a, **_k):
-        pass
+def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns separated by two spaces, no escapes, no trailing blanks; a rule under the header."""
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+
+    def fmt(cells):
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() + "\n"
+
+    return fmt(columns) + fmt(["-" * w for w in widths]) + "".join(fmt(r) for r in rows)
+
+
+def key_value_blocks(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A narrow terminal's table: one block per row, `column: value` per line."""
+    width = max(len(c) for c in columns)
+    blocks = []
+    for r in rows:
+        blocks.append("".join(f"{c.rjust(width)}: {v}\n" for c, v in zip(columns, r, strict=True) if v))
+    return "\n".join(blocks)

@@ -1,43 +1,32 @@
-"""Human rendering of result objects (rich tables). JSON needs none: results carry to_dict()."""
+"""Each result for people: tables and lines through Output. JSON needs none (results carry to_dict()).
+
+Tables go through `Output.table`, which masks secrets, never cuts a value, and writes plain text
+off a terminal; progress is drawn by `Output.progress` from the events logic sends.
+"""
 from __future__ import annotations
 
-from qbctl.output import Output
 from qbctl.config.sizes import fmt_mb
+from qbctl.output import Output
 
 
-def _table(*columns: str):
-    from rich import box
-    from rich.table import Table
-
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for c in columns:
-        t.add_column(c)
-    return t
-
-
-def progress(out: Output, spinner):
-    """An events callback: a spinner line on a terminal, plain lines on stderr otherwise."""
-    def events(kind: str, service: str, payload) -> None:
-        if kind == "pull-progress":
-            status = payload.get("status", "") if isinstance(payload, dict) else ""
-            spinner.update(f"{service}: {status} {payload.get('progress', '') if isinstance(payload, dict) else ''}")
-            return
-        text = f"{service}: {payload}" if service else str(payload)
-        if kind == "warn":
-            out.warn(text)
-            return
-        spinner.update(text)
-        if kind in ("pull", "wait", "failed", "ready", "step"):
-            out.note(text)
-    return events
+def stream(out: Output, chunks, flush_each: bool = False) -> None:
+    """Bytes copied to stdout as they come (a container's log)."""
+    raw = out.stdout.buffer if hasattr(out.stdout, "buffer") else None
+    for chunk in chunks:
+        if raw is not None:
+            raw.write(chunk)
+        else:
+            out.stdout.write(chunk.decode("utf-8", "replace"))
+        if flush_each:
+            (raw or out.stdout).flush()
+    (raw or out.stdout).flush()
 
 
 def up(out: Output, result) -> None:
-    t = _table("service", "action", "image", "port", "ready")
-    for s in result.services:
-        ready = f"{s.seconds:.2f}s" if s.ready and s.seconds else ("yes" if s.ready else "NO")
-        t.add_row(s.name, s.action, s.image, ", ".join(s.ports), ready)
-    out.print(t)
+    out.table(("service", "action", "image", "port", "ready"),
+              [(s.name, s.action, s.image, ", ".join(s.ports),
+                f"{s.seconds:.2f}s" if s.ready and s.seconds else ("yes" if s.ready else "NO"))
+               for s in result.services])
     for e in result.external:
         out.line(f"{e['service']}: not started here ({e['reason']})")
     for s in result.services:
@@ -60,7 +49,7 @@ def down(out: Output, result) -> None:
 
 
 def status(out: Output, result) -> None:
-    t = _table("service", "state", "health", "ports", "image", "memory")
+    rows = []
     for s in result.services:
         state = s.state + (" (OOM killed)" if s.oom_killed else "") + (
             f" (exit {s.exit_code})" if s.exit_code not in (None, 0) else "")
@@ -68,8 +57,8 @@ def status(out: Output, result) -> None:
             state += f" (restarted {s.restart_count}x)"
         mem = f"{fmt_mb(s.memory_bytes)} / {fmt_mb(s.memory_limit_bytes)}" if s.memory_bytes is not None else \
             f"- / {fmt_mb(s.memory_limit_bytes)}"
-        t.add_row(s.name, state, s.health or "-", ", ".join(s.ports), s.image, mem)
-    out.print(t)
+        rows.append((s.name, state, s.health or "-", ", ".join(s.ports), s.image, mem))
+    out.table(("service", "state", "health", "ports", "image", "memory"), rows)
     for e in result.external:
         out.line(f"{e['service']}: external ({e['reason']})")
 
@@ -97,22 +86,16 @@ def seed(out: Output, result) -> None:
 
 
 def db_status(out: Output, result) -> None:
-    t = _table("migration", "state", "")
-    for m in result.migrations:
-        t.add_row(m["file"], m["state"], m["reason"])
-    out.print(t)
+    out.table(("migration", "state", "why"), [(m["file"], m["state"], m["reason"]) for m in result.migrations])
     if result.hypertables:
-        t = _table("hypertable", "chunks", "compressed", "size", "ratio")
-        for h in result.hypertables:
-            ratio = f"{h['compression_ratio']}x" if h["compression_ratio"] else "-"
-            t.add_row(h["name"], str(h["chunks"]), str(h["compressed_chunks"]), fmt_mb(h["size_bytes"]), ratio)
-        out.print(t)
+        out.table(("hypertable", "chunks", "compressed", "size", "ratio"),
+                  [(h["name"], str(h["chunks"]), str(h["compressed_chunks"]), fmt_mb(h["size_bytes"]),
+                    f"{h['compression_ratio']}x" if h["compression_ratio"] else "-") for h in result.hypertables])
     if result.jobs:
-        t = _table("job", "kind", "table", "interval", "last run", "status", "failures")
-        for j in result.jobs:
-            t.add_row(str(j["job_id"]), j["kind"], j["table"] or "-", j["interval"] or "-",
-                      (j["last_run"] or "never")[:19], j["last_run_status"] or "-", str(j["total_failures"]))
-        out.print(t)
+        out.table(("job", "kind", "table", "interval", "last run", "status", "failures"),
+                  [(str(j["job_id"]), j["kind"], j["table"] or "-", j["interval"] or "-",
+                    (j["last_run"] or "never")[:19], j["last_run_status"] or "-", str(j["total_failures"]))
+                   for j in result.jobs])
     out.line(f"{result.database}: " + (f"TimescaleDB {result.timescaledb}" if result.timescaledb else
                                        "no TimescaleDB"))
 
@@ -121,17 +104,12 @@ def verify(out: Output, result) -> None:
     if not result.drift:
         out.line(f"{result.database}: {result.checked} declared items match (TimescaleDB {result.timescaledb})")
         return
-    t = _table("item", "problem", "declared", "actual")
-    for d in result.drift:
-        t.add_row(d["item"], d["problem"], d["declared"] or "-", d["actual"] or "-")
-    out.print(t)
+    out.table(("item", "problem", "declared", "actual"),
+              [(d["item"], d["problem"], d["declared"] or "-", d["actual"] or "-") for d in result.drift])
 
 
 def health(out: Output, result) -> None:
-    t = _table("check", "ok", "detail")
-    for c in result.checks:
-        t.add_row(c.name, "ok" if c.ok else "FAIL", c.detail)
-    out.print(t)
+    out.table(("check", "ok", "detail"), [(c.name, "ok" if c.ok else "FAIL", c.detail) for c in result.checks])
     if result.ok:
         out.line(f"healthy ({result.seconds:.2f}s)")
 
@@ -150,26 +128,22 @@ def _bar(used: float | None, limit: float | None, share: float, width: int = 24)
         else:
             cells.append(".")
     over = max(used or 0, limit or 0) > share
-    return "".join(cells) + ("!" if over else " ")
+    return "".join(cells) + ("!" if over else "")
 
 
 def budget(out: Output, result) -> None:
-    t = _table("item", "share", "configured", "measured", "", "ok")
     prod = [i for i in result.items if i.production]
     dev = [i for i in result.items if not i.production]
-    for i in prod:
-        t.add_row(i.name, f"{i.budget_mb:g}MB", f"{i.configured_mb:g}MB" if i.configured_mb is not None else "-",
-                  f"{i.measured_mb:g}MB" if i.measured_mb is not None else "-",
-                  _bar(i.measured_mb, i.configured_mb, i.budget_mb), "ok" if i.ok else "OVER")
-    out.print(t)
+    out.table(("item", "share", "configured", "measured", "", "ok"),
+              [(i.name, f"{i.budget_mb:g}MB", f"{i.configured_mb:g}MB" if i.configured_mb is not None else "-",
+                f"{i.measured_mb:g}MB" if i.measured_mb is not None else "-",
+                _bar(i.measured_mb, i.configured_mb, i.budget_mb), "ok" if i.ok else "OVER") for i in prod])
     for i in prod:
         out.line(f"  {i.name}: {i.derivation}")
-    t = _table("redis keys", "share", "measured", "", "ok")
-    for f in result.redis_families:
-        t.add_row(f.name, f"{f.budget_mb:g}MB" if f.budget_mb else "(market)",
-                  f"{f.measured_mb:g}MB" if f.measured_mb is not None else "-",
-                  _bar(f.measured_mb, None, f.budget_mb), "ok" if f.ok else "OVER")
-    out.print(t)
+    out.table(("redis keys", "share", "measured", "", "ok"),
+              [(f.name, f"{f.budget_mb:g}MB" if f.budget_mb else "(market)",
+                f"{f.measured_mb:g}MB" if f.measured_mb is not None else "-",
+                _bar(f.measured_mb, None, f.budget_mb), "ok" if f.ok else "OVER") for f in result.redis_families])
     out.line("dev tools, outside the 1 GB budget: " + ", ".join(
         f"{i.name} limit {i.budget_mb:g}MB" + (f" (using {i.measured_mb:g}MB)" if i.measured_mb is not None else "")
         for i in dev))
@@ -191,10 +165,19 @@ def ci(out: Output, result) -> None:
 def env_check(out: Output, result) -> None:
     for i in result.invalid:
         out.line(f"bad value   {i['key']}={i['value']!r}: {i['problem']}")
-    for k in result.unknown:
-        out.line(f"unknown     {k}")
-    for k in result.missing:
-        out.line(f"missing     {k} (its default applies)")
-    if result.ok:
-        out.line(f"{result.env_file}: ok" + (f" ({len(result.missing)} settings left at their defaults)"
-                                              if result.missing else ""))
+    for u in result.unknown:
+        out.line(f"unknown     {u['key']}" + (f" (did you mean {u['did_you_mean']}?)" if u["did_you_mean"] else ""))
+    if result.env_file is None:
+        out.line("no .env here: every setting has its default (`qbctl config show` lists them)")
+    elif result.ok:
+        out.line(f"{result.env_file}: ok" + (f"; {result.defaults} settings not in it keep their defaults"
+                                              if result.defaults else ""))
+
+
+def config(out: Output, result) -> None:
+    out.table(("setting", "value", "source"), [(r["key"], r["value"], r["source"]) for r in result.settings])
+    out.line(f"project {result.project}, env file {result.env_file or '(none)'}, root {result.root}")
+
+
+def compose(out: Output, result) -> None:
+    out.line(f"{result.path}: " + ("written" if result.written else "up to date" if result.ok else "out of date"))

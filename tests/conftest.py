@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 
 from tests.helpers import STANDIN, TEST_PROJECT_PREFIX, missing
@@ -25,14 +27,40 @@ def docker_client():
     _sweep(client)
 
 
+STALE_AFTER = 30 * 60  # seconds: no test stack lives this long; a younger one may be another run's
+
+
+def _stale(created: str) -> bool:
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(created[:19]).replace(tzinfo=UTC)
+    except ValueError:
+        return True
+    return (datetime.now(UTC) - when).total_seconds() > STALE_AFTER
+
+
 def _sweep(client) -> None:
-    """Remove stacks that earlier test runs left behind (the engine restarts their containers)."""
-    for c in client.containers.list(all=True, filters={"label": "io.qbctl.project"}):
-        if c.labels.get("io.qbctl.project", "").startswith(TEST_PROJECT_PREFIX):
-            c.remove(force=True)
-    for v in client.volumes.list(filters={"label": "io.qbctl.project"}):
-        if (v.attrs.get("Labels") or {}).get("io.qbctl.project", "").startswith(TEST_PROJECT_PREFIX):
-            v.remove(force=True)
-    for n in client.networks.list(filters={"label": "io.qbctl.project"}):
-        if (n.attrs.get("Labels") or {}).get("io.qbctl.project", "").startswith(TEST_PROJECT_PREFIX):
-            n.remove()
+    """Remove stacks that earlier test runs left behind (the engine restarts their containers).
+
+    Only old ones: two test runs may share one engine (a developer's and CI's), and each must
+    leave the other's stacks alone."""
+    label = {"label": "io.qbctl.project"}
+    for c in client.api.containers(all=True, filters=label):
+        if c["Labels"].get("io.qbctl.project", "").startswith(TEST_PROJECT_PREFIX) and c["Created"] < _epoch_ago():
+            client.api.remove_container(c["Id"], force=True)
+    projects_alive = {c["Labels"].get("io.qbctl.project") for c in client.api.containers(all=True, filters=label)}
+    for v in client.api.volumes(filters=label).get("Volumes") or []:
+        project = (v.get("Labels") or {}).get("io.qbctl.project", "")
+        if project.startswith(TEST_PROJECT_PREFIX) and project not in projects_alive and _stale(v["CreatedAt"]):
+            client.api.remove_volume(v["Name"], force=True)
+    for n in client.api.networks(filters=label):
+        project = (n.get("Labels") or {}).get("io.qbctl.project", "")
+        if project.startswith(TEST_PROJECT_PREFIX) and project not in projects_alive and _stale(n["Created"]):
+            client.api.remove_network(n["Id"])
+
+
+def _epoch_ago() -> float:
+    import time
+
+    return time.time() - STALE_AFTER

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from qbctl.result import Result
 from qbctl.config.settings import Settings
 from qbctl.config.sizes import MB
+from qbctl.errors import CheckFailed, QbctlError
+from qbctl.result import Result
 
 REDIS_OVERHEAD = 0.25  # Redis needs ~25% above maxmemory for buffers and allocator fragmentation
 # The team's split of Redis memory (50/30/20/50 of 150 MB), applied to maxmemory.
@@ -40,7 +41,7 @@ class BudgetResult(Result):
     redis_families: list[Item] = field(default_factory=list)
     not_measured: list[str] = field(default_factory=list)
     ok: bool = True
-    error: dict | None = None
+    error: QbctlError | None = None
 
 
 
@@ -129,7 +130,7 @@ def sample_families(client, max_keys: int = 2000) -> tuple[dict[str, int], int, 
             pipe = client.pipeline(transaction=False)
             for k in keys:
                 pipe.memory_usage(k, samples=5)
-            for k, n in zip(keys, pipe.execute()):
+            for k, n in zip(keys, pipe.execute(), strict=True):
                 fam = family_of(k.decode() if isinstance(k, bytes) else k)
                 sizes[fam] = sizes.get(fam, 0) + (n or 0)
             sampled += len(keys)
@@ -176,8 +177,8 @@ def apply_measurements(result: BudgetResult, s: Settings, containers: dict[str, 
     result.ok = not problems
     if problems:
         names = ", ".join(p.name for p in problems)
-        result.error = {"code": "BUDGET_EXCEEDED", "message": f"over budget: {names}",
-                        "hint": "; ".join(f"{p.name}: {p.fix}" for p in problems if p.fix)}
+        result.error = CheckFailed(f"over budget: {names}", code="BUDGET_EXCEEDED",
+                                   hint="; ".join(f"{p.name}: {p.fix}" for p in problems if p.fix))
 
 
 def measure(settings: Settings) -> BudgetResult:
@@ -188,19 +189,18 @@ def measure(settings: Settings) -> BudgetResult:
     try:
         from qbctl.stack import engine
 
-        client = engine.connect()
-        for c in client.api.containers(filters=engine.project_filter(settings.project)):
-            containers[(c.get("Labels") or {}).get("io.qbctl.service")] = engine.memory_usage(client, c["Id"])
+        eng = engine.connect()
+        for c in eng.containers(settings.project, running_only=True):
+            m = eng.memory(c.id)
+            containers[c.service] = m.without_cache if m else None
         if not containers:
             result.not_measured.append(f"containers: project {settings.project} has none running (`qbctl up`)")
-    except Exception as exc:  # noqa: BLE001 - measuring is best effort; say what could not be measured
-        result.not_measured.append(f"containers: {getattr(exc, 'message', exc)}")
+    except QbctlError as exc:  # measuring is best effort; say what could not be measured
+        result.not_measured.append(f"containers: {exc.message}")
     try:
-        import redis as redis_lib
+        from qbctl.db.connect import redis_client
 
-        rd = settings.redis
-        client = redis_lib.Redis(host="127.0.0.1" if rd.host == "localhost" else rd.host, port=rd.port, db=rd.db,
-                                 password=rd.password or None, socket_timeout=2, socket_connect_timeout=2)
+        client = redis_client(settings, timeout=2)
         info = client.info("memory")
         redis_info = {"used_memory": info["used_memory"], "used_memory_rss": info["used_memory_rss"]}
         families, sampled, dbsize = sample_families(client)

@@ -11,10 +11,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from qbctl.result import Result
-from qbctl.stack import probes
 from qbctl.config.settings import Settings
 from qbctl.config.sizes import fmt_mb
+from qbctl.errors import CheckFailed, QbctlError
+from qbctl.result import Result
+from qbctl.stack import probes
 from qbctl.stack.spec import build_stack
 
 CHECK_TIMEOUT = 2.0
@@ -35,7 +36,14 @@ class HealthResult(Result):
     checks: list[Check]
     seconds: float = 0.0
     ok: bool = True
-    error: dict | None = None
+    error: QbctlError | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthOptions:
+    check_timeout: float = CHECK_TIMEOUT  # seconds each check may take
+    wait: bool = False  # repeat until healthy or `timeout`
+    timeout: float | None = None  # with wait; None: QBCTL_UP_TIMEOUT
 
 
 
@@ -50,11 +58,10 @@ def check_docker(settings: Settings, timeout: float) -> list[Check]:
 
     stack = build_stack(settings)
     try:
-        client = engine.connect()
-    except Exception as exc:  # noqa: BLE001
-        return [Check("docker", False, getattr(exc, "message", str(exc)))]
-    found = {(c.get("Labels") or {}).get("io.qbctl.service"): c
-             for c in client.api.containers(all=True, filters=engine.project_filter(stack.project))}
+        eng = engine.connect()
+    except QbctlError as exc:
+        return [Check("docker", False, exc.message)]
+    found = {c.service: c for c in eng.containers(stack.project)}
     checks = [Check("docker", True, f"engine reachable; project {stack.project}")]
     for name, why in stack.external:
         checks.append(Check(f"{name} container", True, f"not managed: {why}", data={"managed": False}))
@@ -66,7 +73,7 @@ def check_docker(settings: Settings, timeout: float) -> list[Check]:
             else:
                 checks.append(Check(f"{spec.name} container", False, "no container: `qbctl up` starts it"))
             continue
-        st = engine.state(client, c["Id"])
+        st = eng.state(c.id)
         data = {"state": st.status, "restart_count": st.restart_count, "exit_code": st.exit_code,
                 "oom_killed": st.oom_killed, "health": st.health}
         problems = []
@@ -83,25 +90,21 @@ def check_docker(settings: Settings, timeout: float) -> list[Check]:
 
 
 def check_postgres(settings: Settings, timeout: float) -> list[Check]:
-    import psycopg
-
-    from qbctl.db import migrate
-    from qbctl.db import connect as pg
-    from qbctl.db import files as sqlfiles
+    from qbctl.db import connect, files, migrate
 
     try:
-        conn, ms = _timed(lambda: psycopg.connect(pg.dsn(settings), connect_timeout=max(2, int(timeout)),
-                                                  autocommit=True))
-    except psycopg.Error as exc:
-        return [Check("postgres", False, " ".join(str(exc).split())[-200:])]
+        conn, ms = _timed(lambda: connect.connect(settings, timeout=max(2, timeout)))
+    except QbctlError as exc:
+        return [Check("postgres", False, exc.message)]
     with conn:
+        rows = connect.psycopg_rows(conn)
         _, q_ms = _timed(lambda: conn.execute("SELECT 1").fetchone())
-        version = conn.execute("SHOW server_version").fetchone()[0]
-        tsdb = migrate.timescaledb_state(conn)[0]
+        state = migrate.read_state(rows)
+        version, tsdb = state.server_version, state.timescaledb
         checks = [Check("postgres", True, f"PostgreSQL {version}; SELECT 1 in {q_ms} ms", q_ms,
                         {"server_version": version, "timescaledb": tsdb, "connect_ms": ms})]
         try:
-            items = migrate.plan(sqlfiles.load(settings), migrate.read_applied(conn), timescaledb=bool(tsdb))
+            items = migrate.plan(files.load(settings), migrate.read_applied(rows, state), timescaledb=bool(tsdb))
             pending = [i.file for i in items if i.state in ("pending", "reapply", "changed")]
             checks.append(Check("migrations", not pending, f"{len(pending)} pending or changed: `qbctl db migrate`"
                                 if pending else "all applied", data={"pending": pending}))
@@ -122,10 +125,9 @@ def check_postgres(settings: Settings, timeout: float) -> list[Check]:
 def check_redis(settings: Settings, timeout: float) -> list[Check]:
     import redis as redis_lib
 
-    rd = settings.redis
-    client = redis_lib.Redis(host="127.0.0.1" if rd.host == "localhost" else rd.host, port=rd.port, db=rd.db,
-                             password=rd.password or None, username=rd.username or None,
-                             socket_timeout=timeout, socket_connect_timeout=timeout)
+    from qbctl.db.connect import redis_client
+
+    client = redis_client(settings, timeout)
     try:
         _, ms = _timed(client.ping)
         info = client.info()
@@ -162,7 +164,7 @@ def _long_candle_lists(client, cap: int, deadline: float, limit: int = 5000) -> 
             pipe = client.pipeline(transaction=False)
             for k in keys:
                 pipe.llen(k)
-            for k, n in zip(keys, pipe.execute(raise_on_error=False)):
+            for k, n in zip(keys, pipe.execute(raise_on_error=False), strict=True):
                 if isinstance(n, int) and n > cap:
                     over.append(k.decode() if isinstance(k, bytes) else k)
             seen += len(keys)
@@ -182,6 +184,18 @@ def check_uis(settings: Settings, timeout: float) -> list[Check]:
 
 
 CHECKS = (("docker", check_docker), ("postgres", check_postgres), ("redis", check_redis), ("ui", check_uis))
+
+
+def check(settings: Settings, options: HealthOptions = HealthOptions()) -> HealthResult:
+    """Once, or with options.wait until healthy or the timeout."""
+    if not options.wait:
+        return run(settings, options.check_timeout)
+    deadline = time.monotonic() + (options.timeout or settings["QBCTL_UP_TIMEOUT"])
+    while True:
+        result = run(settings, options.check_timeout)
+        if result.ok or time.monotonic() >= deadline:
+            return result
+        time.sleep(0.25)
 
 
 def run(settings: Settings, timeout: float = CHECK_TIMEOUT) -> HealthResult:
@@ -211,21 +225,11 @@ def run(settings: Settings, timeout: float = CHECK_TIMEOUT) -> HealthResult:
     result = HealthResult(settings.project, checks, round(time.monotonic() - t0, 3))
     bad = [c.name for c in checks if not c.ok]
     if bad:
-        result.ok = False
-        result.error = {"code": "UNHEALTHY", "message": "unhealthy: " + ", ".join(bad),
-                        "hint": "`qbctl status` and `qbctl logs SERVICE` show more"}
+        result.fail(CheckFailed("unhealthy: " + ", ".join(bad), code="UNHEALTHY",
+                                hint="`qbctl status` and `qbctl logs SERVICE` show more"))
     return result
 
 
 def _drop_ui_checks_without_container(checks: list[Check]) -> list[Check]:
     absent = {c.name.removesuffix(" container") for c in checks if c.data.get("absent")}
     return [c for c in checks if c.name not in absent]
-
-
-def wait(settings: Settings, timeout: float, check_timeout: float = CHECK_TIMEOUT) -> HealthResult:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = run(settings, check_timeout)
-        if result.ok or time.monotonic() >= deadline:
-            return result
-        time.sleep(0.25)

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from qbctl.commands import JSON_OPTION, finish, state
+from qbctl.commands.base import JSON_OPTION, finish, state
 
 ci_app = typer.Typer(help="The CI step: a migrated database and a Redis for the tests.", no_args_is_help=True)
 
@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
 @ci_app.command()
 def setup(
     ctx: typer.Context,
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="Seconds per step to be ready."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, metavar="SECONDS",
+                                            help="Seconds per step to be ready."),
     without_timescaledb: bool = typer.Option(False, "--without-timescaledb",
                                              help="Apply the plain schema on a server without TimescaleDB."),
     json: bool = JSON_OPTION,
@@ -26,7 +27,9 @@ def setup(
     from qbctl import ci, render
 
     st = state(ctx, json)
-    result = ci.setup(st.settings, timeout, without_timescaledb, events=render.progress(st.out, _Quiet()))
+    options = ci.CiOptions(timeout=timeout, without_timescaledb=without_timescaledb)
+    with st.out.progress("ci setup") as events:
+        result = ci.setup(st.settings, options, events)
     finish(st, result, render.ci)
 
 
@@ -36,9 +39,6 @@ def teardown(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     from qbctl import ci, render
 
     st = state(ctx, json)
-    finish(st, ci.teardown(st.settings), render.down)
-
-
-class _Quiet:
-    def update(self, *_a, **_k):
-        pass
+    with st.out.progress("ci teardown") as events:
+        result = ci.teardown(st.settings, events)
+    finish(st, result, render.down)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from qbctl.commands import state
+from qbctl.commands.base import finish, state
 
 compose_app = typer.Typer(help="The stack as a docker compose file.", no_args_is_help=True)
 
@@ -16,8 +16,8 @@ def register(app: typer.Typer) -> None:
 def render_cmd(ctx: typer.Context,
                check: bool = typer.Option(False, "--check", help="Exit 1 when the file differs; write nothing.")):
     """Write compose/docker-compose.dev.yml from the stack qbctl runs."""
+    from qbctl import render
     from qbctl.stack import compose_file
 
     st = state(ctx)
-    path, changed = compose_file.write(st.settings, check)
-    st.out.line(f"{path}: " + ("up to date" if check or not changed else "written"))
+    finish(st, compose_file.write(st.settings, check), render.compose)

@@ -1,16 +1,17 @@
 """qbctl db migrate / status / verify / reset / seed / shell."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from qbctl.commands import JSON_OPTION, confirm, finish, state
+from qbctl.commands.base import JSON_OPTION, confirm, finish, state
 
 db_app = typer.Typer(help="Schema, TimescaleDB policies and sample data.", no_args_is_help=True)
 WITHOUT_TSDB = typer.Option(False, "--without-timescaledb",
                             help="Apply the plain schema; skip hypertables and policies (reported as skipped).")
-WAIT = typer.Option(30.0, "--wait", min=0, help="Seconds to wait for a database that is still starting.")
+WAIT = typer.Option(30.0, "--wait", min=0, metavar="SECONDS",
+                    help="Seconds to wait for a database that is still starting.")
 
 
 def register(app: typer.Typer) -> None:
@@ -32,8 +33,11 @@ def migrate(
     from qbctl.db import migrate as mig
 
     st = state(ctx, json)
-    result = mig.migrate(st.settings, dry_run, without_timescaledb, accept_edited, wait,
-                         events=lambda kind, text: st.out.note(text))
+    st.on_interrupt = "the file being applied was rolled back; files applied before it stay applied"
+    options = mig.MigrateOptions(dry_run=dry_run, without_timescaledb=without_timescaledb,
+                                 accept_edited=accept_edited, wait=wait)
+    with st.out.progress("migrating") as events:
+        result = mig.migrate(st.settings, options, events)
     finish(st, result, render.migrate)
 
 
@@ -64,12 +68,15 @@ def reset_cmd(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y",
               without_timescaledb: bool = WITHOUT_TSDB, json: bool = JSON_OPTION) -> None:
     """Empty the database (every table and its data) and migrate again; containers untouched."""
     from qbctl import render
+    from qbctl.db import migrate as mig
     from qbctl.db import reset as dbreset
 
     st = state(ctx, json)
     settings = st.settings
     confirm(st, yes, f"This deletes every table and row in {settings.pg.masked()}.")
-    result = dbreset.reset(settings, without_timescaledb, events=lambda kind, text: st.out.note(text))
+    st.on_interrupt = "the database may be empty or half migrated; `qbctl db migrate` finishes it"
+    with st.out.progress("resetting the database") as events:
+        result = dbreset.reset(settings, mig.MigrateOptions(without_timescaledb=without_timescaledb), events)
     finish(st, result, render.migrate)
 
 
@@ -86,18 +93,27 @@ def seed(
     from qbctl.db import seed as seed_mod
 
     st = state(ctx, json)
-    with st.out.progress_bar("seeding") as advance:
-        result = seed_mod.seed(st.settings, symbols, days, redis_keys, on_progress=advance)
+    st.on_interrupt = "nothing of this seed was committed"
+    with st.out.progress("seeding") as events:
+        result = seed_mod.seed(st.settings, seed_mod.SeedOptions(symbols=symbols, days=days, redis=redis_keys),
+                               events)
     finish(st, result, render.seed)
 
 
-@db_app.command()
+@db_app.command(context_settings={"ignore_unknown_options": True})
 def shell(ctx: typer.Context,
           local: Optional[bool] = typer.Option(None, "--local/--container",
                                                help="Use a local psql, or the one in the postgres container "
-                                                    "[default: the container when it runs]")) -> None:
+                                                    "[default: the container when it runs]"),
+          args: Optional[List[str]] = typer.Argument(None, metavar="[-- PSQL_ARGS...]",
+                                                     help="Passed to psql as they are, e.g. -- -c 'select 1'")) -> None:
     """psql into the database (in the postgres container, or a local psql)."""
     from qbctl.db import shell as dbshell
 
     st = state(ctx)
-    dbshell.run(st.settings, local)
+    run = dbshell.plan(st.settings, local, list(args or ()), tty=st.out.interactive)
+    code = dbshell.run(run)
+    if code == dbshell.PSQL_CONNECTION_BAD:
+        st.out.note(f"hint: psql ({run.where}) could not connect to {st.settings.pg.masked()}; `qbctl status` "
+                    "shows whether the stack runs, `qbctl up postgres` starts it")
+    raise typer.Exit(code)

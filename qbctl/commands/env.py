@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from qbctl.commands import JSON_OPTION, finish, state
+from qbctl.commands.base import JSON_OPTION, finish, state
 
 env_app = typer.Typer(help="The .env file.", no_args_is_help=True)
 
@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 @env_app.command("check")
 def check_cmd(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
-    """Unknown keys, missing keys and bad values in .env (compared with .env.example)."""
+    """Bad values and unknown keys in .env (with the setting each was probably meant to be)."""
     from qbctl import render
     from qbctl.config import envcheck
     from qbctl.config.settings import find_root

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from qbctl.commands import JSON_OPTION, finish, state
+from qbctl.commands.base import JSON_OPTION, finish, state
 
 
 def register(app: typer.Typer) -> None:
@@ -17,21 +17,19 @@ def health(
     ctx: typer.Context,
     json: bool = JSON_OPTION,
     wait: bool = typer.Option(False, "--wait", help="Poll until healthy or the timeout."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1,
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, metavar="SECONDS",
                                             help="With --wait: seconds in all [default: QBCTL_UP_TIMEOUT]"),
-    check_timeout: float = typer.Option(2.0, "--check-timeout", min=0.1, help="Seconds each check may take."),
+    check_timeout: float = typer.Option(2.0, "--check-timeout", min=0.1, metavar="SECONDS",
+                                        help="Seconds each check may take."),
 ) -> None:
     """Is the stack really healthy? Every check at once; exit 1 when one fails."""
     from qbctl import render
     from qbctl.checks import health as health_mod
 
     st = state(ctx, json)
-    settings = st.settings
-    if wait:
-        result = health_mod.wait(settings, timeout or settings["QBCTL_UP_TIMEOUT"], check_timeout)
-    else:
-        result = health_mod.run(settings, check_timeout)
-    finish(st, result, render.health)
+    st.on_interrupt = "stopped checking; nothing was changed"
+    options = health_mod.HealthOptions(check_timeout=check_timeout, wait=wait, timeout=timeout)
+    finish(st, health_mod.check(st.settings, options), render.health)
 
 
 def budget(ctx: typer.Context, json: bool = JSON_OPTION) -> None:

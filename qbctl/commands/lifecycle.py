@@ -5,7 +5,12 @@ from typing import List, Optional
 
 import typer
 
-from qbctl.commands import JSON_OPTION, confirm, finish, state
+from qbctl.commands.base import JSON_OPTION, confirm, finish, state
+from qbctl.stack.spec import SERVICES
+
+
+def _complete_service(incomplete: str) -> list[str]:
+    return [s for s in SERVICES if s.startswith(incomplete)]
 
 
 def register(app: typer.Typer) -> None:
@@ -19,9 +24,9 @@ def register(app: typer.Typer) -> None:
 def up(
     ctx: typer.Context,
     services: Optional[List[str]] = typer.Argument(None, help="postgres, redis, adminer, redis-commander "
-                                                              "[default: all]"),
+                                                              "[default: all]", autocompletion=_complete_service),
     no_ui: bool = typer.Option(False, "--no-ui", help="Leave out Adminer and Redis Commander."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1,
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, metavar="SECONDS",
                                             help="Seconds to wait for readiness [default: QBCTL_UP_TIMEOUT]"),
     json: bool = JSON_OPTION,
 ) -> None:
@@ -31,8 +36,11 @@ def up(
 
     st = state(ctx, json)
     settings = st.settings
-    with st.out.status("starting the stack") as spinner:
-        result = lifecycle.up(settings, services, no_ui, timeout, events=render.progress(st.out, spinner))
+    st.on_interrupt = ("what was started keeps running and nothing was removed; `qbctl up` finishes the job, "
+                       "`qbctl down` undoes it")
+    options = lifecycle.UpOptions(services=tuple(services or ()), no_ui=no_ui, timeout=timeout)
+    with st.out.progress("starting the stack") as events:
+        result = lifecycle.up(settings, options, events)
     finish(st, result, render.up)
 
 
@@ -42,8 +50,9 @@ def down(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     from qbctl.stack import lifecycle
 
     st = state(ctx, json)
-    with st.out.status("stopping the stack") as spinner:
-        result = lifecycle.down(st.settings, events=render.progress(st.out, spinner))
+    st.on_interrupt = "some containers may be left; `qbctl down` again removes them (your data stays)"
+    with st.out.progress("stopping the stack") as events:
+        result = lifecycle.down(st.settings, events)
     finish(st, result, render.down)
 
 
@@ -56,8 +65,9 @@ def reset(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", hel
     st = state(ctx, json)
     settings = st.settings
     confirm(st, yes, f"This deletes every container and volume of project {settings.project!r}, with their data.")
-    with st.out.status("removing the stack") as spinner:
-        result = lifecycle.reset(settings, events=render.progress(st.out, spinner))
+    st.on_interrupt = "the reset may be half done; `qbctl reset --yes` again finishes it"
+    with st.out.progress("removing the stack") as events:
+        result = lifecycle.reset(settings, events)
     finish(st, result, render.down)
 
 
@@ -72,12 +82,15 @@ def status(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
 
 def logs(
     ctx: typer.Context,
-    service: str = typer.Argument(..., help="postgres, redis, adminer or redis-commander"),
+    service: str = typer.Argument(..., help="postgres, redis, adminer or redis-commander",
+                                  autocompletion=_complete_service),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
     tail: Optional[int] = typer.Option(None, "--tail", "-n", min=0, help="Only the last N lines."),
 ) -> None:
     """Print a service's log."""
+    from qbctl import render
     from qbctl.stack import logs as logs_mod
 
     st = state(ctx)
-    logs_mod.stream(st.settings, service, follow, tail)
+    st.on_interrupt = "stopped following the log; the service keeps running"
+    render.stream(st.out, logs_mod.stream(st.settings, service, follow, tail), flush_each=follow)

@@ -1,6 +1,6 @@
 """Settings: one frozen object built once, from defaults < .env < environment < options.
 
-Names are the backend's own (.env contract in DESIGN.md); qbctl-only settings carry
+Names are the backend's own (its .env: a contract with the backend); qbctl-only settings carry
 a QBCTL_ prefix. SETTINGS below is the single table that config show, env check,
 .env.example and the README's settings table are made from.
 """
@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from qbctl.config import urls
-from qbctl.errors import ConfigError
 from qbctl.config.sizes import parse_size
+from qbctl.errors import ConfigError
+from qbctl.result import Result
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Setting:
     kind: str
     help: str
     secret: bool = False
+    why: str = ""  # why the default is what it is, where that is not obvious (README, .env.example)
 
 
 def _int_range(lo: int, hi: int) -> Callable[[str], int]:
@@ -99,12 +101,16 @@ SETTINGS: tuple[Setting, ...] = (
     S("POSTGRES_SHARED_BUFFERS", "128MB", "size", "PostgreSQL shared_buffers"),
     S("POSTGRES_WORK_MEM", "4MB", "size", "PostgreSQL work_mem (per sort or hash, per connection)"),
     S("POSTGRES_MAX_CONNECTIONS", "20", "connections",
-      "PostgreSQL max_connections (each may use work_mem plus its own overhead)"),
+      "PostgreSQL max_connections (each may use work_mem plus its own overhead)",
+      why="each connection may use work_mem plus its own memory; PostgreSQL's default of 100 does not fit "
+          "300 MB (`qbctl budget` prints the arithmetic)"),
     S("POSTGRES_MAINTENANCE_WORK_MEM", "16MB", "size", "PostgreSQL maintenance_work_mem (per autovacuum worker)"),
     S("POSTGRES_AUTOVACUUM_MAX_WORKERS", "2", "workers", "PostgreSQL autovacuum_max_workers"),
     S("TIMESCALEDB_MAX_BACKGROUND_WORKERS", "2", "workers", "timescaledb.max_background_workers (policy jobs)"),
     S("REDIS_MAX_MEMORY", "120MB", "size",
-      "Redis maxmemory; the container limit (QBCTL_BUDGET_REDIS) must leave room for Redis's overhead"),
+      "Redis maxmemory; the container limit (QBCTL_BUDGET_REDIS) must leave room for Redis's overhead",
+      why="maxmemory counts only the data; Redis needs more for its buffers and allocator, so the team's 150MB "
+          "would not fit in Redis's 150 MB container (`qbctl budget` prints the arithmetic)"),
     S("REDIS_MAXMEMORY_POLICY", "allkeys-lru", "policy", "Redis maxmemory-policy"),
     # qbctl's own settings.
     S("QBCTL_PROJECT", "", "text", "project name labelling every container, volume and network "
@@ -150,6 +156,7 @@ class Settings:
     project: str
     root: Path
     env_file: Path | None
+    typos: Mapping[str, str] = None  # unknown keys in the env file that look like a setting -> that setting
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -233,7 +240,7 @@ def load(env_file: Path | None = None, environ: Mapping[str, str] | None = None,
         elif s.key in environ:
             raw[s.key], sources[s.key] = environ[s.key], "environment"
         elif s.key in file_values:
-            raw[s.key], sources[s.key] = file_values[s.key], ".env"
+            raw[s.key], sources[s.key] = file_values[s.key], path.name
         else:
             raw[s.key], sources[s.key] = s.default, "default"
         try:
@@ -253,7 +260,30 @@ def load(env_file: Path | None = None, environ: Mapping[str, str] | None = None,
         name = project_name(values["QBCTL_PROJECT"], f"QBCTL_PROJECT= (from {sources['QBCTL_PROJECT']})")
     else:
         name = project_name(root.name, f"the folder name {root} (set QBCTL_PROJECT)")
-    return Settings(values, raw, sources, name, root, path)
+    return Settings(values, raw, sources, name, root, path, did_you_mean(file_values))
+
+
+def suggestion(key: str) -> str | None:
+    """The setting an unknown key was probably meant to be (REDIS_MAXMEMORY -> REDIS_MAX_MEMORY)."""
+    import difflib
+
+    squeezed = {s.key.replace("_", ""): s.key for s in SETTINGS}
+    if key.upper().replace("_", "") in squeezed:
+        return squeezed[key.upper().replace("_", "")]
+    close = difflib.get_close_matches(key.upper(), BY_KEY, n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
+def did_you_mean(file_values: Mapping[str, str]) -> dict[str, str]:
+    """Unknown keys of an env file that look like a setting. Other unknown keys are the backend's
+    own (KIS_APP_KEY, ...) and are left alone; `qbctl env check` lists them all."""
+    out = {}
+    for key in file_values:
+        if key not in BY_KEY:
+            near = suggestion(key)
+            if near:
+                out[key] = near
+    return out
 
 
 def _cross_checks(values: Mapping[str, Any]) -> list[str]:
@@ -272,3 +302,21 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
             problems.append(f"{key} uses port {port}, which {seen[port]} uses already: give each service its own port")
         seen[port] = key
     return problems
+
+
+@dataclass
+class ConfigShown(Result):
+    """`qbctl config show`: every setting, masked, with where its value came from."""
+
+    project: str
+    root: str
+    env_file: str | None
+    settings: list[dict]
+    ok: bool = True
+    error: ConfigError | None = None
+
+
+def shown(settings: Settings) -> ConfigShown:
+    rows = [{"key": s.key, "value": settings.masked(s.key), "source": settings.sources[s.key]} for s in SETTINGS]
+    return ConfigShown(settings.project, str(settings.root),
+                       str(settings.env_file) if settings.env_file else None, rows)

@@ -4,7 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
+# The one definition of "the stack runs on this machine": a URL naming one of these hosts is a
+# service qbctl runs; any other host is external (staging, a managed database) and left alone.
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", ""})
+
+
+def connect_host(host: str) -> str:
+    """The address to connect to: the published ports listen on IPv4 loopback (QBCTL_BIND_ADDRESS),
+    and `localhost` may resolve to ::1 first."""
+    return "127.0.0.1" if host in ("localhost", "0.0.0.0", "") else host
 # libpq's connection parameters (PostgreSQL 18). In a SQLAlchemy URL (postgresql+asyncpg://) the
 # query belongs to the driver: these are kept, the driver's own (ssl=, prepared_statement_...) dropped.
 LIBPQ_PARAMS = frozenset("""
@@ -30,10 +38,15 @@ class PgUrl:
     def is_local(self) -> bool:
         return self.host in LOCAL_HOSTS
 
-    def dsn(self, host: str | None = None, port: int | None = None, dbname: str | None = None) -> str:
-        """A libpq URL (driver suffixes such as +asyncpg removed)."""
+    @property
+    def connect_host(self) -> str:
+        return connect_host(self.host)
+
+    def dsn(self, host: str | None = None, port: int | None = None, dbname: str | None = None,
+            password: bool = True) -> str:
+        """A libpq URL (driver suffixes such as +asyncpg removed); without the password if asked."""
         auth = quote(self.user, safe="")
-        if self.password:
+        if self.password and password:
             auth += ":" + quote(self.password, safe="")
         h = host or self.host
         if ":" in h:
@@ -57,6 +70,10 @@ class RedisUrl:
     @property
     def is_local(self) -> bool:
         return self.host in LOCAL_HOSTS
+
+    @property
+    def connect_host(self) -> str:
+        return connect_host(self.host)
 
     def masked(self) -> str:
         auth = ""

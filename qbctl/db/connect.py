@@ -1,19 +1,32 @@
-"""PostgreSQL connections: wait for a server that is still starting, and readable errors."""
+"""Connections to the two data stores, made in one place each, and their errors in words.
+
+- `connect()`: psycopg to DATABASE_URL, waiting for a server that is still starting.
+- `redis_client()`: redis-py to REDIS_URL, user and password included.
+- `Rows`: the tiny interface (`rows(sql)` -> text rows) that both psycopg and qbctl.db.libpq
+  serve, so that code reading the catalog is written once.
+The host comes from `urls.connect_host`: the one definition of "the stack on this machine".
+"""
 from __future__ import annotations
 
 import time
+from typing import Callable
 
-from qbctl.errors import ConfigError, QbctlError, Unavailable
 from qbctl.config.settings import Settings
+from qbctl.errors import ConfigError, QbctlError, ServerKilled, Unavailable
 
 RETRYABLE = ("starting up", "Connection refused", "connection refused", "server closed the connection",
-             "shutting down", "No such file", "timeout expired", "could not receive data", "Connection reset")
+             "shutting down", "No such file", "timeout expired", "could not receive data", "Connection reset",
+             "in recovery mode")
+KILLED = ("terminating connection because of crash of another server process", "server closed the connection "
+          "unexpectedly", "the database system is in recovery mode")
+
+Rows = Callable[[str], list[tuple]]  # rows(sql) -> every row, every value text or None
 
 
 def dsn(settings: Settings) -> str:
-    """DATABASE_URL for libpq; localhost as 127.0.0.1 (the published port listens on IPv4)."""
+    """DATABASE_URL for libpq, with the host to connect to (see urls.connect_host)."""
     pg = settings.pg
-    return pg.dsn(host="127.0.0.1" if pg.host == "localhost" else None)
+    return pg.dsn(host=pg.connect_host)
 
 
 def bad_url(text: str) -> bool:
@@ -28,15 +41,27 @@ def url_error(text: str, where: str = "") -> ConfigError:
                        hint="the parameters after ? go to libpq as they are (sslmode=require, connect_timeout=10, ...)")
 
 
-def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True):
-    """A psycopg connection with the URL's credentials; retried while the server is starting."""
+def auth_error(message: str) -> Unavailable:
+    """A refused login (exit 3, whichever command meets it)."""
+    return Unavailable(message, code="DATABASE_AUTH_FAILED",
+                       hint="check the password in DATABASE_URL; a stack's data volume keeps the password it was "
+                            "created with: put the old one back, or `qbctl reset` to start from an empty volume "
+                            "(deletes its data)")
+
+
+def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, timeout: float = 3):
+    """A psycopg connection with the URL's credentials; retried while the server is starting.
+
+    client_encoding is UTF8 whatever the database's encoding: on a SQL_ASCII database the
+    driver would otherwise hand back bytes where the catalog holds text.
+    """
     import psycopg
 
     deadline = time.monotonic() + wait
     while True:
         try:
-            return psycopg.connect(dsn(settings), connect_timeout=3, autocommit=autocommit,
-                                   application_name="qbctl")
+            return psycopg.connect(dsn(settings), connect_timeout=max(1, int(timeout)), autocommit=autocommit,
+                                   application_name="qbctl", client_encoding="UTF8")
         except psycopg.Error as exc:
             text = " ".join(str(exc).split())
             if any(r in text for r in RETRYABLE) and time.monotonic() < deadline:
@@ -45,21 +70,38 @@ def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True):
             raise _unreachable(settings, text) from None
 
 
+def psycopg_rows(conn) -> Rows:
+    """`rows(sql)` over a psycopg connection; the SQL must return text columns (cast with ::text)."""
+    return lambda sql: conn.execute(sql).fetchall()
+
+
 def _unreachable(settings: Settings, text: str) -> QbctlError:
     where = settings.pg.masked()
     reason = text.split("FATAL:")[-1].strip()[:300]
     if bad_url(text):
-        return url_error(text, where)
-    if "password authentication failed" in text:
-        return Unavailable(f"PostgreSQL refused the login of {settings.pg.user} at {where}: {reason}",
-                           code="DATABASE_AUTH_FAILED",
-                           hint="check the password in DATABASE_URL (a stack's volume keeps the password "
-                                "it was created with)")
-    if "does not exist" in text:
-        return Unavailable(f"{where}: {reason}", code="DATABASE_UNAVAILABLE",
-                           hint="create the database, or fix its name in DATABASE_URL")
-    return Unavailable(f"cannot reach PostgreSQL at {where}: {reason}", code="DATABASE_UNAVAILABLE",
-                       hint="`qbctl up` starts it; or point DATABASE_URL at a running server")
+        err = url_error(text, where)
+    elif "password authentication failed" in text:
+        err = auth_error(f"PostgreSQL refused the login of {settings.pg.user} at {where}: {reason}")
+    elif "does not exist" in text:
+        err = Unavailable(f"{where}: {reason}", code="DATABASE_UNAVAILABLE",
+                          hint="create the database, or fix its name in DATABASE_URL")
+    else:
+        err = Unavailable(f"cannot reach PostgreSQL at {where}: {reason}", code="DATABASE_UNAVAILABLE",
+                          hint="`qbctl up` starts it; or point DATABASE_URL at a running server")
+    err.details["reason"] = reason  # the server's own words, for a caller that reports them itself
+    return err
+
+
+def killed_error(exc: Exception, doing: str) -> QbctlError | None:
+    """A server process killed under us (OOM, as a rule), as the error it is; None for anything else."""
+    text = " ".join(str(exc).split())
+    if not any(k in text for k in KILLED):
+        return None
+    return ServerKilled(f"postgres: the server process running {doing} was killed "
+                        f"({text[:160]})",
+                        hint="the kernel kills a PostgreSQL backend when the container reaches its memory limit: "
+                             "`qbctl health` names the kill, `qbctl budget` shows the arithmetic and the setting "
+                             "that fixes it (QBCTL_BUDGET_POSTGRES, POSTGRES_WORK_MEM, POSTGRES_MAX_CONNECTIONS)")
 
 
 def error_position(text: str, exc) -> tuple[int | None, str]:
@@ -75,3 +117,12 @@ def error_position(text: str, exc) -> tuple[int | None, str]:
     hint = getattr(diag, "message_hint", None)
     extra = "".join(f" ({x})" for x in (detail, hint) if x)
     return line, f"{sqlstate} {message}{extra}"
+
+
+def redis_client(settings: Settings, timeout: float = 2.0):
+    """A redis-py client for REDIS_URL: its user, password and database, the stack's host."""
+    import redis
+
+    rd = settings.redis
+    return redis.Redis(host=rd.connect_host, port=rd.port, db=rd.db, username=rd.username or None,
+                       password=rd.password or None, socket_timeout=timeout, socket_connect_timeout=timeout)

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from qbctl.errors import ConfigError, UsageError
 from qbctl.config.settings import Settings
+from qbctl.errors import ConfigError, UsageError
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Z0-9_]+)\s*\}\}")
 TEMPLATE_KEYS = ("DATA_RETENTION_DAYS", "LOG_RETENTION_DAYS", "COMPRESSION_AFTER_DAYS", "MAX_CANDLES_PER_SYMBOL")

@@ -4,16 +4,15 @@
 loading libpq itself costs about 5 ms. The common migrate, "nothing to do", needs a handful of
 constant queries, so it runs on this client and psycopg is imported only when there is work.
 
-It loads the libpq psycopg uses (the copy bundled with psycopg-binary, else the system's), so a
-URL, the PG* environment, TLS and authentication mean exactly what they mean to psycopg. It is
+It loads the system's libpq by its stable soname (libpq.so.5, as psycopg's own ctypes
+implementation finds it), so a URL, the PG* environment, TLS and authentication mean what they
+mean to psycopg. Where there is none (a pip-only install on a machine without the PostgreSQL
+client library), `connect` returns None and the caller takes the psycopg path. It is
 deliberately small: constant SQL, text results, no parameters, no transactions. Anything it
 cannot do returns None, and the caller takes the psycopg path, which owns the waiting and the
 error messages.
 """
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 try:
     import ctypes
@@ -25,12 +24,7 @@ PGRES_COMMAND_OK, PGRES_TUPLES_OK = 1, 2
 _lib = False if ctypes else None  # the loaded CDLL; False: not looked for yet; None: none here
 
 
-def _candidates():
-    for entry in sys.path:
-        for folder in (Path(entry) / "psycopg_binary.libs", Path(entry) / "psycopg_binary" / ".dylibs"):
-            if folder.is_dir():
-                yield from sorted(str(p) for p in folder.glob("libpq*"))
-    yield from ("libpq.so.5", "libpq.5.dylib")
+SONAMES = ("libpq.so.5", "libpq.5.dylib")  # the ABI name of every libpq since PostgreSQL 8.x
 
 
 def _load():
@@ -38,7 +32,7 @@ def _load():
     if _lib is False:
         _lib = None
         _P = ctypes.c_void_p
-        for path in _candidates():
+        for path in SONAMES:
             try:
                 lib = ctypes.CDLL(path)
             except OSError:
@@ -58,12 +52,16 @@ def _load():
     return _lib
 
 
+class Failed(Exception):
+    """A statement the server refused."""
+
+
 class Connection:
     def __init__(self, lib, handle: int):
         self._lib, self._handle = lib, handle
 
-    def rows(self, sql: str) -> list[tuple[str | None, ...]] | None:
-        """The rows of one statement as text (None for NULL); None when the statement failed."""
+    def rows(self, sql: str) -> list[tuple[str | None, ...]]:
+        """The rows of one statement as text (None for NULL); Failed when the server refused it."""
         lib = self._lib
         res = lib.PQexec(self._handle, sql.encode())
         try:
@@ -71,7 +69,7 @@ class Connection:
             if status == PGRES_COMMAND_OK:
                 return []
             if status != PGRES_TUPLES_OK:
-                return None
+                raise Failed(sql)
             fields = range(lib.PQnfields(res))
             return [tuple(None if lib.PQgetisnull(res, r, c) else lib.PQgetvalue(res, r, c).decode()
                           for c in fields) for r in range(lib.PQntuples(res))]

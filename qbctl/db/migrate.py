@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from qbctl.result import Result
-from qbctl.db import connect as pg
-from qbctl.db import files as sqlfiles
-from qbctl.errors import CheckFailed, QbctlError, Unavailable
 from qbctl.config.settings import Settings
+from qbctl.db import connect, files
+from qbctl.db.connect import Rows
 from qbctl.db.files import SqlFile
+from qbctl.errors import CheckFailed, MigrationFailed, QbctlError, TimescaleMissing, Unavailable
+from qbctl.events import Event, Events, Status, ignore
+from qbctl.result import Result
 
 LOCK_KEY = 0x71_62_63_74_6C  # "qbctl": one advisory lock per database
 TRACKING_DDL = """
@@ -67,6 +68,14 @@ def plan(local: list[SqlFile], applied: dict[tuple[str, str], Applied], timescal
     return items
 
 
+@dataclass(frozen=True, kw_only=True)
+class MigrateOptions:
+    dry_run: bool = False
+    without_timescaledb: bool = False
+    accept_edited: bool = False
+    wait: float = 30.0  # seconds to wait for a server that is still starting (and for the lock, plus 60)
+
+
 @dataclass
 class MigrateResult(Result):
     database: str
@@ -78,60 +87,68 @@ class MigrateResult(Result):
     up_to_date: int = 0
     seconds: float = 0.0
     ok: bool = True
-    error: dict | None = None
+    error: QbctlError | None = None
 
 
-
-class MigrationFailed(QbctlError):
-    exit_code = 1
-    code = "MIGRATION_FAILED"
-
-
-class TimescaleMissing(Unavailable):
-    code = "TIMESCALEDB_UNAVAILABLE"
-
-
-TSDB_STATE = ("SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),"
-              " (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),"
-              " current_setting('shared_preload_libraries') LIKE '%timescaledb%'")
+# --- the database's state, read once for both clients (psycopg and qbctl.db.libpq) -------------
+# Every column is text (booleans cast: 'true'/'false'), so both clients return the same rows.
+STATE_SQL = ("SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),"
+             " (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),"
+             " (current_setting('shared_preload_libraries') LIKE '%timescaledb%')::text,"
+             " (to_regclass('qbctl.migrations') IS NOT NULL)::text, current_setting('server_version')")
+APPLIED_SQL = "SELECT kind, name, checksum FROM qbctl.migrations"
 
 
-def timescaledb_state(conn) -> tuple[str | None, str | None, bool]:
-    """(installed version, available version, preloaded)."""
-    row = conn.execute(TSDB_STATE).fetchone()
-    return row[0], row[1], bool(row[2])
+@dataclass(frozen=True)
+class DbState:
+    timescaledb: str | None  # installed version
+    available: str | None  # version the server could install
+    preloaded: bool
+    tracked: bool  # qbctl.migrations exists
+    server_version: str
 
 
-def read_applied(conn) -> dict[tuple[str, str], Applied]:
-    exists = conn.execute("SELECT to_regclass('qbctl.migrations') IS NOT NULL").fetchone()[0]
-    if not exists:
+def read_state(rows: Rows) -> DbState:
+    installed, available, preloaded, tracked, version = rows(STATE_SQL)[0]
+    return DbState(installed, available, preloaded == "true", tracked == "true", version)
+
+
+def read_applied(rows: Rows, state: DbState) -> dict[tuple[str, str], Applied]:
+    if not state.tracked:
         return {}
-    rows = conn.execute("SELECT kind, name, checksum FROM qbctl.migrations").fetchall()
-    return {(k, n): Applied(k, n, c) for k, n, c in rows}
+    return {(k, n): Applied(k, n, c) for k, n, c in rows(APPLIED_SQL)}
 
 
-def _require_timescaledb(settings: Settings, conn, without: bool) -> str | None:
-    installed, available, preloaded = timescaledb_state(conn)
-    if installed or without:
-        return installed
-    server = conn.execute("SHOW server_version").fetchone()[0]
-    if not available:
-        why = f"the server (PostgreSQL {server} at {settings.pg.masked()}) does not have the timescaledb extension"
-    elif not preloaded:
-        why = f"timescaledb is installed on the server (PostgreSQL {server}) but not in shared_preload_libraries"
+def try_lock(rows: Rows) -> bool:
+    return rows(f"SELECT pg_try_advisory_lock({LOCK_KEY})::text") == [("true",)]
+
+
+def unlock(rows: Rows) -> None:
+    rows(f"SELECT pg_advisory_unlock({LOCK_KEY})::text")
+
+
+def _require_timescaledb(settings: Settings, state: DbState, without: bool) -> None:
+    if state.timescaledb or without:
+        return
+    if not state.available:
+        why = (f"the server (PostgreSQL {state.server_version} at {settings.pg.masked()}) does not have the "
+               "timescaledb extension")
+    elif not state.preloaded:
+        why = (f"timescaledb is installed on the server (PostgreSQL {state.server_version}) but not in "
+               "shared_preload_libraries")
     else:
-        return None
+        return  # available and preloaded: sql/schema's first file creates it
     raise TimescaleMissing(why, hint="use an image that provides it (timescale/timescaledb:latest-pg15, "
                                      "QBCTL_POSTGRES_IMAGE), or pass --without-timescaledb to apply the plain "
                                      "schema and skip hypertables and policies")
 
 
-def _lock(conn, timeout: float, on_wait) -> None:
+def _lock(rows: Rows, timeout: float, events: Events) -> None:
     deadline = time.monotonic() + timeout
     told = False
-    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:
+    while not try_lock(rows):
         if not told:
-            on_wait("another qbctl db migrate holds the migration lock; waiting for it")
+            events(Event(Status.WAITING, "another qbctl db migrate holds the migration lock; waiting for it"))
             told = True
         if time.monotonic() > deadline:
             raise Unavailable(f"the migration lock was held for more than {timeout:.0f}s", code="LOCK_TIMEOUT",
@@ -139,77 +156,73 @@ def _lock(conn, timeout: float, on_wait) -> None:
         time.sleep(0.05)
 
 
-def migrate(settings: Settings, dry_run: bool = False, without_timescaledb: bool = False,
-            accept_edited: bool = False, wait: float = 30.0, events=lambda *_: None) -> MigrateResult:
+def migrate(settings: Settings, options: MigrateOptions = MigrateOptions(), events: Events = ignore) -> MigrateResult:
     t0 = time.monotonic()
-    local = sqlfiles.load(settings)
-    result = _nothing_to_do(settings, local, dry_run, without_timescaledb)
+    local = files.load(settings)
+    result = _nothing_to_do(settings, local, options)
     if result is None:
-        result = _migrate(settings, local, dry_run, without_timescaledb, accept_edited, wait, events)
+        result = _migrate(settings, local, options, events)
     result.seconds = round(time.monotonic() - t0, 3)
     return result
 
 
-def _nothing_to_do(settings: Settings, local: list[SqlFile], dry_run: bool,
-                   without_timescaledb: bool) -> MigrateResult | None:
-    """The usual run, every file applied, answered over qbctl.libpq without importing psycopg.
+def _nothing_to_do(settings: Settings, local: list[SqlFile], options: MigrateOptions) -> MigrateResult | None:
+    """The usual run, every file applied, answered over qbctl.db.libpq without importing psycopg.
 
-    The same checks as the full path, under the same lock; None whenever there is anything to
-    do or explain (a file to apply, an edited file, no TimescaleDB, the lock held, no connection),
-    and the full path takes over.
+    The same state read, lock and plan as the full path; None whenever there is anything to do
+    or explain (a file to apply, an edited file, no TimescaleDB, the lock held, no connection,
+    no libpq here), and the full path takes over.
     """
     from qbctl.db import libpq
 
-    conn = libpq.connect(pg.dsn(settings), timeout=2)  # libpq's shortest; the full path retries
+    conn = libpq.connect(connect.dsn(settings), timeout=2)  # libpq's shortest; the full path retries
     if conn is None:
         return None
     with conn:
-        state = conn.rows(TSDB_STATE + ", to_regclass('qbctl.migrations') IS NOT NULL")
-        if not state:
-            return None
-        installed, _, _, tracked = state[0]
-        if not (installed or without_timescaledb) or tracked != "t":
-            return None
-        if conn.rows(f"SELECT pg_try_advisory_lock({LOCK_KEY})") != [("t",)]:
-            return None
         try:
-            rows = conn.rows("SELECT kind, name, checksum FROM qbctl.migrations")
-        finally:
-            conn.rows(f"SELECT pg_advisory_unlock({LOCK_KEY})")
-    if rows is None:
-        return None
-    items = plan(local, {(k, n): Applied(k, n, c) for k, n, c in rows}, timescaledb=not without_timescaledb)
+            state = read_state(conn.rows)
+            if not (state.timescaledb or options.without_timescaledb) or not state.tracked or not try_lock(conn.rows):
+                return None
+            try:
+                applied = read_applied(conn.rows, state)
+            finally:
+                unlock(conn.rows)
+        except libpq.Failed:
+            return None
+    items = plan(local, applied, timescaledb=not options.without_timescaledb)
     if any(i.state not in ("applied", "skipped") for i in items):
         return None
-    result = MigrateResult(settings.pg.masked(), dry_run, installed)
-    _summarise(result, items, would=dry_run)
+    result = MigrateResult(settings.pg.masked(), options.dry_run, state.timescaledb)
+    _summarise(result, items, would=options.dry_run)
     return result
 
 
-def _migrate(settings: Settings, local: list[SqlFile], dry_run: bool, without_timescaledb: bool,
-             accept_edited: bool, wait: float, events) -> MigrateResult:
-    conn = pg.connect(settings, wait=wait)
+def _migrate(settings: Settings, local: list[SqlFile], options: MigrateOptions, events: Events) -> MigrateResult:
+    conn = connect.connect(settings, wait=options.wait)
+    rows = connect.psycopg_rows(conn)
     with conn:
-        tsdb = _require_timescaledb(settings, conn, without_timescaledb)
-        result = MigrateResult(settings.pg.masked(), dry_run, tsdb)
-        if dry_run:
-            items = plan(local, read_applied(conn), timescaledb=not without_timescaledb)
-            _refuse_changed(items, accept_edited)
+        state = read_state(rows)
+        _require_timescaledb(settings, state, options.without_timescaledb)
+        result = MigrateResult(settings.pg.masked(), options.dry_run, state.timescaledb)
+        timescaledb = not options.without_timescaledb
+        if options.dry_run:
+            items = plan(local, read_applied(rows, state), timescaledb)
+            _refuse_changed(items, options.accept_edited)
             _summarise(result, items, would=True)
             return result
-        _lock(conn, wait + 60, lambda text: events("wait", text))
+        _lock(rows, options.wait + 60, events)
         try:
             conn.execute(TRACKING_DDL)
-            items = plan(local, read_applied(conn), timescaledb=not without_timescaledb)
-            _refuse_changed(items, accept_edited and _accept(conn, local, items))
+            items = plan(local, read_applied(rows, read_state(rows)), timescaledb)
+            _refuse_changed(items, options.accept_edited and _accept(conn, local, items))
             by_label = {f.label: f for f in local}
             for item in items:
                 if item.state in ("pending", "reapply"):
                     result.applied.append(_apply(conn, by_label[item.file], item.state, events))
-            result.timescaledb = timescaledb_state(conn)[0]  # a schema file may have just created it
+            result.timescaledb = read_state(rows).timescaledb  # a schema file may have just created it
             _summarise(result, items, would=False)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            unlock(rows)
     return result
 
 
@@ -240,10 +253,10 @@ def _accept(conn, local: list[SqlFile], items: list[Item]) -> bool:
     return True
 
 
-def _apply(conn, f: SqlFile, state: str, events) -> dict:
+def _apply(conn, f: SqlFile, state: str, events: Events) -> dict:
     import psycopg
 
-    events("apply", f"{'re-applying' if state == 'reapply' else 'applying'} {f.label}")
+    events(Event(Status.WORKING, f"{'re-applying' if state == 'reapply' else 'applying'} {f.label}"))
     started = time.monotonic()
     try:
         with conn.transaction():
@@ -256,7 +269,10 @@ def _apply(conn, f: SqlFile, state: str, events) -> dict:
                 " applied_at = now(), duration_ms = EXCLUDED.duration_ms, timescaledb = EXCLUDED.timescaledb",
                 (f.kind, f.name, f.checksum, ms))
     except psycopg.Error as exc:
-        line, text = pg.error_position(f.text, exc)
+        killed = connect.killed_error(exc, f"{f.label}")
+        if killed:
+            raise killed from None
+        line, text = connect.error_position(f.text, exc)
         where = f"{f.label}:{line}" if line else f.label
         raise MigrationFailed(f"{where}: {text}", hint="the file was rolled back; nothing of it was applied. "
                               "Fix it and run qbctl db migrate again", file=f.label, line=line,

@@ -10,12 +10,13 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
-from qbctl.result import Result
-from qbctl.db import connect as pg
-from qbctl.errors import QbctlError
 from qbctl.config.settings import Settings
+from qbctl.db import connect
+from qbctl.errors import CheckFailed, QbctlError, Unavailable
+from qbctl.events import Event, Events, Status, ignore
+from qbctl.result import Result
 
 KST = timezone(timedelta(hours=9))
 SESSION_MINUTES = 390  # 09:00 to 15:30
@@ -45,7 +46,7 @@ def symbols(n: int) -> list[tuple[str, int]]:
 
 def session_minutes(days: int, now: datetime | None = None) -> list[datetime]:
     """Every trading minute of the weekdays in the last `days` days, oldest first (UTC)."""
-    now = (now or datetime.now(timezone.utc)).astimezone(KST)
+    now = (now or datetime.now(UTC)).astimezone(KST)
     out = []
     for back in range(days - 1, -1, -1):
         day = (now - timedelta(days=back)).replace(hour=9, minute=0, second=0, microsecond=0)
@@ -54,7 +55,7 @@ def session_minutes(days: int, now: datetime | None = None) -> list[datetime]:
         for m in range(SESSION_MINUTES):
             t = day + timedelta(minutes=m)
             if t <= now:
-                out.append(t.astimezone(timezone.utc))
+                out.append(t.astimezone(UTC))
     return out
 
 
@@ -68,6 +69,14 @@ class SeedResult(Result):
     seconds: float = 0.0
     market_data_rows_per_second: float = 0.0
     ok: bool = True
+    error: QbctlError | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeedOptions:
+    symbols: int = 10
+    days: int = 30
+    redis: bool = True  # also fill the backend's Redis keys
 
 
 
@@ -85,8 +94,20 @@ def _candles(sym: str, start_price: int, stamps: list[str], rng: random.Random):
         yield ts, o, h, lo, c, v
 
 
-def seed(settings: Settings, n_symbols: int, days: int, redis_keys: bool = True, on_progress=None) -> SeedResult:
+def seed(settings: Settings, options: SeedOptions = SeedOptions(), events: Events = ignore) -> SeedResult:
+    import psycopg
+
+    try:
+        return _seed(settings, options, events)
+    except psycopg.Error as exc:
+        raise connect.killed_error(exc, "db seed") or Unavailable(
+            f"db seed: {' '.join(str(exc).split())[:300]}", code="DATABASE_UNAVAILABLE",
+            hint="nothing of this seed was committed; `qbctl health` tells what is wrong") from None
+
+
+def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResult:
     t0 = time.monotonic()
+    n_symbols, days, redis_keys = options.symbols, options.days, options.redis
     syms = symbols(n_symbols)
     minutes = session_minutes(days)
     stamps = [m.isoformat() for m in minutes]
@@ -94,10 +115,10 @@ def seed(settings: Settings, n_symbols: int, days: int, redis_keys: bool = True,
     rng = random.Random(42)
     total = len(syms)
     latest: dict[str, list] = {}
-    with pg.connect(settings, wait=30, autocommit=False) as conn:
+    with connect.connect(settings, wait=30, autocommit=False) as conn:
         if conn.execute("SELECT to_regclass('market_data') IS NULL").fetchone()[0]:
-            raise QbctlError(f"{settings.pg.masked()} has no market_data table", code="NOT_MIGRATED",
-                             hint="run `qbctl db migrate` first")
+            raise CheckFailed(f"{settings.pg.masked()} has no market_data table", code="NOT_MIGRATED",
+                              hint="run `qbctl db migrate` first")
         _clear(conn, [s for s, _ in syms])
         md = ind = 0
         md_seconds = 0.0
@@ -115,8 +136,7 @@ def seed(settings: Settings, n_symbols: int, days: int, redis_keys: bool = True,
                     copy.write("".join(_indicator_lines(sym, candles)))
                 ind += 2 * max(0, len(candles) - 20)
                 latest[sym] = candles[-settings["MAX_CANDLES_PER_SYMBOL"]:]
-                if on_progress:
-                    on_progress(i + 1, total)
+                events(Event(Status.WORKING, f"seeding {sym}", done=i + 1, total=total))
             result.rows["orders"], result.rows["trades"] = _trades(cur, syms, minutes, rng)
             result.rows["system_logs"] = _logs(cur, minutes, rng)
         conn.commit()
@@ -192,8 +212,7 @@ def _redis(settings: Settings, latest: dict[str, list]) -> int:
     import redis as redis_lib
 
     rd = settings.redis
-    client = redis_lib.Redis(host="127.0.0.1" if rd.host == "localhost" else rd.host, port=rd.port, db=rd.db,
-                             password=rd.password or None, username=rd.username or None, socket_timeout=5)
+    client = connect.redis_client(settings, timeout=5)
     cap = settings["MAX_CANDLES_PER_SYMBOL"]
     try:
         pipe = client.pipeline(transaction=False)
@@ -213,8 +232,6 @@ def _redis(settings: Settings, latest: dict[str, list]) -> int:
             pipe.hset(f"indicators:{sym}", mapping={"sma_20": round(sum(closes) / len(closes), 2), "time": t})
         pipe.execute()
     except (redis_lib.RedisError, OSError) as exc:
-        from qbctl.errors import Unavailable
-
         raise Unavailable(f"cannot write the Redis keys at {rd.masked()}: {exc}", code="REDIS_UNAVAILABLE",
                           hint="`qbctl up redis` starts it, or pass --no-redis") from None
     finally:

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from qbctl.result import Result
-from qbctl.db import migrate
-from qbctl.db import connect as pg
-from qbctl.db import files as sqlfiles
-from qbctl.db import timescale
 from qbctl.config.settings import Settings
+from qbctl.db import connect, files, migrate, timescale
+from qbctl.errors import CheckFailed, QbctlError
+from qbctl.result import Result
 
 HYPERTABLES_SQL = """
 SELECT h.hypertable_name, h.num_chunks, h.compression_enabled,
@@ -29,15 +27,17 @@ class DbStatus(Result):
     hypertables: list[dict] = field(default_factory=list)
     jobs: list[dict] = field(default_factory=list)
     ok: bool = True
-    error: dict | None = None
+    error: QbctlError | None = None
 
 
 
 def status(settings: Settings, pending_is_failure: bool = False) -> DbStatus:
-    local = sqlfiles.load(settings)
-    with pg.connect(settings) as conn:
-        version = migrate.timescaledb_state(conn)[0]
-        items = migrate.plan(local, migrate.read_applied(conn), timescaledb=True)
+    local = files.load(settings)
+    with connect.connect(settings) as conn:
+        rows = connect.psycopg_rows(conn)
+        state = migrate.read_state(rows)
+        version = state.timescaledb
+        items = migrate.plan(local, migrate.read_applied(rows, state), timescaledb=True)
         result = DbStatus(settings.pg.masked(), version, [asdict(i) for i in items])
         if version:
             for r in conn.execute(HYPERTABLES_SQL):
@@ -51,13 +51,12 @@ def status(settings: Settings, pending_is_failure: bool = False) -> DbStatus:
     pending = [i.file for i in items if i.state in ("pending", "reapply")]
     failed = [j for j in result.jobs if j["last_run_status"] == "Failed"]
     if changed:
-        result.ok, result.error = False, {"code": "MIGRATION_CHANGED", "message": f"{', '.join(changed)} changed "
-                                          "after it was applied", "hint": "see `qbctl db migrate`"}
+        result.fail(CheckFailed(f"{', '.join(changed)} changed after it was applied", code="MIGRATION_CHANGED",
+                                hint="see `qbctl db migrate`"))
     elif pending and pending_is_failure:
-        result.ok, result.error = False, {"code": "PENDING_MIGRATIONS", "message": f"{len(pending)} pending: "
-                                          + ", ".join(pending), "hint": "run `qbctl db migrate`"}
+        result.fail(CheckFailed(f"{len(pending)} pending: " + ", ".join(pending), code="PENDING_MIGRATIONS",
+                                hint="run `qbctl db migrate`"))
     elif failed:
-        result.ok, result.error = False, {"code": "JOBS_FAILED", "message": f"{len(failed)} TimescaleDB job(s) "
-                                          "failed their last run", "hint": "timescaledb_information.job_errors "
-                                          "has their errors"}
+        result.fail(CheckFailed(f"{len(failed)} TimescaleDB job(s) failed their last run", code="JOBS_FAILED",
+                                hint="timescaledb_information.job_errors has their errors"))
     return result

@@ -8,10 +8,11 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from qbctl.result import Result
-from qbctl.db import connect as pg
-from qbctl.db import files as sqlfiles
 from qbctl.config.settings import Settings
+from qbctl.db import connect
+from qbctl.db import files as sqlfiles
+from qbctl.errors import CheckFailed, QbctlError, TimescaleMissing
+from qbctl.result import Result
 
 HYPERTABLE = re.compile(r"create_hypertable\(\s*'([\w.]+)'\s*,\s*by_range\(\s*'(\w+)'\s*(?:,\s*INTERVAL\s*'([^']+)')?",
                         re.I)
@@ -123,7 +124,7 @@ def diff(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
 JOBS_SQL = """
 SELECT j.job_id, j.proc_name, j.hypertable_name, j.scheduled,
        COALESCE(j.config->>'compress_after', j.config->>'drop_after'),
-       s.last_run_status, COALESCE(s.total_failures, 0), s.last_run_started_at, s.next_start
+       s.last_run_status, COALESCE(s.total_failures, 0), s.last_run_started_at::text, s.next_start::text
 FROM timescaledb_information.jobs j
 LEFT JOIN timescaledb_information.job_stats s USING (job_id)
 WHERE j.proc_name <> 'policy_telemetry'
@@ -145,7 +146,7 @@ def read_actual(conn) -> Actual:
         kind = {v: k for k, v in PROC.items()}.get(r[1], r[1])
         jobs.append({"job_id": r[0], "kind": kind, "table": r[2], "scheduled": r[3], "interval": r[4],
                      "last_run_status": r[5], "total_failures": r[6],
-                     "last_run": r[7].isoformat() if r[7] else None, "next_start": r[8].isoformat() if r[8] else None})
+                     "last_run": r[7], "next_start": r[8]})  # text: a running job's next_start is -infinity
     return Actual(ht, comp, jobs)
 
 
@@ -164,16 +165,16 @@ class VerifyResult(Result):
     drift: list[dict] = field(default_factory=list)
     checked: int = 0
     ok: bool = True
-    error: dict | None = None
+    error: QbctlError | None = None
 
 
 
 def verify(settings: Settings) -> VerifyResult:
-    from qbctl.db.migrate import TimescaleMissing, timescaledb_state
+    from qbctl.db.migrate import read_state
 
     decl = declared(sqlfiles.load(settings))
-    with pg.connect(settings) as conn:
-        version = timescaledb_state(conn)[0]
+    with connect.connect(settings) as conn:
+        version = read_state(connect.psycopg_rows(conn)).timescaledb
         if not version:
             raise TimescaleMissing(f"the timescaledb extension is not installed in {settings.pg.masked()}",
                                    hint="`qbctl db migrate` creates it (on a server that provides it)")
@@ -181,7 +182,7 @@ def verify(settings: Settings) -> VerifyResult:
     checked = len(decl.hypertables) + len(decl.compression) + len(decl.policies)
     result = VerifyResult(settings.pg.masked(), version, [asdict(d) for d in drift], checked, not drift)
     if drift:
-        result.error = {"code": "DRIFT", "message": f"{len(drift)} difference(s) between sql/policies and the database",
-                        "hint": "`qbctl db migrate` re-applies the policies; a failed job's error is in "
-                                "timescaledb_information.job_errors"}
+        result.fail(CheckFailed(f"{len(drift)} difference(s) between sql/policies and the database", code="DRIFT",
+                                hint="`qbctl db migrate` re-applies the policies; a failed job's error is in "
+                                     "timescaledb_information.job_errors"))
     return result

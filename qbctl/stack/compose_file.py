@@ -6,13 +6,13 @@ written: compose takes it from POSTGRES_PASSWORD.
 """
 from __future__ import annotations
 
-import json
-import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from qbctl.errors import CheckFailed
 from qbctl.config.settings import Settings
 from qbctl.config.sizes import MB
+from qbctl.errors import CheckFailed, QbctlError
+from qbctl.result import Result
 from qbctl.stack.spec import Stack, build_stack
 
 HEADER = """\
@@ -21,35 +21,19 @@ HEADER = """\
 # Usage: POSTGRES_PASSWORD=... docker compose -f compose/docker-compose.dev.yml up -d --wait
 """
 SECRET_ENV = {"POSTGRES_PASSWORD": "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD to the password in DATABASE_URL}"}
-PLAIN = re.compile(r"^[A-Za-z0-9_./@-][A-Za-z0-9_./:@=-]*$")
 
 
-def _scalar(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    text = str(value)
-    if PLAIN.match(text) and text not in ("yes", "no", "on", "off", "true", "false", "null") \
-            and not text.replace(".", "").isdigit():
-        return text
-    return json.dumps(text)  # a JSON string is a valid YAML double-quoted scalar
+def to_yaml(data: dict) -> str:
+    """YAML from PyYAML's safe dumper: a string that YAML would read as something else
+    (Null, NO, True, 1e3, 0x1F) is quoted; sequences indented under their key, keys in order."""
+    import yaml
 
+    class Dumper(yaml.SafeDumper):
+        def increase_indent(self, flow=False, indentless=False):
+            return super().increase_indent(flow, False)
 
-def to_yaml(data, indent: int = 0) -> str:
-    pad = "  " * indent
-    lines = []
-    if isinstance(data, dict):
-        for k, v in data.items():
-            if isinstance(v, (dict, list)) and v:
-                lines.append(f"{pad}{_scalar(k)}:")
-                lines.append(to_yaml(v, indent + 1))
-            else:
-                lines.append(f"{pad}{_scalar(k)}: {_scalar(v) if not isinstance(v, (dict, list)) else '{}'}")
-    else:
-        for v in data:
-            lines.append(f"{pad}- {_scalar(v)}")
-    return "\n".join(lines)
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=10**6,
+                     allow_unicode=True)
 
 
 def _hc(test: tuple[str, ...]) -> dict:
@@ -86,26 +70,35 @@ def document(stack: Stack) -> dict:
 
 
 def render(settings: Settings) -> str:
-    return HEADER + to_yaml(document(build_stack(settings))) + "\n"
+    return HEADER + to_yaml(document(build_stack(settings)))
 
 
 def target(settings: Settings) -> Path:
     return settings.root / "compose" / "docker-compose.dev.yml"
 
 
-def write(settings: Settings, check: bool) -> tuple[Path, bool]:
-    """Write the file (or with check, compare it); return (path, changed)."""
+@dataclass
+class ComposeResult(Result):
+    path: str
+    written: bool = False
+    ok: bool = True
+    error: QbctlError | None = None
+
+
+def write(settings: Settings, check: bool) -> ComposeResult:
+    """Write the file, or with check compare it (DRIFT when it differs)."""
     path = target(settings)
     text = render(settings)
     current = path.read_text() if path.exists() else None
+    result = ComposeResult(str(path))
     if check:
         if current != text:
             state = "is missing" if current is None else "is out of date"
-            raise CheckFailed(f"{path} {state}: it no longer matches qbctl's stack", code="DRIFT",
-                              hint="run `qbctl compose render` and commit the result")
-        return path, False
-    if current == text:
-        return path, False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path, True
+            result.fail(CheckFailed(f"{path} {state}: it no longer matches qbctl's stack", code="DRIFT",
+                                    hint="run `qbctl compose render` and commit the result"))
+        return result
+    if current != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        result.written = True
+    return result

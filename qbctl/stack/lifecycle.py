@@ -1,6 +1,6 @@
 """up / down / reset / status: observed state -> plan -> execute -> wait, as data.
 
-Progress is reported through `events(kind, service, text)`; nothing here prints.
+Progress goes out as events (qbctl.events); nothing here prints.
 """
 from __future__ import annotations
 
@@ -8,16 +8,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from qbctl.result import Result
-from qbctl.stack import engine
+from qbctl.config.settings import Settings
 from qbctl.db import connect as pg
-from qbctl.stack import ports
-from qbctl.stack import probes
-from qbctl.stack import volumes
-from qbctl.errors import QbctlError
+from qbctl.errors import CheckFailed, QbctlError
+from qbctl.events import Event, Events, Status, ignore
+from qbctl.result import Result
+from qbctl.stack import engine, ports, probes, volumes
 from qbctl.stack.lock import project_lock
 from qbctl.stack.plan import Plan, make_plan
-from qbctl.config.settings import Settings
 from qbctl.stack.spec import ServiceSpec, Stack, build_stack, exposure_warnings, select
 
 POLL = 0.03  # seconds between readiness probes
@@ -25,8 +23,11 @@ STATE_EVERY = 0.25  # seconds between container state checks while waiting
 LOG_LINES = 20
 
 
-def _noop(*_):
-    pass
+@dataclass(frozen=True, kw_only=True)
+class UpOptions:
+    services: tuple[str, ...] = ()  # empty: all
+    no_ui: bool = False
+    timeout: float | None = None  # None: QBCTL_UP_TIMEOUT
 
 
 @dataclass
@@ -51,174 +52,183 @@ class UpResult(Result):
     timings: dict[str, float]
     external: list[dict]
     ok: bool = False
-    error: dict | None = None
-    exit_code: int = 1  # 2 when the settings, not the stack, are wrong
-
-
-
-class Unready(QbctlError):
-    exit_code = 1
-    code = "UNHEALTHY"
+    error: QbctlError | None = None
 
 
 def _port_text(spec: ServiceSpec) -> list[str]:
     return [f"{p.host_ip}:{p.host}" for p in spec.ports]
 
 
-def up(settings: Settings, services: list[str] | None = None, no_ui: bool = False,
-       timeout: float | None = None, events=_noop) -> UpResult:
+def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ignore) -> UpResult:
     t0 = time.monotonic()
-    timeout = timeout or settings["QBCTL_UP_TIMEOUT"]
+    timeout = options.timeout or settings["QBCTL_UP_TIMEOUT"]
     stack = build_stack(settings)
-    desired = select(stack, services, no_ui)
+    desired = select(stack, list(options.services) or None, options.no_ui)
     for warning in exposure_warnings(settings):
-        events("warn", "", warning)
-    client = engine.connect()
+        events(Event(Status.WARNING, warning))
+    eng = engine.connect()
     timings: dict[str, float] = {}
-    with project_lock(stack.project, on_wait=lambda text: events("wait", "", text)):
-        observed = engine.observe(client, stack.project)
+    with project_lock(stack.project, on_wait=lambda text: events(Event(Status.WAITING, text))):
+        observed = eng.observe(stack.project)
         # Ports first, before any pull: a busy port is reported in a second, not after a download.
-        _check_ports(client, stack, make_plan(desired, observed, {}), desired)
-        images = _ensure_images(client, desired, events)
+        _check_ports(eng, stack, make_plan(desired, observed, {}))
+        images = _ensure_images(eng, desired, events)
         timings["images"] = round(time.monotonic() - t0, 3)
         plan = make_plan(desired, observed, {img: info["Id"] for img, info in images.items()})
         changes = plan.changes()
         if changes:
-            engine.ensure_network(client, stack)
+            eng.ensure_network(stack)
             changing = [s for s in desired if s.name in {c.service for c in changes}]
-            made_by = {s.name: volumes.created_by(engine.image_env(images[s.image])) for s in changing
+            made_by = {s.name: volumes.created_by(_image_env(images[s.image])) for s in changing
                        if s.name == "postgres"}
-            existing = engine.ensure_volumes(client, stack, changing, made_by)
+            existing = eng.ensure_volumes(stack, changing, made_by)
             for spec in changing:
                 for vol, _ in spec.volumes:
                     if spec.name == "postgres" and vol in existing:
-                        warning = volumes.check(vol, existing[vol], spec.image, engine.image_env(images[spec.image]))
+                        warning = volumes.check(vol, existing[vol], spec.image, _image_env(images[spec.image]))
                         if warning:
-                            events("warn", spec.name, warning)
+                            events(Event(Status.WARNING, warning, spec.name))
         cids = {name: o.container_id for name, o in observed.items()}
         results = {s.name: ServiceResult(s.name, s.image, _port_text(s)) for s in desired}
         for step in plan.steps:
             results[step.service].action = step.action
-        _execute(client, stack, plan, cids, events)
+        _execute(eng, stack, plan, cids, events)
         timings["start"] = round(time.monotonic() - t0, 3)
         trusted = {n for n, o in observed.items() if o.health == "healthy"}
-        _wait(client, settings, desired, cids, results, plan, trusted, t0 + timeout, events, t0)
+        waiter = _Waiter(eng, settings, t0, t0 + timeout, events)
+        waiter.wait_all(desired, cids, results, trusted)
     timings["ready"] = round(time.monotonic() - t0, 3)
     ok = all(r.ready for r in results.values())
     result = UpResult(stack.project, [results[s.name] for s in desired], str(plan), timings,
                       [{"service": n, "reason": why} for n, why in stack.external], ok)
     if not ok:
-        limits = {s.name: s.mem_setting for s in desired}
-        error = _unready_error(result, timeout, limits)
-        result.error, result.exit_code = error.to_dict(), int(error.exit_code)
+        result.fail(_unready_error(result, timeout, {s.name: s.mem_setting for s in desired}))
     return result
 
 
-def _execute(client, stack: Stack, plan: Plan, cids: dict[str, str], events) -> None:
+def _image_env(info: dict | None) -> dict[str, str]:
+    env = ((info or {}).get("Config") or {}).get("Env") or []
+    return dict(e.split("=", 1) for e in env if "=" in e)
+
+
+def _execute(eng: engine.Engine, stack: Stack, plan: Plan, cids: dict[str, str], events: Events) -> None:
     """Carry out the plan's changes one by one, in start order (PostgreSQL, on the critical path,
     first). Measured on two cores (bench/): starting the others all at once competes with
     PostgreSQL's initdb for the CPU and makes the whole stack ready later, not sooner."""
     for step in plan.changes():
         spec = stack.get(step.service)
         if step.action == "recreate":
-            events("step", step.service, f"recreating ({step.reason})")
-            engine.remove_container(client, cids[step.service])
+            events(Event(Status.WORKING, f"recreating ({step.reason})", step.service))
+            eng.remove_container(cids[step.service])
         if step.action in ("create", "recreate"):
-            cids[step.service] = engine.create_and_start(client, stack, spec)
+            cids[step.service] = eng.create_and_start(stack, spec)
         else:
-            engine.start(client, cids[step.service])
-        events("step", step.service, "started")
+            eng.start(cids[step.service])
+        events(Event(Status.WORKING, "started", step.service))
 
 
-def _ensure_images(client, desired: list[ServiceSpec], events) -> dict[str, dict]:
+def _ensure_images(eng: engine.Engine, desired: list[ServiceSpec], events: Events) -> dict[str, dict]:
     """Every image present (pulled when missing); their inspect data by reference."""
     infos: dict[str, dict] = {}
     for spec in desired:
         if spec.image in infos:
             continue
-        found = engine.image_info(client, spec.image)
+        found = eng.image_info(spec.image)
         if not found:
-            events("pull", spec.name, f"pulling {spec.image}")
-            found = engine.pull(client, spec, on_progress=lambda name, ev: events("pull-progress", name, ev))
+            events(Event(Status.PULLING, f"pulling {spec.image}", spec.name))
+
+            def progress(ev: dict, name=spec.name) -> None:
+                detail = (ev.get("progressDetail") or {})
+                text = f"{ev.get('status', '')} {ev.get('progress', '')}".strip()
+                events(Event(Status.PULLING, text, name, detail.get("current"), detail.get("total")))
+
+            found = eng.pull(spec, on_progress=progress)
         infos[spec.image] = found
     return infos
 
 
-def _check_ports(client, stack: Stack, plan: Plan, desired: list[ServiceSpec]) -> None:
+def _check_ports(eng: engine.Engine, stack: Stack, plan: Plan) -> None:
     to_bind = []
     for step in plan.changes():
-        spec = stack.get(step.service)
         if step.action == "recreate":
             continue  # its old container holds the port until it is replaced
+        spec = stack.get(step.service)
         to_bind += [(spec.name, p) for p in spec.ports]
     if to_bind:
-        ports.check_free(to_bind, who_else=lambda port: _container_on_port(client, port, stack.project))
+        ports.check_free(to_bind, who_else=lambda port: _container_on_port(eng, port, stack.project))
 
 
-def _container_on_port(client, port: int, project: str) -> tuple[str | None, bool]:
+def _container_on_port(eng: engine.Engine, port: int, project: str) -> tuple[str | None, bool]:
     """(who publishes the port, whether it is this project's own container)."""
-    for c in client.api.containers(filters={"publish": str(port)}):
-        owner = (c.get("Labels") or {}).get("io.qbctl.project")
-        name = c["Names"][0].lstrip("/")
-        return f"container {name}" + (f" (qbctl project {owner})" if owner else ""), owner == project
-    return None, False
+    found = eng.container_on_port(port)
+    if not found:
+        return None, False
+    name, owner = found
+    return f"container {name}" + (f" (qbctl project {owner})" if owner else ""), owner == project
 
 
-def _wait(client, settings, desired, cids, results, plan, trusted, deadline, events, t0) -> None:
-    """Probe every service in its own thread; stop at the first that cannot become ready."""
-    failed = threading.Event()
-    threads = []
-    for spec in desired:
-        res = results[spec.name]
-        if res.action == "keep" and spec.name in trusted:
-            res.ready, res.seconds, res.detail = True, 0.0, "already ready"
-            continue
-        t = threading.Thread(target=_wait_one, daemon=True,
-                             args=(client, settings, spec, cids[spec.name], res, deadline, failed, events, t0))
-        t.start()
-        threads.append(t)
-    for t in threads:
-        while t.is_alive():
-            t.join(0.1)  # short joins keep Ctrl-C responsive
+class _Waiter:
+    """Probe every service in its own thread; stop all at the first that cannot become ready."""
 
+    def __init__(self, eng: engine.Engine, settings: Settings, t0: float, deadline: float, events: Events):
+        self.eng, self.settings, self.t0, self.deadline, self.events = eng, settings, t0, deadline, events
+        self.failed = threading.Event()
 
-def _wait_one(client, settings, spec, cid, res: ServiceResult, deadline, failed, events, t0) -> None:
-    next_state = 0.0
-    last = probes.ProbeResult(False, "not probed yet")
-    while not failed.is_set():
-        now = time.monotonic()
-        if now >= next_state:
-            st = engine.state(client, cid)
-            if st.status in ("exited", "dead") or st.restart_count > 0 or st.oom_killed:
-                res.exit_code, res.oom_killed = st.exit_code, st.oom_killed or st.exit_code == 137
-                why = "was killed: out of memory (exit 137)" if res.oom_killed else f"exited with code {st.exit_code}"
-                res.detail = f"container {why}" + (" and is restarting" if st.status == "restarting" else "")
-                res.logs = engine.tail_logs(client, cid, LOG_LINES)
-                failed.set()
-                events("failed", spec.name, res.detail)
+    def wait_all(self, desired: list[ServiceSpec], cids: dict[str, str], results: dict[str, ServiceResult],
+                 trusted: set[str]) -> None:
+        threads = []
+        for spec in desired:
+            res = results[spec.name]
+            if res.action == "keep" and spec.name in trusted:
+                res.ready, res.seconds, res.detail = True, 0.0, "already ready"
+                continue
+            t = threading.Thread(target=self.wait_one, args=(spec, cids[spec.name], res), daemon=True)
+            t.start()
+            threads.append(t)
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.1)  # short joins keep Ctrl-C responsive
+        finally:
+            self.failed.set()  # on Ctrl-C too: the probing threads stop
+
+    def wait_one(self, spec: ServiceSpec, cid: str, res: ServiceResult) -> None:
+        next_state = 0.0
+        while not self.failed.is_set():
+            now = time.monotonic()
+            if now >= next_state:
+                st = self.eng.state(cid)
+                if st.status in ("exited", "dead") or st.restart_count > 0 or st.oom_killed:
+                    res.exit_code, res.oom_killed = st.exit_code, st.oom_killed or st.exit_code == 137
+                    why = "was killed: out of memory (exit 137)" if res.oom_killed else \
+                        f"exited with code {st.exit_code}"
+                    self._fail(spec, cid, res, f"container {why}" + (" and is restarting"
+                                                                     if st.status == "restarting" else ""))
+                    return
+                next_state = now + STATE_EVERY
+            last = probes.probe(spec, self.settings, timeout=max(0.2, min(2.0, self.deadline - now)))
+            if last.ok:
+                res.ready, res.seconds, res.detail = True, round(time.monotonic() - self.t0, 3), last.detail
+                self.events(Event(Status.DONE, f"ready in {res.seconds:.2f}s", spec.name))
                 return
-            next_state = now + STATE_EVERY
-        last = probes.probe(spec, settings, timeout=max(0.2, min(2.0, deadline - now)))
-        if last.ok:
-            res.ready, res.seconds, res.detail = True, round(time.monotonic() - t0, 3), last.detail
-            events("ready", spec.name, f"ready in {res.seconds:.2f}s")
-            return
-        if last.fatal:
-            res.detail = last.detail
-            res.logs = engine.tail_logs(client, cid, LOG_LINES)
-            failed.set()
-            events("failed", spec.name, res.detail)
-            return
-        if time.monotonic() >= deadline:
-            res.detail = f"not ready after the timeout: {last.detail}"
-            res.logs = engine.tail_logs(client, cid, LOG_LINES)
-            failed.set()
-            return
-        time.sleep(POLL)
+            if last.fatal:
+                self._fail(spec, cid, res, last.detail)
+                return
+            if time.monotonic() >= self.deadline:
+                self._fail(spec, cid, res, f"not ready after the timeout: {last.detail}", quiet=True)
+                return
+            time.sleep(POLL)
+
+    def _fail(self, spec: ServiceSpec, cid: str, res: ServiceResult, detail: str, quiet: bool = False) -> None:
+        res.detail = detail
+        res.logs = self.eng.tail_logs(cid, LOG_LINES)
+        self.failed.set()
+        if not quiet:
+            self.events(Event(Status.FAILED, detail, spec.name))
 
 
 def _unready_error(result: UpResult, timeout: float, limits: dict[str, str]) -> QbctlError:
-    bad = [s for s in result.services if not s.ready and s.detail and "not probed" not in s.detail]
+    bad = [s for s in result.services if not s.ready and s.detail]
     bad = bad or [s for s in result.services if not s.ready]
     first = bad[0]
     if first.name == "postgres":
@@ -226,20 +236,18 @@ def _unready_error(result: UpResult, timeout: float, limits: dict[str, str]) -> 
         if known:
             return known
     if first.oom_killed:
-        return Unready(f"{first.name}: {first.detail}", code="OOM_KILLED",
-                       hint=f"raise its memory limit ({limits[first.name]}) or lower its "
-                            "memory settings; `qbctl budget` shows the arithmetic")
+        return CheckFailed(f"{first.name}: {first.detail}", code="OOM_KILLED",
+                           hint=f"raise its memory limit ({limits[first.name]}) or lower its "
+                                "memory settings; `qbctl budget` shows the arithmetic")
     if first.name == "postgres" and pg.bad_url(first.detail):
         return pg.url_error(first.detail)  # the server runs; the URL is what is wrong
     if "password authentication failed" in first.detail:
-        return Unready(f"{first.name}: {first.detail}", code="AUTH_FAILED",
-                       hint="the data volume was initialised with another password: put the old one back in "
-                            "DATABASE_URL, or `qbctl reset` to start from an empty volume (deletes its data)")
+        return pg.auth_error(f"{first.name}: {first.detail}")
     if "timeout" in first.detail:
-        return Unready(f"{first.name} was not ready within {timeout:.0f}s: {first.detail}", code="TIMEOUT",
-                       hint="`qbctl logs " + first.name + "` shows why; raise --timeout if it is only slow")
-    return Unready(f"{first.name}: {first.detail}", hint="its last log lines are shown above; "
-                   f"`qbctl logs {first.name}` has the rest")
+        return CheckFailed(f"{first.name} was not ready within {timeout:.0f}s: {first.detail}", code="TIMEOUT",
+                           hint="`qbctl logs " + first.name + "` shows why; raise --timeout if it is only slow")
+    return CheckFailed(f"{first.name}: {first.detail}", code="UNHEALTHY",
+                       hint=f"its last log lines are shown above; `qbctl logs {first.name}` has the rest")
 
 
 @dataclass
@@ -249,54 +257,42 @@ class DownResult(Result):
     volumes_removed: list[str] = field(default_factory=list)
     network_removed: bool = False
     ok: bool = True
+    error: QbctlError | None = None
 
 
-
-def down(settings: Settings, events=_noop) -> DownResult:
-    client = engine.connect()
+def down(settings: Settings, events: Events = ignore) -> DownResult:
+    eng = engine.connect()
     project = settings.project
-    with project_lock(project, on_wait=lambda text: events("wait", "", text)):
-        removed = _remove_containers(client, project, events)
-        net = _remove_networks(client, project)
+    with project_lock(project, on_wait=lambda text: events(Event(Status.WAITING, text))):
+        removed = _remove_containers(eng, project, events)
+        net = eng.remove_networks(project)
     return DownResult(project, removed, network_removed=net)
 
 
-def reset(settings: Settings, events=_noop) -> DownResult:
+def reset(settings: Settings, events: Events = ignore) -> DownResult:
     """Remove this project's containers, volumes and network: only objects labelled with it."""
-    client = engine.connect()
+    eng = engine.connect()
     project = settings.project
-    with project_lock(project, on_wait=lambda text: events("wait", "", text)):
-        removed = _remove_containers(client, project, events)
-        net = _remove_networks(client, project)
-        vols = []
-        for v in client.api.volumes(filters=engine.project_filter(project)).get("Volumes") or []:
-            client.api.remove_volume(v["Name"], force=True)
-            vols.append(v["Name"])
-            events("step", "", f"removed volume {v['Name']}")
+    with project_lock(project, on_wait=lambda text: events(Event(Status.WAITING, text))):
+        removed = _remove_containers(eng, project, events)
+        net = eng.remove_networks(project)
+        events(Event(Status.WORKING, "removing volumes"))
+        vols = eng.remove_volumes(project)
     return DownResult(project, removed, vols, net)
 
 
-def _remove_containers(client, project: str, events) -> list[str]:
-    removed = []
-    containers = client.api.containers(all=True, filters=engine.project_filter(project))
-    # UIs first, then the servers they depend on.
-    containers.sort(key=lambda c: (c.get("Labels") or {}).get("io.qbctl.service") in ("postgres", "redis"))
-    threads = [threading.Thread(target=engine.remove_container, args=(client, c["Id"])) for c in containers]
+def _remove_containers(eng: engine.Engine, project: str, events: Events) -> list[str]:
+    # UIs first, then the servers they depend on; all at once, each stop takes its own time.
+    containers = sorted(eng.containers(project), key=lambda c: c.service in ("postgres", "redis"))
+    threads = [threading.Thread(target=eng.remove_container, args=(c.id,)) for c in containers]
     for t in threads:
         t.start()
-    for t, c in zip(threads, containers):
+    removed = []
+    for t, c in zip(threads, containers, strict=True):
         t.join()
-        name = c["Names"][0].lstrip("/")
-        removed.append(name)
-        events("step", "", f"removed {name}")
+        removed.append(c.name)
+        events(Event(Status.WORKING, "removed", c.service or c.name))
     return removed
-
-
-def _remove_networks(client, project: str) -> bool:
-    nets = client.api.networks(filters=engine.project_filter(project))
-    for n in nets:
-        client.api.remove_network(n["Id"])
-    return bool(nets)
 
 
 @dataclass
@@ -319,35 +315,36 @@ class StatusResult(Result):
     services: list[ServiceStatus]
     external: list[dict]
     ok: bool = True
-
+    error: QbctlError | None = None
 
 
 def status(settings: Settings) -> StatusResult:
     stack = build_stack(settings)
-    client = engine.connect()
-    containers = {((c.get("Labels") or {}).get("io.qbctl.service")): c
-                  for c in client.api.containers(all=True, filters=engine.project_filter(stack.project))}
-    rows: list[ServiceStatus] = []
+    eng = engine.connect()
+    containers = {c.service: c for c in eng.containers(stack.project)}
     mem: dict[str, int | None] = {}
+    infos: dict[str, engine.ContainerState] = {}
 
-    def measure(name, cid):
-        mem[name] = engine.memory_usage(client, cid)
+    def measure(name: str, cid: str, running: bool) -> None:
+        infos[name] = eng.state(cid)
+        if running:
+            m = eng.memory(cid)
+            mem[name] = m.without_cache if m else None
 
-    threads = [threading.Thread(target=measure, args=(n, c["Id"])) for n, c in containers.items()
-               if c.get("State") == "running"]
+    threads = [threading.Thread(target=measure, args=(n, c.id, c.state == "running"))
+               for n, c in containers.items()]
     for t in threads:
         t.start()
-    infos = {n: engine.state(client, c["Id"]) for n, c in containers.items()}
     for t in threads:
         t.join()
+    rows: list[ServiceStatus] = []
     for spec in stack.services:
         c = containers.get(spec.name)
         if c is None:
             rows.append(ServiceStatus(spec.name, "absent", None, _port_text(spec), spec.image, None, spec.mem_limit))
             continue
         st = infos[spec.name]
-        ports_ = sorted({f"{p.get('IP')}:{p['PublicPort']}" for p in c.get("Ports", []) if p.get("PublicPort")})
-        rows.append(ServiceStatus(spec.name, st.status, st.health, ports_, c.get("Image", ""), mem.get(spec.name),
+        rows.append(ServiceStatus(spec.name, st.status, st.health, list(c.ports), c.image, mem.get(spec.name),
                                   spec.mem_limit, st.restart_count, st.exit_code if st.status != "running" else None,
                                   st.oom_killed))
     ok = all(r.state == "running" and r.health != "unhealthy" for r in rows)

@@ -1,26 +1,20 @@
-"""qbctl logs: a service's container log, copied to stdout as it comes."""
+"""qbctl logs: a service's container log, as chunks of bytes for the edge to copy out."""
 from __future__ import annotations
 
-import sys
+from typing import Iterator
 
-from qbctl.stack import engine
-from qbctl.errors import QbctlError, UsageError
 from qbctl.config.settings import Settings
+from qbctl.errors import Unavailable, UsageError
+from qbctl.stack import engine
 from qbctl.stack.spec import SERVICES
 
 
-def stream(settings: Settings, service: str, follow: bool, tail: int | None) -> None:
+def stream(settings: Settings, service: str, follow: bool, tail: int | None) -> Iterator[bytes]:
     if service not in SERVICES:
         raise UsageError(f"unknown service {service!r}", hint="choose from " + ", ".join(SERVICES))
-    client = engine.connect()
-    found = client.api.containers(all=True, filters=engine.project_filter(settings.project, service))
+    eng = engine.connect()
+    found = eng.containers(settings.project, service)
     if not found:
-        raise QbctlError(f"{service} has no container in project {settings.project}", code="NOT_RUNNING",
-                         hint="`qbctl up` starts it")
-    chunks = client.api.logs(found[0]["Id"], stream=True, follow=follow, tail=tail if tail is not None else "all")
-    out = sys.stdout.buffer
-    for chunk in chunks:
-        out.write(chunk)
-        if follow:
-            out.flush()
-    out.flush()
+        raise Unavailable(f"{service} has no container in project {settings.project}", code="NOT_RUNNING",
+                          hint="`qbctl up` starts it")
+    return eng.log_stream(found[0].id, follow, tail)

@@ -13,37 +13,39 @@ class ProbeResult:
     fatal: bool = False  # retrying cannot help (wrong password, missing database)
 
 
+FATAL_CODES = ("DATABASE_AUTH_FAILED", "CONFIG_INVALID")  # retrying cannot help
+
+
 def postgres(settings: Settings, timeout: float = 2.0) -> ProbeResult:
     import psycopg
 
-    from qbctl.db import connect as pg
+    from qbctl.db import connect
+    from qbctl.errors import QbctlError
 
     try:
-        with psycopg.connect(settings.pg.dsn(host="127.0.0.1" if settings.pg.is_local else None),
-                             connect_timeout=max(1, int(timeout)), autocommit=True) as conn:
+        with connect.connect(settings, timeout=timeout) as conn:
             conn.execute("SELECT 1")
         return ProbeResult(True, "SELECT 1")
-    except psycopg.Error as exc:
-        text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        fatal = ("password authentication failed" in text or ("database" in text and "does not exist" in text)
-                 or pg.bad_url(text))
-        return ProbeResult(False, text.split("FATAL:")[-1].strip()[:200], fatal)
+    except QbctlError as exc:
+        reason = exc.details.get("reason", exc.message)
+        return ProbeResult(False, reason[:200], exc.code in FATAL_CODES or "does not exist" in reason)
+    except psycopg.Error as exc:  # the server went away between the login and the query
+        return ProbeResult(False, " ".join(str(exc).split())[:200] or type(exc).__name__)
 
 
 def redis(settings: Settings, timeout: float = 2.0) -> ProbeResult:
     import redis as redis_lib
 
-    rd = settings.redis
-    client = redis_lib.Redis(host="127.0.0.1" if rd.is_local else rd.host, port=rd.port, db=rd.db,
-                             password=rd.password or None, username=rd.username or None,
-                             socket_timeout=timeout, socket_connect_timeout=timeout)
+    from qbctl.db.connect import redis_client
+
+    client = redis_client(settings, timeout)
     try:
         client.ping()
         return ProbeResult(True, "PING")
     except redis_lib.AuthenticationError as exc:
         return ProbeResult(False, str(exc), fatal=True)
     except (redis_lib.RedisError, OSError) as exc:
-        return ProbeResult(False, str(exc)[:200])
+        return ProbeResult(False, str(exc)[:200] or type(exc).__name__)
     finally:
         client.close()
 
@@ -56,6 +58,10 @@ def http(host: str, port: int, timeout: float = 2.0) -> ProbeResult:
         conn.request("GET", "/")
         status = conn.getresponse().status
         return ProbeResult(status == 200, f"HTTP {status}")
+    except ConnectionRefusedError:
+        return ProbeResult(False, "connection refused")
+    except TimeoutError:
+        return ProbeResult(False, f"no answer within {timeout:g}s")
     except (OSError, http.client.HTTPException) as exc:
         return ProbeResult(False, str(exc)[:200] or type(exc).__name__)
     finally:

@@ -11,10 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 from qbctl.config.settings import Settings
 from qbctl.config.sizes import pg_size, redis_size
+from qbctl.stack.labels import LABEL_PROJECT
 
-LABEL_PROJECT = "io.qbctl.project"
-LABEL_SERVICE = "io.qbctl.service"
-LABEL_CONFIG = "io.qbctl.config-hash"
 SERVICES = ("postgres", "redis", "adminer", "redis-commander")
 UI_SERVICES = ("adminer", "redis-commander")
 UI_CPU_SHARES = 256  # the UIs yield the two cores to PostgreSQL's initdb (default weight is 1024)
@@ -45,6 +43,7 @@ class ServiceSpec:
     stop_signal: str | None = None
     healthcheck: tuple[str, ...] = ()
     cpu_shares: int | None = None
+    shm_size: str | None = None
     labels: tuple[tuple[str, str], ...] = field(default=())
 
     def config_hash(self) -> str:

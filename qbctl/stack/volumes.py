@@ -6,16 +6,10 @@ does not say, is caught after the fact from the server's own log line.
 """
 from __future__ import annotations
 
-from qbctl.errors import QbctlError
+from qbctl.errors import VolumeIncompatible
+from qbctl.stack.labels import LABEL_PG_MAJOR, LABEL_TSDB
 
-LABEL_PG_MAJOR = "io.qbctl.pg-major"
-LABEL_TSDB = "io.qbctl.timescaledb"
 TSDB_ENV = ("TIMESCALEDB_VERSION", "TS_VERSION")
-
-
-class VolumeIncompatible(QbctlError):
-    exit_code = 1
-    code = "VOLUME_INCOMPATIBLE"
 
 
 def ways_out(volume: str, old_major: str | None) -> str:

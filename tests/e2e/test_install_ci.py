@@ -79,11 +79,12 @@ def test_installed_qbctl_runs_ci_setup_and_teardown(installed, ci_folder, docker
 
 def test_ci_setup_reports_the_failing_step_with_its_exit_code(installed, ci_folder):
     folder, env, _ = ci_folder
-    # The stand-in server has no TimescaleDB: without the flag, migrate must fail with exit 3.
+    # A policy template naming a setting that does not exist: migrate fails with exit 2 (not 1).
+    (folder / "sql" / "policies" / "099_typo.sql").write_text("SELECT {{DATA_RETENTION_DAZE}};\n")
     proc = subprocess.run([str(installed / "qbctl"), "ci", "setup", "--json"], capture_output=True, text=True,
                           env=env, cwd=folder, timeout=300)
-    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert proc.returncode == 2, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
     assert [(s["step"], s["ok"]) for s in result["steps"]] == [("up", True), ("migrate", False)]
-    assert result["error"]["code"] == "TIMESCALEDB_UNAVAILABLE"
+    assert result["error"]["code"] == "CONFIG_INVALID" and "DATA_RETENTION_DAZE" in result["error"]["message"]
     assert not (folder / "github_env").exists()

@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from tests.helpers import PASSWORD, ROOT, IN_CI, no_traceback, qbctl
+from tests.helpers import IN_CI, PASSWORD, ROOT, no_traceback, qbctl
 
 pytestmark = pytest.mark.docker
 
@@ -129,7 +129,8 @@ def test_no_password_in_any_output(project_env, tmp_path):
     commands = [["up"], ["up", "--json"], ["status"], ["status", "--json"],
                 ["budget"], ["budget", "--json"], ["config", "show"], ["config", "show", "--json"],
                 ["db", "migrate"], ["db", "migrate", "--json"], ["db", "migrate", "--without-timescaledb"],
-                ["health"], ["health", "--json"], ["db", "status", "--json"], ["db", "seed", "--symbols", "1", "--days", "1"],
+                ["health"], ["health", "--json"], ["db", "status", "--json"],
+                ["db", "seed", "--symbols", "1", "--days", "1"],
                 ["logs", "postgres"], ["logs", "redis-commander"], ["compose", "render", "--check"],
                 ["ci", "setup", "--json"], ["env", "check"]]
     codes = {}

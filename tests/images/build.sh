@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # Builds offline stand-ins of the stack's four images from Debian packages, with
-# the same contract as the real images (see DESIGN.md, "Testing on these
-# machines"): qbctl-standin/{postgres,redis,adminer,redis-commander}:test.
+# the same contract as the real images (POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB and PGDATA;
+# `redis-server ARGS`; a web UI on 8080; a web UI on 8081 with REDIS_HOSTS):
+# qbctl-standin/{postgres,redis,adminer,redis-commander}:test.
 # The Debian cluster that postgresql-15 creates is removed: like the official image, a bare
 # `pg_isready` then asks the socket on port 5432.
-# Reuses them when the images built from this very recipe already exist.
+# Where the host has TimescaleDB installed for PostgreSQL 15 (it is not packaged: a developer builds
+# it), the postgres stand-in carries those files and preloads the extension, so that e2e tests
+# exercise the extension the real image ships; its postgresql-15 is then pinned to the host's
+# version (an extension built against other server headers fails every background job).
+# Reuses them when the images built from this very recipe (and host files) already exist.
 # Needs: a Docker engine, mmdebstrap and npm on the host (no registry is
 # reachable from inside a container or chroot here).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-recipe=$(cat "$0" "$here"/*-entrypoint.sh | sha256sum | cut -c1-12)
+tsdb_files=$(ls /usr/lib/postgresql/15/lib/timescaledb*.so /usr/share/postgresql/15/extension/timescaledb* 2>/dev/null || true)
+pg_pkg=postgresql-15
+if [ -n "$tsdb_files" ]; then
+  pg_pkg="postgresql-15=$(dpkg-query -W -f='${Version}' postgresql-15)"
+fi
+recipe=$( (cat "$0" "$here"/*-entrypoint.sh; echo "$pg_pkg"; [ -z "$tsdb_files" ] || cat $tsdb_files) | sha256sum | cut -c1-12)
 repo=qbctl-standin
 services=(postgres redis adminer redis-commander)
 
@@ -27,13 +37,17 @@ echo "building stand-in images ($recipe) in $work"
 mirror=/etc/apt/sources.list.d/debian.sources
 [ -f "$mirror" ] || mirror=http://deb.debian.org/debian
 mmdebstrap --quiet --variant=apt --format=tar \
-  --include=postgresql-15,redis-server,php-cli,php-pgsql,adminer,nodejs,jq,ca-certificates \
+  --include=$pg_pkg,redis-server,php-cli,php-pgsql,adminer,nodejs,jq,ca-certificates \
   --customize-hook="copy-in $here/postgres-entrypoint.sh $here/redis-entrypoint.sh /usr/local/bin" \
   --customize-hook='mkdir -p "$1"/opt/redis-commander' \
   --customize-hook="copy-in $work/rc/node_modules /opt/redis-commander" \
   --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
   --customize-hook='rm -rf "$1"/etc/postgresql "$1"/var/lib/postgresql/15' \
   bookworm "$work/rootfs.tar" "$mirror"
+if [ -n "$tsdb_files" ]; then  # append the host's TimescaleDB files to the root filesystem
+  # shellcheck disable=SC2086
+  tar --append -f "$work/rootfs.tar" -P --transform 's,^/,,' $tsdb_files
+fi
 base=$(docker import "$work/rootfs.tar" "$repo/base:$recipe")
 
 commit() {  # commit NAME CHANGE...

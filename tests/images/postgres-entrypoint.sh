@@ -22,6 +22,10 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     ${POSTGRES_INITDB_ARGS:-} >/dev/null
   rm -f "$pw"
   printf "host all all all scram-sha-256\n" >> "$PGDATA/pg_hba.conf"
+  # As the real image: TimescaleDB preloaded when the image carries it.
+  if [ -e /usr/lib/postgresql/15/lib/timescaledb.so ]; then
+    printf "shared_preload_libraries = 'timescaledb'\n" >> "$PGDATA/postgresql.conf"
+  fi
   pg_ctl -D "$PGDATA" -w -o "-c listen_addresses=''" start >/dev/null
   if [ "$POSTGRES_DB" != postgres ]; then
     psql -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d postgres -q -c "CREATE DATABASE \"$POSTGRES_DB\""

@@ -8,6 +8,7 @@ import threading
 import time
 
 import psycopg
+import pytest
 
 from qbctl.db import libpq
 from qbctl.db.migrate import LOCK_KEY
@@ -21,7 +22,8 @@ def test_rows_come_back_as_text_with_null_as_none(database):
         assert conn.rows("SELECT 1, NULL::text, 'forty-two', 'é'") == [("1", None, "forty-two", "é")]
         assert conn.rows("SELECT x FROM generate_series(1, 3) x WHERE x > 1") == [("2",), ("3",)]
         assert conn.rows("SET application_name = 'x'") == []
-        assert conn.rows("SELECT * FROM no_such_table") is None  # a failed statement
+        with pytest.raises(libpq.Failed):  # a failed statement
+            conn.rows("SELECT * FROM no_such_table")
         assert conn.rows("SELECT current_setting('application_name')") == [("x",)]  # still usable
 
 
@@ -72,16 +74,17 @@ def test_the_quick_answer_steps_aside_for_an_edit_a_new_file_or_a_held_lock(data
 
 
 def test_without_a_loadable_libpq_migrate_takes_the_full_path(database, project, monkeypatch):
-    from qbctl.db import migrate as mig
-    from qbctl.db import files as sqlfiles
     from qbctl.config.settings import load
+    from qbctl.db import files as sqlfiles
+    from qbctl.db import migrate as mig
 
     settings = load(environ={"DATABASE_URL": database}, cwd=project)
-    first = mig.migrate(settings, without_timescaledb=True)
+    options = mig.MigrateOptions(without_timescaledb=True)
+    first = mig.migrate(settings, options)
     local = sqlfiles.load(settings)
-    assert mig._nothing_to_do(settings, local, False, True) is not None
+    assert mig._nothing_to_do(settings, local, options) is not None
     monkeypatch.setattr(libpq, "_lib", None)  # looked for, none found (a psycopg without a libpq file)
     assert libpq.connect(database) is None
-    assert mig._nothing_to_do(settings, local, False, True) is None
-    again = mig.migrate(settings, without_timescaledb=True)
+    assert mig._nothing_to_do(settings, local, options) is None
+    again = mig.migrate(settings, options)
     assert again.ok and again.applied == [] and again.up_to_date == len(first.applied)

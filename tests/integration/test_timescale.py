@@ -6,8 +6,8 @@ import json
 import psycopg
 import pytest
 
-from tests.integration.test_migrate import env_for, migrate
 from tests.helpers import qbctl
+from tests.integration.test_migrate import env_for, migrate
 
 pytestmark = [pytest.mark.timescaledb, pytest.mark.usefixtures("needs_timescaledb")]
 

@@ -28,7 +28,7 @@ def test_defaults_fit_and_explain_themselves():
 
 def test_postgres_worst_case_over_its_share_names_the_setting():
     r = run(load(POSTGRES_MAX_CONNECTIONS="100"))
-    assert not r.ok and r.error["code"] == "BUDGET_EXCEEDED"
+    assert not r.ok and r.error.code == "BUDGET_EXCEEDED"
     pg = r.items[0]
     assert pg.configured_mb == 128 + 100 * 6 + 32 + 12
     assert "POSTGRES_MAX_CONNECTIONS=21" in pg.fix

@@ -6,7 +6,6 @@ import os
 import subprocess
 from pathlib import Path
 
-
 from tests.helpers import ROOT, missing
 
 

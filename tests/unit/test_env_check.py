@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import shutil
 
+from qbctl.config.settings import SETTINGS
 from tests.helpers import ROOT, qbctl
 
 
@@ -23,19 +24,26 @@ def test_env_check_reports_unknown_missing_and_bad(tmp_path):
     result = json.loads(proc.stdout)
     assert result["invalid"] == [{"key": "REDIS_MAX_MEMORY", "value": "lots",
                                   "problem": "expected a size such as 128MB, 150mb or 1GB"}]
-    assert result["unknown"] == ["REDIS_MAXMEMORY"] and "REDIS_URL" in result["missing"]
+    assert result["unknown"] == [{"key": "REDIS_MAXMEMORY", "did_you_mean": "REDIS_MAX_MEMORY"}]
+    assert result["defaults"] == len(SETTINGS) - 2
     assert "hunter22" not in proc.stdout
     (tmp_path / ".env").write_text("REDIS_MAXMEMORY=100mb\n")
     typo = qbctl("env", "check", env=env_for(tmp_path), cwd=tmp_path)
-    assert typo.returncode == 1 and "unknown     REDIS_MAXMEMORY" in typo.stdout
+    assert typo.returncode == 1 and "unknown     REDIS_MAXMEMORY (did you mean REDIS_MAX_MEMORY?)" in typo.stdout
+    warned = qbctl("config", "show", env=env_for(tmp_path), cwd=tmp_path)  # every command warns about it
+    assert warned.returncode == 0
+    assert "unknown key REDIS_MAXMEMORY, ignored; did you mean REDIS_MAX_MEMORY?" in warned.stderr
     (tmp_path / ".env").write_text("REDIS_MAX_MEMORY=100mb\n")
     ok = qbctl("env", "check", env=env_for(tmp_path), cwd=tmp_path)
-    assert ok.returncode == 0 and "ok" in ok.stdout
+    assert ok.returncode == 0 and "ok" in ok.stdout and "keep their defaults" in ok.stdout
+    assert "missing" not in ok.stdout
 
 
 def test_env_check_without_env_file(tmp_path):
     proc = qbctl("env", "check", env=env_for(tmp_path), cwd=tmp_path)
-    assert proc.returncode == 2 and "no env file" in proc.stderr
+    assert proc.returncode == 0 and "every setting has its default" in proc.stdout  # none is needed
+    named = qbctl("--env-file", "other.env", "env", "check", env=env_for(tmp_path), cwd=tmp_path)
+    assert named.returncode == 2 and "other.env does not exist" in named.stderr
 
 
 def test_bad_env_value_is_one_line_and_exit_2_for_every_command(tmp_path):

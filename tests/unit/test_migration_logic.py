@@ -5,8 +5,8 @@ from pathlib import Path
 from qbctl.config import settings as S
 from qbctl.db import files as sqlfiles
 from qbctl.db import timescale
-from qbctl.db.migrate import Applied, plan
 from qbctl.db.files import SqlFile, checksum, normalise
+from qbctl.db.migrate import Applied, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 

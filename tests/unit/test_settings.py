@@ -3,11 +3,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from qbctl.config import settings as S
-from qbctl.errors import ConfigError
 from qbctl.config.sizes import MB
+from qbctl.errors import ConfigError
 
 
 def load(env=None, **kw):

@@ -1,0 +1,61 @@
+"""The README's settings table and .env.example, made from the SETTINGS table (one source).
+
+`python -m qbctl.config.docs` rewrites both in a checkout; `--check` exits 1 when either is stale
+(tests/unit/test_docs_are_true.py runs the same comparison).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from qbctl.config.settings import SETTINGS
+
+START, END = "<!-- settings:start (made by python -m qbctl.config.docs) -->", "<!-- settings:end -->"
+EXAMPLE_HEAD = """\
+# qbctl and the QB backend read these settings from .env (the environment wins over this file).
+# Every line shows the default: with no .env at all, `qbctl up` runs exactly this.
+# `qbctl env check` compares your .env with this file. Made by `python -m qbctl.config.docs`.
+"""
+
+
+def env_example() -> str:
+    lines = [EXAMPLE_HEAD, "\n"]
+    for i, s in enumerate(SETTINGS):
+        if s.key.startswith("QBCTL_") and not SETTINGS[i - 1].key.startswith("QBCTL_"):
+            lines.append("\n# --- qbctl's own settings ---\n")
+        lines.append(f"# {s.help}\n")
+        if s.why:
+            lines.append(f"# why this default: {s.why}\n")
+        lines.append(f"{s.key}={s.default}\n")
+    return "".join(lines)
+
+
+def readme_table() -> str:
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        meaning = s.help + (f". Why this default: {s.why}" if s.why else "")
+        rows.append(f"| `{s.key}` | `{s.default}` | {meaning.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+def with_table(readme: str) -> str:
+    before, _, rest = readme.partition(START)
+    _, _, after = rest.partition(END)
+    return f"{before}{START}\n{readme_table()}\n{END}{after}"
+
+
+def main(argv: list[str]) -> int:
+    root = Path(__file__).resolve().parents[2]
+    targets = {root / ".env.example": env_example(), root / "README.md": with_table((root / "README.md").read_text())}
+    stale = [p for p, text in targets.items() if p.read_text() != text]
+    if "--check" in argv:
+        for p in stale:
+            sys.stderr.write(f"{p} is stale: run python -m qbctl.config.docs\n")
+        return 1 if stale else 0
+    for p in stale:
+        p.write_text(targets[p])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

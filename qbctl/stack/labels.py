@@ -1,0 +1,18 @@
+"""The labels qbctl puts on every object it creates, and the filters that find them again.
+
+Only objects carrying LABEL_PROJECT=<project> are ever changed or removed.
+"""
+from __future__ import annotations
+
+LABEL_PROJECT = "io.qbctl.project"
+LABEL_SERVICE = "io.qbctl.service"
+LABEL_CONFIG = "io.qbctl.config-hash"  # changes whenever the container would be created differently
+LABEL_PG_MAJOR = "io.qbctl.pg-major"  # on a PostgreSQL volume: the major of the image that made it
+LABEL_TSDB = "io.qbctl.timescaledb"  # on a PostgreSQL volume: the TimescaleDB version of that image
+
+
+def project_filter(project: str, service: str | None = None) -> dict:
+    labels = [f"{LABEL_PROJECT}={project}"]
+    if service:
+        labels.append(f"{LABEL_SERVICE}={service}")
+    return {"label": labels}

@@ -1,0 +1,126 @@
+"""The architecture docs/architecture.md describes, checked on the code itself (ast, no imports run)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[2] / "qbctl"
+MODULES = sorted(PKG.rglob("*.py"))
+# May use typer / rich and write to streams: the edge, and the developers' docs generator.
+EDGE = {"cli.py", "output.py", "render.py", "context.py", "config/docs.py"}
+HEAVY = ("docker", "psycopg", "redis", "yaml", "rich")  # imported inside the functions that need them
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(PKG))
+
+
+def tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), str(path))
+
+
+def imports(node: ast.AST) -> list[str]:
+    out = []
+    for n in ast.walk(node):
+        if isinstance(n, ast.Import):
+            out += [a.name for a in n.names]
+        elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+            out.append(n.module)
+    return out
+
+
+def top_level_imports(module: ast.Module) -> list[str]:
+    return [name for stmt in module.body if isinstance(stmt, (ast.Import, ast.ImportFrom)) for name in imports(stmt)]
+
+
+def is_logic(path: Path) -> bool:
+    return rel(path) not in EDGE and not rel(path).startswith("commands/") and path.name != "__main__.py"
+
+
+def test_only_the_engine_module_talks_to_the_docker_sdk():
+    users = [rel(p) for p in MODULES if any(i == "docker" or i.startswith("docker.") for i in imports(tree(p)))]
+    assert users == ["stack/engine.py"]
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if is_logic(p)], ids=rel)
+def test_logic_never_imports_typer_or_rich_and_never_prints(path):
+    module = tree(path)
+    assert not [i for i in imports(module) if i.split(".")[0] in ("typer", "rich", "click")]
+    calls = [n for n in ast.walk(module) if isinstance(n, ast.Call)]
+    assert not [c for c in calls if isinstance(c.func, ast.Name) and c.func.id == "print"]
+    streams = [n for n in ast.walk(module) if isinstance(n, ast.Attribute) and n.attr in ("stdout", "stderr")
+               and isinstance(n.value, ast.Name) and n.value.id == "sys"]
+    assert not streams, f"{rel(path)} writes to sys.stdout/stderr: return data, render it at the edge"
+
+
+@pytest.mark.parametrize("path", sorted(p for p in (PKG / "commands").glob("*.py") if p.name != "base.py"), ids=rel)
+def test_commands_are_thin_and_print_nothing_themselves(path):
+    module = tree(path)
+    calls = [n for n in ast.walk(module) if isinstance(n, ast.Call)]
+    assert not [c for c in calls if isinstance(c.func, ast.Name) and c.func.id == "print"]
+    writes = [c for c in calls if isinstance(c.func, ast.Attribute) and c.func.attr in ("line", "table", "emit_json")]
+    assert not writes, "commands hand results to finish(); render.py draws them"
+    for fn in (n for n in module.body if isinstance(n, ast.FunctionDef)):
+        assert fn.end_lineno - fn.lineno < 45, f"{fn.name} is long for a command: move logic out"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=rel)
+def test_heavy_libraries_are_imported_where_they_are_used(path):
+    """`qbctl --help` must not pay for docker, psycopg, redis, yaml or rich."""
+    heavy = [i for i in top_level_imports(tree(path)) if i.split(".")[0] in HEAVY]
+    assert not heavy, f"{rel(path)} imports {heavy} at module level"
+
+
+def test_connections_are_made_in_one_place():
+    makers = {"psycopg.connect": [], "redis.Redis": []}
+    for p in MODULES:
+        for n in ast.walk(tree(p)):
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name):
+                name = f"{n.func.value.id}.{n.func.attr}"
+                if name in makers:
+                    makers[name].append(rel(p))
+    assert makers == {"psycopg.connect": ["db/connect.py"], "redis.Redis": ["db/connect.py"]}
+
+
+def test_labels_are_spelled_in_one_place():
+    spelled = [rel(p) for p in MODULES if '"io.qbctl.' in p.read_text()]
+    assert spelled == ["stack/labels.py"]
+
+
+def test_error_classes_live_in_errors_py():
+    from qbctl.errors import QbctlError
+
+    for p in MODULES:
+        if rel(p) == "errors.py":
+            continue
+        for cls in (n for n in ast.walk(tree(p)) if isinstance(n, ast.ClassDef)):
+            bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in cls.bases}
+            assert not bases & {"QbctlError", "CheckFailed", "Unavailable", "ConfigError", "UsageError"}, \
+                f"{rel(p)} defines the error {cls.name}: errors.py holds them all"
+    assert QbctlError.__subclasses__()
+
+
+def test_subpackage_init_files_are_empty():
+    """Importing qbctl.db must not import every module in it (start-up time)."""
+    for init in PKG.glob("*/__init__.py"):
+        assert init.read_text().strip() == "", init
+
+
+def test_every_result_carries_a_typed_error():
+    import dataclasses
+    import importlib
+
+    from qbctl.result import Result
+
+    for p in MODULES:
+        name = "qbctl." + rel(p)[:-3].replace("/", ".")
+        if name.endswith("__main__"):
+            continue
+        mod = importlib.import_module(name)
+        for obj in vars(mod).values():
+            if isinstance(obj, type) and issubclass(obj, Result) and obj is not Result and obj.__module__ == name:
+                hints = {f.name: f.type for f in dataclasses.fields(obj)}
+                assert "error" in hints and "QbctlError" in str(hints["error"]) or "ConfigError" in \
+                    str(hints["error"]), f"{name}.{obj.__name__}: error must be a QbctlError"
