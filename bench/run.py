@@ -326,6 +326,49 @@ class Bench:
             timed([q, "reset", "--yes"], env=self.env, cwd=ROOT)
             shutil.rmtree(venv, ignore_errors=True)
 
+    BUDGET_SETS = {
+        "defaults": {},
+        "more connections (20), shared_buffers 64MB": {"POSTGRES_MAX_CONNECTIONS": "20",
+                                                       "POSTGRES_SHARED_BUFFERS": "64MB"},
+        "shared_buffers 64MB, work_mem 8MB, 12 connections": {"POSTGRES_SHARED_BUFFERS": "64MB",
+                                                              "POSTGRES_WORK_MEM": "8MB",
+                                                              "POSTGRES_MAX_CONNECTIONS": "12"},
+    }
+
+    def budget(self) -> None:
+        """`qbctl budget --load` on the backend's size of data, for three settings sets: predicted against
+        measured peak per service, kills, latencies. Written to bench/budget.json and docs/benchmarks.md."""
+        env = {**self.env, "QBCTL_PROJECT": "qbbench-budget"}
+        timed([self.qbctl, "up", "--no-ui"], env=env, cwd=ROOT)
+        timed([self.qbctl, "db", "migrate"], env=env, cwd=ROOT)
+        timed([self.qbctl, "db", "seed", "--symbols", "200", "--days", "30"], env=env, cwd=ROOT)
+        rows = []
+        try:
+            for name, extra in self.BUDGET_SETS.items():
+                set_env = {**env, **extra}
+                timed([self.qbctl, "up", "--no-ui"], env=set_env, cwd=ROOT)  # recreated with the set; data kept
+                for _ in range(self.runs):
+                    _, out = timed([self.qbctl, "budget", "--load", "--seconds", "60", "--json"], env=set_env,
+                                   cwd=ROOT, ok=(0, 1))
+                    r = json.loads(out)
+                    items = {i["name"]: i for i in r["items"]}
+                    load = r["load"]
+                    rows.append({"set": name, **{f"{s}_{k}": items[s][k] for s in ("postgres", "redis")
+                                                 for k in ("configured_mb", "measured_mb", "peak_with_cache_mb",
+                                                           "error_pct")},
+                                 "postgres_kills": len(items["postgres"]["kills"]),
+                                 "redis_kills": len(items["redis"]["kills"]), "sessions": load["sessions"],
+                                 "redis_get_p50_ms": load["redis"]["get"]["p50_ms"],
+                                 "redis_get_p99_ms": load["redis"]["get"]["p99_ms"],
+                                 "pg_p99_ms": {k: q["p99_ms"] for k, q in load["queries"].items()},
+                                 "pg_errors": sum(q["errors"] for q in load["queries"].values()),
+                                 "fits": r["ok"]})
+                    print(f"bench: budget {name}: {rows[-1]}", file=sys.stderr, flush=True)
+        finally:
+            timed([self.qbctl, "reset", "--yes"], env=env, cwd=ROOT)
+        (ROOT / "bench" / "budget.json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                                                                "machine": self.machine, "runs": rows}, indent=1))
+
     # --- report ------------------------------------------------------------------------------
     def report(self) -> str:
         lines = ["| case | tool | median | min | max | qbctl / this | peak RSS |", "|---|---|---|---|---|---|---|"]
@@ -356,7 +399,8 @@ class Bench:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--cases", default="startup,cold,warm,migrate,health_and_seed,clone_to_ready")
+    parser.add_argument("--cases", default="startup,cold,warm,migrate,health_and_seed,clone_to_ready",
+                        help="comma-separated; `budget` (qbctl budget --load, ~4 min a run) is its own case")
     args = parser.parse_args()
     bench = Bench(args.runs)
     bench.setup()
@@ -366,6 +410,8 @@ def main() -> None:
             getattr(bench, case)()
     finally:
         bench.cleanup()
+    if not bench.results:  # only `budget` ran: it writes its own file
+        return
     table = bench.report()
     print(table)
     out = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": args.runs, "machine": bench.machine,

@@ -109,9 +109,11 @@ def verify(out: Output, result) -> None:
 
 
 def health(out: Output, result) -> None:
-    out.table(("check", "ok", "detail"), [(c.name, "ok" if c.ok else "FAIL", c.detail) for c in result.checks])
+    out.table(("check", "ok", "detail"), [(c.name, ("WARN" if c.warn else "ok") if c.ok else "FAIL", c.detail)
+                                          for c in result.checks])
+    warnings = sum(c.warn for c in result.checks)
     if result.ok:
-        out.line(f"healthy ({result.seconds:.2f}s)")
+        out.line(f"healthy ({result.seconds:.2f}s)" + (f", {warnings} warning(s)" if warnings else ""))
 
 
 def _bar(used: float | None, limit: float | None, share: float, width: int = 24) -> str:
@@ -134,12 +136,15 @@ def _bar(used: float | None, limit: float | None, share: float, width: int = 24)
 def budget(out: Output, result) -> None:
     prod = [i for i in result.items if i.production]
     dev = [i for i in result.items if not i.production]
-    out.table(("item", "share", "configured", "measured", "", "ok"),
+    measured = "peak" if result.load else "now"
+    out.table(("item", "share", "predicted", measured, "", "ok"),
               [(i.name, f"{i.budget_mb:g}MB", f"{i.configured_mb:g}MB" if i.configured_mb is not None else "-",
                 f"{i.measured_mb:g}MB" if i.measured_mb is not None else "-",
                 _bar(i.measured_mb, i.configured_mb, i.budget_mb), "ok" if i.ok else "OVER") for i in prod])
     for i in prod:
         out.line(f"  {i.name}: {i.derivation}")
+    if result.load:
+        _load(out, result)
     out.table(("redis keys", "share", "measured", "", "ok"),
               [(f.name, f"{f.budget_mb:g}MB" if f.budget_mb else "(market)",
                 f"{f.measured_mb:g}MB" if f.measured_mb is not None else "-",
@@ -150,7 +155,36 @@ def budget(out: Output, result) -> None:
     for n in result.not_measured:
         out.line(f"not measured: {n}")
     out.line(f"{'fits' if result.ok else 'does NOT fit'} in {result.budget_mb:g}MB "
-             "(bars: # measured, = configured, ! past the share)")
+             f"(bars: # {measured}, = predicted, ! past the share)")
+
+
+def _ms(x) -> str:
+    return "-" if x is None else f"{x:g}ms"
+
+
+def _load(out: Output, result) -> None:
+    load = result.load
+    out.line(f"under load for {load['seconds']:g}s, {load['sessions']} PostgreSQL sessions:")
+    rows = []
+    for i in result.items:
+        if i.kills or i.peak_with_cache_mb is not None:
+            share = f"{i.measured_mb / i.budget_mb * 100:.0f}%" if i.measured_mb else "-"
+            err = f"{i.error_pct:+g}%" if i.error_pct is not None else "-"
+            rows.append((i.name, f"{i.configured_mb:g}MB", f"{i.measured_mb:g}MB", f"{i.peak_with_cache_mb:g}MB",
+                         share, err, str(len(i.kills)) if i.kills else "none"))
+    out.table(("service", "predicted", "peak", "with cache", "of share", "model error", "kills"), rows)
+    for i in result.items:
+        for k in i.kills:
+            out.line(f"  {i.name} killed: {k}")
+    out.table(("query", "runs", "errors", "p50", "p99"),
+              [(k, str(q.count), str(q.errors), _ms(q.p50_ms), _ms(q.p99_ms)) for k, q in load["queries"].items()])
+    rd = load["redis"]
+    get = rd["get"]
+    out.line(f"  redis GET p50 {_ms(get.p50_ms)}, p99 {_ms(get.p99_ms)} (target 1ms) over {get.count} reads; "
+             f"evicted: " + (", ".join(f"{k} {v}" for k, v in sorted(rd["evicted"].items())) or "none")
+             + f"; background save: {rd['bgsave']}")
+    for note in load["notes"]:
+        out.line(f"  note: {note}")
 
 
 def ci(out: Output, result) -> None:

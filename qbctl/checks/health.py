@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from qbctl.checks import kills
 from qbctl.config.settings import Settings
 from qbctl.config.sizes import fmt_mb
 from qbctl.errors import CheckFailed, QbctlError
@@ -28,6 +29,7 @@ class Check:
     detail: str = ""
     latency_ms: float | None = None
     data: dict = field(default_factory=dict)
+    warn: bool = False  # ok, but worth a look (shown as WARN)
 
 
 @dataclass
@@ -65,17 +67,20 @@ def check_docker(settings: Settings, timeout: float) -> list[Check]:
     checks = [Check("docker", True, f"engine reachable; project {stack.project}")]
     for name, why in stack.external:
         checks.append(Check(f"{name} container", True, f"not managed: {why}", data={"managed": False}))
-    for spec in stack.services:
+    rows: dict[str, Check] = {}
+
+    def one(spec) -> None:
         c = found.get(spec.name)
         if c is None:
-            if spec.ui:
-                checks.append(Check(f"{spec.name} container", True, "not started (dev UI)", data={"absent": True}))
-            else:
-                checks.append(Check(f"{spec.name} container", False, "no container: `qbctl up` starts it"))
-            continue
+            rows[spec.name] = Check(f"{spec.name} container", True, "not started (dev UI)", data={"absent": True}) \
+                if spec.ui else Check(f"{spec.name} container", False, "no container: `qbctl up` starts it")
+            return
         st = eng.state(c.id)
+        # A process killed inside a running container leaves the container up: only its cgroup's counter
+        # and (for PostgreSQL, whose postmaster then restarts every backend) its log tell.
+        killed = kills.since_start(eng, spec.name, c.id, st.started_at) if st.status == "running" else []
         data = {"state": st.status, "restart_count": st.restart_count, "exit_code": st.exit_code,
-                "oom_killed": st.oom_killed, "health": st.health}
+                "oom_killed": st.oom_killed, "health": st.health, "killed": killed}
         problems = []
         if st.status != "running":
             problems.append(f"{st.status} (exit code {st.exit_code})")
@@ -85,8 +90,16 @@ def check_docker(settings: Settings, timeout: float) -> list[Check]:
             problems.append(f"restarted {st.restart_count}x")
         if st.health == "unhealthy":
             problems.append("unhealthy")
-        checks.append(Check(f"{spec.name} container", not problems, "; ".join(problems) or "running", data=data))
-    return checks
+        problems += killed
+        rows[spec.name] = Check(f"{spec.name} container", not problems, "; ".join(problems) or "running", data=data)
+
+    threads = [threading.Thread(target=one, args=(spec,), daemon=True) for spec in stack.services]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return checks + [rows.get(s.name) or Check(f"{s.name} container", False, f"no answer within {timeout:g}s")
+                     for s in stack.services]
 
 
 def check_postgres(settings: Settings, timeout: float) -> list[Check]:
@@ -138,12 +151,16 @@ def check_redis(settings: Settings, timeout: float) -> list[Check]:
         checks.append(Check("redis config", same, f"maxmemory {fmt_mb(maxmem)}, {policy}" + (
             "" if same else f"; settings say {fmt_mb(want_mem)}, {want_policy}: `qbctl up` recreates it"),
             data={"maxmemory": maxmem, "policy": policy}))
-        used = int(info.get("used_memory", 0))
+        used, rss = int(info.get("used_memory", 0)), int(info.get("used_memory_rss", 0))
         evicted = int(info.get("evicted_keys", 0))
-        full = maxmem and used > 0.9 * maxmem
-        checks.append(Check("redis memory", not full, f"{fmt_mb(used)} of {fmt_mb(maxmem)} used; {evicted} keys "
-                            "evicted" + ("; nearly full" if full else ""),
-                            data={"used_memory": used, "evicted_keys": evicted}))
+        limit = settings["QBCTL_BUDGET_REDIS"] if settings.redis.is_local else None
+        near = bool(limit and rss > 0.9 * limit)
+        checks.append(Check("redis memory", True, f"{fmt_mb(used)} of maxmemory {fmt_mb(maxmem)} used ({evicted} keys "
+                            f"evicted); RSS {fmt_mb(rss)}" + (f" of its container's {fmt_mb(limit)} limit" if limit
+                                                              else "")
+                            + ("; over 90% of the limit: the kernel kills Redis at the limit (`qbctl budget` shows "
+                               "why, REDIS_MAX_MEMORY lowers it)" if near else ""),
+                            data={"used_memory": used, "used_memory_rss": rss, "evicted_keys": evicted}, warn=near))
         cap = settings["MAX_CANDLES_PER_SYMBOL"]
         long_lists = _long_candle_lists(client, cap, deadline=time.monotonic() + timeout / 2)
         checks.append(Check("candle lists", not long_lists, (f"{len(long_lists)} longer than MAX_CANDLES_PER_SYMBOL="

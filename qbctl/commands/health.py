@@ -32,10 +32,26 @@ def health(
     finish(st, health_mod.check(st.settings, options), render.health)
 
 
-def budget(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
-    """Memory against the 1 GB budget: configured limits and measured use; exit 1 when over."""
+def budget(
+    ctx: typer.Context,
+    json: bool = JSON_OPTION,
+    load: bool = typer.Option(False, "--load", help="Run a load shaped like the backend and measure its peak."),
+    seconds: float = typer.Option(60.0, "--seconds", min=5, max=3600, metavar="SECONDS",
+                                  help="With --load: how long the load runs."),
+    redis_rate: int = typer.Option(2000, "--redis-rate", min=10, max=200000, metavar="OPS",
+                                   help="With --load: Redis writes per second across the key families."),
+) -> None:
+    """Memory against the 1 GB budget: predicted peaks, measured use (--load: under load); exit 1 when over."""
     from qbctl import render
     from qbctl.checks import budget as budget_mod
 
     st = state(ctx, json)
-    finish(st, budget_mod.measure(st.settings), render.budget)
+    if not load:
+        finish(st, budget_mod.measure(st.settings), render.budget)
+        return
+    from qbctl.checks.load import LoadOptions
+
+    st.on_interrupt = "the load stopped; its own rows (symbols LOAD...) may be left in market_data"
+    with st.out.progress("load") as events:
+        result = budget_mod.under_load(st.settings, LoadOptions(seconds=seconds, redis_rate=redis_rate), events)
+    finish(st, result, render.budget)

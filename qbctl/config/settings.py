@@ -100,17 +100,26 @@ SETTINGS: tuple[Setting, ...] = (
     S("COMPRESSION_AFTER_DAYS", "7", "days", "compress hypertable chunks older than this"),
     S("POSTGRES_SHARED_BUFFERS", "128MB", "size", "PostgreSQL shared_buffers"),
     S("POSTGRES_WORK_MEM", "4MB", "size", "PostgreSQL work_mem (per sort or hash, per connection)"),
-    S("POSTGRES_MAX_CONNECTIONS", "20", "connections",
-      "PostgreSQL max_connections (each may use work_mem plus its own overhead)",
-      why="each connection may use work_mem plus its own memory; PostgreSQL's default of 100 does not fit "
-          "300 MB (`qbctl budget` prints the arithmetic)"),
+    S("POSTGRES_MAX_CONNECTIONS", "10", "connections",
+      "PostgreSQL max_connections (3 of them reserved for superusers: the backend gets the rest)",
+      why="under the backend's load (`qbctl budget --load`, 200 symbols x 30 days) a session with TimescaleDB "
+          "takes 9-15MB at its peak; with 20 connections the kernel killed PostgreSQL backends, with 10 (7 ordinary "
+          "sessions) the peak was about 220MB of 300 and the model says 260MB"),
     S("POSTGRES_MAINTENANCE_WORK_MEM", "16MB", "size", "PostgreSQL maintenance_work_mem (per autovacuum worker)"),
     S("POSTGRES_AUTOVACUUM_MAX_WORKERS", "2", "workers", "PostgreSQL autovacuum_max_workers"),
-    S("TIMESCALEDB_MAX_BACKGROUND_WORKERS", "2", "workers", "timescaledb.max_background_workers (policy jobs)"),
-    S("REDIS_MAX_MEMORY", "120MB", "size",
+    S("POSTGRES_MAX_PARALLEL_WORKERS", "0", "workers",
+      "PostgreSQL max_parallel_workers_per_gather (and max_parallel_workers): extra processes a query may start",
+      why="each parallel worker is another process as large as a session; PostgreSQL's 2 per query would triple "
+          "the sessions' memory"),
+    S("TIMESCALEDB_MAX_BACKGROUND_WORKERS", "3", "workers",
+      "timescaledb.max_background_workers: the job scheduler plus the policy jobs that may run at once",
+      why="with 2, the schedulers took every worker and no compression or retention job ever launched (`out of "
+          "background workers`); 3 = a scheduler and 2 jobs at once, each counted in the budget"),
+    S("REDIS_MAX_MEMORY", "100MB", "size",
       "Redis maxmemory; the container limit (QBCTL_BUDGET_REDIS) must leave room for Redis's overhead",
-      why="maxmemory counts only the data; Redis needs more for its buffers and allocator, so the team's 150MB "
-          "would not fit in Redis's 150 MB container (`qbctl budget` prints the arithmetic)"),
+      why="maxmemory counts only the data: Redis's RSS is about 1.15x it under eviction, plus the pages a "
+          "background save copies for its fork; at 120MB Redis reached its 150 MB limit under load and was killed "
+          "during a save (`qbctl budget --load`)"),
     S("REDIS_MAXMEMORY_POLICY", "allkeys-lru", "policy", "Redis maxmemory-policy"),
     # qbctl's own settings.
     S("QBCTL_PROJECT", "", "text", "project name labelling every container, volume and network "
@@ -132,8 +141,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("QBCTL_BUDGET_REDIS", "150MB", "size", "share of Redis (its container's memory limit)"),
     S("QBCTL_BUDGET_BACKEND", "250MB", "size", "share of the Python backend"),
     S("QBCTL_BUDGET_HEADROOM", "100MB", "size", "headroom left free"),
-    S("QBCTL_POSTGRES_BACKEND_OVERHEAD", "2MB", "size",
-      "private memory of one PostgreSQL backend besides work_mem (budget estimate)"),
+    S("QBCTL_POSTGRES_BACKEND_OVERHEAD", "5MB", "size",
+      "private memory of one PostgreSQL session besides work_mem, at its peak (the budget's model)",
+      why="measured under the backend's load with TimescaleDB (catalog and chunk caches, plans, executor state): "
+          "about 10MB, not the 2MB of a bare backend"),
     S("QBCTL_ADMINER_MEMORY", "64MB", "size", "memory limit of Adminer (dev only, outside the budget)"),
     S("QBCTL_REDIS_COMMANDER_MEMORY", "160MB", "size",
       "memory limit of Redis Commander (dev only, outside the budget)"),

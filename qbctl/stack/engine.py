@@ -56,13 +56,15 @@ class Memory:
     """A container's memory from the engine's stats API (cgroup v1 and v2, local or remote)."""
 
     usage: int  # what the cgroup is charged for, page cache included
-    cache: int  # reclaimable page cache (inactive file pages)
+    cache: int  # reclaimable page cache: file pages, active and inactive (shared memory is not among them)
     limit: int
     max_usage: int | None  # the cgroup's own peak (cgroup v1 only), page cache included
 
     @property
     def without_cache(self) -> int:
-        """As `docker stats` shows it: the memory the kernel cannot simply drop."""
+        """The memory the kernel cannot simply drop: anonymous and shared memory, kernel memory.
+        (`docker stats` subtracts only inactive file pages; active ones are reclaimed just the same
+        before anything is killed.)"""
         return max(self.usage - self.cache, 0)
 
 
@@ -338,7 +340,7 @@ def memory_from_stats(s: dict) -> Memory | None:
     if usage is None:
         return None
     stats = mem.get("stats") or {}
-    cache = stats.get("total_inactive_file", stats.get("inactive_file", 0))
+    cache = sum(stats.get(f"total_{k}", stats.get(k, 0)) for k in ("inactive_file", "active_file"))
     return Memory(usage, cache, mem.get("limit", 0), mem.get("max_usage"))
 
 

@@ -73,27 +73,50 @@ class Stack:
         return sorted({v for s in self.services for v, _ in s.volumes})
 
 
+def postgres_args(settings: Settings) -> dict[str, str]:
+    """Every server setting that decides PostgreSQL's memory, passed on the command line (which wins
+    over postgresql.conf), so nothing an image writes there at its first start changes the budget."""
+    parallel = settings["POSTGRES_MAX_PARALLEL_WORKERS"]
+    shared = settings["POSTGRES_SHARED_BUFFERS"]
+    return {
+        "shared_buffers": pg_size(shared),
+        "work_mem": pg_size(settings["POSTGRES_WORK_MEM"]),
+        "max_connections": str(settings["POSTGRES_MAX_CONNECTIONS"]),
+        "maintenance_work_mem": pg_size(settings["POSTGRES_MAINTENANCE_WORK_MEM"]),
+        "autovacuum_max_workers": str(settings["POSTGRES_AUTOVACUUM_MAX_WORKERS"]),
+        "max_parallel_workers_per_gather": str(parallel),
+        "max_parallel_workers": str(parallel),
+        "max_parallel_maintenance_workers": "0",
+        # TimescaleDB's workers and the parallel ones, plus the logical replication launcher.
+        "max_worker_processes": str(settings["TIMESCALEDB_MAX_BACKGROUND_WORKERS"] + parallel + 2),
+        "wal_buffers": pg_size(min(16 * 2**20, max(64 * 1024, shared // 32))),  # what -1 gives, made visible
+        "hash_mem_multiplier": "2",  # PostgreSQL 15's default, made visible: the budget counts it
+        "temp_buffers": "8MB",
+        "timescaledb.max_background_workers": str(settings["TIMESCALEDB_MAX_BACKGROUND_WORKERS"]),
+        "timescaledb.telemetry_level": "off",  # no network here; the telemetry job would show Failed
+    }
+
+
 def build_stack(settings: Settings) -> Stack:
     project = settings.project
     bind, ui_bind = settings["QBCTL_BIND_ADDRESS"], settings["QBCTL_UI_BIND_ADDRESS"]
     pg, rd = settings.pg, settings.redis
     redis_auth = (("REDISCLI_AUTH", rd.password),) if rd.password else ()
     labels = ((LABEL_PROJECT, project),)
-    pg_args = {
-        "shared_buffers": pg_size(settings["POSTGRES_SHARED_BUFFERS"]),
-        "work_mem": pg_size(settings["POSTGRES_WORK_MEM"]),
-        "max_connections": str(settings["POSTGRES_MAX_CONNECTIONS"]),
-        "maintenance_work_mem": pg_size(settings["POSTGRES_MAINTENANCE_WORK_MEM"]),
-        "autovacuum_max_workers": str(settings["POSTGRES_AUTOVACUUM_MAX_WORKERS"]),
-        "timescaledb.max_background_workers": str(settings["TIMESCALEDB_MAX_BACKGROUND_WORKERS"]),
-        "timescaledb.telemetry_level": "off",  # no network here; the telemetry job would show Failed
-    }
+    pg_args = postgres_args(settings)
     postgres = ServiceSpec(
         name="postgres",
         image=settings["QBCTL_POSTGRES_IMAGE"], image_setting="QBCTL_POSTGRES_IMAGE",
         command=("postgres", *[a for k, v in pg_args.items() for a in ("-c", f"{k}={v}")]),
         environment=(("POSTGRES_USER", pg.user), ("POSTGRES_PASSWORD", pg.password),
-                     ("POSTGRES_DB", pg.dbname), ("PGDATA", "/var/lib/postgresql/data")),
+                     ("POSTGRES_DB", pg.dbname), ("PGDATA", "/var/lib/postgresql/data"),
+                     # The TimescaleDB image would otherwise run timescaledb-tune at its first start and
+                     # write memory settings sized from the container's limit into postgresql.conf.
+                     ("NO_TS_TUNE", "true"),
+                     # glibc keeps freed sorts, hashes and decompressed batches in the heap once a large
+                     # block was freed (its mmap threshold grows to it); a fixed threshold gives every
+                     # block of 128 kB or more back to the kernel when the query ends (musl does so anyway).
+                     ("MALLOC_MMAP_THRESHOLD_", "131072")),
         ports=(Port(5432, bind, pg.port, "DATABASE_URL"),),
         volumes=((f"{project}_pgdata", "/var/lib/postgresql/data"),),
         mem_limit=settings["QBCTL_BUDGET_POSTGRES"], mem_setting="QBCTL_BUDGET_POSTGRES",

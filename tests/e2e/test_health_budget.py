@@ -48,7 +48,7 @@ def test_a_redis_family_past_its_share_is_named(project_env, tmp_path):
     r = _redis(env)
     blob = b"x" * 100_000
     pipe = r.pipeline()
-    for i in range(300):  # ~30MB of indicators, over their 24MB share of maxmemory 120MB
+    for i in range(300):  # ~30MB of indicators, over their 20MB share of maxmemory 100MB
         pipe.set(f"indicators:{i:06d}", blob)
     pipe.execute()
     proc = qbctl("budget", "--json", env=env, cwd=tmp_path)
@@ -56,7 +56,7 @@ def test_a_redis_family_past_its_share_is_named(project_env, tmp_path):
     result = json.loads(proc.stdout)
     assert result["error"]["code"] == "BUDGET_EXCEEDED" and "indicators" in result["error"]["message"]
     fam = {f["name"]: f for f in result["redis_families"]}
-    assert fam["indicators"]["ok"] is False and fam["indicators"]["measured_mb"] > 24
+    assert fam["indicators"]["ok"] is False and fam["indicators"]["measured_mb"] > 20
 
 
 def test_stopped_redis_fails_health_quickly_and_names_it(project_env, tmp_path, docker_client):
@@ -104,10 +104,10 @@ def test_budget_configured_side_needs_no_stack(tmp_path):
     proc = qbctl("budget", "--json", env=env, cwd=tmp_path)
     assert proc.returncode == 1
     result = json.loads(proc.stdout)
-    assert "POSTGRES_MAX_CONNECTIONS=21" in result["error"]["hint"]
+    assert "POSTGRES_MAX_CONNECTIONS=11" in result["error"]["hint"]
     assert any("has none running" in n for n in result["not_measured"])
     over = qbctl("budget", env={**env, "POSTGRES_MAX_CONNECTIONS": "20", "REDIS_MAX_MEMORY": "900MB"}, cwd=tmp_path)
-    assert over.returncode == 1 and "REDIS_MAX_MEMORY=120MB" in over.stderr
+    assert over.returncode == 1 and "REDIS_MAX_MEMORY=105MB" in over.stderr
 
 
 def test_health_against_an_external_database_says_not_managed(project_env, tmp_path):

@@ -31,9 +31,9 @@ def test_up_starts_all_four_ready_and_configured(running_stack, docker_client):
     with _pg(env) as conn:
         assert conn.execute("SHOW shared_buffers").fetchone()[0] == "128MB"
         assert conn.execute("SHOW work_mem").fetchone()[0] == "4MB"
-        assert conn.execute("SHOW max_connections").fetchone()[0] == "20"
+        assert conn.execute("SHOW max_connections").fetchone()[0] == "10"
     r = _redis(env)
-    assert r.config_get("maxmemory")["maxmemory"] == str(120 * 1024 * 1024)
+    assert r.config_get("maxmemory")["maxmemory"] == str(100 * 1024 * 1024)
     assert r.config_get("maxmemory-policy")["maxmemory-policy"] == "allkeys-lru"
     for key in ("QBCTL_ADMINER_PORT", "QBCTL_REDIS_COMMANDER_PORT"):
         with urllib.request.urlopen(f"http://127.0.0.1:{env[key]}/", timeout=5) as resp:

@@ -27,7 +27,7 @@ def test_docker_compose_reads_the_rendered_file_as_the_same_stack():
     assert set(services) == {"postgres", "redis", "adminer", "redis-commander"}
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "from-the-environment"
     assert services["postgres"]["mem_limit"] == str(300 * 2**20)
-    assert services["redis"]["command"][:3] == ["redis-server", "--maxmemory", "120mb"]
+    assert services["redis"]["command"][:3] == ["redis-server", "--maxmemory", "100mb"]
     for svc in services.values():
         assert all(p["host_ip"] == "127.0.0.1" for p in svc["ports"])
     no_password = subprocess.run([binary, "-f", str(ROOT / "compose" / "docker-compose.dev.yml"), "config"],

@@ -19,12 +19,13 @@ def test_stack_from_default_settings():
     assert [s.name for s in st.services] == ["postgres", "redis", "adminer", "redis-commander"]
     pg = st.get("postgres")
     assert ("-c", "shared_buffers=128MB") == pg.command[1:3]
-    assert "max_connections=20" in pg.command and pg.mem_limit == 300 * 2**20
+    assert "max_connections=10" in pg.command and pg.mem_limit == 300 * 2**20
+    assert "max_parallel_workers_per_gather=0" in pg.command and dict(pg.environment)["NO_TS_TUNE"] == "true"
     assert dict(pg.environment)["POSTGRES_USER"] == "qb_user"
     assert pg.volumes == (("demo_pgdata", "/var/lib/postgresql/data"),)
     assert all(p.host_ip == "127.0.0.1" for s in st.services for p in s.ports)
     redis = st.get("redis")
-    assert redis.command == ("redis-server", "--maxmemory", "120mb", "--maxmemory-policy", "allkeys-lru")
+    assert redis.command == ("redis-server", "--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru")
     assert st.container_name("redis") == "demo-redis" and st.network == "demo_default"
 
 
