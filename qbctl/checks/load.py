@@ -28,6 +28,7 @@ from qbctl.events import Event, Events, Status, ignore
 
 SAMPLE_EVERY = 0.2  # seconds between memory samples
 LOAD_SYMBOL = "LOAD"  # prefix of the symbols whose candles the load inserts (and deletes afterwards)
+LOAD_CACHE = "cache:qbctl-load:"  # prefix of the cache keys the load writes (and deletes afterwards)
 QUERY_MIX = (("newest candles", 35), ("daily bars", 20), ("ranking", 10), ("pnl join", 10), ("insert candles", 25))
 
 QUERIES = {
@@ -107,6 +108,27 @@ def latency(samples: list[float], errors: int = 0) -> Latency:
 
 def _r(x: float | None) -> float | None:
     return round(x, 2) if x is not None else None
+
+
+def probe_redis(settings: Settings, symbols: list[str], stop, conn) -> None:
+    """The GET probe's own process: an HGET of a market hash every 5 ms until `stop`; its timings."""
+    import redis as redis_lib
+
+    from qbctl.db.connect import redis_client
+
+    client = redis_client(settings, timeout=2)
+    rng = random.Random(3)
+    samples: list[float] = []
+    try:
+        while not stop.is_set():
+            started = time.perf_counter()
+            client.hget(f"market:{rng.choice(symbols)}", "price")
+            samples.append(time.perf_counter() - started)
+            time.sleep(0.005)
+    except (redis_lib.RedisError, OSError):
+        pass
+    conn.send(samples)
+    conn.close()
 
 
 class Runner:
@@ -244,7 +266,7 @@ class Runner:
         while not self.stop.is_set() and time.monotonic() < deadline:
             pipe = client.pipeline(transaction=False)
             for _ in range(200):
-                pipe.set(f"cache:load:{written}", rng.randbytes(rng.choice((512, 2048, 4096, 8192))), ex=3600)
+                pipe.set(f"{LOAD_CACHE}{written}", rng.randbytes(rng.choice((512, 2048, 4096, 8192))), ex=3600)
                 written += 1
             pipe.execute()
             info = client.info("memory")
@@ -253,6 +275,17 @@ class Runner:
                 break
             self.events(Event(Status.WORKING, f"filling: {info['used_memory'] // 2**20}MB", "redis"))
         return written
+
+    def _redis_cleanup(self, client) -> None:
+        """The load's own cache keys go; the backend's keys it made Redis evict cannot come back."""
+        pipe = client.pipeline(transaction=False)
+        n = 0
+        for key in client.scan_iter(match=LOAD_CACHE + "*", count=1000):
+            pipe.unlink(key)
+            n += 1
+            if n % 1000 == 0:
+                pipe.execute()
+        pipe.execute()
 
     def _redis_writer(self, symbols: list[str]) -> None:
         import redis as redis_lib
@@ -284,7 +317,7 @@ class Runner:
                     elif family < 8:
                         pipe.publish("events:market", f'{{"symbol":"{sym}","n":{n}}}')
                     else:
-                        pipe.set(f"cache:load:{n}", rng.randbytes(rng.choice((512, 2048, 4096))), ex=600)
+                        pipe.set(f"{LOAD_CACHE}{n}", rng.randbytes(rng.choice((512, 2048, 4096))), ex=600)
                     n += 1
                 pipe.execute()
                 rest = interval - (time.monotonic() - started)
@@ -325,22 +358,24 @@ class Runner:
             client.close()
 
     def _redis_probe(self, symbols: list[str], samples: list[float]) -> None:
-        import redis as redis_lib
+        """GET latency, timed in a process of its own: in this one, the load's threads would hold the
+        GIL and their waits would be counted as Redis's."""
+        import multiprocessing
 
-        from qbctl.db.connect import redis_client
-
-        client = redis_client(self.settings, timeout=2)
-        rng = random.Random(3)
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe(duplex=False)
+        stop = ctx.Event()
+        proc = ctx.Process(target=probe_redis, args=(self.settings, symbols[:200], stop, child), daemon=True)
+        proc.start()
+        child.close()
+        self.stop.wait()
+        stop.set()
         try:
-            while not self.stop.is_set():
-                started = time.perf_counter()
-                client.hget(f"market:{rng.choice(symbols)}", "price")
-                samples.append(time.perf_counter() - started)
-                time.sleep(0.005)
-        except (redis_lib.RedisError, OSError) as exc:
-            self._error_redis(f"probe: {exc}")
-        finally:
-            client.close()
+            if parent.poll(10):
+                samples.extend(parent.recv())
+        except (EOFError, OSError):
+            self._error_redis("probe: no timings came back")
+        proc.join(5)
 
     # --- measuring ---------------------------------------------------------------------------------
     def _sampler(self, eng, cids: dict[str, str], peaks: dict[str, ServiceLoad], redis_peak: dict) -> None:
@@ -442,6 +477,7 @@ class Runner:
                 t.join(5)
             try:
                 rclient.config_set("notify-keyspace-events", rconf.get("notify-keyspace-events", ""))
+                self._redis_cleanup(rclient)
             except Exception:  # noqa: BLE001 - a Redis that was killed: nothing to restore
                 pass
             self._cleanup()

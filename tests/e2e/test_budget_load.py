@@ -46,8 +46,12 @@ def test_load_needs_seeded_data_then_measures_the_defaults_then_names_a_kill(pro
     assert all(q["count"] > 0 and q["errors"] == 0 for q in load["queries"].values()), load["queries"]
     assert load["redis"]["get"]["count"] > 0 and load["redis"]["get"]["p99_ms"] is not None
     assert load["redis"]["evicted"], "the fill must reach maxmemory and evict"
-    with _pg(env) as conn:  # the load's own rows are gone
+    with _pg(env) as conn:  # the load's own rows and keys are gone
         assert conn.execute("SELECT count(*) FROM market_data WHERE symbol LIKE 'LOAD%'").fetchone()[0] == 0
+    import redis
+
+    r = redis.Redis.from_url(env["REDIS_URL"].replace("localhost", "127.0.0.1"))
+    assert list(r.scan_iter(match="cache:qbctl-load:*")) == []
     human = qbctl("budget", "--load", "--seconds", "5", env=env, cwd=tmp_path, timeout=300)
     assert "under load for" in human.stdout and "model error" in human.stdout and "redis GET p50" in human.stdout
 
