@@ -12,13 +12,15 @@ import json
 import os
 import sys
 from contextlib import contextmanager
-from typing import Sequence, TextIO
+from typing import TYPE_CHECKING, Sequence, TextIO
 
 from qbctl.config.urls import mask_secrets
-from qbctl.errors import QbctlError
-from qbctl.events import Event, Status
 
-LOGGED = (Status.WAITING, Status.DONE, Status.FAILED, Status.INFO)  # kept as lines; WORKING is live only
+if TYPE_CHECKING:  # imported where used: every command pays for this module's imports
+    from qbctl.errors import QbctlError
+    from qbctl.events import Event
+
+LOGGED = ("waiting", "done", "failed", "info")  # events kept as lines (events.Status); "working" is live only
 
 
 class Output:
@@ -172,11 +174,11 @@ class Output:
             yield show
 
     def _log_event(self, event: Event) -> None:
-        if event.status is Status.WARNING:
+        if event.status == "warning":
             self.warn(event.line())
         elif event.status in LOGGED and not self.json:
             self._stderr_line(event.line())
-        elif event.status is Status.PULLING and event.done is None and not self.json:
+        elif event.status == "pulling" and event.done is None and not self.json:
             self._stderr_line(event.line())
 
 

@@ -50,7 +50,7 @@ def status_cmd(ctx: typer.Context, json: bool = JSON_OPTION,
     from qbctl.db import status as dbstatus
 
     st = state(ctx, json)
-    finish(st, dbstatus.status(st.settings, exit_code), render.db_status)
+    finish(st, dbstatus.status(st.settings, pending_is_failure=exit_code), render.db_status)
 
 
 @db_app.command()

@@ -6,10 +6,11 @@ from typing import List, Optional
 import typer
 
 from qbctl.commands.base import JSON_OPTION, confirm, finish, state
-from qbctl.stack.spec import SERVICES
 
 
 def _complete_service(incomplete: str) -> list[str]:
+    from qbctl.stack.spec import SERVICES  # here, not at import: every command would pay for it
+
     return [s for s in SERVICES if s.startswith(incomplete)]
 
 

@@ -31,7 +31,7 @@ class DbStatus(Result):
 
 
 
-def status(settings: Settings, pending_is_failure: bool = False) -> DbStatus:
+def status(settings: Settings, *, pending_is_failure: bool = False) -> DbStatus:
     local = files.load(settings)
     with connect.connect(settings) as conn:
         rows = connect.psycopg_rows(conn)

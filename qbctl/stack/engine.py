@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC
 
 from qbctl.errors import NotOwned, QbctlError, Unavailable
+from qbctl.events import Event, Events, Status, ignore
 from qbctl.stack.labels import LABEL_CONFIG, LABEL_PROJECT, LABEL_SERVICE, project_filter
 from qbctl.stack.plan import Observed
 from qbctl.stack.spec import ServiceSpec, Stack
@@ -217,8 +218,9 @@ class Engine:
         except ImageNotFound:
             return None
 
-    def pull(self, spec: ServiceSpec, on_progress=None) -> dict:
-        """Pull spec.image and return its inspect data; on failure name the image and the setting."""
+    def pull(self, spec: ServiceSpec, events: Events = ignore) -> dict:
+        """Pull spec.image (progress as `pulling` events with bytes) and return its inspect data; on
+        failure name the image and the setting."""
         from docker.errors import APIError, DockerException
 
         repo, _, tag = spec.image.rpartition(":") if ":" in spec.image.rsplit("/", 1)[-1] \
@@ -227,8 +229,9 @@ class Engine:
             for event in self._api.pull(repo, tag=tag, stream=True, decode=True):
                 if "error" in event:
                     raise APIError(event["error"])
-                if on_progress:
-                    on_progress(event)
+                detail = event.get("progressDetail") or {}
+                text = f"{event.get('status', '')} {event.get('progress', '')}".strip()
+                events(Event(Status.PULLING, text, spec.name, detail.get("current"), detail.get("total")))
         except (DockerException, OSError) as exc:
             reason = getattr(exc, "explanation", None) or str(exc)
             raise Unavailable(f"cannot pull image {spec.image} for {spec.name}: {str(reason)[:300]}",

@@ -68,7 +68,7 @@ def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ig
         events(Event(Status.WARNING, warning))
     eng = engine.connect()
     timings: dict[str, float] = {}
-    with project_lock(stack.project, on_wait=lambda text: events(Event(Status.WAITING, text))):
+    with project_lock(stack.project, events):
         observed = eng.observe(stack.project)
         # Ports first, before any pull: a busy port is reported in a second, not after a download.
         _check_ports(eng, stack, make_plan(desired, observed, {}))
@@ -136,13 +136,7 @@ def _ensure_images(eng: engine.Engine, desired: list[ServiceSpec], events: Event
         found = eng.image_info(spec.image)
         if not found:
             events(Event(Status.PULLING, f"pulling {spec.image}", spec.name))
-
-            def progress(ev: dict, name=spec.name) -> None:
-                detail = (ev.get("progressDetail") or {})
-                text = f"{ev.get('status', '')} {ev.get('progress', '')}".strip()
-                events(Event(Status.PULLING, text, name, detail.get("current"), detail.get("total")))
-
-            found = eng.pull(spec, on_progress=progress)
+            found = eng.pull(spec, events)
         infos[spec.image] = found
     return infos
 
@@ -263,7 +257,7 @@ class DownResult(Result):
 def down(settings: Settings, events: Events = ignore) -> DownResult:
     eng = engine.connect()
     project = settings.project
-    with project_lock(project, on_wait=lambda text: events(Event(Status.WAITING, text))):
+    with project_lock(project, events):
         removed = _remove_containers(eng, project, events)
         net = eng.remove_networks(project)
     return DownResult(project, removed, network_removed=net)
@@ -273,7 +267,7 @@ def reset(settings: Settings, events: Events = ignore) -> DownResult:
     """Remove this project's containers, volumes and network: only objects labelled with it."""
     eng = engine.connect()
     project = settings.project
-    with project_lock(project, on_wait=lambda text: events(Event(Status.WAITING, text))):
+    with project_lock(project, events):
         removed = _remove_containers(eng, project, events)
         net = eng.remove_networks(project)
         events(Event(Status.WORKING, "removing volumes"))

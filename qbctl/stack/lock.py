@@ -7,17 +7,18 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from qbctl.events import Event, Events, Status, ignore
+
 
 @contextmanager
-def project_lock(project: str, on_wait=None):
+def project_lock(project: str, events: Events = ignore):
     folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
     path = folder / f"qbctl-{os.getuid()}-{project}.lock"
     with open(path, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            if on_wait:
-                on_wait(f"another qbctl is changing project {project}; waiting for it to finish")
+            events(Event(Status.WAITING, f"another qbctl is changing project {project}; waiting for it to finish"))
             fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
