@@ -25,14 +25,10 @@ target_session_attrs load_balance_hosts min_protocol_version max_protocol_versio
 """.split())
 
 
-@dataclass(frozen=True)
-class PgUrl:
-    user: str
-    password: str
+class _OnAHost:
+    """What both URLs say about where their service is (its dataclass gives `host`)."""
+
     host: str
-    port: int
-    dbname: str
-    query: str = ""  # libpq parameters after "?", such as sslmode=verify-full: kept, never dropped
 
     @property
     def is_local(self) -> bool:
@@ -41,6 +37,16 @@ class PgUrl:
     @property
     def connect_host(self) -> str:
         return connect_host(self.host)
+
+
+@dataclass(frozen=True)
+class PgUrl(_OnAHost):
+    user: str
+    password: str
+    host: str
+    port: int
+    dbname: str
+    query: str = ""  # libpq parameters after "?", such as sslmode=verify-full: kept, never dropped
 
     def dsn(self, host: str | None = None, port: int | None = None, dbname: str | None = None,
             password: bool = True) -> str:
@@ -60,20 +66,12 @@ class PgUrl:
 
 
 @dataclass(frozen=True)
-class RedisUrl:
+class RedisUrl(_OnAHost):
     host: str
     port: int
     db: int
     password: str
     username: str = ""
-
-    @property
-    def is_local(self) -> bool:
-        return self.host in LOCAL_HOSTS
-
-    @property
-    def connect_host(self) -> str:
-        return connect_host(self.host)
 
     def masked(self) -> str:
         auth = ""

@@ -255,23 +255,24 @@ class DownResult(Result):
 
 
 def down(settings: Settings, events: Events = ignore) -> DownResult:
-    eng = engine.connect()
-    project = settings.project
-    with project_lock(project, events):
-        removed = _remove_containers(eng, project, events)
-        net = eng.remove_networks(project)
-    return DownResult(project, removed, network_removed=net)
+    """Remove this project's containers and network; its volumes (the data) stay."""
+    return _remove(settings, events, volumes=False)
 
 
 def reset(settings: Settings, events: Events = ignore) -> DownResult:
     """Remove this project's containers, volumes and network: only objects labelled with it."""
+    return _remove(settings, events, volumes=True)
+
+
+def _remove(settings: Settings, events: Events, volumes: bool) -> DownResult:
     eng = engine.connect()
     project = settings.project
     with project_lock(project, events):
         removed = _remove_containers(eng, project, events)
         net = eng.remove_networks(project)
-        events(Event(Status.WORKING, "removing volumes"))
-        vols = eng.remove_volumes(project)
+        if volumes:
+            events(Event(Status.WORKING, "removing volumes"))
+        vols = eng.remove_volumes(project) if volumes else []
     return DownResult(project, removed, vols, net)
 
 
