@@ -104,7 +104,7 @@ SETTINGS: tuple[Setting, ...] = (
       "PostgreSQL max_connections (3 of them reserved for superusers: the backend gets the rest)",
       why="under the backend's load (`qbctl budget --load`, 200 symbols x 30 days) a session with TimescaleDB "
           "takes 9-15MB at its peak; with 20 connections the kernel killed PostgreSQL backends, with 10 (7 ordinary "
-          "sessions) the peak was about 220MB of 300 and the model says 260MB"),
+          "sessions) the peak was 240MB of 300 (docs/benchmarks.md)"),
     S("POSTGRES_MAINTENANCE_WORK_MEM", "16MB", "size", "PostgreSQL maintenance_work_mem (per autovacuum worker)"),
     S("POSTGRES_AUTOVACUUM_MAX_WORKERS", "2", "workers", "PostgreSQL autovacuum_max_workers"),
     S("POSTGRES_MAX_PARALLEL_WORKERS", "0", "workers",
