@@ -90,6 +90,18 @@ class Output:
         """A plain line on stdout, never interpreted as markup."""
         self.stdout.write(self.mask(text).rstrip() + "\n")
 
+    def para(self, text: str, indent: str = "", hang: str = "    ") -> None:
+        """A long line: wrapped between words to the terminal's width (continuation lines indented by
+        `hang`); one line anywhere else, so that logs and grep see it whole."""
+        if not self.rich:
+            self.line(indent + text)
+            return
+        import textwrap
+
+        self.stdout.write(textwrap.fill(self.mask(text), width=max(40, self.console.width - 1),
+                                        initial_indent=indent, subsequent_indent=indent + hang,
+                                        break_on_hyphens=False) + "\n")
+
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         """A table on stdout. Nothing a user needs is cut: when the columns do not fit the
         terminal, each row is shown as `column: value` lines instead."""

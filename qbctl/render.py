@@ -142,7 +142,12 @@ def budget(out: Output, result) -> None:
                 f"{i.measured_mb:g}MB" if i.measured_mb is not None else "-",
                 _bar(i.measured_mb, i.configured_mb, i.budget_mb), "ok" if i.ok else "OVER") for i in prod])
     for i in prod:
-        out.line(f"  {i.name}: {i.derivation}")
+        if not i.terms:
+            out.para(f"{i.name}: {i.derivation}", indent="  ")
+            continue
+        out.para(f"{i.name}: {i.configured_mb:g}MB predicted; {i.derivation.rsplit('MB; ', 1)[-1]}", indent="  ")
+        for n, t in enumerate(i.terms):  # every term, the zero ones too: they say why they are zero
+            out.para(f"{'+ ' if n else '  '}{t['name']} {t['mb']:g}MB: {t['text']}", indent="    ")
     if result.load:
         _load(out, result)
     out.table(("redis keys", "share", "measured", "", "ok"),

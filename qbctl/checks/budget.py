@@ -40,6 +40,7 @@ class Item:
     peak_with_cache_mb: float | None = None  # --load: the peak with reclaimable page cache
     kills: list[str] = field(default_factory=list)  # --load: what the kernel killed, with its evidence
     error_pct: float | None = None  # --load: (predicted - measured) / measured
+    terms: list[dict] = field(default_factory=list)  # the prediction, term by term: name, mb, text
 
 
 @dataclass
@@ -149,6 +150,10 @@ def _redis_fix(share: int, pred: model.Prediction, saves: bool) -> str:
             f"QBCTL_BUDGET_REDIS={math.ceil(pred.bytes / (1 - model.CACHE_RESERVE) / MB)}MB")
 
 
+def _terms(pred: model.Prediction) -> list[dict]:
+    return [{"name": t.name, "mb": t.mb, "text": t.text} for t in pred.terms]
+
+
 def _limit_text(share: int) -> str:
     return (f"fits when at most {_mb(share * (1 - model.CACHE_RESERVE)):g}MB: {int(model.CACHE_RESERVE * 100)}% of "
             f"the {_mb(share):g}MB container limit is left to page cache being written")
@@ -161,12 +166,14 @@ def configured(s: Settings, pg: model.PgValues | None = None, rd: model.RedisVal
     pg_pred = model.postgres(pg or pg_values(s), "the running server" if pg else "settings")
     pg_item = Item("postgres", _mb(pg_share), pg_pred.mb, derivation=f"{pg_pred.derivation()}; values from "
                    f"{pg_pred.source}; {_limit_text(pg_share)}")
+    pg_item.terms = _terms(pg_pred)
     if not model.fits(pg_pred.bytes, pg_share):
         pg_item.ok, pg_item.fix = False, _pg_fix(s, pg_pred, pg_share)
     rd_values = rd or redis_values(s)
     rd_pred = model.redis(rd_values, "the running server" if rd else "settings")
     rd_item = Item("redis", _mb(rd_share), rd_pred.mb, derivation=f"{rd_pred.derivation()}; values from "
                    f"{rd_pred.source}; {_limit_text(rd_share)}")
+    rd_item.terms = _terms(rd_pred)
     if not model.fits(rd_pred.bytes, rd_share):
         rd_item.ok, rd_item.fix = False, _redis_fix(rd_share, rd_pred, rd_values.saves)
     items = [pg_item, rd_item,
