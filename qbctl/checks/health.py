@@ -78,7 +78,9 @@ def check_docker(settings: Settings, timeout: float) -> list[Check]:
         st = eng.state(c.id)
         # A process killed inside a running container leaves the container up: only its cgroup's counter
         # and (for PostgreSQL, whose postmaster then restarts every backend) its log tell.
-        killed = kills.since_start(eng, spec.name, c.id, st.started_at) if st.status == "running" else []
+        # (A UI's main process is the one killed: its state shows that, no need to ask its cgroup.)
+        killed = kills.since_start(eng, spec.name, c.id, st.started_at) \
+            if st.status == "running" and not spec.ui else []
         data = {"state": st.status, "restart_count": st.restart_count, "exit_code": st.exit_code,
                 "oom_killed": st.oom_killed, "health": st.health, "killed": killed}
         problems = []

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 PG_KILL_LINES = ("terminated by signal 9", "was terminated by signal", "terminating any other active server processes",
                  "automatic recovery in progress", "all server processes terminated; reinitializing")
-OOM_COUNTER_CMD = ["sh", "-c", "cat /sys/fs/cgroup/memory.events 2>/dev/null || "
-                               "cat /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null"]
+OOM_COUNTER_FILES = ("memory.events", "memory.oom_control")  # cgroup v2, v1
 
 
 def pg_kills(log_text: str) -> list[str]:
@@ -28,7 +27,7 @@ def oom_kill_count(text: str | None) -> int | None:
 
 def oom_kills(eng, container_id: str) -> int | None:
     """How many processes the kernel killed in the container's cgroup since it started; None: unknown."""
-    return oom_kill_count(eng.exec_text(container_id, OOM_COUNTER_CMD))
+    return oom_kill_count(eng.cgroup_memory_file(container_id, OOM_COUNTER_FILES))
 
 
 def since_start(eng, service: str, container_id: str, started_at: str) -> list[str]:

@@ -181,6 +181,27 @@ class Engine:
             return None
         return memory_from_stats(s)
 
+    @property
+    def on_this_host(self) -> bool:
+        """Whether the engine's containers run on this machine (reached through a local socket)."""
+        return self._api.base_url == "http+docker://localhost"  # docker-py's name for a unix socket
+
+    def cgroup_memory_file(self, container_id: str, names: tuple[str, ...]) -> str | None:
+        """The first of the container's cgroup memory files (memory.events, memory.oom_control) that can be
+        read: straight from /sys/fs/cgroup when the engine runs here (cgroup v1 or v2, cgroupfs or systemd
+        driver; a tenth of a millisecond), else from inside the container (an exec, ~100 ms)."""
+        if self.on_this_host:
+            for name in names:
+                for folder in (f"memory/docker/{container_id}", f"memory/system.slice/docker-{container_id}.scope",
+                               f"docker/{container_id}", f"system.slice/docker-{container_id}.scope"):
+                    try:
+                        with open(f"/sys/fs/cgroup/{folder}/{name}") as f:
+                            return f.read()
+                    except OSError:
+                        continue
+        paths = " ".join(f"/sys/fs/cgroup/{n} /sys/fs/cgroup/memory/{n}" for n in names)
+        return self.exec_text(container_id, ["sh", "-c", f"for f in {paths}; do [ -r $f ] && exec cat $f; done"])
+
     def exec_text(self, container_id: str, cmd: list[str], timeout: float = 10) -> str | None:
         """stdout of a command run inside the container, or None when it cannot run."""
         try:
