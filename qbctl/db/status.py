@@ -37,7 +37,8 @@ def status(settings: Settings, pending_is_failure: bool = False) -> DbStatus:
         rows = connect.psycopg_rows(conn)
         state = migrate.read_state(rows)
         version = state.timescaledb
-        items = migrate.plan(local, migrate.read_applied(rows, state), timescaledb=True)
+        items = migrate.plan(local, migrate.read_applied(rows, state),
+                             timescaledb=bool(state.timescaledb or state.available))
         result = DbStatus(settings.pg.masked(), version, [asdict(i) for i in items])
         if version:
             for r in conn.execute(HYPERTABLES_SQL):
