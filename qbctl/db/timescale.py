@@ -320,7 +320,7 @@ def diff(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
             out.append(Drift(f"refresh policy {j['table']} (job {j['job_id']})", "extra", None, j["interval"]))
     for j in actual.jobs:
         if j.get("last_run_status") == "Failed":
-            out.append(Drift(_job_label(j), "failed", None, f"{j['total_failures']} failures"))
+            out.append(Drift(_job_label(j), "failed", None, j.get("why") or f"{j['total_failures']} failures"))
         elif j["kind"] in PROC and j.get("problem") in ("paused", "not running"):
             out.append(Drift(_job_label(j), j["problem"], "scheduled" if j["problem"] == "paused" else
                              f"runs every {j.get('schedule_interval')}", j.get("why")))
@@ -338,7 +338,10 @@ SELECT j.job_id, j.proc_name, j.hypertable_name, j.scheduled,
        j.schedule_interval::text, COALESCE(s.total_runs, 0), s.job_status,
        j.config->>'start_offset', j.config->>'end_offset',
        COALESCE(s.next_start > '-infinity' AND s.next_start < now() - make_interval(secs => %s), false),
-       (s.next_start IS NULL OR s.next_start <= now())
+       (s.next_start IS NULL OR s.next_start <= now()),
+       CASE WHEN s.last_run_status = 'Failed' THEN
+         (SELECT e.err_message FROM timescaledb_information.job_errors e WHERE e.job_id = j.job_id
+          ORDER BY e.finish_time DESC NULLS LAST LIMIT 1) END
 FROM timescaledb_information.jobs j
 LEFT JOIN timescaledb_information.job_stats s USING (job_id)
 WHERE j.proc_name <> 'policy_telemetry'
@@ -346,7 +349,7 @@ ORDER BY j.job_id
 """
 # Who runs jobs here: TimescaleDB's launcher, a scheduler per database, a worker per running job.
 SCHEDULER_SQL = r"""
-SELECT current_setting('timescaledb.max_background_workers', true),
+SELECT current_setting('timescaledb.max_background_workers', true), current_setting('max_worker_processes'),
        count(*) FILTER (WHERE backend_type = 'TimescaleDB Background Worker Scheduler'
                         AND datname = current_database()),
        count(*) FILTER (WHERE starts_with(backend_type, 'TimescaleDB Background Worker') OR backend_type ~ '\[\d+\]$'),
@@ -366,13 +369,14 @@ class Scheduler:
     running: bool  # a scheduler runs for this database
     busy: int  # TimescaleDB background workers in use on the server
     settled: bool  # the server, the scheduler and the last migrate are older than JOB_GRACE_SECONDS
+    processes: str | None = None  # max_worker_processes: PostgreSQL's own limit, shared with parallel queries
 
 
 def read_scheduler(conn) -> Scheduler:
-    workers, schedulers, busy, settled = conn.execute(SCHEDULER_SQL, (JOB_GRACE_SECONDS,)).fetchone()
+    workers, processes, schedulers, busy, settled = conn.execute(SCHEDULER_SQL, (JOB_GRACE_SECONDS,)).fetchone()
     if settled and conn.execute("SELECT to_regclass('qbctl.migrations') IS NOT NULL").fetchone()[0]:
         settled = conn.execute(SETTLED_SQL, (JOB_GRACE_SECONDS,)).fetchone()[0]
-    return Scheduler(workers, bool(schedulers), int(busy or 0), bool(settled))
+    return Scheduler(workers, bool(schedulers), int(busy or 0), bool(settled), processes)
 
 
 def _cannot_start(sched: Scheduler) -> str:
@@ -391,7 +395,14 @@ def job_state(j: dict, sched: Scheduler) -> tuple[str | None, str]:
     if j["job_status"] == "Running":
         return None, f"running since {(j['last_run'] or '?')[:19]}"
     if j["last_run_status"] == "Failed":
-        return "failed", f"its last run failed ({j['total_failures']} failures): timescaledb_information.job_errors"
+        error = " ".join((j.get("error") or "").split())
+        if "failed to start a background worker" in error or "failed to start job" in error:
+            return "failed", (f"PostgreSQL could not start a worker for it: max_worker_processes={sched.processes} "
+                              f"leaves no room for timescaledb.max_background_workers={sched.workers} besides the "
+                              "server's other background workers; lower TIMESCALEDB_MAX_BACKGROUND_WORKERS or raise "
+                              "max_worker_processes")
+        return "failed", (f"its last run failed ({j['total_failures']} failures)"
+                          + (f": {error[:160]}" if error else ": timescaledb_information.job_errors"))
     if j["total_runs"] == 0 and j["due"]:
         if not sched.settled:
             return None, "not run yet: due now"
@@ -412,7 +423,7 @@ def read_jobs(conn, sched: Scheduler | None = None) -> list[dict]:
         j = {"job_id": r[0], "kind": kind, "table": r[2], "scheduled": r[3], "interval": interval,
              "last_run_status": r[5], "total_failures": r[6], "last_run": r[7], "next_start": r[8],
              "schedule_interval": r[9], "total_runs": r[10], "job_status": r[11], "start_offset": r[12],
-             "end_offset": r[13], "overdue": r[14], "due": r[15]}
+             "end_offset": r[13], "overdue": r[14], "due": r[15], "error": r[16]}
         j["problem"], j["why"] = job_state(j, sched)
         if j["problem"] == "paused" and kind not in PROC:
             j["problem"] = None  # a paused job of your own is your choice; a declared policy's is drift

@@ -190,3 +190,13 @@ def test_why_a_job_has_or_has_not_run():
     assert state(late, ok)[0] == "not running" and state(late, young)[0] is None
     assert state(job(total_runs=4, next_start="2026-01-02 10:00:00+00", due=False), ok) == (
         None, "next run 2026-01-02 10:00:00")
+
+
+def test_a_job_postgresql_could_not_start_names_the_two_limits():
+    sched = timescale.Scheduler("8", running=True, busy=3, settled=True, processes="8")
+    failed = job(last_run_status="Failed", total_failures=1, total_runs=1,
+                 error='failed to start job Job 1005 ("Retention Policy [1005]") failed to start')
+    problem, why = timescale.job_state(failed, sched)
+    assert problem == "failed" and "max_worker_processes=8" in why and "max_background_workers=8" in why
+    other = job(last_run_status="Failed", total_failures=2, total_runs=2, error="division by zero")
+    assert timescale.job_state(other, sched) == ("failed", "its last run failed (2 failures): division by zero")
