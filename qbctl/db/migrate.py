@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect, files
-from qbctl.db import statements as sql
 from qbctl.db.connect import Rows
 from qbctl.db.files import SqlFile
 from qbctl.errors import CheckFailed, MigrationFailed, QbctlError, TimescaleMissing, Unavailable
@@ -337,7 +336,7 @@ def _prepare_all(local: list[SqlFile], items: list[Item], applied: dict[tuple[st
     return runs
 
 
-def _refuse(f: SqlFile, st: sql.Statement, what: str, hint: str) -> MigrationFailed:
+def _refuse(f: SqlFile, st, what: str, hint: str) -> MigrationFailed:
     return MigrationFailed(f"{f.label}:{st.line}: {what}; nothing was run", code="MIGRATION_REFUSED", hint=hint,
                            file=f.label, line=st.line)
 
@@ -348,6 +347,8 @@ NO_TX_HINT = ("put `-- qbctl: no-transaction` in the file's first comment lines 
 
 def _prepare(f: SqlFile, state: str, row: Applied | None) -> _Run:
     """How a file will run; a MigrationFailed (refused) when it cannot run safely. Nothing runs here."""
+    from qbctl.db import statements as sql  # its patterns cost 5 ms to compile: not on the no-op path
+
     sts = f.statements
     outside = [(st, name) for st in sts if (name := sql.outside_transaction(st))]
     if f.marked_no_transaction:
@@ -394,7 +395,7 @@ class _Where:
     def __init__(self, events: Events, verbose: bool):
         self.events, self.verbose = events, verbose
         self.file: SqlFile | None = None
-        self.statement: sql.Statement | None = None
+        self.statement = None  # statements.Statement
 
     def label(self) -> str:
         if self.file is None:
@@ -432,6 +433,8 @@ def _run_all(settings: Settings, runs: list[_Run], result: MigrateResult, option
 
 def _apply(work, run: _Run, where: _Where, events: Events) -> dict:
     import psycopg
+
+    from qbctl.db import statements as sql
 
     f = run.file
     where.file, where.statement = f, None
