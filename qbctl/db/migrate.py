@@ -338,7 +338,7 @@ def _prepare_all(local: list[SqlFile], items: list[Item], applied: dict[tuple[st
 
 def _refuse(f: SqlFile, st, what: str, hint: str) -> MigrationFailed:
     return MigrationFailed(f"{f.label}:{st.line}: {what}; nothing was run", code="MIGRATION_REFUSED", hint=hint,
-                           file=f.label, line=st.line)
+                           file=f.label, line=st.line, applied=[])
 
 
 NO_TX_HINT = ("put `-- qbctl: no-transaction` in the file's first comment lines to run it statement by statement "
@@ -496,7 +496,7 @@ def _failed(exc, run: _Run, where: _Where, done: int) -> QbctlError:
         return killed
     line, text, fields = connect.server_error(exc, st.text if st else "", st.line if st else 1)
     n = len(f.statements)
-    index = f.statements.index(st) + 1 if st else None
+    index = next(k for k, x in enumerate(f.statements) if x is st) + 1 if st else None  # by identity: a text may repeat
     sqlstate = fields["sqlstate"]
     if run.stepwise is None:
         hint = "the file was rolled back; nothing of it was applied. Fix it and run qbctl db migrate again"
