@@ -177,10 +177,9 @@ def _declare(d: Declared, text: str) -> None:
             if _false(opts[on]):
                 d.compression.pop(table, None)
             else:
+                # Not given: not declared (TimescaleDB picks defaults from the indexes and group-by columns).
                 seg = opts.get("compress_segmentby", opts.get("segmentby"))
                 order = opts.get("compress_orderby", opts.get("orderby"))
-                if m.group(1).upper() == "TABLE":  # a hypertable: the defaults are part of the declaration
-                    seg, order = seg or "", order or ""
                 d.compression[table] = (seg, order)
     for call in CALL.finditer(text):
         fn = call.group(1).lower()
@@ -202,7 +201,8 @@ def _declare(d: Declared, text: str) -> None:
             d.hypertables[table] = (d.hypertables[table][0], _value(_arg(pos, named, 1, "chunk_time_interval")))
         elif fn.startswith("add_") and fn != "add_continuous_aggregate_policy":
             kind = "retention" if "retention" in fn else "compression"
-            after = _arg(pos, named, 1, "compress_after", "drop_after", "after")
+            after = _arg(pos, named, 1, "compress_after", "drop_after", "after", "compress_created_before",
+                         "drop_created_before", "created_before")
             d.policies[(kind, table)] = _value(after) or ""
         elif fn.startswith("remove_") and fn != "remove_continuous_aggregate_policy":
             d.policies.pop(("retention" if "retention" in fn else "compression", table), None)
@@ -333,7 +333,8 @@ def _refresh_text(start, end, every) -> str:
 
 JOBS_SQL = """
 SELECT j.job_id, j.proc_name, j.hypertable_name, j.scheduled,
-       COALESCE(j.config->>'compress_after', j.config->>'drop_after'),
+       COALESCE(j.config->>'compress_after', j.config->>'drop_after', j.config->>'compress_created_before',
+                j.config->>'drop_created_before'),
        s.last_run_status, COALESCE(s.total_failures, 0), s.last_run_started_at::text, s.next_start::text,
        j.schedule_interval::text, COALESCE(s.total_runs, 0), s.job_status,
        j.config->>'start_offset', j.config->>'end_offset',
