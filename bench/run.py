@@ -293,6 +293,37 @@ class Bench:
                 self.record("no-op migrate", tool, timed(cmd, env=env, cwd=ROOT)[0],
                             rss=peak_rss(cmd, env, ROOT) if tool.startswith("qbctl") else None)
 
+    def hundred(self) -> None:
+        """A first migrate of a hundred generated files (tables, hypertables, indexes, functions, views) and its
+        no-op re-run: qbctl beside dbmate, and `psql -f` of every file (no tracking, no re-run: the floor)."""
+        import psycopg
+
+        self.q("up", "--no-ui")
+        admin = f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.ports['pg']}/{DB}"
+        project, dbmate_dir, files = _hundred_files(self.tmp)
+        url = lambda db: f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.ports['pg']}/{db}"  # noqa: E731
+        for i in range(self.runs):
+            dbs = {t: f"bench100_{t}_{i}" for t in ("qbctl", "dbmate", "psql")}
+            with psycopg.connect(admin, autocommit=True) as conn:
+                for name in dbs.values():
+                    conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                    conn.execute(f"CREATE DATABASE {name}")
+            cmds = {
+                "qbctl db migrate": ([self.qbctl, "db", "migrate"], {**self.env, "DATABASE_URL": url(dbs["qbctl"])},
+                                     project),
+                "dbmate up": ([self.dbmate, "--url", url(dbs["dbmate"]) + "?sslmode=disable", "--migrations-dir",
+                               str(dbmate_dir), "--no-dump-schema", "up"], self.env, ROOT),
+                "psql -f (each file, no tracking)": (
+                    ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url(dbs["psql"]),
+                     *[a for f in files for a in ("-f", str(f))]], self.env, ROOT),
+            }
+            for tool, (cmd, env, cwd) in cmds.items():
+                self.record("first migrate, 100 generated files", tool, timed(cmd, env=env, cwd=cwd)[0])
+            for tool, (cmd, env, cwd) in cmds.items():
+                if tool.startswith(("qbctl", "dbmate")):
+                    self.record("no-op migrate, 100 files", tool, timed(cmd, env=env, cwd=cwd)[0])
+        self.q("reset", "--yes")
+
     def health_and_seed(self) -> None:
         self.q("up")
         self.q("db", "migrate", "--without-timescaledb")
@@ -396,10 +427,47 @@ class Bench:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _generated(i: int) -> str:
+    """Migration i of a hundred: the extension, then in turn a hypertable, an index and a column on it, a
+    PL/pgSQL function reading it, and a plain table with a view."""
+    tsdb = "-- qbctl: requires timescaledb\n"
+    if i == 0:
+        return tsdb + "CREATE EXTENSION IF NOT EXISTS timescaledb;\n"
+    if i % 4 == 1:
+        return (f"{tsdb}CREATE TABLE m{i} (time timestamptz NOT NULL, device int NOT NULL, value double precision,"
+                f" note text);\nSELECT create_hypertable('m{i}', by_range('time', INTERVAL '1 day'));\n")
+    if i % 4 == 2:
+        return (f"CREATE INDEX m{i - 1}_device_time_idx ON m{i - 1} (device, time DESC);\n"
+                f"ALTER TABLE m{i - 1} ADD COLUMN flag boolean NOT NULL DEFAULT false;\n")
+    if i % 4 == 3:
+        return (f"CREATE FUNCTION m{i - 2}_latest(d int) RETURNS double precision LANGUAGE plpgsql STABLE AS $$\n"
+                f"BEGIN\n  RETURN (SELECT value FROM m{i - 2} WHERE device = d ORDER BY time DESC LIMIT 1);\n"
+                "END $$;\n")
+    return (f"CREATE TABLE d{i} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL UNIQUE,"
+            f" created timestamptz NOT NULL DEFAULT now());\n"
+            f"CREATE VIEW d{i}_recent AS SELECT * FROM d{i} WHERE created > now() - INTERVAL '1 day';\n")
+
+
+def _hundred_files(tmp: Path) -> tuple[Path, Path, list[Path]]:
+    """The hundred files as a qbctl project (sql/schema), in dbmate's layout, and their paths for psql."""
+    project, dbmate_dir = tmp / "hundred", tmp / "hundred-dbmate"
+    (project / "sql" / "schema").mkdir(parents=True, exist_ok=True)
+    (project / "sql" / "policies").mkdir(exist_ok=True)
+    dbmate_dir.mkdir(exist_ok=True)
+    files = []
+    for i in range(100):
+        text = _generated(i)
+        path = project / "sql" / "schema" / f"{i:04d}_step.sql"
+        path.write_text(text)
+        (dbmate_dir / f"20260101{i:06d}_step.sql").write_text("-- migrate:up\n" + text + "\n-- migrate:down\n")
+        files.append(path)
+    return project, dbmate_dir, files
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--cases", default="startup,cold,warm,migrate,health_and_seed,clone_to_ready",
+    parser.add_argument("--cases", default="startup,cold,warm,migrate,hundred,health_and_seed,clone_to_ready",
                         help="comma-separated; `budget` (qbctl budget --load, ~4 min a run) is its own case")
     args = parser.parse_args()
     bench = Bench(args.runs)

@@ -140,9 +140,10 @@ class Output:
         self._stderr_line("warning: " + text, "yellow")
 
     def error(self, err: QbctlError) -> None:
-        """An error as `error: ...` lines and a `hint: ...` on stderr."""
-        for line in err.message.splitlines() or [""]:
-            self._stderr_line("error: " + line, "bold red")
+        """An error as an `error: ...` line (what the server added, such as DETAIL and CONTEXT, on
+        indented lines below it) and a `hint: ...` on stderr."""
+        for n, line in enumerate(err.message.splitlines() or [""]):
+            self._stderr_line(("  " if n else "error: ") + line, None if n else "bold red")
         if err.hint:
             self._stderr_line("hint: " + err.hint)
 

@@ -65,11 +65,15 @@ def status(out: Output, result) -> None:
 
 def migrate(out: Output, result) -> None:
     for a in result.applied:
-        out.line(f"{a['action']:<9} {a['file']}  ({a['ms']} ms)")
+        how = f"; statement by statement, {a['statements']} statements" if "statements" in a else ""
+        out.line(f"{a['action']:<9} {a['file']}  ({a['ms']} ms{how})")
     for f in result.would_apply:
-        out.line(f"would apply {f}")
+        why = result.one_by_one.get(f)
+        out.line(f"would apply {f}" + (f"  (statement by statement: {why})" if why else ""))
     for s in result.skipped:
         out.line(f"skipped   {s['file']}  ({s['reason']})")
+    if result.error is not None:
+        return  # the error follows, with what was committed
     done = "dry run: nothing changed" if result.dry_run else (
         f"{len(result.applied)} applied" if result.applied else "nothing to apply")
     tsdb = f"TimescaleDB {result.timescaledb}" if result.timescaledb else "no TimescaleDB"
@@ -92,10 +96,10 @@ def db_status(out: Output, result) -> None:
                   [(h["name"], str(h["chunks"]), str(h["compressed_chunks"]), fmt_mb(h["size_bytes"]),
                     f"{h['compression_ratio']}x" if h["compression_ratio"] else "-") for h in result.hypertables])
     if result.jobs:
-        out.table(("job", "kind", "table", "interval", "last run", "status", "failures"),
+        out.table(("job", "kind", "table", "interval", "last run", "status", "runs", "failures", "why"),
                   [(str(j["job_id"]), j["kind"], j["table"] or "-", j["interval"] or "-",
-                    (j["last_run"] or "never")[:19], j["last_run_status"] or "-", str(j["total_failures"]))
-                   for j in result.jobs])
+                    (j["last_run"] or "never")[:19], j["last_run_status"] or "-", str(j["total_runs"]),
+                    str(j["total_failures"]), j["why"]) for j in result.jobs])
     out.line(f"{result.database}: " + (f"TimescaleDB {result.timescaledb}" if result.timescaledb else
                                        "no TimescaleDB"))
 

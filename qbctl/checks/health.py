@@ -1,8 +1,9 @@
 """qbctl health: every check in parallel, each with its own timeout, so nothing hangs.
 
 Docker (engine, each container: running, restarts, exit code, OOM), PostgreSQL (login,
-latency, versions, pending migrations, failed jobs), Redis (PING, maxmemory and policy
-as configured, memory used, evictions, over-long candle lists), the two UIs (HTTP 200).
+latency, versions, pending migrations, TimescaleDB jobs that failed, are paused or do not run),
+Redis (PING, maxmemory and policy as configured, memory used, evictions, over-long candle
+lists), the two UIs (HTTP 200).
 """
 from __future__ import annotations
 
@@ -120,20 +121,20 @@ def check_postgres(settings: Settings, timeout: float) -> list[Check]:
                         {"server_version": version, "timescaledb": tsdb, "connect_ms": ms})]
         try:
             items = migrate.plan(files.load(settings), migrate.read_applied(rows, state), timescaledb=bool(tsdb))
-            pending = [i.file for i in items if i.state in ("pending", "reapply", "changed")]
+            pending = [i.file for i in items if i.state in (*migrate.TODO, "changed")]
             checks.append(Check("migrations", not pending, f"{len(pending)} pending or changed: `qbctl db migrate`"
                                 if pending else "all applied", data={"pending": pending}))
         except Exception as exc:  # noqa: BLE001 - no sql/ here: say so, do not fail the database check
             checks.append(Check("migrations", True, f"not checked: {getattr(exc, 'message', exc)}"))
         if tsdb:
-            failed = conn.execute("SELECT s.job_id, j.proc_name, j.hypertable_name FROM timescaledb_information"
-                                  ".job_stats s JOIN timescaledb_information.jobs j USING (job_id)"
-                                  " WHERE s.last_run_status = 'Failed' AND j.proc_name <> 'policy_telemetry'"
-                                  ).fetchall()
-            checks.append(Check("timescaledb jobs", not failed,
-                                f"{len(failed)} failed: " + ", ".join(f"{j} ({p} {t or ''})".strip()
-                                                                      for j, p, t in failed) if failed
-                                else f"TimescaleDB {tsdb}; no failed jobs", data={"failed": [r[0] for r in failed]}))
+            from qbctl.db import timescale
+
+            bad = [j for j in timescale.read_jobs(conn) if j["problem"]]
+            detail = (f"{len(bad)} failed, paused or not running: " + "; ".join(
+                f"job {j['job_id']} ({j['kind']}{' on ' + j['table'] if j['table'] else ''}): {j['why']}" for j in bad)
+                if bad else f"TimescaleDB {tsdb}; no job failed, paused or late")
+            checks.append(Check("timescaledb jobs", not bad, detail, data={
+                "failed": [j["job_id"] for j in bad], "why": {str(j["job_id"]): j["why"] for j in bad}}))
     return checks
 
 

@@ -26,6 +26,7 @@ def migrate(
     accept_edited: bool = typer.Option(False, "--accept-edited",
                                        help="Record the new checksum of applied files that were edited."),
     wait: float = WAIT,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show the server's NOTICEs."),
     json: bool = JSON_OPTION,
 ) -> None:
     """Apply sql/schema, then sql/policies (re-applied when their rendered text changes)."""
@@ -33,9 +34,10 @@ def migrate(
     from qbctl.db import migrate as mig
 
     st = state(ctx, json)
-    st.on_interrupt = "the file being applied was rolled back; files applied before it stay applied"
+    st.on_interrupt = ("the file being applied was rolled back (one run statement by statement keeps the statements "
+                       "it committed: `qbctl db status`); files applied before it stay applied")
     options = mig.MigrateOptions(dry_run=dry_run, without_timescaledb=without_timescaledb,
-                                 accept_edited=accept_edited, wait=wait)
+                                 accept_edited=accept_edited, wait=wait, verbose=verbose or st.verbose)
     with st.out.progress("migrating") as events:
         result = mig.migrate(st.settings, options, events)
     finish(st, result, render.migrate)

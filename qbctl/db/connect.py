@@ -49,11 +49,13 @@ def auth_error(message: str) -> Unavailable:
                             "(deletes its data)")
 
 
-def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, timeout: float = 3):
+def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, timeout: float = 3,
+            prepared: bool = True):
     """A psycopg connection with the URL's credentials; retried while the server is starting.
 
     client_encoding is UTF8 whatever the database's encoding: on a SQL_ASCII database the
-    driver would otherwise hand back bytes where the catalog holds text.
+    driver would otherwise hand back bytes where the catalog holds text. `prepared=False` turns
+    off the driver's prepared statements (a session that runs DISCARD ALL drops them under it).
     """
     import psycopg
 
@@ -61,7 +63,8 @@ def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, time
     while True:
         try:
             return psycopg.connect(dsn(settings), connect_timeout=max(1, int(timeout)), autocommit=autocommit,
-                                   application_name="qbctl", client_encoding="UTF8")
+                                   application_name="qbctl", client_encoding="UTF8",
+                                   prepare_threshold=5 if prepared else None)
         except psycopg.Error as exc:
             text = " ".join(str(exc).split())
             if any(r in text for r in RETRYABLE) and time.monotonic() < deadline:
@@ -104,19 +107,29 @@ def killed_error(exc: Exception, doing: str) -> QbctlError | None:
                              "that fixes it (QBCTL_BUDGET_POSTGRES, POSTGRES_WORK_MEM, POSTGRES_MAX_CONNECTIONS)")
 
 
-def error_position(text: str, exc) -> tuple[int | None, str]:
-    """(line, 'SQLSTATE message') of a server error in `text`, from its character position."""
+def server_error(exc, text: str = "", line: int = 1) -> tuple[int | None, str, dict]:
+    """A server error as psql shows it: (line, 'SQLSTATE message' and its DETAIL/HINT/CONTEXT lines, fields).
+
+    `text` is the SQL that was sent, which starts at `line` of its file: the error's position in it,
+    when the server gives one (parse errors), makes the line exact; else it is the statement's line,
+    or None without a statement. fields: sqlstate, detail, server_hint, context, for --json.
+    """
     diag = getattr(exc, "diag", None)
     sqlstate = getattr(diag, "sqlstate", None) or "?????"
     message = (getattr(diag, "message_primary", None) or str(exc)).strip()
-    line = None
     pos = getattr(diag, "statement_position", None)
-    if pos:
-        line = text[: int(pos) - 1].count("\n") + 1
-    detail = getattr(diag, "message_detail", None)
-    hint = getattr(diag, "message_hint", None)
-    extra = "".join(f" ({x})" for x in (detail, hint) if x)
-    return line, f"{sqlstate} {message}{extra}"
+    at = None
+    if text:
+        at = line + (text[: int(pos) - 1].count("\n") if pos else 0)
+    fields = {"sqlstate": sqlstate}
+    lines = [f"{sqlstate} {message}"]
+    for label, key, attr in (("DETAIL", "detail", "message_detail"), ("HINT", "server_hint", "message_hint"),
+                             ("QUERY", "query", "internal_query"), ("CONTEXT", "context", "context")):
+        value = getattr(diag, attr, None)
+        if value:
+            fields[key] = value.strip()
+            lines.append(f"{label}: {value.strip()}")
+    return at, "\n".join(lines), fields
 
 
 def redis_client(settings: Settings, timeout: float = 2.0):

@@ -2,14 +2,20 @@
 
 sql/schema/*.sql are versioned migrations, applied once. sql/policies/*.sql are
 templates ({{SETTING}}) rendered from the settings and re-applied whenever their
-rendered text changes. A first-line comment `-- qbctl: requires timescaledb` marks a
-schema file that needs the extension; every policy file needs it.
+rendered text changes.
+
+Markers, read from a file's leading comment lines (before its first statement):
+`-- qbctl: requires timescaledb` (a schema file that needs the extension; every policy file
+does) and `-- qbctl: no-transaction` (run it statement by statement). goose's and dbmate's own
+markers mean what they mean there: `-- +goose NO TRANSACTION`, `-- migrate:up transaction:false`,
+and only the Up section of a file with `-- +goose Up` / `-- migrate:up` runs.
 """
 from __future__ import annotations
 
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from qbctl.config.settings import Settings
@@ -17,7 +23,13 @@ from qbctl.errors import ConfigError, UsageError
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Z0-9_]+)\s*\}\}")
 TEMPLATE_KEYS = ("DATA_RETENTION_DAYS", "LOG_RETENTION_DAYS", "COMPRESSION_AFTER_DAYS", "MAX_CANDLES_PER_SYMBOL")
-REQUIRES_TSDB = re.compile(r"^--\s*qbctl:\s*requires\s+timescaledb\s*$", re.M | re.I)
+REQUIRES_TSDB = re.compile(r"^--\s*qbctl:\s*requires\s+timescaledb\s*$", re.I)
+NO_TRANSACTION = re.compile(r"^--\s*qbctl:\s*no-transaction\s*$", re.I)
+# Other tools' markers, on a line of their own anywhere (that is how goose and dbmate read them).
+FOREIGN_NO_TRANSACTION = re.compile(r"^--\s*(?:\+goose\s+NO\s+TRANSACTION|migrate:up\b.*\btransaction:\s*false)\s*$",
+                                    re.I | re.M)
+UP = re.compile(r"^--\s*(?:\+goose\s+Up|migrate:up)\b", re.I)
+DOWN = re.compile(r"^--\s*(?:\+goose\s+Down|migrate:down)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -33,11 +45,64 @@ class SqlFile:
     def label(self) -> str:
         return f"sql/{'schema' if self.kind == 'schema' else 'policies'}/{self.name}"
 
+    @cached_property
+    def runnable(self) -> str:
+        """The text that runs: all of it, or the Up section of a goose or dbmate file (the other
+        lines blanked, so that line numbers stay the file's)."""
+        lines = self.text.split("\n")
+        if not any(UP.match(line) for line in lines):
+            return self.text
+        keep, out = False, []
+        for line in lines:
+            if UP.match(line):
+                keep = True
+            elif DOWN.match(line):
+                keep = False
+            out.append(line if keep else "")
+        return "\n".join(out)
+
+    @cached_property
+    def statements(self):
+        from qbctl.db.statements import split
+
+        return split(self.runnable)
+
+    @cached_property
+    def marked_no_transaction(self) -> str | None:
+        """The marker that asks for statement by statement, as written; None without one."""
+        for line in leading_comments(self.text):
+            if NO_TRANSACTION.match(line):
+                return line.strip()
+        m = FOREIGN_NO_TRANSACTION.search(self.text)
+        return m.group().strip() if m else None
+
+
+def leading_comments(text: str) -> list[str]:
+    """The comment lines before a file's first statement (blank lines skipped)."""
+    out = []
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if stripped.startswith("--"):
+            out.append(stripped)
+        elif stripped:
+            break
+    return out
+
 
 def normalise(raw: bytes) -> str:
     """BOM stripped, CRLF and CR read as LF: an editor's line endings do not change a checksum."""
     text = raw.decode("utf-8-sig")
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def not_utf8(label: str, path: Path, raw: bytes, exc: UnicodeDecodeError) -> ConfigError:
+    """One line: which file, which line and column, and how to convert it."""
+    line = raw.count(b"\n", 0, exc.start) + 1
+    column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+    return ConfigError(f"{label}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {column})",
+                       code="SQL_NOT_UTF8",
+                       hint=f"qbctl reads SQL files as UTF-8; convert this one, e.g. from Latin-1: "
+                            f"iconv -f latin1 -t utf8 {path} > {path}.utf8 && mv {path}.utf8 {path}")
 
 
 def checksum(text: str) -> str:
@@ -71,11 +136,15 @@ def load(settings: Settings) -> list[SqlFile]:
     for kind, sub in (("schema", "schema"), ("policy", "policies")):
         for path in sorted((folder / sub).glob("*.sql")):
             try:
-                text = normalise(path.read_bytes())
-            except (OSError, UnicodeDecodeError) as exc:
+                raw = path.read_bytes()
+            except OSError as exc:
                 raise ConfigError(f"cannot read {path}: {exc}") from None
+            try:
+                text = normalise(raw)
+            except UnicodeDecodeError as exc:
+                raise not_utf8(f"sql/{sub}/{path.name}", path, raw, exc) from None
             if kind == "policy":
                 text = render(text, settings, path)
-            needs = kind == "policy" or bool(REQUIRES_TSDB.search(text))
+            needs = kind == "policy" or any(REQUIRES_TSDB.match(line) for line in leading_comments(text))
             files.append(SqlFile(kind, path.name, path, text, checksum(text), needs))
     return files

@@ -71,7 +71,8 @@ class Connection:
             if status != PGRES_TUPLES_OK:
                 raise Failed(sql)
             fields = range(lib.PQnfields(res))
-            return [tuple(None if lib.PQgetisnull(res, r, c) else lib.PQgetvalue(res, r, c).decode()
+            # "replace": a SQL_ASCII database may hold bytes that are not UTF-8; text is text, never a crash
+            return [tuple(None if lib.PQgetisnull(res, r, c) else lib.PQgetvalue(res, r, c).decode("utf-8", "replace")
                           for c in fields) for r in range(lib.PQntuples(res))]
         finally:
             lib.PQclear(res)

@@ -3,6 +3,8 @@
 1-minute candles for N KRX symbols over D days of KRX sessions (09:00-15:30 KST, weekdays),
 a random walk rounded to KRX tick sizes; two indicators per candle (sma_20, rsi_14); a few
 orders and their trades per symbol and day; log lines. Re-seeding replaces earlier seed data.
+Then the continuous aggregates of market_data (the 5-minute, hourly and daily bars) are
+refreshed, outside a transaction, so that reading bars is a cheap query at once.
 """
 from __future__ import annotations
 
@@ -140,13 +142,36 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
             result.rows["orders"], result.rows["trades"] = _trades(cur, syms, minutes, rng)
             result.rows["system_logs"] = _logs(cur, minutes, rng)
         conn.commit()
+        conn.autocommit = True  # a refresh cannot run inside a transaction block
+        bars = _refresh_bars(conn, events)
     result.rows["market_data"] = md
     result.rows["technical_indicators"] = ind
+    result.rows.update(bars)
     result.market_data_rows_per_second = round(md / md_seconds) if md_seconds else 0.0
     if redis_keys:
         result.redis_keys = _redis(settings, latest)
     result.seconds = round(time.monotonic() - t0, 3)
     return result
+
+
+CAGGS_SQL = """
+SELECT view_name, format('%I.%I', view_schema, view_name) FROM timescaledb_information.continuous_aggregates
+WHERE hypertable_name = 'market_data' ORDER BY view_name
+"""
+
+
+def _refresh_bars(conn, events: Events) -> dict[str, int]:
+    """The continuous aggregates of market_data (sql/policies: 5-minute, hourly and daily bars) refreshed
+    over all of history, so that the seeded days are materialized; their rows."""
+    if not conn.execute("SELECT to_regclass('timescaledb_information.continuous_aggregates') IS NOT NULL"
+                        ).fetchone()[0]:
+        return {}
+    out = {}
+    for name, view in conn.execute(CAGGS_SQL).fetchall():
+        events(Event(Status.WORKING, f"refreshing {name}"))
+        conn.execute("CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", (view,))
+        out[name] = conn.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
+    return out
 
 
 def _clear(conn, syms: list[str]) -> None:

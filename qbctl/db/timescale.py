@@ -1,7 +1,13 @@
-"""Declared TimescaleDB state (read from the rendered sql/policies) against the database.
+"""Declared TimescaleDB state (read from the migration files) against the database, and the jobs.
 
-The declaration is read from the policy files themselves, so there is one source of
-truth: the SQL that migrate applies. `diff` is pure and tested without a database.
+The declaration is read from the files themselves, so there is one source of truth: the SQL
+that migrate applies. Schema files are replayed in order, then the rendered policy files: a
+hypertable, a continuous aggregate, a compression setting or a policy that one file adds and a
+later one removes or drops is not declared. `diff` is pure and tested without a database.
+
+A job is judged by what its statistics say (`job_state`): failed, paused, running, waiting for
+its next start, or not running at all: never run, or overdue, long after it was due (no
+scheduler for the database, or one that cannot start it: out of background workers).
 """
 from __future__ import annotations
 
@@ -14,44 +20,213 @@ from qbctl.db import files as sqlfiles
 from qbctl.errors import CheckFailed, QbctlError, TimescaleMissing
 from qbctl.result import Result
 
-HYPERTABLE = re.compile(r"create_hypertable\(\s*'([\w.]+)'\s*,\s*by_range\(\s*'(\w+)'\s*(?:,\s*INTERVAL\s*'([^']+)')?",
-                        re.I)
-COMPRESS = re.compile(r"ALTER\s+TABLE\s+([\w.]+)\s+SET\s*\((.*?timescaledb\.compress.*?)\)\s*;", re.I | re.S)
-SEGMENTBY = re.compile(r"compress_segmentby\s*=\s*'([^']*)'", re.I)
-ORDERBY = re.compile(r"compress_orderby\s*=\s*'([^']*)'", re.I)
-POLICY = re.compile(r"add_(compression|retention)_policy\(\s*'([\w.]+)'\s*,\s*(?:compress_after|drop_after)\s*=>\s*"
-                    r"INTERVAL\s*'([^']+)'", re.I)
-PROC = {"compression": "policy_compression", "retention": "policy_retention"}
+PROC = {"compression": "policy_compression", "retention": "policy_retention",
+        "refresh": "policy_refresh_continuous_aggregate"}
+KIND = {v: k for k, v in PROC.items()}
+JOB_GRACE_SECONDS = 60  # how long after it was due (or after the server or the last migrate) a job may wait
 
 
 @dataclass(frozen=True)
 class Declared:
     hypertables: dict[str, tuple[str, str | None]]  # table -> (time column, chunk interval)
-    compression: dict[str, tuple[str, str]]  # table -> (segmentby, orderby)
-    policies: dict[tuple[str, str], str]  # (kind, table) -> interval
+    compression: dict[str, tuple[str | None, str | None]]  # table or cagg -> (segmentby, orderby); None: any
+    policies: dict[tuple[str, str], str]  # (compression | retention, table or cagg) -> interval
+    caggs: dict[str, str] = field(default_factory=dict)  # continuous aggregate -> the hypertable it reads
+    refresh: dict[str, tuple[str | None, str | None, str | None]] = field(default_factory=dict)
+    # cagg -> (start_offset, end_offset, schedule_interval); None: NULL (unbounded), or not given for the schedule
+
+    @property
+    def count(self) -> int:
+        return (len(self.hypertables) + len(self.compression) + len(self.policies) + len(self.caggs)
+                + len(self.refresh))
+
+
+# --- reading the declaration ---------------------------------------------------------------------
+CALL = re.compile(r"\b(create_hypertable|set_chunk_time_interval|add_(?:compression|columnstore|retention)_policy|"
+                  r"remove_(?:compression|columnstore|retention)_policy|add_continuous_aggregate_policy|"
+                  r"remove_continuous_aggregate_policy)\s*\(", re.I)
+ALTER_SET = re.compile(r"^ALTER\s+(TABLE|MATERIALIZED\s+VIEW)\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(\S+)\s+SET\s*\(",
+                       re.I)
+CREATE_TABLE = re.compile(r"^CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\S+?)\s*\(", re.I)
+CREATE_CAGG = re.compile(r"^CREATE\s+MATERIALIZED\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?(\S+?)\s*(?:\(|WITH\b)", re.I)
+FROM = re.compile(r"\bFROM\s+([\w.\"]+)", re.I)
+DROP = re.compile(r"^DROP\s+(TABLE|MATERIALIZED\s+VIEW)\s+(?:IF\s+EXISTS\s+)?(.+?)(?:\s+(?:CASCADE|RESTRICT))?$",
+                  re.I | re.S)
+QUOTED = re.compile(r"^(?:INTERVAL\s*)?'((?:[^']|'')*)'(?:\s*::\s*\w+)?$", re.I)
+
+
+def _split_args(text: str, start: int) -> tuple[list[str], int]:
+    """The top-level, comma-separated arguments of the call whose '(' is at text[start - 1]."""
+    args, depth, i, begin, quote = [], 0, start, start, None
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            if depth == 0:
+                args.append(text[begin:i].strip())
+                return [a for a in args if a], i + 1
+            depth -= 1
+        elif c == "," and depth == 0:
+            args.append(text[begin:i].strip())
+            begin = i + 1
+        i += 1
+    args.append(text[begin:].strip())
+    return [a for a in args if a], len(text)
+
+
+def _inside(text: str, start: int) -> str:
+    """The text between the '(' at text[start - 1] and its closing parenthesis."""
+    return text[start:_split_args(text, start)[1] - 1]
+
+
+def _call_args(text: str, start: int) -> tuple[list[str], dict[str, str]]:
+    """(positional, named) arguments of a call; `name => value` is named."""
+    pos, named = [], {}
+    for a in _split_args(text, start)[0]:
+        m = re.match(r"^(\w+)\s*=>\s*(.+)$", a, re.S)
+        if m:
+            named[m.group(1).lower()] = m.group(2).strip()
+        else:
+            pos.append(a)
+    return pos, named
+
+
+def _value(raw: str | None) -> str | None:
+    """A literal as the text it holds: INTERVAL '1 day' and '1 day'::interval are '1 day'; NULL is None."""
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if raw.upper() == "NULL":
+        return None
+    m = QUOTED.match(raw)
+    return m.group(1).replace("''", "'") if m else raw
+
+
+def _name(raw: str | None) -> str:
+    """A relation named as a literal or an identifier, without its schema or quotes (as the views name it)."""
+    name = _value(raw) or ""
+    name = name.split(".")[-1].strip()
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+
+
+def _arg(pos: list[str], named: dict[str, str], index: int, *names: str) -> str | None:
+    for n in names:
+        if n in named:
+            return named[n]
+    return pos[index] if len(pos) > index else None
+
+
+def _options(body: str) -> dict[str, str | None]:
+    """`a.b = 'x', c` (the inside of WITH (...) or SET (...)) as {'b': 'x', 'c': None}, prefixes dropped."""
+    out = {}
+    for opt in _split_args(body + ")", 0)[0]:
+        key, _, value = opt.partition("=")
+        out[key.strip().lower().split(".")[-1]] = _value(value) if value.strip() else None
+    return out
+
+
+def _false(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("false", "off", "0", "no")
 
 
 def declared(files: list[sqlfiles.SqlFile]) -> Declared:
-    ht, comp, pol = {}, {}, {}
-    for f in files:
-        if f.kind != "policy":
-            continue
-        text = re.sub(r"--[^\n]*", "", f.text)  # comments do not declare anything
-        for table, column, interval in HYPERTABLE.findall(text):
-            ht[table] = (column, interval or None)
-        for table, options in COMPRESS.findall(text):
-            seg, order = SEGMENTBY.search(options), ORDERBY.search(options)
-            comp[table] = (seg.group(1) if seg else "", order.group(1) if order else "")
-        for kind, table, interval in POLICY.findall(text):
-            pol[(kind.lower(), table)] = interval
-    return Declared(ht, comp, pol)
+    d = Declared({}, {}, {})
+    for f in files:  # schema files, then policies: the order migrate applies them
+        for st in f.statements:
+            _declare(d, st.canonical)
+    return d
 
 
+def _declare(d: Declared, text: str) -> None:
+    """What one statement declares or takes back."""
+    m = DROP.match(text)
+    if m:
+        for name in (_name(n) for n in _split_args(m.group(2) + ")", 0)[0]):
+            _forget(d, name)
+        return
+    m = CREATE_CAGG.match(text)
+    if m and re.search(r"\b(?:timescaledb|tsdb)\s*\.\s*continuous\b", text, re.I):
+        flat = text[m.end():]
+        while True:  # parenthesised parts blanked: the FROM of EXTRACT(EPOCH FROM time) is not the source
+            blanked = re.sub(r"\([^()]*\)", "", flat)
+            if blanked == flat:
+                break
+            flat = blanked
+        source = FROM.search(flat)
+        d.caggs[_name(m.group(1))] = _name(source.group(1)) if source else ""
+    m = CREATE_TABLE.match(text)
+    if m:  # CREATE TABLE ... (columns) WITH (timescaledb.hypertable, timescaledb.partition_column = 'time')
+        after = _split_args(text, m.end())[1]
+        w = re.compile(r"\s*WITH\s*\(", re.I).match(text, after)
+        opts = _options(_inside(text, w.end())) if w else {}
+        column = opts.get("partition_column")
+        if "hypertable" in opts and not _false(opts["hypertable"]) and column:
+            d.hypertables[_name(m.group(1))] = (column, opts.get("chunk_interval"))
+    m = ALTER_SET.match(text)
+    if m:
+        opts = _options(_inside(text, m.end()))
+        on = next((k for k in ("compress", "enable_columnstore") if k in opts), None)
+        if on is not None:
+            table = _name(m.group(2))
+            if _false(opts[on]):
+                d.compression.pop(table, None)
+            else:
+                # Not given: not declared (TimescaleDB picks defaults from the indexes and group-by columns).
+                seg = opts.get("compress_segmentby", opts.get("segmentby"))
+                order = opts.get("compress_orderby", opts.get("orderby"))
+                d.compression[table] = (seg, order)
+    for call in CALL.finditer(text):
+        fn = call.group(1).lower()
+        pos, named = _call_args(text, call.end())
+        table = _name(_arg(pos, named, 0, "relation", "hypertable", "continuous_aggregate"))
+        if fn == "create_hypertable":
+            dim = _arg(pos, named, 1, "dimension", "time_column_name")
+            by_range = re.match(r"^by_range\s*\(", dim or "", re.I)
+            if by_range:
+                dpos, dnamed = _call_args(dim, by_range.end())
+                column = _value(_arg(dpos, dnamed, 0, "column_name"))
+                interval = _value(_arg(dpos, dnamed, 1, "partition_interval"))
+            else:
+                column = _value(dim)
+                interval = _value(_arg(pos, named, 4, "chunk_time_interval"))
+            if column:
+                d.hypertables[table] = (column, interval)
+        elif fn == "set_chunk_time_interval" and table in d.hypertables:
+            d.hypertables[table] = (d.hypertables[table][0], _value(_arg(pos, named, 1, "chunk_time_interval")))
+        elif fn.startswith("add_") and fn != "add_continuous_aggregate_policy":
+            kind = "retention" if "retention" in fn else "compression"
+            after = _arg(pos, named, 1, "compress_after", "drop_after", "after", "compress_created_before",
+                         "drop_created_before", "created_before")
+            d.policies[(kind, table)] = _value(after) or ""
+        elif fn.startswith("remove_") and fn != "remove_continuous_aggregate_policy":
+            d.policies.pop(("retention" if "retention" in fn else "compression", table), None)
+        elif fn == "add_continuous_aggregate_policy":
+            d.refresh[table] = (_value(_arg(pos, named, 1, "start_offset")), _value(_arg(pos, named, 2, "end_offset")),
+                                _value(_arg(pos, named, 3, "schedule_interval")))
+        elif fn == "remove_continuous_aggregate_policy":
+            d.refresh.pop(table, None)
+
+
+def _forget(d: Declared, name: str) -> None:
+    for mapping in (d.hypertables, d.compression, d.caggs, d.refresh):
+        mapping.pop(name, None)
+    for key in [k for k in d.policies if k[1] == name]:
+        d.policies.pop(key)
+
+
+# --- the database's side -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Actual:
     hypertables: dict[str, tuple[str, str]]
     compression: dict[str, tuple[str, str]]
-    jobs: list[dict]  # {job_id, kind, table, interval, scheduled, last_run_status, total_failures}
+    jobs: list[dict]  # see read_jobs
+    caggs: dict[str, str] = field(default_factory=dict)  # continuous aggregate -> its hypertable
 
 
 def _norm_list(text: str) -> str:
@@ -72,9 +247,13 @@ def _norm_order(text: str) -> str:
 @dataclass(frozen=True)
 class Drift:
     item: str
-    problem: str  # missing | different | extra | failed | paused
+    problem: str  # missing | different | extra | failed | paused | not running
     declared: str | None = None
     actual: str | None = None
+
+
+def _job_label(j: dict) -> str:
+    return f"job {j['job_id']} ({j['kind']}{' on ' + j['table'] if j['table'] else ''})"
 
 
 def diff(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
@@ -89,16 +268,25 @@ def diff(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
             out.append(Drift(f"hypertable {table}", "different", f"{column} / {interval}", f"{have[0]} / {have[1]}"))
     for table in actual.hypertables.keys() - decl.hypertables.keys():
         out.append(Drift(f"hypertable {table}", "extra", None, actual.hypertables[table][0]))
+    for view, source in decl.caggs.items():
+        have = actual.caggs.get(view)
+        if have is None:
+            out.append(Drift(f"continuous aggregate {view}", "missing", f"on {source}"))
+        elif source and have != source:
+            out.append(Drift(f"continuous aggregate {view}", "different", f"on {source}", f"on {have}"))
+    for view in actual.caggs.keys() - decl.caggs.keys():
+        out.append(Drift(f"continuous aggregate {view}", "extra", None, f"on {actual.caggs[view]}"))
     for table, (seg, order) in decl.compression.items():
         have = actual.compression.get(table)
+        shown = "on" if seg is None and order is None else f"segmentby {seg or ''}, orderby {order or ''}"
         if have is None:
-            out.append(Drift(f"compression {table}", "missing", f"segmentby {seg}, orderby {order}"))
-        elif _norm_list(have[0]) != _norm_list(seg) or _norm_order(have[1]) != _norm_order(order):
-            out.append(Drift(f"compression {table}", "different", f"segmentby {seg}, orderby {order}",
-                             f"segmentby {have[0]}, orderby {have[1]}"))
+            out.append(Drift(f"compression {table}", "missing", shown))
+        elif (seg is not None and _norm_list(have[0]) != _norm_list(seg)) or (
+                order is not None and _norm_order(have[1]) != _norm_order(order)):
+            out.append(Drift(f"compression {table}", "different", shown, f"segmentby {have[0]}, orderby {have[1]}"))
     for table in actual.compression.keys() - decl.compression.keys():
         out.append(Drift(f"compression {table}", "extra", None, f"segmentby {actual.compression[table][0]}"))
-    policy_jobs = [j for j in actual.jobs if j["kind"] in PROC]
+    policy_jobs = [j for j in actual.jobs if j["kind"] in ("compression", "retention")]
     for (kind, table), interval in decl.policies.items():
         jobs = [j for j in policy_jobs if j["kind"] == kind and j["table"] == table]
         name = f"{kind} policy {table}"
@@ -112,49 +300,174 @@ def diff(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
     for j in policy_jobs:
         if (j["kind"], j["table"]) not in decl.policies:
             out.append(Drift(f"{j['kind']} policy {j['table']} (job {j['job_id']})", "extra", None, j["interval"]))
+    refresh_jobs = [j for j in actual.jobs if j["kind"] == "refresh"]
+    for view, (start, end, every) in decl.refresh.items():
+        jobs = [j for j in refresh_jobs if j["table"] == view]
+        name = f"refresh policy {view}"
+        want = _refresh_text(start, end, every)
+        if not jobs:
+            out.append(Drift(name, "missing", want))
+            continue
+        for j in jobs[1:]:
+            out.append(Drift(f"{name} (job {j['job_id']})", "extra", want, j["interval"]))
+        j = jobs[0]
+        if not (same_interval(start, j["start_offset"]) and same_interval(end, j["end_offset"])
+                and (every is None or same_interval(every, j["schedule_interval"]))):
+            out.append(Drift(f"{name} (job {j['job_id']})", "different", want,
+                             _refresh_text(j["start_offset"], j["end_offset"], j["schedule_interval"])))
+    for j in refresh_jobs:
+        if j["table"] not in decl.refresh:
+            out.append(Drift(f"refresh policy {j['table']} (job {j['job_id']})", "extra", None, j["interval"]))
     for j in actual.jobs:
-        label = f"job {j['job_id']} ({j['kind']}{' on ' + j['table'] if j['table'] else ''})"
         if j.get("last_run_status") == "Failed":
-            out.append(Drift(label, "failed", None, f"{j['total_failures']} failures"))
-        if j["kind"] in PROC and not j["scheduled"]:
-            out.append(Drift(label, "paused", "scheduled", "paused"))
+            out.append(Drift(_job_label(j), "failed", None, j.get("why") or f"{j['total_failures']} failures"))
+        elif j["kind"] in PROC and j.get("problem") in ("paused", "not running"):
+            out.append(Drift(_job_label(j), j["problem"], "scheduled" if j["problem"] == "paused" else
+                             f"runs every {j.get('schedule_interval')}", j.get("why")))
     return out
+
+
+def _refresh_text(start, end, every) -> str:
+    return f"{start or 'NULL'} .. {end or 'NULL'}" + (f", every {every}" if every else "")
 
 
 JOBS_SQL = """
 SELECT j.job_id, j.proc_name, j.hypertable_name, j.scheduled,
-       COALESCE(j.config->>'compress_after', j.config->>'drop_after'),
-       s.last_run_status, COALESCE(s.total_failures, 0), s.last_run_started_at::text, s.next_start::text
+       COALESCE(j.config->>'compress_after', j.config->>'drop_after', j.config->>'compress_created_before',
+                j.config->>'drop_created_before'),
+       s.last_run_status, COALESCE(s.total_failures, 0), s.last_run_started_at::text, s.next_start::text,
+       j.schedule_interval::text, COALESCE(s.total_runs, 0), s.job_status,
+       j.config->>'start_offset', j.config->>'end_offset',
+       COALESCE(s.next_start > '-infinity' AND s.next_start < now() - make_interval(secs => %s), false),
+       (s.next_start IS NULL OR s.next_start <= now()),
+       CASE WHEN s.last_run_status = 'Failed' THEN
+         (SELECT e.err_message FROM timescaledb_information.job_errors e WHERE e.job_id = j.job_id
+          ORDER BY e.finish_time DESC NULLS LAST LIMIT 1) END
 FROM timescaledb_information.jobs j
 LEFT JOIN timescaledb_information.job_stats s USING (job_id)
 WHERE j.proc_name <> 'policy_telemetry'
 ORDER BY j.job_id
 """
+# Who runs jobs here: TimescaleDB's launcher, a scheduler per database, a worker per running job.
+SCHEDULER_SQL = r"""
+SELECT current_setting('timescaledb.max_background_workers', true), current_setting('max_worker_processes'),
+       count(*) FILTER (WHERE backend_type = 'TimescaleDB Background Worker Scheduler'
+                        AND datname = current_database()),
+       count(*) FILTER (WHERE starts_with(backend_type, 'TimescaleDB Background Worker') OR backend_type ~ '\[\d+\]$'),
+       greatest(pg_postmaster_start_time(),
+                min(backend_start) FILTER (WHERE backend_type = 'TimescaleDB Background Worker Scheduler'
+                                           AND datname = current_database()))
+         < now() - make_interval(secs => %s)
+FROM pg_stat_activity
+"""
+SETTLED_SQL = ("SELECT COALESCE(max(applied_at) < now() - make_interval(secs => %s), true) FROM qbctl.migrations"
+               " WHERE to_regclass('qbctl.migrations') IS NOT NULL")
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    workers: str | None  # timescaledb.max_background_workers
+    running: bool  # a scheduler runs for this database
+    busy: int  # TimescaleDB background workers in use on the server
+    settled: bool  # the server, the scheduler and the last migrate are older than JOB_GRACE_SECONDS
+    processes: str | None = None  # max_worker_processes: PostgreSQL's own limit, shared with parallel queries
+
+
+def read_scheduler(conn) -> Scheduler:
+    workers, processes, schedulers, busy, settled = conn.execute(SCHEDULER_SQL, (JOB_GRACE_SECONDS,)).fetchone()
+    if settled and conn.execute("SELECT to_regclass('qbctl.migrations') IS NOT NULL").fetchone()[0]:
+        settled = conn.execute(SETTLED_SQL, (JOB_GRACE_SECONDS,)).fetchone()[0]
+    return Scheduler(workers, bool(schedulers), int(busy or 0), bool(settled), processes)
+
+
+def _cannot_start(sched: Scheduler) -> str:
+    if not sched.running:
+        return (f"no TimescaleDB scheduler runs for this database (timescaledb.max_background_workers="
+                f"{sched.workers}): raise TIMESCALEDB_MAX_BACKGROUND_WORKERS")
+    return (f"the scheduler has not started it: out of background workers? {sched.busy} of "
+            f"timescaledb.max_background_workers={sched.workers} in use (the launcher, a scheduler per database, "
+            "a worker per running job); the server log says (`qbctl logs postgres`)")
+
+
+def job_state(j: dict, sched: Scheduler) -> tuple[str | None, str]:
+    """(problem or None, why) of one job: why it has or has not run."""
+    if not j["scheduled"]:
+        return "paused", "paused (scheduled = false): alter_job(..., scheduled => true) resumes it"
+    if j["job_status"] == "Running":
+        return None, f"running since {(j['last_run'] or '?')[:19]}"
+    if j["last_run_status"] == "Failed":
+        error = " ".join((j.get("error") or "").split())
+        if "failed to start a background worker" in error or "failed to start job" in error:
+            return "failed", (f"PostgreSQL could not start a worker for it: max_worker_processes={sched.processes} "
+                              f"leaves no room for timescaledb.max_background_workers={sched.workers} besides the "
+                              "server's other background workers; lower TIMESCALEDB_MAX_BACKGROUND_WORKERS or raise "
+                              "max_worker_processes")
+        return "failed", (f"its last run failed ({j['total_failures']} failures)"
+                          + (f": {error[:160]}" if error else ": timescaledb_information.job_errors"))
+    if j["total_runs"] == 0 and j["due"]:
+        if not sched.settled:
+            return None, "not run yet: due now"
+        return "not running", "never ran: " + _cannot_start(sched)
+    if j["overdue"] and sched.settled:
+        return "not running", f"overdue since {(j['next_start'] or '?')[:19]}: " + _cannot_start(sched)
+    return None, f"next run {(j['next_start'] or 'now')[:19]}"
+
+
+def read_jobs(conn, sched: Scheduler | None = None) -> list[dict]:
+    """Every job but telemetry, with text timestamps (a running job's next_start is -infinity) and
+    `problem` / `why` from job_state."""
+    sched = sched or read_scheduler(conn)
+    jobs = []
+    for r in conn.execute(JOBS_SQL, (JOB_GRACE_SECONDS,)):
+        kind = KIND.get(r[1], r[1])
+        interval = r[4] if kind != "refresh" else _refresh_text(r[12], r[13], None)
+        j = {"job_id": r[0], "kind": kind, "table": r[2], "scheduled": r[3], "interval": interval,
+             "last_run_status": r[5], "total_failures": r[6], "last_run": r[7], "next_start": r[8],
+             "schedule_interval": r[9], "total_runs": r[10], "job_status": r[11], "start_offset": r[12],
+             "end_offset": r[13], "overdue": r[14], "due": r[15], "error": r[16]}
+        j["problem"], j["why"] = job_state(j, sched)
+        if j["problem"] == "paused" and kind not in PROC:
+            j["problem"] = None  # a paused job of your own is your choice; a declared policy's is drift
+        jobs.append(j)
+    return jobs
+
+
+MATERIALIZED = ("SELECT materialization_hypertable_schema, materialization_hypertable_name, view_name,"
+                " hypertable_name FROM timescaledb_information.continuous_aggregates")
 
 
 def read_actual(conn) -> Actual:
+    caggs = conn.execute(MATERIALIZED).fetchall()
+    internal = {f"{s}.{n}": v for s, n, v, _ in caggs}  # a cagg's materialization hypertable -> the cagg
     ht = {r[0]: (r[1], r[2]) for r in conn.execute(
-        "SELECT hypertable_name, column_name, time_interval::text FROM timescaledb_information.dimensions"
-        " WHERE dimension_number = 1")}
-    comp = {r[0]: (r[1] or "", r[2] or "") for r in conn.execute(
-        "SELECT h.hypertable_name, s.segmentby, s.orderby FROM timescaledb_information.hypertables h"
-        " JOIN timescaledb_information.hypertable_compression_settings s"
-        " ON s.hypertable = format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass"
-        " WHERE h.compression_enabled")}
-    jobs = []
-    for r in conn.execute(JOBS_SQL):
-        kind = {v: k for k, v in PROC.items()}.get(r[1], r[1])
-        jobs.append({"job_id": r[0], "kind": kind, "table": r[2], "scheduled": r[3], "interval": r[4],
-                     "last_run_status": r[5], "total_failures": r[6],
-                     "last_run": r[7], "next_start": r[8]})  # text: a running job's next_start is -infinity
-    return Actual(ht, comp, jobs)
+        "SELECT d.hypertable_name, d.column_name, COALESCE(d.time_interval::text, d.integer_interval::text)"
+        " FROM timescaledb_information.dimensions d JOIN timescaledb_information.hypertables h"
+        " USING (hypertable_schema, hypertable_name) WHERE d.dimension_number = 1")}
+    comp = {}
+    for name, seg, order in conn.execute(
+            "SELECT s.hypertable::text, s.segmentby, s.orderby"
+            " FROM timescaledb_information.hypertable_compression_settings s"
+            " LEFT JOIN timescaledb_information.hypertables h"
+            "   ON s.hypertable = format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass"
+            " WHERE h.compression_enabled OR h.hypertable_name IS NULL"):
+        # a cagg's compression is listed under its materialization hypertable
+        comp[internal.get(name, name.split(".")[-1].strip('"'))] = (seg or "", order or "")
+    enabled = {r[0] for r in conn.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates"
+                                          " WHERE compression_enabled")}
+    comp = {k: v for k, v in comp.items() if k in ht or k in enabled}
+    return Actual(ht, comp, read_jobs(conn), {v: source for _, _, v, source in caggs})
 
 
 def interval_comparer(conn):
+    import psycopg
+
     def same(a: str | None, b: str | None) -> bool:
         if a is None or b is None:
             return a == b
-        return bool(conn.execute("SELECT %s::interval = %s::interval", (a, b)).fetchone()[0])
+        try:
+            return bool(conn.execute("SELECT %s::interval = %s::interval", (a, b)).fetchone()[0])
+        except psycopg.Error:  # an integer time column's offsets are numbers
+            return a.strip() == b.strip()
     return same
 
 
@@ -168,7 +481,6 @@ class VerifyResult(Result):
     error: QbctlError | None = None
 
 
-
 def verify(settings: Settings) -> VerifyResult:
     from qbctl.db.migrate import read_state
 
@@ -179,10 +491,10 @@ def verify(settings: Settings) -> VerifyResult:
             raise TimescaleMissing(f"the timescaledb extension is not installed in {settings.pg.masked()}",
                                    hint="`qbctl db migrate` creates it (on a server that provides it)")
         drift = diff(decl, read_actual(conn), interval_comparer(conn))
-    checked = len(decl.hypertables) + len(decl.compression) + len(decl.policies)
-    result = VerifyResult(settings.pg.masked(), version, [asdict(d) for d in drift], checked, not drift)
+    result = VerifyResult(settings.pg.masked(), version, [asdict(d) for d in drift], decl.count, not drift)
     if drift:
-        result.fail(CheckFailed(f"{len(drift)} difference(s) between sql/policies and the database", code="DRIFT",
+        result.fail(CheckFailed(f"{len(drift)} difference(s) between sql/ and the database", code="DRIFT",
                                 hint="`qbctl db migrate` re-applies the policies; a failed job's error is in "
-                                     "timescaledb_information.job_errors"))
+                                     "timescaledb_information.job_errors; a job that does not run: see the why "
+                                     "column of `qbctl db status`"))
     return result

@@ -34,7 +34,15 @@ def pg_plain_server():
     yield from _server(False)
 
 
-def _server(timescaledb: bool):
+@pytest.fixture(scope="session")
+def pg_scheduler_server():
+    """A PostgreSQL 15 server with TimescaleDB's scheduler on: policies run by themselves, as in production."""
+    if not TSDB_LIB.exists():
+        pytest.skip(f"TimescaleDB is not installed for PostgreSQL 15 ({TSDB_LIB} is missing)")
+    yield from _server(True, workers=8)
+
+
+def _server(timescaledb: bool, workers: int = 0):
     if not (PG_BIN / "postgres").exists():
         missing(f"PostgreSQL 15 server binaries not found in {PG_BIN}")
     folder = Path(tempfile.mkdtemp(prefix="qbctl-pg-"))
@@ -49,9 +57,11 @@ def _server(timescaledb: bool):
     opts = ["-c", f"port={port}", "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={folder}",
             "-c", "fsync=off", "-c", "max_connections=60", "-c", "timescaledb.telemetry_level=off"]
     if timescaledb:
-        # No background scheduler: tests run each job explicitly (CALL run_job), so nothing
-        # runs behind their back and every result is deterministic.
-        opts += ["-c", "shared_preload_libraries=timescaledb", "-c", "timescaledb.max_background_workers=0"]
+        # workers=0, no background scheduler: tests run each job explicitly (CALL run_job), so nothing
+        # runs behind their back and every result is deterministic. With workers, the scheduler runs
+        # jobs as it does in production (a launcher, a scheduler per database, a worker per job).
+        opts += ["-c", "shared_preload_libraries=timescaledb", "-c", f"timescaledb.max_background_workers={workers}",
+                 "-c", f"max_worker_processes={max(8, workers * 2)}"]
     proc = subprocess.Popen(_as_postgres([str(PG_BIN / "postgres"), "-D", str(data), *opts]),
                             stdout=subprocess.DEVNULL, stderr=open(folder / "log", "wb"))
     import psycopg
@@ -66,7 +76,7 @@ def _server(timescaledb: bool):
     else:
         proc.kill()
         pytest.fail("PostgreSQL did not start: " + (folder / "log").read_text()[-2000:])
-    yield {"port": port, "url": url, "timescaledb": timescaledb}
+    yield {"port": port, "url": url, "timescaledb": timescaledb, "workers": workers, "log": folder / "log"}
     proc.terminate()
     proc.wait(timeout=30)
     shutil.rmtree(folder, ignore_errors=True)
@@ -101,6 +111,12 @@ def secret_database(database, pg_server):
 def database(pg_server):
     """A fresh, empty database on the session's server; its DATABASE_URL."""
     yield from _database(pg_server)
+
+
+@pytest.fixture
+def scheduler_database(pg_scheduler_server):
+    """A fresh database on the server whose TimescaleDB scheduler runs jobs."""
+    yield from _database(pg_scheduler_server)
 
 
 @pytest.fixture

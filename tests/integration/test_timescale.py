@@ -33,25 +33,34 @@ def test_hypertables_and_policies_as_declared(database, project):
                    "strategy_performance": False}
     assert seg["market_data"] == "symbol,timeframe" and seg["trades"] == "symbol"
     assert [(t, i) for _, t, i in jobs(database, "policy_retention")] == [
-        ("market_data", "365 days"), ("system_logs", "30 days"), ("technical_indicators", "365 days")]
-    assert {i for _, _, i in jobs(database, "policy_compression")} == {"7 days"}
+        ("market_data", "365 days"), ("market_data_1d", "3650 days"), ("market_data_1h", "1095 days"),
+        ("market_data_5m", "365 days"), ("system_logs", "30 days"), ("technical_indicators", "365 days")]
+    assert {t: i for _, t, i in jobs(database, "policy_compression")} == {
+        "market_data": "7 days", "technical_indicators": "7 days", "trades": "7 days", "system_logs": "7 days",
+        "market_data_5m": "30 days", "market_data_1h": "30 days", "market_data_1d": "30 days"}
     ok = verify(database, project)
     assert ok.returncode == 0, ok.stdout
-    assert json.loads(ok.stdout)["checked"] == 5 + 4 + 7
+    # hypertables 5, compression 4 + 3 caggs, policies 7 + 6 on caggs, caggs 3, refresh policies 3
+    assert json.loads(ok.stdout)["checked"] == 5 + 7 + 13 + 3 + 3
 
 
 def test_a_changed_setting_converges_to_exactly_one_job(database, project):
     assert migrate(database, project).returncode == 0
     proc = migrate(database, project, DATA_RETENTION_DAYS="400")
     assert proc.returncode == 0
-    assert [a["file"] for a in json.loads(proc.stdout)["applied"]] == ["sql/policies/030_retention.sql"]
+    assert [a["file"] for a in json.loads(proc.stdout)["applied"]] == [
+        "sql/policies/030_retention.sql", "sql/policies/040_continuous_aggregates.sql"]  # the 5-minute bars' too
     retention = jobs(database, "policy_retention")
-    assert [(t, i) for _, t, i in retention if t == "market_data"] == [("market_data", "400 days")]
+    assert [(t, i) for _, t, i in retention if t in ("market_data", "market_data_5m")] == [
+        ("market_data", "400 days"), ("market_data_5m", "400 days")]
     assert verify(database, project, DATA_RETENTION_DAYS="400").returncode == 0
     stale = verify(database, project)  # the default (365) is no longer what the database has
     assert stale.returncode == 1
     drift = json.loads(stale.stdout)["drift"]
-    assert {(d["problem"], d["declared"], d["actual"]) for d in drift} == {("different", "365 days", "400 days")}
+    assert {(d["item"].split(" (")[0], d["problem"], d["declared"], d["actual"]) for d in drift} == {
+        ("retention policy market_data", "different", "365 days", "400 days"),
+        ("retention policy technical_indicators", "different", "365 days", "400 days"),
+        ("retention policy market_data_5m", "different", "365 days", "400 days")}
 
 
 def test_verify_catches_a_removed_policy_and_a_changed_chunk_interval(database, project):

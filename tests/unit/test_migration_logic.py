@@ -56,9 +56,9 @@ def test_diff_reports_missing_different_extra_failed_and_paused():
         {"md": ("time", "1 day"), "other": ("ts", "1 day")},
         {"md": ('symbol', '"time" DESC')},
         [{"job_id": 1, "kind": "retention", "table": "md", "interval": "400 days", "scheduled": True,
-          "last_run_status": "Failed", "total_failures": 2},
+          "last_run_status": "Failed", "total_failures": 2, "problem": "failed"},
          {"job_id": 2, "kind": "retention", "table": "md", "interval": "365 days", "scheduled": False,
-          "last_run_status": None, "total_failures": 0}])
+          "last_run_status": None, "total_failures": 0, "problem": "paused"}])
     same = lambda a, b: a == b  # noqa: E731
     got = {(d.item, d.problem) for d in timescale.diff(decl, actual, same)}
     assert got == {("hypertable other", "extra"), ("retention policy md (job 2)", "extra"),

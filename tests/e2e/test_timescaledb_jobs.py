@@ -1,0 +1,59 @@
+"""The default stack on the engine, with TimescaleDB in the image: migrate, the QB bars (continuous
+aggregates), and the policy jobs run by TimescaleDB's own scheduler, not by a test calling run_job."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import psycopg
+import pytest
+
+from tests.helpers import ROOT, qbctl
+
+pytestmark = pytest.mark.docker
+
+
+def _url(env) -> str:
+    return env["DATABASE_URL"].replace("localhost", "127.0.0.1")
+
+
+def test_the_stack_migrates_the_bars_and_its_scheduler_runs_the_policies(project_env, tmp_path):
+    # 4: the launcher, the database's scheduler and two jobs at a time; the others wait their turn. More, and
+    # PostgreSQL's own max_worker_processes (8, shared with its other background workers) refuses some of the
+    # 16 jobs that all start after the migrate: "failed to start a background worker", recorded as failed runs.
+    env = {**project_env, "TIMESCALEDB_MAX_BACKGROUND_WORKERS": "4"}
+    shutil.copytree(ROOT / "sql", tmp_path / "sql")
+    up = qbctl("up", "--no-ui", env=env, cwd=tmp_path)
+    assert up.returncode == 0, up.stdout + up.stderr
+    migrate = qbctl("db", "migrate", "--json", env=env, cwd=tmp_path)
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    result = json.loads(migrate.stdout)
+    if not result["timescaledb"]:
+        pytest.skip("the postgres stand-in image carries no TimescaleDB (the host has none to copy)")
+    assert "sql/policies/040_continuous_aggregates.sql" in [a["file"] for a in result["applied"]]
+    with psycopg.connect(_url(env), autocommit=True) as conn:
+        caggs = {r[0] for r in conn.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates")}
+        assert caggs == {"market_data_5m", "market_data_1h", "market_data_1d"}
+        deadline = time.monotonic() + 60
+        while True:
+            runs = dict(conn.execute(
+                "SELECT j.proc_name || ' ' || j.hypertable_name, COALESCE(s.total_runs, 0)"
+                " FROM timescaledb_information.jobs j LEFT JOIN timescaledb_information.job_stats s USING (job_id)"
+                " WHERE j.job_id >= 1000").fetchall())
+            if all(runs.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert len(runs) == 16 and all(runs.values()), runs  # every policy ran once, started by the scheduler
+    assert runs["policy_refresh_continuous_aggregate market_data_5m"] >= 1
+    verify = qbctl("db", "verify", "--json", env=env, cwd=tmp_path)
+    assert verify.returncode == 0, verify.stdout
+    assert json.loads(verify.stdout)["checked"] == 31
+    seed = qbctl("db", "seed", "--symbols", "2", "--days", "5", "--no-redis", "--json", env=env, cwd=tmp_path)
+    assert seed.returncode == 0, seed.stdout + seed.stderr
+    assert json.loads(seed.stdout)["rows"]["market_data_1d"] > 0
+    health = qbctl("health", "--json", env=env, cwd=tmp_path)
+    checks = {c["name"]: c for c in json.loads(health.stdout)["checks"]}
+    assert checks["timescaledb jobs"]["ok"] and checks["migrations"]["ok"], checks
+    status = qbctl("db", "status", env=env, cwd=tmp_path)
+    assert status.returncode == 0 and "next run" in status.stdout and "market_data_1d" in status.stdout
