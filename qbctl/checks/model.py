@@ -97,7 +97,8 @@ def postgres(v: PgValues, source: str = "settings") -> Prediction:
     vacuum_text = (f"maintenance_work_mem {_mb(vacuum_limit)}" if v.largest_table_pages is None else
                    f"dead-tuple array {_mb(vacuum_mem)} for the largest table's {v.largest_table_pages} pages, "
                    f"at most maintenance_work_mem {_mb(vacuum_limit)}")
-    jobs = max(0, v.tsdb_background_workers - v.schedulers) if v.tsdb_background_workers else 0
+    # TimescaleDB's workers: its launcher, a scheduler per database with the extension, and the jobs.
+    jobs = max(0, v.tsdb_background_workers - 1 - v.schedulers) if v.tsdb_background_workers else 0
     if v.shared_allocated:
         shared = Term("shared memory", v.shared_allocated, "pg_shmem_allocations of the running server: "
                       f"shared_buffers {_mb(v.shared_buffers)} and WAL buffers {_mb(v.wal_buffers)} included")
@@ -105,7 +106,7 @@ def postgres(v: PgValues, source: str = "settings") -> Prediction:
         shared = Term("shared memory", v.shared_buffers + v.wal_buffers + SHARED_OTHER,
                       f"shared_buffers {_mb(v.shared_buffers)} + wal_buffers {_mb(v.wal_buffers)} + locks and "
                       f"other {_mb(SHARED_OTHER)}")
-    server = SERVER_PROCESSES + (v.schedulers if v.tsdb_background_workers else 0)
+    server = SERVER_PROCESSES + (v.schedulers if v.tsdb_background_workers else 0)  # (the launcher is one of 7)
     per_session = (f"backend {_mb(v.backend)} + work_mem {_mb(v.work_mem)} (a hash may take "
                    f"x{v.hash_mem_multiplier:g})")
     terms = (
@@ -118,7 +119,8 @@ def postgres(v: PgValues, source: str = "settings") -> Prediction:
         Term("autovacuum", v.autovacuum_max_workers * (PROCESS_BASE + vacuum_mem),
              f"{v.autovacuum_max_workers} x (process {_mb(PROCESS_BASE)} + {vacuum_text})"),
         Term("TimescaleDB jobs", jobs * session,
-             f"max_background_workers {v.tsdb_background_workers} - {v.schedulers} scheduler = {jobs} x a session"
+             f"max_background_workers {v.tsdb_background_workers} - the launcher - {v.schedulers} scheduler = {jobs} "
+             "x a session"
              if v.tsdb_background_workers else "no TimescaleDB"),
         Term("temp_buffers", 0, f"{_mb(v.temp_buffers)} x sessions that use temporary tables: none in the backend"),
     )

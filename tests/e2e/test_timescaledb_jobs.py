@@ -19,10 +19,9 @@ def _url(env) -> str:
 
 
 def test_the_stack_migrates_the_bars_and_its_scheduler_runs_the_policies(project_env, tmp_path):
-    # 4: the launcher, the database's scheduler and two jobs at a time; the others wait their turn. More, and
-    # PostgreSQL's own max_worker_processes (8, shared with its other background workers) refuses some of the
-    # 16 jobs that all start after the migrate: "failed to start a background worker", recorded as failed runs.
-    env = {**project_env, "TIMESCALEDB_MAX_BACKGROUND_WORKERS": "4"}
+    # The defaults: 4 TimescaleDB workers (the launcher, the database's scheduler and two jobs at a time; the
+    # others wait their turn), and max_worker_processes made to hold them (so PostgreSQL never refuses one).
+    env = dict(project_env)
     shutil.copytree(ROOT / "sql", tmp_path / "sql")
     up = qbctl("up", "--no-ui", env=env, cwd=tmp_path)
     assert up.returncode == 0, up.stdout + up.stderr

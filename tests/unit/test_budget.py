@@ -29,11 +29,11 @@ def test_defaults_fit_and_explain_every_term():
     assert r.ok and r.budget_mb == 1024
     pg = r.items[0]
     # 139 shared (128 + 4 WAL + 7) + 8 x 0.75 server + 7 x (5 + 4) sessions + 2 x (0.75 + 16) autovacuum
-    # + (3 - 1) x 9 TimescaleDB jobs = 259.5, under 270 (90% of 300: the page-cache reserve)
+    # + (4 - 2) x 9 TimescaleDB jobs = 259.5, under 270 (90% of 300: the page-cache reserve)
     assert pg.configured_mb == 259.5
     for text in ("shared_buffers 128MB", "wal_buffers 4MB", "max_connections 10 - superuser_reserved 3 = 7",
                  "work_mem 4MB", "parallel workers 0", "2 x (process 0.75MB + maintenance_work_mem 16MB)",
-                 "max_background_workers 3 - 1 scheduler = 2", "temp_buffers 0", "fits when at most 270MB"):
+                 "max_background_workers 4 - the launcher - 1 scheduler = 2", "temp_buffers 0", "fits when at most 270MB"):
         assert text in pg.derivation, text
     rd = r.items[1]
     assert rd.configured_mb == 128 and "maxmemory 100MB x fragmentation 1.15" in rd.derivation
