@@ -23,11 +23,12 @@ LOGGED = (Status.WAITING, Status.DONE, Status.FAILED, Status.INFO)  # kept as li
 
 class Output:
     def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None,
-                 environ: dict | None = None) -> None:
+                 environ: dict | None = None, width: int | None = None) -> None:
         self.json = False
         self.secrets: list[str] = []
         self._stdout, self._stderr = stdout, stderr
         self._environ = os.environ if environ is None else environ
+        self._width = width  # the terminal's width; None: ask the terminal (rich does)
         self._console = None
         self._err = None
 
@@ -64,7 +65,7 @@ class Output:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(file=self.stdout, highlight=False, soft_wrap=False)
+            self._console = Console(file=self.stdout, highlight=False, soft_wrap=False, width=self._width)
         return self._console
 
     @property
@@ -87,6 +88,19 @@ class Output:
     def line(self, text: str = "") -> None:
         """A plain line on stdout, never interpreted as markup."""
         self.stdout.write(self.mask(text).rstrip() + "\n")
+
+    def wrapped(self, text: str, indent: str = "") -> None:
+        """A long line of words on stdout: on a terminal wrapped between words to its width (the terminal
+        would break a word in two), continued under `indent`; one line in a log or a pipe."""
+        if not self.rich:
+            self.line(indent + text)
+            return
+        import textwrap
+
+        for line in textwrap.wrap(self.mask(text), width=max(20, self.console.width - 1), initial_indent=indent,
+                                  subsequent_indent=indent + "  ", break_long_words=False,
+                                  break_on_hyphens=False) or [indent]:
+            self.stdout.write(line.rstrip() + "\n")
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         """A table on stdout. Nothing a user needs is cut: when the columns do not fit the

@@ -36,6 +36,14 @@ def up(out: Output, result) -> None:
                 out.line(line)
     if result.ok:
         out.line(f"stack {result.project} ready in {result.timings['ready']:.2f}s")
+    where = {"DATABASE_URL": "DATABASE_URL", "REDIS_URL": "REDIS_URL", "adminer": "Adminer",
+             "redis-commander": "Redis Commander"}
+    for key, url in result.urls.items():
+        out.line(f"  {where.get(key, key):<16} {url}")
+    if "adminer" in result.urls:
+        out.line(f"  {'':<16} (log in with the password of DATABASE_URL)")
+    if result.next:
+        out.wrapped("next: " + ", ".join(f"`{c}`" for c in result.next))
 
 
 def down(out: Output, result) -> None:
@@ -61,6 +69,7 @@ def status(out: Output, result) -> None:
     out.table(("service", "state", "health", "ports", "image", "memory"), rows)
     for e in result.external:
         out.line(f"{e['service']}: external ({e['reason']})")
+    out.wrapped(f"project {result.project}: {result.project_source}")
 
 
 def migrate(out: Output, result) -> None:
@@ -111,7 +120,7 @@ def verify(out: Output, result) -> None:
 def health(out: Output, result) -> None:
     out.table(("check", "ok", "detail"), [(c.name, "ok" if c.ok else "FAIL", c.detail) for c in result.checks])
     if result.ok:
-        out.line(f"healthy ({result.seconds:.2f}s)")
+        out.line(f"project {result.project}: healthy ({result.seconds:.2f}s)")
 
 
 def _bar(used: float | None, limit: float | None, share: float, width: int = 24) -> str:
@@ -139,7 +148,7 @@ def budget(out: Output, result) -> None:
                 f"{i.measured_mb:g}MB" if i.measured_mb is not None else "-",
                 _bar(i.measured_mb, i.configured_mb, i.budget_mb), "ok" if i.ok else "OVER") for i in prod])
     for i in prod:
-        out.line(f"  {i.name}: {i.derivation}")
+        out.wrapped(f"{i.name}: {i.derivation}", indent="  ")
     out.table(("redis keys", "share", "measured", "", "ok"),
               [(f.name, f"{f.budget_mb:g}MB" if f.budget_mb else "(market)",
                 f"{f.measured_mb:g}MB" if f.measured_mb is not None else "-",
@@ -176,7 +185,9 @@ def env_check(out: Output, result) -> None:
 
 def config(out: Output, result) -> None:
     out.table(("setting", "value", "source"), [(r["key"], r["value"], r["source"]) for r in result.settings])
-    out.line(f"project {result.project}, env file {result.env_file or '(none)'}, root {result.root}")
+    out.wrapped(f"project {result.project}: {result.project_source}")
+    out.wrapped(f"env file {result.env_file or '(none: every default applies)'}")
+    out.wrapped(f"schema {result.schema}")
 
 
 def compose(out: Output, result) -> None:

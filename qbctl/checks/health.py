@@ -125,7 +125,7 @@ def check_postgres(settings: Settings, timeout: float) -> list[Check]:
 def check_redis(settings: Settings, timeout: float) -> list[Check]:
     import redis as redis_lib
 
-    from qbctl.db.connect import redis_client
+    from qbctl.db.connect import redis_client, redis_error
 
     client = redis_client(settings, timeout)
     try:
@@ -150,7 +150,9 @@ def check_redis(settings: Settings, timeout: float) -> list[Check]:
                             f"{cap}: " + ", ".join(long_lists[:5])) if long_lists else f"none over {cap}",
                             data={"over": long_lists}))
         return checks
-    except (redis_lib.RedisError, OSError) as exc:
+    except (redis_lib.ConnectionError, redis_lib.TimeoutError, OSError) as exc:
+        return [Check("redis", False, redis_error(exc, settings))]
+    except redis_lib.RedisError as exc:
         return [Check("redis", False, str(exc)[:200])]
     finally:
         client.close()
@@ -201,8 +203,10 @@ def check(settings: Settings, options: HealthOptions = HealthOptions()) -> Healt
 def run(settings: Settings, timeout: float = CHECK_TIMEOUT) -> HealthResult:
     t0 = time.monotonic()
     # One after the other, the three drivers import faster than in four threads fighting for the GIL.
+    # The checks' deadline starts after the imports: they are not the servers' time to answer.
     for driver in ("docker", "psycopg", "redis"):
         importlib.import_module(driver)
+    started = time.monotonic()
 
     results: dict[str, list[Check]] = {}
 
@@ -215,7 +219,7 @@ def run(settings: Settings, timeout: float = CHECK_TIMEOUT) -> HealthResult:
     threads = [threading.Thread(target=worker, args=c, daemon=True) for c in CHECKS]
     for t in threads:
         t.start()
-    deadline = t0 + timeout + 0.3
+    deadline = started + timeout + 0.3
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
     checks = []

@@ -50,6 +50,7 @@ def status_cmd(ctx: typer.Context, json: bool = JSON_OPTION,
     from qbctl.db import status as dbstatus
 
     st = state(ctx, json)
+    st.on_interrupt = "nothing was changed"
     finish(st, dbstatus.status(st.settings, exit_code), render.db_status)
 
 
@@ -60,6 +61,7 @@ def verify(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     from qbctl.db import timescale
 
     st = state(ctx, json)
+    st.on_interrupt = "nothing was changed"
     finish(st, timescale.verify(st.settings), render.verify)
 
 
@@ -83,8 +85,10 @@ def reset_cmd(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y",
 @db_app.command()
 def seed(
     ctx: typer.Context,
-    symbols: int = typer.Option(10, "--symbols", min=1, max=2500, help="How many KRX symbols."),
-    days: int = typer.Option(30, "--days", min=1, max=3650, help="How many days of 1-minute candles."),
+    symbols: int = typer.Option(10, "--symbols", min=1, max=2500, metavar="N",
+                                 help="How many KRX symbols."),
+    days: int = typer.Option(30, "--days", min=1, max=3650, metavar="DAYS",
+                              help="How many days of 1-minute candles."),
     redis_keys: bool = typer.Option(True, "--redis/--no-redis", help="Also fill the backend's Redis keys."),
     json: bool = JSON_OPTION,
 ) -> None:

@@ -29,7 +29,7 @@ def health(
     st = state(ctx, json)
     st.on_interrupt = "stopped checking; nothing was changed"
     options = health_mod.HealthOptions(check_timeout=check_timeout, wait=wait, timeout=timeout)
-    finish(st, health_mod.check(st.settings, options), render.health)
+    finish(st, health_mod.check(st.read_settings(), options), render.health)
 
 
 def budget(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
@@ -38,4 +38,5 @@ def budget(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     from qbctl.checks import budget as budget_mod
 
     st = state(ctx, json)
-    finish(st, budget_mod.measure(st.settings), render.budget)
+    st.on_interrupt = "nothing was changed"
+    finish(st, budget_mod.measure(st.read_settings()), render.budget)

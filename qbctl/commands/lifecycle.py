@@ -36,8 +36,7 @@ def up(
 
     st = state(ctx, json)
     settings = st.settings
-    st.on_interrupt = ("what was started keeps running and nothing was removed; `qbctl up` finishes the job, "
-                       "`qbctl down` undoes it")
+    st.on_interrupt = "nothing was created or changed"  # once containers change, up says what it left
     options = lifecycle.UpOptions(services=tuple(services or ()), no_ui=no_ui, timeout=timeout)
     with st.out.progress("starting the stack") as events:
         result = lifecycle.up(settings, options, events)
@@ -64,6 +63,7 @@ def reset(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", hel
 
     st = state(ctx, json)
     settings = st.settings
+    lifecycle.require_project(settings, "nothing was removed")
     confirm(st, yes, f"This deletes every container and volume of project {settings.project!r}, with their data.")
     st.on_interrupt = "the reset may be half done; `qbctl reset --yes` again finishes it"
     with st.out.progress("removing the stack") as events:
@@ -77,7 +77,8 @@ def status(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     from qbctl.stack import lifecycle
 
     st = state(ctx, json)
-    finish(st, lifecycle.status(st.settings), render.status)
+    st.on_interrupt = "nothing was changed"
+    finish(st, lifecycle.status(st.read_settings()), render.status)
 
 
 def logs(
@@ -85,7 +86,8 @@ def logs(
     service: str = typer.Argument(..., help="postgres, redis, adminer or redis-commander",
                                   autocompletion=_complete_service),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
-    tail: Optional[int] = typer.Option(None, "--tail", "-n", min=0, help="Only the last N lines."),
+    tail: Optional[int] = typer.Option(None, "--tail", "-n", min=0, metavar="N",
+                                        help="Only the last N lines."),
 ) -> None:
     """Print a service's log."""
     from qbctl import render
@@ -93,4 +95,4 @@ def logs(
 
     st = state(ctx)
     st.on_interrupt = "stopped following the log; the service keeps running"
-    render.stream(st.out, logs_mod.stream(st.settings, service, follow, tail), flush_each=follow)
+    render.stream(st.out, logs_mod.stream(st.read_settings(), service, follow, tail), flush_each=follow)

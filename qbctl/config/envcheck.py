@@ -20,12 +20,13 @@ class EnvCheckResult(Result):
     error: QbctlError | None = None
 
 
-def check(env_file: Path | None, root: Path, cwd: Path) -> EnvCheckResult:
-    """Bad values, unknown keys (with the setting each was probably meant to be) in the env file.
+def check(env_file: Path | None, root: Path) -> EnvCheckResult:
+    """Bad values, unknown keys (with the setting each was probably meant to be) in the env file
+    (`env_file`, else the project folder's .env).
 
     No env file is no error: every default applies, as `qbctl up` in a fresh clone does.
     """
-    path = env_file or cwd / ".env"
+    path = env_file or root / ".env"
     example = root / ".env.example"
     expected = set(read_env_file(example)) if example.exists() else set()
     if not path.exists():

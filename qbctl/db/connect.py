@@ -78,6 +78,10 @@ def psycopg_rows(conn) -> Rows:
 def _unreachable(settings: Settings, text: str) -> QbctlError:
     where = settings.pg.masked()
     reason = text.split("FATAL:")[-1].strip()[:300]
+    if "Connection refused" in text:  # libpq's two lines of it, for each address it tried
+        reason = "connection refused"
+    elif "timeout expired" in text:
+        reason = "no answer within the timeout"
     if bad_url(text):
         err = url_error(text, where)
     elif "password authentication failed" in text:
@@ -120,9 +124,23 @@ def error_position(text: str, exc) -> tuple[int | None, str]:
 
 
 def redis_client(settings: Settings, timeout: float = 2.0):
-    """A redis-py client for REDIS_URL: its user, password and database, the stack's host."""
+    """A redis-py client for REDIS_URL: its user, password and database, the stack's host.
+
+    No retries: redis-py's default (3, with backoff) turned a refused connection into 4 s of
+    silence, which health reported as "no answer"; callers that wait (up's probe) retry themselves."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     rd = settings.redis
     return redis.Redis(host=rd.connect_host, port=rd.port, db=rd.db, username=rd.username or None,
-                       password=rd.password or None, socket_timeout=timeout, socket_connect_timeout=timeout)
+                       password=rd.password or None, socket_timeout=timeout, socket_connect_timeout=timeout,
+                       retry=Retry(NoBackoff(), 0))
+
+
+def redis_error(exc: Exception, settings: Settings) -> str:
+    """A Redis connection error in words: `cannot reach Redis at URL: connection refused`."""
+    text = " ".join(str(exc).split())
+    reason = "connection refused" if "refused" in text.lower() else (
+        "no answer within the timeout" if "timeout" in text.lower() or "timed out" in text.lower() else text[:200])
+    return f"cannot reach Redis at {settings.redis.masked()}: {reason}"
