@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None, state: AppState | None = None) -> int:
                 return state.out.fail(UsageError(exc.format_message()))
             exc.show()
             return int(Exit.USAGE)
+        from qbctl.db.connect import server_error
+
+        known = server_error(exc, state.command or "qbctl")  # a server that went away mid-command
+        if known is not None:
+            return state.out.fail(known)
         if state.verbose:
             raise
         return state.out.fail(Internal(f"unexpected {type(exc).__name__}: {exc}",

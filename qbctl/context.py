@@ -15,6 +15,7 @@ class AppState:
     verbose: bool = False
     out: Output = field(default_factory=Output)
     on_interrupt: str = ""  # what a command says when Ctrl-C stops it
+    command: str = ""  # the command being run ("db status"), for messages about it
     _settings: object = None
 
     @property

@@ -111,7 +111,7 @@ class Output:
             return
         widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
         if sum(widths) + 2 * (len(columns) - 1) > self.console.width:
-            self.stdout.write(key_value_blocks(columns, rows))
+            self.stdout.write(key_value_blocks(columns, rows, self.console.width))
             return
         from rich import box
         from rich.table import Table
@@ -211,10 +211,20 @@ def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return fmt(columns) + fmt(["-" * w for w in widths]) + "".join(fmt(r) for r in rows)
 
 
-def key_value_blocks(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A narrow terminal's table: one block per row, `column: value` per line."""
-    width = max(len(c) for c in columns)
+def key_value_blocks(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int | None = None) -> str:
+    """A narrow terminal's table: one block per row, `column: value` per line; a value longer than the
+    terminal is wrapped between its words under itself (a word, a URL, is never broken)."""
+    import textwrap
+
+    label = max(len(c) for c in columns)
+    room = (width or 10**6) - label - 2
     blocks = []
     for r in rows:
-        blocks.append("".join(f"{c.rjust(width)}: {v}\n" for c, v in zip(columns, r, strict=True) if v))
+        lines = []
+        for c, v in zip(columns, r, strict=True):
+            if not v:
+                continue
+            parts = textwrap.wrap(v, width=max(20, room), break_long_words=False, break_on_hyphens=False) or [v]
+            lines.append(f"{c.rjust(label)}: {parts[0]}\n" + "".join(" " * (label + 2) + p + "\n" for p in parts[1:]))
+        blocks.append("".join(lines))
     return "\n".join(blocks)

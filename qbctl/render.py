@@ -28,7 +28,7 @@ def up(out: Output, result) -> None:
                 f"{s.seconds:.2f}s" if s.ready and s.seconds else ("yes" if s.ready else "NO"))
                for s in result.services])
     for e in result.external:
-        out.line(f"{e['service']}: not started here ({e['reason']})")
+        out.wrapped(f"{e['service']}: not started here ({e['reason']})")
     for s in result.services:
         if not s.ready and s.logs:
             out.line(f"--- last {len(s.logs)} log lines of {s.name} ---")
@@ -68,7 +68,7 @@ def status(out: Output, result) -> None:
         rows.append((s.name, state, s.health or "-", ", ".join(s.ports), s.image, mem))
     out.table(("service", "state", "health", "ports", "image", "memory"), rows)
     for e in result.external:
-        out.line(f"{e['service']}: external ({e['reason']})")
+        out.wrapped(f"{e['service']}: external ({e['reason']})")
     out.wrapped(f"project {result.project}: {result.project_source}")
 
 
@@ -82,16 +82,26 @@ def migrate(out: Output, result) -> None:
     done = "dry run: nothing changed" if result.dry_run else (
         f"{len(result.applied)} applied" if result.applied else "nothing to apply")
     tsdb = f"TimescaleDB {result.timescaledb}" if result.timescaledb else "no TimescaleDB"
-    out.line(f"{result.database}: {done}; {result.up_to_date} up to date; {tsdb} ({result.seconds:.2f}s)")
+    out.wrapped(f"{result.database}: {done}; {result.up_to_date} up to date; {tsdb} ({result.seconds:.2f}s)")
 
 
 def seed(out: Output, result) -> None:
+    replaced = {t: n for t, n in (result.replaced or {}).items() if n}
+    if replaced:
+        out.wrapped("replaced the earlier seed of these symbols: " + ", ".join(f"{t} {n:,} rows"
+                                                                             for t, n in replaced.items()))
+    for sym, n in (result.kept or {}).items():
+        out.line(f"kept {n:,} 1-minute rows of {sym} that db seed did not write (--yes)")
     for table, n in result.rows.items():
         out.line(f"{table:<22} {n:>10,} rows")
     if result.redis_keys:
         out.line(f"{'redis keys':<22} {result.redis_keys:>10,}")
-    out.line(f"seeded {result.symbols} symbols x {result.days} days in {result.seconds:.2f}s "
-             f"(market_data {result.market_data_rows_per_second:,.0f} rows/s)")
+    if not result.rows.get("market_data"):
+        out.wrapped(f"no KRX session minute in the last {result.days} day(s) (sessions are 09:00-15:30 KST on "
+                    "weekdays): nothing to seed; pass a larger --days")
+    plural = "" if result.symbols == 1 else "s"
+    out.line(f"seeded {result.symbols} symbol{plural} x {result.days} day{'' if result.days == 1 else 's'} in "
+             f"{result.seconds:.2f}s (market_data {result.market_data_rows_per_second:,.0f} rows/s)")
 
 
 def db_status(out: Output, result) -> None:
@@ -153,13 +163,13 @@ def budget(out: Output, result) -> None:
               [(f.name, f"{f.budget_mb:g}MB" if f.budget_mb else "(market)",
                 f"{f.measured_mb:g}MB" if f.measured_mb is not None else "-",
                 _bar(f.measured_mb, None, f.budget_mb), "ok" if f.ok else "OVER") for f in result.redis_families])
-    out.line("dev tools, outside the 1 GB budget: " + ", ".join(
+    out.wrapped("dev tools, outside the 1 GB budget: " + ", ".join(
         f"{i.name} limit {i.budget_mb:g}MB" + (f" (using {i.measured_mb:g}MB)" if i.measured_mb is not None else "")
         for i in dev))
     for n in result.not_measured:
-        out.line(f"not measured: {n}")
-    out.line(f"{'fits' if result.ok else 'does NOT fit'} in {result.budget_mb:g}MB "
-             "(bars: # measured, = configured, ! past the share)")
+        out.wrapped(f"not measured: {n}")
+    out.wrapped(f"{'fits' if result.ok else 'does NOT fit'} in {result.budget_mb:g}MB "
+                "(bars: # measured, = configured, ! past the share)")
 
 
 def ci(out: Output, result) -> None:

@@ -214,7 +214,11 @@ def run(settings: Settings, timeout: float = CHECK_TIMEOUT) -> HealthResult:
         try:
             results[name] = fn(settings, timeout)
         except Exception as exc:  # noqa: BLE001 - a broken check is a failed check, not a crash
-            results[name] = [Check(name, False, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"[:200])]
+            from qbctl.db.connect import server_error
+
+            known = server_error(exc, f"the {name} check")
+            text = known.message if known else f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+            results[name] = [Check(name, False, text[:300])]
 
     threads = [threading.Thread(target=worker, args=c, daemon=True) for c in CHECKS]
     for t in threads:

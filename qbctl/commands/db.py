@@ -90,6 +90,8 @@ def seed(
     days: int = typer.Option(30, "--days", min=1, max=3650, metavar="DAYS",
                               help="How many days of 1-minute candles."),
     redis_keys: bool = typer.Option(True, "--redis/--no-redis", help="Also fill the backend's Redis keys."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Also seed symbols that hold rows db seed did not write "
+                                                        "(those rows are kept)."),
     json: bool = JSON_OPTION,
 ) -> None:
     """Realistic synthetic candles, indicators, trades and logs (COPY), and the Redis keys."""
@@ -98,9 +100,9 @@ def seed(
 
     st = state(ctx, json)
     st.on_interrupt = "nothing of this seed was committed"
+    options = seed_mod.SeedOptions(symbols=symbols, days=days, redis=redis_keys, yes=yes)
     with st.out.progress("seeding") as events:
-        result = seed_mod.seed(st.settings, seed_mod.SeedOptions(symbols=symbols, days=days, redis=redis_keys),
-                               events)
+        result = seed_mod.seed(st.settings, options, events)
     finish(st, result, render.seed)
 
 

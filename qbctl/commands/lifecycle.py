@@ -9,8 +9,10 @@ from qbctl.commands.base import JSON_OPTION, confirm, finish, state
 from qbctl.stack.spec import SERVICES
 
 
-def _complete_service(incomplete: str) -> list[str]:
-    return [s for s in SERVICES if s.startswith(incomplete)]
+def _complete_service(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Service names for the shell's completion, leaving out those already on the line."""
+    given = set(ctx.params.get("services") or ())
+    return [s for s in SERVICES if s.startswith(incomplete) and s not in given]
 
 
 def register(app: typer.Typer) -> None:

@@ -97,15 +97,44 @@ def _unreachable(settings: Settings, text: str) -> QbctlError:
 
 
 def killed_error(exc: Exception, doing: str) -> QbctlError | None:
-    """A server process killed under us (OOM, as a rule), as the error it is; None for anything else."""
+    """A server process killed under us (OOM, as a rule), as the error it is; None for anything else
+    (a server shut down by its administrator, `qbctl down`, is no kill)."""
     text = " ".join(str(exc).split())
-    if not any(k in text for k in KILLED):
+    if not any(k in text for k in KILLED) or "administrator command" in text:
         return None
     return ServerKilled(f"postgres: the server process running {doing} was killed "
                         f"({text[:160]})",
                         hint="the kernel kills a PostgreSQL backend when the container reaches its memory limit: "
                              "`qbctl health` names the kill, `qbctl budget` shows the arithmetic and the setting "
                              "that fixes it (QBCTL_BUDGET_POSTGRES, POSTGRES_WORK_MEM, POSTGRES_MAX_CONNECTIONS)")
+
+
+def server_error(exc: Exception, doing: str) -> QbctlError | None:
+    """A driver's error that escaped a command (the server went away in the middle of it) as the
+    error it is: SERVER_KILLED, DATABASE_UNAVAILABLE or REDIS_UNAVAILABLE (exit 3); None when
+    `exc` is no PostgreSQL or Redis error (then it is a bug)."""
+    module = type(exc).__module__ or ""
+    text = " ".join(str(exc).split())[:300]
+    if module.startswith("psycopg"):
+        import psycopg
+
+        killed = killed_error(exc, doing)
+        if killed is not None:
+            return killed
+        if isinstance(exc, psycopg.OperationalError):
+            return Unavailable(f"postgres: the connection was lost while running {doing}: {text}",
+                               code="DATABASE_UNAVAILABLE",
+                               hint="`qbctl status` shows whether the server runs; `qbctl logs postgres` says why "
+                                    "it stopped")
+        return None
+    if module.startswith("redis"):
+        import redis
+
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            return Unavailable(f"redis: the connection was lost while running {doing}: {text}",
+                               code="REDIS_UNAVAILABLE",
+                               hint="`qbctl status` shows whether Redis runs; `qbctl logs redis` says why it stopped")
+    return None
 
 
 def error_position(text: str, exc) -> tuple[int | None, str]:

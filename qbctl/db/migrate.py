@@ -222,7 +222,8 @@ def _migrate(settings: Settings, local: list[SqlFile], options: MigrateOptions, 
             result.timescaledb = read_state(rows).timescaledb  # a schema file may have just created it
             _summarise(result, items, would=False)
         finally:
-            unlock(rows)
+            if not conn.broken:  # a killed backend took its lock with it; its error is the one to report
+                unlock(rows)
     return result
 
 

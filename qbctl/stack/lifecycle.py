@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect as pg
-from qbctl.errors import CheckFailed, Interrupted, NotAProject, QbctlError
+from qbctl.errors import CheckFailed, Interrupted, NotAProject, QbctlError, ServerKilled
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
 from qbctl.stack import engine, ports, probes, volumes
@@ -312,8 +312,8 @@ def _unready_error(result: UpResult, timeout: float, limits: dict[str, str]) -> 
         known = volumes.classify(first.logs, f"{result.project}_pgdata")
         if known:
             return known
-    if first.oom_killed:
-        return CheckFailed(f"{first.name}: {first.detail}", code="OOM_KILLED",
+    if first.oom_killed:  # a killed server is unavailable (exit 3), as SERVER_KILLED is from migrate and seed
+        return ServerKilled(f"{first.name}: {first.detail}", code="OOM_KILLED",
                            hint=f"raise its memory limit ({limits[first.name]}) or lower its "
                                 "memory settings; `qbctl budget` shows the arithmetic")
     if first.name == "postgres" and pg.bad_url(first.detail):
