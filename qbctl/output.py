@@ -110,13 +110,13 @@ class Output:
             self.stdout.write(plain_table(columns, rows))
             return
         widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
-        if sum(widths) + 2 * (len(columns) - 1) > self.console.width:
+        if sum(widths) + 3 * (len(columns) - 1) > self.console.width:  # 3: padding, divider, padding
             self.stdout.write(key_value_blocks(columns, rows, self.console.width))
             return
         from rich import box
         from rich.table import Table
 
-        t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)  # no blank first and last lines
         for c in columns:
             t.add_column(c, no_wrap=True, overflow="fold")
         for r in rows:

@@ -115,13 +115,13 @@ def db_status(out: Output, result) -> None:
                   [(str(j["job_id"]), j["kind"], j["table"] or "-", j["interval"] or "-",
                     (j["last_run"] or "never")[:19], j["last_run_status"] or "-", str(j["total_failures"]))
                    for j in result.jobs])
-    out.line(f"{result.database}: " + (f"TimescaleDB {result.timescaledb}" if result.timescaledb else
-                                       "no TimescaleDB"))
+    out.wrapped(f"{result.database}: " + (f"TimescaleDB {result.timescaledb}" if result.timescaledb else
+                                          "no TimescaleDB"))
 
 
 def verify(out: Output, result) -> None:
     if not result.drift:
-        out.line(f"{result.database}: {result.checked} declared items match (TimescaleDB {result.timescaledb})")
+        out.wrapped(f"{result.database}: {result.checked} declared items match (TimescaleDB {result.timescaledb})")
         return
     out.table(("item", "problem", "declared", "actual"),
               [(d["item"], d["problem"], d["declared"] or "-", d["actual"] or "-") for d in result.drift])
@@ -183,14 +183,14 @@ def ci(out: Output, result) -> None:
 
 def env_check(out: Output, result) -> None:
     for i in result.invalid:
-        out.line(f"bad value   {i['key']}={i['value']!r}: {i['problem']}")
+        out.wrapped(f"bad value   {i['key']}={i['value']!r}: {i['problem']}")
     for u in result.unknown:
         out.line(f"unknown     {u['key']}" + (f" (did you mean {u['did_you_mean']}?)" if u["did_you_mean"] else ""))
     if result.env_file is None:
-        out.line("no .env here: every setting has its default (`qbctl config show` lists them)")
+        out.wrapped("no .env here: every setting has its default (`qbctl config show` lists them)")
     elif result.ok:
-        out.line(f"{result.env_file}: ok" + (f"; {result.defaults} settings not in it keep their defaults"
-                                              if result.defaults else ""))
+        out.wrapped(f"{result.env_file}: ok" + (f"; {result.defaults} settings not in it keep their defaults"
+                                                 if result.defaults else ""))
 
 
 def config(out: Output, result) -> None:
@@ -201,4 +201,4 @@ def config(out: Output, result) -> None:
 
 
 def compose(out: Output, result) -> None:
-    out.line(f"{result.path}: " + ("written" if result.written else "up to date" if result.ok else "out of date"))
+    out.wrapped(f"{result.path}: " + ("written" if result.written else "up to date" if result.ok else "out of date"))

@@ -144,3 +144,15 @@ def test_up_ends_with_what_to_open():
     assert "postgresql://qb_user:***@localhost:5432/qb_trading_dev" in text and "redis://localhost:6379/0" in text
     assert "http://127.0.0.1:8081/" in text and "`qbctl db migrate`" in text
     assert result.to_dict()["urls"]["adminer"].endswith("?pgsql=postgres&username=qb_user&db=qb_trading_dev")
+
+
+@pytest.mark.parametrize("name", ["status", "db status", "config show"])
+def test_every_width_in_between_keeps_every_value_whole(name):
+    """Around the width where a table stops fitting, rich must never fold or shorten a value."""
+    fn, make = CASES[name]
+    result, values = make()
+    for width in range(60, 161, 3):
+        text = ESC.sub("", rendered(fn, result, width))
+        for value in values:
+            assert value in text or value in " ".join(text.split()), f"{value!r} cut at {width}:\n{text}"
+        assert all(len(line) <= width or len(line.split()) <= 2 for line in text.splitlines()), (width, text)
