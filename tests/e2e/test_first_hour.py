@@ -56,6 +56,14 @@ def test_up_says_where_everything_is(running_stack):
     assert PASSWORD not in human.stdout + human.stderr
 
 
+def test_down_says_each_removal_once(project_env, tmp_path):
+    assert qbctl("up", "--no-ui", env=project_env, cwd=tmp_path).returncode == 0
+    proc = qbctl("down", env=project_env, cwd=tmp_path)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and said.count(f"{project_env['QBCTL_PROJECT']}-postgres") == 1, said
+    assert said.count(f"{project_env['QBCTL_PROJECT']}-redis") == 1, said
+
+
 def test_a_misspelt_key_is_warned_about_by_up(project_env, tmp_path):
     (tmp_path / ".env").write_text("REDIS_MAXMEMORY=100MB\n")
     proc = qbctl("up", "redis", env=project_env, cwd=tmp_path)

@@ -128,3 +128,14 @@ def test_a_backend_killed_during_migrate_or_seed_is_server_killed(database, proj
     assert proc.returncode == 3, out + err
     assert err.startswith("error: postgres: the server process running db seed was killed"), err
     assert "error: unexpected" not in err and "Traceback" not in err
+
+
+def test_migrate_and_seed_say_each_thing_once(database, project):
+    proc = qbctl("db", "migrate", "--without-timescaledb", env=env_for(database), cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stdout + proc.stderr
+    for name in ("0002_market_data.sql", "0005_performance_and_logs.sql"):
+        assert said.count(name) == 1, said
+    seeded = qbctl("db", "seed", "--no-redis", "--symbols", "1", "--days", "3", env=env_for(database), cwd=project)
+    lines = (seeded.stdout + seeded.stderr).splitlines()
+    assert seeded.returncode == 0 and [line.split()[0] for line in lines].count("market_data") == 1, lines

@@ -88,3 +88,25 @@ def test_a_server_that_goes_away_mid_command_is_named_never_unexpected(monkeypat
         exit_code, out = run_in_process(["db", "status", "--json"])
         assert (exit_code, out["error"]["code"]) == (3, code) and words in out["error"]["message"]
         assert "db status" in out["error"]["message"]
+
+
+def test_answering_no_at_the_prompt_says_nothing_was_done(tmp_path):
+    """`qbctl reset` on a terminal, answered n: one line, exit 1 (NOT_CONFIRMED); nothing is touched."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    primary, secondary = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QBCTL_")}
+    env.update({"QBCTL_PROJECT": "qbtest-prompt", "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+                "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen([sys.executable, "-m", "qbctl", "reset"], stdin=secondary, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=tmp_path, text=True)
+    os.close(secondary)
+    os.write(primary, b"n\n")
+    out, err = proc.communicate(timeout=30)
+    os.close(primary)
+    assert proc.returncode == 1, err
+    assert "This deletes every container and volume of project 'qbtest-prompt'" in err
+    assert err.rstrip().endswith("error: nothing was done: not confirmed"), err
