@@ -28,6 +28,10 @@ class AppState:
             self._settings = settings.load(self.env_file, project=self.project, project_dir=self.project_dir)
             self.out.secrets = self._settings.secrets()
             for key, near in (self._settings.typos or {}).items():
+                if not near:
+                    self.out.warn(f"{self._settings.env_file}: {key} is ignored there: it is read from the "
+                                  "environment only (or use --project-dir)")
+                    continue
                 self.out.warn(f"{self._settings.env_file}: unknown key {key}, ignored; did you mean {near}?")
         return self._settings
 

@@ -40,8 +40,8 @@ def up(out: Output, result) -> None:
              "redis-commander": "Redis Commander"}
     for key, url in result.urls.items():
         out.line(f"  {where.get(key, key):<16} {url}")
-    if "adminer" in result.urls:
-        out.line(f"  {'':<16} (log in with the password of DATABASE_URL)")
+        if key == "adminer":
+            out.line(f"  {'':<16} (its login is filled in: type the password of DATABASE_URL)")
     if result.next:
         out.wrapped("next: " + ", ".join(f"`{c}`" for c in result.next))
 
@@ -185,7 +185,8 @@ def env_check(out: Output, result) -> None:
     for i in result.invalid:
         out.wrapped(f"bad value   {i['key']}={i['value']!r}: {i['problem']}")
     for u in result.unknown:
-        out.line(f"unknown     {u['key']}" + (f" (did you mean {u['did_you_mean']}?)" if u["did_you_mean"] else ""))
+        out.line(f"unknown     {u['key']}" + (f" (did you mean {u['did_you_mean']}?)" if u["did_you_mean"] else "")
+                 + (f" ({u['note']})" if u.get("note") else ""))
     if result.env_file is None:
         out.wrapped("no .env here: every setting has its default (`qbctl config show` lists them)")
     elif result.ok:

@@ -37,6 +37,9 @@ def check(env_file: Path | None, root: Path) -> EnvCheckResult:
     result = EnvCheckResult(str(path), str(example) if example.exists() else None)
     result.unknown = [{"key": k, "did_you_mean": suggestion(k)} for k in sorted(values)
                       if k not in BY_KEY and k not in expected]
+    for u in result.unknown:
+        if u["key"] == "QBCTL_PROJECT_DIR":
+            u["note"] = "read from the environment only: it names this file's folder"
     result.defaults = sum(k not in values for k in BY_KEY)
     for key, raw in values.items():
         setting = BY_KEY.get(key)

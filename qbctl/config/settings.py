@@ -341,6 +341,8 @@ def suggestion(key: str) -> str | None:
     """The setting an unknown key was probably meant to be (REDIS_MAXMEMORY -> REDIS_MAX_MEMORY)."""
     import difflib
 
+    if key == "QBCTL_PROJECT_DIR":  # not a misspelt QBCTL_PROJECT: a setting of the environment only
+        return None
     squeezed = {s.key.replace("_", ""): s.key for s in SETTINGS}
     if key.upper().replace("_", "") in squeezed:
         return squeezed[key.upper().replace("_", "")]
@@ -349,11 +351,14 @@ def suggestion(key: str) -> str | None:
 
 
 def did_you_mean(file_values: Mapping[str, str]) -> dict[str, str]:
-    """Unknown keys of an env file that look like a setting. Other unknown keys are the backend's
-    own (KIS_APP_KEY, ...) and are left alone; `qbctl env check` lists them all."""
+    """Unknown keys of an env file that look like a setting (-> that setting; "" for a key read from
+    the environment only). Other unknown keys are the backend's own (KIS_APP_KEY, ...) and are left
+    alone; `qbctl env check` lists them all."""
     out = {}
     for key in file_values:
-        if key not in BY_KEY:
+        if key == "QBCTL_PROJECT_DIR":  # it says where the env file is: read from the environment only
+            out[key] = ""
+        elif key not in BY_KEY:
             near = suggestion(key)
             if near:
                 out[key] = near

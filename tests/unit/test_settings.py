@@ -205,3 +205,9 @@ def test_a_stray_env_file_in_the_home_folder_marks_nothing(tmp_path, monkeypatch
     scratch.mkdir()
     assert S.find_project(scratch).marker is None
     assert S.find_project(tmp_path).marker == ".env"  # in the home folder itself it does
+
+
+def test_the_project_folder_setting_in_an_env_file_is_no_typo_of_another():
+    assert S.did_you_mean({"QBCTL_PROJECT_DIR": "/x", "REDIS_MAXMEMORY": "1"}) == {
+        "QBCTL_PROJECT_DIR": "", "REDIS_MAXMEMORY": "REDIS_MAX_MEMORY"}
+    assert S.suggestion("QBCTL_PROJECT_DIR") is None
