@@ -49,15 +49,18 @@ def auth_error(message: str) -> Unavailable:
                             "(deletes its data)")
 
 
-def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, timeout: float = 3):
+def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, timeout: float = 3,
+            events=None):
     """A psycopg connection with the URL's credentials; retried while the server is starting.
 
     client_encoding is UTF8 whatever the database's encoding: on a SQL_ASCII database the
-    driver would otherwise hand back bytes where the catalog holds text.
+    driver would otherwise hand back bytes where the catalog holds text. With `events`, a wait
+    is said once (a `waiting` event), so that a stopped stack is not 30 s of silence.
     """
     import psycopg
 
     deadline = time.monotonic() + wait
+    told = False
     while True:
         try:
             return psycopg.connect(dsn(settings), connect_timeout=max(1, int(timeout)), autocommit=autocommit,
@@ -65,6 +68,13 @@ def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, time
         except psycopg.Error as exc:
             text = " ".join(str(exc).split())
             if any(r in text for r in RETRYABLE) and time.monotonic() < deadline:
+                if events is not None and not told:
+                    from qbctl.events import Event, Status
+
+                    reason = _unreachable(settings, text).details["reason"]
+                    events(Event(Status.WAITING, f"waiting up to {wait:.0f}s for {settings.pg.masked()} ({reason}); "
+                                 "`qbctl up postgres` starts the stack's", "postgres"))
+                    told = True
                 time.sleep(0.1)
                 continue
             raise _unreachable(settings, text) from None

@@ -198,7 +198,7 @@ def _nothing_to_do(settings: Settings, local: list[SqlFile], options: MigrateOpt
 
 
 def _migrate(settings: Settings, local: list[SqlFile], options: MigrateOptions, events: Events) -> MigrateResult:
-    conn = connect.connect(settings, wait=options.wait)
+    conn = connect.connect(settings, wait=options.wait, events=events)
     rows = connect.psycopg_rows(conn)
     with conn:
         state = read_state(rows)

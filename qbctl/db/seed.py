@@ -139,7 +139,7 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
     rng = random.Random(42)
     total = len(syms)
     latest: dict[str, list] = {}
-    with connect.connect(settings, wait=30, autocommit=False) as conn:
+    with connect.connect(settings, wait=30, autocommit=False, events=events) as conn:
         if conn.execute("SELECT to_regclass('market_data') IS NULL").fetchone()[0]:
             raise CheckFailed(f"{settings.pg.masked()} has no market_data table", code="NOT_MIGRATED",
                               hint="run `qbctl db migrate` first")

@@ -91,6 +91,8 @@ def test_one_exit_code_per_cause_across_commands(tmp_path):
                                [["up"], ["down"], ["reset", "--yes"], ["ci", "setup"], ["ci", "teardown"]]),
         # no such service
         ("USAGE", 2): ({}, [["up", "mysql"], ["logs", "mysql"]]),
+        # the engine answers, the service has no container
+        ("NOT_RUNNING", 3): ({}, [["logs", "postgres"], ["logs", "redis-commander"]]),
         # a destructive command without --yes and no terminal
         ("CONFIRMATION_REQUIRED", 4): ({}, [["reset"], ["db", "reset"]]),
     }
