@@ -89,18 +89,18 @@ class Output:
         """A plain line on stdout, never interpreted as markup."""
         self.stdout.write(self.mask(text).rstrip() + "\n")
 
-    def wrapped(self, text: str, indent: str = "") -> None:
-        """A long line of words on stdout: on a terminal wrapped between words to its width (the terminal
-        would break a word in two), continued under `indent`; one line in a log or a pipe."""
+    def para(self, text: str, indent: str = "", hang: str = "    ") -> None:
+        """A long line: wrapped between words to the terminal's width (continuation lines indented by
+        `hang`); one line anywhere else, so that logs and grep see it whole. A word longer than the
+        line (a URL) is kept whole: the terminal wraps it, nothing cuts it."""
         if not self.rich:
             self.line(indent + text)
             return
         import textwrap
 
-        for line in textwrap.wrap(self.mask(text), width=max(20, self.console.width - 1), initial_indent=indent,
-                                  subsequent_indent=indent + "  ", break_long_words=False,
-                                  break_on_hyphens=False) or [indent]:
-            self.stdout.write(line.rstrip() + "\n")
+        self.stdout.write(textwrap.fill(self.mask(text), width=max(40, self.console.width - 1),
+                                        initial_indent=indent, subsequent_indent=indent + hang,
+                                        break_on_hyphens=False, break_long_words=False) + "\n")
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         """A table on stdout. Nothing a user needs is cut: when the columns do not fit the

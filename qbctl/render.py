@@ -28,7 +28,7 @@ def up(out: Output, result) -> None:
                 f"{s.seconds:.2f}s" if s.ready and s.seconds else ("yes" if s.ready else "NO"))
                for s in result.services])
     for e in result.external:
-        out.wrapped(f"{e['service']}: not started here ({e['reason']})")
+        out.para(f"{e['service']}: not started here ({e['reason']})")
     for s in result.services:
         if not s.ready and s.logs:
             out.line(f"--- last {len(s.logs)} log lines of {s.name} ---")
@@ -43,7 +43,7 @@ def up(out: Output, result) -> None:
         if key == "adminer":
             out.line(f"  {'':<16} (its login is filled in: type the password of DATABASE_URL)")
     if result.next:
-        out.wrapped("next: " + ", ".join(f"`{c}`" for c in result.next))
+        out.para("next: " + ", ".join(f"`{c}`" for c in result.next))
 
 
 def down(out: Output, result) -> None:
@@ -68,8 +68,8 @@ def status(out: Output, result) -> None:
         rows.append((s.name, state, s.health or "-", ", ".join(s.ports), s.image, mem))
     out.table(("service", "state", "health", "ports", "image", "memory"), rows)
     for e in result.external:
-        out.wrapped(f"{e['service']}: external ({e['reason']})")
-    out.wrapped(f"project {result.project}: {result.project_source}")
+        out.para(f"{e['service']}: external ({e['reason']})")
+    out.para(f"project {result.project}: {result.project_source}")
 
 
 def migrate(out: Output, result) -> None:
@@ -82,13 +82,13 @@ def migrate(out: Output, result) -> None:
     done = "dry run: nothing changed" if result.dry_run else (
         f"{len(result.applied)} applied" if result.applied else "nothing to apply")
     tsdb = f"TimescaleDB {result.timescaledb}" if result.timescaledb else "no TimescaleDB"
-    out.wrapped(f"{result.database}: {done}; {result.up_to_date} up to date; {tsdb} ({result.seconds:.2f}s)")
+    out.para(f"{result.database}: {done}; {result.up_to_date} up to date; {tsdb} ({result.seconds:.2f}s)")
 
 
 def seed(out: Output, result) -> None:
     replaced = {t: n for t, n in (result.replaced or {}).items() if n}
     if replaced:
-        out.wrapped("replaced the earlier seed of these symbols: " + ", ".join(f"{t} {n:,} rows"
+        out.para("replaced the earlier seed of these symbols: " + ", ".join(f"{t} {n:,} rows"
                                                                              for t, n in replaced.items()))
     for sym, n in (result.kept or {}).items():
         out.line(f"kept {n:,} 1-minute rows of {sym} that db seed did not write (--yes)")
@@ -97,7 +97,7 @@ def seed(out: Output, result) -> None:
     if result.redis_keys:
         out.line(f"{'redis keys':<22} {result.redis_keys:>10,}")
     if not result.rows.get("market_data"):
-        out.wrapped(f"no KRX session minute in the last {result.days} day(s) (sessions are 09:00-15:30 KST on "
+        out.para(f"no KRX session minute in the last {result.days} day(s) (sessions are 09:00-15:30 KST on "
                     "weekdays): nothing to seed; pass a larger --days")
     plural = "" if result.symbols == 1 else "s"
     out.line(f"seeded {result.symbols} symbol{plural} x {result.days} day{'' if result.days == 1 else 's'} in "
@@ -115,13 +115,13 @@ def db_status(out: Output, result) -> None:
                   [(str(j["job_id"]), j["kind"], j["table"] or "-", j["interval"] or "-",
                     (j["last_run"] or "never")[:19], j["last_run_status"] or "-", str(j["total_failures"]))
                    for j in result.jobs])
-    out.wrapped(f"{result.database}: " + (f"TimescaleDB {result.timescaledb}" if result.timescaledb else
+    out.para(f"{result.database}: " + (f"TimescaleDB {result.timescaledb}" if result.timescaledb else
                                           "no TimescaleDB"))
 
 
 def verify(out: Output, result) -> None:
     if not result.drift:
-        out.wrapped(f"{result.database}: {result.checked} declared items match (TimescaleDB {result.timescaledb})")
+        out.para(f"{result.database}: {result.checked} declared items match (TimescaleDB {result.timescaledb})")
         return
     out.table(("item", "problem", "declared", "actual"),
               [(d["item"], d["problem"], d["declared"] or "-", d["actual"] or "-") for d in result.drift])
@@ -158,17 +158,17 @@ def budget(out: Output, result) -> None:
                 f"{i.measured_mb:g}MB" if i.measured_mb is not None else "-",
                 _bar(i.measured_mb, i.configured_mb, i.budget_mb), "ok" if i.ok else "OVER") for i in prod])
     for i in prod:
-        out.wrapped(f"{i.name}: {i.derivation}", indent="  ")
+        out.para(f"{i.name}: {i.derivation}", indent="  ")
     out.table(("redis keys", "share", "measured", "", "ok"),
               [(f.name, f"{f.budget_mb:g}MB" if f.budget_mb else "(market)",
                 f"{f.measured_mb:g}MB" if f.measured_mb is not None else "-",
                 _bar(f.measured_mb, None, f.budget_mb), "ok" if f.ok else "OVER") for f in result.redis_families])
-    out.wrapped("dev tools, outside the 1 GB budget: " + ", ".join(
+    out.para("dev tools, outside the 1 GB budget: " + ", ".join(
         f"{i.name} limit {i.budget_mb:g}MB" + (f" (using {i.measured_mb:g}MB)" if i.measured_mb is not None else "")
         for i in dev))
     for n in result.not_measured:
-        out.wrapped(f"not measured: {n}")
-    out.wrapped(f"{'fits' if result.ok else 'does NOT fit'} in {result.budget_mb:g}MB "
+        out.para(f"not measured: {n}")
+    out.para(f"{'fits' if result.ok else 'does NOT fit'} in {result.budget_mb:g}MB "
                 "(bars: # measured, = configured, ! past the share)")
 
 
@@ -183,23 +183,23 @@ def ci(out: Output, result) -> None:
 
 def env_check(out: Output, result) -> None:
     for i in result.invalid:
-        out.wrapped(f"bad value   {i['key']}={i['value']!r}: {i['problem']}")
+        out.para(f"bad value   {i['key']}={i['value']!r}: {i['problem']}")
     for u in result.unknown:
         out.line(f"unknown     {u['key']}" + (f" (did you mean {u['did_you_mean']}?)" if u["did_you_mean"] else "")
                  + (f" ({u['note']})" if u.get("note") else ""))
     if result.env_file is None:
-        out.wrapped("no .env here: every setting has its default (`qbctl config show` lists them)")
+        out.para("no .env here: every setting has its default (`qbctl config show` lists them)")
     elif result.ok:
-        out.wrapped(f"{result.env_file}: ok" + (f"; {result.defaults} settings not in it keep their defaults"
+        out.para(f"{result.env_file}: ok" + (f"; {result.defaults} settings not in it keep their defaults"
                                                  if result.defaults else ""))
 
 
 def config(out: Output, result) -> None:
     out.table(("setting", "value", "source"), [(r["key"], r["value"], r["source"]) for r in result.settings])
-    out.wrapped(f"project {result.project}: {result.project_source}")
-    out.wrapped(f"env file {result.env_file or '(none: every default applies)'}")
-    out.wrapped(f"schema {result.schema}")
+    out.para(f"project {result.project}: {result.project_source}")
+    out.para(f"env file {result.env_file or '(none: every default applies)'}")
+    out.para(f"schema {result.schema}")
 
 
 def compose(out: Output, result) -> None:
-    out.wrapped(f"{result.path}: " + ("written" if result.written else "up to date" if result.ok else "out of date"))
+    out.para(f"{result.path}: " + ("written" if result.written else "up to date" if result.ok else "out of date"))
