@@ -68,7 +68,7 @@ def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, time
         except psycopg.Error as exc:
             text = " ".join(str(exc).split())
             if any(r in text for r in RETRYABLE) and time.monotonic() < deadline:
-                if events is not None and not told:
+                if events is not None and not told and wait >= 2:
                     from qbctl.events import Event, Status
 
                     reason = _unreachable(settings, text).details["reason"]
