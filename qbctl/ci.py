@@ -54,6 +54,7 @@ def _step(result: CiResult, name: str, fn) -> bool:
 
 
 def setup(settings: Settings, options: CiOptions = CiOptions(), events: Events = ignore) -> CiResult:
+    lifecycle.require_project(settings, "nothing was started")
     t0 = time.monotonic()
     timeout = options.timeout or settings["QBCTL_UP_TIMEOUT"]
     result = CiResult(settings.project)

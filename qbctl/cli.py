@@ -33,14 +33,20 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    env_file: Optional[Path] = typer.Option(None, "--env-file", help="Settings file [default: ./.env]"),
-    project: Optional[str] = typer.Option(None, "--project", "-p",
-                                          help="Project name; labels every object [default: the folder's name]"),
+    env_file: Optional[Path] = typer.Option(None, "--env-file", metavar="FILE",
+                                            help="Settings file [default: the project folder's .env]"),
+    project: Optional[str] = typer.Option(None, "--project", "-p", metavar="NAME",
+                                          help="Project name; labels every object [default: QBCTL_PROJECT, "
+                                               "else the project folder's name]"),
+    project_dir: Optional[Path] = typer.Option(None, "--project-dir", metavar="DIR",
+                                               help="The project folder [default: QBCTL_PROJECT_DIR, else the "
+                                                    "nearest folder holding .env, sql/schema or a [tool.qbctl] "
+                                                    "section in pyproject.toml]"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of unexpected errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     state: AppState = ctx.obj
-    state.env_file, state.project, state.verbose = env_file, project, verbose
+    state.env_file, state.project, state.project_dir, state.verbose = env_file, project, project_dir, verbose
 
 
 lifecycle.register(app)
@@ -74,6 +80,11 @@ def main(argv: list[str] | None = None, state: AppState | None = None) -> int:
                 return state.out.fail(UsageError(exc.format_message()))
             exc.show()
             return int(Exit.USAGE)
+        from qbctl.db.connect import escaped_error
+
+        known = escaped_error(exc, state.command or "qbctl")  # a server that went away mid-command
+        if known is not None:
+            return state.out.fail(known)
         if state.verbose:
             raise
         return state.out.fail(Internal(f"unexpected {type(exc).__name__}: {exc}",

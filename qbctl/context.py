@@ -11,9 +11,11 @@ from qbctl.output import Output
 class AppState:
     env_file: Path | None = None
     project: str | None = None
+    project_dir: Path | None = None
     verbose: bool = False
     out: Output = field(default_factory=Output)
     on_interrupt: str = ""  # what a command says when Ctrl-C stops it
+    command: str = ""  # the command being run ("db status"), for messages about it
     _settings: object = None
 
     @property
@@ -23,11 +25,22 @@ class AppState:
         if self._settings is None:
             from qbctl.config import settings
 
-            self._settings = settings.load(self.env_file, project=self.project)
+            self._settings = settings.load(self.env_file, project=self.project, project_dir=self.project_dir)
             self.out.secrets = self._settings.secrets()
             for key, near in (self._settings.typos or {}).items():
+                if not near:
+                    self.out.warn(f"{self._settings.env_file}: {key} is ignored there: it is read from the "
+                                  "environment only (or use --project-dir)")
+                    continue
                 self.out.warn(f"{self._settings.env_file}: unknown key {key}, ignored; did you mean {near}?")
         return self._settings
+
+    def read_settings(self):
+        """The settings of a command that only reads: outside a project it says which project it reads."""
+        s = self.settings
+        if not s.is_project:
+            self.out.note(f"note: reading project {s.project}: {s.project_source}")
+        return s
 
     def interrupted_message(self) -> str:
         return "interrupted" + (f": {self.on_interrupt}" if self.on_interrupt else "")

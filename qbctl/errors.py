@@ -107,6 +107,12 @@ class TimescaleMissing(Unavailable):
     code = "TIMESCALEDB_UNAVAILABLE"
 
 
+class NotAProject(UsageError):
+    """A command that changes containers, run in a folder that is no qbctl project."""
+
+    code = "NOT_A_PROJECT"
+
+
 class ServerKilled(Unavailable):
     """A server process was killed under a command (by the kernel's OOM killer, as a rule)."""
 

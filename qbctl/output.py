@@ -25,11 +25,12 @@ LOGGED = ("waiting", "done", "failed", "info")  # events kept as lines (events.S
 
 class Output:
     def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None,
-                 environ: dict | None = None) -> None:
+                 environ: dict | None = None, width: int | None = None) -> None:
         self.json = False
         self.secrets: list[str] = []
         self._stdout, self._stderr = stdout, stderr
         self._environ = os.environ if environ is None else environ
+        self._width = width  # the terminal's width; None: ask the terminal (rich does)
         self._console = None
         self._err = None
 
@@ -66,7 +67,7 @@ class Output:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(file=self.stdout, highlight=False, soft_wrap=False)
+            self._console = Console(file=self.stdout, highlight=False, soft_wrap=False, width=self._width)
         return self._console
 
     @property
@@ -92,7 +93,8 @@ class Output:
 
     def para(self, text: str, indent: str = "", hang: str = "    ") -> None:
         """A long line: wrapped between words to the terminal's width (continuation lines indented by
-        `hang`); one line anywhere else, so that logs and grep see it whole."""
+        `hang`); one line anywhere else, so that logs and grep see it whole. A word longer than the
+        line (a URL) is kept whole: the terminal wraps it, nothing cuts it."""
         if not self.rich:
             self.line(indent + text)
             return
@@ -100,7 +102,7 @@ class Output:
 
         self.stdout.write(textwrap.fill(self.mask(text), width=max(40, self.console.width - 1),
                                         initial_indent=indent, subsequent_indent=indent + hang,
-                                        break_on_hyphens=False) + "\n")
+                                        break_on_hyphens=False, break_long_words=False) + "\n")
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         """A table on stdout. Nothing a user needs is cut: when the columns do not fit the
@@ -110,13 +112,13 @@ class Output:
             self.stdout.write(plain_table(columns, rows))
             return
         widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
-        if sum(widths) + 2 * (len(columns) - 1) > self.console.width:
-            self.stdout.write(key_value_blocks(columns, rows))
+        if sum(widths) + 3 * (len(columns) - 1) > self.console.width:  # 3: padding, divider, padding
+            self.stdout.write(key_value_blocks(columns, rows, self.console.width))
             return
         from rich import box
         from rich.table import Table
 
-        t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)  # no blank first and last lines
         for c in columns:
             t.add_column(c, no_wrap=True, overflow="fold")
         for r in rows:
@@ -212,10 +214,20 @@ def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return fmt(columns) + fmt(["-" * w for w in widths]) + "".join(fmt(r) for r in rows)
 
 
-def key_value_blocks(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A narrow terminal's table: one block per row, `column: value` per line."""
-    width = max(len(c) for c in columns)
+def key_value_blocks(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int | None = None) -> str:
+    """A narrow terminal's table: one block per row, `column: value` per line; a value longer than the
+    terminal is wrapped between its words under itself (a word, a URL, is never broken)."""
+    import textwrap
+
+    label = max(len(c) for c in columns)
+    room = (width or 10**6) - label - 2
     blocks = []
     for r in rows:
-        blocks.append("".join(f"{c.rjust(width)}: {v}\n" for c, v in zip(columns, r, strict=True) if v))
+        lines = []
+        for c, v in zip(columns, r, strict=True):
+            if not v:
+                continue
+            parts = textwrap.wrap(v, width=max(20, room), break_long_words=False, break_on_hyphens=False) or [v]
+            lines.append(f"{c.rjust(label)}: {parts[0]}\n" + "".join(" " * (label + 2) + p + "\n" for p in parts[1:]))
+        blocks.append("".join(lines))
     return "\n".join(blocks)

@@ -28,7 +28,7 @@ def up(out: Output, result) -> None:
                 f"{s.seconds:.2f}s" if s.ready and s.seconds else ("yes" if s.ready else "NO"))
                for s in result.services])
     for e in result.external:
-        out.line(f"{e['service']}: not started here ({e['reason']})")
+        out.para(f"{e['service']}: not started here ({e['reason']})")
     for s in result.services:
         if not s.ready and s.logs:
             out.line(f"--- last {len(s.logs)} log lines of {s.name} ---")
@@ -36,6 +36,14 @@ def up(out: Output, result) -> None:
                 out.line(line)
     if result.ok:
         out.line(f"stack {result.project} ready in {result.timings['ready']:.2f}s")
+    where = {"DATABASE_URL": "DATABASE_URL", "REDIS_URL": "REDIS_URL", "adminer": "Adminer",
+             "redis-commander": "Redis Commander"}
+    for key, url in result.urls.items():
+        out.line(f"  {where.get(key, key):<16} {url}")
+        if key == "adminer":
+            out.line(f"  {'':<16} (its login is filled in: type the password of DATABASE_URL)")
+    if result.next:
+        out.para("next: " + ", ".join(f"`{c}`" for c in result.next))
 
 
 def down(out: Output, result) -> None:
@@ -60,7 +68,8 @@ def status(out: Output, result) -> None:
         rows.append((s.name, state, s.health or "-", ", ".join(s.ports), s.image, mem))
     out.table(("service", "state", "health", "ports", "image", "memory"), rows)
     for e in result.external:
-        out.line(f"{e['service']}: external ({e['reason']})")
+        out.para(f"{e['service']}: external ({e['reason']})")
+    out.para(f"project {result.project}: {result.project_source}")
 
 
 def migrate(out: Output, result) -> None:
@@ -77,16 +86,26 @@ def migrate(out: Output, result) -> None:
     done = "dry run: nothing changed" if result.dry_run else (
         f"{len(result.applied)} applied" if result.applied else "nothing to apply")
     tsdb = f"TimescaleDB {result.timescaledb}" if result.timescaledb else "no TimescaleDB"
-    out.line(f"{result.database}: {done}; {result.up_to_date} up to date; {tsdb} ({result.seconds:.2f}s)")
+    out.para(f"{result.database}: {done}; {result.up_to_date} up to date; {tsdb} ({result.seconds:.2f}s)")
 
 
 def seed(out: Output, result) -> None:
+    replaced = {t: n for t, n in (result.replaced or {}).items() if n}
+    if replaced:
+        out.para("replaced the earlier seed of these symbols: " + ", ".join(f"{t} {n:,} rows"
+                                                                             for t, n in replaced.items()))
+    for sym, n in (result.kept or {}).items():
+        out.line(f"kept {n:,} 1-minute rows of {sym} that db seed did not write (--yes)")
     for table, n in result.rows.items():
         out.line(f"{table:<22} {n:>10,} rows")
     if result.redis_keys:
         out.line(f"{'redis keys':<22} {result.redis_keys:>10,}")
-    out.line(f"seeded {result.symbols} symbols x {result.days} days in {result.seconds:.2f}s "
-             f"(market_data {result.market_data_rows_per_second:,.0f} rows/s)")
+    if not result.rows.get("market_data"):
+        out.para(f"no KRX session minute in the last {result.days} day(s) (sessions are 09:00-15:30 KST on "
+                    "weekdays): nothing to seed; pass a larger --days")
+    plural = "" if result.symbols == 1 else "s"
+    out.line(f"seeded {result.symbols} symbol{plural} x {result.days} day{'' if result.days == 1 else 's'} in "
+             f"{result.seconds:.2f}s (market_data {result.market_data_rows_per_second:,.0f} rows/s)")
 
 
 def db_status(out: Output, result) -> None:
@@ -100,13 +119,13 @@ def db_status(out: Output, result) -> None:
                   [(str(j["job_id"]), j["kind"], j["table"] or "-", j["interval"] or "-",
                     (j["last_run"] or "never")[:19], j["last_run_status"] or "-", str(j["total_runs"]),
                     str(j["total_failures"]), j["why"]) for j in result.jobs])
-    out.line(f"{result.database}: " + (f"TimescaleDB {result.timescaledb}" if result.timescaledb else
+    out.para(f"{result.database}: " + (f"TimescaleDB {result.timescaledb}" if result.timescaledb else
                                        "no TimescaleDB"))
 
 
 def verify(out: Output, result) -> None:
     if not result.drift:
-        out.line(f"{result.database}: {result.checked} declared items match (TimescaleDB {result.timescaledb})")
+        out.para(f"{result.database}: {result.checked} declared items match (TimescaleDB {result.timescaledb})")
         return
     out.table(("item", "problem", "declared", "actual"),
               [(d["item"], d["problem"], d["declared"] or "-", d["actual"] or "-") for d in result.drift])
@@ -117,7 +136,8 @@ def health(out: Output, result) -> None:
                                           for c in result.checks])
     warnings = sum(c.warn for c in result.checks)
     if result.ok:
-        out.line(f"healthy ({result.seconds:.2f}s)" + (f", {warnings} warning(s)" if warnings else ""))
+        out.line(f"project {result.project}: healthy ({result.seconds:.2f}s)"
+                 + (f", {warnings} warning(s)" if warnings else ""))
 
 
 def _bar(used: float | None, limit: float | None, share: float, width: int = 24) -> str:
@@ -158,12 +178,12 @@ def budget(out: Output, result) -> None:
               [(f.name, f"{f.budget_mb:g}MB" if f.budget_mb else "(market)",
                 f"{f.measured_mb:g}MB" if f.measured_mb is not None else "-",
                 _bar(f.measured_mb, None, f.budget_mb), "ok" if f.ok else "OVER") for f in result.redis_families])
-    out.line("dev tools, outside the 1 GB budget: " + ", ".join(
+    out.para("dev tools, outside the 1 GB budget: " + ", ".join(
         f"{i.name} limit {i.budget_mb:g}MB" + (f" (using {i.measured_mb:g}MB)" if i.measured_mb is not None else "")
         for i in dev))
     for n in result.not_measured:
-        out.line(f"not measured: {n}")
-    out.line(f"{'fits' if result.ok else 'does NOT fit'} in {result.budget_mb:g}MB "
+        out.para(f"not measured: {n}")
+    out.para(f"{'fits' if result.ok else 'does NOT fit'} in {result.budget_mb:g}MB "
              f"(bars: # {measured}, = predicted, ! past the share)")
 
 
@@ -184,16 +204,16 @@ def _load(out: Output, result) -> None:
     out.table(("service", "predicted", "peak", "with cache", "of share", "model error", "kills"), rows)
     for i in result.items:
         for k in i.kills:
-            out.line(f"  {i.name} killed: {k}")
+            out.para(f"{i.name} killed: {k}", indent="  ")
     out.table(("query", "runs", "errors", "p50", "p99"),
               [(k, str(q.count), str(q.errors), _ms(q.p50_ms), _ms(q.p99_ms)) for k, q in load["queries"].items()])
     rd = load["redis"]
     get = rd["get"]
-    out.line(f"  redis GET p50 {_ms(get.p50_ms)}, p99 {_ms(get.p99_ms)} (target 1ms) over {get.count} reads; "
+    out.para(f"redis GET p50 {_ms(get.p50_ms)}, p99 {_ms(get.p99_ms)} (target 1ms) over {get.count} reads; "
              f"evicted: " + (", ".join(f"{k} {v}" for k, v in sorted(rd["evicted"].items())) or "none")
-             + f"; background save: {rd['bgsave']}")
+             + f"; background save: {rd['bgsave']}", indent="  ")
     for note in load["notes"]:
-        out.line(f"  note: {note}")
+        out.para(f"note: {note}", indent="  ")
 
 
 def ci(out: Output, result) -> None:
@@ -207,20 +227,23 @@ def ci(out: Output, result) -> None:
 
 def env_check(out: Output, result) -> None:
     for i in result.invalid:
-        out.line(f"bad value   {i['key']}={i['value']!r}: {i['problem']}")
+        out.para(f"bad value   {i['key']}={i['value']!r}: {i['problem']}")
     for u in result.unknown:
-        out.line(f"unknown     {u['key']}" + (f" (did you mean {u['did_you_mean']}?)" if u["did_you_mean"] else ""))
+        out.line(f"unknown     {u['key']}" + (f" (did you mean {u['did_you_mean']}?)" if u["did_you_mean"] else "")
+                 + (f" ({u['note']})" if u.get("note") else ""))
     if result.env_file is None:
-        out.line("no .env here: every setting has its default (`qbctl config show` lists them)")
+        out.para("no .env here: every setting has its default (`qbctl config show` lists them)")
     elif result.ok:
-        out.line(f"{result.env_file}: ok" + (f"; {result.defaults} settings not in it keep their defaults"
-                                              if result.defaults else ""))
+        out.para(f"{result.env_file}: ok" + (f"; {result.defaults} settings not in it keep their defaults"
+                                                 if result.defaults else ""))
 
 
 def config(out: Output, result) -> None:
     out.table(("setting", "value", "source"), [(r["key"], r["value"], r["source"]) for r in result.settings])
-    out.line(f"project {result.project}, env file {result.env_file or '(none)'}, root {result.root}")
+    out.para(f"project {result.project}: {result.project_source}")
+    out.para(f"env file {result.env_file or '(none: every default applies)'}")
+    out.para(f"schema {result.schema}")
 
 
 def compose(out: Output, result) -> None:
-    out.line(f"{result.path}: " + ("written" if result.written else "up to date" if result.ok else "out of date"))
+    out.para(f"{result.path}: " + ("written" if result.written else "up to date" if result.ok else "out of date"))

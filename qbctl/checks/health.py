@@ -141,7 +141,7 @@ def check_postgres(settings: Settings, timeout: float) -> list[Check]:
 def check_redis(settings: Settings, timeout: float) -> list[Check]:
     import redis as redis_lib
 
-    from qbctl.db.connect import redis_client
+    from qbctl.db.connect import redis_client, redis_error
 
     client = redis_client(settings, timeout)
     try:
@@ -170,7 +170,9 @@ def check_redis(settings: Settings, timeout: float) -> list[Check]:
                             f"{cap}: " + ", ".join(long_lists[:5])) if long_lists else f"none over {cap}",
                             data={"over": long_lists}))
         return checks
-    except (redis_lib.RedisError, OSError) as exc:
+    except (redis_lib.ConnectionError, redis_lib.TimeoutError, OSError) as exc:
+        return [Check("redis", False, redis_error(exc, settings))]
+    except redis_lib.RedisError as exc:
         return [Check("redis", False, str(exc)[:200])]
     finally:
         client.close()
@@ -221,8 +223,10 @@ def check(settings: Settings, options: HealthOptions = HealthOptions()) -> Healt
 def run(settings: Settings, timeout: float = CHECK_TIMEOUT) -> HealthResult:
     t0 = time.monotonic()
     # One after the other, the three drivers import faster than in four threads fighting for the GIL.
+    # The checks' deadline starts after the imports: they are not the servers' time to answer.
     for driver in ("docker", "psycopg", "redis"):
         importlib.import_module(driver)
+    started = time.monotonic()
 
     results: dict[str, list[Check]] = {}
 
@@ -230,12 +234,16 @@ def run(settings: Settings, timeout: float = CHECK_TIMEOUT) -> HealthResult:
         try:
             results[name] = fn(settings, timeout)
         except Exception as exc:  # noqa: BLE001 - a broken check is a failed check, not a crash
-            results[name] = [Check(name, False, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"[:200])]
+            from qbctl.db.connect import escaped_error
+
+            known = escaped_error(exc, f"the {name} check")
+            text = known.message if known else f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+            results[name] = [Check(name, False, text[:300])]
 
     threads = [threading.Thread(target=worker, args=c, daemon=True) for c in CHECKS]
     for t in threads:
         t.start()
-    deadline = t0 + timeout + 0.3
+    deadline = started + timeout + 0.3
     for t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
     checks = []

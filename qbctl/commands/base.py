@@ -17,6 +17,7 @@ JSON_OPTION = typer.Option(False, "--json", help="Print one JSON object on stdou
 def state(ctx: typer.Context, json: bool = False) -> AppState:
     st: AppState = ctx.obj
     st.out.json = json
+    st.command = ctx.command_path.removeprefix("qbctl").strip()
     return st
 
 

@@ -27,6 +27,8 @@ def setup(
     from qbctl import ci, render
 
     st = state(ctx, json)
+    st.on_interrupt = ("ci setup stopped; what it started keeps running: `qbctl ci teardown` removes it, "
+                       "`qbctl ci setup` again finishes the job")
     options = ci.CiOptions(timeout=timeout, without_timescaledb=without_timescaledb)
     with st.out.progress("ci setup") as events:
         result = ci.setup(st.settings, options, events)
@@ -39,6 +41,7 @@ def teardown(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     from qbctl import ci, render
 
     st = state(ctx, json)
+    st.on_interrupt = "the teardown may be half done; `qbctl ci teardown` again finishes it"
     with st.out.progress("ci teardown") as events:
         result = ci.teardown(st.settings, events)
     finish(st, result, render.down)

@@ -20,4 +20,5 @@ def render_cmd(ctx: typer.Context,
     from qbctl.stack import compose_file
 
     st = state(ctx)
+    st.on_interrupt = "the compose file may be half written: `qbctl compose render` again writes it whole"
     finish(st, compose_file.write(st.settings, check), render.compose)

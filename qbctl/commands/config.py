@@ -19,4 +19,5 @@ def show(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     from qbctl.config.settings import shown
 
     st = state(ctx, json)
-    finish(st, shown(st.settings), render.config)
+    st.on_interrupt = "nothing was changed"
+    finish(st, shown(st.read_settings()), render.config)

@@ -52,6 +52,7 @@ def status_cmd(ctx: typer.Context, json: bool = JSON_OPTION,
     from qbctl.db import status as dbstatus
 
     st = state(ctx, json)
+    st.on_interrupt = "nothing was changed"
     finish(st, dbstatus.status(st.settings, pending_is_failure=exit_code), render.db_status)
 
 
@@ -62,6 +63,7 @@ def verify(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     from qbctl.db import timescale
 
     st = state(ctx, json)
+    st.on_interrupt = "nothing was changed"
     finish(st, timescale.verify(st.settings), render.verify)
 
 
@@ -85,9 +87,13 @@ def reset_cmd(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y",
 @db_app.command()
 def seed(
     ctx: typer.Context,
-    symbols: int = typer.Option(10, "--symbols", min=1, max=2500, help="How many KRX symbols."),
-    days: int = typer.Option(30, "--days", min=1, max=3650, help="How many days of 1-minute candles."),
+    symbols: int = typer.Option(10, "--symbols", min=1, max=2500, metavar="N",
+                                 help="How many KRX symbols."),
+    days: int = typer.Option(30, "--days", min=1, max=3650, metavar="DAYS",
+                              help="How many days of 1-minute candles."),
     redis_keys: bool = typer.Option(True, "--redis/--no-redis", help="Also fill the backend's Redis keys."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Also seed symbols that hold rows db seed did not write "
+                                                        "(those rows are kept)."),
     json: bool = JSON_OPTION,
 ) -> None:
     """Realistic synthetic candles, indicators, trades and logs (COPY), and the Redis keys."""
@@ -96,9 +102,9 @@ def seed(
 
     st = state(ctx, json)
     st.on_interrupt = "nothing of this seed was committed"
+    options = seed_mod.SeedOptions(symbols=symbols, days=days, redis=redis_keys, yes=yes)
     with st.out.progress("seeding") as events:
-        result = seed_mod.seed(st.settings, seed_mod.SeedOptions(symbols=symbols, days=days, redis=redis_keys),
-                               events)
+        result = seed_mod.seed(st.settings, options, events)
     finish(st, result, render.seed)
 
 

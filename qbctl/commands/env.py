@@ -1,6 +1,7 @@
 """qbctl env check."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -19,8 +20,9 @@ def check_cmd(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Bad values and unknown keys in .env (with the setting each was probably meant to be)."""
     from qbctl import render
     from qbctl.config import envcheck
-    from qbctl.config.settings import find_root
+    from qbctl.config.settings import find_project
 
     st = state(ctx, json)
-    cwd = Path.cwd()
-    finish(st, envcheck.check(st.env_file, find_root(cwd), cwd), render.env_check)
+    st.on_interrupt = "nothing was changed"
+    folder = find_project(Path.cwd(), st.project_dir or os.environ.get("QBCTL_PROJECT_DIR") or None)
+    finish(st, envcheck.check(st.env_file, folder.root), render.env_check)

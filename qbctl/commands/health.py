@@ -29,7 +29,7 @@ def health(
     st = state(ctx, json)
     st.on_interrupt = "stopped checking; nothing was changed"
     options = health_mod.HealthOptions(check_timeout=check_timeout, wait=wait, timeout=timeout)
-    finish(st, health_mod.check(st.settings, options), render.health)
+    finish(st, health_mod.check(st.read_settings(), options), render.health)
 
 
 def budget(
@@ -47,11 +47,13 @@ def budget(
 
     st = state(ctx, json)
     if not load:
-        finish(st, budget_mod.measure(st.settings), render.budget)
+        st.on_interrupt = "nothing was changed"
+        finish(st, budget_mod.measure(st.read_settings()), render.budget)
         return
     from qbctl.checks.load import LoadOptions
 
-    st.on_interrupt = "the load stopped; its own rows (symbols LOAD...) may be left in market_data"
+    settings = st.read_settings()
+    st.on_interrupt = "the load stopped; its own rows (symbols LOAD...) and keys (cache:qbctl-load:...) may be left"
     with st.out.progress("load") as events:
-        result = budget_mod.under_load(st.settings, LoadOptions(seconds=seconds, redis_rate=redis_rate), events)
+        result = budget_mod.under_load(settings, LoadOptions(seconds=seconds, redis_rate=redis_rate), events)
     finish(st, result, render.budget)

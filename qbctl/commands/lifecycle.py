@@ -8,10 +8,12 @@ import typer
 from qbctl.commands.base import JSON_OPTION, confirm, finish, state
 
 
-def _complete_service(incomplete: str) -> list[str]:
+def _complete_service(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Service names for the shell's completion, leaving out those already on the line."""
     from qbctl.stack.spec import SERVICES  # here, not at import: every command would pay for it
 
-    return [s for s in SERVICES if s.startswith(incomplete)]
+    given = set(ctx.params.get("services") or ())
+    return [s for s in SERVICES if s.startswith(incomplete) and s not in given]
 
 
 def register(app: typer.Typer) -> None:
@@ -37,8 +39,7 @@ def up(
 
     st = state(ctx, json)
     settings = st.settings
-    st.on_interrupt = ("what was started keeps running and nothing was removed; `qbctl up` finishes the job, "
-                       "`qbctl down` undoes it")
+    st.on_interrupt = "nothing was created or changed"  # once containers change, up says what it left
     options = lifecycle.UpOptions(services=tuple(services or ()), no_ui=no_ui, timeout=timeout)
     with st.out.progress("starting the stack") as events:
         result = lifecycle.up(settings, options, events)
@@ -65,6 +66,7 @@ def reset(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", hel
 
     st = state(ctx, json)
     settings = st.settings
+    lifecycle.require_project(settings, "nothing was removed")
     confirm(st, yes, f"This deletes every container and volume of project {settings.project!r}, with their data.")
     st.on_interrupt = "the reset may be half done; `qbctl reset --yes` again finishes it"
     with st.out.progress("removing the stack") as events:
@@ -78,7 +80,8 @@ def status(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     from qbctl.stack import lifecycle
 
     st = state(ctx, json)
-    finish(st, lifecycle.status(st.settings), render.status)
+    st.on_interrupt = "nothing was changed"
+    finish(st, lifecycle.status(st.read_settings()), render.status)
 
 
 def logs(
@@ -86,7 +89,8 @@ def logs(
     service: str = typer.Argument(..., help="postgres, redis, adminer or redis-commander",
                                   autocompletion=_complete_service),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
-    tail: Optional[int] = typer.Option(None, "--tail", "-n", min=0, help="Only the last N lines."),
+    tail: Optional[int] = typer.Option(None, "--tail", "-n", min=0, metavar="N",
+                                        help="Only the last N lines."),
 ) -> None:
     """Print a service's log."""
     from qbctl import render
@@ -94,4 +98,4 @@ def logs(
 
     st = state(ctx)
     st.on_interrupt = "stopped following the log; the service keeps running"
-    render.stream(st.out, logs_mod.stream(st.settings, service, follow, tail), flush_each=follow)
+    render.stream(st.out, logs_mod.stream(st.read_settings(), service, follow, tail), flush_each=follow)

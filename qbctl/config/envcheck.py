@@ -20,12 +20,13 @@ class EnvCheckResult(Result):
     error: QbctlError | None = None
 
 
-def check(env_file: Path | None, root: Path, cwd: Path) -> EnvCheckResult:
-    """Bad values, unknown keys (with the setting each was probably meant to be) in the env file.
+def check(env_file: Path | None, root: Path) -> EnvCheckResult:
+    """Bad values, unknown keys (with the setting each was probably meant to be) in the env file
+    (`env_file`, else the project folder's .env).
 
     No env file is no error: every default applies, as `qbctl up` in a fresh clone does.
     """
-    path = env_file or cwd / ".env"
+    path = env_file or root / ".env"
     example = root / ".env.example"
     expected = set(read_env_file(example)) if example.exists() else set()
     if not path.exists():
@@ -36,6 +37,9 @@ def check(env_file: Path | None, root: Path, cwd: Path) -> EnvCheckResult:
     result = EnvCheckResult(str(path), str(example) if example.exists() else None)
     result.unknown = [{"key": k, "did_you_mean": suggestion(k)} for k in sorted(values)
                       if k not in BY_KEY and k not in expected]
+    for u in result.unknown:
+        if u["key"] == "QBCTL_PROJECT_DIR":
+            u["note"] = "read from the environment only: it names this file's folder"
     result.defaults = sum(k not in values for k in BY_KEY)
     for key, raw in values.items():
         setting = BY_KEY.get(key)

@@ -41,10 +41,13 @@ def _int_range(lo: int, hi: int) -> Callable[[str], int]:
 
 
 def _choice(*options: str) -> Callable[[str], str]:
+    """One of `options`, in any case (info is INFO); the value is the option's own spelling."""
+    by_folded = {o.casefold(): o for o in options}
+
     def parse(text: str) -> str:
-        if text not in options:
+        if text.casefold() not in by_folded:
             raise ValueError("expected one of " + ", ".join(options))
-        return text
+        return by_folded[text.casefold()]
     return parse
 
 
@@ -170,6 +173,13 @@ class Settings:
     root: Path
     env_file: Path | None
     typos: Mapping[str, str] = None  # unknown keys in the env file that look like a setting -> that setting
+    marker: str | None = "named"  # what marks root as the project (find_project); None: no project there
+    project_source: str = ""  # how the project name was chosen, in words (status and config show say it)
+
+    @property
+    def is_project(self) -> bool:
+        """Whether qbctl runs in a project: a marked folder, or a project named explicitly."""
+        return self.marker is not None or self.project_source.startswith("named by")
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -189,12 +199,56 @@ class Settings:
         return mask_value(key, self.raw[key])
 
 
-def find_root(start: Path) -> Path:
-    """The project folder: the nearest folder at or above start that holds sql/schema."""
+PROJECT_MARKERS = "a .env, a sql/schema folder or a [tool.qbctl] section in pyproject.toml"
+_TOOL_SECTION = re.compile(r"^\s*\[\s*tool\s*\.\s*qbctl\s*[\].]", re.M)
+
+
+@dataclass(frozen=True)
+class ProjectFolder:
+    """Where qbctl found the project: its folder and what marks it (None: no project there)."""
+
+    root: Path
+    marker: str | None
+
+
+def marker_of(folder: Path) -> str | None:
+    """What makes `folder` a qbctl project, or None."""
+    if (folder / "sql" / "schema").is_dir():
+        return "sql/schema"
+    if (folder / ".env").is_file():
+        return ".env"
+    try:
+        text = (folder / "pyproject.toml").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    return "[tool.qbctl] in pyproject.toml" if _TOOL_SECTION.search(text) else None
+
+
+def find_project(start: Path, project_dir: Path | None = None) -> ProjectFolder:
+    """The project folder: `project_dir` when given, else the nearest folder at or above `start`
+    that holds a marker (PROJECT_MARKERS). The search stops at the repository's root (the folder
+    holding .git) and never takes the home folder from below it: a stray ~/.env marks nothing."""
+    if project_dir is not None:
+        folder = Path(project_dir).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"project folder {project_dir} does not exist or is not a folder",
+                              hint="point --project-dir (or QBCTL_PROJECT_DIR) at the project's folder")
+        return ProjectFolder(folder.resolve(), "named")
+    home = Path(os.path.expanduser("~"))
     for folder in (start, *start.parents):
-        if (folder / "sql" / "schema").is_dir():
-            return folder
-    return start
+        if folder != start and folder in (home, Path(folder.anchor)):
+            break
+        marker = marker_of(folder)
+        if marker:
+            return ProjectFolder(folder, marker)
+        if (folder / ".git").exists():
+            break
+    return ProjectFolder(start, None)
+
+
+def find_root(start: Path) -> Path:
+    """The project folder of `start` (see find_project), or `start` itself."""
+    return find_project(start).root
 
 
 def project_name(text: str, where: str = "project name") -> str:
@@ -231,18 +285,26 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def load(env_file: Path | None = None, environ: Mapping[str, str] | None = None,
          project: str | None = None, cwd: Path | None = None, overrides: Mapping[str, str] | None = None,
-         ) -> Settings:
-    """Resolve every setting; raise ConfigError naming every bad value, one per line."""
+         project_dir: Path | None = None) -> Settings:
+    """Resolve every setting; raise ConfigError naming every bad value, one per line.
+
+    The project folder (find_project) is found first: its .env is the default env file.
+    QBCTL_PROJECT_DIR is read from the environment only (it says where .env is)."""
     cwd = cwd or Path.cwd()
     environ = os.environ if environ is None else environ
-    root = find_root(cwd)
+    named_dir = project_dir if project_dir is not None else (environ.get("QBCTL_PROJECT_DIR") or None)
+    folder = find_project(cwd, named_dir)
+    if folder.marker == "named":
+        folder = ProjectFolder(folder.root, "--project-dir" if project_dir is not None else "QBCTL_PROJECT_DIR")
+    root = folder.root
     explicit = env_file is not None
-    path = Path(env_file) if explicit else cwd / ".env"
+    path = Path(env_file) if explicit else root / ".env"
     file_values: dict[str, str] = {}
     if path.exists() or explicit:
         if not path.exists():
             raise ConfigError(f"env file {path} does not exist", hint="create it (see .env.example) or drop --env-file")
         file_values = read_env_file(path)
+        file_name = str(env_file) if explicit else _shown_path(path, cwd)
     else:
         path = None
 
@@ -253,7 +315,7 @@ def load(env_file: Path | None = None, environ: Mapping[str, str] | None = None,
         elif s.key in environ:
             raw[s.key], sources[s.key] = environ[s.key], "environment"
         elif s.key in file_values:
-            raw[s.key], sources[s.key] = file_values[s.key], path.name
+            raw[s.key], sources[s.key] = file_values[s.key], file_name
         else:
             raw[s.key], sources[s.key] = s.default, "default"
         try:
@@ -268,18 +330,32 @@ def load(env_file: Path | None = None, environ: Mapping[str, str] | None = None,
         raise ConfigError("\n".join(problems), hint="fix the value in .env or the environment" + more
                           + "; `qbctl env check` lists every setting")
     if project:
-        name = project_name(project, "--project")
+        name, how = project_name(project, "--project"), "named by --project"
     elif values["QBCTL_PROJECT"].strip():
         name = project_name(values["QBCTL_PROJECT"], f"QBCTL_PROJECT= (from {sources['QBCTL_PROJECT']})")
+        how = f"named by QBCTL_PROJECT (from {sources['QBCTL_PROJECT']})"
     else:
         name = project_name(root.name, f"the folder name {root} (set QBCTL_PROJECT)")
-    return Settings(values, raw, sources, name, root, path, did_you_mean(file_values))
+        how = f"the folder {root}" + (f" ({folder.marker})" if folder.marker else
+                                      ", which is no project (no .env, sql/schema or [tool.qbctl] "
+                                      "in pyproject.toml there or above it)")
+    return Settings(values, raw, sources, name, root, path, did_you_mean(file_values), folder.marker, how)
+
+
+def _shown_path(path: Path, cwd: Path) -> str:
+    """The env file as a user would name it from where they are: .env, ../.env."""
+    try:
+        return os.path.relpath(path, cwd)
+    except ValueError:
+        return str(path)
 
 
 def suggestion(key: str) -> str | None:
     """The setting an unknown key was probably meant to be (REDIS_MAXMEMORY -> REDIS_MAX_MEMORY)."""
     import difflib
 
+    if key == "QBCTL_PROJECT_DIR":  # not a misspelt QBCTL_PROJECT: a setting of the environment only
+        return None
     squeezed = {s.key.replace("_", ""): s.key for s in SETTINGS}
     if key.upper().replace("_", "") in squeezed:
         return squeezed[key.upper().replace("_", "")]
@@ -288,11 +364,14 @@ def suggestion(key: str) -> str | None:
 
 
 def did_you_mean(file_values: Mapping[str, str]) -> dict[str, str]:
-    """Unknown keys of an env file that look like a setting. Other unknown keys are the backend's
-    own (KIS_APP_KEY, ...) and are left alone; `qbctl env check` lists them all."""
+    """Unknown keys of an env file that look like a setting (-> that setting; "" for a key read from
+    the environment only). Other unknown keys are the backend's own (KIS_APP_KEY, ...) and are left
+    alone; `qbctl env check` lists them all."""
     out = {}
     for key in file_values:
-        if key not in BY_KEY:
+        if key == "QBCTL_PROJECT_DIR":  # it says where the env file is: read from the environment only
+            out[key] = ""
+        elif key not in BY_KEY:
             near = suggestion(key)
             if near:
                 out[key] = near
@@ -325,11 +404,16 @@ class ConfigShown(Result):
     root: str
     env_file: str | None
     settings: list[dict]
+    project_source: str = ""
+    schema: str = ""  # the sql/ folder the db commands use
     ok: bool = True
     error: ConfigError | None = None
 
 
 def shown(settings: Settings) -> ConfigShown:
+    from qbctl.db import files
+
     rows = [{"key": s.key, "value": settings.masked(s.key), "source": settings.sources[s.key]} for s in SETTINGS]
     return ConfigShown(settings.project, str(settings.root),
-                       str(settings.env_file) if settings.env_file else None, rows)
+                       str(settings.env_file) if settings.env_file else None, rows, settings.project_source,
+                       files.describe(settings))

@@ -1,14 +1,15 @@
 """Memory sizes as people write them in .env files and server configs.
 
-`150mb` (Redis), `128MB` (PostgreSQL), `1GB`, `4MB`, `512kB`, `1048576` (bytes).
-Units are binary (1MB = 1024 kB), as both PostgreSQL and Redis read them.
+`150mb` (Redis), `128MB` (PostgreSQL), `1GB`, `4MB`, `512kB`, `1048576` (bytes), `150MiB`, `1GiB`.
+Units are binary (1MB = 1024 kB), as both PostgreSQL and Redis read them: MiB and MB are the same.
 """
 from __future__ import annotations
 
 import re
 
 MB = 1024 * 1024
-_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": MB, "mb": MB, "g": 1024 * MB, "gb": 1024 * MB}
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": MB, "mb": MB, "mib": MB,
+          "g": 1024 * MB, "gb": 1024 * MB, "gib": 1024 * MB}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
@@ -20,7 +21,7 @@ def parse_size(text: str) -> int:
     number, unit = m.groups()
     factor = _UNITS.get(unit.lower())
     if factor is None:
-        raise ValueError(f"unknown unit {unit!r}: use kB, MB or GB")
+        raise ValueError(f"unknown unit {unit!r}: use kB, MB or GB (KiB, MiB, GiB are the same)")
     value = int(float(number) * factor)
     if value <= 0:
         raise ValueError("must be larger than zero")

@@ -50,16 +50,19 @@ def auth_error(message: str) -> Unavailable:
 
 
 def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, timeout: float = 3,
-            prepared: bool = True):
+            prepared: bool = True, events=None):
     """A psycopg connection with the URL's credentials; retried while the server is starting.
 
     client_encoding is UTF8 whatever the database's encoding: on a SQL_ASCII database the
     driver would otherwise hand back bytes where the catalog holds text. `prepared=False` turns
     off the driver's prepared statements (a session that runs DISCARD ALL drops them under it).
+    With `events`, a wait is said once (a `waiting` event), so that a stopped stack is not 30 s
+    of silence.
     """
     import psycopg
 
     deadline = time.monotonic() + wait
+    told = False
     while True:
         try:
             return psycopg.connect(dsn(settings), connect_timeout=max(1, int(timeout)), autocommit=autocommit,
@@ -68,6 +71,13 @@ def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, time
         except psycopg.Error as exc:
             text = " ".join(str(exc).split())
             if any(r in text for r in RETRYABLE) and time.monotonic() < deadline:
+                if events is not None and not told and wait >= 2:
+                    from qbctl.events import Event, Status
+
+                    reason = _unreachable(settings, text).details["reason"]
+                    events(Event(Status.WAITING, f"waiting up to {wait:.0f}s for {settings.pg.masked()} ({reason}); "
+                                 "`qbctl up postgres` starts the stack's", "postgres"))
+                    told = True
                 time.sleep(0.1)
                 continue
             raise _unreachable(settings, text) from None
@@ -81,6 +91,10 @@ def psycopg_rows(conn) -> Rows:
 def _unreachable(settings: Settings, text: str) -> QbctlError:
     where = settings.pg.masked()
     reason = text.split("FATAL:")[-1].strip()[:300]
+    if "Connection refused" in text:  # libpq's two lines of it, for each address it tried
+        reason = "connection refused"
+    elif "timeout expired" in text:
+        reason = "no answer within the timeout"
     if bad_url(text):
         err = url_error(text, where)
     elif "password authentication failed" in text:
@@ -96,15 +110,44 @@ def _unreachable(settings: Settings, text: str) -> QbctlError:
 
 
 def killed_error(exc: Exception, doing: str) -> QbctlError | None:
-    """A server process killed under us (OOM, as a rule), as the error it is; None for anything else."""
+    """A server process killed under us (OOM, as a rule), as the error it is; None for anything else
+    (a server shut down by its administrator, `qbctl down`, is no kill)."""
     text = " ".join(str(exc).split())
-    if not any(k in text for k in KILLED):
+    if not any(k in text for k in KILLED) or "administrator command" in text:
         return None
     return ServerKilled(f"postgres: the server process running {doing} was killed "
                         f"({text[:160]})",
                         hint="the kernel kills a PostgreSQL backend when the container reaches its memory limit: "
                              "`qbctl health` names the kill, `qbctl budget` shows the arithmetic and the setting "
                              "that fixes it (QBCTL_BUDGET_POSTGRES, POSTGRES_WORK_MEM, POSTGRES_MAX_CONNECTIONS)")
+
+
+def escaped_error(exc: Exception, doing: str) -> QbctlError | None:
+    """A driver's error that escaped a command (the server went away in the middle of it) as the
+    error it is: SERVER_KILLED, DATABASE_UNAVAILABLE or REDIS_UNAVAILABLE (exit 3); None when
+    `exc` is no PostgreSQL or Redis error (then it is a bug)."""
+    module = type(exc).__module__ or ""
+    text = " ".join(str(exc).split())[:300]
+    if module.startswith("psycopg"):
+        import psycopg
+
+        killed = killed_error(exc, doing)
+        if killed is not None:
+            return killed
+        if isinstance(exc, psycopg.OperationalError):
+            return Unavailable(f"postgres: the connection was lost while running {doing}: {text}",
+                               code="DATABASE_UNAVAILABLE",
+                               hint="`qbctl status` shows whether the server runs; `qbctl logs postgres` says why "
+                                    "it stopped")
+        return None
+    if module.startswith("redis"):
+        import redis
+
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            return Unavailable(f"redis: the connection was lost while running {doing}: {text}",
+                               code="REDIS_UNAVAILABLE",
+                               hint="`qbctl status` shows whether Redis runs; `qbctl logs redis` says why it stopped")
+    return None
 
 
 def server_error(exc, text: str = "", line: int = 1) -> tuple[int | None, str, dict]:
@@ -133,9 +176,23 @@ def server_error(exc, text: str = "", line: int = 1) -> tuple[int | None, str, d
 
 
 def redis_client(settings: Settings, timeout: float = 2.0):
-    """A redis-py client for REDIS_URL: its user, password and database, the stack's host."""
+    """A redis-py client for REDIS_URL: its user, password and database, the stack's host.
+
+    No retries: redis-py's default (3, with backoff) turned a refused connection into 4 s of
+    silence, which health reported as "no answer"; callers that wait (up's probe) retry themselves."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     rd = settings.redis
     return redis.Redis(host=rd.connect_host, port=rd.port, db=rd.db, username=rd.username or None,
-                       password=rd.password or None, socket_timeout=timeout, socket_connect_timeout=timeout)
+                       password=rd.password or None, socket_timeout=timeout, socket_connect_timeout=timeout,
+                       retry=Retry(NoBackoff(), 0))
+
+
+def redis_error(exc: Exception, settings: Settings) -> str:
+    """A Redis connection error in words: `cannot reach Redis at URL: connection refused`."""
+    text = " ".join(str(exc).split())
+    reason = "connection refused" if "refused" in text.lower() else (
+        "no answer within the timeout" if "timeout" in text.lower() or "timed out" in text.lower() else text[:200])
+    return f"cannot reach Redis at {settings.redis.masked()}: {reason}"

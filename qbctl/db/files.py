@@ -1,6 +1,7 @@
 """The migration files on disk: discovery, normalisation, checksums and policy templates.
 
-sql/schema/*.sql are versioned migrations, applied once. sql/policies/*.sql are
+The files come from the project's own sql/ folder when it has one, else from the QB schema that
+ships inside the package (sql_dir). sql/schema/*.sql are versioned migrations, applied once. sql/policies/*.sql are
 templates ({{SETTING}}) rendered from the settings and re-applied whenever their
 rendered text changes.
 
@@ -19,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 
 from qbctl.config.settings import Settings
-from qbctl.errors import ConfigError, UsageError
+from qbctl.errors import ConfigError
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Z0-9_]+)\s*\}\}")
 TEMPLATE_KEYS = ("DATA_RETENTION_DAYS", "LOG_RETENTION_DAYS", "COMPRESSION_AFTER_DAYS", "MAX_CANDLES_PER_SYMBOL")
@@ -120,13 +121,29 @@ def render(text: str, settings: Settings, path: Path) -> str:
     return PLACEHOLDER.sub(sub, text)
 
 
+def packaged_sql() -> Path:
+    """The QB schema that ships with qbctl: qbctl/sql/ in an installed package (pyproject.toml maps
+    the repository's sql/ there); in a source checkout (PYTHONPATH, pip install -e) that sql/ itself."""
+    package = Path(__file__).resolve().parent.parent
+    for folder in (package / "sql", package.parent / "sql"):
+        if (folder / "schema").is_dir() and (folder.parent == package or (folder.parent / "pyproject.toml").exists()):
+            return folder
+    raise ConfigError(f"qbctl's own schema is missing from {package / 'sql'}: the installation is incomplete",
+                      code="SQL_NOT_FOUND", hint="reinstall qbctl (pip install --force-reinstall ./tools/qbctl)")
+
+
 def sql_dir(settings: Settings) -> Path:
+    """The project's own sql/ (with sql/schema) when it has one, else the schema shipped with qbctl."""
     folder = settings.root / "sql"
-    if not (folder / "schema").is_dir():
-        raise UsageError(f"no sql/schema folder in {settings.root} or any folder above it",
-                         code="SQL_NOT_FOUND",
-                         hint="run qbctl inside the backend's checkout (the folder that holds sql/)")
-    return folder
+    if (folder / "schema").is_dir():
+        return folder
+    return packaged_sql()
+
+
+def describe(settings: Settings) -> str:
+    """Which schema the db commands use, in words."""
+    folder = sql_dir(settings)
+    return f"{folder} (" + ("the project's own" if folder == settings.root / "sql" else "shipped with qbctl") + ")"
 
 
 def load(settings: Settings) -> list[SqlFile]:

@@ -244,7 +244,8 @@ TODO = ("pending", "reapply", "partial")
 
 
 def _migrate(settings: Settings, local: list[SqlFile], options: MigrateOptions, events: Events) -> MigrateResult:
-    conn = connect.connect(settings, wait=options.wait)  # the lock's session: state, lock, tracking table
+    # The lock's session: state, lock, tracking table.
+    conn = connect.connect(settings, wait=options.wait, events=events)
     rows = connect.psycopg_rows(conn)
     with conn:
         state = read_state(rows)
@@ -275,7 +276,8 @@ def _migrate(settings: Settings, local: list[SqlFile], options: MigrateOptions, 
             result.timescaledb = read_state(rows).timescaledb  # a schema file may have just created it
             _summarise(result, items, would=False)
         finally:
-            unlock(rows)
+            if not conn.broken:  # a killed backend took its lock with it; its error is the one to report
+                unlock(rows)
     return result
 
 

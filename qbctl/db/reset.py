@@ -16,7 +16,7 @@ GRANT USAGE ON SCHEMA public TO PUBLIC;
 
 def reset(settings: Settings, options: migrate.MigrateOptions = migrate.MigrateOptions(),
           events: Events = ignore) -> migrate.MigrateResult:
-    with connect.connect(settings, wait=options.wait) as conn:
+    with connect.connect(settings, wait=options.wait, events=events) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (migrate.LOCK_KEY,))  # not while a migrate runs
         try:
             with conn.transaction():

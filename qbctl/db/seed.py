@@ -2,9 +2,16 @@
 
 1-minute candles for N KRX symbols over D days of KRX sessions (09:00-15:30 KST, weekdays),
 a random walk rounded to KRX tick sizes; two indicators per candle (sma_20, rsi_14); a few
-orders and their trades per symbol and day; log lines. Re-seeding replaces earlier seed data.
-Then the continuous aggregates of market_data (the 5-minute, hourly and daily bars) are
-refreshed, outside a transaction, so that reading bars is a cheap query at once.
+orders and their trades per symbol and day; log lines. Then the continuous aggregates of
+market_data (the 5-minute, hourly and daily bars) are refreshed, outside a transaction, so that
+reading bars is a cheap query at once.
+
+Seed never deletes rows it did not write. What it writes is marked: orders and trades by their
+strategy (seed-momentum), log lines by their logger (qbctl.seed), candles and indicators by the
+(symbol, time range) recorded in qbctl.seeded. Re-seeding a symbol replaces that symbol's earlier
+seed and says how many rows that was. A symbol that holds 1-minute rows seed did not write is
+refused (SEED_CONFLICT) unless --yes; with --yes those rows are kept, and seeded minutes that
+would collide with them are left out (and out of the recorded ranges).
 """
 from __future__ import annotations
 
@@ -26,6 +33,19 @@ KNOWN = [("005930", 71000), ("000660", 178000), ("035420", 185000), ("035720", 4
          ("051910", 350000), ("006400", 380000), ("068270", 180000), ("105560", 78000), ("055550", 46000)]
 STRATEGY = "seed-momentum"
 LOGGER = "qbctl.seed"
+SEED_LOCK = 7_514_660_001  # pg_advisory_xact_lock key: two seeds take turns
+SEEDED_DDL = """
+CREATE SCHEMA IF NOT EXISTS qbctl;
+CREATE TABLE IF NOT EXISTS qbctl.seeded (
+    tbl        text        NOT NULL,  -- market_data | technical_indicators
+    symbol     text        NOT NULL,
+    timeframe  text        NOT NULL,
+    first_time timestamptz NOT NULL,
+    last_time  timestamptz NOT NULL,  -- every row of tbl for symbol and timeframe in [first, last] is seed's
+    seeded_at  timestamptz NOT NULL DEFAULT now()
+);
+"""
+MARKED = ("market_data", "technical_indicators")  # tables whose seeded rows are recorded as time ranges
 
 
 def tick(price: float) -> int:
@@ -67,6 +87,8 @@ class SeedResult(Result):
     symbols: int
     days: int
     rows: dict[str, int] = field(default_factory=dict)
+    replaced: dict[str, int] = field(default_factory=dict)  # rows of the earlier seed of these symbols, deleted
+    kept: dict[str, int] = field(default_factory=dict)  # with --yes: 1-minute rows seed did not write, per symbol
     redis_keys: int = 0
     seconds: float = 0.0
     market_data_rows_per_second: float = 0.0
@@ -79,6 +101,7 @@ class SeedOptions:
     symbols: int = 10
     days: int = 30
     redis: bool = True  # also fill the backend's Redis keys
+    yes: bool = False  # seed symbols that hold rows seed did not write (those rows are kept)
 
 
 
@@ -111,22 +134,43 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
     t0 = time.monotonic()
     n_symbols, days, redis_keys = options.symbols, options.days, options.redis
     syms = symbols(n_symbols)
+    names = [s for s, _ in syms]
     minutes = session_minutes(days)
     stamps = [m.isoformat() for m in minutes]
     result = SeedResult(settings.pg.masked(), n_symbols, days)
     rng = random.Random(42)
     total = len(syms)
     latest: dict[str, list] = {}
-    with connect.connect(settings, wait=30, autocommit=False) as conn:
+    with connect.connect(settings, wait=30, autocommit=False, events=events) as conn:
         if conn.execute("SELECT to_regclass('market_data') IS NULL").fetchone()[0]:
             raise CheckFailed(f"{settings.pg.masked()} has no market_data table", code="NOT_MIGRATED",
                               hint="run `qbctl db migrate` first")
-        _clear(conn, [s for s, _ in syms])
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SEED_LOCK,))
+        conn.execute(SEEDED_DDL)
+        foreign = foreign_rows(conn, names)
+        if foreign and not options.yes:
+            raise _conflict(foreign)
+        result.kept = {sym: sum(n.values()) for sym, n in foreign.items()}
+        result.replaced = _clear(conn, names)
         md = ind = 0
         md_seconds = 0.0
         with conn.cursor() as cur:
             for i, (sym, p0) in enumerate(syms):
                 candles = list(_candles(sym, p0, stamps, rng))
+                lines = list(_indicator_lines(sym, candles))
+                taken = {"market_data": [minutes[k] for k in range(len(candles))],
+                         "technical_indicators": [minutes[k] for k in range(20, len(candles))]}
+                if sym in foreign:  # only with --yes: leave out the minutes its own rows hold
+                    busy = {t: _times(cur, t, sym, minutes) for t in MARKED}
+                    keep_md = [k for k, m in enumerate(taken["market_data"]) if m not in busy["market_data"]]
+                    keep_ind = [k for k, m in enumerate(taken["technical_indicators"])
+                                if m not in busy["technical_indicators"]]
+                    candles = [candles[k] for k in keep_md]
+                    lines = [lines[k] for k in keep_ind]
+                    taken = {"market_data": [taken["market_data"][k] for k in keep_md],
+                             "technical_indicators": [taken["technical_indicators"][k] for k in keep_ind]}
+                else:
+                    busy = {t: [] for t in MARKED}
                 payload = "".join(f"{t}\t{sym}\t1m\t{o}\t{h}\t{lo}\t{c}\t{v}\n" for t, o, h, lo, c, v in candles)
                 t1 = time.monotonic()  # the load rate: COPY itself, not the generation of the rows
                 with cur.copy("COPY market_data (time, symbol, timeframe, open, high, low, close, volume)"
@@ -135,8 +179,12 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
                 md_seconds += time.monotonic() - t1
                 md += len(candles)
                 with cur.copy("COPY technical_indicators (time, symbol, timeframe, name, value) FROM STDIN") as copy:
-                    copy.write("".join(_indicator_lines(sym, candles)))
-                ind += 2 * max(0, len(candles) - 20)
+                    copy.write("".join(lines))
+                ind += 2 * len(lines)
+                for table in MARKED:
+                    for first, last in runs(taken[table], sorted(busy[table])):
+                        cur.execute("INSERT INTO qbctl.seeded (tbl, symbol, timeframe, first_time, last_time)"
+                                    " VALUES (%s, %s, '1m', %s, %s)", (table, sym, first, last))
                 latest[sym] = candles[-settings["MAX_CANDLES_PER_SYMBOL"]:]
                 events(Event(Status.WORKING, f"seeding {sym}", done=i + 1, total=total))
             result.rows["orders"], result.rows["trades"] = _trades(cur, syms, minutes, rng)
@@ -174,13 +222,70 @@ def _refresh_bars(conn, events: Events) -> dict[str, int]:
     return out
 
 
-def _clear(conn, syms: list[str]) -> None:
-    """Earlier seed data of these symbols goes first: re-seeding replaces, never doubles."""
-    conn.execute("DELETE FROM market_data WHERE symbol = ANY(%s) AND timeframe = '1m'", (syms,))
-    conn.execute("DELETE FROM technical_indicators WHERE symbol = ANY(%s) AND timeframe = '1m'", (syms,))
-    conn.execute("DELETE FROM trades WHERE strategy = %s", (STRATEGY,))
-    conn.execute("DELETE FROM orders WHERE strategy = %s", (STRATEGY,))
-    conn.execute("DELETE FROM system_logs WHERE logger = %s", (LOGGER,))
+def foreign_rows(conn, syms: list[str]) -> dict[str, dict[str, int]]:
+    """1-minute rows of these symbols that seed did not write (outside every range it recorded),
+    by symbol and table."""
+    out: dict[str, dict[str, int]] = {}
+    for table in MARKED:
+        for sym, n in conn.execute(
+                f"SELECT d.symbol, count(*) FROM {table} d WHERE d.symbol = ANY(%s) AND d.timeframe = '1m'"
+                " AND NOT EXISTS (SELECT 1 FROM qbctl.seeded s WHERE s.tbl = %s AND s.symbol = d.symbol"
+                " AND s.timeframe = d.timeframe AND d.time BETWEEN s.first_time AND s.last_time)"
+                " GROUP BY d.symbol ORDER BY d.symbol", (syms, table)):
+            out.setdefault(sym, {})[table] = n
+    return out
+
+
+def _conflict(foreign: dict[str, dict[str, int]]) -> CheckFailed:
+    shown = "; ".join(f"{sym}: " + ", ".join(f"{n:,} {table}" for table, n in tables.items())
+                      for sym, tables in list(foreign.items())[:5])
+    more = f" and {len(foreign) - 5} more symbols" if len(foreign) > 5 else ""
+    who = f"{next(iter(foreign))} holds" if len(foreign) == 1 else f"{len(foreign)} of the symbols to seed hold"
+    return CheckFailed(f"{who} 1-minute rows that db seed did not write ({shown}{more}); nothing was changed",
+                       code="SEED_CONFLICT",
+                       hint="pass --yes to seed them anyway (their rows are kept; seeded minutes that would "
+                            "collide are left out), or seed fewer symbols (--symbols N)",
+                       symbols={sym: dict(t) for sym, t in foreign.items()})
+
+
+def _times(cur, table: str, sym: str, minutes: list[datetime]) -> set[datetime]:
+    """The times at which `table` holds 1-minute rows of `sym` within the seed's span."""
+    if not minutes:
+        return set()
+    return {r[0] for r in cur.execute(f"SELECT DISTINCT time FROM {table} WHERE symbol = %s AND timeframe = '1m'"
+                                      " AND time BETWEEN %s AND %s", (sym, minutes[0], minutes[-1]))}
+
+
+def runs(taken: list[datetime], busy: list[datetime]) -> list[tuple[datetime, datetime]]:
+    """The seeded times as [first, last] ranges that hold no busy (foreign) time: recorded so that
+    a later seed deletes exactly what this one wrote. Both lists sorted."""
+    import bisect
+
+    out: list[tuple[datetime, datetime]] = []
+    for t in taken:
+        if out and bisect.bisect_right(busy, out[-1][1]) == bisect.bisect_left(busy, t):
+            out[-1] = (out[-1][0], t)  # no busy time between the run's end and t: the run goes on
+        else:
+            out.append((t, t))
+    return out
+
+
+def _clear(conn, syms: list[str]) -> dict[str, int]:
+    """The earlier seed of these symbols goes first: re-seeding replaces, never doubles, and touches
+    nothing it did not write. How many rows of each table that was."""
+    gone: dict[str, int] = {}
+    for table in MARKED:
+        gone[table] = conn.execute(
+            f"WITH d AS (DELETE FROM {table} d USING qbctl.seeded s WHERE s.tbl = %s AND s.symbol = ANY(%s)"
+            " AND d.symbol = s.symbol AND d.timeframe = s.timeframe AND d.time BETWEEN s.first_time AND s.last_time"
+            " RETURNING 1) SELECT count(*) FROM d", (table, syms)).fetchone()[0]
+    conn.execute("DELETE FROM qbctl.seeded WHERE symbol = ANY(%s)", (syms,))
+    for table in ("trades", "orders"):  # trades first: they reference orders
+        gone[table] = conn.execute(f"WITH d AS (DELETE FROM {table} WHERE strategy = %s AND symbol = ANY(%s)"
+                                   " RETURNING 1) SELECT count(*) FROM d", (STRATEGY, syms)).fetchone()[0]
+    gone["system_logs"] = conn.execute("WITH d AS (DELETE FROM system_logs WHERE logger = %s RETURNING 1)"
+                                       " SELECT count(*) FROM d", (LOGGER,)).fetchone()[0]
+    return gone
 
 
 def _indicator_lines(sym: str, candles: list):

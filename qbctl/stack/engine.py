@@ -174,7 +174,14 @@ class Engine:
             return False
 
     def memory(self, container_id: str) -> Memory | None:
-        """Memory figures from one stats sample; None when the engine gives none."""
+        """Memory figures from one stats sample; None when the engine gives none.
+
+        A local engine's container cgroup is read directly (a few ms): the stats API waits for its
+        collector's next one-second tick even with one_shot (Docker 20.10), which made `status` take 1.2 s.
+        The figures are the same counters the stats API reports."""
+        local = cgroup_memory(container_id)
+        if local is not None:
+            return local
         try:
             s = self._api.stats(container_id, stream=False, one_shot=True)
         except Exception:  # noqa: BLE001 - a container that just went away has no figures
@@ -354,6 +361,60 @@ class Engine:
         for n in nets:
             self._api.remove_network(n["Id"])
         return bool(nets)
+
+
+CGROUP = "/sys/fs/cgroup"
+
+
+def cgroup_memory(container_id: str, root: str = CGROUP) -> Memory | None:
+    """A container's memory read from its cgroup on this host (cgroup v2 or v1, the systemd or the
+    cgroupfs driver); None when the container's cgroup is not here (a remote engine, another layout)."""
+    from pathlib import Path
+
+    base = Path(root)
+    for v2 in (base / "system.slice" / f"docker-{container_id}.scope", base / "docker" / container_id):
+        if (v2 / "memory.current").is_file():
+            stat = _stat_file(v2 / "memory.stat")
+            limit = _read_int(v2 / "memory.max")
+            return Memory(_read_int(v2 / "memory.current") or 0, stat.get("inactive_file", 0),
+                          limit if limit is not None else _host_memory(), None)
+    for v1 in (base / "memory" / "docker" / container_id, base / "memory" / "system.slice" /
+               f"docker-{container_id}.scope"):
+        if (v1 / "memory.usage_in_bytes").is_file():
+            stat = _stat_file(v1 / "memory.stat")
+            limit = _read_int(v1 / "memory.limit_in_bytes") or 0
+            host = _host_memory()
+            return Memory(_read_int(v1 / "memory.usage_in_bytes") or 0,
+                          stat.get("total_inactive_file", stat.get("inactive_file", 0)),
+                          min(limit, host) if host else limit, _read_int(v1 / "memory.max_usage_in_bytes"))
+    return None
+
+
+def _read_int(path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max": no limit
+
+
+def _stat_file(path) -> dict[str, int]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    return {k: int(v) for k, _, v in (line.partition(" ") for line in lines) if v.isdigit()}
+
+
+def _host_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def memory_from_stats(s: dict) -> Memory | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect as pg
-from qbctl.errors import CheckFailed, QbctlError
+from qbctl.errors import CheckFailed, Interrupted, NotAProject, QbctlError, ServerKilled
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
 from qbctl.stack import engine, ports, probes, volumes
@@ -51,6 +51,8 @@ class UpResult(Result):
     plan: str
     timings: dict[str, float]
     external: list[dict]
+    urls: dict[str, str] = field(default_factory=dict)  # where things are: the two URLs (masked), the UIs
+    next: list[str] = field(default_factory=list)  # the commands a user runs next
     ok: bool = False
     error: QbctlError | None = None
 
@@ -59,7 +61,17 @@ def _port_text(spec: ServiceSpec) -> list[str]:
     return [f"{p.host_ip}:{p.host}" for p in spec.ports]
 
 
+def require_project(settings: Settings, nothing_done: str) -> None:
+    """Commands that create or remove containers act only in a project (settings.find_project), so
+    that a command run in the wrong folder cannot start a second stack named after that folder."""
+    if not settings.is_project:
+        raise NotAProject(f"{settings.root} is no qbctl project (no .env, sql/schema or [tool.qbctl] in "
+                          f"pyproject.toml there or above it), so {nothing_done}; run qbctl in the project's "
+                          "folder, or name it with --project-dir DIR or --project NAME")
+
+
 def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ignore) -> UpResult:
+    require_project(settings, "nothing was started")
     t0 = time.monotonic()
     timeout = options.timeout or settings["QBCTL_UP_TIMEOUT"]
     stack = build_stack(settings)
@@ -68,6 +80,47 @@ def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ig
         events(Event(Status.WARNING, warning))
     eng = engine.connect()
     timings: dict[str, float] = {}
+    left = _Left()
+    try:
+        results, plan = _up(settings, options, events, stack, desired, eng, timings, left, t0, timeout)
+    except KeyboardInterrupt:
+        raise Interrupted(left.message()) from None
+    timings["ready"] = round(time.monotonic() - t0, 3)
+    ok = all(r.ready for r in results.values())
+    result = UpResult(stack.project, [results[s.name] for s in desired], str(plan), timings,
+                      [{"service": n, "reason": why} for n, why in stack.external],
+                      urls(settings, [s for s in desired if results[s.name].ready]), ok=ok)
+    if ok:
+        result.next = NEXT_COMMANDS
+    else:
+        result.fail(_unready_error(result, timeout, {s.name: s.mem_setting for s in desired}))
+    return result
+
+
+@dataclass
+class _Left:
+    """What an interrupted `up` leaves behind, for its message."""
+
+    started: list[str] = field(default_factory=list)  # created or started by this run
+    under_way: str = ""  # the container being created or started when it stopped
+    waiting: list[str] = field(default_factory=list)  # started but not ready yet
+
+    def message(self) -> str:
+        if not self.started and not self.under_way:
+            return "interrupted before any container was created or changed: nothing was left behind"
+        parts = []
+        if self.started:
+            parts.append(f"{', '.join(self.started)} started and left running")
+        if self.waiting:
+            parts.append(f"not ready yet: {', '.join(self.waiting)}")
+        if self.under_way:
+            parts.append(f"{self.under_way} was being created or started and may be left half-started")
+        return ("interrupted: " + "; ".join(parts) + ". `qbctl up` finishes the job, `qbctl down` removes the "
+                "containers (the data volumes stay)")
+
+
+def _up(settings: Settings, options: UpOptions, events: Events, stack: Stack, desired: list[ServiceSpec],
+        eng: engine.Engine, timings: dict[str, float], left: _Left, t0: float, timeout: float):
     with project_lock(stack.project, events):
         observed = eng.observe(stack.project)
         # Ports first, before any pull: a busy port is reported in a second, not after a download.
@@ -92,18 +145,34 @@ def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ig
         results = {s.name: ServiceResult(s.name, s.image, _port_text(s)) for s in desired}
         for step in plan.steps:
             results[step.service].action = step.action
-        _execute(eng, stack, plan, cids, events)
+        _execute(eng, stack, plan, cids, events, left)
         timings["start"] = round(time.monotonic() - t0, 3)
         trusted = {n for n, o in observed.items() if o.health == "healthy"}
         waiter = _Waiter(eng, settings, t0, t0 + timeout, events)
-        waiter.wait_all(desired, cids, results, trusted)
-    timings["ready"] = round(time.monotonic() - t0, 3)
-    ok = all(r.ready for r in results.values())
-    result = UpResult(stack.project, [results[s.name] for s in desired], str(plan), timings,
-                      [{"service": n, "reason": why} for n, why in stack.external], ok)
-    if not ok:
-        result.fail(_unready_error(result, timeout, {s.name: s.mem_setting for s in desired}))
-    return result
+        left.waiting = [s.name for s in desired if s.name in left.started]
+        waiter.wait_all(desired, cids, results, trusted, left.waiting)
+    return results, plan
+
+
+NEXT_COMMANDS = ["qbctl db migrate", "qbctl db seed", "qbctl status", "qbctl down"]
+
+
+def urls(settings: Settings, ready: list[ServiceSpec]) -> dict[str, str]:
+    """Where each ready service is: DATABASE_URL and REDIS_URL (masked), the UIs' addresses, Adminer's
+    with a login prefilled for this stack (PostgreSQL, server `postgres`, the URL's user and database)."""
+    from urllib.parse import urlencode
+
+    out = {"DATABASE_URL": settings.pg.masked(), "REDIS_URL": settings.redis.masked()}
+    for spec in ready:
+        if not spec.ui:
+            continue
+        p = spec.ports[0]
+        host = "127.0.0.1" if p.host_ip in ("0.0.0.0", "::") else p.host_ip
+        base = f"http://{f'[{host}]' if ':' in host else host}:{p.host}/"
+        if spec.name == "adminer":
+            base += "?" + urlencode({"pgsql": "postgres", "username": settings.pg.user, "db": settings.pg.dbname})
+        out[spec.name] = base
+    return out
 
 
 def _image_env(info: dict | None) -> dict[str, str]:
@@ -111,12 +180,14 @@ def _image_env(info: dict | None) -> dict[str, str]:
     return dict(e.split("=", 1) for e in env if "=" in e)
 
 
-def _execute(eng: engine.Engine, stack: Stack, plan: Plan, cids: dict[str, str], events: Events) -> None:
+def _execute(eng: engine.Engine, stack: Stack, plan: Plan, cids: dict[str, str], events: Events,
+             left: _Left) -> None:
     """Carry out the plan's changes one by one, in start order (PostgreSQL, on the critical path,
     first). Measured on two cores (bench/): starting the others all at once competes with
     PostgreSQL's initdb for the CPU and makes the whole stack ready later, not sooner."""
     for step in plan.changes():
         spec = stack.get(step.service)
+        left.under_way = step.service
         if step.action == "recreate":
             events(Event(Status.WORKING, f"recreating ({step.reason})", step.service))
             eng.remove_container(cids[step.service])
@@ -124,6 +195,8 @@ def _execute(eng: engine.Engine, stack: Stack, plan: Plan, cids: dict[str, str],
             cids[step.service] = eng.create_and_start(stack, spec)
         else:
             eng.start(cids[step.service])
+        left.started.append(step.service)
+        left.under_way = ""
         events(Event(Status.WORKING, "started", step.service))
 
 
@@ -169,7 +242,9 @@ class _Waiter:
         self.failed = threading.Event()
 
     def wait_all(self, desired: list[ServiceSpec], cids: dict[str, str], results: dict[str, ServiceResult],
-                 trusted: set[str]) -> None:
+                 trusted: set[str], waiting: list[str] | None = None) -> None:
+        """Wait for every service; `waiting` (when given) keeps the names of those not ready yet."""
+        self.waiting = waiting if waiting is not None else []
         threads = []
         for spec in desired:
             res = results[spec.name]
@@ -203,6 +278,8 @@ class _Waiter:
             last = probes.probe(spec, self.settings, timeout=max(0.2, min(2.0, self.deadline - now)))
             if last.ok:
                 res.ready, res.seconds, res.detail = True, round(time.monotonic() - self.t0, 3), last.detail
+                if spec.name in self.waiting:
+                    self.waiting.remove(spec.name)
                 self.events(Event(Status.DONE, f"ready in {res.seconds:.2f}s", spec.name))
                 return
             if last.fatal:
@@ -229,8 +306,8 @@ def _unready_error(result: UpResult, timeout: float, limits: dict[str, str]) -> 
         known = volumes.classify(first.logs, f"{result.project}_pgdata")
         if known:
             return known
-    if first.oom_killed:
-        return CheckFailed(f"{first.name}: {first.detail}", code="OOM_KILLED",
+    if first.oom_killed:  # a killed server is unavailable (exit 3), as SERVER_KILLED is from migrate and seed
+        return ServerKilled(f"{first.name}: {first.detail}", code="OOM_KILLED",
                            hint=f"raise its memory limit ({limits[first.name]}) or lower its "
                                 "memory settings; `qbctl budget` shows the arithmetic")
     if first.name == "postgres" and pg.bad_url(first.detail):
@@ -265,6 +342,7 @@ def reset(settings: Settings, events: Events = ignore) -> DownResult:
 
 
 def _remove(settings: Settings, events: Events, volumes: bool) -> DownResult:
+    require_project(settings, "nothing was removed")
     eng = engine.connect()
     project = settings.project
     with project_lock(project, events):
@@ -309,6 +387,7 @@ class StatusResult(Result):
     project: str
     services: list[ServiceStatus]
     external: list[dict]
+    project_source: str = ""  # how the project was found (settings.project_source)
     ok: bool = True
     error: QbctlError | None = None
 
@@ -343,4 +422,5 @@ def status(settings: Settings) -> StatusResult:
                                   spec.mem_limit, st.restart_count, st.exit_code if st.status != "running" else None,
                                   st.oom_killed))
     ok = all(r.state == "running" and r.health != "unhealthy" for r in rows)
-    return StatusResult(stack.project, rows, [{"service": n, "reason": w} for n, w in stack.external], ok)
+    return StatusResult(stack.project, rows, [{"service": n, "reason": w} for n, w in stack.external],
+                        settings.project_source, ok)

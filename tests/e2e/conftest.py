@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from tests.helpers import new_project, qbctl, stack_env
+from tests.helpers import ROOT, new_project, qbctl, stack_env
 
 
 @pytest.fixture
@@ -24,3 +29,63 @@ def running_stack(docker_client, tmp_path_factory):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     yield env, cwd, proc
     qbctl("reset", "--yes", env=env, cwd=cwd)
+
+
+@pytest.fixture(scope="session")
+def fresh_venv(tmp_path_factory) -> Path:
+    """A new, empty virtual environment (no qbctl, no site packages); its bin folder."""
+    venv = tmp_path_factory.mktemp("venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    return venv / "bin"
+
+
+def repository_files() -> list[str]:
+    """qbctl's files as a checkout has them (tracked and new, not ignored), as they are now in this tree."""
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    return [f for f in out if f and (ROOT / f).is_file()]
+
+
+BACKEND_PYPROJECT = """\
+[project]
+name = "qb-backend"
+version = "0.1.0"
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+
+[tool.qbctl]
+"""
+
+BACKEND_TEST = """\
+import os
+
+import psycopg
+import redis
+
+
+def test_the_ci_step_gives_a_migrated_database_and_a_redis():
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        assert conn.execute("SELECT count(*) FROM market_data").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM qbctl.migrations").fetchone()[0] >= 5
+    assert redis.Redis.from_url(os.environ["REDIS_URL"]).ping()
+"""
+
+
+@pytest.fixture
+def backend_repo(tmp_path, docker_client) -> Path:
+    """A throwaway checkout of the backend as the README assumes it: its own files at the root (a
+    pyproject.toml with [tool.qbctl], requirements.txt, tests/), qbctl at tools/qbctl, no .env, no sql/.
+    Its folder is named like a test project, so the project named after it is swept like one."""
+    repo = tmp_path / new_project()
+    for name in repository_files():
+        target = repo / "tools" / "qbctl" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    (repo / "pyproject.toml").write_text(BACKEND_PYPROJECT)
+    (repo / "requirements.txt").write_text("pytest\n")
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_stack.py").write_text(BACKEND_TEST)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    yield repo
+    qbctl("reset", "--yes", env=stack_env(repo.name), cwd=repo)

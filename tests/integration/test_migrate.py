@@ -164,9 +164,13 @@ def test_the_urls_libpq_parameters_reach_the_server(database, project):
     no_traceback(bad)
 
 
-def test_sql_folder_missing_says_where_it_looked(tmp_path):
-    proc = qbctl("db", "migrate", env=env_for("postgresql://u:p@127.0.0.1:1/db"), cwd=tmp_path)
-    assert proc.returncode == 2 and f"no sql/schema folder in {tmp_path}" in proc.stderr
+def test_without_an_sql_folder_the_schema_shipped_with_qbctl_is_applied(database, tmp_path, pg_server):
+    extra = () if pg_server["timescaledb"] else ("--without-timescaledb",)
+    proc = qbctl("db", "migrate", "--json", *extra, env=env_for(database), cwd=tmp_path)  # no sql/ here
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert tables(database) == TABLES
+    shown = qbctl("config", "show", "--json", env=env_for(database), cwd=tmp_path)
+    assert json.loads(shown.stdout)["schema"].endswith("(shipped with qbctl)")
 
 
 def test_seed_loads_what_it_says(database, project, redis_server):

@@ -33,7 +33,8 @@ def test_defaults_fit_and_explain_every_term():
     assert pg.configured_mb == 259.5
     for text in ("shared_buffers 128MB", "wal_buffers 4MB", "max_connections 10 - superuser_reserved 3 = 7",
                  "work_mem 4MB", "parallel workers 0", "2 x (process 0.75MB + maintenance_work_mem 16MB)",
-                 "max_background_workers 4 - the launcher - 1 scheduler = 2", "temp_buffers 0", "fits when at most 270MB"):
+                 "max_background_workers 4 - the launcher - 1 scheduler = 2", "temp_buffers 0",
+                 "fits when at most 270MB"):
         assert text in pg.derivation, text
     rd = r.items[1]
     assert rd.configured_mb == 128 and "maxmemory 100MB x fragmentation 1.15" in rd.derivation

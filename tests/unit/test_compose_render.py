@@ -21,7 +21,8 @@ def test_render_matches_the_stack_and_hides_the_password(tmp_path):
     s = S.load(environ={"DATABASE_URL": "postgresql://u:topsecret@localhost:5544/db"}, cwd=tmp_path)
     text = compose_file.render(s)
     assert "topsecret" not in text
-    assert "- 127.0.0.1:5544:5432" in text and "mem_limit: 300m" in text
+    assert "- 127.0.0.1:${QB_POSTGRES_PORT:-5544}:5432" in text and "mem_limit: 300m" in text
+    assert "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD" in text  # not the default password: never written
     assert "--maxmemory" in text and "shared_buffers=128MB" in text
     missing = compose_file.write(s, check=True)
     assert missing.exit_code == 1 and "is missing" in missing.error.message

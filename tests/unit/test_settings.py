@@ -136,3 +136,78 @@ def test_any_value_gives_settings_or_a_clean_config_error(key, value):
         load({key: value})
     except ConfigError as e:
         assert e.message.startswith(key) or "port" in e.message, e.message
+
+
+@pytest.mark.parametrize("raw,value", [("info", "INFO"), ("Warning", "WARNING"), ("DEBUG", "DEBUG")])
+def test_choices_are_case_insensitive_and_keep_their_spelling(raw, value):
+    assert load({"LOG_LEVEL": raw})["LOG_LEVEL"] == value
+    assert load({"ENVIRONMENT": "Production"})["ENVIRONMENT"] == "production"
+    assert load({"REDIS_MAXMEMORY_POLICY": "AllKeys-LFU"})["REDIS_MAXMEMORY_POLICY"] == "allkeys-lfu"
+
+
+def test_binary_units_are_accepted():
+    s = load({"REDIS_MAX_MEMORY": "100MiB", "QBCTL_BUDGET_TOTAL": "1GiB"})
+    assert s["REDIS_MAX_MEMORY"] == 100 * MB and s["QBCTL_BUDGET_TOTAL"] == 1024 * MB
+
+
+def test_the_source_names_the_env_file_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "other.env").write_text("LOG_LEVEL=loud\n")
+    with pytest.raises(ConfigError, match=r"LOG_LEVEL='loud' \(from other.env\)"):
+        S.load(env_file=Path("other.env"), environ={}, cwd=tmp_path)
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "dev.env").write_text("LOG_LEVEL=debug\n")
+    assert S.load(env_file=Path("conf/dev.env"), environ={}, cwd=tmp_path).sources["LOG_LEVEL"] == "conf/dev.env"
+    sub = tmp_path / "app"
+    sub.mkdir()
+    (tmp_path / ".env").write_text("LOG_LEVEL=error\n")
+    s = S.load(environ={}, cwd=sub)  # the project folder's .env, named from where the user is
+    assert s.root == tmp_path and s.sources["LOG_LEVEL"] == "../.env" and s["LOG_LEVEL"] == "ERROR"
+
+
+def test_what_marks_a_project(tmp_path):
+    repo = tmp_path / "backend"
+    deep = repo / "app" / "api"
+    deep.mkdir(parents=True)
+    (repo / ".git").mkdir()
+    assert S.find_project(deep).marker is None  # a repository with no marker is no project
+    (repo / "pyproject.toml").write_text("[project]\nname = 'qb'\n")
+    assert S.find_project(deep).marker is None  # a pyproject.toml alone is not one
+    (repo / "pyproject.toml").write_text("[project]\nname = 'qb'\n\n[tool.qbctl]\n")
+    assert S.find_project(deep) == S.ProjectFolder(repo, "[tool.qbctl] in pyproject.toml")
+    (repo / "app" / ".env").write_text("LOG_LEVEL=INFO\n")
+    assert S.find_project(deep) == S.ProjectFolder(repo / "app", ".env")  # the nearest one
+    (repo / "app" / ".env").unlink()
+    (repo / "tools" / "qbctl" / "sql" / "schema").mkdir(parents=True)
+    assert S.find_project(deep).root == repo  # qbctl's own checkout inside is not on the way up
+    (tmp_path / ".env").write_text("X=1\n")
+    assert S.find_project(deep).root == repo  # the search stops at the repository's root
+    s = S.load(environ={}, cwd=deep)
+    assert s.project == "backend" and s.is_project and "[tool.qbctl]" in s.project_source
+
+
+def test_no_project_outside_any_marker_unless_named(tmp_path):
+    (tmp_path / ".git").mkdir()
+    s = S.load(environ={}, cwd=tmp_path)
+    assert not s.is_project and "which is no project" in s.project_source
+    assert S.load(environ={"QBCTL_PROJECT": "qb"}, cwd=tmp_path).is_project
+    assert S.load(environ={}, cwd=tmp_path, project="qb").is_project
+    named = S.load(environ={"QBCTL_PROJECT_DIR": str(tmp_path)}, cwd=Path("/"))
+    assert named.is_project and named.root == tmp_path and named.project_source.endswith("(QBCTL_PROJECT_DIR)")
+    with pytest.raises(ConfigError, match="does not exist or is not a folder"):
+        S.load(environ={}, cwd=tmp_path, project_dir=tmp_path / "nope")
+
+
+def test_a_stray_env_file_in_the_home_folder_marks_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".env").write_text("X=1\n")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert S.find_project(scratch).marker is None
+    assert S.find_project(tmp_path).marker == ".env"  # in the home folder itself it does
+
+
+def test_the_project_folder_setting_in_an_env_file_is_no_typo_of_another():
+    assert S.did_you_mean({"QBCTL_PROJECT_DIR": "/x", "REDIS_MAXMEMORY": "1"}) == {
+        "QBCTL_PROJECT_DIR": "", "REDIS_MAXMEMORY": "REDIS_MAX_MEMORY"}
+    assert S.suggestion("QBCTL_PROJECT_DIR") is None
