@@ -22,13 +22,13 @@ import time
 from dataclasses import dataclass, field
 
 from qbctl.checks.kills import oom_kills, pg_kills
+from qbctl.checks.load_redis import RedisLoad
 from qbctl.config.settings import Settings
 from qbctl.errors import CheckFailed, QbctlError, Unavailable
 from qbctl.events import Event, Events, Status, ignore
 
 SAMPLE_EVERY = 0.2  # seconds between memory samples
 LOAD_SYMBOL = "LOAD"  # prefix of the symbols whose candles the load inserts (and deletes afterwards)
-LOAD_CACHE = "cache:qbctl-load:"  # prefix of the cache keys the load writes (and deletes afterwards)
 QUERY_MIX = (("newest candles", 35), ("daily bars", 20), ("ranking", 10), ("pnl join", 10), ("insert candles", 25))
 
 QUERIES = {
@@ -108,27 +108,6 @@ def latency(samples: list[float], errors: int = 0) -> Latency:
 
 def _r(x: float | None) -> float | None:
     return round(x, 2) if x is not None else None
-
-
-def probe_redis(settings: Settings, symbols: list[str], stop, conn) -> None:
-    """The GET probe's own process: an HGET of a market hash every 5 ms until `stop`; its timings."""
-    import redis as redis_lib
-
-    from qbctl.db.connect import redis_client
-
-    client = redis_client(settings, timeout=2)
-    rng = random.Random(3)
-    samples: list[float] = []
-    try:
-        while not stop.is_set():
-            started = time.perf_counter()
-            client.hget(f"market:{rng.choice(symbols)}", "price")
-            samples.append(time.perf_counter() - started)
-            time.sleep(0.005)
-    except (redis_lib.RedisError, OSError):
-        pass
-    conn.send(samples)
-    conn.close()
 
 
 class Runner:
@@ -257,126 +236,6 @@ class Runner:
                               f"{getattr(exc, 'message', exc)}")
 
     # --- Redis -------------------------------------------------------------------------------------
-    def _redis_fill(self, client, maxmemory: int) -> int:
-        """Cache keys until Redis evicts (or holds maxmemory); how many were written."""
-        rng = random.Random(1)
-        written = 0
-        start_evicted = int(client.info("stats")["evicted_keys"])
-        deadline = time.monotonic() + max(10.0, self.options.seconds / 2)
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            pipe = client.pipeline(transaction=False)
-            for _ in range(200):
-                pipe.set(f"{LOAD_CACHE}{written}", rng.randbytes(rng.choice((512, 2048, 4096, 8192))), ex=3600)
-                written += 1
-            pipe.execute()
-            info = client.info("memory")
-            if int(client.info("stats")["evicted_keys"]) > start_evicted or (
-                    maxmemory and info["used_memory"] >= maxmemory):
-                break
-            self.events(Event(Status.WORKING, f"filling: {info['used_memory'] // 2**20}MB", "redis"))
-        return written
-
-    def _redis_cleanup(self, client) -> None:
-        """The load's own cache keys go; the backend's keys it made Redis evict cannot come back."""
-        pipe = client.pipeline(transaction=False)
-        n = 0
-        for key in client.scan_iter(match=LOAD_CACHE + "*", count=1000):
-            pipe.unlink(key)
-            n += 1
-            if n % 1000 == 0:
-                pipe.execute()
-        pipe.execute()
-
-    def _redis_writer(self, symbols: list[str]) -> None:
-        import redis as redis_lib
-
-        from qbctl.db.connect import redis_client
-
-        client = redis_client(self.settings, timeout=5)
-        cap = self.settings["MAX_CANDLES_PER_SYMBOL"]
-        rng = random.Random(2)
-        n = 0
-        batch = 100
-        interval = batch / max(1, self.options.redis_rate)
-        try:
-            while not self.stop.is_set():
-                started = time.monotonic()
-                pipe = client.pipeline(transaction=False)
-                for _ in range(batch):
-                    sym = rng.choice(symbols)
-                    family = n % 10
-                    if family < 3:
-                        pipe.hset(f"market:{sym}", mapping={"price": rng.randrange(1000, 500000), "volume": n,
-                                                            "time": time.time()})
-                    elif family < 5:
-                        key = f"candles:{sym}:1m"
-                        pipe.lpush(key, f'{{"t":{time.time():.0f},"o":1,"h":2,"l":0,"c":1,"v":{n}}}')
-                        pipe.ltrim(key, 0, cap - 1)
-                    elif family < 6:
-                        pipe.hset(f"indicators:{sym}", mapping={"rsi_14": rng.random() * 100, "time": time.time()})
-                    elif family < 8:
-                        pipe.publish("events:market", f'{{"symbol":"{sym}","n":{n}}}')
-                    else:
-                        pipe.set(f"{LOAD_CACHE}{n}", rng.randbytes(rng.choice((512, 2048, 4096))), ex=600)
-                    n += 1
-                pipe.execute()
-                rest = interval - (time.monotonic() - started)
-                if rest > 0:
-                    time.sleep(rest)
-        except (redis_lib.RedisError, OSError) as exc:
-            self._error_redis(f"writer: {exc}")
-        finally:
-            client.close()
-
-    def _error_redis(self, text: str) -> None:
-        with self.lock:
-            self.redis_errors.append(text[:200])
-
-    def _redis_subscriber(self, channel: str, counts: dict[str, int]) -> None:
-        """Counts evicted keys by family (keyspace notifications), and reads the backend's events."""
-        import redis as redis_lib
-
-        from qbctl.checks.budget import family_of
-        from qbctl.db.connect import redis_client
-
-        client = redis_client(self.settings, timeout=1)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        try:
-            pubsub.subscribe(channel, "events:market")
-            while not self.stop.is_set():
-                msg = pubsub.get_message(timeout=0.2)
-                if msg and msg["channel"] in (channel.encode(), channel):
-                    key = msg["data"].decode() if isinstance(msg["data"], bytes) else msg["data"]
-                    fam = family_of(key)
-                    counts[fam] = counts.get(fam, 0) + 1
-                elif msg:
-                    counts["_events_received"] = counts.get("_events_received", 0) + 1
-        except (redis_lib.RedisError, OSError) as exc:
-            self._error_redis(f"subscriber: {exc}")
-        finally:
-            pubsub.close()
-            client.close()
-
-    def _redis_probe(self, symbols: list[str], samples: list[float]) -> None:
-        """GET latency, timed in a process of its own: in this one, the load's threads would hold the
-        GIL and their waits would be counted as Redis's."""
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe(duplex=False)
-        stop = ctx.Event()
-        proc = ctx.Process(target=probe_redis, args=(self.settings, symbols[:200], stop, child), daemon=True)
-        proc.start()
-        child.close()
-        self.stop.wait()
-        stop.set()
-        try:
-            if parent.poll(10):
-                samples.extend(parent.recv())
-        except (EOFError, OSError):
-            self._error_redis("probe: no timings came back")
-        proc.join(5)
-
     # --- measuring ---------------------------------------------------------------------------------
     def _sampler(self, eng, cids: dict[str, str], peaks: dict[str, ServiceLoad], redis_peak: dict) -> None:
         from qbctl.db.connect import redis_client
@@ -411,7 +270,7 @@ class Runner:
         cids = {name: c.id for name, c in found.items() if name in ("postgres", "redis")}
         before = {name: (eng.state(cid), oom_kills(eng, cid)) for name, cid in cids.items()}
         started_at = int(time.time())
-        self.redis_errors: list[str] = []
+        redis_load = RedisLoad(self.settings, self.options, self.events, self.stop)
         with connect.connect(self.settings, wait=10) as conn:
             symbols = self._symbols(conn)
             tsdb = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()[0] > 0
@@ -441,20 +300,20 @@ class Runner:
         evicted: dict[str, int] = {}
         get_samples: list[float] = []
         threads = [threading.Thread(target=self._sampler, args=(eng, cids, peaks, redis_peak), daemon=True),
-                   threading.Thread(target=self._redis_subscriber, args=(channel, evicted), daemon=True)]
+                   threading.Thread(target=redis_load.subscriber, args=(channel, evicted), daemon=True)]
         for t in threads:
             t.start()
         t0 = time.monotonic()
         bgsave = "none: the server makes no background saves (save '')"
         try:
             self.events(Event(Status.WORKING, "filling Redis until it evicts", "redis"))
-            filled = self._redis_fill(rclient, int(rconf.get("maxmemory", 0)))
+            filled = redis_load.fill(rclient, int(rconf.get("maxmemory", 0)))
             self.notes.append(f"redis: {filled} cache keys written before the steady load (until eviction)")
             load_threads = [threading.Thread(target=self._session, args=(i, symbols, sql, insert_symbols),
                                              daemon=True) for i in range(sessions)]
             load_threads += [threading.Thread(target=self._maintenance, args=(tsdb,), daemon=True),
-                             threading.Thread(target=self._redis_writer, args=(symbols,), daemon=True),
-                             threading.Thread(target=self._redis_probe, args=(symbols, get_samples), daemon=True)]
+                             threading.Thread(target=redis_load.writer, args=(symbols,), daemon=True),
+                             threading.Thread(target=redis_load.probe, args=(symbols, get_samples), daemon=True)]
             for t in load_threads:
                 t.start()
             load_start = time.monotonic()
@@ -477,7 +336,7 @@ class Runner:
                 t.join(5)
             try:
                 rclient.config_set("notify-keyspace-events", rconf.get("notify-keyspace-events", ""))
-                self._redis_cleanup(rclient)
+                redis_load.cleanup(rclient)
             except Exception:  # noqa: BLE001 - a Redis that was killed: nothing to restore
                 pass
             self._cleanup()
@@ -505,7 +364,7 @@ class Runner:
             rclient.close()
         redis = {"get": latency(get_samples), "evicted": {k: v for k, v in evicted.items() if not k.startswith("_")},
                  "events_received": evicted.get("_events_received", 0), "bgsave": bgsave,
-                 "bgsave_status": bg_status, "errors": self.redis_errors[:10], **redis_peak,
+                 "bgsave_status": bg_status, "errors": redis_load.errors[:10], **redis_peak,
                  "maxmemory": int(rconf.get("maxmemory", 0)), "save": rconf.get("save", "")}
         if bg_status == "err":
             peaks.get("redis", ServiceLoad("redis")).kills.append("the background save failed (its forked child "
