@@ -75,6 +75,7 @@ def test_load_needs_seeded_data_then_measures_the_defaults_then_names_a_kill(pro
 def test_health_names_a_backend_the_kernel_killed_while_the_container_runs(project_env, tmp_path, docker_client):
     env = {**project_env, "QBCTL_BUDGET_POSTGRES": "200MB"}
     assert qbctl("up", "--no-ui", env=env, cwd=tmp_path).returncode == 0
+    assert qbctl("db", "migrate", env=env, cwd=tmp_path).returncode == 0  # health wants no pending migration
     assert qbctl("health", "--json", env=env, cwd=tmp_path).returncode == 0
     failed = []
 

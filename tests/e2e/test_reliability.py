@@ -166,6 +166,7 @@ def test_the_stack_survives_an_engine_restart(project_env, tmp_path, docker_clie
     pid, cmdline = found
     env = project_env
     assert qbctl("up", "--no-ui", env=env, cwd=tmp_path).returncode == 0
+    assert qbctl("db", "migrate", env=env, cwd=tmp_path).returncode == 0  # health wants no pending migration
     with _pg(env) as conn:
         conn.execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('005930')")
     os.kill(pid, signal.SIGTERM)
