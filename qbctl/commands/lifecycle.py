@@ -6,7 +6,8 @@ from typing import List, Optional
 import typer
 
 from qbctl.commands.base import JSON_OPTION, confirm, finish, state
-from qbctl.stack.spec import SERVICES
+from qbctl.errors import UsageError
+from qbctl.stack.spec import PROFILES, SERVICES
 
 
 def _complete_service(incomplete: str) -> list[str]:
@@ -28,6 +29,9 @@ def up(
     no_ui: bool = typer.Option(False, "--no-ui", help="Leave out Adminer and Redis Commander."),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, metavar="SECONDS",
                                             help="Seconds to wait for readiness [default: QBCTL_UP_TIMEOUT]"),
+    profile: Optional[str] = typer.Option(None, "--profile", metavar="NAME",
+                                          help="development or production (no UIs, restart always, loopback "
+                                               "ports) [default: QBCTL_PROFILE]"),
     json: bool = JSON_OPTION,
 ) -> None:
     """Start the stack (idempotent) and wait until every service answers."""
@@ -36,9 +40,11 @@ def up(
 
     st = state(ctx, json)
     settings = st.settings
+    if profile is not None and profile not in PROFILES:
+        raise UsageError(f"--profile {profile}: expected one of " + ", ".join(PROFILES))
     st.on_interrupt = ("what was started keeps running and nothing was removed; `qbctl up` finishes the job, "
                        "`qbctl down` undoes it")
-    options = lifecycle.UpOptions(services=tuple(services or ()), no_ui=no_ui, timeout=timeout)
+    options = lifecycle.UpOptions(services=tuple(services or ()), no_ui=no_ui, timeout=timeout, profile=profile)
     with st.out.progress("starting the stack") as events:
         result = lifecycle.up(settings, options, events)
     finish(st, result, render.up)
