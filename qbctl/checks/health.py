@@ -104,7 +104,7 @@ def check_docker(settings: Settings, timeout: float) -> list[Check]:
         t.start()
     for t in threads:
         t.join(timeout)
-    return checks + [rows.get(s.name) or Check(f"{s.name} container", False, f"no answer within {timeout:g}s")
+    return checks + [rows.get(s.name) or Check(f"{s.name} container", False, f"no answer within {timeout:.1f}s")
                      for s in stack.services]
 
 
@@ -244,7 +244,7 @@ def run(settings: Settings, timeout: float = CHECK_TIMEOUT) -> HealthResult:
         t.join(max(0.0, deadline - time.monotonic()))
     checks = []
     for name, _ in CHECKS:
-        checks += results.get(name) or [Check(name, False, f"no answer within {timeout:g}s")]
+        checks += results[name] if name in results else [Check(name, False, f"no answer within {timeout:.1f}s")]
     checks = _drop_ui_checks_without_container(checks)
     result = HealthResult(settings.project, checks, round(time.monotonic() - t0, 3))
     bad = [c.name for c in checks if not c.ok]

@@ -244,7 +244,7 @@ class Engine:
             text = str(getattr(exc, "explanation", None) or exc)
             return Unavailable(f"the engine at {self.where} refused {what}: {text[:300]}", code="ENGINE_ERROR",
                                hint="`docker info` / `docker ps -a` on that engine show its state")
-        if self._tunnel is not None and not self._tunnel.alive:
+        if self._tunnel is not None and self._tunnel.ended(within=0.5):
             return Unavailable(f"the ssh connection to {self.host} was lost while {what}", code="SSH_FAILED",
                                hint="run the command again; `ssh " + self.host + " true` shows what ssh says")
         return Unavailable(f"lost the Docker engine at {self.where} while {what}: {_reason(exc)}",

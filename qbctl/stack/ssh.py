@@ -129,6 +129,15 @@ class Tunnel:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def ended(self, within: float = 0.0) -> bool:
+        """Whether ssh has ended, or does within `within` seconds (a dropped connection takes it a moment)."""
+        deadline = time.monotonic() + within
+        while self.alive:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def _mux(self, *args: str, timeout: float = 10, stdin=subprocess.DEVNULL) -> subprocess.CompletedProcess:
         return subprocess.run(["ssh", *self._base(), *args, *self.dest.args()], stdin=stdin,
                               capture_output=True, text=True, timeout=timeout)
