@@ -50,6 +50,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def _children(parent: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                out.append(int(entry))
+    return out
+
+
 class Relay:
     """host:port -> target, each chunk delivered `delay` seconds after it arrived, both ways."""
 
@@ -58,6 +71,7 @@ class Relay:
         self.server = socket.create_server((host, 0))
         self.port = self.server.getsockname()[1]
         self.stop = threading.Event()
+        self.sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -76,6 +90,7 @@ class Relay:
                 continue
             for sock in (client, upstream):
                 sock.settimeout(None)  # an idle ssh connection is no end of it
+                self.sockets.append(sock)
             for a, b in ((client, upstream), (upstream, client)):
                 a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._pipe(a, b)
@@ -125,6 +140,12 @@ class Relay:
     def close(self) -> None:
         self.stop.set()
         self.server.close()
+        for sock in self.sockets:  # before the lab's addresses go: sshd must see them end
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
 
 
 class Lab:
@@ -264,6 +285,13 @@ class Lab:
         if self.relay:
             self.relay.close()
         if self.sshd and self.sshd.poll() is None:
+            # The sessions first (sshd's children): a connection whose client went with the namespace
+            # would otherwise stay open on this side.
+            for pid in _children(self.sshd.pid):
+                try:
+                    os.kill(pid, 15)
+                except ProcessLookupError:
+                    pass
             self.sshd.terminate()
             try:
                 self.sshd.wait(5)

@@ -29,6 +29,7 @@ from qbctl.stack.spec import ServiceSpec, Stack
 CONNECT_TIMEOUT = 2  # seconds: an unreachable engine is reported well within 2 s
 API_TIMEOUT = 120
 LATENCY_ROUND_TRIPS = 25  # a check's timeout grows by this many round trips to a remote engine
+CACHE_READ_EVERY = 5.0  # seconds between reads of a container's memory.stat where stats lack cache figures
 MEMSTAT_CMD = ["sh", "-c", "cat /sys/fs/cgroup/memory.stat 2>/dev/null || cat /sys/fs/cgroup/memory/memory.stat"]
 
 
@@ -203,6 +204,7 @@ class Engine:
         self._tunnel = tunnel
         self.rtt = rtt  # seconds per round trip, measured with the engine's ping (0 for a local engine)
         self._product: str | None = None
+        self._cache_reads: dict[str, tuple[float, int | None]] = {}  # Podman: container -> (when, page cache)
 
     @property
     def remote(self) -> bool:
@@ -311,16 +313,21 @@ class Engine:
         """Memory figures from one stats sample; None when the engine gives none.
 
         Podman's stats carry no page cache figures: then the container's own cgroup (memory.stat,
-        read inside it) gives them; failing that, `cache_known` is False and usage includes cache."""
+        read inside it) gives them, at most every CACHE_READ_EVERY seconds per container (each exec
+        leaves a conmon process behind on Podman for minutes; between reads the last figure is used,
+        which overstates the memory when the cache grows); failing that, `cache_known` is False."""
         try:
             s = self._api.stats(container_id, stream=False, one_shot=True)
         except Exception:  # noqa: BLE001 - a container that just went away has no figures
             return None
         m = memory_from_stats(s)
         if m is not None and not m.cache_known:
-            cache = cache_from_memstat(self.exec_text(container_id, MEMSTAT_CMD))
+            when, cache = self._cache_reads.get(container_id, (0.0, None))
+            if time.monotonic() - when >= CACHE_READ_EVERY:
+                cache = cache_from_memstat(self.exec_text(container_id, MEMSTAT_CMD))
+                self._cache_reads[container_id] = (time.monotonic(), cache)
             if cache is not None:
-                m = Memory(m.usage, cache, m.limit, m.max_usage, True)
+                m = Memory(m.usage, min(cache, m.usage), m.limit, m.max_usage, True)
         return m
 
     def host_memory(self, container_id: str | None = None) -> dict:
