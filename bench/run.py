@@ -369,6 +369,71 @@ class Bench:
         (ROOT / "bench" / "budget.json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                                                                 "machine": self.machine, "runs": rows}, indent=1))
 
+    def remote(self) -> None:
+        """qbctl and Compose v2 driving this machine's engine over ssh from a network namespace of their
+        own (tests/sshlab.py: a real sshd, a latency relay), with 0 and 50 ms of added round trip.
+        Compose runs the system's ssh as qbctl does (`ssh HOST docker system dial-stdio` per connection).
+        Written to bench/remote.json and bench/remote.md (its own table: it needs root and takes a while)."""
+        sys.path.insert(0, str(ROOT))
+        from tests.sshlab import Lab, available
+
+        why = available()
+        if why:
+            raise SystemExit(f"bench: remote needs the ssh lab: {why}")
+        saved, self.results = self.results, {}
+        rtts: dict[str, list[float]] = {}
+        lab = Lab(delay=0.025).start()  # enginevm-slow: 25 ms each way
+        try:
+            for added, host in (("+0 ms", "ssh://enginevm"), ("+50 ms", "ssh://enginevm-slow")):
+                env = {**lab.env(self.env, host=host), "QBCTL_PROJECT": "qbbench-remote"}
+                case = f"over ssh {added}"
+
+                def q(*args, ok=(0,), env=env):
+                    return timed(lab.wrap([self.qbctl, *args]), env=env, cwd=ROOT, ok=ok)
+
+                def c(*args, env=env):
+                    return timed(lab.wrap(self._compose(self.compose2, "qbbench-rc2", *args)), env=env, cwd=ROOT)
+
+                for tool in ("qbctl up", "compose v2 up -d --wait"):
+                    self.entry(f"cold up, {case}", tool)
+                for i in range(self.runs):
+                    for tool in (("qbctl", "compose") if i % 2 == 0 else ("compose", "qbctl")):
+                        os.sync()
+                        time.sleep(1)
+                        if tool == "qbctl":
+                            seconds, out = q("up", "--json")
+                            rtts.setdefault(added, []).append(json.loads(out)["engine"]["rtt_ms"])
+                            self.record(f"cold up, {case}", "qbctl up", seconds)
+                            q("reset", "--yes")
+                        else:
+                            self.record(f"cold up, {case}", "compose v2 up -d --wait", c("up", "-d", "--wait")[0])
+                            c("down", "-v")
+                q("up")
+                q("db", "migrate", "--without-timescaledb")
+                for _ in range(self.runs):
+                    self.record(f"warm up, {case}", "qbctl up", q("up")[0])
+                    self.record(f"status, {case}", "qbctl status", q("status")[0])
+                    self.record(f"health, {case}", "qbctl health", q("health", ok=(0, 1))[0])
+                q("reset", "--yes")
+                c("up", "-d", "--wait")
+                for _ in range(self.runs):
+                    self.record(f"warm up, {case}", "compose v2 up -d", c("up", "-d")[0])
+                    self.record(f"status, {case}", "compose v2 ps", c("ps")[0])
+                c("down", "-v")
+        finally:
+            subprocess.run(lab.wrap([self.qbctl, "reset", "--yes"]), env={**lab.env(self.env), "QBCTL_PROJECT":
+                                                                          "qbbench-remote"}, capture_output=True)
+            subprocess.run(lab.wrap(self._compose(self.compose2, "qbbench-rc2", "down", "-v")),
+                           env=lab.env(self.env), capture_output=True)
+            lab.close()
+        table = self.report()
+        print(table)
+        (ROOT / "bench" / "remote.json").write_text(json.dumps(
+            {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": self.runs, "machine": self.machine,
+             "engine_rtt_ms": rtts, "results": self.results}, indent=1) + "\n")
+        (ROOT / "bench" / "remote.md").write_text(table + "\n")
+        self.results = saved
+
     # --- report ------------------------------------------------------------------------------
     def report(self) -> str:
         lines = ["| case | tool | median | min | max | qbctl / this | peak RSS |", "|---|---|---|---|---|---|---|"]
@@ -400,7 +465,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--cases", default="startup,cold,warm,migrate,health_and_seed,clone_to_ready",
-                        help="comma-separated; `budget` (qbctl budget --load, ~4 min a run) is its own case")
+                        help="comma-separated; `budget` (qbctl budget --load, ~4 min a run) and `remote` (over "
+                             "ssh, needs root) write their own files")
     args = parser.parse_args()
     bench = Bench(args.runs)
     bench.setup()
@@ -410,7 +476,7 @@ def main() -> None:
             getattr(bench, case)()
     finally:
         bench.cleanup()
-    if not bench.results:  # only `budget` ran: it writes its own file
+    if not bench.results:  # only `budget` or `remote` ran: they write their own files
         return
     table = bench.report()
     print(table)
