@@ -84,7 +84,9 @@ class Tunnel:
     def __init__(self, dest: SshDest, timeout: float = SSH_TIMEOUT) -> None:
         self.dest = dest
         self.timeout = timeout
-        self.folder = tempfile.mkdtemp(prefix="qbctl-ssh-")  # 0700: the sockets in it are ours alone
+        # 0700: the sockets in it are ours alone. A unix socket's path has ~100 bytes at most.
+        base = tempfile.gettempdir() if len(tempfile.gettempdir()) <= 60 else "/tmp"
+        self.folder = tempfile.mkdtemp(prefix="qbctl-ssh-", dir=base)
         self.control = os.path.join(self.folder, "ctl")
         self.docker_socket = os.path.join(self.folder, "docker.sock")
         self._proc: subprocess.Popen | None = None

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -206,3 +207,39 @@ def test_two_users_of_one_engine_take_turns(lab, remote, docker_client):
     assert [r[1] for r in rows] == ["keep", "keep"], second.stdout  # it waited, then found the stack made
     assert "is locked by root@" in second.stderr and " since " in second.stderr, second.stderr
     assert not docker_client.api.containers(all=True, filters={"label": f"io.qbctl.lock={env['QBCTL_PROJECT']}"})
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])
+def test_the_ssh_connection_ends_with_qbctl_however_it_ends(lab, remote, how):
+    """Ctrl-C: qbctl closes its tunnel and says so (exit 130). SIGKILL: the watchdog ends ssh and removes
+    its folder, although qbctl could do nothing."""
+    import signal
+
+    tmp = lab.dir / "tmp"
+    env = {**remote, "QBCTL_PROFILE": "production", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(lab.wrap([sys.executable, "-m", "qbctl", "up", "--timeout", "60"]), env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not list(tmp.glob("qbctl-ssh-*/docker.sock")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    folders = list(tmp.glob("qbctl-ssh-*"))
+    time.sleep(0.5)  # in the middle of up
+    proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
+    out, err = proc.communicate(timeout=30)
+    if how == "ctrl-c":
+        assert proc.returncode == 130 and "interrupted" in err, err
+        assert "Traceback" not in err
+    deadline = time.monotonic() + 10
+    while any(f.exists() for f in folders) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(f.exists() for f in folders), "the tunnel's folder outlived qbctl"
+    ssh_left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p).count(str(folders[0]))]
+    assert not ssh_left, [_cmdline(p) for p in ssh_left]
+
+
+def _cmdline(p) -> str:
+    try:
+        return (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
