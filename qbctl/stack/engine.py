@@ -272,13 +272,21 @@ class Engine:
 
     @_engine_call("listing containers")
     def container_on_port(self, port: int) -> tuple[str, str | None] | None:
-        """(name, qbctl project or None) of a running container that publishes `port`.
+        """(name, qbctl project or None) of a running (or restarting) container that publishes `port`.
 
-        Matched here, not with the engine's `publish` filter: Podman answers that filter with
-        "publish is an invalid filter"."""
-        for c in self._api.containers():
-            if any(p.get("PublicPort") == port for p in c.get("Ports") or []):
-                return c["Names"][0].lstrip("/"), (c.get("Labels") or {}).get(LABEL_PROJECT)
+        The engine's `publish` filter knows a restarting container's bindings; Podman answers it with
+        "publish is an invalid filter", and then the listed ports are matched here."""
+        from docker.errors import APIError
+
+        try:
+            found = self._api.containers(filters={"publish": str(port)})
+        except APIError as exc:
+            if "filter" not in str(exc):
+                raise
+            found = [c for c in self._api.containers()
+                     if any(p.get("PublicPort") == port for p in c.get("Ports") or [])]
+        for c in found:
+            return c["Names"][0].lstrip("/"), (c.get("Labels") or {}).get(LABEL_PROJECT)
         return None
 
     @_engine_call("reading a container's state")
