@@ -400,6 +400,94 @@ class Bench:
         (ROOT / "bench" / "budget.json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                                                                 "machine": self.machine, "runs": rows}, indent=1))
 
+    def remote(self) -> None:
+        """qbctl and Compose v2 driving this machine's engine over ssh from a network namespace of their
+        own (tests/sshlab.py: a real sshd, a latency relay), with 0 and 50 ms of added round trip.
+        Compose runs the system's ssh as qbctl does (`ssh HOST docker system dial-stdio` per connection).
+        Written to bench/remote.json and bench/remote.md (its own table: it needs root and takes a while)."""
+        sys.path.insert(0, str(ROOT))
+        from tests.sshlab import Lab, available
+
+        why = available()
+        if why:
+            raise SystemExit(f"bench: remote needs the ssh lab: {why}")
+        saved, self.results = self.results, {}
+        rtts: dict[str, list[float]] = {}
+        failures: dict[str, list[str]] = {}
+        lab = Lab(delay=0.025).start()  # enginevm-slow: 25 ms each way
+        try:
+            for added, host in (("+0 ms", "ssh://enginevm"), ("+50 ms", "ssh://enginevm-slow")):
+                env = {**lab.env(self.env, host=host), "QBCTL_PROJECT": "qbbench-remote"}
+                case = f"over ssh {added}"
+
+                def q(*args, ok=(0,), env=env):
+                    return timed(lab.wrap([self.qbctl, *args]), env=env, cwd=ROOT, ok=ok)
+
+                def c(*args, env=env):
+                    return timed(lab.wrap(self._compose(self.compose2, "qbbench-rc2", *args)), env=env, cwd=ROOT)
+
+                for tool in ("qbctl up", "compose v2 up -d --wait"):
+                    self.entry(f"cold up, {case}", tool)
+
+                def attempt(name: str, tool: str, fn) -> None:
+                    """One timed run; a failure is counted (and said), not a crash of the bench."""
+                    try:
+                        self.record(name, tool, fn())
+                    except RuntimeError as exc:
+                        failures.setdefault(f"{name} / {tool}", []).append(str(exc)[-300:])
+                        print(f"bench: {name} / {tool} failed: {str(exc)[-200:]}", file=sys.stderr, flush=True)
+
+                def settle(*args) -> None:
+                    """Teardown, untimed: compose over ssh may fail (see docs/benchmarks.md); retried."""
+                    for _ in range(3):
+                        try:
+                            c(*args)
+                            return
+                        except RuntimeError as exc:
+                            failures.setdefault(f"teardown / compose v2 {args[0]}", []).append(str(exc)[-300:])
+                    raise RuntimeError(f"compose {' '.join(args)} failed three times")
+
+                def qbctl_cold(added: str = added) -> float:
+                    seconds, out = q("up", "--json")
+                    rtts.setdefault(added, []).append(json.loads(out)["engine"]["rtt_ms"])
+                    return seconds
+
+                for i in range(self.runs):
+                    for tool in (("qbctl", "compose") if i % 2 == 0 else ("compose", "qbctl")):
+                        os.sync()
+                        time.sleep(1)
+                        if tool == "qbctl":
+                            attempt(f"cold up, {case}", "qbctl up", qbctl_cold)
+                            q("reset", "--yes")
+                        else:
+                            attempt(f"cold up, {case}", "compose v2 up -d --wait", lambda: c("up", "-d", "--wait")[0])
+                            settle("down", "-v")
+                q("up")
+                q("db", "migrate", "--without-timescaledb")
+                for _ in range(self.runs):
+                    attempt(f"warm up, {case}", "qbctl up", lambda: q("up")[0])
+                    attempt(f"status, {case}", "qbctl status", lambda: q("status")[0])
+                    attempt(f"health, {case}", "qbctl health", lambda: q("health", ok=(0, 1))[0])
+                q("reset", "--yes")
+                settle("up", "-d", "--wait")
+                for _ in range(self.runs):
+                    attempt(f"warm up, {case}", "compose v2 up -d", lambda: c("up", "-d")[0])
+                    attempt(f"status, {case}", "compose v2 ps", lambda: c("ps")[0])
+                settle("down", "-v")
+        finally:
+            subprocess.run(lab.wrap([self.qbctl, "reset", "--yes"]), env={**lab.env(self.env), "QBCTL_PROJECT":
+                                                                          "qbbench-remote"}, capture_output=True)
+            subprocess.run(lab.wrap(self._compose(self.compose2, "qbbench-rc2", "down", "-v")),
+                           env=lab.env(self.env), capture_output=True)
+            lab.close()
+        table = self.report() + "".join(f"\n\nfailed: {k}: {len(v)} time(s)" for k, v in failures.items())
+        print(table)
+        (ROOT / "bench" / "remote.json").write_text(json.dumps(
+            {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": self.runs, "machine": self.machine,
+             "engine_rtt_ms": rtts, "failures": failures, "results": self.results}, indent=1) + "\n")
+        (ROOT / "bench" / "remote.md").write_text(table + "\n")
+        self.results = saved
+
     # --- report ------------------------------------------------------------------------------
     def report(self) -> str:
         lines = ["| case | tool | median | min | max | qbctl / this | peak RSS |", "|---|---|---|---|---|---|---|"]
@@ -468,7 +556,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--cases", default="startup,cold,warm,migrate,hundred,health_and_seed,clone_to_ready",
-                        help="comma-separated; `budget` (qbctl budget --load, ~4 min a run) is its own case")
+                        help="comma-separated; `budget` (qbctl budget --load, ~4 min a run) and `remote` (over "
+                             "ssh, needs root) write their own files")
     args = parser.parse_args()
     bench = Bench(args.runs)
     bench.setup()
@@ -478,7 +567,7 @@ def main() -> None:
             getattr(bench, case)()
     finally:
         bench.cleanup()
-    if not bench.results:  # only `budget` ran: it writes its own file
+    if not bench.results:  # only `budget` or `remote` ran: they write their own files
         return
     table = bench.report()
     print(table)

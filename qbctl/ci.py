@@ -78,9 +78,11 @@ def export_github_env(settings: Settings) -> list[str]:
     path = os.environ.get("GITHUB_ENV")
     if not path:
         return []
+    from qbctl.stack.reach import user_url
+
     with Path(path).open("a", encoding="utf-8") as f:
         for key in ("DATABASE_URL", "REDIS_URL"):
-            f.write(f"{key}={settings.raw[key]}\n")
+            f.write(f"{key}={user_url(settings, key)}\n")  # a remote engine's host, not this runner's localhost
     return ["DATABASE_URL", "REDIS_URL"]
 
 

@@ -63,6 +63,23 @@ def main(argv: list[str] | None = None, state: AppState | None = None) -> int:
     state = state or AppState()
     args = sys.argv[1:] if argv is None else argv
     try:
+        return _main(args, state)
+    finally:
+        _close_engines()
+
+
+def _close_engines() -> None:
+    """Close the ssh tunnels this run opened (remote engines), whatever ended it."""
+    ssh = sys.modules.get("qbctl.stack.ssh")
+    if ssh is not None:
+        ssh.close_all()
+    engine = sys.modules.get("qbctl.stack.engine")
+    if engine is not None:
+        engine.forget()
+
+
+def _main(args: list[str], state: AppState) -> int:
+    try:
         # Without standalone mode click returns the code of typer.Exit instead of raising it.
         returned = app(args=args, obj=state, standalone_mode=False, prog_name="qbctl")
         code = returned if isinstance(returned, int) else 0

@@ -29,6 +29,7 @@ def up(out: Output, result) -> None:
                for s in result.services])
     for e in result.external:
         out.para(f"{e['service']}: not started here ({e['reason']})")
+    _engine_line(out, result.engine)
     for s in result.services:
         if not s.ready and s.logs:
             out.line(f"--- last {len(s.logs)} log lines of {s.name} ---")
@@ -44,6 +45,13 @@ def up(out: Output, result) -> None:
             out.line(f"  {'':<16} (its login is filled in: type the password of DATABASE_URL)")
     if result.next:
         out.para("next: " + ", ".join(f"`{c}`" for c in result.next))
+
+
+def _engine_line(out: Output, engine: dict) -> None:
+    """Where a remote stack runs, and how its ports are reached (nothing for a local engine)."""
+    if engine.get("remote"):
+        out.line(f"engine: {engine['where']}, {engine['product']}, round trip {engine['rtt_ms']:g} ms; the ports "
+                 f"above are on {engine['host']} (qbctl reaches them through its ssh connection while it runs)")
 
 
 def down(out: Output, result) -> None:
@@ -69,7 +77,10 @@ def status(out: Output, result) -> None:
     out.table(("service", "state", "health", "ports", "image", "memory"), rows)
     for e in result.external:
         out.para(f"{e['service']}: external ({e['reason']})")
+    _engine_line(out, result.engine)
     out.para(f"project {result.project}: {result.project_source}")
+    for note in result.notes:
+        out.para(f"note: {note}")
 
 
 def migrate(out: Output, result) -> None:

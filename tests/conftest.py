@@ -49,6 +49,9 @@ def _sweep(client) -> None:
     for c in client.api.containers(all=True, filters=label):
         if c["Labels"].get("io.qbctl.project", "").startswith(TEST_PROJECT_PREFIX) and c["Created"] < _epoch_ago():
             client.api.remove_container(c["Id"], force=True)
+    for c in client.api.containers(all=True, filters={"label": "io.qbctl.lock"}):  # a crashed test's engine lock
+        if c["Labels"].get("io.qbctl.lock", "").startswith(TEST_PROJECT_PREFIX) and c["Created"] < _epoch_ago():
+            client.api.remove_container(c["Id"], force=True)
     projects_alive = {c["Labels"].get("io.qbctl.project") for c in client.api.containers(all=True, filters=label)}
     for v in client.api.volumes(filters=label).get("Volumes") or []:
         project = (v.get("Labels") or {}).get("io.qbctl.project", "")

@@ -304,11 +304,20 @@ def measure(settings: Settings) -> BudgetResult:
         from qbctl.stack import engine
 
         eng = engine.connect()
-        for c in eng.containers(settings.project, running_only=True):
+        running = eng.containers(settings.project, running_only=True)
+        for c in running:
             m = eng.memory(c.id)
             containers[c.service] = m.without_cache if m else None
+            if m and not m.cache_known:
+                result.not_measured.append(f"{c.service}: the engine gives no page cache figure; its memory "
+                                           "includes page cache")
         if not containers:
             result.not_measured.append(f"containers: project {settings.project} has none running (`qbctl up`)")
+        # issue 16: against a VM, its own memory as measured (qbctl.checks.vm), not QBCTL_BUDGET_TOTAL assumed.
+        if eng.remote or settings["QBCTL_PROFILE"] == "production":
+            from qbctl.checks import vm
+
+            vm.apply(result, settings, eng.host, eng.host_memory(running[0].id if running else None), containers)
     except QbctlError as exc:
         result.not_measured.append(f"containers: {exc.message}")
     apply_measurements(result, settings, containers, redis_info, families)

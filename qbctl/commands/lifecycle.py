@@ -6,6 +6,7 @@ from typing import List, Optional
 import typer
 
 from qbctl.commands.base import JSON_OPTION, confirm, finish, state
+from qbctl.errors import UsageError
 
 
 def _complete_service(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -31,6 +32,9 @@ def up(
     no_ui: bool = typer.Option(False, "--no-ui", help="Leave out Adminer and Redis Commander."),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, metavar="SECONDS",
                                             help="Seconds to wait for readiness [default: QBCTL_UP_TIMEOUT]"),
+    profile: Optional[str] = typer.Option(None, "--profile", metavar="NAME",
+                                          help="development or production (no UIs, restart always, loopback "
+                                               "ports) [default: QBCTL_PROFILE]"),
     json: bool = JSON_OPTION,
 ) -> None:
     """Start the stack (idempotent) and wait until every service answers."""
@@ -39,8 +43,12 @@ def up(
 
     st = state(ctx, json)
     settings = st.settings
+    from qbctl.stack.spec import PROFILES
+
+    if profile is not None and profile not in PROFILES:
+        raise UsageError(f"--profile {profile}: expected one of " + ", ".join(PROFILES))
     st.on_interrupt = "nothing was created or changed"  # once containers change, up says what it left
-    options = lifecycle.UpOptions(services=tuple(services or ()), no_ui=no_ui, timeout=timeout)
+    options = lifecycle.UpOptions(services=tuple(services or ()), no_ui=no_ui, timeout=timeout, profile=profile)
     with st.out.progress("starting the stack") as events:
         result = lifecycle.up(settings, options, events)
     finish(st, result, render.up)

@@ -82,6 +82,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "image": _image,
     "address": _address,
     "environment": _choice("development", "test", "staging", "production"),
+    "profile": _choice("development", "production"),
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
     "policy": _choice("allkeys-lru", "allkeys-lfu", "volatile-lru", "volatile-lfu", "allkeys-random",
                       "volatile-random", "volatile-ttl", "noeviction"),
@@ -129,6 +130,9 @@ SETTINGS: tuple[Setting, ...] = (
     # qbctl's own settings.
     S("QBCTL_PROJECT", "", "text", "project name labelling every container, volume and network "
       "(empty: the project folder's name)"),
+    S("QBCTL_PROFILE", "development", "profile",
+      "development (the four services), or production: no UIs, restart policy always, ports on the host's loopback "
+      "only (`qbctl up --profile production` for one run; set it in the VM's .env so every command agrees)"),
     S("QBCTL_POSTGRES_IMAGE", "timescale/timescaledb:latest-pg15", "image", "PostgreSQL + TimescaleDB image"),
     S("QBCTL_REDIS_IMAGE", "redis:7-alpine", "image", "Redis image"),
     S("QBCTL_ADMINER_IMAGE", "adminer:latest", "image", "Adminer image (dev UI)"),

@@ -4,7 +4,8 @@
 - `redis_client()`: redis-py to REDIS_URL, user and password included.
 - `Rows`: the tiny interface (`rows(sql)` -> text rows) that both psycopg and qbctl.db.libpq
   serve, so that code reading the catalog is written once.
-The host comes from `urls.connect_host`: the one definition of "the stack on this machine".
+A URL naming localhost means the engine's host (`stack.reach.endpoint`: this machine, or through the
+ssh engine's tunnel); any other host is used as it is.
 """
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ Rows = Callable[[str], list[tuple]]  # rows(sql) -> every row, every value text 
 
 
 def dsn(settings: Settings) -> str:
-    """DATABASE_URL for libpq, with the host to connect to (see urls.connect_host)."""
+    """DATABASE_URL for libpq, with the host and port to connect to (see stack.reach.endpoint)."""
+    from qbctl.stack.reach import endpoint
+
     pg = settings.pg
-    return pg.dsn(host=pg.connect_host)
+    host, port = endpoint(pg.host, pg.port, settings["QBCTL_BIND_ADDRESS"])
+    return pg.dsn(host=host, port=port)
 
 
 def bad_url(text: str) -> bool:
@@ -184,8 +188,11 @@ def redis_client(settings: Settings, timeout: float = 2.0):
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
+    from qbctl.stack.reach import endpoint
+
     rd = settings.redis
-    return redis.Redis(host=rd.connect_host, port=rd.port, db=rd.db, username=rd.username or None,
+    host, port = endpoint(rd.host, rd.port, settings["QBCTL_BIND_ADDRESS"])
+    return redis.Redis(host=host, port=port, db=rd.db, username=rd.username or None,
                        password=rd.password or None, socket_timeout=timeout, socket_connect_timeout=timeout,
                        retry=Retry(NoBackoff(), 0))
 

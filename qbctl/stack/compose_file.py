@@ -88,7 +88,7 @@ def document(stack: Stack, pg_password: str = "", redis_password: str = "") -> d
             svc["healthcheck"] = _hc(s.healthcheck)
         if s.depends_on:
             svc["depends_on"] = {d: {"condition": "service_healthy"} for d in s.depends_on}
-        svc["restart"] = "unless-stopped"
+        svc["restart"] = s.restart
         services[s.name] = svc
     # No project name or labels: compose names its project itself, and the file must not
     # depend on the folder it is rendered in. qbctl's commands do not act on its objects.

@@ -7,19 +7,31 @@ belongs to an unlabelled object is an error (NAME_CONFLICT), never a takeover.
 """
 from __future__ import annotations
 
-import os
+import functools
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC
 
 from qbctl.errors import NotOwned, QbctlError, Unavailable
 from qbctl.events import Event, Events, Status, ignore
-from qbctl.stack.labels import LABEL_CONFIG, LABEL_PROJECT, LABEL_SERVICE, project_filter
+from qbctl.stack import target
+from qbctl.stack.labels import (
+    LABEL_CONFIG,
+    LABEL_LOCK,
+    LABEL_LOCK_IMAGE,
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    project_filter,
+)
 from qbctl.stack.plan import Observed
 from qbctl.stack.spec import ServiceSpec, Stack
 
 CONNECT_TIMEOUT = 2  # seconds: an unreachable engine is reported well within 2 s
 API_TIMEOUT = 120
+LATENCY_ROUND_TRIPS = 25  # a check's timeout grows by this many round trips to a remote engine
+CACHE_READ_EVERY = 5.0  # seconds between reads of a container's memory.stat where stats lack cache figures
+MEMSTAT_CMD = ["sh", "-c", "cat /sys/fs/cgroup/memory.stat 2>/dev/null || cat /sys/fs/cgroup/memory/memory.stat"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,7 @@ class Memory:
     cache: int  # reclaimable page cache: file pages, active and inactive (shared memory is not among them)
     limit: int
     max_usage: int | None  # the cgroup's own peak (cgroup v1 only), page cache included
+    cache_known: bool = True  # False: the engine gave no cache figure and none could be read (usage has it)
 
     @property
     def without_cache(self) -> int:
@@ -69,48 +82,93 @@ class Memory:
         return max(self.usage - self.cache, 0)
 
 
-def _docker_target() -> tuple[str | None, object, str]:
-    """(base_url, tls, description) honouring DOCKER_HOST, then DOCKER_CONTEXT / the current context."""
-    host = os.environ.get("DOCKER_HOST")
-    if host:
-        return None, False, f"DOCKER_HOST={host}"
-    from docker.context import ContextAPI
-    from docker.context.config import get_current_context_name
-
-    name = os.environ.get("DOCKER_CONTEXT") or get_current_context_name()
-    if name and name != "default":
-        ctx = ContextAPI.get_context(name)
-        if ctx is None:
-            raise Unavailable(f"Docker context {name!r} does not exist", code="DOCKER_UNAVAILABLE",
-                              hint="`docker context ls` lists them; unset DOCKER_CONTEXT or pick another")
-        return ctx.Host, ctx.TLSConfig or False, f"context {name} ({ctx.Host})"
-    return None, False, "the local engine (unix:///var/run/docker.sock)"
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
 
 
 def connect() -> Engine:
-    """The engine, or DOCKER_UNAVAILABLE (exit 3) within CONNECT_TIMEOUT seconds."""
+    """The engine (DOCKER_HOST, else the Docker context), or DOCKER_UNAVAILABLE / SSH_FAILED (exit 3).
+
+    One Engine per run and engine: an ssh engine's tunnel is opened once, whichever thread asks first.
+    """
+    tgt = target.resolve()
+    with _engines_lock:
+        eng = _engines.get(tgt.url)
+        if eng is None or not eng.usable:
+            eng = _open(tgt)
+            _engines[tgt.url] = eng
+        return eng
+
+
+def forget() -> None:
+    """Drop the engines of this run (their tunnels are closed by ssh.close_all)."""
+    with _engines_lock:
+        _engines.clear()
+
+
+def _open(tgt: target.Target) -> Engine:
     import docker
+    import requests
     from docker.errors import DockerException
 
-    base_url, tls, where = _docker_target()
+    where = tgt.describe()
+    tunnel = None
     try:
-        if base_url:
-            client = docker.DockerClient(base_url=base_url, tls=tls, version="auto", timeout=CONNECT_TIMEOUT)
+        if tgt.ssh:
+            from qbctl.stack import ssh
+
+            tunnel = ssh.tunnel(tgt.ssh)
+            client = docker.DockerClient(base_url=f"unix://{tunnel.docker_socket}", version="auto",
+                                         timeout=CONNECT_TIMEOUT + ssh.SSH_TIMEOUT)
+        elif tgt.source in ("DOCKER_HOST", "the default"):
+            client = docker.from_env(version="auto", timeout=CONNECT_TIMEOUT)  # DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
         else:
-            client = docker.from_env(version="auto", timeout=CONNECT_TIMEOUT)
-    except (DockerException, OSError) as exc:
-        raise Unavailable(f"cannot reach the Docker engine at {where}: {_reason(exc)}", code="DOCKER_UNAVAILABLE",
+            tls = False
+            if tgt.tls:
+                from docker.tls import TLSConfig
+
+                cert = (tgt.tls["cert"], tgt.tls["key"]) if "cert" in tgt.tls and "key" in tgt.tls else None
+                tls = TLSConfig(client_cert=cert, ca_cert=tgt.tls.get("ca"), verify=tgt.tls["verify"])
+            client = docker.DockerClient(base_url=tgt.url, tls=tls, version="auto", timeout=CONNECT_TIMEOUT)
+    except (DockerException, OSError, requests.RequestException) as exc:
+        reason = _reason(exc)
+        if tunnel is not None:
+            reason = _tunnel_reason(tunnel, tgt.ssh.socket) or reason
+        raise Unavailable(f"cannot reach the Docker engine at {where}: {reason}", code="DOCKER_UNAVAILABLE",
                           hint="is the Docker daemon running? Start it, or point DOCKER_HOST / "
                                "DOCKER_CONTEXT at a running engine") from None
     client.api.timeout = API_TIMEOUT
-    return Engine(client.api, where)
+    rtt = 0.0
+    if tgt.remote:
+        rtt = min(_ping_time(client.api) for _ in range(2))
+    return Engine(client.api, where, tgt, tunnel, rtt)
+
+
+def _ping_time(api) -> float:
+    started = time.perf_counter()
+    api.ping()
+    return time.perf_counter() - started
+
+
+def _tunnel_reason(tunnel, socket_path: str) -> str | None:
+    """What the ssh master said about the engine's socket, in words."""
+    text = tunnel.recent_errors()
+    if "administratively prohibited" in text:
+        return "the ssh server does not allow forwarding a socket (AllowStreamLocalForwarding / DisableForwarding)"
+    if "open failed" in text or "connect failed" in text:
+        return f"no engine socket at {socket_path} there that this ssh user may open (is the user in the docker group?)"
+    if not tunnel.alive:
+        return "the ssh connection ended: " + (text.strip().splitlines() or ["no reason given"])[-1][:200]
+    return None
 
 
 def _reason(exc: Exception) -> str:
     text = str(exc)
     for needle, reason in (("FileNotFoundError", "no socket there"), ("Connection refused", "connection refused"),
                            ("Permission denied", "permission denied (are you in the docker group?)"),
-                           ("timed out", "no answer within 2s"), ("Name or service not known", "unknown host")):
+                           ("timed out", "no answer within 2s"), ("Name or service not known", "unknown host"),
+                           ("RemoteDisconnected", "the connection was closed"),
+                           ("Connection aborted", "the connection was closed")):
         if needle in text:
             return reason
     return text[:200]
@@ -122,12 +180,81 @@ def _check_owned(obj_labels: dict | None, project: str, kind: str, name: str) ->
                        hint="qbctl never touches it: remove or rename it yourself, or use --project OTHER")
 
 
+def _engine_call(what: str):
+    """An engine call that can fail: a lost connection or a refusal becomes one error in words
+    (DOCKER_UNAVAILABLE, SSH_FAILED or ENGINE_ERROR, exit 3), never a raw SDK exception."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(self, *args, **kwargs):
+            import requests
+            from docker.errors import DockerException
+
+            try:
+                return fn(self, *args, **kwargs)
+            except (DockerException, OSError, requests.RequestException) as exc:
+                raise self.failure(what, exc) from None
+        return call
+    return wrap
+
+
 class Engine:
-    def __init__(self, api, where: str) -> None:
+    def __init__(self, api, where: str, tgt: target.Target | None = None, tunnel=None, rtt: float = 0.0) -> None:
         self._api = api
         self.where = where
+        self.target = tgt or target.Target(target.LOCAL_URL, "the default")
+        self._tunnel = tunnel
+        self.rtt = rtt  # seconds per round trip, measured with the engine's ping (0 for a local engine)
+        self._product: str | None = None
+        self._cache_reads: dict[str, tuple[float, int | None]] = {}  # Podman: container -> (when, page cache)
+
+    @property
+    def remote(self) -> bool:
+        return self.target.remote
+
+    @property
+    def host(self) -> str:
+        """The engine's host as a person names it ('vm'), or 'this machine'."""
+        return self.target.host
+
+    @property
+    def usable(self) -> bool:
+        return self._tunnel is None or self._tunnel.alive
+
+    @property
+    def tunnel(self):
+        """The ssh tunnel of an ssh engine (qbctl.stack.ssh.Tunnel), else None."""
+        return self._tunnel
+
+    @property
+    def product(self) -> str:
+        """'docker' or 'podman' (from the engine's version: Podman names its components)."""
+        if self._product is None:
+            try:
+                names = " ".join(c.get("Name", "") for c in self._api.version().get("Components") or [])
+            except Exception:  # noqa: BLE001 - a guess is fine: only details differ
+                names = ""
+            self._product = "podman" if "Podman" in names else "docker"
+        return self._product
+
+    def allow(self, seconds: float) -> float:
+        """A timeout meant for a local engine, grown by the measured round trips to this one."""
+        return seconds + LATENCY_ROUND_TRIPS * self.rtt
+
+    def failure(self, what: str, exc: Exception) -> QbctlError:
+        from docker.errors import APIError
+
+        if isinstance(exc, APIError):
+            text = str(getattr(exc, "explanation", None) or exc)
+            return Unavailable(f"the engine at {self.where} refused {what}: {text[:300]}", code="ENGINE_ERROR",
+                               hint="`docker info` / `docker ps -a` on that engine show its state")
+        if self._tunnel is not None and self._tunnel.ended(within=0.5):
+            return Unavailable(f"the ssh connection to {self.host} was lost while {what}", code="SSH_FAILED",
+                               hint="run the command again; `ssh " + self.host + " true` shows what ssh says")
+        return Unavailable(f"lost the Docker engine at {self.where} while {what}: {_reason(exc)}",
+                           code="DOCKER_UNAVAILABLE", hint="is the Docker daemon running? `docker info` tells")
 
     # --- looking ---------------------------------------------------------------------------------
+    @_engine_call("listing containers")
     def containers(self, project: str, service: str | None = None, running_only: bool = False) -> list[Container]:
         """This project's containers (one list call, no inspect per container)."""
         out = []
@@ -144,12 +271,26 @@ class Engine:
         return {c.service: Observed(c.service, c.id, c.state, c.labels.get(LABEL_CONFIG, ""), c.image_id, c.health)
                 for c in self.containers(project) if c.service}
 
+    @_engine_call("listing containers")
     def container_on_port(self, port: int) -> tuple[str, str | None] | None:
-        """(name, qbctl project or None) of a running container that publishes `port`."""
-        for c in self._api.containers(filters={"publish": str(port)}):
+        """(name, qbctl project or None) of a running (or restarting) container that publishes `port`.
+
+        The engine's `publish` filter knows a restarting container's bindings; Podman answers it with
+        "publish is an invalid filter", and then the listed ports are matched here."""
+        from docker.errors import APIError
+
+        try:
+            found = self._api.containers(filters={"publish": str(port)})
+        except APIError as exc:
+            if "filter" not in str(exc):
+                raise
+            found = [c for c in self._api.containers()
+                     if any(p.get("PublicPort") == port for p in c.get("Ports") or [])]
+        for c in found:
             return c["Names"][0].lstrip("/"), (c.get("Labels") or {}).get(LABEL_PROJECT)
         return None
 
+    @_engine_call("reading a container's state")
     def state(self, container_id: str) -> ContainerState:
         info = self._api.inspect_container(container_id)
         st = info["State"]
@@ -158,8 +299,12 @@ class Engine:
         if not oom and (restarts or st.get("Status") != "running"):
             # A restart clears OOMKilled; the engine's event log may still have the kill.
             oom = self._had_oom(container_id, info.get("Created", ""))
-        return ContainerState(st.get("Status", ""), st.get("ExitCode", 0), oom, restarts,
-                              (st.get("Health") or {}).get("Status"), st.get("StartedAt", ""))
+        health = st.get("Health") or {}
+        status = health.get("Status") or None
+        if status == "starting" and not health.get("Log") and self.product == "podman":
+            status = None  # Podman runs health checks from systemd timers: without systemd none ever runs
+        return ContainerState(st.get("Status", ""), st.get("ExitCode", 0), oom, restarts, status,
+                              st.get("StartedAt", ""))
 
     def _had_oom(self, container_id: str, created: str) -> bool:
         from datetime import datetime
@@ -176,17 +321,47 @@ class Engine:
     def memory(self, container_id: str) -> Memory | None:
         """Memory figures from one stats sample; None when the engine gives none.
 
-        A local engine's container cgroup is read directly (a few ms): the stats API waits for its
+        A container on this host has its cgroup read directly (a few ms): the stats API waits for its
         collector's next one-second tick even with one_shot (Docker 20.10), which made `status` take 1.2 s.
-        The figures are the same counters the stats API reports."""
-        local = cgroup_memory(container_id)
-        if local is not None:
-            return local
+        Podman's stats carry no page cache figures: then the container's own cgroup (memory.stat,
+        read inside it) gives them, at most every CACHE_READ_EVERY seconds per container (each exec
+        leaves a conmon process behind on Podman for minutes; between reads the last figure is used,
+        which overstates the memory when the cache grows); failing that, `cache_known` is False."""
+        if self.on_this_host:
+            local = cgroup_memory(container_id)
+            if local is not None:
+                return local
         try:
             s = self._api.stats(container_id, stream=False, one_shot=True)
         except Exception:  # noqa: BLE001 - a container that just went away has no figures
             return None
-        return memory_from_stats(s)
+        m = memory_from_stats(s)
+        if m is not None and not m.cache_known:
+            when, cache = self._cache_reads.get(container_id, (0.0, None))
+            if time.monotonic() - when >= CACHE_READ_EVERY:
+                cache = cache_from_memstat(self.exec_text(container_id, MEMSTAT_CMD))
+                self._cache_reads[container_id] = (time.monotonic(), cache)
+            if cache is not None:
+                m = Memory(m.usage, min(cache, m.usage), m.limit, m.max_usage, True)
+        return m
+
+    def host_memory(self, container_id: str | None = None) -> dict:
+        """The engine host's memory: MemTotal from the engine's info; MemAvailable from /proc/meminfo
+        read inside a running container (a container sees the host's). Bytes; missing keys unknown."""
+        out: dict[str, int] = {}
+        try:
+            total = self._api.info().get("MemTotal")
+            if total:
+                out["total"] = int(total)
+        except Exception:  # noqa: BLE001 - evidence only
+            pass
+        if container_id:
+            info = meminfo(self.exec_text(container_id, ["cat", "/proc/meminfo"]))
+            if "MemAvailable" in info:
+                out["available"] = info["MemAvailable"]
+            if "total" not in out and "MemTotal" in info:
+                out["total"] = info["MemTotal"]
+        return out
 
     @property
     def on_this_host(self) -> bool:
@@ -233,11 +408,20 @@ class Engine:
         except Exception:  # noqa: BLE001
             return ""
 
+    @_engine_call("reading a log")
     def log_stream(self, container_id: str, follow: bool, tail: int | None):
-        """The log as chunks of bytes, as they come."""
-        return self._api.logs(container_id, stream=True, follow=follow, tail=tail if tail is not None else "all")
+        """The log as chunks of bytes, as they come; a connection lost on the way is an error in words."""
+        raw = self._api.logs(container_id, stream=True, follow=follow, tail=tail if tail is not None else "all")
+
+        def chunks():
+            try:
+                yield from raw
+            except Exception as exc:  # noqa: BLE001 - the stream's errors come from several layers
+                raise self.failure("reading a log", exc) from None
+        return chunks()
 
     # --- images ----------------------------------------------------------------------------------
+    @_engine_call("inspecting an image")
     def image_info(self, image: str) -> dict | None:
         from docker.errors import ImageNotFound
 
@@ -272,6 +456,7 @@ class Engine:
         return found
 
     # --- changing --------------------------------------------------------------------------------
+    @_engine_call("creating the network")
     def ensure_network(self, stack: Stack) -> None:
         from docker.errors import NotFound
 
@@ -281,6 +466,7 @@ class Engine:
         except NotFound:
             self._api.create_network(stack.network, driver="bridge", labels={LABEL_PROJECT: stack.project})
 
+    @_engine_call("creating volumes")
     def ensure_volumes(self, stack: Stack, specs: list[ServiceSpec], created_by: dict[str, dict]) -> dict[str, dict]:
         """Create missing volumes, labelled with what made them; return the labels of those that existed.
 
@@ -301,8 +487,12 @@ class Engine:
                     self._api.create_volume(name, labels=labels)
         return existing
 
+    @_engine_call("creating a container")
     def create_and_start(self, stack: Stack, spec: ServiceSpec) -> str:
-        """Create the service's container (name, labels, limits, ports, volumes) and start it."""
+        """Create the service's container (name, labels, limits, ports, volumes) and start it.
+
+        A container that cannot start (its port taken on the engine's host) is removed again: a
+        half-created container ("created") would otherwise be left for the next `up` to trip on."""
         from docker.errors import APIError, NotFound
 
         api = self._api
@@ -318,7 +508,7 @@ class Engine:
             binds={vol: {"bind": path, "mode": "rw"} for vol, path in spec.volumes},
             mem_limit=spec.mem_limit, memswap_limit=spec.mem_limit,
             cpu_shares=spec.cpu_shares, shm_size=spec.shm_size,
-            restart_policy={"Name": "unless-stopped"},
+            restart_policy={"Name": spec.restart},
             network_mode=stack.network,
         )
         healthcheck = None
@@ -333,14 +523,30 @@ class Engine:
                 ports=[p.container for p in spec.ports], stop_signal=spec.stop_signal,
                 healthcheck=healthcheck, networking_config=networking,
             )["Id"]
+        except APIError as exc:
+            raise _start_error(spec, exc, self) from None
+        try:
             api.start(cid)
         except APIError as exc:
-            raise _start_error(spec, exc) from None
+            try:
+                api.remove_container(cid, force=True)
+            except Exception:  # noqa: BLE001 - the error below says what matters; the next up recreates it
+                pass
+            raise _start_error(spec, exc, self) from None
         return cid
 
-    def start(self, container_id: str) -> None:
-        self._api.start(container_id)
+    @_engine_call("starting a container")
+    def start(self, container_id: str, spec: ServiceSpec | None = None) -> None:
+        from docker.errors import APIError
 
+        try:
+            self._api.start(container_id)
+        except APIError as exc:
+            if spec is None:
+                raise
+            raise _start_error(spec, exc, self) from None
+
+    @_engine_call("removing a container")
     def remove_container(self, container_id: str, timeout: int = 10) -> None:
         from docker.errors import NotFound
 
@@ -350,17 +556,75 @@ class Engine:
         except NotFound:
             pass
 
+    @_engine_call("removing volumes")
     def remove_volumes(self, project: str) -> list[str]:
         names = [v["Name"] for v in self._api.volumes(filters=project_filter(project)).get("Volumes") or []]
         for name in names:
             self._api.remove_volume(name, force=True)
         return names
 
+    @_engine_call("removing the network")
     def remove_networks(self, project: str) -> bool:
         nets = self._api.networks(filters=project_filter(project))
         for n in nets:
             self._api.remove_network(n["Id"])
         return bool(nets)
+
+
+    # --- the lock on the engine ----------------------------------------------------------------
+    @_engine_call("taking the project's lock")
+    def try_lock(self, project: str, labels: dict[str, str]) -> tuple[str | None, dict]:
+        """Create the never-started container <project>-lock: the engine makes a name unique
+        atomically. (its id, {}) when taken now; (None, the holder's labels with its "id") when held."""
+        from docker.errors import APIError, NotFound
+
+        name = f"{project}-lock"
+        try:
+            cid = self._api.create_container(self._lock_image(), command=["lock"], name=name,
+                                             labels={LABEL_LOCK: project, **labels})["Id"]
+            return cid, {}
+        except APIError as exc:
+            if exc.status_code != 409 and "already in use" not in str(exc):
+                raise
+        try:
+            info = self._api.inspect_container(name)
+        except NotFound:
+            return None, {}  # released in between: the caller tries again
+        found = info["Config"].get("Labels") or {}
+        if found.get(LABEL_LOCK) != project:
+            raise NotOwned(f"a container named {name} exists and is not qbctl's lock of project {project}",
+                           hint="qbctl never touches it: remove or rename it yourself, or use --project OTHER")
+        return None, {**found, "id": info["Id"]}
+
+    @_engine_call("releasing the project's lock")
+    def unlock(self, lock_id: str) -> None:
+        from docker.errors import NotFound
+
+        try:
+            self._api.remove_container(lock_id, force=True)
+        except NotFound:
+            pass
+
+    def _lock_image(self) -> str:
+        """The empty image lock containers are made from (imported once per engine: no pull, no layers)."""
+        import io
+        import re
+        import tarfile
+
+        found = self._api.images(filters={"label": f"{LABEL_LOCK_IMAGE}=1"})
+        if found:
+            return found[0]["Id"]
+        buf = io.BytesIO()
+        tarfile.open(fileobj=buf, mode="w").close()
+        out = self._api.import_image_from_data(buf.getvalue(), changes=[f"LABEL {LABEL_LOCK_IMAGE}=1"])
+        found = self._api.images(filters={"label": f"{LABEL_LOCK_IMAGE}=1"})
+        if found:
+            return found[0]["Id"]
+        ids = re.findall(r"sha256:[0-9a-f]{64}", str(out))
+        if not ids:
+            raise Unavailable(f"the engine at {self.where} did not import the lock image: {str(out)[:200]}",
+                              code="ENGINE_ERROR")
+        return ids[-1]
 
 
 CGROUP = "/sys/fs/cgroup"
@@ -376,7 +640,8 @@ def cgroup_memory(container_id: str, root: str = CGROUP) -> Memory | None:
         if (v2 / "memory.current").is_file():
             stat = _stat_file(v2 / "memory.stat")
             limit = _read_int(v2 / "memory.max")
-            return Memory(_read_int(v2 / "memory.current") or 0, stat.get("inactive_file", 0),
+            cache = stat.get("inactive_file", 0) + stat.get("active_file", 0)
+            return Memory(_read_int(v2 / "memory.current") or 0, cache,
                           limit if limit is not None else _host_memory(), None)
     for v1 in (base / "memory" / "docker" / container_id, base / "memory" / "system.slice" /
                f"docker-{container_id}.scope"):
@@ -385,7 +650,7 @@ def cgroup_memory(container_id: str, root: str = CGROUP) -> Memory | None:
             limit = _read_int(v1 / "memory.limit_in_bytes") or 0
             host = _host_memory()
             return Memory(_read_int(v1 / "memory.usage_in_bytes") or 0,
-                          stat.get("total_inactive_file", stat.get("inactive_file", 0)),
+                          sum(stat.get(f"total_{k}", stat.get(k, 0)) for k in ("inactive_file", "active_file")),
                           min(limit, host) if host else limit, _read_int(v1 / "memory.max_usage_in_bytes"))
     return None
 
@@ -419,21 +684,49 @@ def _host_memory() -> int:
 
 def memory_from_stats(s: dict) -> Memory | None:
     """The memory part of one stats sample. Pure: cgroup v1 (total_inactive_file, max_usage) and
-    v2 (inactive_file) alike; an engine that gives no cache figure (Podman) gives 0 here."""
+    v2 (inactive_file) alike; an engine that gives no cache figures (Podman) gives cache_known=False."""
     mem = s.get("memory_stats") or {}
     usage = mem.get("usage")
     if usage is None:
         return None
     stats = mem.get("stats") or {}
     cache = sum(stats.get(f"total_{k}", stats.get(k, 0)) for k in ("inactive_file", "active_file"))
-    return Memory(usage, cache, mem.get("limit", 0), mem.get("max_usage"))
+    return Memory(usage, cache, mem.get("limit", 0), mem.get("max_usage"), bool(stats))
 
 
-def _start_error(spec: ServiceSpec, exc) -> QbctlError:
+def cache_from_memstat(text: str | None) -> int | None:
+    """Reclaimable page cache (active and inactive file pages) from a cgroup's memory.stat, v1 or v2. Pure."""
+    values = {}
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            values[parts[0]] = int(parts[1])
+    keys = ("active_file", "inactive_file")
+    if not all(k in values or f"total_{k}" in values for k in keys):
+        return None
+    return sum(values.get(f"total_{k}", values.get(k, 0)) for k in keys)
+
+
+def meminfo(text: str | None) -> dict[str, int]:
+    """/proc/meminfo as bytes by key. Pure."""
+    out = {}
+    for line in (text or "").splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            out[key.strip()] = int(parts[0]) * (1024 if parts[1:2] == ["kB"] else 1)
+    return out
+
+
+def _start_error(spec: ServiceSpec, exc, eng: Engine | None = None) -> QbctlError:
     text = str(getattr(exc, "explanation", None) or exc)
+    where = f" of {eng.host}" if eng is not None and eng.remote else ""
     if "address already in use" in text or "port is already allocated" in text:
         port = spec.ports[0]
-        return Unavailable(f"port {port.host} on {port.host_ip} is in use (the engine could not publish it "
-                           f"for {spec.name})", code="PORT_IN_USE",
-                           hint=f"stop what holds it, or move {spec.name} with {port.setting}")
-    return Unavailable(f"the engine could not start {spec.name}: {text[:300]}", code="START_FAILED")
+        return Unavailable(f"port {port.host} on {port.host_ip}{where} is in use (the engine could not publish it "
+                           f"for {spec.name}; nothing of it was left behind)", code="PORT_IN_USE",
+                           hint=f"stop what holds it, or move {spec.name} with {port.setting}"
+                                + (" (the port in the URL)" if port.setting.endswith("_URL") else ""),
+                           port=port.host, setting=port.setting, service=spec.name)
+    return Unavailable(f"the engine could not start {spec.name}: {text[:300]}", code="START_FAILED",
+                       hint=f"`qbctl logs {spec.name}` and `docker ps -a` on the engine show more")

@@ -13,7 +13,7 @@ from qbctl.db import connect as pg
 from qbctl.errors import CheckFailed, Interrupted, NotAProject, QbctlError, ServerKilled
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
-from qbctl.stack import engine, ports, probes, volumes
+from qbctl.stack import engine, ports, probes, reach, volumes
 from qbctl.stack.lock import project_lock
 from qbctl.stack.plan import Plan, make_plan
 from qbctl.stack.spec import ServiceSpec, Stack, build_stack, exposure_warnings, select
@@ -28,6 +28,7 @@ class UpOptions:
     services: tuple[str, ...] = ()  # empty: all
     no_ui: bool = False
     timeout: float | None = None  # None: QBCTL_UP_TIMEOUT
+    profile: str | None = None  # None: QBCTL_PROFILE
 
 
 @dataclass
@@ -55,6 +56,16 @@ class UpResult(Result):
     next: list[str] = field(default_factory=list)  # the commands a user runs next
     ok: bool = False
     error: QbctlError | None = None
+    engine: dict = field(default_factory=dict)  # where the stack runs: {"url", "host", "remote", "product", ...}
+
+
+def engine_facts(eng: engine.Engine, stack: Stack | None = None) -> dict:
+    """Where a stack runs, for people and for --json: the engine, its host, the measured round trip."""
+    facts = {"where": eng.where, "host": eng.host, "remote": eng.remote, "product": eng.product,
+             "rtt_ms": round(eng.rtt * 1000, 1)}
+    if stack is not None:
+        facts["profile"] = stack.profile
+    return facts
 
 
 def _port_text(spec: ServiceSpec) -> list[str]:
@@ -74,7 +85,7 @@ def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ig
     require_project(settings, "nothing was started")
     t0 = time.monotonic()
     timeout = options.timeout or settings["QBCTL_UP_TIMEOUT"]
-    stack = build_stack(settings)
+    stack = build_stack(settings, options.profile)
     desired = select(stack, list(options.services) or None, options.no_ui)
     for warning in exposure_warnings(settings):
         events(Event(Status.WARNING, warning))
@@ -82,15 +93,18 @@ def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ig
     timings: dict[str, float] = {}
     left = _Left()
     try:
-        results, plan = _up(settings, options, events, stack, desired, eng, timings, left, t0, timeout)
+        results, plan, waiter = _up(settings, options, events, stack, desired, eng, timings, left, t0, timeout)
     except KeyboardInterrupt:
         raise Interrupted(left.message()) from None
     timings["ready"] = round(time.monotonic() - t0, 3)
     ok = all(r.ready for r in results.values())
     result = UpResult(stack.project, [results[s.name] for s in desired], str(plan), timings,
                       [{"service": n, "reason": why} for n, why in stack.external],
-                      urls(settings, [s for s in desired if results[s.name].ready]), ok=ok)
-    if ok:
+                      urls(settings, [s for s in desired if results[s.name].ready]), ok=ok,
+                      engine=engine_facts(eng, stack))
+    if waiter.errors:
+        result.fail(waiter.errors[0])  # the engine or its ssh connection was lost: that, not "unhealthy"
+    elif ok:
         result.next = NEXT_COMMANDS
     else:
         result.fail(_unready_error(result, timeout, {s.name: s.mem_setting for s in desired}))
@@ -121,7 +135,7 @@ class _Left:
 
 def _up(settings: Settings, options: UpOptions, events: Events, stack: Stack, desired: list[ServiceSpec],
         eng: engine.Engine, timings: dict[str, float], left: _Left, t0: float, timeout: float):
-    with project_lock(stack.project, events):
+    with project_lock(stack.project, events, eng=eng):
         observed = eng.observe(stack.project)
         # Ports first, before any pull: a busy port is reported in a second, not after a download.
         _check_ports(eng, stack, make_plan(desired, observed, {}))
@@ -151,7 +165,7 @@ def _up(settings: Settings, options: UpOptions, events: Events, stack: Stack, de
         waiter = _Waiter(eng, settings, t0, t0 + timeout, events)
         left.waiting = [s.name for s in desired if s.name in left.started]
         waiter.wait_all(desired, cids, results, trusted, left.waiting)
-    return results, plan
+    return results, plan, waiter
 
 
 NEXT_COMMANDS = ["qbctl db migrate", "qbctl db seed", "qbctl status", "qbctl down"]
@@ -194,7 +208,7 @@ def _execute(eng: engine.Engine, stack: Stack, plan: Plan, cids: dict[str, str],
         if step.action in ("create", "recreate"):
             cids[step.service] = eng.create_and_start(stack, spec)
         else:
-            eng.start(cids[step.service])
+            eng.start(cids[step.service], spec)
         left.started.append(step.service)
         left.under_way = ""
         events(Event(Status.WORKING, "started", step.service))
@@ -222,7 +236,9 @@ def _check_ports(eng: engine.Engine, stack: Stack, plan: Plan) -> None:
         spec = stack.get(step.service)
         to_bind += [(spec.name, p) for p in spec.ports]
     if to_bind:
-        ports.check_free(to_bind, who_else=lambda port: _container_on_port(eng, port, stack.project))
+        # On the engine's host: this machine's sockets for a local engine, the VM's through ssh for a remote one.
+        ports.check_free(to_bind, who_else=lambda port: _container_on_port(eng, port, stack.project),
+                         in_use=reach.port_in_use, host=eng.host if eng.remote else None)
 
 
 def _container_on_port(eng: engine.Engine, port: int, project: str) -> tuple[str | None, bool]:
@@ -240,6 +256,8 @@ class _Waiter:
     def __init__(self, eng: engine.Engine, settings: Settings, t0: float, deadline: float, events: Events):
         self.eng, self.settings, self.t0, self.deadline, self.events = eng, settings, t0, deadline, events
         self.failed = threading.Event()
+        self.errors: list[QbctlError] = []  # a lost engine or tunnel, from any thread
+        self.probe_timeout = eng.allow(2.0)
 
     def wait_all(self, desired: list[ServiceSpec], cids: dict[str, str], results: dict[str, ServiceResult],
                  trusted: set[str], waiting: list[str] | None = None) -> None:
@@ -262,6 +280,16 @@ class _Waiter:
             self.failed.set()  # on Ctrl-C too: the probing threads stop
 
     def wait_one(self, spec: ServiceSpec, cid: str, res: ServiceResult) -> None:
+        """One service's wait; whatever goes wrong ends it as this service's failure, never a traceback."""
+        try:
+            self._wait_one(spec, cid, res)
+        except QbctlError as exc:
+            self.errors.append(exc)
+            self._fail(spec, cid, res, exc.message)
+        except Exception as exc:  # noqa: BLE001 - reported as the service's failure
+            self._fail(spec, cid, res, f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    def _wait_one(self, spec: ServiceSpec, cid: str, res: ServiceResult) -> None:
         next_state = 0.0
         while not self.failed.is_set():
             now = time.monotonic()
@@ -275,7 +303,7 @@ class _Waiter:
                                                                      if st.status == "restarting" else ""))
                     return
                 next_state = now + STATE_EVERY
-            last = probes.probe(spec, self.settings, timeout=max(0.2, min(2.0, self.deadline - now)))
+            last = probes.probe(spec, self.settings, timeout=max(0.2, min(self.probe_timeout, self.deadline - now)))
             if last.ok:
                 res.ready, res.seconds, res.detail = True, round(time.monotonic() - self.t0, 3), last.detail
                 if spec.name in self.waiting:
@@ -345,7 +373,7 @@ def _remove(settings: Settings, events: Events, volumes: bool) -> DownResult:
     require_project(settings, "nothing was removed")
     eng = engine.connect()
     project = settings.project
-    with project_lock(project, events):
+    with project_lock(project, events, eng=eng):
         removed = _remove_containers(eng, project, events)
         net = eng.remove_networks(project)
         if volumes:
@@ -357,14 +385,25 @@ def _remove(settings: Settings, events: Events, volumes: bool) -> DownResult:
 def _remove_containers(eng: engine.Engine, project: str, events: Events) -> list[str]:
     # UIs first, then the servers they depend on; all at once, each stop takes its own time.
     containers = sorted(eng.containers(project), key=lambda c: c.service in ("postgres", "redis"))
-    threads = [threading.Thread(target=eng.remove_container, args=(c.id,)) for c in containers]
+    errors: dict[str, QbctlError] = {}
+
+    def remove(c: engine.Container) -> None:
+        try:
+            eng.remove_container(c.id)
+        except QbctlError as exc:  # said once, after every thread is done
+            errors[c.name] = exc
+
+    threads = [threading.Thread(target=remove, args=(c,)) for c in containers]
     for t in threads:
         t.start()
     removed = []
     for t, c in zip(threads, containers, strict=True):
         t.join()
-        removed.append(c.name)
-        events(Event(Status.WORKING, "removed", c.service or c.name))
+        if c.name not in errors:
+            removed.append(c.name)
+            events(Event(Status.WORKING, "removed", c.service or c.name))
+    if errors:
+        raise next(iter(errors.values()))
     return removed
 
 
@@ -390,6 +429,8 @@ class StatusResult(Result):
     project_source: str = ""  # how the project was found (settings.project_source)
     ok: bool = True
     error: QbctlError | None = None
+    engine: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def status(settings: Settings) -> StatusResult:
@@ -399,11 +440,19 @@ def status(settings: Settings) -> StatusResult:
     mem: dict[str, int | None] = {}
     infos: dict[str, engine.ContainerState] = {}
 
+    errors: list[QbctlError] = []
+    with_cache: list[str] = []
+
     def measure(name: str, cid: str, running: bool) -> None:
-        infos[name] = eng.state(cid)
-        if running:
-            m = eng.memory(cid)
-            mem[name] = m.without_cache if m else None
+        try:
+            infos[name] = eng.state(cid)
+            if running:
+                m = eng.memory(cid)
+                mem[name] = m.without_cache if m else None
+                if m and not m.cache_known:
+                    with_cache.append(name)
+        except QbctlError as exc:
+            errors.append(exc)
 
     threads = [threading.Thread(target=measure, args=(n, c.id, c.state == "running"))
                for n, c in containers.items()]
@@ -411,6 +460,8 @@ def status(settings: Settings) -> StatusResult:
         t.start()
     for t in threads:
         t.join()
+    if errors:
+        raise errors[0]
     rows: list[ServiceStatus] = []
     for spec in stack.services:
         c = containers.get(spec.name)
@@ -422,5 +473,7 @@ def status(settings: Settings) -> StatusResult:
                                   spec.mem_limit, st.restart_count, st.exit_code if st.status != "running" else None,
                                   st.oom_killed))
     ok = all(r.state == "running" and r.health != "unhealthy" for r in rows)
+    notes = [f"memory of {', '.join(sorted(with_cache))} includes page cache: the engine ({eng.product}) gives no "
+             "cache figure and the container's cgroup could not be read"] if with_cache else []
     return StatusResult(stack.project, rows, [{"service": n, "reason": w} for n, w in stack.external],
-                        settings.project_source, ok)
+                        settings.project_source, ok, engine=engine_facts(eng, stack), notes=notes)

@@ -53,6 +53,8 @@ def make_plan(desired: list[ServiceSpec], observed: dict[str, Observed], image_i
             steps.append(Step(spec.name, "recreate", f"image {spec.image} changed"))
         elif have.state in ("dead", "removing"):
             steps.append(Step(spec.name, "recreate", f"container is {have.state}"))
+        elif have.state in ("created", "configured"):  # never started (a start that failed): make it anew
+            steps.append(Step(spec.name, "recreate", "container was created but never started"))
         elif have.state != "running":
             steps.append(Step(spec.name, "start", f"container is {have.state}"))
         else:

@@ -55,22 +55,27 @@ def holder(port: int) -> str | None:
     return None
 
 
-def check_free(ports: list[tuple[str, Port]], who_else=None) -> None:
+def check_free(ports: list[tuple[str, Port]], who_else=None, in_use=None, host: str | None = None) -> None:
     """Raise PORT_IN_USE for the first busy port: which port, who holds it, which setting moves it.
 
     who_else(port) -> (description, ours) names a container that publishes the port; a port held
     by this project's own container (one an interrupted run already started) is no conflict.
+    in_use(host_ip, port) -> bool | None asks the engine's host (None: cannot tell; the engine's own
+    refusal to publish is then the answer); `host` names a remote engine's host, whose processes
+    cannot be named from here.
     """
     for service, p in ports:
-        if is_free(p.host_ip, p.host):
+        busy = in_use(p.host_ip, p.host) if in_use else not is_free(p.host_ip, p.host)
+        if not busy:
             continue
         by, ours = who_else(p.host) if who_else else (None, False)
         if ours:
             continue
-        by = by or holder(p.host)
+        by = by or (holder(p.host) if host is None else "a process there (not a container)")
         by_text = f" by {by}" if by else ""
+        on = f"{p.host_ip} of {host}" if host else p.host_ip
         raise Unavailable(
-            f"port {p.host} on {p.host_ip} is in use{by_text}; {service} needs it",
+            f"port {p.host} on {on} is in use{by_text}; {service} needs it",
             code="PORT_IN_USE",
             hint=f"stop what holds it, or move {service} to a free port with {p.setting}"
                  + (" (the port in the URL)" if p.setting.endswith("_URL") else ""),

@@ -53,7 +53,11 @@ def redis(settings: Settings, timeout: float = 2.0) -> ProbeResult:
 def http(host: str, port: int, timeout: float = 2.0) -> ProbeResult:
     import http.client
 
-    conn = http.client.HTTPConnection("127.0.0.1" if host in ("0.0.0.0", "::") else host, port, timeout=timeout)
+    from qbctl.stack.reach import endpoint
+
+    host = "0.0.0.0" if host == "::" else host
+    host, port = endpoint(host, port, host)  # a UI published on the engine's host
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", "/")
         status = conn.getresponse().status

@@ -16,6 +16,9 @@ from qbctl.stack.labels import LABEL_PROJECT
 SERVICES = ("postgres", "redis", "adminer", "redis-commander")
 UI_SERVICES = ("adminer", "redis-commander")
 UI_CPU_SHARES = 256  # the UIs yield the two cores to PostgreSQL's initdb (default weight is 1024)
+PROFILES = ("development", "production")
+RESTART = {"development": "unless-stopped", "production": "always"}
+LOOPBACK = ("127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,14 @@ class ServiceSpec:
     cpu_shares: int | None = None
     shm_size: str | None = None
     labels: tuple[tuple[str, str], ...] = field(default=())
+    restart: str = "unless-stopped"  # the engine's restart policy ("always" in the production profile)
 
     def config_hash(self) -> str:
         """Changes whenever the container would have to be created differently."""
         data = asdict(self)
         data.pop("labels")
+        if data["restart"] == "unless-stopped":
+            data.pop("restart")  # the policy before profiles existed: such containers are not recreated
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -59,6 +65,7 @@ class Stack:
     network: str
     services: tuple[ServiceSpec, ...]
     external: tuple[tuple[str, str], ...] = ()  # (service, why it is not run here)
+    profile: str = "development"
 
     def container_name(self, service: str) -> str:
         return f"{self.project}-{service}"
@@ -97,9 +104,19 @@ def postgres_args(settings: Settings) -> dict[str, str]:
     }
 
 
-def build_stack(settings: Settings) -> Stack:
+def build_stack(settings: Settings, profile: str | None = None) -> Stack:
+    """The stack of a profile (QBCTL_PROFILE unless given): development, or production (no UIs,
+    restart policy `always`, ports on the host's loopback only; the budget's memory limits as always)."""
     project = settings.project
+    profile = profile or settings["QBCTL_PROFILE"]
     bind, ui_bind = settings["QBCTL_BIND_ADDRESS"], settings["QBCTL_UI_BIND_ADDRESS"]
+    if profile == "production" and bind not in LOOPBACK:
+        from qbctl.errors import ConfigError
+
+        raise ConfigError(f"QBCTL_BIND_ADDRESS={bind}: the production profile publishes PostgreSQL and Redis on the "
+                          "host's loopback only", hint="set QBCTL_BIND_ADDRESS=127.0.0.1 (the backend on the VM "
+                                                       "connects there; from elsewhere use an ssh tunnel)")
+    restart = RESTART[profile]
     pg, rd = settings.pg, settings.redis
     redis_auth = (("REDISCLI_AUTH", rd.password),) if rd.password else ()
     labels = ((LABEL_PROJECT, project),)
@@ -122,7 +139,7 @@ def build_stack(settings: Settings) -> Stack:
         mem_limit=settings["QBCTL_BUDGET_POSTGRES"], mem_setting="QBCTL_BUDGET_POSTGRES",
         probe="postgres", stop_signal="SIGINT",  # fast shutdown, as the official image does
         healthcheck=("CMD", "pg_isready", "-q", "-h", "127.0.0.1", "-U", pg.user, "-d", pg.dbname),
-        labels=labels,
+        labels=labels, restart=restart,
     )
     redis_cmd = ["redis-server", "--maxmemory", redis_size(settings["REDIS_MAX_MEMORY"]),
                  "--maxmemory-policy", settings["REDIS_MAXMEMORY_POLICY"]]
@@ -135,7 +152,7 @@ def build_stack(settings: Settings) -> Stack:
         ports=(Port(6379, bind, rd.port, "REDIS_URL"),),
         volumes=((f"{project}_redisdata", "/data"),),
         mem_limit=settings["QBCTL_BUDGET_REDIS"], mem_setting="QBCTL_BUDGET_REDIS",
-        probe="redis", healthcheck=("CMD", "redis-cli", "ping"), labels=labels,
+        probe="redis", healthcheck=("CMD", "redis-cli", "ping"), labels=labels, restart=restart,
     )
     adminer = ServiceSpec(
         name="adminer",
@@ -160,14 +177,15 @@ def build_stack(settings: Settings) -> Stack:
             services.append(spec)
         else:
             external.append((spec.name, f"{key} points to {url.host}, not this machine"))
-    services += [s for s in (adminer, commander) if all(d in {x.name for x in services} for d in s.depends_on)]
-    return Stack(project, f"{project}_default", tuple(services), tuple(external))
+    if profile != "production":
+        services += [s for s in (adminer, commander) if all(d in {x.name for x in services} for d in s.depends_on)]
+    return Stack(project, f"{project}_default", tuple(services), tuple(external), profile)
 
 
 def exposure_warnings(settings: Settings) -> list[str]:
     """What a port published beyond loopback exposes, said before it happens."""
     out = []
-    loopback = ("127.0.0.1", "::1")
+    loopback = LOOPBACK
     if settings["QBCTL_BIND_ADDRESS"] not in loopback and settings.redis.is_local and not settings.redis.password:
         out.append(f"Redis is published on {settings['QBCTL_BIND_ADDRESS']} and has no password: anyone who can "
                    "reach this host can read and change it (put a password in REDIS_URL: redis://:PASSWORD@...)")
@@ -190,7 +208,8 @@ def select(stack: Stack, names: list[str] | None, no_ui: bool) -> list[ServiceSp
         if n not in SERVICES:
             raise UsageError(f"unknown service {n!r}", hint="choose from " + ", ".join(SERVICES))
         if n not in known:
-            why = dict(stack.external).get(n) or "it depends on a service that is not run here"
+            why = dict(stack.external).get(n) or ("the production profile runs no UIs" if stack.profile == "production"
+                                                 else "it depends on a service that is not run here")
             raise UsageError(f"service {n!r} is not run by qbctl here: {why}")
     for s in stack.services:
         if s.name in wanted:
