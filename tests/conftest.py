@@ -67,3 +67,19 @@ def _epoch_ago() -> float:
     import time
 
     return time.time() - STALE_AFTER
+
+
+@pytest.fixture(scope="session")
+def standin_timescaledb(docker_client) -> bool:
+    """Whether the postgres stand-in carries TimescaleDB (copied from the host by tests/images/build.sh
+    where a developer built it; TimescaleDB is not packaged, so a new machine has none)."""
+    out = docker_client.containers.run(STANDIN["QBCTL_POSTGRES_IMAGE"], ["sh", "-c", "ls /usr/lib/postgresql/*/lib/"],
+                                       entrypoint=[], remove=True)
+    return b"timescaledb.so" in out
+
+
+@pytest.fixture
+def needs_standin_timescaledb(standin_timescaledb):
+    if not standin_timescaledb:
+        pytest.skip("the postgres stand-in carries no TimescaleDB: build it for the host's PostgreSQL 15, then "
+                    "tests/images/build.sh copies it into the image")

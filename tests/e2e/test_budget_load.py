@@ -21,6 +21,7 @@ def _service(result: dict, name: str) -> dict:
     return next(i for i in result["items"] if i["name"] == name)
 
 
+@pytest.mark.usefixtures("needs_standin_timescaledb")  # the backend's schema, policies and bars
 def test_load_needs_seeded_data_then_measures_the_defaults_then_names_a_kill(project_env, tmp_path):
     env = project_env
     shutil.copytree(ROOT / "sql", tmp_path / "sql")
@@ -72,6 +73,7 @@ def test_load_needs_seeded_data_then_measures_the_defaults_then_names_a_kill(pro
     assert not checks["postgres container"]["ok"] and checks["postgres container"]["data"]["state"] == "running"
 
 
+@pytest.mark.usefixtures("needs_standin_timescaledb")
 def test_health_names_a_backend_the_kernel_killed_while_the_container_runs(project_env, tmp_path, docker_client):
     env = {**project_env, "QBCTL_BUDGET_POSTGRES": "200MB"}
     assert qbctl("up", "--no-ui", env=env, cwd=tmp_path).returncode == 0

@@ -244,6 +244,7 @@ class Terminal(io.StringIO):
 ESC = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+@pytest.mark.usefixtures("needs_standin_timescaledb")
 def test_tables_at_80_and_120_columns_on_the_real_stack(running_stack, monkeypatch):
     from qbctl.cli import main
     from qbctl.context import AppState

@@ -16,6 +16,7 @@ def _redis(env):
     return redis.Redis.from_url(env["REDIS_URL"].replace("localhost", "127.0.0.1"))
 
 
+@pytest.mark.usefixtures("needs_standin_timescaledb")  # migrates the QB schema
 def test_health_is_green_on_a_running_stack(running_stack):
     env, cwd, _ = running_stack
     unmigrated = qbctl("health", "--json", env=env, cwd=cwd)  # the schema qbctl ships is not applied yet
@@ -62,6 +63,7 @@ def test_a_redis_family_past_its_share_is_named(project_env, tmp_path):
     assert fam["indicators"]["ok"] is False and fam["indicators"]["measured_mb"] > 20
 
 
+@pytest.mark.usefixtures("needs_standin_timescaledb")  # migrates the QB schema
 def test_stopped_redis_fails_health_quickly_and_names_it(project_env, tmp_path, docker_client):
     env = project_env
     assert qbctl("up", "--no-ui", env=env, cwd=tmp_path).returncode == 0

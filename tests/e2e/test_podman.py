@@ -99,6 +99,7 @@ def ok_json(proc) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.usefixtures("needs_standin_timescaledb")  # migrates the QB schema
 def test_the_stack_on_podman(podman, project):
     env = project
     cold = ok_json(qbctl("up", "--json", env=env, cwd=ROOT))

@@ -46,6 +46,7 @@ def labelled(docker_client, project: str) -> set[str]:
         all=True, filters={"label": f"io.qbctl.project={project}"})}
 
 
+@pytest.mark.usefixtures("needs_standin_timescaledb")  # the README's `qbctl db migrate` needs the extension
 def test_the_set_up_block_runs_as_written(backend_repo, fresh_venv, docker_client):
     lines = [re.sub(r"\s+#.*$", "", raw).strip() for raw in readme_block("## Set up", "sh").splitlines()]
     lines = [line for line in lines if line]

@@ -157,6 +157,7 @@ def _dockerd():
         return int(out[0]), [a.decode() for a in f.read().split(b"\0") if a]
 
 
+@pytest.mark.usefixtures("needs_standin_timescaledb")  # migrates the QB schema
 def test_the_stack_survives_an_engine_restart(project_env, tmp_path, docker_client):
     found = _dockerd()
     if not found:

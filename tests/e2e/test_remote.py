@@ -58,6 +58,7 @@ def _assert_gone(client, project: str) -> None:
     assert not client.api.containers(all=True, filters={"label": f"io.qbctl.lock={project}"})
 
 
+@pytest.mark.usefixtures("needs_standin_timescaledb")  # migrates the QB schema
 def test_the_whole_life_of_a_production_stack_over_ssh(lab, remote, docker_client):
     env = remote
     project = env["QBCTL_PROJECT"]
@@ -118,6 +119,7 @@ def test_the_whole_life_of_a_production_stack_over_ssh(lab, remote, docker_clien
     assert not list((lab.dir / "tmp").glob("qbctl-ssh-*"))  # every tunnel closed, its folder removed
 
 
+@pytest.mark.usefixtures("needs_standin_timescaledb")  # migrates the QB schema
 def test_a_context_with_50ms_of_latency_and_no_config_json(lab, docker_client):
     """DOCKER_CONTEXT names a context of the store; no ~/.docker/config.json exists; 50 ms per round trip."""
     assert not (lab.docker_config / "config.json").exists()
