@@ -68,7 +68,7 @@ def test_the_engine_lock_is_taken_once_and_expires(project_env, docker_client, m
     stale_id, _ = eng.try_lock(project, {**lock.holder_labels(ttl=60), LABEL_LOCK_EXPIRES: str(int(time.time()) - 1),
                                          "io.qbctl.lock.holder": "ghost@elsewhere pid 1"})
     said = []
-    with lock.engine_lock(eng, project, on_wait=said.append):
+    with lock.engine_lock(eng, project, said.append):  # any wait would be an event in `said`
         mine = docker_client.api.containers(all=True, filters={"label": f"{LABEL_LOCK}={project}"})
         assert [c["Id"] for c in mine] != [stale_id] and len(mine) == 1
     assert not said
