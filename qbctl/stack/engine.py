@@ -280,7 +280,7 @@ class Engine:
         from docker.errors import APIError
 
         try:
-            found = self._api.containers(filters={"publish": str(port)})
+            found = self._api.containers(all=True, filters={"publish": str(port)})
         except APIError as exc:
             if "filter" not in str(exc):
                 raise
