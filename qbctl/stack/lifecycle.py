@@ -231,8 +231,11 @@ def _ensure_images(eng: engine.Engine, desired: list[ServiceSpec], events: Event
 def _check_ports(eng: engine.Engine, stack: Stack, plan: Plan) -> None:
     to_bind = []
     for step in plan.changes():
-        if step.action == "recreate":
-            continue  # its old container holds the port until it is replaced
+        if step.action in ("recreate", "start"):
+            # Its own container holds the port: until it is replaced, or (one that died and is being
+            # restarted by its policy) through the engine's proxy between restarts. Should another
+            # process have taken it meanwhile, the engine's refusal to start says so (PORT_IN_USE).
+            continue
         spec = stack.get(step.service)
         to_bind += [(spec.name, p) for p in spec.ports]
     if to_bind:
