@@ -9,6 +9,9 @@ LABEL_SERVICE = "io.qbctl.service"
 LABEL_CONFIG = "io.qbctl.config-hash"  # changes whenever the container would be created differently
 LABEL_PG_MAJOR = "io.qbctl.pg-major"  # on a PostgreSQL volume: the major of the image that made it
 LABEL_TSDB = "io.qbctl.timescaledb"  # on a PostgreSQL volume: the TimescaleDB version of that image
+LABEL_PG_IMAGE = "io.qbctl.pg-image"  # on a PostgreSQL volume: the image reference that made it
+LABEL_PG_IMAGE_ID = "io.qbctl.pg-image-id"  # ... and that image's ID (a moved tag still finds the old image)
+LABEL_HELPER = "io.qbctl.helper"  # on a temporary container (snapshot, upgrade): what it is for
 
 
 def project_filter(project: str, service: str | None = None) -> dict:
