@@ -215,7 +215,9 @@ def snapshot(out: Output, result) -> None:
              + (f", TimescaleDB {pg['timescaledb']}" if pg.get("timescaledb") else "")
              + f", {pg.get('tables', 0)} tables, {pg.get('rows', 0):,} rows"
              + (f"; Redis {rd['keys']:,} keys" if rd else "") + f"; {_size(result.bytes)} in {result.seconds:.1f}s")
-    out.line(f"  in {result.path}")
+    out.line(f"  in {result.path} ({' and '.join(result.forms)})")
+    for note in result.notes:
+        out.line(f"  note: {note}")
     out.line(f"  restore it with: {result.restore_command}")
     if result.pruned:
         out.line("  removed old automatic snapshots: " + ", ".join(result.pruned))

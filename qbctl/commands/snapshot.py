@@ -34,6 +34,8 @@ def register(app: typer.Typer) -> None:
 @snapshot_app.command("take", hidden=True)
 def take(ctx: typer.Context,
          name: Optional[str] = typer.Argument(None, help="Snapshot name [default: the time, 20260101-120000]"),
+         logical: bool = typer.Option(False, "--logical", help="Only the dump: smaller, slower to restore "
+                                                                "(no copy of the data directory)."),
          json: bool = JSON_OPTION) -> None:
     """Snapshot PostgreSQL (pg_dump) and Redis (RDB) into .qbctl/snapshots/NAME."""
     from qbctl import render
@@ -42,7 +44,7 @@ def take(ctx: typer.Context,
     st = state(ctx, json)
     st.on_interrupt = "no snapshot was kept (a partial one is never left behind)"
     with st.out.progress("taking a snapshot") as events:
-        result = snapshot.take(st.settings, snapshot.SnapshotOptions(name=name), events)
+        result = snapshot.take(st.settings, snapshot.SnapshotOptions(name=name, physical=not logical), events)
     finish(st, result, render.snapshot)
 
 
@@ -71,6 +73,8 @@ def restore(ctx: typer.Context, name: str = typer.Argument(..., help="The snapsh
             yes: bool = YES,
             no_snapshot: bool = typer.Option(False, "--no-snapshot",
                                              help="Do not snapshot the current data first."),
+            logical: bool = typer.Option(False, "--logical", help="Restore from the dump even where the copy of "
+                                                                  "the data directory fits."),
             json: bool = JSON_OPTION) -> None:
     """Put a snapshot's data back: into a new database, checked, then switched in; Redis too."""
     from qbctl import render
@@ -82,8 +86,8 @@ def restore(ctx: typer.Context, name: str = typer.Argument(..., help="The snapsh
                      + ("." if no_snapshot else " (the current data is snapshotted first)."))
     st.on_interrupt = "the running data was left as it was unless the switch had begun; `qbctl restore` again"
     with st.out.progress(f"restoring {name}") as events:
-        result = restore_mod.restore(settings, restore_mod.RestoreOptions(name=name, snapshot_first=not no_snapshot),
-                                     events)
+        options = restore_mod.RestoreOptions(name=name, snapshot_first=not no_snapshot, logical=logical)
+        result = restore_mod.restore(settings, options, events)
     finish(st, result, render.restore)
 
 

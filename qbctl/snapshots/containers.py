@@ -83,6 +83,31 @@ class Postgres:
             raise CheckFailed(f"{self.name}: pg_dump of {db} failed: {_tail(r.stderr)}", code="SNAPSHOT_FAILED")
         return r
 
+    def basebackup(self, sink: Callable[[bytes], None]) -> ExecResult:
+        """The whole data directory as one tar stream (pg_basebackup, WAL included, fast checkpoint)."""
+        r = self.eng.exec_run(self.cid, ["pg_basebackup", "-U", self.user, "-D", "-", "--format=tar",
+                                         "--wal-method=fetch", "--checkpoint=fast", "--no-manifest"], sink=sink)
+        if r.exit_code != 0:
+            raise CheckFailed(f"{self.name}: pg_basebackup failed: {_tail(r.stderr)}", code="SNAPSHOT_FAILED")
+        return r
+
+    def xact_snapshot(self) -> str:
+        """pg_current_snapshot() of a new session: xmin:xmax:in-progress."""
+        return self.rows("postgres")("SELECT pg_current_snapshot()::text")[0][0]
+
+    def committed_since(self, snapshot: str, limit: int = 100_000) -> bool:
+        """Whether any transaction committed after `snapshot` (a pg_current_snapshot() text) was taken:
+        one in progress then, or one that began since. Conservative: too many to check counts as yes."""
+        _, xmax, xip = snapshot.split(":")
+        now = int(self.xact_snapshot().split(":")[1])
+        if now - int(xmax) > limit:
+            return True
+        (count,), = self.rows("postgres")(
+            f"SELECT count(*)::text FROM (SELECT unnest('{{{xip}}}'::xid8[]) AS x UNION ALL"
+            f" SELECT g::text::xid8 FROM generate_series({int(xmax)}::bigint, {now - 1}::bigint) g) t"
+            " WHERE pg_xact_status(x) = 'committed'")
+        return int(count) > 0
+
     def dump_globals(self, sink: Callable[[bytes], None]) -> None:
         r = self.eng.exec_run(self.cid, ["pg_dumpall", "-U", self.user, "--globals-only"], sink=sink)
         if r.exit_code != 0:

@@ -33,13 +33,14 @@ ROOM = 1.2  # the new database beside the old one until the switch: its size and
 class RestoreOptions:
     name: str
     snapshot_first: bool = True  # --no-snapshot turns it off
+    logical: bool = False  # from the dump even where the copy of the data directory fits
 
 
 @dataclass
 class RestoreResult(Result):
     name: str
     database: str | None = None
-    postgres: dict | None = None  # tables, rows, seconds, from_database
+    postgres: dict | None = None  # tables, rows, seconds, from_database, form (physical | logical)
     redis: dict | None = None  # keys, seconds
     safety_snapshot: str | None = None  # the automatic snapshot of the data this restore replaced
     notes: list[str] = field(default_factory=list)
@@ -78,7 +79,18 @@ def restore(settings: Settings, options: RestoreOptions, events: Events = ignore
             result.safety_snapshot = safety.name
         elif options.snapshot_first:
             result.notes.append("no snapshot of the current data first: it has no tables and no keys")
-        result.postgres = restore_postgres(pg, settings.pg.dbname, entry, expected, events)
+        physical, why = _physical_fits(pg, settings, entry, expected, options)
+        if why:
+            result.notes.append(why)
+        result.postgres = None
+        if physical:
+            try:
+                result.postgres = restore_physical(eng, settings, stack, pg, entry, expected, events)
+            except QbctlError as exc:  # rolled back: the running data is as it was
+                result.notes.append(f"the copy of the data directory could not be used ({exc.message}); "
+                                    "restored from the dump")
+        if result.postgres is None:
+            result.postgres = restore_postgres(pg, settings.pg.dbname, entry, expected, events)
         if meta.get("redis") and "redis" in services:
             result.redis = _restore_redis(eng, stack.project, entry, meta["redis"], events)
         elif meta.get("redis"):
@@ -177,6 +189,110 @@ def restore_postgres(pg: Postgres, db: str, entry: store.Entry, expected: Invent
                  "postgres"))
     return {"tables": len(expected.tables), "rows": expected.rows, "seconds": seconds,
             "from_database": expected.database, "timescaledb": expected.timescaledb, "form": "logical"}
+
+
+ASIDE = ".qbctl-replaced"  # inside the data volume: the running data, moved aside until the copy is checked
+
+
+def _physical_fits(pg: Postgres, settings: Settings, entry: store.Entry, expected: Inventory,
+                   options: RestoreOptions) -> tuple[bool, str | None]:
+    """Whether the copy of the data directory can be restored here; else why not (None: no copy, or asked)."""
+    if store.PHYSICAL_FILE not in entry.meta.get("files", {}) or options.logical:
+        return False, None
+    major, _, _ = pg.server()
+    if major != expected.major:
+        return False, (f"the copy of the data directory is of PostgreSQL {expected.major}, the image runs {major}: "
+                       "restored from the dump")
+    if expected.timescaledb and expected.timescaledb not in pg.timescaledb_versions():
+        return False, (f"the image lacks TimescaleDB {expected.timescaledb} for the data directory: restored from "
+                       "the dump")
+    if expected.database != settings.pg.dbname:
+        return False, None
+    extra = sorted(set(pg.databases()) - set(entry.meta["physical"]["databases"]))
+    if extra:
+        return False, (f"the server holds databases the copy of the data directory does not ({', '.join(extra)}), "
+                       f"which it would remove: restored from the dump, which replaces {settings.pg.dbname} only")
+    return True, None
+
+
+def restore_physical(eng: engine.Engine, settings: Settings, stack, pg: Postgres, entry: store.Entry,
+                     expected: Inventory, events: Events) -> dict:
+    """The data directory put back: the running one moved aside inside its volume (a rename), the copy
+    unpacked, checked by a temporary server with TimescaleDB's jobs off, then the stack's server started
+    on it and the old one deleted. Anything failing puts the running data back as it was."""
+    from qbctl.snapshots.snapshot import helper
+
+    t0 = time.monotonic()
+    spec = stack.get("postgres")
+    path = spec.volumes[0][1]
+    volume = next(name for name, dest in eng.mounts(pg.cid).items() if dest == path)
+    aside = f"{path}/{ASIDE}"
+    db = settings.pg.dbname
+    events(Event(Status.WORKING, "stopping postgres to put the data directory back", "postgres"))
+    eng.stop(pg.cid)
+    work = check = None
+    moved = False  # whether the whole running data directory is aside (else some of it may still be in place)
+    try:
+        work = helper(eng, stack, spec, spec.image, volume, "restore", command=("-c", "sleep 3600"), entrypoint=["sh"])
+        _sh(eng, work, f"rm -rf {aside} && mkdir {aside} && find {path} -mindepth 1 -maxdepth 1 ! -name {ASIDE} "
+                       f"-exec mv -t {aside} {{}} +", "moving the running data aside")
+        moved = True
+        events(Event(Status.WORKING, "unpacking the data directory", "postgres"))
+        eng.put_archive(work, path, store.chunks(entry.path / store.PHYSICAL_FILE))
+        eng.remove_container(work, timeout=0)  # a shell that sleeps: nothing to stop gracefully
+        work = None
+        check = helper(eng, stack, spec, spec.image, volume, "restore-check",
+                       command=(*spec.command, "-c", "timescaledb.max_background_workers=0"))  # no job runs yet
+        restored = Postgres(eng, check, settings.pg.user, name="the restored data directory")
+        restored.wait_ready()
+        password = settings.pg.password.replace("'", "''")
+        restored.script("postgres", [f"ALTER ROLE {quote(settings.pg.user)} PASSWORD '{password}';\n".encode()],
+                        "setting the password of DATABASE_URL")  # on stdin: never on a command line
+        events(Event(Status.WORKING, f"checking {db} against the snapshot", "postgres"))
+        _, _, offered = restored.server()
+        if expected.timescaledb and offered and _version(offered) > _version(expected.timescaledb):
+            restored.psql(db, "ALTER EXTENSION timescaledb UPDATE", "ALTER EXTENSION timescaledb UPDATE")
+        problems = inventory.compare(expected, inventory.read(restored.rows(db), like=expected))
+        if problems:
+            raise CheckFailed(f"it does not match the snapshot: {problems[0]}", code="RESTORE_VERIFY_FAILED")
+        eng.exec_run(check, ["rm", "-rf", aside])
+    except BaseException:
+        for cid in (work, check):
+            if cid:
+                eng.remove_container(cid, timeout=0 if cid == work else 10)
+        _put_back(eng, stack, spec, volume, path, aside, moved)
+        eng.start(pg.cid)
+        pg.wait_ready()
+        raise
+    eng.remove_container(check)
+    eng.start(pg.cid)
+    pg.wait_ready()
+    seconds = round(time.monotonic() - t0, 3)
+    events(Event(Status.DONE, f"{db}: {len(expected.tables)} tables, {expected.rows:,} rows in {seconds:.1f}s "
+                              "(data directory)", "postgres"))
+    return {"tables": len(expected.tables), "rows": expected.rows, "seconds": seconds,
+            "from_database": expected.database, "timescaledb": expected.timescaledb, "form": "physical"}
+
+
+def _sh(eng: engine.Engine, cid: str, script: str, what: str) -> None:
+    r = eng.exec_run(cid, ["sh", "-c", script])
+    if r.exit_code != 0:
+        raise CheckFailed(f"{what} failed: {r.stderr.strip()[:300]}", code="RESTORE_FAILED")
+
+
+def _put_back(eng: engine.Engine, stack, spec, volume: str, path: str, aside: str, moved: bool) -> None:
+    """The running data back in place after a failed physical restore. Only when all of it had been
+    moved aside is what is in place (the unpacked copy) removed first; a move cut short is undone
+    file by file, never over a file still in place."""
+    from qbctl.snapshots.snapshot import helper
+
+    clear = f"find {path} -mindepth 1 -maxdepth 1 ! -name {ASIDE} -exec rm -rf {{}} + && " if moved else ""
+    work = helper(eng, stack, spec, spec.image, volume, "restore", command=("-c", "sleep 3600"), entrypoint=["sh"])
+    try:
+        _sh(eng, work, f"if [ -d {aside} ]; then {clear}find {aside} -mindepth 1 -maxdepth 1 -exec mv -n -t {path} "
+                       f"{{}} + && rmdir {aside}; fi", "putting the running data back")
+    finally:
+        eng.remove_container(work, timeout=0)
 
 
 def _name(db: str, what: str) -> str:

@@ -35,6 +35,7 @@ DUMP_SHARE = 2  # a custom-format dump is rarely over half the database's size (
 class SnapshotOptions:
     name: str | None = None  # None: the time
     before: str | None = None  # automatic, before this command (reset, db-reset, restore, upgrade)
+    physical: bool = True  # also the data directory (named snapshots; never automatic ones)
 
 
 @dataclass
@@ -49,6 +50,8 @@ class SnapshotResult(Result):
     skipped: str | None = None  # why an automatic snapshot was not taken
     pruned: list[str] = field(default_factory=list)
     restore_command: str | None = None
+    forms: list[str] = field(default_factory=list)  # logical (the dump), physical (the data directory)
+    notes: list[str] = field(default_factory=list)
     ok: bool = True
     error: QbctlError | None = None
 
@@ -95,8 +98,13 @@ def take_with(eng: engine.Engine, settings: Settings, options: SnapshotOptions, 
             meta = {"format": store.FORMAT, "name": name, "automatic": automatic, "before": options.before,
                     "created": datetime.now(UTC).isoformat(timespec="seconds"), "project": settings.project,
                     "qbctl": __version__, "files": {}}
-            inv = _dump_postgres(settings, pg, live, tmp, meta, events)
+            inv, frozen = _dump_postgres(settings, pg, live, tmp, meta, events)
             meta["postgres"] = {"image": _image(eng, pg.cid), **inv.to_dict()}
+            result.forms.append("logical")
+            if options.physical and not automatic:
+                result.notes += _physical(pg, frozen, tmp, meta, events)
+                if "physical" in meta:
+                    result.forms.append("physical")
             result.postgres = {"version": inv.server_version, "timescaledb": inv.timescaledb,
                                "database": inv.database, "tables": len(inv.tables), "rows": inv.rows}
             if rd is not None:
@@ -169,12 +177,12 @@ def helper_image(eng: engine.Engine, image: str, info: dict | None, volume: str,
 
 
 def helper(eng: engine.Engine, stack: Stack, spec: ServiceSpec, image: str, volume: str, purpose: str,
-           command: tuple[str, ...] | None = None) -> str:
+           command: tuple[str, ...] | None = None, entrypoint: list[str] | None = None) -> str:
     """A temporary container of a service on one of its volumes (no ports, no network)."""
     path = spec.volumes[0][1]
     return eng.run_helper(stack.project, f"{stack.container_name(spec.name)}-{purpose}", image, purpose,
                           command=list(command or spec.command), environment=dict(spec.environment),
-                          binds={volume: path}, mem_limit=spec.mem_limit)
+                          binds={volume: path}, mem_limit=spec.mem_limit, entrypoint=entrypoint)
 
 
 def _redis(eng: engine.Engine, stack: Stack, helpers: list[str]) -> Redis | None:
@@ -201,14 +209,16 @@ def _check_space(settings: Settings, pg: Postgres, rd: Redis | None) -> None:
 
 
 def _dump_postgres(settings: Settings, pg: Postgres, live: bool, tmp, meta: dict,
-                   events: Events) -> inventory.Inventory:
+                   events: Events) -> tuple[inventory.Inventory, str]:
+    """The dump and its inventory, and the transaction snapshot (pg_current_snapshot) they were read in."""
     db = settings.pg.dbname
     events(Event(Status.WORKING, f"dumping {db}", "postgres"))
     out = store.Writer(tmp / store.PG_FILE)
     try:
         if live:
-            inv = _dump_live(settings, pg, db, out)
-        else:
+            inv, frozen = _dump_live(settings, pg, db, out)
+        else:  # a temporary server nothing else writes to
+            frozen = pg.xact_snapshot()
             inv = inventory.read(pg.rows(db))
             pg.dump(db, out)
     finally:
@@ -218,10 +228,30 @@ def _dump_postgres(settings: Settings, pg: Postgres, live: bool, tmp, meta: dict
         raise CheckFailed(f"postgres: the dump just written cannot be read back: {check.stderr.strip()[:300]}",
                           code="SNAPSHOT_FAILED", hint="nothing was kept; try again, and see `qbctl logs postgres`")
     events(Event(Status.DONE, f"{db}: {len(inv.tables)} tables, {inv.rows:,} rows", "postgres"))
-    return inv
+    return inv, frozen
 
 
-def _dump_live(settings: Settings, pg: Postgres, db: str, out: store.Writer) -> inventory.Inventory:
+def _physical(pg: Postgres, frozen: str, tmp, meta: dict, events: Events) -> list[str]:
+    """The data directory beside the dump, kept only when it holds the same data: no transaction
+    committed between the dump's snapshot and the end of the copy. Notes on why not otherwise."""
+    events(Event(Status.WORKING, "copying the data directory (pg_basebackup)", "postgres"))
+    path = tmp / store.PHYSICAL_FILE
+    out = store.Writer(path)
+    try:
+        pg.basebackup(out)
+    finally:
+        written = out.close()
+    if pg.committed_since(frozen):
+        path.unlink()
+        return ["the data changed while the data directory was copied, so this snapshot holds the dump only "
+                "(it restores, more slowly); take it again for the fast form"]
+    meta["files"][store.PHYSICAL_FILE] = written
+    meta["physical"] = {"databases": pg.databases()}
+    events(Event(Status.DONE, f"data directory: {written['bytes'] / 2**20:,.0f} MB", "postgres"))
+    return []
+
+
+def _dump_live(settings: Settings, pg: Postgres, db: str, out: store.Writer) -> tuple[inventory.Inventory, str]:
     """pg_dump and the inventory in one transaction snapshot, exported by a host connection."""
     import psycopg
 
@@ -231,6 +261,7 @@ def _dump_live(settings: Settings, pg: Postgres, db: str, out: store.Writer) -> 
         for key, value in inventory.TEXT_SETTINGS.items():
             conn.execute(f"SET LOCAL {key} = '{value}'")
         exported = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        frozen = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
         failed: list[BaseException] = []
 
         def dump() -> None:
@@ -249,7 +280,7 @@ def _dump_live(settings: Settings, pg: Postgres, db: str, out: store.Writer) -> 
         conn.rollback()
     if failed:
         raise failed[0]
-    return inv
+    return inv, frozen
 
 
 def _dump_redis(rd: Redis, tmp, meta: dict, events: Events) -> dict:

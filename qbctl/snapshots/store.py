@@ -5,6 +5,9 @@ developer sees it, copies it, backs it up; never inside the Docker volume it pro
 `reset` removes volumes). Each snapshot folder holds:
 
 - `postgres.dump`: pg_dump's custom format (restores across PostgreSQL versions, TimescaleDB-aware);
+- `postgres.tar`: named snapshots only, the server's data directory (pg_basebackup), the same data
+  as the dump (checked when it is taken), restored instead of the dump when the image runs the same
+  major and TimescaleDB version: 3 to 5 times faster, about 25 times larger (docs/benchmarks.md);
 - `redis.rdb`: Redis's dataset (when Redis runs in the stack);
 - `meta.json`, written last: time, project, versions, the inventory (rows and a checksum per
   table, hypertables, jobs, migrations) and each file's size and SHA-256.
@@ -34,6 +37,7 @@ from qbctl.errors import NoSpace, SnapshotDamaged, UsageError
 FORMAT = 1
 META = "meta.json"
 PG_FILE = "postgres.dump"
+PHYSICAL_FILE = "postgres.tar"
 REDIS_FILE = "redis.rdb"
 AUTO = "auto-"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

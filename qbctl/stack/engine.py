@@ -268,6 +268,10 @@ class Engine:
         """Write one file into a container (running or stopped, volumes included) from a stream."""
         self._api.put_archive(container_id, folder, _tar_stream(name, chunks, size, uid, gid, mode))
 
+    def put_archive(self, container_id: str, folder: str, chunks: Iterable[bytes]) -> None:
+        """Unpack a tar stream into a container's folder (running or stopped, volumes included)."""
+        self._api.put_archive(container_id, folder, chunks)
+
     def get_file(self, container_id: str, path: str) -> Iterable[bytes] | None:
         """One file of a container (running or stopped, volumes included) as a stream; None if absent."""
         import tarfile

@@ -86,7 +86,7 @@ def stack(docker_client, tmp_path_factory):
     qbctl("reset", "--yes", "--no-snapshot", env=env, cwd=cwd)
 
 
-def test_snapshot_change_restore_gives_back_the_same_data(stack):
+def test_snapshot_change_restore_gives_back_the_same_data(stack, docker_client):
     env, cwd = stack
     with pg(env) as conn:  # compression state is part of what must come back
         (chunk,) = conn.execute("SELECT format('%I.%I', chunk_schema, chunk_name) FROM timescaledb_information.chunks"
@@ -102,7 +102,8 @@ def test_snapshot_change_restore_gives_back_the_same_data(stack):
     meta = json.loads((cwd / ".qbctl" / "snapshots" / "base" / "meta.json").read_text())
     assert meta["postgres"]["timescaledb"] and meta["postgres"]["hypertables"]["public.market_data"][
         "compressed_chunks"] == 1
-    assert sorted(meta["files"]) == ["postgres.dump", "redis.rdb"]
+    assert sorted(meta["files"]) == ["postgres.dump", "postgres.tar", "redis.rdb"]  # named: both forms
+    assert snap["forms"] == ["logical", "physical"]
 
     with pg(env) as conn:  # change rows, compression and a job; and Redis
         conn.execute(f"SELECT decompress_chunk('{chunk}')")
@@ -119,14 +120,20 @@ def test_snapshot_change_restore_gives_back_the_same_data(stack):
     restored = ok(qbctl("restore", "base", "--yes", "--json", env=env, cwd=cwd))
     result = json.loads(restored.stdout)
     assert result["ok"] and result["postgres"]["rows"] == snap["postgres"]["rows"]
+    assert result["postgres"]["form"] == "physical"  # the data directory: same major, same TimescaleDB
     assert fingerprint(env) == before
     assert databases(env) == ["postgres", env["DATABASE_URL"].rsplit("/", 1)[1]]  # nothing left behind
-    # The data it replaced was snapshotted first, and restores too.
+    leftovers = docker_client.containers.get(f"{env['QBCTL_PROJECT']}-postgres").exec_run(
+        ["ls", "-a", "/var/lib/postgresql/data"]).output.decode()
+    assert ".qbctl-replaced" not in leftovers and "PG_VERSION" in leftovers
+    # The data it replaced was snapshotted first (the dump only), and restores too.
     safety = result["safety_snapshot"]
     assert safety and safety.startswith("auto-restore-")
-    ok(qbctl("restore", safety, "--yes", "--no-snapshot", env=env, cwd=cwd))
+    back = ok(qbctl("restore", safety, "--yes", "--no-snapshot", "--json", env=env, cwd=cwd))
+    assert json.loads(back.stdout)["postgres"]["form"] == "logical"
     assert fingerprint(env) == changed
-    ok(qbctl("restore", "base", "--yes", "--no-snapshot", env=env, cwd=cwd))
+    again = ok(qbctl("restore", "base", "--yes", "--no-snapshot", "--logical", "--json", env=env, cwd=cwd))
+    assert json.loads(again.stdout)["postgres"]["form"] == "logical"
     assert fingerprint(env) == before
 
 
@@ -139,6 +146,7 @@ def test_a_damaged_or_partial_snapshot_is_refused_and_the_data_stays(stack):
         conn.execute("DELETE FROM trades WHERE id IN (SELECT id FROM trades LIMIT 3)")
     now = fingerprint(env)
     cases = {"flipped": lambda p: _flip(p / "postgres.dump"),
+             "flipped-copy": lambda p: _flip(p / "postgres.tar"),
              "cut": lambda p: _cut(p / "redis.rdb"),
              "no-meta": lambda p: (p / "meta.json").unlink()}
     for name, damage in cases.items():
@@ -160,6 +168,22 @@ def test_a_damaged_or_partial_snapshot_is_refused_and_the_data_stays(stack):
     assert ".tmp-half-123" not in [s["name"] for s in listed]
     for name in cases:
         ok(qbctl("snapshot", "rm", name, env=env, cwd=cwd))
+
+    # Files intact but the data not what the snapshot says: the copy of the data directory is tried, found
+    # different and put back; the dump is loaded into a new database, found different and dropped.
+    shutil.copytree(folder / "base", folder / "lying")
+    meta = json.loads((folder / "lying" / "meta.json").read_text())
+    meta["postgres"]["tables"]["public.market_data"]["rows"] += 1
+    (folder / "lying" / "meta.json").write_text(json.dumps(meta))
+    proc = qbctl("restore", "lying", "--yes", "--no-snapshot", "--json", env=env, cwd=cwd)
+    no_traceback(proc)
+    assert proc.returncode == 1, proc.stdout
+    err = json.loads(proc.stdout)["error"]
+    assert err["code"] == "RESTORE_VERIFY_FAILED" and "public.market_data" in err["message"]
+    assert "the running data was not touched" in err["message"]
+    assert fingerprint(env) == now
+    assert not [d for d in databases(env) if "qbctl" in d]
+    ok(qbctl("snapshot", "rm", "lying", env=env, cwd=cwd))
 
 
 def _flip(path):
@@ -199,6 +223,13 @@ def test_bad_input_is_one_line_and_changes_nothing(stack):
     base = json.loads((cwd / ".qbctl" / "snapshots" / "base" / "meta.json").read_text())["postgres"]["tables"]
     with pg(env, "qb_other") as conn:
         assert conn.execute("SELECT count(*) FROM market_data").fetchone()[0] == base["public.market_data"]["rows"]
+    # A database the copy of the data directory does not hold would go with it: the dump is used instead.
+    proc = ok(qbctl("restore", "base", "--yes", "--no-snapshot", "--json", env=env, cwd=cwd))
+    result = json.loads(proc.stdout)
+    assert result["postgres"]["form"] == "logical" and "qb_other" in " ".join(result["notes"])
+    assert "qb_other" in databases(env)
+    restored = fingerprint(env)
+    assert {name: restored[name][0] for name in base} == {name: v["rows"] for name, v in base.items()}
     with pg(env, "postgres") as conn:
         conn.execute("DROP DATABASE qb_other WITH (FORCE)")
 
