@@ -48,7 +48,8 @@ def timed(cmd, env=None, cwd=None, ok=(0,)):
     out, err = proc.communicate(timeout=600)
     elapsed = time.perf_counter() - started
     if proc.returncode not in ok:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {err.decode()[-800:]}")
+        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {err.decode()[-800:]}"
+                           f"{out.decode()[-800:]}")
     return elapsed, out.decode()
 
 
@@ -322,7 +323,7 @@ class Bench:
         migrate = ["db", "migrate"] if with_tsdb else ["db", "migrate", "--without-timescaledb"]
         self.q(*migrate)
         self.q(*seed)
-        cid = "qbbench-postgres"
+        cid = f"{self.env['QBCTL_PROJECT']}-postgres"
         dump = self.tmp / "plain.dump"
         psql = ["docker", "exec", "-i", cid, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", USER]
         tsdb = "timescaledb" in sh(*psql, "-d", DB, "-Atc", "SELECT extname FROM pg_extension").stdout
@@ -358,6 +359,7 @@ class Bench:
                 sh(*psql, "-d", "bench_plain", "-c", "SELECT timescaledb_post_restore()")
             self.record("known state: back to it", "pg_restore by hand (new database, no checks)",
                         time.perf_counter() - started)
+            sh(*psql, "-d", "postgres", "-c", "DROP DATABASE bench_plain WITH (FORCE)")
             for name in [p for p in (ROOT / ".qbctl" / "snapshots").glob("auto-restore-*")]:
                 shutil.rmtree(name, ignore_errors=True)
         self.q("snapshot", "rm", "bench-seeded")

@@ -29,6 +29,7 @@ class Postgres:
 
     def __init__(self, eng: Engine, container_id: str, user: str, name: str = "postgres") -> None:
         self.eng, self.cid, self.user, self.name = eng, container_id, user, name
+        self._server: tuple[int, str, str | None, list[str]] | None = None
 
     def psql(self, db: str, sql: str, what: str = "") -> str:
         """Run SQL (one or more statements, one transaction); stdout, or CheckFailed with the server's words."""
@@ -59,16 +60,23 @@ class Postgres:
             return [tuple(None if v == NULL else v for v in rec.split(FIELD)) for rec in text.split(RECORD)]
         return run
 
+    def _facts(self) -> tuple[int, str, str | None, list[str]]:
+        """What the server is and offers, asked once per server."""
+        if self._server is None:
+            num, version, tsdb, offered = self.rows("postgres")(
+                "SELECT current_setting('server_version_num'), current_setting('server_version'),"
+                " (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),"
+                " (SELECT string_agg(version, ',') FROM pg_available_extension_versions"
+                "  WHERE name = 'timescaledb')")[0]
+            self._server = int(num) // 10000, version, tsdb, (offered or "").split(",") if offered else []
+        return self._server
+
     def server(self) -> tuple[int, str, str | None]:
         """(major, version, TimescaleDB default version the image offers or None)."""
-        num, version, tsdb = self.rows("postgres")(
-            "SELECT current_setting('server_version_num'), current_setting('server_version'),"
-            " (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb')")[0]
-        return int(num) // 10000, version, tsdb
+        return self._facts()[:3]
 
     def timescaledb_versions(self) -> list[str]:
-        return [v for (v,) in self.rows("postgres")(
-            "SELECT version FROM pg_available_extension_versions WHERE name = 'timescaledb'")]
+        return self._facts()[3]
 
     def databases(self) -> list[str]:
         return [d for (d,) in self.rows("postgres")(

@@ -98,11 +98,11 @@ def take_with(eng: engine.Engine, settings: Settings, options: SnapshotOptions, 
             meta = {"format": store.FORMAT, "name": name, "automatic": automatic, "before": options.before,
                     "created": datetime.now(UTC).isoformat(timespec="seconds"), "project": settings.project,
                     "qbctl": __version__, "files": {}}
-            inv, frozen = _dump_postgres(settings, pg, live, tmp, meta, events)
+            inv, frozen = _dump_postgres(settings, pg, live, tmp, meta, events, result.notes)
             meta["postgres"] = {"image": _image(eng, pg.cid), **inv.to_dict()}
             result.forms.append("logical")
             if options.physical and not automatic:
-                result.notes += _physical(pg, frozen, tmp, meta, events)
+                result.notes += _physical(pg, frozen, inv, tmp, meta, events)
                 if "physical" in meta:
                     result.forms.append("physical")
             result.postgres = {"version": inv.server_version, "timescaledb": inv.timescaledb,
@@ -208,16 +208,25 @@ def _check_space(settings: Settings, pg: Postgres, rd: Redis | None) -> None:
     store.check_space(store.folder(settings), need, "the snapshot")
 
 
-def _dump_postgres(settings: Settings, pg: Postgres, live: bool, tmp, meta: dict,
-                   events: Events) -> tuple[inventory.Inventory, str]:
+def _dump_postgres(settings: Settings, pg: Postgres, live: bool, tmp, meta: dict, events: Events,
+                   notes: list[str]) -> tuple[inventory.Inventory, str]:
     """The dump and its inventory, and the transaction snapshot (pg_current_snapshot) they were read in."""
     db = settings.pg.dbname
     events(Event(Status.WORKING, f"dumping {db}", "postgres"))
+    conn = None
+    if live:
+        try:
+            conn = connect.connect(settings, wait=5, autocommit=False)
+        except QbctlError as exc:  # a wrong password in DATABASE_URL must not keep `reset` from saving the data
+            notes.append(f"could not log in with DATABASE_URL ({exc.message[:160]}), so the dump and its inventory "
+                         "were read one after the other through the container's socket: a write in between would "
+                         "make the restore's check refuse it")
     out = store.Writer(tmp / store.PG_FILE)
     try:
-        if live:
-            inv, frozen = _dump_live(settings, pg, db, out)
-        else:  # a temporary server nothing else writes to
+        if conn is not None:
+            with conn:
+                inv, frozen = _dump_live(conn, pg, db, out)
+        else:  # a temporary server nothing else writes to, or no login
             frozen = pg.xact_snapshot()
             inv = inventory.read(pg.rows(db))
             pg.dump(db, out)
@@ -231,9 +240,10 @@ def _dump_postgres(settings: Settings, pg: Postgres, live: bool, tmp, meta: dict
     return inv, frozen
 
 
-def _physical(pg: Postgres, frozen: str, tmp, meta: dict, events: Events) -> list[str]:
-    """The data directory beside the dump, kept only when it holds the same data: no transaction
-    committed between the dump's snapshot and the end of the copy. Notes on why not otherwise."""
+def _physical(pg: Postgres, frozen: str, inv: inventory.Inventory, tmp, meta: dict, events: Events) -> list[str]:
+    """The data directory beside the dump, kept only when it holds the same data: no transaction committed
+    between the dump's snapshot and the end of the copy, or (some did: TimescaleDB's job bookkeeping,
+    another database) the database still reads as the dump's inventory after it. Notes on why not."""
     events(Event(Status.WORKING, "copying the data directory (pg_basebackup)", "postgres"))
     path = tmp / store.PHYSICAL_FILE
     out = store.Writer(path)
@@ -242,42 +252,44 @@ def _physical(pg: Postgres, frozen: str, tmp, meta: dict, events: Events) -> lis
     finally:
         written = out.close()
     if pg.committed_since(frozen):
-        path.unlink()
-        return ["the data changed while the data directory was copied, so this snapshot holds the dump only "
-                "(it restores, more slowly); take it again for the fast form"]
+        events(Event(Status.WORKING, "transactions committed meanwhile: checking the database again", "postgres"))
+        changed = inventory.compare(inv, inventory.read(pg.rows(inv.database), like=inv))
+        if changed:
+            path.unlink()
+            return [f"the data changed while the data directory was copied ({changed[0]}), so this snapshot holds "
+                    "the dump only (it restores, more slowly); take it again for the fast form"]
     meta["files"][store.PHYSICAL_FILE] = written
     meta["physical"] = {"databases": pg.databases()}
     events(Event(Status.DONE, f"data directory: {written['bytes'] / 2**20:,.0f} MB", "postgres"))
     return []
 
 
-def _dump_live(settings: Settings, pg: Postgres, db: str, out: store.Writer) -> tuple[inventory.Inventory, str]:
+def _dump_live(conn, pg: Postgres, db: str, out: store.Writer) -> tuple[inventory.Inventory, str]:
     """pg_dump and the inventory in one transaction snapshot, exported by a host connection."""
     import psycopg
 
-    with connect.connect(settings, wait=5, autocommit=False) as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        for key, value in inventory.TEXT_SETTINGS.items():
-            conn.execute(f"SET LOCAL {key} = '{value}'")
-        exported = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        frozen = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
-        failed: list[BaseException] = []
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    for key, value in inventory.TEXT_SETTINGS.items():
+        conn.execute(f"SET LOCAL {key} = '{value}'")
+    exported = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    frozen = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+    failed: list[BaseException] = []
 
-        def dump() -> None:
-            try:
-                pg.dump(db, out, snapshot=exported)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
-                failed.append(exc)
-
-        worker = threading.Thread(target=dump, daemon=True)
-        worker.start()
+    def dump() -> None:
         try:
-            inv = inventory.read(connect.psycopg_rows(conn))
-        finally:
-            while worker.is_alive():
-                worker.join(0.1)
-        conn.rollback()
+            pg.dump(db, out, snapshot=exported)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            failed.append(exc)
+
+    worker = threading.Thread(target=dump, daemon=True)
+    worker.start()
+    try:
+        inv = inventory.read(connect.psycopg_rows(conn))
+    finally:
+        while worker.is_alive():
+            worker.join(0.1)
+    conn.rollback()
     if failed:
         raise failed[0]
     return inv, frozen

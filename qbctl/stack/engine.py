@@ -255,6 +255,11 @@ class Engine:
             raise failed[0]
         return ExecResult(self._exit_code(ex["Id"]), bytes(out), err.decode("utf-8", "replace"), size)
 
+    def exec_detached(self, container_id: str, cmd: list[str]) -> None:
+        """Start a command in the container and leave it running (a cleanup that need not be waited for)."""
+        ex = self._api.exec_create(container_id, cmd, stdout=False, stderr=False)
+        self._api.exec_start(ex["Id"], detach=True)
+
     def _exit_code(self, exec_id: str) -> int:
         for _ in range(100):  # the output ends a moment before the engine records the exit
             info = self._api.exec_inspect(exec_id)

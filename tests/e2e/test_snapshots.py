@@ -314,3 +314,23 @@ def test_reset_leaves_a_snapshot_that_restores_the_stack(stack, docker_client):
     proc = ok(qbctl("restore", name, "--yes", env=env, cwd=cwd))  # brings postgres and redis up first
     assert "no snapshot of the current data first" in proc.stdout
     assert fingerprint(env) == before
+
+
+def test_a_stack_whose_password_changed_is_still_saved_by_reset_and_restored_with_the_new_one(project_env,
+                                                                                              tmp_path):
+    env = project_env
+    shutil.copytree(ROOT / "sql", tmp_path / "sql")
+    ok(qbctl("up", "--no-ui", env=env, cwd=tmp_path))
+    ok(qbctl("db", "migrate", "--without-timescaledb", env=env, cwd=tmp_path))
+    ok(qbctl("db", "seed", "--symbols", "2", "--days", "3", env=env, cwd=tmp_path))
+    before = fingerprint(env)
+    moved = {**env, "DATABASE_URL": env["DATABASE_URL"].replace(":s3cret-Pw-for-tests@", ":another-Pw-2@")}
+    refused = qbctl("db", "status", env=moved, cwd=tmp_path)
+    assert refused.returncode == 3 and "password authentication failed" in refused.stderr
+    proc = ok(qbctl("reset", "--yes", "--json", env=moved, cwd=tmp_path))  # the README's way out
+    name = json.loads(proc.stdout)["snapshot"]
+    assert name and name.startswith("auto-reset-")
+    restored = ok(qbctl("restore", name, "--yes", env=moved, cwd=tmp_path))
+    assert "restored" in restored.stdout
+    assert fingerprint(moved) == before
+    assert "another-Pw-2" not in proc.stdout + proc.stderr + restored.stdout + restored.stderr

@@ -55,11 +55,15 @@ def test_each_difference_is_named(change, expected):
     assert len(problems) == 1 and expected in problems[0], problems
 
 
-def test_a_checksum_made_another_way_is_not_the_same_checksum():
+def test_a_checksum_made_another_way_is_not_the_same_checksum_and_counts_only_skip_it():
     actual = inv()
     actual.tables = copy.deepcopy(actual.tables)
     actual.tables["public.market_data"]["hash"] = "text"
     assert inventory.compare(inv(), actual)
+    actual.tables["public.market_data"].update(hash="none", checksum=None)
+    assert inventory.compare(inv(), actual) == []
+    actual.tables["public.market_data"]["rows"] = 11
+    assert inventory.compare(inv(), actual) == ["public.market_data: 11 rows, expected 10"]
 
 
 def settings_at(tmp_path: Path, **env):
