@@ -330,16 +330,19 @@ class Bench:
         for _ in range(self.runs):
             self.q("snapshot", "rm", "bench-seeded", ok=(0, 2))
             seconds, out = self.q("snapshot", "bench-seeded", "--json")
-            self.record("known state: take it", "qbctl snapshot", seconds)
-            self.record("known state: its size", "qbctl snapshot", json.loads(out)["bytes"] / 2**20, unit="MB")
+            self.record("known state: take it", "qbctl snapshot (dump and data directory)", seconds)
+            self.record("known state: its size", "qbctl snapshot (dump and data directory)",
+                        json.loads(out)["bytes"] / 2**20, unit="MB")
             started = time.perf_counter()
             with open(dump, "wb") as f:
                 subprocess.run(["docker", "exec", cid, "pg_dump", "-U", USER, "-d", DB, "--format=custom"], stdout=f,
                                stderr=subprocess.DEVNULL, check=True)
             self.record("known state: take it", "pg_dump -Fc (docker exec)", time.perf_counter() - started)
             self.record("known state: its size", "pg_dump -Fc (docker exec)", dump.stat().st_size / 2**20, unit="MB")
-            self.record("known state: back to it", "qbctl restore --no-snapshot",
+            self.record("known state: back to it", "qbctl restore --no-snapshot (the data directory)",
                         self.q("restore", "bench-seeded", "--yes", "--no-snapshot")[0])
+            self.record("known state: back to it", "qbctl restore --no-snapshot --logical (the dump)",
+                        self.q("restore", "bench-seeded", "--yes", "--no-snapshot", "--logical")[0])
             self.record("known state: back to it", "qbctl restore (snapshot of the current data first)",
                         self.q("restore", "bench-seeded", "--yes")[0])
             started = time.perf_counter()

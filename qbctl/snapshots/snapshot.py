@@ -4,7 +4,7 @@ PostgreSQL: pg_dump (custom format) runs inside the postgres container and strea
 project folder; the inventory (rows and a checksum per table, hypertables, jobs, migrations) is
 read in the very transaction snapshot pg_dump uses (pg_export_snapshot), so the two agree even
 while the backend writes. The dump is read back by pg_restore --list before the snapshot counts.
-Redis: its RDB file, streamed by redis-cli --rdb (a consistent fork of the dataset).
+Redis: its RDB file, written by BGSAVE (a consistent fork of the dataset) and copied out.
 A stack whose containers are stopped (after `down`) but whose volumes hold data is dumped
 through a temporary container on the volume: nothing is lost because nothing was running.
 """
@@ -305,7 +305,7 @@ def _dump_redis(rd: Redis, tmp, meta: dict, events: Events) -> dict:
         meta["files"][store.REDIS_FILE] = out.close()
     keys = rdb.key_counts(tmp / store.REDIS_FILE)  # the file's own count, at the moment Redis forked
     if keys is None:
-        raise CheckFailed("redis: redis-cli --rdb wrote something that is not an RDB file qbctl can read",
+        raise CheckFailed("redis: its BGSAVE file is not an RDB file qbctl can read",
                           code="SNAPSHOT_FAILED")
     events(Event(Status.DONE, f"{sum(keys.values()):,} keys", "redis"))
     return {"version": info.get("redis_version", ""), "keys": keys, "used_memory": int(info.get("used_memory", 0))}
