@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None, state: AppState | None = None) -> int:
             return int(Exit.USAGE)
         if state.verbose:
             raise
+        from qbctl.stack.engine import lost
+
+        if lost(exc):  # the engine went away under a long command (a restore, an upgrade)
+            return state.out.fail(lost(exc))
         return state.out.fail(Internal(f"unexpected {type(exc).__name__}: {exc}",
                                        hint="run again with --verbose for the traceback, and report it"))
 
