@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from qbctl import __version__
-from qbctl.commands import ci, compose, config, db, env, health, lifecycle
+from qbctl.commands import ci, compose, config, db, env, health, lifecycle, snapshot
 from qbctl.context import AppState
 from qbctl.errors import Exit, Internal, Interrupted, QbctlError, UsageError
 
@@ -56,6 +56,7 @@ ci.register(app)
 config.register(app)
 env.register(app)
 compose.register(app)
+snapshot.register(app)
 
 
 def main(argv: list[str] | None = None, state: AppState | None = None) -> int:
