@@ -613,7 +613,8 @@ def _hundred_files(tmp: Path) -> tuple[Path, Path, list[Path]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--cases", default="startup,cold,warm,migrate,hundred,health_and_seed,known_state,clone_to_ready",
+    parser.add_argument("--cases",
+                        default="startup,cold,warm,migrate,hundred,health_and_seed,known_state,clone_to_ready",
                         help="comma-separated; `budget` (qbctl budget --load, ~4 min a run) and `remote` (over "
                              "ssh, needs root) write their own files")
     args = parser.parse_args()

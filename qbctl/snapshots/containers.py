@@ -155,7 +155,7 @@ class Postgres:
                 return
             if time.monotonic() > deadline:
                 raise Unavailable(f"{self.name} did not accept connections within {timeout:.0f}s",
-                                  code="TIMEOUT")
+                                  code="NOT_READY")
             time.sleep(0.1)
 
 
@@ -226,5 +226,5 @@ class Redis:
             if r.stdout.strip() == b"PONG":
                 return
             if time.monotonic() > deadline:
-                raise Unavailable(f"redis did not answer PING within {timeout:.0f}s", code="TIMEOUT")
+                raise Unavailable(f"redis did not answer PING within {timeout:.0f}s", code="NOT_READY")
             time.sleep(0.05)

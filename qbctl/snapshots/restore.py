@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from qbctl.config.settings import Settings
-from qbctl.errors import CheckFailed, NoSpace, QbctlError, TimescaleMissing
+from qbctl.errors import CheckFailed, NoSpace, QbctlError, TimescaleMissing, UsageError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
 from qbctl.snapshots import inventory, store
@@ -60,8 +60,8 @@ def restore(settings: Settings, options: RestoreOptions, events: Events = ignore
     stack = build_stack(settings)
     services = [s for s in ("postgres", "redis") if s in {x.name for x in stack.services}]
     if "postgres" not in services:
-        raise CheckFailed(f"DATABASE_URL points to {settings.pg.host}: restore puts data into the stack qbctl runs "
-                          "here", code="NOT_LOCAL")
+        raise UsageError(f"DATABASE_URL points to {settings.pg.host}: restore puts data into the stack qbctl runs "
+                         "here", code="NOT_LOCAL")
     eng = engine.connect()
     up = _ensure_running(eng, settings, stack.project, services, events)
     if up is not None:

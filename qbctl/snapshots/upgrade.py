@@ -275,7 +275,7 @@ def _load_new(eng: engine.Engine, settings: Settings, todo: UpgradePlan, dumps: 
         wanted = {inv.timescaledb for _, _, inv in dumps if inv.timescaledb}
         missing = wanted - set(new.timescaledb_versions())
         if missing:
-            raise CheckFailed(f"{todo.image} does not offer TimescaleDB {', '.join(sorted(missing))}, which the data "
+            raise Unavailable(f"{todo.image} does not offer TimescaleDB {', '.join(sorted(missing))}, which the data "
                               "uses; nothing was changed", code="TIMESCALEDB_UNAVAILABLE",
                               hint="use an image of the new PostgreSQL major that ships that TimescaleDB version too "
                                    "(timescale/timescaledb images ship several), or update TimescaleDB first with the "
