@@ -105,6 +105,10 @@ def _main(args: list[str], state: AppState) -> int:
             return state.out.fail(known)
         if state.verbose:
             raise
+        from qbctl.stack.engine import lost
+
+        if lost(exc):  # the engine went away under a long command (a restore, an upgrade)
+            return state.out.fail(lost(exc))
         return state.out.fail(Internal(f"unexpected {type(exc).__name__}: {exc}",
                                        hint="run again with --verbose for the traceback, and report it"))
 

@@ -191,7 +191,11 @@ def restore_postgres(pg: Postgres, db: str, entry: store.Entry, expected: Invent
             "from_database": expected.database, "timescaledb": expected.timescaledb, "form": "logical"}
 
 
-ASIDE = ".qbctl-replaced"  # inside the data volume: the running data, moved aside until the copy is checked
+# Inside the data volume, beside the data directory's own files (PostgreSQL ignores them):
+INCOMING = ".qbctl-incoming"  # the copy being unpacked while the server still runs on the old data
+ASIDE = ".qbctl-replaced"  # the old data, moved aside (a rename) until the copy is checked
+DELETING = ".qbctl-deleting"  # the old data once the copy passed: deleted in the background
+MOVED = ".qbctl-all-moved"  # in ASIDE: every entry of the old data is there
 
 
 def _physical_fits(pg: Postgres, settings: Settings, entry: store.Entry, expected: Inventory,
@@ -217,32 +221,36 @@ def _physical_fits(pg: Postgres, settings: Settings, entry: store.Entry, expecte
 
 def restore_physical(eng: engine.Engine, settings: Settings, stack, pg: Postgres, entry: store.Entry,
                      expected: Inventory, events: Events) -> dict:
-    """The data directory put back: the running one moved aside inside its volume (a rename), the copy
-    unpacked, the stack's server started on it, the password of DATABASE_URL set, and the rows,
-    hypertables and jobs checked; then the old directory is deleted. The rows' contents need no second
-    look: the file matched its SHA-256, and it was checked against the dump's inventory when it was
-    taken. Anything failing puts the running data back as it was."""
+    """The data directory put back. The copy is unpacked into the volume while the server still runs on
+    the old data; then the server stops for two renames (old data aside, copy in place), starts on the
+    copy, gets the password of DATABASE_URL, and its rows, hypertables and jobs are checked (the rows'
+    contents need no second look: the file matched its SHA-256, and it was checked against the dump's
+    inventory when it was taken). Only then is the old data deleted. Any failure before that renames
+    the old data back. An unpack cut short (SIGKILL, the engine gone) leaves the old data in place."""
     from qbctl.snapshots.snapshot import helper
 
     t0 = time.monotonic()
     spec = stack.get("postgres")
     path = spec.volumes[0][1]
     volume = next(name for name, dest in eng.mounts(pg.cid).items() if dest == path)
-    aside = f"{path}/{ASIDE}"
-    db = settings.pg.dbname
-    events(Event(Status.WORKING, "stopping postgres to put the data directory back", "postgres"))
+    incoming, aside, db = f"{path}/{INCOMING}", f"{path}/{ASIDE}", settings.pg.dbname
+    left = eng.exec_run(pg.cid, ["sh", "-c", f"rm -rf {incoming} {path}/{DELETING}; test -e {aside}"])
+    if left.exit_code == 0:
+        raise CheckFailed(f"an interrupted restore left the data it replaced in {volume} at {ASIDE}; it is kept, "
+                          "untouched", code="RESTORE_LEFTOVER")
+    events(Event(Status.WORKING, "unpacking the data directory (the server still runs)", "postgres"))
+    _sh(eng, pg.cid, f"mkdir {incoming}", "making room for the copy")
+    eng.put_archive(pg.cid, incoming, store.chunks(entry.path / store.PHYSICAL_FILE))
+    events(Event(Status.WORKING, "switching the data directory", "postgres"))
     eng.stop(pg.cid)
-    work = None
-    moved = False  # whether the whole running data directory is aside (else some of it may still be in place)
     try:
         work = helper(eng, stack, spec, spec.image, volume, "restore", command=("-c", "sleep 3600"), entrypoint=["sh"])
-        _sh(eng, work, f"rm -rf {aside} && mkdir {aside} && find {path} -mindepth 1 -maxdepth 1 ! -name {ASIDE} "
-                       f"-exec mv -t {aside} {{}} +", "moving the running data aside")
-        moved = True
-        events(Event(Status.WORKING, "unpacking the data directory", "postgres"))
-        eng.put_archive(work, path, store.chunks(entry.path / store.PHYSICAL_FILE))
-        eng.remove_container(work, timeout=0)  # a shell that sleeps: nothing to stop gracefully
-        work = None
+        try:  # MOVED marks the old data as wholly aside: from then on what is in place is the copy's
+            _sh(eng, work, f"mkdir {aside} && find {path} -mindepth 1 -maxdepth 1 ! -name {ASIDE} ! -name {INCOMING} "
+                           f"-exec mv -t {aside} {{}} + && touch {aside}/{MOVED} && find {incoming} -mindepth 1 "
+                           f"-maxdepth 1 -exec mv -t {path} {{}} + && rmdir {incoming}", "putting the copy in place")
+        finally:
+            eng.remove_container(work, timeout=0)  # a shell that sleeps: nothing to stop gracefully
         eng.start(pg.cid)
         pg.wait_ready()
         password = settings.pg.password.replace("'", "''")
@@ -257,14 +265,13 @@ def restore_physical(eng: engine.Engine, settings: Settings, stack, pg: Postgres
         if problems:
             raise CheckFailed(f"it does not match the snapshot: {problems[0]}", code="RESTORE_VERIFY_FAILED")
     except BaseException:
-        if work:
-            eng.remove_container(work, timeout=0)
         eng.stop(pg.cid)
-        _put_back(eng, stack, spec, volume, path, aside, moved)
+        _put_back(eng, stack, spec, volume, path)
         eng.start(pg.cid)
         pg.wait_ready()
         raise
-    eng.exec_detached(pg.cid, ["rm", "-rf", aside])  # while the server already serves
+    _sh(eng, pg.cid, f"mv {aside} {path}/{DELETING}", "marking the old data for deletion")  # never put back now
+    eng.exec_detached(pg.cid, ["rm", "-rf", f"{path}/{DELETING}"])  # while the server already serves
     seconds = round(time.monotonic() - t0, 3)
     events(Event(Status.DONE, f"{db}: {len(expected.tables)} tables, {expected.rows:,} rows in {seconds:.1f}s "
                               "(data directory)", "postgres"))
@@ -278,17 +285,19 @@ def _sh(eng: engine.Engine, cid: str, script: str, what: str) -> None:
         raise CheckFailed(f"{what} failed: {r.stderr.strip()[:300]}", code="RESTORE_FAILED")
 
 
-def _put_back(eng: engine.Engine, stack, spec, volume: str, path: str, aside: str, moved: bool) -> None:
-    """The running data back in place after a failed physical restore. Only when all of it had been
-    moved aside is what is in place (the unpacked copy) removed first; a move cut short is undone
-    file by file, never over a file still in place."""
+def _put_back(eng: engine.Engine, stack, spec, volume: str, path: str) -> None:
+    """The old data back in place after a failed physical restore (the server stopped). When all of it
+    was aside (MOVED), what is in place is the copy's and goes first; a move cut short is undone entry
+    by entry, never over an entry still in place. The copy's leftovers are removed."""
     from qbctl.snapshots.snapshot import helper
 
-    clear = f"find {path} -mindepth 1 -maxdepth 1 ! -name {ASIDE} -exec rm -rf {{}} + && " if moved else ""
+    aside, incoming = f"{path}/{ASIDE}", f"{path}/{INCOMING}"
     work = helper(eng, stack, spec, spec.image, volume, "restore", command=("-c", "sleep 3600"), entrypoint=["sh"])
     try:
-        _sh(eng, work, f"if [ -d {aside} ]; then {clear}find {aside} -mindepth 1 -maxdepth 1 -exec mv -n -t {path} "
-                       f"{{}} + && rmdir {aside}; fi", "putting the running data back")
+        _sh(eng, work, f"if [ -d {aside} ]; then if [ -e {aside}/{MOVED} ]; then find {path} -mindepth 1 -maxdepth 1 "
+                       f"! -name {ASIDE} ! -name {INCOMING} -exec rm -rf {{}} + && rm {aside}/{MOVED}; fi && "
+                       f"find {aside} -mindepth 1 -maxdepth 1 -exec mv -n -t {path} {{}} + && rmdir {aside}; fi; "
+                       f"rm -rf {incoming}", "putting the old data back")
     finally:
         eng.remove_container(work, timeout=0)
 

@@ -190,6 +190,20 @@ def _reason(exc: Exception) -> str:
     return text[:200]
 
 
+def lost(exc: BaseException) -> QbctlError | None:
+    """An engine that went away in the middle of a command (restarted, its socket gone) as the error it
+    is (DOCKER_UNAVAILABLE, exit 3), not a bug; None for anything else."""
+    import requests
+    from docker.errors import DockerException
+
+    if isinstance(exc, (requests.exceptions.ConnectionError, DockerException)):
+        return Unavailable(f"the Docker engine stopped answering in the middle of the command: {_reason(exc)}",
+                           code="DOCKER_UNAVAILABLE",
+                           hint="was it restarted? Once `docker info` answers, run the command again: each one "
+                                "finishes or puts back what it started")
+    return None
+
+
 def _check_owned(obj_labels: dict | None, project: str, kind: str, name: str) -> None:
     if (obj_labels or {}).get(LABEL_PROJECT) != project:
         raise NotOwned(f"a {kind} named {name} exists and was not created by qbctl for project {project}",

@@ -196,7 +196,7 @@ def _cut(path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-def test_bad_input_is_one_line_and_changes_nothing(stack):
+def test_bad_input_is_one_line_and_changes_nothing(stack, docker_client):
     env, cwd = stack
     if not (cwd / ".qbctl" / "snapshots" / "base").exists():
         ok(qbctl("snapshot", "base", env=env, cwd=cwd))
@@ -232,6 +232,17 @@ def test_bad_input_is_one_line_and_changes_nothing(stack):
     assert {name: restored[name][0] for name in base} == {name: v["rows"] for name, v in base.items()}
     with pg(env, "postgres") as conn:
         conn.execute("DROP DATABASE qb_other WITH (FORCE)")
+
+    # What a restore killed between its renames and its check leaves is never deleted: the dump is used.
+    server = docker_client.containers.get(f"{env['QBCTL_PROJECT']}-postgres")
+    assert server.exec_run(["sh", "-c", "mkdir /var/lib/postgresql/data/.qbctl-replaced && echo kept > "
+                                        "/var/lib/postgresql/data/.qbctl-replaced/PG_VERSION"]).exit_code == 0
+    proc = ok(qbctl("restore", "base", "--yes", "--no-snapshot", "--json", env=env, cwd=cwd))
+    result = json.loads(proc.stdout)
+    assert result["postgres"]["form"] == "logical" and ".qbctl-replaced" in " ".join(result["notes"])
+    kept = server.exec_run(["cat", "/var/lib/postgresql/data/.qbctl-replaced/PG_VERSION"])
+    assert kept.exit_code == 0 and kept.output == b"kept\n"
+    server.exec_run(["rm", "-rf", "/var/lib/postgresql/data/.qbctl-replaced"])
 
 
 def test_a_stopped_stack_is_snapshotted_through_a_temporary_container(stack, docker_client):
