@@ -7,7 +7,7 @@ developer sees it, copies it, backs it up; never inside the Docker volume it pro
 - `postgres.dump`: pg_dump's custom format (restores across PostgreSQL versions, TimescaleDB-aware);
 - `postgres.tar`: named snapshots only, the server's data directory (pg_basebackup), the same data
   as the dump (checked when it is taken), restored instead of the dump when the image runs the same
-  major and TimescaleDB version: 3 to 5 times faster, about 25 times larger (docs/benchmarks.md);
+  major and TimescaleDB version: 1.6 times faster than the dump, 30 times larger (docs/benchmarks.md);
 - `redis.rdb`: Redis's dataset (when Redis runs in the stack);
 - `meta.json`, written last: time, project, versions, the inventory (rows and a checksum per
   table, hypertables, jobs, migrations) and each file's size and SHA-256.
