@@ -107,8 +107,9 @@ def _main(args: list[str], state: AppState) -> int:
             raise
         from qbctl.stack.engine import lost
 
-        if lost(exc):  # the engine went away under a long command (a restore, an upgrade)
-            return state.out.fail(lost(exc))
+        gone = lost(exc)  # the engine went away under a long command (a restore, an upgrade)
+        if gone:
+            return state.out.fail(gone)
         return state.out.fail(Internal(f"unexpected {type(exc).__name__}: {exc}",
                                        hint="run again with --verbose for the traceback, and report it"))
 

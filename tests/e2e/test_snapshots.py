@@ -270,10 +270,11 @@ def test_no_space_for_the_snapshot_stops_the_reset_before_anything_is_removed(st
     if mounted.returncode != 0:
         missing(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()})")
     moved = cwd / "snapshots-aside"
-    folder.rename(moved)
+    label = {"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"}
     try:
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.rename(moved)
         folder.symlink_to(small)
-        label = {"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"}
         before = sorted(c.name for c in docker_client.containers.list(all=True, filters=label))
         proc = qbctl("reset", "--yes", "--json", env=env, cwd=cwd)
         no_traceback(proc)
@@ -284,9 +285,11 @@ def test_no_space_for_the_snapshot_stops_the_reset_before_anything_is_removed(st
         assert sorted(c.name for c in docker_client.containers.list(all=True, filters=label)) == before
         assert list(small.iterdir()) == []
     finally:
-        subprocess.run(["umount", str(small)])
-        folder.unlink()
-        moved.rename(folder)
+        subprocess.run(["umount", str(small)], check=True)
+        if folder.is_symlink():
+            folder.unlink()
+        if moved.exists():
+            moved.rename(folder)
     assert {c.labels["io.qbctl.service"]: c.status for c in docker_client.containers.list(filters=label)} == {
         "postgres": "running", "redis": "running"}
 
