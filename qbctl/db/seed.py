@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS qbctl.seeded (
     seeded_at  timestamptz NOT NULL DEFAULT now()
 );
 """
+REFRESH_WAIT = 120.0  # seconds seed waits for a refresh policy's run of the same aggregate
 MARKED = ("market_data", "technical_indicators")  # tables whose seeded rows are recorded as time ranges
 
 
@@ -217,9 +218,30 @@ def _refresh_bars(conn, events: Events) -> dict[str, int]:
     out = {}
     for name, view in conn.execute(CAGGS_SQL).fetchall():
         events(Event(Status.WORKING, f"refreshing {name}"))
-        conn.execute("CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", (view,))
+        _refresh(conn, name, view, events)
         out[name] = conn.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
     return out
+
+
+def _refresh(conn, name: str, view: str, events: Events, wait: float = REFRESH_WAIT) -> None:
+    """One full refresh. The aggregate's refresh policy may be refreshing an overlapping window at
+    that moment (its first run follows `db migrate` at once): TimescaleDB then refuses a second
+    refresh, and seed waits for the job's and refreshes again."""
+    import psycopg
+
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        try:
+            conn.execute("CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", (view,))
+            return
+        except psycopg.Error as exc:
+            if "already in progress" not in str(exc) or time.monotonic() > deadline:
+                raise
+        if not said:
+            events(Event(Status.WAITING, f"a TimescaleDB job is refreshing {name}; waiting for it to finish"))
+            said = True
+        time.sleep(0.25)
 
 
 def foreign_rows(conn, syms: list[str]) -> dict[str, dict[str, int]]:
