@@ -57,6 +57,6 @@ def _snapshot(settings: Settings, events: Events) -> tuple[str | None, str | Non
         eng = engine.connect()
     except Unavailable as exc:
         return None, f"no Docker engine ({exc.message}), so no container of this stack to snapshot"
-    with project_lock(settings.project, on_wait=lambda text: events(Event(Status.WAITING, text))):
+    with project_lock(settings.project, events, eng=eng):
         done = snapshot.guard(eng, settings, "db-reset", events)
     return done.name, done.skipped

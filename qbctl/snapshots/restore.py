@@ -67,7 +67,7 @@ def restore(settings: Settings, options: RestoreOptions, events: Events = ignore
     if up is not None:
         result.fail(up)
         return result
-    with project_lock(settings.project, on_wait=lambda text: events(Event(Status.WAITING, text))):
+    with project_lock(settings.project, events, eng=eng):
         pg = Postgres(eng, eng.containers(stack.project, "postgres", running_only=True)[0].id, settings.pg.user)
         _check_server(pg, entry.name, expected)
         _check_room(pg, expected)

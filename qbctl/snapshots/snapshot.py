@@ -60,7 +60,7 @@ def take(settings: Settings, options: SnapshotOptions = SnapshotOptions(), event
     if options.name is not None:  # a bad or taken name is said before anything else is asked
         store.refuse_taken(settings, store.check_name(options.name))
     eng = engine.connect()
-    with project_lock(settings.project, on_wait=lambda text: events(Event(Status.WAITING, text))):
+    with project_lock(settings.project, events, eng=eng):
         return take_with(eng, settings, options, events)
 
 

@@ -2,7 +2,10 @@
 
 - Same PostgreSQL major, newer TimescaleDB in the image: `ALTER EXTENSION timescaledb UPDATE` as
   the first command of a new session (psql -X -c) in every database that has the extension, on
-  the running server (or a temporary one on the volume when none runs).
+  the running server (or a temporary one on the volume when none runs). An extension update
+  cannot be undone in place, so a snapshot is taken first (unless --no-snapshot): `qbctl restore`
+  of it brings the data back as it was before the update (loaded at its old version, which the
+  image must still ship, then updated again).
 - Another PostgreSQL major: the stack's postgres container is removed; a temporary container of
   the OLD image (recorded on the volume when qbctl made it, or --from-image) serves the old
   volume while pg_dumpall --globals-only and pg_dump of every database write to the project
@@ -65,6 +68,7 @@ class UpgradeResult(Result):
     timescaledb: list[dict] = field(default_factory=list)  # per database: from, to
     databases: list[dict] = field(default_factory=list)  # moved: database, tables, rows
     verify: dict | None = None  # db verify after the move
+    snapshot: str | None = None  # TimescaleDB update: the snapshot taken before it
     kept_volume: str | None = None
     remove_command: str | None = None
     seconds: float = 0.0
@@ -140,15 +144,16 @@ def _pg_version(eng: engine.Engine, project: str, image: str, volume: str) -> st
     return text
 
 
-def upgrade(settings: Settings, todo: UpgradePlan, events: Events = ignore) -> UpgradeResult:
+def upgrade(settings: Settings, todo: UpgradePlan, events: Events = ignore, *,
+            snapshot_first: bool = True) -> UpgradeResult:
     t0 = time.monotonic()
     result = UpgradeResult(todo.kind, todo.reason, todo.volume, todo.target, todo.from_major, todo.to_major)
     if todo.kind == "none":
         return result
     eng = engine.connect()
-    with project_lock(settings.project, on_wait=lambda text: events(Event(Status.WAITING, text))):
+    with project_lock(settings.project, events, eng=eng):
         if todo.kind == "timescaledb":
-            _timescaledb(eng, settings, todo, result, events)
+            _timescaledb(eng, settings, todo, result, events, snapshot_first)
         else:
             _major(eng, settings, todo, result, events)
     if todo.kind == "major" or any(t["from"] != t["to"] for t in result.timescaledb):
@@ -159,42 +164,59 @@ def upgrade(settings: Settings, todo: UpgradePlan, events: Events = ignore) -> U
 
 # --- TimescaleDB, same major ----------------------------------------------------------------------
 def _timescaledb(eng: engine.Engine, settings: Settings, todo: UpgradePlan, result: UpgradeResult,
-                 events: Events) -> None:
+                 events: Events, snapshot_first: bool) -> None:
     stack = build_stack(settings)
     spec = stack.get("postgres")
     running = [c for c in eng.containers(stack.project, "postgres", running_only=True)]
     image_id = (eng.image_info(spec.image) or {}).get("Id")
+    live = bool(running) and eng.container_image(running[0].id)[1] == image_id
     temporary = None
-    if running and eng.container_image(running[0].id)[1] == image_id:
-        pg = Postgres(eng, running[0].id, settings.pg.user)
-    else:
-        for c in running:  # an older image's server: the volume is needed by the new one
+
+    def server() -> Postgres:
+        nonlocal temporary
+        if live:
+            return Postgres(eng, running[0].id, settings.pg.user)
+        for c in eng.containers(stack.project, "postgres", running_only=True):  # an older image's server
             eng.remove_container(c.id)
         events(Event(Status.WORKING, f"starting {spec.image} on {todo.volume}", "postgres"))
         temporary = helper(eng, stack, spec, spec.image, todo.volume, "upgrade")
-        pg = Postgres(eng, temporary, settings.pg.user, name=f"temporary postgres on {todo.volume}")
+        return Postgres(eng, temporary, settings.pg.user, name=f"temporary postgres on {todo.volume}")
+
+    def stop_temporary() -> None:
+        nonlocal temporary
+        if temporary:
+            eng.remove_container(temporary)
+            temporary = None
+
     try:
+        pg = server()
         pg.wait_ready()
         _, _, offered = pg.server()
-        for db in pg.databases():
-            have = _extension_version(pg, db)
-            if have is None:
-                continue
-            entry = {"database": db, "from": have, "to": have}
-            if offered and have != offered:
-                events(Event(Status.WORKING, f"{db}: ALTER EXTENSION timescaledb UPDATE ({have} -> {offered})",
+        have = {db: v for db in pg.databases() if (v := _extension_version(pg, db)) is not None}
+        stale = {db: v for db, v in have.items() if offered and v != offered}
+        if stale and snapshot_first:
+            stop_temporary()  # the snapshot reads the volume with a server of its own
+            from qbctl.snapshots import snapshot
+
+            result.snapshot = snapshot.guard(eng, settings, "upgrade", events).name
+            if not live:
+                pg = server()
+                pg.wait_ready()
+        for db, version in have.items():
+            entry = {"database": db, "from": version, "to": version}
+            if db in stale:
+                events(Event(Status.WORKING, f"{db}: ALTER EXTENSION timescaledb UPDATE ({version} -> {offered})",
                              "postgres"))
                 pg.psql(db, "ALTER EXTENSION timescaledb UPDATE", f"ALTER EXTENSION timescaledb UPDATE in {db}")
                 entry["to"] = _extension_version(pg, db)
-                events(Event(Status.DONE, f"{db}: TimescaleDB {have} -> {entry['to']}", "postgres"))
+                events(Event(Status.DONE, f"{db}: TimescaleDB {version} -> {entry['to']}", "postgres"))
             result.timescaledb.append(entry)
     finally:
-        if temporary:
-            eng.remove_container(temporary)
+        stop_temporary()
     if not any(t["from"] != t["to"] for t in result.timescaledb):
         result.reason += "; TimescaleDB is the image's version everywhere: nothing to upgrade" \
             if result.timescaledb else "; no database uses TimescaleDB: nothing to upgrade"
-    if temporary:
+    if not live:  # the stack's postgres was not running the image: `up` starts it on the updated data
         _up(settings, result, events)
 
 
