@@ -149,6 +149,9 @@ def db_status(out: Output, result) -> None:
                     str(j["total_failures"]), j["why"]) for j in result.jobs])
     out.para(f"{result.database}: " + (f"TimescaleDB {result.timescaledb}" if result.timescaledb else
                                        "no TimescaleDB"))
+    if result.timescaledb and result.timescaledb_available and result.timescaledb != result.timescaledb_available:
+        out.para(f"the image offers TimescaleDB {result.timescaledb_available}: `qbctl upgrade` updates "
+                 f"{result.timescaledb} to it")
 
 
 def verify(out: Output, result) -> None:
@@ -335,6 +338,8 @@ def restore(out: Output, result) -> None:
 
 
 def upgrade(out: Output, result) -> None:
+    if result.snapshot:
+        out.line(f"the data before the update: snapshot {result.snapshot} (qbctl restore {result.snapshot})")
     for t in result.timescaledb:
         out.line(f"{t['database']}: TimescaleDB " + (f"{t['from']} -> {t['to']}" if t["from"] != t["to"]
                                                      else f"{t['to']} (up to date)"))

@@ -95,6 +95,9 @@ def upgrade(ctx: typer.Context, yes: bool = YES,
             from_image: Optional[str] = typer.Option(None, "--from-image", metavar="IMAGE",
                                                      help="The image that made the data volume, when qbctl did not "
                                                           "record it (e.g. timescale/timescaledb:latest-pg15)."),
+            no_snapshot: bool = typer.Option(False, "--no-snapshot",
+                                             help="No snapshot before a TimescaleDB update (a major upgrade keeps "
+                                                  "the old volume instead)."),
             json: bool = JSON_OPTION) -> None:
     """Move the data to the image's PostgreSQL major or TimescaleDB version; the old volume is kept."""
     from qbctl import render
@@ -106,5 +109,5 @@ def upgrade(ctx: typer.Context, yes: bool = YES,
         confirm(st, yes, plan.question)
     st.on_interrupt = "the old volume is untouched; `qbctl upgrade` again starts over"
     with st.out.progress("upgrading") as events:
-        result = upgrade_mod.upgrade(st.settings, plan, events)
+        result = upgrade_mod.upgrade(st.settings, plan, events, snapshot_first=not no_snapshot)
     finish(st, result, render.upgrade)

@@ -66,7 +66,9 @@ FROM timescaledb_information.hypertables h ORDER BY 1
 JOBS_SQL = """
 SELECT job_id::text, format('%I.%I', proc_schema, proc_name),
        coalesce(format('%I.%I', hypertable_schema, hypertable_name), ''), schedule_interval::text,
-       coalesce(config::text, ''), scheduled::text
+       coalesce(config::text, ''), scheduled::text,
+       CASE WHEN isfinite(next_start) THEN to_char(next_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00"')
+            ELSE '' END
 FROM timescaledb_information.jobs WHERE job_id >= 1000 ORDER BY 1
 """
 MIGRATIONS_SQL = "SELECT kind, name, checksum FROM qbctl.migrations ORDER BY 1, 2"
@@ -130,8 +132,10 @@ def read(rows: Rows, like: Inventory | None = None, checksums: bool = True) -> I
         for name, chunks, compression, compressed in rows(HYPERTABLES_SQL):
             inv.hypertables[name] = {"chunks": int(chunks), "compressed_chunks": int(compressed),
                                      "compression": compression == "true"}
+        # next_start is when the job was due (not compared: it moves on; a restore from the dump sets it
+        # back, since TimescaleDB's job statistics are not dumped and every job would run at once).
         inv.jobs = [{"id": int(j), "proc": p, "hypertable": h, "schedule_interval": i, "config": c,
-                     "scheduled": s == "true"} for j, p, h, i, c, s in rows(JOBS_SQL)]
+                     "scheduled": s == "true", "next_start": n or None} for j, p, h, i, c, s, n in rows(JOBS_SQL)]
     if tracked == "true":
         inv.migrations = [{"kind": k, "name": n, "checksum": c} for k, n, c in rows(MIGRATIONS_SQL)]
     return inv

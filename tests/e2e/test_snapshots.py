@@ -100,8 +100,9 @@ def test_snapshot_change_restore_gives_back_the_same_data(stack, docker_client):
     assert snap["ok"] and snap["name"] == "base" and snap["postgres"]["rows"] > 10_000
     assert snap["restore_command"] == "qbctl restore base"
     meta = json.loads((cwd / ".qbctl" / "snapshots" / "base" / "meta.json").read_text())
+    compressed = sum(1 for c in before["chunks"] if c[0] == "market_data" and c[2])  # the policy may have run too
     assert meta["postgres"]["timescaledb"] and meta["postgres"]["hypertables"]["public.market_data"][
-        "compressed_chunks"] == 1
+        "compressed_chunks"] == compressed >= 1
     assert sorted(meta["files"]) == ["postgres.dump", "postgres.tar", "redis.rdb"]  # named: both forms
     assert snap["forms"] == ["logical", "physical"]
 

@@ -102,3 +102,62 @@ def test_upgrade_with_the_image_the_data_was_made_with_has_nothing_to_do(project
     assert result["kind"] == "timescaledb" and "nothing to upgrade" in result["reason"]
     if tsdb:  # the one TimescaleDB version here is the image's: found up to date in the stack's database
         assert {t["database"]: t["from"] == t["to"] for t in result["timescaledb"]} == {"qb_trading_dev": True}
+
+
+def _offered(env) -> tuple[str, list[str]]:
+    """The image's TimescaleDB version, and the older ones it can still install."""
+    with psycopg.connect(env["DATABASE_URL"].replace("localhost", "127.0.0.1"), autocommit=True) as conn:
+        default = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'"
+                               ).fetchone()[0]
+        versions = [v for (v,) in conn.execute(
+            "SELECT version FROM pg_available_extension_versions WHERE name = 'timescaledb'")]
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in v.split("-")[0].split(".") if p.isdigit())
+    return default, sorted((v for v in versions if key(v) < key(default)), key=key)
+
+
+def test_a_timescaledb_update_snapshots_first_and_updates_in_place(project_env, tmp_path,
+                                                                   needs_standin_timescaledb):
+    env = project_env
+    ok(qbctl("up", "--no-ui", env=env, cwd=tmp_path))
+    default, older = _offered(env)
+    if not older:
+        pytest.skip(f"the postgres stand-in carries only TimescaleDB {default}: an update needs an older "
+                    "release's files (its timescaledb-X.so, timescaledb-tsl-X.so, timescaledb--X.sql) installed "
+                    "beside it on the host, as the timescale/timescaledb images ship several")
+    old = older[-1]
+    # Data made by an image whose TimescaleDB was `old`: the extension created at that version first.
+    with psycopg.connect(env["DATABASE_URL"].replace("localhost", "127.0.0.1"), autocommit=True) as conn:
+        conn.execute(f"CREATE EXTENSION timescaledb VERSION '{old}'")
+    shutil.copytree(ROOT / "sql", tmp_path / "sql")
+    ok(qbctl("db", "migrate", env=env, cwd=tmp_path))
+    ok(qbctl("db", "seed", "--symbols", "2", "--days", "3", env=env, cwd=tmp_path))
+    # (db status exits 1 while a job's last run failed: the versions are what this test reads)
+    status = json.loads(qbctl("db", "status", "--json", env=env, cwd=tmp_path).stdout)
+    assert (status["timescaledb"], status["timescaledb_available"]) == (old, default)
+    said = qbctl("db", "status", env=env, cwd=tmp_path).stdout
+    assert f"the image offers TimescaleDB {default}: `qbctl upgrade` updates {old} to it" in " ".join(said.split())
+    before = fingerprint(env)
+
+    proc = ok(qbctl("upgrade", "--json", env=env, cwd=tmp_path, input="", timeout=600))
+    result = json.loads(proc.stdout)
+    assert result["kind"] == "timescaledb"
+    assert result["timescaledb"] == [{"database": "qb_trading_dev", "from": old, "to": default}]
+    assert result["snapshot"].startswith("auto-upgrade-")
+    assert result["verify"]["ok"] is True, result["verify"]
+    with psycopg.connect(env["DATABASE_URL"].replace("localhost", "127.0.0.1"), autocommit=True) as conn:
+        assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()[0] \
+            == default
+    assert fingerprint(env) == before  # rows, hypertables, chunks and jobs as they were
+    listed = json.loads(ok(qbctl("snapshot", "list", "--json", env=env, cwd=tmp_path)).stdout)
+    taken = {s["name"]: s for s in listed["snapshots"]}[result["snapshot"]]
+    assert taken["timescaledb"] == old
+    again = json.loads(ok(qbctl("upgrade", "--json", env=env, cwd=tmp_path, input="")).stdout)
+    assert "nothing to upgrade" in again["reason"] and again["snapshot"] is None
+
+    # The snapshot brings the data back: loaded at its version, then updated to the image's again.
+    back = json.loads(ok(qbctl("restore", result["snapshot"], "--yes", "--no-snapshot", "--json", env=env,
+                               cwd=tmp_path, timeout=600)).stdout)
+    assert back["postgres"]["rows"] > 0
+    assert fingerprint(env) == before
