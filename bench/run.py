@@ -48,7 +48,8 @@ def timed(cmd, env=None, cwd=None, ok=(0,)):
     out, err = proc.communicate(timeout=600)
     elapsed = time.perf_counter() - started
     if proc.returncode not in ok:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {err.decode()[-800:]}")
+        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {err.decode()[-800:]}"
+                           f"{out.decode()[-800:]}")
     return elapsed, out.decode()
 
 
@@ -342,6 +343,62 @@ class Bench:
                                                    self.env, ROOT))
         self.q("reset", "--yes")
 
+    def known_state(self) -> None:
+        """A seeded database (50 symbols x 30 days: about 410k candles and 820k indicator rows, with
+        TimescaleDB where the image has it) back to a known state: qbctl restore of a snapshot beside
+        db reset + db seed, and beside a plain pg_dump / pg_restore by hand (TimescaleDB's documented
+        pre/post restore, in the container, no checks). Sizes in MB."""
+        seed = ("db", "seed", "--symbols", "50", "--days", "30")
+        self.q("up", "--no-ui")
+        with_tsdb = json.loads(self.q("db", "migrate", "--json", ok=(0, 3))[1])["ok"]
+        migrate = ["db", "migrate"] if with_tsdb else ["db", "migrate", "--without-timescaledb"]
+        self.q(*migrate)
+        self.q(*seed)
+        cid = f"{self.env['QBCTL_PROJECT']}-postgres"
+        dump = self.tmp / "plain.dump"
+        psql = ["docker", "exec", "-i", cid, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", USER]
+        tsdb = "timescaledb" in sh(*psql, "-d", DB, "-Atc", "SELECT extname FROM pg_extension").stdout
+        for _ in range(self.runs):
+            self.q("snapshot", "rm", "bench-seeded", ok=(0, 2))
+            seconds, out = self.q("snapshot", "bench-seeded", "--json")
+            self.record("known state: take it", "qbctl snapshot (dump and data directory)", seconds)
+            self.record("known state: its size", "qbctl snapshot (dump and data directory)",
+                        json.loads(out)["bytes"] / 2**20, unit="MB")
+            started = time.perf_counter()
+            with open(dump, "wb") as f:
+                subprocess.run(["docker", "exec", cid, "pg_dump", "-U", USER, "-d", DB, "--format=custom"], stdout=f,
+                               stderr=subprocess.DEVNULL, check=True)
+            self.record("known state: take it", "pg_dump -Fc (docker exec)", time.perf_counter() - started)
+            self.record("known state: its size", "pg_dump -Fc (docker exec)", dump.stat().st_size / 2**20, unit="MB")
+            self.record("known state: back to it", "qbctl restore --no-snapshot (the data directory)",
+                        self.q("restore", "bench-seeded", "--yes", "--no-snapshot")[0])
+            self.record("known state: back to it", "qbctl restore --no-snapshot --logical (the dump)",
+                        self.q("restore", "bench-seeded", "--yes", "--no-snapshot", "--logical")[0])
+            self.record("known state: back to it", "qbctl restore (snapshot of the current data first)",
+                        self.q("restore", "bench-seeded", "--yes")[0])
+            started = time.perf_counter()
+            self.q("db", "reset", "--yes", "--no-snapshot", *migrate[2:])
+            self.q(*seed)
+            self.record("known state: back to it", "db reset + db seed", time.perf_counter() - started)
+            started = time.perf_counter()
+            sh(*psql, "-d", "postgres", "-c", "DROP DATABASE IF EXISTS bench_plain WITH (FORCE)",
+               "-c", "CREATE DATABASE bench_plain")
+            if tsdb:
+                sh(*psql, "-d", "bench_plain", "-c", "CREATE EXTENSION timescaledb", "-c",
+                   "SELECT timescaledb_pre_restore()")
+            with open(dump, "rb") as f:
+                subprocess.run(["docker", "exec", "-i", cid, "pg_restore", "-U", USER, "-d", "bench_plain"], stdin=f,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            if tsdb:
+                sh(*psql, "-d", "bench_plain", "-c", "SELECT timescaledb_post_restore()")
+            self.record("known state: back to it", "pg_restore by hand (new database, no checks)",
+                        time.perf_counter() - started)
+            sh(*psql, "-d", "postgres", "-c", "DROP DATABASE bench_plain WITH (FORCE)")
+            for name in [p for p in (ROOT / ".qbctl" / "snapshots").glob("auto-restore-*")]:
+                shutil.rmtree(name, ignore_errors=True)
+        self.q("snapshot", "rm", "bench-seeded")
+        self.q("reset", "--yes", "--no-snapshot")
+
     def clone_to_ready(self) -> None:
         """A new developer: fresh venv, pip install, up, migrate, seed (images already present)."""
         for i in range(self.runs):
@@ -496,7 +553,8 @@ class Bench:
             for tool, r in tools.items():
                 vals = r["values"]
                 r.update(median=statistics.median(vals), min=min(vals), max=max(vals))
-                fmt = (lambda x: f"{x:,.0f}") if r["unit"] == "rows/s" else (lambda x: f"{x * 1000:,.0f} ms")
+                fmt = (lambda x: f"{x:,.0f}") if r["unit"] == "rows/s" else (lambda x: f"{x:,.1f}") \
+                    if r["unit"] == "MB" else (lambda x: f"{x * 1000:,.0f} ms")
                 ratio = ""
                 if qb and not tool.startswith("qbctl") and r["unit"] == "s":
                     ratio = f"{statistics.median(qb['values']) / r['median']:.2f}x"
@@ -555,7 +613,8 @@ def _hundred_files(tmp: Path) -> tuple[Path, Path, list[Path]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--cases", default="startup,cold,warm,migrate,hundred,health_and_seed,clone_to_ready",
+    parser.add_argument("--cases",
+                        default="startup,cold,warm,migrate,hundred,health_and_seed,known_state,clone_to_ready",
                         help="comma-separated; `budget` (qbctl budget --load, ~4 min a run) and `remote` (over "
                              "ssh, needs root) write their own files")
     args = parser.parse_args()

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from qbctl import __version__
-from qbctl.commands import ci, compose, config, db, env, health, lifecycle
+from qbctl.commands import ci, compose, config, db, env, health, lifecycle, snapshot
 from qbctl.context import AppState
 from qbctl.errors import Exit, Internal, Interrupted, QbctlError, UsageError
 
@@ -56,6 +56,7 @@ ci.register(app)
 config.register(app)
 env.register(app)
 compose.register(app)
+snapshot.register(app)
 
 
 def main(argv: list[str] | None = None, state: AppState | None = None) -> int:
@@ -104,6 +105,11 @@ def _main(args: list[str], state: AppState) -> int:
             return state.out.fail(known)
         if state.verbose:
             raise
+        from qbctl.stack.engine import lost
+
+        gone = lost(exc)  # the engine went away under a long command (a restore, an upgrade)
+        if gone:
+            return state.out.fail(gone)
         return state.out.fail(Internal(f"unexpected {type(exc).__name__}: {exc}",
                                        hint="run again with --verbose for the traceback, and report it"))
 

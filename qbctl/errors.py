@@ -117,3 +117,15 @@ class ServerKilled(Unavailable):
     """A server process was killed under a command (by the kernel's OOM killer, as a rule)."""
 
     code = "SERVER_KILLED"
+
+
+class SnapshotDamaged(CheckFailed):
+    """A snapshot whose files are missing, cut short or changed since it was taken."""
+
+    code = "SNAPSHOT_DAMAGED"
+
+
+class NoSpace(Unavailable):
+    """A disk (the host's for snapshots, the engine's for a restore) has not enough free space."""
+
+    code = "NO_SPACE"

@@ -64,6 +64,23 @@ def down(out: Output, result) -> None:
         out.line(f"removed {len(result.volumes_removed)} volumes: " + ", ".join(result.volumes_removed))
 
 
+def _snapshot_taken(out: Output, result) -> None:
+    if result.snapshot:
+        out.line(f"snapshot {result.snapshot} holds the data removed; `qbctl restore {result.snapshot}` brings it back")
+    elif result.snapshot_skipped:
+        out.line(f"no snapshot taken: {result.snapshot_skipped}")
+
+
+def reset(out: Output, result) -> None:
+    _snapshot_taken(out, result)
+    down(out, result)
+
+
+def db_reset(out: Output, result) -> None:
+    _snapshot_taken(out, result)
+    migrate(out, result)
+
+
 def status(out: Output, result) -> None:
     rows = []
     for s in result.services:
@@ -132,6 +149,9 @@ def db_status(out: Output, result) -> None:
                     str(j["total_failures"]), j["why"]) for j in result.jobs])
     out.para(f"{result.database}: " + (f"TimescaleDB {result.timescaledb}" if result.timescaledb else
                                        "no TimescaleDB"))
+    if result.timescaledb and result.timescaledb_available and result.timescaledb != result.timescaledb_available:
+        out.para(f"the image offers TimescaleDB {result.timescaledb_available}: `qbctl upgrade` updates "
+                 f"{result.timescaledb} to it")
 
 
 def verify(out: Output, result) -> None:
@@ -258,3 +278,80 @@ def config(out: Output, result) -> None:
 
 def compose(out: Output, result) -> None:
     out.para(f"{result.path}: " + ("written" if result.written else "up to date" if result.ok else "out of date"))
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 2**20:,.1f} MB" if n >= 2**20 else f"{n / 1024:,.0f} kB"
+
+
+def snapshot(out: Output, result) -> None:
+    if result.skipped:
+        out.line(f"no snapshot taken: {result.skipped}")
+        return
+    pg, rd = result.postgres or {}, result.redis
+    out.line(f"snapshot {result.name}: PostgreSQL {pg.get('version', '?').split()[0]}"
+             + (f", TimescaleDB {pg['timescaledb']}" if pg.get("timescaledb") else "")
+             + f", {pg.get('tables', 0)} tables, {pg.get('rows', 0):,} rows"
+             + (f"; Redis {rd['keys']:,} keys" if rd else "") + f"; {_size(result.bytes)} in {result.seconds:.1f}s")
+    out.line(f"  in {result.path} ({' and '.join(result.forms)})")
+    for note in result.notes:
+        out.line(f"  note: {note}")
+    out.line(f"  restore it with: {result.restore_command}")
+    if result.pruned:
+        out.line("  removed old automatic snapshots: " + ", ".join(result.pruned))
+
+
+def snapshot_list(out: Output, result) -> None:
+    if not result.snapshots:
+        out.line(f"no snapshots in {result.folder}")
+        return
+    out.table(("name", "created", "kind", "size", "postgres", "timescaledb", "rows", "redis keys"),
+              [(s["name"], (s["created"] or "-").replace("T", " ")[:19],
+                "damaged: " + s["problem"] if s["problem"] else (f"auto ({s['before']})" if s["automatic"]
+                                                                else "named"),
+                _size(s["bytes"]), (s["postgres"] or "-").split()[0], s["timescaledb"] or "-",
+                f"{s['rows']:,}", "-" if s["redis_keys"] is None else f"{s['redis_keys']:,}")
+               for s in result.snapshots])
+    out.line(f"{len(result.snapshots)} snapshots in {result.folder}; automatic ones beyond the newest "
+             f"{result.keep} are removed (QBCTL_SNAPSHOT_KEEP), named ones never")
+
+
+def snapshot_rm(out: Output, result) -> None:
+    out.line(f"removed snapshot {result.name} ({_size(result.bytes)})")
+
+
+def restore(out: Output, result) -> None:
+    if result.safety_snapshot:
+        out.line(f"the data it replaced: snapshot {result.safety_snapshot} (qbctl restore {result.safety_snapshot})")
+    for note in result.notes:
+        out.line(f"note: {note}")
+    if result.postgres:
+        pg = result.postgres
+        out.line(f"postgres: {result.database} restored, {pg['tables']} tables, {pg['rows']:,} rows, checked "
+                 f"against the snapshot ({pg['seconds']:.1f}s)")
+    if result.redis:
+        out.line(f"redis: {result.redis['keys']:,} keys restored ({result.redis['seconds']:.1f}s)")
+    if result.ok:
+        out.line(f"restored {result.name} in {result.seconds:.1f}s")
+
+
+def upgrade(out: Output, result) -> None:
+    if result.snapshot:
+        out.line(f"the data before the update: snapshot {result.snapshot} (qbctl restore {result.snapshot})")
+    for t in result.timescaledb:
+        out.line(f"{t['database']}: TimescaleDB " + (f"{t['from']} -> {t['to']}" if t["from"] != t["to"]
+                                                     else f"{t['to']} (up to date)"))
+    for d in result.databases:
+        out.line(f"{d['database']}: {d['tables']} tables, {d['rows']:,} rows moved and checked")
+    if result.verify:
+        ok = result.verify["ok"]
+        out.line("db verify: " + ("ok, " if ok else "FAILED, " if ok is False else "") + result.verify["detail"])
+    if result.kind == "major" and result.ok:
+        out.line(f"PostgreSQL {result.from_major} -> {result.to_major}: the data is in volume {result.target} "
+                 f"({result.seconds:.1f}s)")
+        out.line(f"the old volume {result.kept_volume} is kept, untouched; remove it when you no longer need it: "
+                 f"{result.remove_command}")
+    elif result.ok:
+        out.line(result.reason)

@@ -69,8 +69,10 @@ def verify(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
 
 @db_app.command("reset")
 def reset_cmd(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
-              without_timescaledb: bool = WITHOUT_TSDB, json: bool = JSON_OPTION) -> None:
-    """Empty the database (every table and its data) and migrate again; containers untouched."""
+              without_timescaledb: bool = WITHOUT_TSDB,
+              no_snapshot: bool = typer.Option(False, "--no-snapshot", help="Do not snapshot the data first."),
+              json: bool = JSON_OPTION) -> None:
+    """Snapshot the data, empty the database (every table and its data) and migrate again."""
     from qbctl import render
     from qbctl.db import migrate as mig
     from qbctl.db import reset as dbreset
@@ -80,8 +82,9 @@ def reset_cmd(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y",
     confirm(st, yes, f"This deletes every table and row in {settings.pg.masked()}.")
     st.on_interrupt = "the database may be empty or half migrated; `qbctl db migrate` finishes it"
     with st.out.progress("resetting the database") as events:
-        result = dbreset.reset(settings, mig.MigrateOptions(without_timescaledb=without_timescaledb), events)
-    finish(st, result, render.migrate)
+        result = dbreset.reset(settings, mig.MigrateOptions(without_timescaledb=without_timescaledb), events,
+                               snapshot=not no_snapshot)
+    finish(st, result, render.db_reset)
 
 
 @db_app.command()

@@ -67,19 +67,21 @@ def down(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
 
 
 def reset(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+          no_snapshot: bool = typer.Option(False, "--no-snapshot", help="Do not snapshot the data first."),
           json: bool = JSON_OPTION) -> None:
-    """Remove this project's containers, volumes (all its data) and network."""
+    """Snapshot the data, then remove this project's containers, volumes (all its data) and network."""
     from qbctl import render
     from qbctl.stack import lifecycle
 
     st = state(ctx, json)
     settings = st.settings
     lifecycle.require_project(settings, "nothing was removed")
-    confirm(st, yes, f"This deletes every container and volume of project {settings.project!r}, with their data.")
+    confirm(st, yes, f"This deletes every container and volume of project {settings.project!r}, with their data"
+                     + ("." if no_snapshot else " (after a snapshot of it)."))
     st.on_interrupt = "the reset may be half done; `qbctl reset --yes` again finishes it"
     with st.out.progress("removing the stack") as events:
-        result = lifecycle.reset(settings, events)
-    finish(st, result, render.down)
+        result = lifecycle.reset(settings, lifecycle.ResetOptions(snapshot=not no_snapshot), events)
+    finish(st, result, render.reset)
 
 
 def status(ctx: typer.Context, json: bool = JSON_OPTION) -> None:

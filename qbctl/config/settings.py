@@ -144,6 +144,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("QBCTL_ADMINER_PORT", "8080", "port", "host port of Adminer"),
     S("QBCTL_REDIS_COMMANDER_PORT", "8081", "port", "host port of Redis Commander"),
     S("QBCTL_UP_TIMEOUT", "120", "seconds", "how long up waits for the services to be ready"),
+    S("QBCTL_SNAPSHOT_KEEP", "5", "count",
+      "automatic snapshots kept (taken before reset, db reset and restore); the oldest beyond this are "
+      "removed, named snapshots never"),
     S("QBCTL_BUDGET_TOTAL", "1GB", "size", "memory of the production VM"),
     S("QBCTL_BUDGET_OS", "200MB", "size", "share of the OS and system services"),
     S("QBCTL_BUDGET_POSTGRES", "300MB", "size", "share of PostgreSQL (its container's memory limit)"),

@@ -1,5 +1,12 @@
-"""qbctl db reset: empty the database, then migrate again. Containers are not touched."""
+"""qbctl db reset: empty the database, then migrate again. Containers are not touched.
+
+`qbctl db reset` snapshots the data first (qbctl.snapshots) unless --no-snapshot; a database
+that is not one of the stack's (DATABASE_URL elsewhere, no Docker engine) is reset without one,
+and the result says why.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect, migrate
@@ -14,8 +21,17 @@ GRANT USAGE ON SCHEMA public TO PUBLIC;
 """
 
 
+@dataclass
+class DbResetResult(migrate.MigrateResult):
+    snapshot: str | None = None  # the automatic snapshot of the data removed
+    snapshot_skipped: str | None = None  # why there is none
+
+
 def reset(settings: Settings, options: migrate.MigrateOptions = migrate.MigrateOptions(),
-          events: Events = ignore) -> migrate.MigrateResult:
+          events: Events = ignore, snapshot: bool = False) -> DbResetResult:
+    taken = skipped = None
+    if snapshot:
+        taken, skipped = _snapshot(settings, events)
     with connect.connect(settings, wait=options.wait, events=events) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (migrate.LOCK_KEY,))  # not while a migrate runs
         try:
@@ -24,4 +40,23 @@ def reset(settings: Settings, options: migrate.MigrateOptions = migrate.MigrateO
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (migrate.LOCK_KEY,))
     events(Event(Status.DONE, f"emptied {settings.pg.masked()}"))
-    return migrate.migrate(settings, options, events)
+    done = migrate.migrate(settings, options, events)
+    return DbResetResult(**{f: getattr(done, f) for f in done.__dataclass_fields__}, snapshot=taken,
+                         snapshot_skipped=skipped)
+
+
+def _snapshot(settings: Settings, events: Events) -> tuple[str | None, str | None]:
+    from qbctl.errors import Unavailable
+    from qbctl.snapshots import snapshot
+    from qbctl.stack import engine
+    from qbctl.stack.lock import project_lock
+
+    if not settings.pg.is_local:
+        return None, f"DATABASE_URL points to {settings.pg.host}, not a database this stack runs"
+    try:
+        eng = engine.connect()
+    except Unavailable as exc:
+        return None, f"no Docker engine ({exc.message}), so no container of this stack to snapshot"
+    with project_lock(settings.project, events, eng=eng):
+        done = snapshot.guard(eng, settings, "db-reset", events)
+    return done.name, done.skipped

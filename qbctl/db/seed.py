@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS qbctl.seeded (
     seeded_at  timestamptz NOT NULL DEFAULT now()
 );
 """
+REFRESH_WAIT = 120.0  # seconds seed waits for a refresh policy's run of the same aggregate
 MARKED = ("market_data", "technical_indicators")  # tables whose seeded rows are recorded as time ranges
 
 
@@ -208,6 +209,15 @@ WHERE hypertable_name = 'market_data' ORDER BY view_name
 """
 
 
+POLICIES_SQL = """
+SELECT j.job_id FROM timescaledb_information.jobs j
+JOIN timescaledb_information.continuous_aggregates c
+  ON (j.hypertable_schema, j.hypertable_name) = (c.materialization_hypertable_schema, c.materialization_hypertable_name)
+WHERE c.hypertable_name = 'market_data' AND j.proc_name = 'policy_refresh_continuous_aggregate' AND j.scheduled
+ORDER BY 1
+"""
+
+
 def _refresh_bars(conn, events: Events) -> dict[str, int]:
     """The continuous aggregates of market_data (sql/policies: 5-minute, hourly and daily bars) refreshed
     over all of history, so that the seeded days are materialized; their rows."""
@@ -215,11 +225,41 @@ def _refresh_bars(conn, events: Events) -> dict[str, int]:
                         ).fetchone()[0]:
         return {}
     out = {}
-    for name, view in conn.execute(CAGGS_SQL).fetchall():
-        events(Event(Status.WORKING, f"refreshing {name}"))
-        conn.execute("CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", (view,))
-        out[name] = conn.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
+    # Their refresh policies are paused meanwhile (and resumed as they were), so that neither a policy's
+    # run nor seed's refresh fails the other as "a concurrent refresh".
+    paused = [j for (j,) in conn.execute(POLICIES_SQL).fetchall()]
+    if paused:
+        conn.execute("SELECT alter_job(j, scheduled => false) FROM unnest(%s::int[]) j", (paused,))
+    try:
+        for name, view in conn.execute(CAGGS_SQL).fetchall():
+            events(Event(Status.WORKING, f"refreshing {name}"))
+            _refresh(conn, name, view, events)
+            out[name] = conn.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
+    finally:
+        if paused and not conn.closed:
+            conn.execute("SELECT alter_job(j, scheduled => true) FROM unnest(%s::int[]) j", (paused,))
     return out
+
+
+def _refresh(conn, name: str, view: str, events: Events, wait: float = REFRESH_WAIT) -> None:
+    """One full refresh. A refresh policy's run that began before it was paused may be refreshing an
+    overlapping window (a policy's first run follows `db migrate` at once): TimescaleDB then refuses
+    a second refresh, and seed waits for the job's and refreshes again."""
+    import psycopg
+
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        try:
+            conn.execute("CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", (view,))
+            return
+        except psycopg.Error as exc:
+            if "already in progress" not in str(exc) or time.monotonic() > deadline:
+                raise
+        if not said:
+            events(Event(Status.WAITING, f"a TimescaleDB job is refreshing {name}; waiting for it to finish"))
+            said = True
+        time.sleep(0.25)
 
 
 def foreign_rows(conn, syms: list[str]) -> dict[str, dict[str, int]]:

@@ -26,6 +26,7 @@ class DbStatus(Result):
     migrations: list[dict]
     hypertables: list[dict] = field(default_factory=list)
     jobs: list[dict] = field(default_factory=list)
+    timescaledb_available: str | None = None  # the version the image offers (`qbctl upgrade` updates to it)
     ok: bool = True
     error: QbctlError | None = None
 
@@ -39,7 +40,8 @@ def status(settings: Settings, *, pending_is_failure: bool = False) -> DbStatus:
         version = state.timescaledb
         items = migrate.plan(local, migrate.read_applied(rows, state),
                              timescaledb=bool(state.timescaledb or state.available))
-        result = DbStatus(settings.pg.masked(), version, [asdict(i) for i in items])
+        result = DbStatus(settings.pg.masked(), version, [asdict(i) for i in items],
+                          timescaledb_available=state.available)
         if version:
             for r in conn.execute(HYPERTABLES_SQL):
                 before, after = r[4], r[5]

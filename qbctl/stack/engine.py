@@ -8,16 +8,19 @@ belongs to an unlabelled object is an error (NAME_CONFLICT), never a takeover.
 from __future__ import annotations
 
 import functools
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC
+from typing import Callable, Iterable
 
 from qbctl.errors import NotOwned, QbctlError, Unavailable
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.stack import target
 from qbctl.stack.labels import (
     LABEL_CONFIG,
+    LABEL_HELPER,
     LABEL_LOCK,
     LABEL_LOCK_IMAGE,
     LABEL_PROJECT,
@@ -84,6 +87,19 @@ class Memory:
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """A command run inside a container: its exit code, what it wrote (stdout unless sent to a sink)."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: str
+    bytes_out: int  # stdout's size, also when it went to a sink
+
+
+STDERR_KEPT = 64 * 1024  # the tail of a command's stderr kept for its error message
 
 
 def connect() -> Engine:
@@ -172,6 +188,20 @@ def _reason(exc: Exception) -> str:
         if needle in text:
             return reason
     return text[:200]
+
+
+def lost(exc: BaseException) -> QbctlError | None:
+    """An engine that went away in the middle of a command (restarted, its socket gone) as the error it
+    is (DOCKER_UNAVAILABLE, exit 3), not a bug; None for anything else."""
+    import requests
+    from docker.errors import DockerException
+
+    if isinstance(exc, (requests.exceptions.ConnectionError, DockerException)):
+        return Unavailable(f"the Docker engine stopped answering in the middle of the command: {_reason(exc)}",
+                           code="DOCKER_UNAVAILABLE",
+                           hint="was it restarted? Once `docker info` answers, run the command again: each one "
+                                "finishes or puts back what it started")
+    return None
 
 
 def _check_owned(obj_labels: dict | None, project: str, kind: str, name: str) -> None:
@@ -393,6 +423,108 @@ class Engine:
         except Exception:  # noqa: BLE001 - best effort: evidence only
             return None
 
+    def exec_run(self, container_id: str, cmd: list[str], *, source: Iterable[bytes] | None = None,
+                 sink: Callable[[bytes], None] | None = None, env: dict[str, str] | None = None,
+                 user: str = "") -> ExecResult:
+        """Run cmd in the container; stream `source` to its stdin and its stdout to `sink` as they come.
+
+        Both streams go through one hijacked connection (the engine's attach protocol), so a dump
+        of any size passes without a copy inside the container. A reader that stops early (the
+        command exited) ends the feeding; an error raised by `sink` (a full disk) ends the command.
+        """
+        from docker.utils.socket import frames_iter
+
+        api = self._api
+        ex = api.exec_create(container_id, cmd, stdin=source is not None, stdout=True, stderr=True,
+                             environment=env, user=user)
+        sock = api.exec_start(ex["Id"], socket=True)
+        raw = getattr(sock, "_sock", sock)
+        raw.settimeout(None)  # a restore may say nothing for minutes; the API timeout is for API calls
+        feeder = None
+        failed: list[BaseException] = []
+        if source is not None:
+            def feed() -> None:
+                try:
+                    for chunk in source:
+                        raw.sendall(chunk)
+                    raw.shutdown(socket.SHUT_WR)  # end of stdin
+                except OSError:
+                    pass  # the command stopped reading (exited, or was stopped below)
+                except BaseException as exc:  # noqa: BLE001 - reading the source failed: reported below
+                    failed.append(exc)
+                    _shutdown(raw)
+            feeder = threading.Thread(target=feed, daemon=True)
+            feeder.start()
+        out, err, size = bytearray(), bytearray(), 0
+        try:
+            for stream, data in frames_iter(sock, tty=False):
+                if stream == 1:
+                    size += len(data)
+                    if sink is not None:
+                        sink(data)
+                    else:
+                        out += data
+                else:
+                    err = (err + data)[-STDERR_KEPT:]
+        finally:
+            _shutdown(raw)  # wakes a feeder blocked on a command that stopped reading
+            if feeder is not None:
+                feeder.join()
+            sock.close()
+        if failed:
+            raise failed[0]
+        return ExecResult(self._exit_code(ex["Id"]), bytes(out), err.decode("utf-8", "replace"), size)
+
+    def exec_detached(self, container_id: str, cmd: list[str]) -> None:
+        """Start a command in the container and leave it running (a cleanup that need not be waited for)."""
+        ex = self._api.exec_create(container_id, cmd, stdout=False, stderr=False)
+        self._api.exec_start(ex["Id"], detach=True)
+
+    def _exit_code(self, exec_id: str) -> int:
+        for _ in range(100):  # the output ends a moment before the engine records the exit
+            info = self._api.exec_inspect(exec_id)
+            if not info.get("Running"):
+                return int(info.get("ExitCode") or 0)
+            time.sleep(0.02)
+        return int(self._api.exec_inspect(exec_id).get("ExitCode") or 0)
+
+    def put_file(self, container_id: str, folder: str, name: str, chunks: Iterable[bytes], size: int,
+                 uid: int = 0, gid: int = 0, mode: int = 0o644) -> None:
+        """Write one file into a container (running or stopped, volumes included) from a stream."""
+        self._api.put_archive(container_id, folder, _tar_stream(name, chunks, size, uid, gid, mode))
+
+    def put_archive(self, container_id: str, folder: str, chunks: Iterable[bytes]) -> None:
+        """Unpack a tar stream into a container's folder (running or stopped, volumes included)."""
+        self._api.put_archive(container_id, folder, chunks)
+
+    def get_file(self, container_id: str, path: str) -> Iterable[bytes] | None:
+        """One file of a container (running or stopped, volumes included) as a stream; None if absent."""
+        import tarfile
+
+        from docker.errors import NotFound
+
+        try:
+            stream, _ = self._api.get_archive(container_id, path, chunk_size=1 << 20)
+        except NotFound:
+            return None
+        reader = _IterReader(stream)
+        archive = tarfile.open(fileobj=reader, mode="r|")
+        member = next(iter(archive), None)
+        if member is None or not member.isfile():
+            return None
+        fileobj = archive.extractfile(member)
+        return iter(lambda: fileobj.read(1 << 20), b"")
+
+    def container_image(self, container_id: str) -> tuple[str, str]:
+        """(the image reference a container was created from, that image's ID)."""
+        info = self._api.inspect_container(container_id)
+        return info["Config"]["Image"], info["Image"]
+
+    def mounts(self, container_id: str) -> dict[str, str]:
+        """Volume name -> path inside the container."""
+        info = self._api.inspect_container(container_id)
+        return {m["Name"]: m["Destination"] for m in info.get("Mounts") or [] if m.get("Type") == "volume"}
+
     def tail_logs(self, container_id: str, lines: int = 20, since: int | None = None) -> list[str]:
         try:
             kw = {"since": since} if since else {}
@@ -546,6 +678,76 @@ class Engine:
                 raise
             raise _start_error(spec, exc, self) from None
 
+    def stop(self, container_id: str, timeout: int = 30) -> None:
+        """Stop a container and keep it (its restart policy does not bring it back)."""
+        self._api.stop(container_id, timeout=timeout)
+
+    def run_helper(self, project: str, name: str, image: str, purpose: str, *, command: list[str],
+                   environment: dict[str, str], binds: dict[str, str], mem_limit: int | None = None,
+                   entrypoint: list[str] | None = None) -> str:
+        """Start a temporary container of this project (no ports, no network): a server on a volume
+        for a snapshot or an upgrade. Labelled as a helper, so `up` and `status` leave it alone and
+        `reset` removes it; a leftover of an earlier run under the same name is replaced."""
+        from docker.errors import APIError, NotFound
+
+        api = self._api
+        try:
+            existing = api.inspect_container(name)
+            _check_owned(existing["Config"].get("Labels"), project, "container", name)
+            api.remove_container(name, force=True)
+        except NotFound:
+            pass
+        host_config = api.create_host_config(
+            binds={vol: {"bind": path, "mode": "rw"} for vol, path in binds.items()},
+            mem_limit=mem_limit, memswap_limit=mem_limit, network_mode="none")
+        try:
+            cid = api.create_container(image, command=command, name=name, environment=environment,
+                                       entrypoint=entrypoint, host_config=host_config,
+                                       labels={LABEL_PROJECT: project, LABEL_HELPER: purpose})["Id"]
+            api.start(cid)
+        except APIError as exc:
+            reason = str(getattr(exc, "explanation", None) or exc)[:300]
+            raise Unavailable(f"the engine could not start a temporary container of {image}: {reason}",
+                              code="START_FAILED") from None
+        return cid
+
+    # --- volumes ---------------------------------------------------------------------------------
+    def volumes(self, project: str, service: str | None = None) -> dict[str, dict]:
+        """This project's volumes (of one service): name -> labels."""
+        found = self._api.volumes(filters=project_filter(project, service)).get("Volumes") or []
+        return {v["Name"]: v.get("Labels") or {} for v in found}
+
+    def volume_exists(self, name: str) -> bool:
+        from docker.errors import NotFound
+
+        try:
+            self._api.inspect_volume(name)
+            return True
+        except NotFound:
+            return False
+
+    def create_volume(self, project: str, name: str, labels: dict[str, str]) -> None:
+        """A new volume of this project; a name already taken is NAME_CONFLICT, never reused."""
+        from docker.errors import NotFound
+
+        try:
+            vol = self._api.inspect_volume(name)
+        except NotFound:
+            self._api.create_volume(name, labels={**labels, LABEL_PROJECT: project})
+            return
+        _check_owned(vol.get("Labels"), project, "volume", name)
+        raise NotOwned(f"volume {name} exists already", hint=f"`docker volume rm {name}` removes it "
+                                                             "(with its data) if it is left over")
+
+    def remove_volume(self, project: str, name: str) -> None:
+        from docker.errors import NotFound
+
+        try:
+            _check_owned(self._api.inspect_volume(name).get("Labels"), project, "volume", name)
+        except NotFound:
+            return
+        self._api.remove_volume(name, force=True)
+
     @_engine_call("removing a container")
     def remove_container(self, container_id: str, timeout: int = 10) -> None:
         from docker.errors import NotFound
@@ -680,6 +882,54 @@ def _host_memory() -> int:
     except OSError:
         pass
     return 0
+
+
+def _shutdown(raw) -> None:
+    try:
+        raw.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _tar_stream(name: str, chunks: Iterable[bytes], size: int, uid: int, gid: int, mode: int):
+    """A one-file tar archive as a stream: header, the file's bytes as they come, padding, the end."""
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size, info.uid, info.gid, info.mode, info.mtime = size, uid, gid, mode, int(time.time())
+    yield info.tobuf(format=tarfile.PAX_FORMAT)
+    sent = 0
+    for chunk in chunks:
+        sent += len(chunk)
+        if sent > size:
+            raise OSError(f"{name} grew while it was being copied")
+        yield chunk
+    if sent != size:
+        raise OSError(f"{name}: {sent} bytes read, {size} expected")
+    yield b"\0" * (-size % 512) + b"\0" * 1024
+
+
+class _IterReader:
+    """A file-like reader over an iterator of byte chunks (for tarfile's stream mode)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buf = b""
+        self._at = 0
+
+    def read(self, n: int = -1) -> bytes:
+        parts, want = [], n
+        while want != 0:
+            if self._at >= len(self._buf):
+                self._buf, self._at = next(self._chunks, b""), 0
+                if not self._buf:
+                    break
+            end = len(self._buf) if want < 0 else min(len(self._buf), self._at + want)
+            parts.append(self._buf[self._at:end])
+            if want > 0:
+                want -= end - self._at
+            self._at = end
+        return b"".join(parts)
 
 
 def memory_from_stats(s: dict) -> Memory | None:

@@ -15,6 +15,9 @@ LABEL_LOCK_HOLDER = "io.qbctl.lock.holder"  # user@host pid N
 LABEL_LOCK_SINCE = "io.qbctl.lock.since"  # epoch seconds
 LABEL_LOCK_EXPIRES = "io.qbctl.lock.expires"  # epoch seconds: a crashed holder's lock is taken after this
 LABEL_LOCK_IMAGE = "io.qbctl.lock-image"  # the empty image lock containers are made from
+LABEL_PG_IMAGE = "io.qbctl.pg-image"  # on a PostgreSQL volume: the image reference that made it
+LABEL_PG_IMAGE_ID = "io.qbctl.pg-image-id"  # ... and that image's ID (a moved tag still finds the old image)
+LABEL_HELPER = "io.qbctl.helper"  # on a temporary container (snapshot, upgrade): what it is for
 
 
 def project_filter(project: str, service: str | None = None) -> dict:

@@ -16,7 +16,7 @@ from qbctl.result import Result
 from qbctl.stack import engine, ports, probes, reach, volumes
 from qbctl.stack.lock import project_lock
 from qbctl.stack.plan import Plan, make_plan
-from qbctl.stack.spec import ServiceSpec, Stack, build_stack, exposure_warnings, select
+from qbctl.stack.spec import ServiceSpec, Stack, build_stack, exposure_warnings, select, with_volume
 
 POLL = 0.03  # seconds between readiness probes
 STATE_EVERY = 0.25  # seconds between container state checks while waiting
@@ -141,13 +141,15 @@ def _up(settings: Settings, options: UpOptions, events: Events, stack: Stack, de
         _check_ports(eng, stack, make_plan(desired, observed, {}))
         images = _ensure_images(eng, desired, events)
         timings["images"] = round(time.monotonic() - t0, 3)
+        stack = _pg_volume(eng, stack, desired, images)
+        desired = select(stack, list(options.services) or None, options.no_ui)
         plan = make_plan(desired, observed, {img: info["Id"] for img, info in images.items()})
         changes = plan.changes()
         if changes:
             eng.ensure_network(stack)
             changing = [s for s in desired if s.name in {c.service for c in changes}]
-            made_by = {s.name: volumes.created_by(_image_env(images[s.image])) for s in changing
-                       if s.name == "postgres"}
+            made_by = {s.name: volumes.created_by(_image_env(images[s.image]), s.image, images[s.image]["Id"])
+                       for s in changing if s.name == "postgres"}
             existing = eng.ensure_volumes(stack, changing, made_by)
             for spec in changing:
                 for vol, _ in spec.volumes:
@@ -187,6 +189,16 @@ def urls(settings: Settings, ready: list[ServiceSpec]) -> dict[str, str]:
             base += "?" + urlencode({"pgsql": "postgres", "username": settings.pg.user, "db": settings.pg.dbname})
         out[spec.name] = base
     return out
+
+
+def _pg_volume(eng: engine.Engine, stack: Stack, desired: list[ServiceSpec], images: dict[str, dict]) -> Stack:
+    """PostgreSQL on the volume of its image's major: the one `qbctl upgrade` made, if any (volumes.py)."""
+    pg = next((s for s in desired if s.name == "postgres"), None)
+    if pg is None:
+        return stack
+    major = _image_env(images[pg.image]).get("PG_MAJOR")
+    volume = volumes.data_volume(stack.project, major, eng.volumes(stack.project, "postgres"))
+    return with_volume(stack, "postgres", volume) if volume != pg.volumes[0][0] else stack
 
 
 def _image_env(info: dict | None) -> dict[str, str]:
@@ -362,14 +374,42 @@ class DownResult(Result):
     error: QbctlError | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class ResetOptions:
+    snapshot: bool = False  # take an automatic snapshot first (`qbctl reset`; not `ci teardown`)
+
+
+@dataclass
+class ResetResult(DownResult):
+    snapshot: str | None = None  # the automatic snapshot of the data removed
+    snapshot_skipped: str | None = None  # why there is none
+
+
 def down(settings: Settings, events: Events = ignore) -> DownResult:
     """Remove this project's containers and network; its volumes (the data) stay."""
     return _remove(settings, events, volumes=False)
 
 
-def reset(settings: Settings, events: Events = ignore) -> DownResult:
-    """Remove this project's containers, volumes and network: only objects labelled with it."""
-    return _remove(settings, events, volumes=True)
+def reset(settings: Settings, options: ResetOptions = ResetOptions(), events: Events = ignore) -> ResetResult:
+    """Remove this project's containers, volumes and network: only objects labelled with it.
+
+    With options.snapshot, the data is snapshotted first (see qbctl.snapshots); a snapshot that
+    fails stops the reset before anything is removed."""
+    require_project(settings, "nothing was removed")
+    eng = engine.connect()
+    project = settings.project
+    with project_lock(project, events, eng=eng):
+        taken = skipped = None
+        if options.snapshot:
+            from qbctl.snapshots import snapshot
+
+            done = snapshot.guard(eng, settings, "reset", events)
+            taken, skipped = done.name, done.skipped
+        removed = _remove_containers(eng, project, events)
+        net = eng.remove_networks(project)
+        events(Event(Status.WORKING, "removing volumes"))
+        vols = eng.remove_volumes(project)
+    return ResetResult(project, removed, vols, net, snapshot=taken, snapshot_skipped=skipped)
 
 
 def _remove(settings: Settings, events: Events, volumes: bool) -> DownResult:
@@ -383,6 +423,7 @@ def _remove(settings: Settings, events: Events, volumes: bool) -> DownResult:
             events(Event(Status.WORKING, "removing volumes"))
         vols = eng.remove_volumes(project) if volumes else []
     return DownResult(project, removed, vols, net)
+
 
 
 def _remove_containers(eng: engine.Engine, project: str, events: Events) -> list[str]:

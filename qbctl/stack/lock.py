@@ -6,6 +6,9 @@ one VM take turns: a container named <project>-lock, never started, made from an
 The engine creates a name once, atomically; the loser waits, told who holds it (user@host, pid)
 and since when. A holder that crashed leaves its lock until its expiry (TTL) passes, or at once
 when it ran on this machine and its process is gone; `docker rm <project>-lock` frees it by hand.
+
+Re-entrant within one process: a command that holds it (reset, restore, upgrade) may call
+another that takes it (a snapshot, up) without waiting on itself.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import getpass
 import os
 import socket
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,11 +28,31 @@ from qbctl.stack.labels import LABEL_LOCK_EXPIRES, LABEL_LOCK_HOLDER, LABEL_LOCK
 
 TTL = 30 * 60  # seconds a remote lock outlives a holder that never released it
 POLL = 0.5
+_held: dict[str, int] = {}  # project -> depth, in this process
+_guard = threading.Lock()
 
 
 @contextmanager
 def project_lock(project: str, events: Events = ignore, eng=None, ttl: float = TTL):
-    """The project's lock for the duration of the block: on the engine when it is remote."""
+    """The project's lock for the duration of the block: on the engine when it is remote. Re-entrant."""
+    with _guard:
+        reentered = bool(_held.get(project))
+        _held[project] = _held.get(project, 0) + 1
+    try:
+        if reentered:
+            yield
+        else:
+            with _take(project, events, eng, ttl):
+                yield
+    finally:
+        with _guard:
+            _held[project] -= 1
+            if not _held[project]:
+                del _held[project]
+
+
+@contextmanager
+def _take(project: str, events: Events, eng, ttl: float):
     if eng is not None and eng.remote:
         with engine_lock(eng, project, events, ttl):
             yield

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from qbctl.config.settings import Settings
 from qbctl.config.sizes import pg_size, redis_size
@@ -180,6 +180,13 @@ def build_stack(settings: Settings, profile: str | None = None) -> Stack:
     if profile != "production":
         services += [s for s in (adminer, commander) if all(d in {x.name for x in services} for d in s.depends_on)]
     return Stack(project, f"{project}_default", tuple(services), tuple(external), profile)
+
+
+def with_volume(stack: Stack, service: str, volume: str) -> Stack:
+    """The stack with a service's data volume replaced (PostgreSQL on the volume an upgrade made)."""
+    services = tuple(replace(s, volumes=((volume, s.volumes[0][1]), *s.volumes[1:])) if s.name == service else s
+                     for s in stack.services)
+    return replace(stack, services=services)
 
 
 def exposure_warnings(settings: Settings) -> list[str]:

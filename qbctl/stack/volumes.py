@@ -1,13 +1,21 @@
 """Does a data volume fit the image about to run on it? Checked before PostgreSQL starts.
 
 A volume made by qbctl records the PostgreSQL major (and TimescaleDB version, where the
-image says it) of the image that created it. A volume from elsewhere, or an image that
-does not say, is caught after the fact from the server's own log line.
+image says it) of the image that created it, and that image's reference and ID. A volume
+from elsewhere, or an image that does not say, is caught after the fact from the server's
+own log line.
+
+Which volume PostgreSQL runs on: `<project>_pgdata`, the one the project started with, unless
+`qbctl upgrade` moved the data to a newer major, into `<project>_pgdata_pg<major>`; the image's
+major picks its volume (`data_volume`). So pinning the old image again finds the old data,
+which the upgrade keeps until the user removes it.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from qbctl.errors import VolumeIncompatible
-from qbctl.stack.labels import LABEL_PG_MAJOR, LABEL_TSDB
+from qbctl.stack.labels import LABEL_PG_IMAGE, LABEL_PG_IMAGE_ID, LABEL_PG_MAJOR, LABEL_TSDB
 
 TSDB_ENV = ("TIMESCALEDB_VERSION", "TS_VERSION")
 
@@ -15,11 +23,12 @@ TSDB_ENV = ("TIMESCALEDB_VERSION", "TS_VERSION")
 def ways_out(volume: str, old_major: str | None) -> str:
     pin = f"pin the old image (QBCTL_POSTGRES_IMAGE=timescale/timescaledb:latest-pg{old_major})" if old_major \
         else "pin the image that created it (QBCTL_POSTGRES_IMAGE)"
-    return (f"{pin}; or dump with the old image and restore into the new one (pg_dump, then `qbctl reset` and "
-            f"`qbctl up`); or `qbctl reset` to start from an empty volume (deletes the data in {volume})")
+    return (f"`qbctl upgrade` moves the data to the image's version (dumps with the old image, restores into a new "
+            f"volume, keeps {volume}); or {pin}; or `qbctl reset` to start from an empty volume (deletes the data in "
+            f"{volume}, after a snapshot)")
 
 
-def created_by(image_env: dict[str, str]) -> dict[str, str]:
+def created_by(image_env: dict[str, str], image: str = "", image_id: str = "") -> dict[str, str]:
     """The labels recorded on a new PostgreSQL volume."""
     labels = {}
     if image_env.get("PG_MAJOR"):
@@ -28,7 +37,38 @@ def created_by(image_env: dict[str, str]) -> dict[str, str]:
         if image_env.get(key):
             labels[LABEL_TSDB] = image_env[key]
             break
+    if image:
+        labels[LABEL_PG_IMAGE] = image
+    if image_id:
+        labels[LABEL_PG_IMAGE_ID] = image_id
     return labels
+
+
+def image_env(info: dict | None) -> dict[str, str]:
+    """An image's environment (from its inspect data) as a dict."""
+    env = ((info or {}).get("Config") or {}).get("Env") or []
+    return dict(e.split("=", 1) for e in env if "=" in e)
+
+
+def upgraded_name(project: str, major: str) -> str:
+    return f"{project}_pgdata_pg{major}"
+
+
+def data_volume(project: str, major: str | None, existing: dict[str, dict]) -> str:
+    """The volume PostgreSQL `major` runs on: the one an upgrade made for it, else `<project>_pgdata`."""
+    moved = upgraded_name(project, major) if major else None
+    if moved and moved in existing:
+        return moved
+    return f"{project}_pgdata"
+
+
+def recorded_image(labels: dict[str, str], present: Callable[[str], bool]) -> str | None:
+    """The image that made a volume, if the engine still has it: by ID first (a tag may have moved)."""
+    for key in (LABEL_PG_IMAGE_ID, LABEL_PG_IMAGE):
+        ref = labels.get(key)
+        if ref and present(ref):
+            return ref
+    return None
 
 
 def check(volume: str, labels: dict[str, str], image: str, image_env: dict[str, str]) -> str | None:

@@ -16,7 +16,7 @@ def project_env(docker_client, tmp_path):
     project = new_project()
     env = stack_env(project)
     yield env
-    qbctl("reset", "--yes", env=env, cwd=tmp_path)
+    qbctl("reset", "--yes", "--no-snapshot", env=env, cwd=tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def running_stack(docker_client, tmp_path_factory):
     proc = qbctl("up", "--json", env=env, cwd=cwd)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     yield env, cwd, proc
-    qbctl("reset", "--yes", env=env, cwd=cwd)
+    qbctl("reset", "--yes", "--no-snapshot", env=env, cwd=cwd)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,9 @@
 # Builds offline stand-ins of the stack's four images from Debian packages, with
 # the same contract as the real images (POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB and PGDATA;
 # `redis-server ARGS`; a web UI on 8080; a web UI on 8081 with REDIS_HOSTS):
-# qbctl-standin/{postgres,redis,adminer,redis-commander}:test.
+# qbctl-standin/{postgres,redis,adminer,redis-commander}:test, and qbctl-standin/postgres17:test, PostgreSQL 17
+# from Debian 13 (trixie) with the same entrypoint contract and no TimescaleDB (none is built for it here),
+# so that a move from PostgreSQL 15 to 17 (`qbctl upgrade`) can be tested.
 # The Debian cluster that postgresql-15 creates is removed: like the official image, a bare
 # `pg_isready` then asks the socket on port 5432.
 # Where the host has TimescaleDB installed for PostgreSQL 15 (it is not packaged: a developer builds
@@ -21,7 +23,7 @@ if [ -n "$tsdb_files" ]; then
 fi
 recipe=$( (cat "$0" "$here"/*-entrypoint.sh; echo "$pg_pkg"; [ -z "$tsdb_files" ] || cat $tsdb_files) | sha256sum | cut -c1-12)
 repo=qbctl-standin
-services=(postgres redis adminer redis-commander)
+services=(postgres redis adminer redis-commander postgres17)
 
 have_all=1
 for s in "${services[@]}"; do
@@ -49,10 +51,17 @@ if [ -n "$tsdb_files" ]; then  # append the host's TimescaleDB files to the root
   tar --append -f "$work/rootfs.tar" -P --transform 's,^/,,' $tsdb_files
 fi
 base=$(docker import "$work/rootfs.tar" "$repo/base:$recipe")
+# PostgreSQL 17: Debian 13 (trixie) ships it; the host's keyring already trusts trixie's archive key.
+mmdebstrap --quiet --variant=apt --format=tar --include=postgresql-17 \
+  --customize-hook="copy-in $here/postgres-entrypoint.sh /usr/local/bin" \
+  --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
+  --customize-hook='rm -rf "$1"/etc/postgresql "$1"/var/lib/postgresql/17' \
+  trixie "$work/rootfs17.tar" http://deb.debian.org/debian
+base17=$(docker import "$work/rootfs17.tar" "$repo/base17:$recipe")
 
-commit() {  # commit NAME CHANGE...
+commit() {  # commit NAME CHANGE... (from $from, the bookworm base unless set)
   local name=$1; shift
-  local cid; cid=$(docker create "$base" /bin/true)
+  local cid; cid=$(docker create "${from:-$base}" /bin/true)
   local args=(--change "LABEL io.qbctl.standin=$recipe")
   for c in "$@"; do args+=(--change "$c"); done
   docker commit "${args[@]}" "$cid" "$repo/$name:test" >/dev/null
@@ -67,6 +76,10 @@ commit adminer 'WORKDIR /usr/share/adminer' 'ENTRYPOINT []' \
 rc=/opt/redis-commander/node_modules/redis-commander  # the package's own docker entrypoint reads REDIS_HOSTS
 commit redis-commander 'ENTRYPOINT []' 'ENV NODE_ENV=production' "ENV HOME=$rc" "WORKDIR $rc" \
   "CMD [\"$rc/docker/entrypoint.sh\"]" 'EXPOSE 8081'
+from=$base17 commit postgres17 'ENV PGDATA=/var/lib/postgresql/data' 'ENV LANG=C.UTF-8' 'ENV PG_MAJOR=17' \
+  'ENTRYPOINT ["/usr/local/bin/postgres-entrypoint.sh"]' 'CMD ["postgres"]'  'EXPOSE 5432'
 docker image ls "$repo"
 # Drop base images of older recipes (ignored while a container still uses one).
-docker image ls --format '{{.Repository}}:{{.Tag}}' "$repo/base" | grep -v ":$recipe\$" | xargs -r docker rmi >/dev/null 2>&1 || true
+for b in base base17; do
+  docker image ls --format '{{.Repository}}:{{.Tag}}' "$repo/$b" | grep -v ":$recipe\$" | xargs -r docker rmi >/dev/null 2>&1 || true
+done

@@ -4,7 +4,9 @@
 # volume, a temporary socket-only server for the database creation, then the
 # real server with the container's arguments).
 set -eu
-export PATH=/usr/lib/postgresql/15/bin:$PATH
+# The one PostgreSQL major the image installed (15 from bookworm, 17 from trixie).
+bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+export PATH=$bin:$PATH
 : "${PGDATA:=/var/lib/postgresql/data}"
 : "${POSTGRES_USER:=postgres}"
 : "${POSTGRES_DB:=$POSTGRES_USER}"
@@ -23,7 +25,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   rm -f "$pw"
   printf "host all all all scram-sha-256\n" >> "$PGDATA/pg_hba.conf"
   # As the real image: TimescaleDB preloaded when the image carries it.
-  if [ -e /usr/lib/postgresql/15/lib/timescaledb.so ]; then
+  if [ -e "${bin%/bin}/lib/timescaledb.so" ]; then
     printf "shared_preload_libraries = 'timescaledb'\n" >> "$PGDATA/postgresql.conf"
   fi
   pg_ctl -D "$PGDATA" -w -o "-c listen_addresses=''" start >/dev/null
