@@ -314,7 +314,8 @@ def snapshot_list(out: Output, result) -> None:
                 _size(s["bytes"]), (s["postgres"] or "-").split()[0], s["timescaledb"] or "-",
                 f"{s['rows']:,}", "-" if s["redis_keys"] is None else f"{s['redis_keys']:,}")
                for s in result.snapshots])
-    out.line(f"{len(result.snapshots)} snapshots in {result.folder}; automatic ones beyond the newest "
+    n = len(result.snapshots)
+    out.line(f"{n} snapshot{'' if n == 1 else 's'} in {result.folder}; automatic ones beyond the newest "
              f"{result.keep} are removed (QBCTL_SNAPSHOT_KEEP), named ones never")
 
 

@@ -82,6 +82,7 @@ def restore(ctx: typer.Context, name: str = typer.Argument(..., help="The snapsh
 
     st = state(ctx, json)
     settings = st.settings
+    restore_mod.find(settings, name)  # a wrong name is said before anything is asked
     confirm(st, yes, f"This replaces the data of project {settings.project!r} with snapshot {name!r}"
                      + ("." if no_snapshot else " (the current data is snapshotted first)."))
     st.on_interrupt = "the running data was left as it was unless the switch had begun; `qbctl restore` again"

@@ -49,6 +49,11 @@ class RestoreResult(Result):
     error: QbctlError | None = None
 
 
+def find(settings: Settings, name: str) -> store.Entry:
+    """The snapshot of that name (SNAPSHOT_NAME, SNAPSHOT_NOT_FOUND), not yet checked."""
+    return store.find(settings, name)
+
+
 def restore(settings: Settings, options: RestoreOptions, events: Events = ignore) -> RestoreResult:
     t0 = time.monotonic()
     entry = store.find(settings, options.name)
@@ -97,7 +102,6 @@ def restore(settings: Settings, options: RestoreOptions, events: Events = ignore
             result.notes.append("the snapshot holds Redis data, but REDIS_URL points elsewhere: left out")
     store.prune(settings, settings["QBCTL_SNAPSHOT_KEEP"], protect=(entry.name,))
     result.seconds = round(time.monotonic() - t0, 3)
-    events(Event(Status.DONE, f"restored {entry.name} in {result.seconds:.1f}s"))
     return result
 
 

@@ -125,8 +125,9 @@ def verify(entry: Entry) -> None:
         problem = None
         if not path.is_file():
             problem = f"{name} is missing"
-        elif path.stat().st_size != want["bytes"]:
-            problem = f"{name} has {path.stat().st_size} bytes, {want['bytes']} were written (cut short?)"
+        elif (size := path.stat().st_size) != want["bytes"]:
+            problem = f"{name} has {size:,} bytes, {want['bytes']:,} were written " + \
+                ("(cut short?)" if size < want["bytes"] else "(written to since?)")
         elif sha256(path) != want["sha256"]:
             problem = f"{name} changed since the snapshot was taken (checksum)"
         if problem:
