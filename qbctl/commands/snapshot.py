@@ -85,7 +85,8 @@ def restore(ctx: typer.Context, name: str = typer.Argument(..., help="The snapsh
     restore_mod.find(settings, name)  # a wrong name is said before anything is asked
     confirm(st, yes, f"This replaces the data of project {settings.project!r} with snapshot {name!r}"
                      + ("." if no_snapshot else " (the current data is snapshotted first)."))
-    st.on_interrupt = "the running data was left as it was unless the switch had begun; `qbctl restore` again"
+    st.on_interrupt = ("the running data is as it was (a switch under way was undone), unless the restored data "
+                       "had already been checked and switched in; `qbctl restore` again")
     with st.out.progress(f"restoring {name}") as events:
         options = restore_mod.RestoreOptions(name=name, snapshot_first=not no_snapshot, logical=logical)
         result = restore_mod.restore(settings, options, events)

@@ -268,13 +268,15 @@ def restore_physical(eng: engine.Engine, settings: Settings, stack, pg: Postgres
                                      jobs_ran=True)
         if problems:
             raise CheckFailed(f"it does not match the snapshot: {problems[0]}", code="RESTORE_VERIFY_FAILED")
+        # The commit: one rename, after which the old data is never put back. Inside the try, so that
+        # an error or Ctrl-C before it puts the old data back (after it, there is nothing aside to put back).
+        _sh(eng, pg.cid, f"mv {aside} {path}/{DELETING}", "marking the old data for deletion")
     except BaseException:
         eng.stop(pg.cid)
         _put_back(eng, stack, spec, volume, path)
         eng.start(pg.cid)
         pg.wait_ready()
         raise
-    _sh(eng, pg.cid, f"mv {aside} {path}/{DELETING}", "marking the old data for deletion")  # never put back now
     eng.exec_detached(pg.cid, ["rm", "-rf", f"{path}/{DELETING}"])  # while the server already serves
     seconds = round(time.monotonic() - t0, 3)
     events(Event(Status.DONE, f"{db}: {len(expected.tables)} tables, {expected.rows:,} rows in {seconds:.1f}s "
