@@ -349,3 +349,44 @@ def test_a_stack_whose_password_changed_is_still_saved_by_reset_and_restored_wit
     assert "restored" in restored.stdout
     assert fingerprint(moved) == before
     assert "another-Pw-2" not in proc.stdout + proc.stderr + restored.stdout + restored.stderr
+
+
+def test_ctrl_c_in_the_middle_of_the_switch_puts_the_old_data_back(stack, docker_client):
+    """SIGINT the moment the old data directory is set aside (the server stopped, the copy moving in):
+    the old data is back in place and served, nothing is left in the volume, and a restore runs again."""
+    import signal
+    import sys
+    import time
+
+    from tests.helpers import ROOT
+
+    env, cwd = stack
+    ok(qbctl("snapshot", "switch", env=env, cwd=cwd))
+    with pg(env) as conn:
+        conn.execute("DELETE FROM market_data WHERE symbol = '000660'")
+    changed = fingerprint(env)
+    container = docker_client.containers.get(f"{env['QBCTL_PROJECT']}-postgres")
+    proc = subprocess.Popen([sys.executable, "-m", "qbctl", "restore", "switch", "--yes", "--no-snapshot"],
+                            env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            listing = container.exec_run(["ls", "-a", "/var/lib/postgresql/data"]).output.decode()
+        except Exception:  # noqa: BLE001 - the container is stopped for the renames: keep looking
+            listing = ""
+        if ".qbctl-replaced" in listing:
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.02)
+    else:
+        proc.kill()
+        pytest.fail("the restore never set the old data aside")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    left = container.exec_run(["ls", "-a", "/var/lib/postgresql/data"]).output.decode()
+    assert ".qbctl-replaced" not in left and ".qbctl-incoming" not in left and "PG_VERSION" in left
+    after = fingerprint(env)
+    assert after == changed  # the old data, served again
+    back = json.loads(ok(qbctl("restore", "switch", "--yes", "--no-snapshot", "--json", env=env, cwd=cwd)).stdout)
+    assert back["postgres"]["form"] == "physical"  # no leftover made it fall back to the dump
