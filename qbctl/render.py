@@ -54,14 +54,18 @@ def _engine_line(out: Output, engine: dict) -> None:
                  f"above are on {engine['host']} (qbctl reaches them through its ssh connection while it runs)")
 
 
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" + ("" if n == 1 else "s")
+
+
 def down(out: Output, result) -> None:
     if not result.removed and not result.volumes_removed:
         out.line(f"project {result.project}: nothing to remove")
         return
     if result.removed:
-        out.line(f"removed {len(result.removed)} containers: " + ", ".join(result.removed))
+        out.line(f"removed {_count(len(result.removed), 'container')}: " + ", ".join(result.removed))
     if result.volumes_removed:
-        out.line(f"removed {len(result.volumes_removed)} volumes: " + ", ".join(result.volumes_removed))
+        out.line(f"removed {_count(len(result.volumes_removed), 'volume')}: " + ", ".join(result.volumes_removed))
 
 
 def _snapshot_taken(out: Output, result) -> None:
@@ -314,8 +318,7 @@ def snapshot_list(out: Output, result) -> None:
                 _size(s["bytes"]), (s["postgres"] or "-").split()[0], s["timescaledb"] or "-",
                 f"{s['rows']:,}", "-" if s["redis_keys"] is None else f"{s['redis_keys']:,}")
                for s in result.snapshots])
-    n = len(result.snapshots)
-    out.line(f"{n} snapshot{'' if n == 1 else 's'} in {result.folder}; automatic ones beyond the newest "
+    out.line(f"{_count(len(result.snapshots), 'snapshot')} in {result.folder}; automatic ones beyond the newest "
              f"{result.keep} are removed (QBCTL_SNAPSHOT_KEEP), named ones never")
 
 

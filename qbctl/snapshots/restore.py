@@ -76,14 +76,14 @@ def restore(settings: Settings, options: RestoreOptions, events: Events = ignore
         pg = Postgres(eng, eng.containers(stack.project, "postgres", running_only=True)[0].id, settings.pg.user)
         _check_server(pg, entry.name, expected)
         _check_room(pg, expected)
-        if options.snapshot_first and _holds_data(pg, settings.pg.dbname, eng, stack.project):
+        if options.snapshot_first:
             from qbctl.snapshots import snapshot
 
             safety = snapshot.take_with(eng, settings, snapshot.SnapshotOptions(before="restore"), events,
                                         prune=False)
             result.safety_snapshot = safety.name
-        elif options.snapshot_first:
-            result.notes.append("no snapshot of the current data first: it has no tables and no keys")
+            if safety.skipped:
+                result.notes.append(f"no snapshot of the current data first: {safety.skipped}")
         physical, why = _physical_fits(pg, settings, entry, expected, options)
         if why:
             result.notes.append(why)
@@ -129,16 +129,6 @@ def _ensure_running(eng: engine.Engine, settings: Settings, project: str, servic
     events(Event(Status.INFO, "starting " + " and ".join(services)))
     up = lifecycle.up(settings, lifecycle.UpOptions(services=tuple(services)), events)
     return None if up.ok else up.error
-
-
-def _holds_data(pg: Postgres, db: str, eng: engine.Engine, project: str) -> bool:
-    """Whether there is anything to lose: a table in the database, or a key in Redis."""
-    if db in pg.databases() and pg.rows(db)(inventory.TABLES_SQL):
-        return True
-    for c in eng.containers(project, "redis", running_only=True):
-        if any(Redis(eng, c.id).keyspace().values()):
-            return True
-    return False
 
 
 def _check_server(pg: Postgres, name: str, expected: Inventory) -> None:

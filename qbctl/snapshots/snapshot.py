@@ -93,6 +93,12 @@ def take_with(eng: engine.Engine, settings: Settings, options: SnapshotOptions, 
             raise Unavailable(why, code="NOT_RUNNING", hint="`qbctl up` starts the stack")
         rd = _redis(eng, stack, helpers) if "redis" in names else None
         live = pg.cid not in helpers
+        if live:
+            pg.wait_ready()  # a server still initialising (an `up` interrupted early) answers first
+        empty = nothing_to_keep(pg, rd, settings.pg.dbname) if automatic else None
+        if empty:
+            result.name, result.skipped = None, empty
+            return result
         _check_space(settings, pg, rd)
         with store.staging(settings, name) as tmp:
             meta = {"format": store.FORMAT, "name": name, "automatic": automatic, "before": options.before,
@@ -134,6 +140,15 @@ def guard(eng: engine.Engine, settings: Settings, command: str, events: Events) 
         exc.hint = (exc.hint + "; or " if exc.hint else "") + \
             f"`qbctl {command.replace('-', ' ')} --no-snapshot` deletes without one"
         raise
+
+
+def nothing_to_keep(pg: Postgres, rd: Redis | None, db: str) -> str | None:
+    """Why a snapshot of this data would hold nothing (no database yet, no table and no key), or None."""
+    if db not in pg.databases():
+        return f"database {db} does not exist (yet): nothing to keep"
+    if pg.rows(db)(inventory.TABLES_SQL) or (rd is not None and any(rd.keyspace().values())):
+        return None
+    return f"{db} has no tables and Redis no keys: nothing to keep"
 
 
 def _image(eng: engine.Engine, cid: str) -> dict:
