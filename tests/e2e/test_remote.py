@@ -4,6 +4,7 @@ context (with no config.json), without and with 50 ms of added round trip on the
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def remote(lab, docker_client):
     """A project on the VM, reached through DOCKER_HOST=ssh://enginevm; removed afterwards."""
     env = lab.env(stack_env(new_project()), host="ssh://enginevm")
     yield env
-    run(lab, "reset", "--yes", env=env)
+    run(lab, "reset", "--yes", "--no-snapshot", env=env)
     _assert_gone(docker_client, env["QBCTL_PROJECT"])
 
 
@@ -115,6 +116,14 @@ def test_the_whole_life_of_a_production_stack_over_ssh(lab, remote, docker_clien
     assert docker_client.api.volumes(filters={"label": f"io.qbctl.project={project}"})["Volumes"]  # data stays
     reset = ok_json(run(lab, "reset", "--yes", "--json", env=env))
     assert sorted(reset["volumes_removed"]) == [f"{project}_pgdata", f"{project}_redisdata"]
+    # The data was saved first, through the tunnel, into the laptop's project folder.
+    saved = ROOT / ".qbctl" / "snapshots" / reset["snapshot"]
+    try:
+        meta = json.loads((saved / "meta.json").read_text())
+        assert meta["project"] == project and meta["postgres"]["tables"]["public.market_data"]["rows"] == 0
+        assert sorted(meta["files"]) == ["postgres.dump", "redis.rdb"]
+    finally:
+        shutil.rmtree(saved, ignore_errors=True)
     _assert_gone(docker_client, project)
     assert not list((lab.dir / "tmp").glob("qbctl-ssh-*"))  # every tunnel closed, its folder removed
 
