@@ -138,7 +138,7 @@ def test_a_busy_port_on_podman_names_it_and_its_setting(podman, project):
         assert error["code"] == "PORT_IN_USE" and error["setting"] == "DATABASE_URL"
         assert f"container {project['QBCTL_PROJECT']}-postgres" in error["message"], error
     finally:
-        qbctl("reset", "--yes", env=other, cwd=ROOT)
+        qbctl("reset", "--yes", "--no-snapshot", env=other, cwd=ROOT)
 
 
 def test_a_start_that_fails_leaves_nothing_and_a_created_container_is_recreated(podman, project):

@@ -148,7 +148,7 @@ def test_a_context_with_50ms_of_latency_and_no_config_json(lab, docker_client):
         down = ok_json(run(lab, "down", "--json", env=env))
         assert len(down["removed"]) == 4
     finally:
-        ok_json(run(lab, "reset", "--yes", "--json", env=env))
+        ok_json(run(lab, "reset", "--yes", "--no-snapshot", "--json", env=env))
     _assert_gone(docker_client, env["QBCTL_PROJECT"])
 
 
