@@ -267,19 +267,26 @@ class Bench:
             (yoyo_dir / f.name).write_text(text)
         return dbmate_dir, yoyo_dir
 
-    def migrate(self) -> None:
+    def _url(self, db: str) -> str:
+        return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.ports['pg']}/{db}"
+
+    def _fresh_databases(self, pattern: str, tools: tuple[str, ...]) -> dict[str, str]:
+        """An empty database per tool, named pattern.format(tool), on the stack's server."""
         import psycopg
 
+        dbs = {t: pattern.format(t) for t in tools}
+        with psycopg.connect(self._url(DB), autocommit=True) as conn:
+            for name in dbs.values():
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                conn.execute(f"CREATE DATABASE {name}")
+        return dbs
+
+    def migrate(self) -> None:
         self.q("up", "--no-ui")
-        admin = f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.ports['pg']}/{DB}"
         dbmate_dir, yoyo_dir = self._peer_files()
+        url = self._url
         for i in range(self.runs):
-            dbs = {t: f"bench_{t}_{i}" for t in ("qbctl", "dbmate", "yoyo")}
-            with psycopg.connect(admin, autocommit=True) as conn:
-                for name in dbs.values():
-                    conn.execute(f"DROP DATABASE IF EXISTS {name}")
-                    conn.execute(f"CREATE DATABASE {name}")
-            url = lambda db: f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.ports['pg']}/{db}"  # noqa: E731
+            dbs = self._fresh_databases(f"bench_{{}}_{i}", ("qbctl", "dbmate", "yoyo"))
             qenv = {**self.env, "DATABASE_URL": url(dbs["qbctl"])}
             cmds = {
                 "qbctl db migrate": ([self.qbctl, "db", "migrate", "--without-timescaledb"], qenv),
@@ -297,18 +304,12 @@ class Bench:
     def hundred(self) -> None:
         """A first migrate of a hundred generated files (tables, hypertables, indexes, functions, views) and its
         no-op re-run: qbctl beside dbmate, and `psql -f` of every file (no tracking, no re-run: the floor)."""
-        import psycopg
 
         self.q("up", "--no-ui")
-        admin = f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.ports['pg']}/{DB}"
         project, dbmate_dir, files = _hundred_files(self.tmp)
-        url = lambda db: f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.ports['pg']}/{db}"  # noqa: E731
+        url = self._url
         for i in range(self.runs):
-            dbs = {t: f"bench100_{t}_{i}" for t in ("qbctl", "dbmate", "psql")}
-            with psycopg.connect(admin, autocommit=True) as conn:
-                for name in dbs.values():
-                    conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-                    conn.execute(f"CREATE DATABASE {name}")
+            dbs = self._fresh_databases(f"bench100_{{}}_{i}", ("qbctl", "dbmate", "psql"))
             cmds = {
                 "qbctl db migrate": ([self.qbctl, "db", "migrate"], {**self.env, "DATABASE_URL": url(dbs["qbctl"])},
                                      project),

@@ -82,12 +82,13 @@ def _server(timescaledb: bool, workers: int = 0):
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _database(server):
+def _database(server, options: str = ""):
+    """A new database on `server` for one test (CREATE DATABASE ... options), dropped afterwards."""
     import psycopg
 
     name = "t_" + uuid.uuid4().hex[:10]
     with psycopg.connect(server["url"], autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" {options}')
     yield f"postgresql://qb_user:pw@127.0.0.1:{server['port']}/{name}"
     with psycopg.connect(server["url"], autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

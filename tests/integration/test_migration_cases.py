@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from tests.helpers import no_traceback, qbctl
+from tests.integration.conftest import _database
 from tests.integration.test_migrate import env_for, migrate, tables
 
 NO_TSDB = "--without-timescaledb"
@@ -223,14 +224,7 @@ def test_an_old_tracking_table_is_upgraded_and_read(database, project):
 @pytest.fixture
 def sql_ascii_database(pg_server):
     """A database made as under LANG=C: SQL_ASCII, the driver's text then comes back as bytes by default."""
-    import uuid
-
-    name = "a_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(pg_server["url"], autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'")
-    yield f"postgresql://qb_user:pw@127.0.0.1:{pg_server['port']}/{name}"
-    with psycopg.connect(pg_server["url"], autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    yield from _database(pg_server, "TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'")
 
 
 def test_a_sql_ascii_database_keeps_its_applied_files_applied(sql_ascii_database, project, pg_server):
