@@ -13,11 +13,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = bool(os.environ.get("CI"))
+# The stand-ins' tag: tests/images/build.sh builds under QBCTL_STANDIN_TAG too, so a run with other
+# host files (TimescaleDB hidden, as on a new machine) has images of its own beside everyone else's.
+STANDIN_TAG = os.environ.get("QBCTL_STANDIN_TAG") or "test"
+
+
+def standin(name: str) -> str:
+    """A stand-in image's reference: standin("postgres") -> qbctl-standin/postgres:test."""
+    return f"qbctl-standin/{name}:{STANDIN_TAG}"
+
+
 STANDIN = {
-    "QBCTL_POSTGRES_IMAGE": "qbctl-standin/postgres:test",
-    "QBCTL_REDIS_IMAGE": "qbctl-standin/redis:test",
-    "QBCTL_ADMINER_IMAGE": "qbctl-standin/adminer:test",
-    "QBCTL_REDIS_COMMANDER_IMAGE": "qbctl-standin/redis-commander:test",
+    "QBCTL_POSTGRES_IMAGE": standin("postgres"),
+    "QBCTL_REDIS_IMAGE": standin("redis"),
+    "QBCTL_ADMINER_IMAGE": standin("adminer"),
+    "QBCTL_REDIS_COMMANDER_IMAGE": standin("redis-commander"),
 }
 TEST_PROJECT_PREFIX = "qbtest-"
 PASSWORD = "s3cret-Pw-for-tests"

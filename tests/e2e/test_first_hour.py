@@ -19,7 +19,7 @@ import urllib.request
 import psycopg
 import pytest
 
-from tests.helpers import PASSWORD, ROOT, free_port, have, new_project, no_traceback, qbctl, stack_env
+from tests.helpers import PASSWORD, ROOT, free_port, have, new_project, no_traceback, qbctl, stack_env, standin
 
 pytestmark = pytest.mark.docker
 
@@ -165,7 +165,7 @@ def test_each_command_says_what_ctrl_c_left(running_stack, project_env, tmp_path
 
 def test_an_interrupted_up_names_what_it_left(project_env, tmp_path, docker_client):
     # The adminer stand-in run as "redis" answers no PING through the published port: never ready.
-    env = {**project_env, "QBCTL_REDIS_IMAGE": "qbctl-standin/adminer:test"}
+    env = {**project_env, "QBCTL_REDIS_IMAGE": standin("adminer")}
     proc = popen(["up", "redis", "--timeout", "120"], env, tmp_path)
     deadline = time.monotonic() + 60
     while not docker_client.containers.list(filters={"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"}):
@@ -258,9 +258,9 @@ def test_tables_at_80_and_120_columns_on_the_real_stack(running_stack, monkeypat
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("NO_COLOR")
     monkeypatch.chdir(cwd)
-    must_show = {"status": ["qbctl-standin/redis-commander:test", f"127.0.0.1:{env['QBCTL_REDIS_COMMANDER_PORT']}"],
+    must_show = {"status": [standin("redis-commander"), f"127.0.0.1:{env['QBCTL_REDIS_COMMANDER_PORT']}"],
                  "config show": [env["DATABASE_URL"].replace(PASSWORD, "***"), "TIMESCALEDB_MAX_BACKGROUND_WORKERS",
-                                 "qbctl-standin/redis-commander:test"],
+                                 standin("redis-commander")],
                  "db status": ["sql/schema/0004_orders_trades_positions.sql", "365 days",
                                "technical_indicators"],
                  "health": ["redis-commander container"], "budget": ["shared_buffers"],

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.helpers import PASSWORD, new_project, no_traceback, qbctl, stack_env
+from tests.helpers import PASSWORD, new_project, no_traceback, qbctl, stack_env, standin
 
 pytestmark = pytest.mark.docker
 
@@ -164,7 +164,7 @@ def test_a_busy_port_is_reported_before_anything_is_created(project_env, tmp_pat
 
 def test_a_container_that_dies_at_start_is_reported_at_once_with_its_logs(project_env, tmp_path):
     # The PostgreSQL stand-in run as "redis" exits at once: its entrypoint wants POSTGRES_PASSWORD.
-    env = {**project_env, "QBCTL_REDIS_IMAGE": "qbctl-standin/postgres:test"}
+    env = {**project_env, "QBCTL_REDIS_IMAGE": standin("postgres")}
     started = time.monotonic()
     proc = qbctl("up", "redis", "--json", "--timeout", "60", env=env, cwd=tmp_path)
     elapsed = time.monotonic() - started

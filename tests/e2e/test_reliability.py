@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from tests.helpers import IN_CI, PASSWORD, ROOT, no_traceback, qbctl
+from tests.helpers import IN_CI, PASSWORD, ROOT, STANDIN_TAG, no_traceback, qbctl, standin
 
 pytestmark = pytest.mark.docker
 
@@ -61,7 +61,7 @@ def test_sigkill_in_the_middle_of_up_leaves_nothing_the_next_up_cannot_finish(pr
 def test_ctrl_c_stops_waiting_cleanly_and_keeps_everything(project_env, tmp_path, docker_client):
     # The adminer stand-in has no entrypoint: run as "redis" it starts redis-server in protected mode,
     # which refuses every connection through the published port, so it never becomes ready.
-    env = {**project_env, "QBCTL_REDIS_IMAGE": "qbctl-standin/adminer:test"}
+    env = {**project_env, "QBCTL_REDIS_IMAGE": standin("adminer")}
     proc = popen(["up", "redis", "--timeout", "120"], env, tmp_path)
     deadline = time.monotonic() + 60
     while not containers(docker_client, env) and time.monotonic() < deadline:
@@ -80,17 +80,18 @@ def test_a_volume_from_another_postgres_major_is_refused_before_start(project_en
     env = project_env
     assert qbctl("up", "postgres", env=env, cwd=tmp_path).returncode == 0
     assert qbctl("down", env=env, cwd=tmp_path).returncode == 0
-    base = docker_client.images.get("qbctl-standin/postgres:test")
+    base = docker_client.images.get(standin("postgres"))
     holder = docker_client.containers.create(base.id, "true")
     try:
-        docker_client.api.commit(holder.id, "qbctl-standin/postgres", "pg16-test", changes=["ENV PG_MAJOR=16"])
+        docker_client.api.commit(holder.id, "qbctl-standin/postgres", f"pg16-{STANDIN_TAG}",
+                                 changes=["ENV PG_MAJOR=16"])
     finally:
         holder.remove(force=True)
-    newer = {**env, "QBCTL_POSTGRES_IMAGE": "qbctl-standin/postgres:pg16-test"}
+    newer = {**env, "QBCTL_POSTGRES_IMAGE": f"qbctl-standin/postgres:pg16-{STANDIN_TAG}"}
     try:
         proc = qbctl("up", "postgres", "--json", env=newer, cwd=tmp_path)
     finally:
-        docker_client.images.remove("qbctl-standin/postgres:pg16-test")  # each run commits a new one
+        docker_client.images.remove(f"qbctl-standin/postgres:pg16-{STANDIN_TAG}")  # each run commits a new one
     assert proc.returncode == 1, proc.stdout
     err = json.loads(proc.stdout)["error"]
     assert err["code"] == "VOLUME_INCOMPATIBLE" and err["volume_pg_major"] == "15"
@@ -103,7 +104,7 @@ def test_a_foreign_data_directory_is_recognised_from_the_servers_log(project_env
     assert qbctl("up", "postgres", env=env, cwd=tmp_path).returncode == 0
     assert qbctl("down", env=env, cwd=tmp_path).returncode == 0
     volume = f"{env['QBCTL_PROJECT']}_pgdata"
-    docker_client.containers.run("qbctl-standin/postgres:test", ["sh", "-c", "echo 14 > /data/PG_VERSION"],
+    docker_client.containers.run(standin("postgres"), ["sh", "-c", "echo 14 > /data/PG_VERSION"],
                                  entrypoint=[], volumes={volume: {"bind": "/data", "mode": "rw"}}, remove=True)
     proc = qbctl("up", "postgres", "--json", "--timeout", "60", env=env, cwd=tmp_path)
     assert proc.returncode == 1

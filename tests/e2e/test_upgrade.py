@@ -9,10 +9,10 @@ import psycopg
 import pytest
 
 from tests.e2e.test_snapshots import fingerprint, ok
-from tests.helpers import ROOT, missing, no_traceback, qbctl
+from tests.helpers import ROOT, missing, no_traceback, qbctl, standin
 
 pytestmark = pytest.mark.docker
-PG17 = "qbctl-standin/postgres17:test"
+PG17 = standin("postgres17")
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_a_major_upgrade_moves_the_data_and_keeps_the_old_volume(project_env, tm
     project = env["QBCTL_PROJECT"]
     old_volume = f"{project}_pgdata"
     labels = docker_client.volumes.get(old_volume).attrs["Labels"]
-    assert labels["io.qbctl.pg-major"] == "15" and labels["io.qbctl.pg-image"] == "qbctl-standin/postgres:test"
+    assert labels["io.qbctl.pg-major"] == "15" and labels["io.qbctl.pg-image"] == standin("postgres")
     assert labels["io.qbctl.pg-image-id"].startswith("sha256:")
 
     new = {**env, "QBCTL_POSTGRES_IMAGE": PG17}

@@ -2,7 +2,8 @@
 # Builds offline stand-ins of the stack's four images from Debian packages, with
 # the same contract as the real images (POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB and PGDATA;
 # `redis-server ARGS`; a web UI on 8080; a web UI on 8081 with REDIS_HOSTS):
-# qbctl-standin/{postgres,redis,adminer,redis-commander}:test, and qbctl-standin/postgres17:test, PostgreSQL 17
+# qbctl-standin/{postgres,redis,adminer,redis-commander}:TAG, and qbctl-standin/postgres17:TAG (TAG is
+# $QBCTL_STANDIN_TAG, else test), PostgreSQL 17
 # from Debian 13 (trixie) with the same entrypoint contract and no TimescaleDB (none is built for it here),
 # so that a move from PostgreSQL 15 to 17 (`qbctl upgrade`) can be tested.
 # The Debian cluster that postgresql-15 creates is removed: like the official image, a bare
@@ -23,11 +24,12 @@ if [ -n "$tsdb_files" ]; then
 fi
 recipe=$( (cat "$0" "$here"/*-entrypoint.sh; echo "$pg_pkg"; [ -z "$tsdb_files" ] || cat $tsdb_files) | sha256sum | cut -c1-12)
 repo=qbctl-standin
+tag=${QBCTL_STANDIN_TAG:-test}  # tests/helpers.py reads the same variable
 services=(postgres redis adminer redis-commander postgres17)
 
 have_all=1
 for s in "${services[@]}"; do
-  got=$(docker image inspect -f '{{index .Config.Labels "io.qbctl.standin"}}' "$repo/$s:test" 2>/dev/null || true)
+  got=$(docker image inspect -f '{{index .Config.Labels "io.qbctl.standin"}}' "$repo/$s:$tag" 2>/dev/null || true)
   [ "$got" = "$recipe" ] || have_all=0
 done
 if [ "$have_all" = 1 ]; then echo "stand-in images up to date ($recipe)"; exit 0; fi
@@ -64,7 +66,7 @@ commit() {  # commit NAME CHANGE... (from $from, the bookworm base unless set)
   local cid; cid=$(docker create "${from:-$base}" /bin/true)
   local args=(--change "LABEL io.qbctl.standin=$recipe")
   for c in "$@"; do args+=(--change "$c"); done
-  docker commit "${args[@]}" "$cid" "$repo/$name:test" >/dev/null
+  docker commit "${args[@]}" "$cid" "$repo/$name:$tag" >/dev/null
   docker rm -f "$cid" >/dev/null
 }
 commit postgres 'ENV PGDATA=/var/lib/postgresql/data' 'ENV LANG=C.UTF-8' 'ENV PG_MAJOR=15' \
