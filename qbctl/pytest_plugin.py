@@ -98,6 +98,53 @@ def _qb_postgres(_qb_settings, pytestconfig):
     _run(session.open)
     yield session
     session.close()
+    _report(pytestconfig, {"templates": session.templates, "clone_seconds": session.clone_seconds,
+                           "strategy": session.strategy})
+
+
+# --- the summary line: what the session (all xdist workers) did with templates and clones --------
+_STATS = pytest.StashKey[list]()
+
+
+def _report(config, stats: dict) -> None:
+    config.stash.setdefault(_STATS, []).append(stats)
+    if hasattr(config, "workeroutput"):  # an xdist worker: the controller prints it
+        config.workeroutput["qbctl"] = stats
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    stats = getattr(node, "workeroutput", {}).get("qbctl")
+    if stats:
+        node.config.stash.setdefault(_STATS, []).append(stats)
+
+
+def summary(all_stats: list[dict]) -> str:
+    """One line: each template and how this run had it; the clones made, their median time. Pure."""
+    hows: dict[str, dict[str, float]] = {}
+    for stats in all_stats:
+        for name, (how, seconds) in stats["templates"].items():
+            hows.setdefault(name, {})[how] = max(seconds, hows.get(name, {}).get(how, 0.0))
+    parts = []
+    for name, how in hows.items():
+        if "built" in how:
+            parts.append(f"template {name} built in {how['built']:.1f}s")
+        elif "waited" in how:
+            parts.append(f"template {name} built by another session (waited {how['waited']:.1f}s)")
+        else:
+            parts.append(f"template {name} found ready")
+    times = sorted(t for stats in all_stats for t in stats["clone_seconds"])
+    if times:
+        strategies = "/".join(sorted({stats["strategy"] for stats in all_stats}))
+        parts.append(f"{len(times)} test database{'s' if len(times) != 1 else ''} cloned ({strategies}, median "
+                     f"{times[len(times) // 2] * 1000:.0f} ms)")
+    return "qbctl: " + "; ".join(parts)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    stats = config.stash.get(_STATS, None)
+    if stats and not hasattr(config, "workeroutput"):
+        terminalreporter.write_line(summary(stats))
 
 
 @pytest.fixture(scope="session")

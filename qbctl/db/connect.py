@@ -69,9 +69,7 @@ def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, time
     told = False
     while True:
         try:
-            return psycopg.connect(dsn(settings), connect_timeout=max(1, int(timeout)), autocommit=autocommit,
-                                   application_name="qbctl", client_encoding="UTF8",
-                                   prepare_threshold=5 if prepared else None)
+            return _psycopg(dsn(settings), timeout, autocommit, prepared)
         except psycopg.Error as exc:
             text = " ".join(str(exc).split())
             if any(r in text for r in RETRYABLE) and time.monotonic() < deadline:
@@ -87,6 +85,13 @@ def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, time
             raise _unreachable(settings, text) from None
 
 
+def _psycopg(url: str, timeout: float, autocommit: bool = True, prepared: bool = True):
+    import psycopg
+
+    return psycopg.connect(url, connect_timeout=max(1, int(timeout)), autocommit=autocommit, application_name="qbctl",
+                           client_encoding="UTF8", prepare_threshold=5 if prepared else None)
+
+
 def connect_url(url: str, timeout: float = 5):
     """A psycopg connection (autocommit) to a URL as a test holds it: a clone of the pytest plugin's."""
     import re
@@ -94,8 +99,7 @@ def connect_url(url: str, timeout: float = 5):
     import psycopg
 
     try:
-        return psycopg.connect(url, connect_timeout=max(1, int(timeout)), autocommit=True, application_name="qbctl",
-                               client_encoding="UTF8")
+        return _psycopg(url, timeout)
     except psycopg.Error as exc:
         shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url.split("?", 1)[0])
         reason = " ".join(str(exc).split()).split("FATAL:")[-1].strip()[:300]

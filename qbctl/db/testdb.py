@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect, files
-from qbctl.errors import CheckFailed, NotOwned, QbctlError, TimescaleMissing, Unavailable
+from qbctl.errors import ConfigError, NotOwned, QbctlError, TimescaleMissing, Unavailable, UsageError
 from qbctl.events import Event, Events, Status, ignore
 
 FORMAT = 1  # what a template is made of, beyond the files: bump when the making changes
@@ -183,8 +183,8 @@ class Session:
         self.without_timescaledb = without_timescaledb
         self.strategy = (strategy or STRATEGY).upper()
         if self.strategy not in STRATEGIES:
-            raise CheckFailed(f"clone strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}",
-                              code="CONFIG_INVALID")
+            raise ConfigError(f"qb_clone_strategy = {strategy!r}: expected one of {', '.join(STRATEGIES)}",
+                              hint="fix qb_clone_strategy in the pytest configuration")
         self.events = events
         self.owner = f"{secrets.randbits(63):016x}"
         self.conn = None
@@ -193,6 +193,10 @@ class Session:
         self._lock = threading.Lock()  # the control connection is used by one thread at a time
         self._count = 0
         self._cloners: dict[str, _Cloner] = {}
+        # What this session did, for the plugin's summary line: template -> how it was had
+        # ("built" / "found" / "waited"), seconds spent; clones made and their CREATE DATABASE times.
+        self.templates: dict[str, tuple[str, float]] = {}
+        self.clone_seconds: list[float] = []
 
     # --- the session ------------------------------------------------------------------------------
     def open(self) -> SweepResult:
@@ -284,9 +288,12 @@ class Session:
         name = TEMPLATE + sum_[:16]
         self._sql("SELECT pg_advisory_lock_shared(%s)", (derived_key("use:" + sum_),))  # in use: kept by sweeps
         if self._ready(name):
+            self.templates.setdefault(name, ("found", 0.0))
             return name
         base = self.template() if seed else None
-        self._build(name, sum_, tsdb, base, seed, seeded)
+        t0 = time.monotonic()
+        how = self._build(name, sum_, tsdb, base, seed, seeded)
+        self.templates[name] = (how, round(time.monotonic() - t0, 3))
         return name
 
     def _timescaledb_for(self, sql: list[files.SqlFile]) -> str | None:
@@ -317,13 +324,14 @@ class Session:
         return True
 
     def _build(self, name: str, sum_: str, tsdb: str | None, base: str | None, seed: tuple[int, int] | None,
-               seeded: str) -> None:
+               seeded: str) -> str:
+        """Build the template, or wait for another session's build of it: "built" or "waited"."""
         key = derived_key("build:" + sum_)
         deadline = time.monotonic() + BUILD_WAIT
         told = False
         while not self._sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
             if self._ready(name):
-                return
+                return "waited"
             if not told:
                 self.events(Event(Status.WAITING, f"another session is building the test template {name}; "
                                                   "waiting for it"))
@@ -336,7 +344,7 @@ class Session:
         build = f"{BUILD}{sum_[:16]}_{self.owner}"
         try:
             if self._ready(name):
-                return
+                return "waited"
             self.events(Event(Status.WORKING, f"building the test template {name}"))
             self._create(build, self.label("building", checksum=sum_), template=base)
             settings = with_database(self.settings, build)
@@ -345,6 +353,7 @@ class Session:
             else:
                 self._seed(settings, seed, tsdb)
             self._finish(build, name, self.label("template", checksum=sum_, seeded=seeded))
+            return "built"
         except BaseException:
             try:
                 self._drop(build)
@@ -447,7 +456,9 @@ class Session:
 
         for attempt in range(100):
             try:
+                t0 = time.monotonic()
                 self._create(name, self.label("clone", checksum=template), template=template)
+                self.clone_seconds.append(time.monotonic() - t0)
                 return
             except psycopg.errors.ObjectInUse:
                 # A session in the template (the launcher's scheduler, started again before the template
@@ -542,14 +553,14 @@ def pick_jobs(jobs: list[tuple[int, str, str]], relation: str | None, kind: str 
     its schema) and of `kind` (compression, retention, refresh); CheckFailed naming the jobs there are
     when none matches, so that a typo is no silent no-op. Pure."""
     if kind is not None and kind not in JOB_KINDS:
-        raise CheckFailed(f"job kind {kind!r}: expected one of {', '.join(JOB_KINDS)}", code="USAGE")
+        raise UsageError(f"job kind {kind!r}: expected one of {', '.join(JOB_KINDS)}")
     picked = [job for job, proc, rel in jobs
               if (kind is None or proc in JOB_KINDS[kind])
               and (relation is None or relation in (rel, rel.split(".", 1)[-1]))]
     if not picked:
         there = ", ".join(f"{_kind(proc)} on {rel.split('.', 1)[-1]}" for _, proc, rel in jobs) or "none"
         what = " ".join(x for x in (kind, "job", f"on {relation}" if relation else "") if x)
-        raise CheckFailed(f"no TimescaleDB policy {what} in this database (its jobs: {there})", code="USAGE")
+        raise UsageError(f"no TimescaleDB policy {what} in this database (its jobs: {there})")
     return picked
 
 
