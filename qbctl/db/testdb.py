@@ -352,6 +352,10 @@ class Session:
                 self._migrate(settings, tsdb)
             else:
                 self._seed(settings, seed, tsdb)
+            with connect.connect(settings, timeout=5) as conn:
+                # Compacted (the migration's catalog churn) and frozen, as template0 is: a smaller copy per clone,
+                # and no clone ever needs an anti-wraparound vacuum of what it inherited.
+                conn.execute("VACUUM (FULL, FREEZE, ANALYZE)")
             self._finish(build, name, self.label("template", checksum=sum_, seeded=seeded))
             return "built"
         except BaseException:
@@ -402,7 +406,6 @@ class Session:
                                            " WHERE proc_name IN ('policy_compression', 'policy_columnstore')"
                                            " ORDER BY job_id").fetchall():
                     conn.execute(f"CALL run_job({int(job)})")
-                conn.execute("VACUUM ANALYZE")
         self._pause_jobs(settings)
 
     def _pause_jobs(self, settings: Settings) -> None:
