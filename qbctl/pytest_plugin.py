@@ -59,12 +59,12 @@ def _run(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except QbctlError as err:
-        _fail(err)
+        failure = err
     except Exception as exc:  # noqa: BLE001 - a psycopg or redis error in words; anything else is a bug
-        err = connect.escaped_error(exc, "the pytest plugin")
-        if err is None:
+        failure = connect.escaped_error(exc, "the pytest plugin")
+        if failure is None:
             raise
-        _fail(err)
+    _fail(failure)  # outside the handler: the report shows the line, not the exception it came from
 
 
 @pytest.fixture(scope="session")
@@ -138,13 +138,13 @@ def summary(all_stats: list[dict]) -> str:
         strategies = "/".join(sorted({stats["strategy"] for stats in all_stats}))
         parts.append(f"{len(times)} test database{'s' if len(times) != 1 else ''} cloned ({strategies}, median "
                      f"{times[len(times) // 2] * 1000:.0f} ms)")
-    return "qbctl: " + "; ".join(parts)
+    return "qbctl: " + "; ".join(parts) if parts else ""
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    stats = config.stash.get(_STATS, None)
-    if stats and not hasattr(config, "workeroutput"):
-        terminalreporter.write_line(summary(stats))
+    line = summary(config.stash.get(_STATS, []))
+    if line and not hasattr(config, "workeroutput"):
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
