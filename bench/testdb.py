@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VENV = ROOT / "bench" / ".venv-testdb"
+# Outside the repository: an installed qbctl carries sql/ (a second copy of each file in the tree).
+VENV = Path(tempfile.gettempdir()) / "qbctl-bench-testdb-venv"
 sys.path.insert(0, str(ROOT))
 
 from bench.run import free_port  # noqa: E402
