@@ -135,7 +135,11 @@ VARIANTS = {  # name: (-k, extra pytest arguments)
 
 
 def sh(*cmd, **kw):
-    return subprocess.run(cmd, capture_output=True, text=True, check=True, **kw)
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {proc.stdout[-2000:]}"
+                           f"{proc.stderr[-2000:]}")
+    return proc
 
 
 class TestdbBench:
