@@ -177,6 +177,7 @@ def qb_session_database_url(_qb_postgres, _qb_template) -> str:
 
     name = _run(_qb_postgres.clone, _qb_template)
     try:
+        _run(_qb_postgres.keep_scheduler_off, name)
         yield testdb.url(_qb_postgres.settings, name)
     finally:
         _qb_postgres.drop(name)

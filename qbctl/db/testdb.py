@@ -474,6 +474,14 @@ class Session:
     def drop(self, name: str) -> None:
         self._drop(name)
 
+    def keep_scheduler_off(self, name: str) -> None:
+        """A clone that lives long (the session's) would get a TimescaleDB scheduler at the launcher's next
+        poll (a minute), taking one of TIMESCALEDB_MAX_BACKGROUND_WORKERS from the stack's own database
+        for the whole session although its jobs are paused: stopped for it here."""
+        with connect.connect(with_database(self.settings, name), timeout=5) as conn:
+            if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
+                conn.execute("SELECT _timescaledb_functions.stop_background_workers()")
+
     def cloner(self, template: str) -> _Cloner:
         """The session's clone maker for `template`: clones made one ahead, dropped behind."""
         if template not in self._cloners:
