@@ -159,6 +159,7 @@ class TestdbBench:
             if os.environ.get(key) or not _pullable():
                 self.env[key] = os.environ.get(key) or f"qbctl-standin/{image}:test"
         self.results: dict[str, dict] = {}
+        self.retries = 0
 
     def setup(self) -> None:
         if not VENV.exists():
@@ -177,12 +178,23 @@ class TestdbBench:
         args = ["pytest", "-q", "-p", "no:cacheprovider", "-k", k, *extra]
         if workers:
             args += ["-n", str(workers)]
-        load = os.getloadavg()[0]
-        started = time.perf_counter()
-        proc = subprocess.run(args, cwd=self.folder, env={**self.env, "QB_BENCH_OUT": str(out), "QB_BENCH_N": str(n)},
-                              capture_output=True, text=True, timeout=3600)
-        wall = time.perf_counter() - started
-        if proc.returncode != 0:
+        for _attempt in range(3):
+            load = os.getloadavg()[0]
+            started = time.perf_counter()
+            proc = subprocess.run(args, cwd=self.folder, capture_output=True, text=True, timeout=3600,
+                                  env={**self.env, "QB_BENCH_OUT": str(out), "QB_BENCH_N": str(n)})
+            wall = time.perf_counter() - started
+            if proc.returncode == 0:
+                break
+            # This machine is shared: another suite may restart the Docker engine under the run (its
+            # containers restart with it). Said, the stack brought back, the session run again.
+            print(f"bench: {name}: pytest exited {proc.returncode} ({proc.stdout.strip().splitlines()[-1:]}); "
+                  "again", file=sys.stderr, flush=True)
+            self.retries += 1
+            out.unlink(missing_ok=True)
+            time.sleep(10)
+            sh(str(VENV / "bin" / "qbctl"), "up", "postgres", "redis", "--no-ui", env=self.env, cwd=self.folder)
+        else:
             raise RuntimeError(f"{name}: pytest exited {proc.returncode}: {proc.stdout[-3000:]}{proc.stderr[-2000:]}")
         times = [t for line in out.read_text().splitlines() for t in json.loads(line)]
         summary = next((line for line in proc.stdout.splitlines() if line.startswith("qbctl: ")), "")
@@ -255,7 +267,7 @@ def main() -> None:
     table = bench.report()
     print(table)
     out = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": args.runs, "cpus": os.cpu_count(),
-           "results": bench.results}
+           "sessions_run_again": bench.retries, "results": bench.results}
     (ROOT / "bench" / "testdb.json").write_text(json.dumps(out, indent=1) + "\n")
     (ROOT / "bench" / "testdb.md").write_text(table + "\n")
 

@@ -97,7 +97,7 @@ def _qb_postgres(_qb_settings, pytestconfig):
                    strategy=pytestconfig.getini("qb_clone_strategy") or None)
     _run(session.open)
     yield session
-    session.close()
+    _run(session.close)
     _report(pytestconfig, {"templates": session.templates, "clone_seconds": session.clone_seconds,
                            "strategy": session.strategy})
 
@@ -180,7 +180,7 @@ def qb_session_database_url(_qb_postgres, _qb_template) -> str:
         _run(_qb_postgres.keep_scheduler_off, name)
         yield testdb.url(_qb_postgres.settings, name)
     finally:
-        _qb_postgres.drop(name)
+        _run(_qb_postgres.drop, name)
 
 
 def _seed_spec(config) -> tuple[int, int]:
@@ -236,7 +236,7 @@ def _qb_redis(_qb_settings):
     session = testredis.RedisSession(_qb_settings, f"{secrets.randbits(63):016x}")
     _run(session.open)
     yield session
-    session.close()
+    _run(session.close)
 
 
 @pytest.fixture(scope="session")
@@ -266,4 +266,4 @@ def qb_session_redis_url(_qb_redis) -> str:
     try:
         yield testredis.url(_qb_redis.settings, index)
     finally:
-        _qb_redis.release(index)
+        _run(_qb_redis.release, index)
