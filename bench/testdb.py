@@ -192,8 +192,14 @@ class TestdbBench:
                   "again", file=sys.stderr, flush=True)
             self.retries += 1
             out.unlink(missing_ok=True)
-            time.sleep(10)
-            sh(str(VENV / "bin" / "qbctl"), "up", "postgres", "redis", "--no-ui", env=self.env, cwd=self.folder)
+            for _ in range(12):  # the engine itself may take a while to come back
+                time.sleep(10)
+                try:
+                    sh(str(VENV / "bin" / "qbctl"), "up", "postgres", "redis", "--no-ui", env=self.env,
+                       cwd=self.folder)
+                    break
+                except RuntimeError:
+                    continue
         else:
             raise RuntimeError(f"{name}: pytest exited {proc.returncode}: {proc.stdout[-3000:]}{proc.stderr[-2000:]}")
         times = [t for line in out.read_text().splitlines() for t in json.loads(line)]
@@ -220,6 +226,7 @@ class TestdbBench:
             for name, r in round_.items():
                 r["cost_per_test_ms"] = round(r["median_ms"] - floor, 1)
                 self.results.setdefault(name, {"sessions": []})["sessions"].append(r)
+            self.save()
             for name, k, extra in (("-n 4: without", "test_without", []),
                                    ("-n 4: qb_database_url (FILE_COPY)", "test_clone",
                                     ["-o", "qb_clone_strategy=FILE_COPY"]),
@@ -227,6 +234,15 @@ class TestdbBench:
                                     ["-o", "qb_clone_strategy=WAL_LOG"])):
                 r = self.session(name, k, extra, 100, workers=4)
                 self.results.setdefault(name, {"sessions": []})["sessions"].append(r)
+                self.save()
+
+    def save(self) -> None:
+        """The results so far (a run the shared machine breaks keeps what it measured)."""
+        table = self.report()
+        out = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": self.runs, "cpus": os.cpu_count(),
+               "sessions_run_again": self.retries, "results": self.results}
+        (ROOT / "bench" / "testdb.json").write_text(json.dumps(out, indent=1) + "\n")
+        (ROOT / "bench" / "testdb.md").write_text(table + "\n")
 
     def report(self) -> str:
         lines = ["| variant | tests per session | median test | cost per test (median over rounds) | session wall "
@@ -264,12 +280,8 @@ def main() -> None:
         bench.run()
     finally:
         bench.cleanup()
-    table = bench.report()
-    print(table)
-    out = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": args.runs, "cpus": os.cpu_count(),
-           "sessions_run_again": bench.retries, "results": bench.results}
-    (ROOT / "bench" / "testdb.json").write_text(json.dumps(out, indent=1) + "\n")
-    (ROOT / "bench" / "testdb.md").write_text(table + "\n")
+    bench.save()
+    print(bench.report())
 
 
 if __name__ == "__main__":

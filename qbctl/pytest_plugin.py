@@ -90,11 +90,14 @@ def _fail(err):
 @pytest.fixture(scope="session")
 def _qb_postgres(_qb_settings, pytestconfig):
     """This session's use of the PostgreSQL server: its lock, its sweep of leftovers, its clones."""
+    import os
+
     from qbctl.db import testdb
 
     session = _run(testdb.Session, _qb_settings,
                    without_timescaledb=_option(pytestconfig, "qb_without_timescaledb"),
-                   strategy=pytestconfig.getini("qb_clone_strategy") or None)
+                   strategy=pytestconfig.getini("qb_clone_strategy") or None,
+                   workers=int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
     _run(session.open)
     yield session
     _run(session.close)
