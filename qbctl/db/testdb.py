@@ -218,7 +218,7 @@ class Session:
             "SELECT (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),"
             " current_setting('shared_preload_libraries') LIKE '%timescaledb%'").fetchone())
         self.conn.execute("SELECT pg_advisory_lock(%s)", (key_of(self.owner),))
-        # Drops beside the creates measured 30-50% less per test (docs/benchmarks.md), for one more
+        # Drops beside the creates measured 30% less per test (docs/benchmarks.md), for one more
         # connection: taken by a session that runs alone (no xdist: its workers overlap their clones
         # anyway and would need a connection each) on a server with room for it, its tests and others.
         free = self.conn.execute("SELECT current_setting('max_connections')::int - count(*) FROM pg_stat_activity"
