@@ -224,7 +224,7 @@ def budget(out: Output, result) -> None:
         out.para(f"not measured: {n}")
     for n in result.notes:
         out.para(f"note: {n}")
-    judged = "; judged: the settings, which the next `qbctl up` applies, not what runs" if differ else ""
+    judged = "; predicted: for what the next `qbctl up` applies, not for what runs now" if differ else ""
     out.para(f"{'fits' if result.ok else 'does NOT fit'} in {result.budget_mb:g}MB "
              f"(bars: # {measured}, = predicted, ! past the share{judged})")
 

@@ -65,7 +65,8 @@ def _mb(n: float) -> float:
 def _pg_fix(s: Settings, pred: model.Prediction, share: int) -> str:
     over = pred.bytes - int(share * (1 - model.CACHE_RESERVE))
     sessions = next(t for t in pred.terms if t.name == "sessions")
-    per_session = s["QBCTL_POSTGRES_BACKEND_OVERHEAD"] + s["POSTGRES_WORK_MEM"]
+    # each connection: a session, and its process slot in shared memory
+    per_session = s["QBCTL_POSTGRES_BACKEND_OVERHEAD"] + s["POSTGRES_WORK_MEM"] + model.SHARED_PER_SLOT
     fewer = s["POSTGRES_MAX_CONNECTIONS"] - math.ceil(over / per_session)
     options = []
     if fewer >= 4 and sessions.bytes:
@@ -114,6 +115,10 @@ def _pg_item(s: Settings, run: running.Running) -> Item:
     item = _predicted("postgres", model.postgres(values), share, basis)
     if not item.ok:
         item.fix = _pg_fix(s, model.postgres(values), share)
+        if reading is not None and reading.in_data():
+            names = ", ".join(reading.in_data())
+            item.fix = f"reset what is set for the database or its user (ALTER ROLE/DATABASE ... RESET {names}), or " \
+                       f"{item.fix}"
     if reading is not None:
         item.running_mb = model.postgres(running.running_pg_values(reading, s)).mb
         item.differences = running.differences(

@@ -85,13 +85,15 @@ PG_UNITS = {"shared_buffers": (8192, "8kB"), "wal_buffers": (8192, "8kB"), "temp
 
 
 def server_rows(s, source="command line", **changed) -> list[tuple]:
-    """pg_settings rows as a server started with these settings shows them (`changed`: other values)."""
+    """pg_settings rows as a server started with these settings shows them (`changed`: other values, from
+    `source` when qbctl decides them)."""
     values = {**running.PG_SERVER_DECIDES, **running.pg_settings_values(s), **changed}
     rows = []
     for name, value in values.items():
         factor, unit = PG_UNITS.get(name, (1, None))
         shown = value / factor if value >= 0 else value
-        rows.append((name, f"{shown:g}", unit, source if name in running.PG_DECIDED else "default"))
+        where = (source if name in changed else "command line") if name in running.PG_DECIDED else "default"
+        rows.append((name, f"{shown:g}", unit, where))
     return rows
 
 
@@ -148,6 +150,8 @@ def test_a_value_set_for_the_database_or_its_user_is_the_servers():
     assert not item.ok and not result.ok
     (d,) = [d for d in item.differences if d.value == "work_mem"]
     assert d.applied_by_up is False and "`qbctl up` does not change it" in d.text and "ALTER" in d.text
+    assert item.fix.startswith("reset what is set for the database or its user (ALTER ROLE/DATABASE ... RESET "
+                               "work_mem)")
 
 
 def test_redis_running_with_another_maxmemory_is_named_and_the_settings_judged():
