@@ -77,6 +77,8 @@ def test_budget_judges_the_settings_up_or_down_and_names_what_runs_otherwise(pro
     assert "redis: running: maxmemory 100MB; settings: 900MB, applied by the next `qbctl up`" in human.stdout
     assert "does NOT fit in 1024MB" in human.stdout and "REDIS_MAX_MEMORY=105MB" in human.stderr
     no_traceback(human)
+    health = {c["name"]: c for c in json.loads(qbctl("health", "--json", env=over, cwd=tmp_path).stdout)["checks"]}
+    assert health["redis config"]["detail"].endswith("settings say 900MB, allkeys-lru: `qbctl up` recreates it")
     work_mem = qbctl("budget", "--json", env={**env, "POSTGRES_WORK_MEM": "8MB"}, cwd=tmp_path)
     assert [d["text"] for d in _items(work_mem)["postgres"]["differences"]] == [
         "running: work_mem 4MB; settings: 8MB, applied by the next `qbctl up`"]
@@ -97,6 +99,8 @@ def test_budget_judges_the_settings_up_or_down_and_names_what_runs_otherwise(pro
     (d,) = _items(runtime)["redis"]["differences"]
     assert d["applied_by_up"] is False and "CONFIG SET" in d["text"] and "keeps the container" in d["text"]
     assert any("redis as it runs now" in n and "does not fit" in n for n in json.loads(runtime.stdout)["notes"])
+    health = {c["name"]: c for c in json.loads(qbctl("health", "--json", env=env, cwd=tmp_path).stdout)["checks"]}
+    assert not health["redis config"]["ok"] and "changed at runtime (CONFIG SET)" in health["redis config"]["detail"]
     _redis(env).config_set("maxmemory", "100mb")
 
     # Down: the same configuration, the same prediction (within 1%), from the settings alone.
