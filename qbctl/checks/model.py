@@ -54,7 +54,6 @@ class Term:
 class Prediction:
     service: str
     terms: tuple[Term, ...]
-    source: str  # where the values came from, in words
 
     @property
     def bytes(self) -> int:
@@ -108,15 +107,16 @@ def shared_fixed(allocated: int, running: PgValues) -> int:
     return max(0, allocated - running.shared_sized())
 
 
-def postgres(v: PgValues, source: str = "settings") -> Prediction:
+def postgres(v: PgValues) -> Prediction:
     # A session at the peak: its own memory (catalog and TimescaleDB caches, plans) and one sort at
     # work_mem. A hash may take work_mem x hash_mem_multiplier; measured over the backend's queries,
     # the sessions' average at the peak is one work_mem (docs/benchmarks.md).
     session = v.backend + v.work_mem
     sessions = max(0, v.max_connections - v.superuser_reserved_connections)
     parallel = min(v.max_parallel_workers, sessions * v.max_parallel_workers_per_gather)
-    # VACUUM's dead-tuple array and CREATE INDEX's sort take up to this limit. A table's size bounds
-    # the array, but tables grow (orders and trades are never dropped): the configuration allows the limit.
+    # An autovacuum worker's dead-tuple array takes up to this limit. The table's size bounds it, but
+    # tables grow (orders and trades are never dropped): the configuration allows the limit, and the
+    # prediction is for the configuration, not for today's data (the same with the stack down).
     vacuum_limit = v.autovacuum_work_mem if v.autovacuum_work_mem > 0 else v.maintenance_work_mem
     vacuum_name = "autovacuum_work_mem" if v.autovacuum_work_mem > 0 else "maintenance_work_mem"
     # TimescaleDB's workers: its launcher, a scheduler per database with the extension, and the jobs.
@@ -144,7 +144,7 @@ def postgres(v: PgValues, source: str = "settings") -> Prediction:
              if v.tsdb_background_workers else "no TimescaleDB"),
         Term("temp_buffers", 0, f"{_mb(v.temp_buffers)} x sessions that use temporary tables: none in the backend"),
     )
-    return Prediction("postgres", terms, source)
+    return Prediction("postgres", terms)
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ class RedisValues:
     saves: bool  # background saves configured (the `save` rules, or AOF rewrites)
 
 
-def redis(v: RedisValues, source: str = "settings") -> Prediction:
+def redis(v: RedisValues) -> Prediction:
     data = int(v.maxmemory * REDIS_FRAGMENTATION)
     terms = (
         Term("data", data, f"maxmemory {_mb(v.maxmemory)} x fragmentation {REDIS_FRAGMENTATION:g}; client "
@@ -163,7 +163,7 @@ def redis(v: RedisValues, source: str = "settings") -> Prediction:
              f"fork: {int(REDIS_COW_SHARE * 100)}% of maxmemory rewritten during a save and copied" if v.saves
              else "no background saves (save '')"),
     )
-    return Prediction("redis", terms, source)
+    return Prediction("redis", terms)
 
 
 def _mb(n: float) -> str:
