@@ -182,8 +182,8 @@ class Difference:
 
     value: str  # the server's name for it: maxmemory, work_mem, memory limit
     setting: str | None  # the setting that changes it (None: qbctl's own fixed value)
-    running: float | str
-    settings: float | str
+    running: float | int | str  # bytes, counts, or a word (maxmemory-policy)
+    settings: float | int | str
     applied_by_up: bool | None  # does the next `qbctl up` apply the settings' value (None: not known)
     text: str
 
@@ -198,6 +198,11 @@ def show(name: str, value: float | str) -> str:
     if isinstance(value, str) or name not in SIZES or value < 0:
         return value if isinstance(value, str) else f"{value:g}"
     return f"{round(value / MB, 1):g}MB" if value >= MB else f"{value / 1024:g}kB"
+
+
+def _plain(value: float | str) -> float | int | str:
+    """JSON's shape of a value: 100 connections and 104857600 bytes as integers."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _same(name: str, have: float | str, want: float | str) -> bool:
@@ -226,5 +231,5 @@ def differences(settings_values: dict, running_values: dict, recreated: bool | N
         else:
             applied, how = False, why_kept
         text = f"running: {name} {show(name, have)}; settings: {show(name, want)}, {how}"
-        found.append(Difference(name, (setting_of or {}).get(name), have, want, applied, text))
+        found.append(Difference(name, (setting_of or {}).get(name), _plain(have), _plain(want), applied, text))
     return found

@@ -133,6 +133,8 @@ def test_the_server_fills_in_only_what_the_settings_do_not_decide():
         "running: work_mem 8MB; settings: 4MB, applied by the next `qbctl up`",
         "running: max_connections 100; settings: 10, applied by the next `qbctl up`"]
     assert item.differences[1].setting == "POSTGRES_MAX_CONNECTIONS" and item.differences[1].applied_by_up
+    assert (item.differences[1].running, item.differences[1].settings) == (100, 10)
+    assert isinstance(item.differences[1].running, int) and item.differences[0].running == 8 * MB
     assert "superuser_reserved_connections 5, autovacuum_work_mem 8MB" in item.basis
     # Whether TimescaleDB is loaded is the image's to say: a server without it has no workers to count.
     plain = running.PgReading.from_rows([r for r in server_rows(s) if not r[0].startswith("timescaledb.")],
