@@ -200,11 +200,15 @@ def budget(out: Output, result) -> None:
               [(i.name, f"{i.budget_mb:g}MB", f"{i.configured_mb:g}MB" if i.configured_mb is not None else "-",
                 f"{i.measured_mb:g}MB" if i.measured_mb is not None else "-",
                 _bar(i.measured_mb, i.configured_mb, i.budget_mb), "ok" if i.ok else "OVER") for i in prod])
+    differ = [(i.name, d) for i in prod for d in i.differences]
+    for name, d in differ:  # what runs is not what the settings say: the prediction is for the settings
+        out.para(f"{name}: {d.text}")
     for i in prod:
         if not i.terms:
             out.para(f"{i.name}: {i.derivation}", indent="  ")
             continue
-        out.para(f"{i.name}: {i.configured_mb:g}MB predicted; {i.derivation.rsplit('MB; ', 1)[-1]}", indent="  ")
+        now = f" (as it runs now: {i.running_mb:g}MB)" if i.differences and i.running_mb is not None else ""
+        out.para(f"{i.name}: {i.configured_mb:g}MB predicted{now}; {i.basis}", indent="  ")
         for n, t in enumerate(i.terms):  # every term, the zero ones too: they say why they are zero
             out.para(f"{'+ ' if n else '  '}{t['name']} {t['mb']:g}MB: {t['text']}", indent="    ")
     if result.load:
@@ -218,8 +222,11 @@ def budget(out: Output, result) -> None:
         for i in dev))
     for n in result.not_measured:
         out.para(f"not measured: {n}")
+    for n in result.notes:
+        out.para(f"note: {n}")
+    judged = "; predicted: for what the next `qbctl up` applies, not for what runs now" if differ else ""
     out.para(f"{'fits' if result.ok else 'does NOT fit'} in {result.budget_mb:g}MB "
-             f"(bars: # {measured}, = predicted, ! past the share)")
+             f"(bars: # {measured}, = predicted, ! past the share{judged})")
 
 
 def _ms(x) -> str:
@@ -234,7 +241,8 @@ def _load(out: Output, result) -> None:
         if i.kills or i.peak_with_cache_mb is not None:
             share = f"{i.measured_mb / i.budget_mb * 100:.0f}%" if i.measured_mb else "-"
             err = f"{i.error_pct:+g}%" if i.error_pct is not None else "-"
-            rows.append((i.name, f"{i.configured_mb:g}MB", f"{i.measured_mb:g}MB", f"{i.peak_with_cache_mb:g}MB",
+            predicted = i.running_mb if i.running_mb is not None else i.configured_mb  # of what was measured
+            rows.append((i.name, f"{predicted:g}MB", f"{i.measured_mb:g}MB", f"{i.peak_with_cache_mb:g}MB",
                          share, err, str(len(i.kills)) if i.kills else "none"))
     out.table(("service", "predicted", "peak", "with cache", "of share", "model error", "kills"), rows)
     for i in result.items:
