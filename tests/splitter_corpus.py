@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the texts as recorded: their bytes are the point)
 """SQL texts the splitter must split exactly as the hand-written splitter of qbctl <= 0.x did.
 
 `statement_checksums.json` beside the unit tests holds, for every text here and for every shipped
