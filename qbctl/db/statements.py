@@ -193,3 +193,11 @@ def outside_transaction(st: Statement) -> str | None:
     if _CAGG.match(st.code) and not _NO_DATA.search(st.code):
         return "CREATE MATERIALIZED VIEW ... WITH (timescaledb.continuous) WITH DATA"
     return None
+
+
+_MAY_COMMIT = re.compile(r"^(?:CALL|DO)\b")
+
+
+def may_commit(st: Statement) -> bool:
+    """A CALL or DO, whose procedure or block may COMMIT itself: only outside a transaction block (PG 11+)."""
+    return bool(_MAY_COMMIT.match(st.code))
