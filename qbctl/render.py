@@ -121,6 +121,12 @@ def migrate(out: Output, result) -> None:
     out.para(f"{result.database}: {done}; {result.up_to_date} up to date; {tsdb} ({result.seconds:.2f}s)")
 
 
+def db_new(out: Output, result) -> None:
+    out.line(result.path)  # alone on stdout: $EDITOR "$(qbctl db new add_audit)"
+    if not result.checked_against.startswith("the files the database"):
+        out.note(f"note: its order was checked against {result.checked_against}")
+
+
 def seed(out: Output, result) -> None:
     replaced = {t: n for t, n in (result.replaced or {}).items() if n}
     if replaced:

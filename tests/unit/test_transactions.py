@@ -46,3 +46,17 @@ def test_a_refusal_offers_only_the_fixes_that_plan(text, marker, line, fixes):
     assert split(text)[exc.value.index].line == line
     assert len(exc.value.fixes) == len(fixes)
     assert all(got.startswith(want) for got, want in zip(exc.value.fixes, fixes, strict=True)), exc.value.fixes
+
+
+def test_db_new_numbers_files_as_the_folder_does():
+    from qbctl.db.new import file_name
+    from qbctl.errors import UsageError
+
+    assert file_name("add audit", []) == "0001_add_audit.sql"
+    assert file_name("Add-Audit table.sql", ["0001_a.sql", "0009_b.sql", "notes.sql"]) == "0010_add_audit_table.sql"
+    assert file_name("x", ["001_a.sql"]) == "002_x.sql"
+    assert file_name("x", ["20250101120000_a.sql"], now=1767225600) == "20260101000000_x.sql"
+    assert file_name("x", ["20990101120000_a.sql"], now=1767225600) == "20990101120001_x.sql"
+    assert file_name("0042_mine", ["0001_a.sql"]) == "0042_mine.sql"
+    with pytest.raises(UsageError):
+        file_name("!!", [])
