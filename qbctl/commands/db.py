@@ -112,6 +112,23 @@ def seed(
 
 
 @db_app.command()
+def lint(ctx: typer.Context,
+         paths: Optional[List[str]] = typer.Argument(None, metavar="[FILE...]",
+                                                    help="Files to lint [default: the pending ones]"),
+         strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
+         json: bool = JSON_OPTION) -> None:
+    """What pending migrations will do on the VM: TimescaleDB's failures and locks, and squawk's rules."""
+    from qbctl import render
+    from qbctl.db import lint_run
+
+    st = state(ctx, json)
+    st.on_interrupt = "nothing was changed"
+    with st.out.progress("linting") as events:
+        result = lint_run.lint(st.settings, lint_run.LintOptions(paths=tuple(paths or ()), strict=strict), events)
+    finish(st, result, render.lint)
+
+
+@db_app.command()
 def new(ctx: typer.Context,
         name: str = typer.Argument(..., help="What the migration does, in a few words (add_audit_table); a number "
                                              "of your own in front (0012_add_audit) is kept."),
