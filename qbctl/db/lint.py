@@ -61,14 +61,18 @@ RULES = {  # id -> what it finds: the README's table of rules is checked against
 }
 
 
-def check(files: list[LintFile], catalog: Catalog, targets: set[str]) -> list[Finding]:
-    """The findings of the target files (labels), each judged in the state the VM has when it runs."""
+def check(files: list[LintFile], catalog: Catalog, targets: set[str], deployed_with: set[str] = frozenset()
+          ) -> list[Finding]:
+    """The findings of the target files (labels), each judged in the state the VM has when it runs.
+
+    `deployed_with`: files that run in the same deploy as the targets (the other pending files of a
+    database that has applied some): what they create is new there too, not filled by months of data."""
     parsed = {f.label: [(st, _parse(st)) for st in f.statements] for f in files}
     out: list[Finding] = []
     for f in files:
         if f.label not in targets:
             continue
-        state = _base(files, parsed, f, catalog)
+        state = _base(files, parsed, f, catalog, deployed_with)
         for st, nodes in parsed[f.label]:
             if isinstance(nodes, str):
                 out.append(Finding("unparsed", "warning", f.label, st.line, f"lint cannot parse it: {nodes}",
@@ -92,7 +96,8 @@ def _parse(st: Statement):
         return str(exc.args[0])
 
 
-def _base(files: list[LintFile], parsed: dict, target: LintFile, catalog: Catalog) -> dict[str, Table]:
+def _base(files: list[LintFile], parsed: dict, target: LintFile, catalog: Catalog,
+          deployed_with: set[str] = frozenset()) -> dict[str, Table]:
     """The tables when `target` runs on the VM: the schema files before it, the other policy files, then
     what the live database knows on top (it may be the VM itself, or a developer's copy of its shape)."""
     state: dict[str, Table] = {}
@@ -107,7 +112,7 @@ def _base(files: list[LintFile], parsed: dict, target: LintFile, catalog: Catalo
         for _, nodes in parsed[f.label]:
             if not isinstance(nodes, str):
                 for node in nodes:
-                    _apply(node, state, new=False)
+                    _apply(node, state, new=f.label in deployed_with)
     for name, live in catalog.tables.items():
         declared = state.get(name)
         merged = copy.deepcopy(live)

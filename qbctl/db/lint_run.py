@@ -60,7 +60,7 @@ def lint(settings: Settings, options: LintOptions = LintOptions(), events: Event
 
     local = files.load(settings)
     result = LintResult(strict=options.strict)
-    live, pending, why = _live(settings, local)
+    live, pending, fresh, why = _live(settings, local)
     catalog = live or cat.Catalog()
     result.catalog = f"the live database ({settings.pg.masked()})" if live else f"the files only: {why}"
     ordered = [f for f in local if f.kind == "schema"]
@@ -78,7 +78,10 @@ def lint(settings: Settings, options: LintOptions = LintOptions(), events: Event
         return result
     events(Event(Status.WORKING, f"linting {len(targets)} files"))
     lint_files = [rules.LintFile(f.label, f.kind, f.statements) for f in ordered]
-    found = rules.check(lint_files, catalog, set(result.files))
+    # A database that applied some files (a developer's, staging, the VM): the other pending files go out in the
+    # same deploy. A fresh one (CI) says nothing about the VM, where every earlier file ran long ago.
+    deployed_with = set(pending) if pending and not fresh else set()
+    found = rules.check(lint_files, catalog, set(result.files), deployed_with)
     squawk, result.squawk = _squawk(targets)
     errors_at = {(f.file, f.line) for f in found if f.severity == "error"}
     found += [f for f in squawk if (f.file, f.line) not in errors_at]
@@ -100,7 +103,8 @@ def lint(settings: Settings, options: LintOptions = LintOptions(), events: Event
 
 
 def _live(settings: Settings, local: list[files.SqlFile]):
-    """(the live catalog, the labels of the pending files, why not) where the database answers."""
+    """(the live catalog, the labels of the pending files, whether it applied none, why not) where the
+    database answers."""
     from qbctl.db import catalog as cat
     from qbctl.db import connect
     from qbctl.db.migrate import TODO, plan, read_applied, read_state
@@ -108,13 +112,14 @@ def _live(settings: Settings, local: list[files.SqlFile]):
     try:
         conn = connect.connect(settings, wait=0, timeout=2)
     except Unavailable as exc:
-        return None, None, f"the database did not answer ({exc.message}); every file is linted"
+        return None, None, True, f"the database did not answer ({exc.message}); every file is linted"
     with conn:
         rows = connect.psycopg_rows(conn)
         state = read_state(rows)
         applied = read_applied(rows, state)
         pending = {i.file for i in plan(local, applied, timescaledb=True) if i.state in TODO}
-        return cat.read(rows, settings.pg.masked()), pending, ""
+        fresh = not any(kind == "schema" for kind, _ in applied)
+        return cat.read(rows, settings.pg.masked()), pending, fresh, ""
 
 
 def _named(settings: Settings, local: list[files.SqlFile], paths: tuple[str, ...]) -> list[files.SqlFile]:
