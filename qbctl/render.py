@@ -121,6 +121,25 @@ def migrate(out: Output, result) -> None:
     out.para(f"{result.database}: {done}; {result.up_to_date} up to date; {tsdb} ({result.seconds:.2f}s)")
 
 
+def lint(out: Output, result) -> None:
+    for f in result.findings:
+        out.para(f"{f['file']}:{f['line']}: {f['severity']} {f['rule']}: {f['message']}")
+        out.para(f"safe: {f['safe']}", indent="  ")
+    if not result.files:
+        out.para("nothing to lint: every file is applied")
+        return
+    counts = f"{result.errors} error{'s' * (result.errors != 1)}, {result.warnings} warning" \
+             f"{'s' * (result.warnings != 1)}"
+    out.para(f"{counts} in {len(result.files)} file{'s' * (len(result.files) != 1)}; tables from "
+             f"{result.catalog}; squawk {result.squawk}")
+
+
+def db_new(out: Output, result) -> None:
+    out.line(result.path)  # alone on stdout: $EDITOR "$(qbctl db new add_audit)"
+    if not result.checked_against.startswith("the files the database"):
+        out.note(f"note: its order was checked against {result.checked_against}")
+
+
 def seed(out: Output, result) -> None:
     replaced = {t: n for t, n in (result.replaced or {}).items() if n}
     if replaced:
@@ -261,7 +280,11 @@ def _load(out: Output, result) -> None:
 
 def ci(out: Output, result) -> None:
     for s in result.steps:
-        out.line(f"{s['step']:<8} {'ok' if s['ok'] else 'FAILED':<7} {s['seconds']:.2f}s")
+        extra = ""
+        if s["step"] == "lint" and result.lint:
+            errors = sum(f["severity"] == "error" for f in result.lint)
+            extra = f"  {errors} errors, {len(result.lint) - errors} warnings (shown above; `qbctl db lint`)"
+        out.line(f"{s['step']:<8} {'ok' if s['ok'] else 'FAILED':<7} {s['seconds']:.2f}s{extra}")
     if result.exported:
         out.line("exported to GITHUB_ENV: " + ", ".join(result.exported))
     if result.ok:
