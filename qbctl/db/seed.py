@@ -203,17 +203,21 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
     return result
 
 
-CAGGS_SQL = """
+# The market_data seed wrote (the one `market_data` names, as COPY found it), not a namesake in another schema.
+SEEDED_TABLE = ("(SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+                " ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass('market_data'))")
+CAGGS_SQL = f"""
 SELECT view_name, format('%I.%I', view_schema, view_name) FROM timescaledb_information.continuous_aggregates
-WHERE hypertable_name = 'market_data' ORDER BY view_name
+WHERE (hypertable_schema, hypertable_name) = {SEEDED_TABLE} ORDER BY view_name
 """
 
 
-POLICIES_SQL = """
+POLICIES_SQL = f"""
 SELECT j.job_id FROM timescaledb_information.jobs j
 JOIN timescaledb_information.continuous_aggregates c
   ON (j.hypertable_schema, j.hypertable_name) = (c.materialization_hypertable_schema, c.materialization_hypertable_name)
-WHERE c.hypertable_name = 'market_data' AND j.proc_name = 'policy_refresh_continuous_aggregate' AND j.scheduled
+WHERE (c.hypertable_schema, c.hypertable_name) = {SEEDED_TABLE}
+  AND j.proc_name = 'policy_refresh_continuous_aggregate' AND j.scheduled
 ORDER BY 1
 """
 
