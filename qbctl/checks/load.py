@@ -36,7 +36,7 @@ QUERIES = {
                       " AND timeframe = '1m' ORDER BY time DESC LIMIT 200",
     "daily bars": "SELECT {bucket} AS day, {first_open}, max(high), min(low), {last_close}, sum(volume)"
                   " FROM market_data WHERE symbol = %s AND timeframe = '1m' AND time > now() - INTERVAL '28 days'"
-                  " GROUP BY day ORDER BY day",
+                  " GROUP BY 1 ORDER BY 1",  # by position: GROUP BY day would pick a column named day
     "ranking": "SELECT symbol, {last_close} / NULLIF({first_open}, 0) - 1 AS ret, sum(volume) AS vol"
                " FROM market_data WHERE timeframe = '1m' AND time > now() - INTERVAL '7 days'"
                " GROUP BY symbol ORDER BY ret DESC NULLS LAST, vol DESC",
