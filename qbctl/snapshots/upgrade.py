@@ -271,15 +271,16 @@ def _dump_old(eng: engine.Engine, settings: Settings, todo: UpgradePlan, work, e
             old.dump_globals(out)
         finally:
             out.close()
-        for db in old.databases():
+        for i, db in enumerate(old.databases()):
             events(Event(Status.WORKING, f"dumping {db}", "postgres"))
             inv = inventory.read(old.rows(db))
-            out = store.Writer(work / f"{db}.dump")
+            path = work / f"database-{i}.dump"  # numbered: a database's name may hold any character, / too
+            out = store.Writer(path)
             try:
                 old.dump(db, out)
             finally:
                 out.close()
-            dumps.append((db, work / f"{db}.dump", inv))
+            dumps.append((db, path, inv))
             events(Event(Status.DONE, f"dumped {db}: {len(inv.tables)} tables, {inv.rows:,} rows", "postgres"))
     finally:
         eng.remove_container(cid)
