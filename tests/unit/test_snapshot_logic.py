@@ -66,6 +66,30 @@ def test_a_checksum_made_another_way_is_not_the_same_checksum_and_counts_only_sk
     assert inventory.compare(inv(), actual) == ["public.market_data: 11 rows, expected 10"]
 
 
+def test_table_keys_stay_plain_unless_a_dot_or_quote_would_make_two_tables_one():
+    assert inventory.table_key("public", "market_data") == "public.market_data"
+    assert inventory.table_key("Other Schema", "MixedCase") == "Other Schema.MixedCase"  # as older snapshots read
+    assert inventory.table_key("a.b", "c") == '"a.b".c' != inventory.table_key("a", "b.c") == 'a."b.c"'
+    assert inventory.table_key("public", 'say "hi"') == 'public."say ""hi"""'
+    assert inventory.quote('x"y') == '"x""y"' and inventory.literal("it's") == "'it''s'"
+
+
+def test_names_come_back_whole_through_hex():
+    for name in ("t", "시세", "sep\x1erec\x1ffield\x1dnull", 'q"uote', "new\nline"):
+        assert inventory.unhex(name.encode().hex()) == name
+    assert inventory.unhex(None) is None
+    assert "search_path=pg_catalog,pg_temp" in inventory.READ_PGOPTIONS
+    assert "search_path" not in inventory.PGOPTIONS  # psql() runs TimescaleDB's functions by their plain names
+
+
+def test_migrations_compare_in_any_order_the_database_sorted_them_in():
+    two = [{"kind": "schema", "name": "0001.sql", "checksum": "ab"},
+           {"kind": "schema", "name": "A.sql", "checksum": "c"}]
+    assert inventory.compare(inv(migrations=two), inv(migrations=two[::-1])) == []
+    assert inventory.compare(inv(migrations=two), inv(migrations=two[:1])) == [
+        "applied migrations differ: 1, expected 2"]
+
+
 def settings_at(tmp_path: Path, **env):
     return settings_mod.load(environ={"QBCTL_PROJECT": "demo", **env}, cwd=tmp_path)
 
