@@ -350,7 +350,8 @@ def load(pg: Postgres, db: str, dump, expected: Inventory, events: Events) -> In
                           hint="the snapshot's dump and its inventory disagree: take a new snapshot")
     due = [(j["id"], j["next_start"]) for j in expected.jobs if j.get("next_start")]
     if due:  # each job due when it was at the snapshot (or at once, if that has passed), not all now
-        pg.psql(db, "SELECT " + ", ".join(f"alter_job({i}, next_start => {_lit(t)}::timestamptz)" for i, t in due),
+        pg.psql(db, "SELECT " + ", ".join(f"alter_job({int(i)}, next_start => {_lit(t)}::timestamptz)"
+                                     for i, t in due),
                 "setting when the jobs run next")
     if paused:
         pg.psql(db, f"UPDATE _timescaledb_config.bgw_job SET scheduled = true WHERE id IN ({','.join(paused)})",

@@ -220,12 +220,19 @@ def test_the_image_major_picks_the_volume_and_the_old_image_is_found_by_id():
     assert "`qbctl upgrade`" in volumes.ways_out("p_pgdata", "15")
 
 
-def test_the_stacks_own_role_is_left_out_of_the_roles_restored(tmp_path):
+def test_the_stacks_own_role_is_left_out_of_the_roles_restored_but_not_its_settings(tmp_path):
     dumped = tmp_path / "globals.sql"
     dumped.write_text("SET x = 1;\nCREATE ROLE qb_user;\nALTER ROLE qb_user WITH SUPERUSER PASSWORD 'SCRAM';\n"
                       "CREATE ROLE qb_user_ro;\nALTER ROLE qb_user_ro WITH LOGIN;\nCREATE ROLE \"qb_user\";\n")
     kept = upgrade._globals(dumped, "qb_user").decode()
     assert kept == "SET x = 1;\nCREATE ROLE qb_user_ro;\nALTER ROLE qb_user_ro WITH LOGIN;\n"
+    # As pg_dumpall 15 writes them: the user's settings stay; a name with a quote in it is written quoted.
+    dumped.write_text('CREATE ROLE "we""ird";\nALTER ROLE "we""ird" WITH LOGIN;\nCREATE ROLE qb_user;\n'
+                      "ALTER ROLE qb_user WITH LOGIN;\n-- User Config \"we\"ird\"\n"
+                      "ALTER ROLE \"we\"\"ird\" SET search_path TO 'public', 'pg_catalog';\n")
+    assert upgrade._globals(dumped, 'we"ird').decode() == (
+        "CREATE ROLE qb_user;\nALTER ROLE qb_user WITH LOGIN;\n-- User Config \"we\"ird\"\n"
+        "ALTER ROLE \"we\"\"ird\" SET search_path TO 'public', 'pg_catalog';\n")
 
 
 def test_working_database_names_fit_postgresql_and_versions_compare():
