@@ -34,8 +34,8 @@ def fingerprint(env, db=None) -> dict:
         out = {}
         for (table,) in conn.execute("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname"
                                      " IN ('public', 'qbctl') ORDER BY 1").fetchall():
-            out[table] = conn.execute(f"SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), ''))"
-                                      f" FROM {table} x").fetchone()
+            out[table] = conn.execute(f"SELECT count(*), md5(coalesce(string_agg(CAST(r.* AS text), '|' ORDER BY"
+                                      f" CAST(r.* AS text)), '')) FROM {table} AS r").fetchone()
         if conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()[0]:
             out["hypertables"] = conn.execute(
                 "SELECT hypertable_name, num_chunks, compression_enabled FROM timescaledb_information.hypertables"
