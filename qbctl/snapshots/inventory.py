@@ -86,13 +86,15 @@ WITH stable AS (
   FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
   LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
   WHERE a.attnum > 0 AND NOT a.attisdropped
+), rel AS (
+  SELECT attrelid, pg_catalog.bool_and(stable) AS stable, pg_catalog.bool_or(oids) AS oids FROM col GROUP BY attrelid
 )
 SELECT {hex_text("n.nspname")}, {hex_text("c.relname")},
        (pg_catalog.current_setting('server_version_num')::pg_catalog.int4 >= 140000
-        AND coalesce((SELECT pg_catalog.bool_and(col.stable) FROM col WHERE col.attrelid = c.oid), true))
-         ::pg_catalog.text,
-       coalesce((SELECT pg_catalog.bool_or(col.oids) FROM col WHERE col.attrelid = c.oid), false)::pg_catalog.text
+        AND coalesce(rel.stable, true))::pg_catalog.text,
+       coalesce(rel.oids, false)::pg_catalog.text
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN rel ON rel.attrelid = c.oid
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
   AND n.nspname NOT LIKE '\_timescaledb%' AND n.nspname NOT LIKE 'timescaledb\_%'
