@@ -227,6 +227,18 @@ def _forget(d: Declared, name: str) -> None:
 
 
 # --- the database's side -------------------------------------------------------------------------
+SCHEMA_SQL = ("SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
+              " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'")
+
+
+def extension_schema(rows: connect.Rows) -> str:
+    """The schema TimescaleDB's functions live in, quoted, for qbctl's calls to name: a search_path that
+    leaves it out (or puts a namesake function first) changes nothing. public where it is not installed."""
+    found = rows(SCHEMA_SQL)
+    return found[0][0] if found else "public"
+
+
+
 @dataclass(frozen=True)
 class Actual:
     hypertables: dict[str, tuple[str, str]]

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from qbctl.checks import load
+from qbctl.db import seed
 from qbctl.db.connect import psycopg_rows
 from qbctl.snapshots import inventory
 from tests import awkward
@@ -205,3 +206,31 @@ def test_the_loads_queries_hold_beside_columns_named_like_their_aliases(database
         got = {name: conn.execute(sql.format(**funcs), ("005930",) if "%s" in sql else None).fetchall()
                for name, sql in load.QUERIES.items()}
     assert len(got["daily bars"]) in (2, 3) and got["ranking"][0][0] == "005930"  # 48 hours: two or three days
+
+
+@pytest.mark.timescaledb
+def test_status_and_seed_name_timescaledbs_schema_whatever_the_search_path(database, needs_timescaledb, project):
+    """A search_path without TimescaleDB's schema (db status called hypertable_size by its plain name:
+    exit 70), and one with a namesake of alter_job ahead of it (seed pauses the refresh policies with it)."""
+    assert migrate(database, project).returncode == 0
+    name = database.rsplit("/", 1)[1]
+    with psycopg.connect(database, autocommit=True) as conn:
+        # The refresh policies seed pauses: one per aggregate of market_data (the jobs view names the aggregate).
+        assert len(conn.execute(seed.POLICIES_SQL).fetchall()) == 3
+        conn.execute("CREATE SCHEMA app")
+        conn.execute("CREATE FUNCTION app.alter_job(job_id int, scheduled boolean) RETURNS void LANGUAGE plpgsql"
+                     " AS $$BEGIN RAISE EXCEPTION 'app.alter_job was called'; END$$")
+        conn.execute(f'ALTER DATABASE "{name}" SET search_path = app, pg_catalog')
+    status = qbctl("db", "status", "--json", env=env_for(database), cwd=project)
+    result = json.loads(status.stdout)
+    assert (result.get("error") or {}).get("code") != "INTERNAL", status.stdout
+    assert {h["name"] for h in result["hypertables"]} >= {"market_data", "trades"}
+    with psycopg.connect(database, autocommit=True) as conn:  # the tables by their plain names, app first
+        conn.execute(f'ALTER DATABASE "{name}" SET search_path = app, public, pg_catalog')
+    seeded = qbctl("db", "seed", "--no-redis", "--symbols", "1", "--days", "2", "--json", env=env_for(database),
+                   cwd=project)
+    assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+    assert json.loads(seeded.stdout)["rows"]["market_data_5m"] > 0
+    with psycopg.connect(database) as conn:  # the refresh policies were resumed
+        assert conn.execute("SELECT bool_and(scheduled) FROM timescaledb_information.jobs"
+                            " WHERE proc_name = 'policy_refresh_continuous_aggregate'").fetchone()[0] is True
