@@ -5,9 +5,9 @@ columns named like the aliases and functions it uses), reserved words, quoted na
 a double quote, dots, Korean, psql's separators), a second schema, enums, domains, a composite type,
 columns whose type has no hash function (xml, point, box, json, money, tsvector, bit) or one that reads
 OIDs (enums, regclass), generated and dropped columns, a table with no columns, an unlogged table,
-partitioned tables (one hashed on an enum), a sequence; and functions named like the catalog's that fail
-when called, for a search_path that puts the user's schema first. Shared by the integration test of the
-inventory and the e2e round trips.
+partitioned tables (one hashed on an enum), a sequence; and functions named like the catalog's and
+TimescaleDB's that fail when called, for a search_path that puts them first (SHADOWING_PATH). Shared by
+the integration test of the inventory and the e2e round trips.
 """
 from __future__ import annotations
 
@@ -76,20 +76,27 @@ CREATE TABLE moods_0 PARTITION OF moods FOR VALUES WITH (MODULUS 2, REMAINDER 0)
 CREATE TABLE moods_1 PARTITION OF moods FOR VALUES WITH (MODULUS 2, REMAINDER 1);
 INSERT INTO moods SELECT (ARRAY['sad', 'ok', 'happy'])[1 + g % 3]::mood, g FROM generate_series(1, 30) g;
 
-CREATE FUNCTION public.hash_record_extended(record, bigint) RETURNS bigint LANGUAGE plpgsql
-  AS $$BEGIN RAISE EXCEPTION 'public.hash_record_extended was called instead of pg_catalog''s'; END$$;
-CREATE FUNCTION public.hashtextextended(text, bigint) RETURNS bigint LANGUAGE plpgsql
-  AS $$BEGIN RAISE EXCEPTION 'public.hashtextextended was called instead of pg_catalog''s'; END$$;
+CREATE FUNCTION "Other Schema".hash_record_extended(record, bigint) RETURNS bigint LANGUAGE plpgsql
+  AS $$BEGIN RAISE EXCEPTION 'a user''s hash_record_extended was called instead of pg_catalog''s'; END$$;
+CREATE FUNCTION "Other Schema".hashtextextended(text, bigint) RETURNS bigint LANGUAGE plpgsql
+  AS $$BEGIN RAISE EXCEPTION 'a user''s hashtextextended was called instead of pg_catalog''s'; END$$;
+CREATE FUNCTION "Other Schema".timescaledb_pre_restore() RETURNS bool LANGUAGE plpgsql
+  AS $$BEGIN RAISE EXCEPTION 'a user''s timescaledb_pre_restore was called instead of TimescaleDB''s'; END$$;
+CREATE FUNCTION "Other Schema".timescaledb_post_restore() RETURNS bool LANGUAGE plpgsql
+  AS $$BEGIN RAISE EXCEPTION 'a user''s timescaledb_post_restore was called instead of TimescaleDB''s'; END$$;
 """
-# Aggregates named like the catalog's, for a session whose search_path puts public first (the integration
-# test; a stack's other commands use count and sum in their own queries, which are not the snapshot's).
+# The search_path a user may set (ALTER ROLE ... SET search_path) under which the functions above come first
+# and TimescaleDB's schema (public) is left out.
+SHADOWING_PATH = '"Other Schema", pg_catalog'
+# Aggregates named like the catalog's (the integration test; a stack's other commands use count and sum in
+# queries of their own, which are not the snapshot's).
 SHADOW_AGGREGATES = r"""
-CREATE FUNCTION public.boom(bigint, bigint) RETURNS bigint LANGUAGE plpgsql
-  AS $$BEGIN RAISE EXCEPTION 'public.sum was called instead of pg_catalog''s'; END$$;
-CREATE AGGREGATE public.sum(bigint) (sfunc = public.boom, stype = bigint);
-CREATE FUNCTION public.boom_count(bigint) RETURNS bigint LANGUAGE plpgsql
-  AS $$BEGIN RAISE EXCEPTION 'public.count was called instead of pg_catalog''s'; END$$;
-CREATE AGGREGATE public.count(*) (sfunc = public.boom_count, stype = bigint);
+CREATE FUNCTION "Other Schema".boom(bigint, bigint) RETURNS bigint LANGUAGE plpgsql
+  AS $$BEGIN RAISE EXCEPTION 'a user''s sum was called instead of pg_catalog''s'; END$$;
+CREATE AGGREGATE "Other Schema".sum(bigint) (sfunc = "Other Schema".boom, stype = bigint);
+CREATE FUNCTION "Other Schema".boom_count(bigint) RETURNS bigint LANGUAGE plpgsql
+  AS $$BEGIN RAISE EXCEPTION 'a user''s count was called instead of pg_catalog''s'; END$$;
+CREATE AGGREGATE "Other Schema".count(*) (sfunc = "Other Schema".boom_count, stype = bigint);
 """
 # With TimescaleDB: a hypertable of awkward names, its chunks compressed (all of them: the policy, which a
 # scheduler runs at any moment, finds nothing to do), a compression policy.

@@ -395,9 +395,10 @@ def test_ctrl_c_in_the_middle_of_the_switch_puts_the_old_data_back(stack, docker
 def test_a_schema_of_every_awkward_name_and_type_round_trips_in_both_forms(project_env, tmp_path):
     """The column x that once stopped every snapshot, the table t, reserved words, quoted names, a second
     schema, enums, domains, a composite, xml/point/box/json, generated and dropped columns, no columns,
-    unlogged and partitioned tables, a sequence (tests/awkward.py), under a search_path that puts public
-    first, where functions named like the catalog's fail when called: snapshot, restore from the data
-    directory and from the dump, db reset and reset with their snapshots, each checked row by row."""
+    unlogged and partitioned tables, a sequence (tests/awkward.py), under a search_path that leaves out
+    TimescaleDB's schema and puts first functions named like the catalog's and TimescaleDB's that fail when
+    called: snapshot, restore from the data directory and from the dump, reset and db reset with their
+    snapshots, each checked row by row."""
     from tests import awkward
 
     env, cwd = project_env, tmp_path
@@ -413,7 +414,7 @@ def test_a_schema_of_every_awkward_name_and_type_round_trips_in_both_forms(proje
         conn.execute(awkward.SCHEMA)
         if tsdb:
             conn.execute(awkward.TIMESCALE)
-        conn.execute("ALTER ROLE qb_user SET search_path = public, pg_catalog")
+        conn.execute(f"ALTER ROLE qb_user SET search_path = {awkward.SHADOWING_PATH}")  # until the reset
 
     def fingerprint_now():
         with pg(env) as conn:
@@ -421,9 +422,10 @@ def test_a_schema_of_every_awkward_name_and_type_round_trips_in_both_forms(proje
 
     def change():
         with pg(env) as conn:
-            conn.execute('DELETE FROM t WHERE x > 10; UPDATE "order" SET "from" = NULL; DROP TABLE "a.b".c;'
-                         " INSERT INTO nocols DEFAULT VALUES; UPDATE types SET doc = NULL, pt = NULL;"
-                         " DELETE FROM moods WHERE v < 5; SELECT nextval('\"Other Schema\".\"Seq\"')")
+            conn.execute('SET search_path = public; DELETE FROM t WHERE x > 10; UPDATE "order" SET "from" = NULL;'
+                         ' DROP TABLE "a.b".c; INSERT INTO nocols DEFAULT VALUES;'
+                         " UPDATE types SET doc = NULL, pt = NULL; DELETE FROM moods WHERE v < 5;"
+                         " SELECT nextval('\"Other Schema\".\"Seq\"')")
         assert fingerprint_now() != before
 
     before = fingerprint_now()
@@ -447,21 +449,14 @@ def test_a_schema_of_every_awkward_name_and_type_round_trips_in_both_forms(proje
     assert restored["postgres"]["form"] == "logical"
     assert fingerprint_now() == before
 
-    # db reset snapshots it first (the dump), then empties the database; that snapshot brings it all back.
-    emptied = json.loads(ok(qbctl("db", "reset", "--yes", "--json", *plain, env=env, cwd=cwd)).stdout)
-    assert emptied["snapshot"].startswith("auto-db-reset-")
-    assert fingerprint_now() != before
-    ok(qbctl("restore", emptied["snapshot"], "--yes", "--no-snapshot", env=env, cwd=cwd))
-    assert fingerprint_now() == before
-
     # Rows in an unlogged table: a copy of the data directory never holds them, so the snapshot is the dump.
     with pg(env) as conn:
-        conn.execute("INSERT INTO scratch SELECT g, 'note ' || g FROM generate_series(1, 5) g")
+        conn.execute("INSERT INTO public.scratch SELECT g, 'note ' || g FROM generate_series(1, 5) g")
     with_scratch = fingerprint_now()
     taken = json.loads(ok(qbctl("snapshot", "unlogged", "--json", env=env, cwd=cwd)).stdout)
     assert taken["forms"] == ["logical"] and "public.scratch" in " ".join(taken["notes"]), taken
     with pg(env) as conn:
-        conn.execute("TRUNCATE scratch")
+        conn.execute("TRUNCATE public.scratch")
     restored = json.loads(ok(qbctl("restore", "unlogged", "--yes", "--no-snapshot", "--json", env=env,
                                    cwd=cwd)).stdout)
     assert restored["postgres"]["form"] == "logical"
@@ -472,4 +467,12 @@ def test_a_schema_of_every_awkward_name_and_type_round_trips_in_both_forms(proje
     name = json.loads(proc.stdout)["snapshot"]
     assert name.startswith("auto-reset-")
     ok(qbctl("restore", name, "--yes", env=env, cwd=cwd))
+    assert fingerprint_now() == with_scratch
+
+    # db reset (after the reset: it migrates, which the user's search_path above would steer) snapshots the
+    # data first (the dump), then empties the database; that snapshot brings it all back.
+    emptied = json.loads(ok(qbctl("db", "reset", "--yes", "--json", *plain, env=env, cwd=cwd)).stdout)
+    assert emptied["snapshot"].startswith("auto-db-reset-")
+    assert fingerprint_now() != with_scratch
+    ok(qbctl("restore", emptied["snapshot"], "--yes", "--no-snapshot", env=env, cwd=cwd))
     assert fingerprint_now() == with_scratch
