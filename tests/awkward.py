@@ -99,7 +99,8 @@ CREATE FUNCTION "Other Schema".boom_count(bigint) RETURNS bigint LANGUAGE plpgsq
 CREATE AGGREGATE "Other Schema".count(*) (sfunc = "Other Schema".boom_count, stype = bigint);
 """
 # With TimescaleDB: a hypertable of awkward names, its chunks compressed (all of them: the policy, which a
-# scheduler runs at any moment, finds nothing to do), a compression policy.
+# scheduler runs at any moment, finds nothing to do), a compression policy, and a job of the user's own
+# (add_job: no hypertable).
 TIMESCALE = r"""
 CREATE TABLE "Other Schema"."Ticks v2.1" ("time" timestamptz NOT NULL, x int, "select" text, r mood);
 SELECT create_hypertable('"Other Schema"."Ticks v2.1"', by_range('time', INTERVAL '1 day'));
@@ -108,6 +109,8 @@ SELECT timestamptz '2024-03-01' + g * INTERVAL '1 hour', g, 's' || g, 'ok' FROM 
 ALTER TABLE "Other Schema"."Ticks v2.1" SET (timescaledb.compress, timescaledb.compress_segmentby = '"select"');
 SELECT compress_chunk(c) FROM show_chunks('"Other Schema"."Ticks v2.1"') c;
 SELECT add_compression_policy('"Other Schema"."Ticks v2.1"', INTERVAL '30 days');
+CREATE PROCEDURE "Other Schema"."My Job"(job_id int, config jsonb) LANGUAGE plpgsql AS $$BEGIN NULL; END$$;
+SELECT add_job('"Other Schema"."My Job"', INTERVAL '1 day', config => '{"x": "y"}');
 """
 # The tables as qbctl's inventory names them ("schema.table"; a part holding a dot or a quote quoted).
 KEYS = {"public.t", "public.x", "public.order", "public.select", "public.user", "Other Schema.MixedCase",

@@ -120,10 +120,12 @@ SELECT {hex_text("pg_catalog.format('%I.%I', h.hypertable_schema, h.hypertable_n
         AND c.hypertable_name = h.hypertable_name AND c.is_compressed)::pg_catalog.text
 FROM timescaledb_information.hypertables h ORDER BY h.hypertable_schema, h.hypertable_name
 """
-# The policy jobs (ids from 1000): TimescaleDB's own jobs below 1000 come with the extension.
+# The policy jobs (ids from 1000): TimescaleDB's own jobs below 1000 come with the extension. A user's own
+# job (add_job) has no hypertable: format's %I refuses a NULL.
 JOBS_SQL = f"""
 SELECT job_id::pg_catalog.text, {hex_text("pg_catalog.format('%I.%I', proc_schema, proc_name)")},
-       {hex_text("coalesce(pg_catalog.format('%I.%I', hypertable_schema, hypertable_name), '')")},
+       {hex_text("CASE WHEN hypertable_name IS NULL THEN '' "
+                 "ELSE pg_catalog.format('%I.%I', hypertable_schema, hypertable_name) END")},
        schedule_interval::pg_catalog.text, {hex_text("coalesce(config::pg_catalog.text, '')")},
        scheduled::pg_catalog.text,
        CASE WHEN pg_catalog.isfinite(next_start)

@@ -50,7 +50,9 @@ def test_every_awkward_table_is_counted_and_hashed(awkward_db, pg_server):
         want[awkward.TIMESCALE_TABLE] = 100
         assert inv.hypertables[awkward.TIMESCALE_HYPERTABLE] == {"chunks": 5, "compressed_chunks": 5,
                                                                   "compression": True}
-        assert [j["hypertable"] for j in inv.jobs] == [awkward.TIMESCALE_HYPERTABLE]
+        assert [(j["proc"], j["hypertable"]) for j in inv.jobs] == [
+            ("_timescaledb_functions.policy_compression", awkward.TIMESCALE_HYPERTABLE),
+            ('"Other Schema"."My Job"', "")]  # a job of the user's own has no hypertable
     assert {k: v["rows"] for k, v in inv.tables.items()} == want
     how = {k: v["hash"] for k, v in inv.tables.items()}
     # The column x, the table t, the reserved words: their own types' hashes. No hash function, or one that
