@@ -46,6 +46,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """n different free ports: each held open until all are chosen (free_port() twice may give one port)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def new_project() -> str:
     return TEST_PROJECT_PREFIX + uuid.uuid4().hex[:8]
 
@@ -54,12 +66,13 @@ def stack_env(project: str, **extra: str) -> dict[str, str]:
     """Environment for a throwaway stack: own project, free ports, stand-in images, a password."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL"))}
     env.update(STANDIN)
+    pg, rd, adminer, commander = free_ports(4)
     env.update({
         "QBCTL_PROJECT": project,
-        "DATABASE_URL": f"postgresql://qb_user:{PASSWORD}@localhost:{free_port()}/qb_trading_dev",
-        "REDIS_URL": f"redis://localhost:{free_port()}/0",
-        "QBCTL_ADMINER_PORT": str(free_port()),
-        "QBCTL_REDIS_COMMANDER_PORT": str(free_port()),
+        "DATABASE_URL": f"postgresql://qb_user:{PASSWORD}@localhost:{pg}/qb_trading_dev",
+        "REDIS_URL": f"redis://localhost:{rd}/0",
+        "QBCTL_ADMINER_PORT": str(adminer),
+        "QBCTL_REDIS_COMMANDER_PORT": str(commander),
         "NO_COLOR": "1",
         "COLUMNS": "200",
     })
