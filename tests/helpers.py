@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -33,11 +34,28 @@ TEST_PROJECT_PREFIX = "qbtest-"
 PASSWORD = "s3cret-Pw-for-tests"
 
 
-def missing(reason: str):
-    """A missing prerequisite: a skip on a laptop, a failure in CI."""
+def missing(reason: str) -> NoReturn:
+    """A missing prerequisite that an install step provides (Docker, Redis, PostgreSQL, sshd, Podman, the
+    stand-in images: `.ci/run` installs or builds them): a skip on a laptop, a failure in CI."""
     if IN_CI:
         pytest.fail(f"CI needs this: {reason}")
     pytest.skip(reason)
+
+
+# Where a developer's build of TimescaleDB installs it for the host's PostgreSQL 15 (make install).
+HOST_TIMESCALEDB = Path("/usr/lib/postgresql/15/lib/timescaledb.so")
+
+
+def host_timescaledb() -> bool:
+    return HOST_TIMESCALEDB.exists()
+
+
+def timescaledb_absent(needs: str) -> NoReturn:
+    """TimescaleDB is absent: a skip with the reason, in CI too. It is not packaged (Debian has none, and
+    its source is not built here), so no install step can provide it and its absence is no missing step of
+    `.ci/run`. Where it is installed the tests that need it run and must pass."""
+    pytest.skip(f"TimescaleDB is not installed for PostgreSQL 15 on this machine ({HOST_TIMESCALEDB} is "
+                f"missing): it is not packaged, so no install step provides it; {needs}")
 
 
 def free_port() -> int:
