@@ -4,7 +4,7 @@ from datetime import UTC
 
 import pytest
 
-from tests.helpers import STANDIN, TEST_PROJECT_PREFIX, missing
+from tests.helpers import HOST_TIMESCALEDB, STANDIN, TEST_PROJECT_PREFIX, host_timescaledb, missing, timescaledb_absent
 
 
 @pytest.fixture(scope="session")
@@ -44,23 +44,32 @@ def _sweep(client) -> None:
     """Remove stacks that earlier test runs left behind (the engine restarts their containers).
 
     Only old ones: two test runs may share one engine (a developer's and CI's), and each must
-    leave the other's stacks alone."""
+    leave the other's stacks alone. Another run may sweep the same object first: gone is swept."""
     label = {"label": "io.qbctl.project"}
     for c in client.api.containers(all=True, filters=label):
         if c["Labels"].get("io.qbctl.project", "").startswith(TEST_PROJECT_PREFIX) and c["Created"] < _epoch_ago():
-            client.api.remove_container(c["Id"], force=True)
+            _gone_is_fine(client.api.remove_container, c["Id"], force=True)
     for c in client.api.containers(all=True, filters={"label": "io.qbctl.lock"}):  # a crashed test's engine lock
         if c["Labels"].get("io.qbctl.lock", "").startswith(TEST_PROJECT_PREFIX) and c["Created"] < _epoch_ago():
-            client.api.remove_container(c["Id"], force=True)
+            _gone_is_fine(client.api.remove_container, c["Id"], force=True)
     projects_alive = {c["Labels"].get("io.qbctl.project") for c in client.api.containers(all=True, filters=label)}
     for v in client.api.volumes(filters=label).get("Volumes") or []:
         project = (v.get("Labels") or {}).get("io.qbctl.project", "")
         if project.startswith(TEST_PROJECT_PREFIX) and project not in projects_alive and _stale(v["CreatedAt"]):
-            client.api.remove_volume(v["Name"], force=True)
+            _gone_is_fine(client.api.remove_volume, v["Name"], force=True)
     for n in client.api.networks(filters=label):
         project = (n.get("Labels") or {}).get("io.qbctl.project", "")
         if project.startswith(TEST_PROJECT_PREFIX) and project not in projects_alive and _stale(n["Created"]):
-            client.api.remove_network(n["Id"])
+            _gone_is_fine(client.api.remove_network, n["Id"])
+
+
+def _gone_is_fine(remove, *args, **kwargs) -> None:
+    import docker.errors
+
+    try:
+        remove(*args, **kwargs)
+    except docker.errors.NotFound:  # another test run swept it first
+        pass
 
 
 def _epoch_ago() -> float:
@@ -71,15 +80,33 @@ def _epoch_ago() -> float:
 
 @pytest.fixture(scope="session")
 def standin_timescaledb(docker_client) -> bool:
-    """Whether the postgres stand-in carries TimescaleDB (copied from the host by tests/images/build.sh
-    where a developer built it; TimescaleDB is not packaged, so a new machine has none)."""
-    out = docker_client.containers.run(STANDIN["QBCTL_POSTGRES_IMAGE"], ["sh", "-c", "ls /usr/lib/postgresql/*/lib/"],
-                                       entrypoint=[], remove=True)
-    return b"timescaledb.so" in out
+    """Whether the postgres stand-in carries TimescaleDB. tests/images/build.sh copies the host's into it
+    where a developer built one (TimescaleDB is not packaged, so a new machine has none, and no step of
+    `.ci/run` can install it). A stand-in without it on a host with it is an image built before, a missing
+    build step: a failure in CI, like any other."""
+    image = STANDIN["QBCTL_POSTGRES_IMAGE"]
+    out = docker_client.containers.run(image, ["sh", "-c", "ls /usr/lib/postgresql/*/lib/"], entrypoint=[],
+                                       remove=True)
+    carried = b"timescaledb.so" in out
+    if not carried and host_timescaledb():
+        missing(f"the host has TimescaleDB ({HOST_TIMESCALEDB}) and the postgres stand-in {image} does not: "
+                "run tests/images/build.sh, which copies it in")
+    return carried
 
 
 @pytest.fixture
-def needs_standin_timescaledb(standin_timescaledb):
+def needs_standin_timescaledb(request, standin_timescaledb):
+    """For a test that cannot run without TimescaleDB: skipped where the stand-in has none, in CI too, with
+    what the test needs it for (its `timescaledb` marker's reason)."""
     if not standin_timescaledb:
-        pytest.skip("the postgres stand-in carries no TimescaleDB: build it for the host's PostgreSQL 15, then "
-                    "tests/images/build.sh copies it into the image")
+        marker = request.node.get_closest_marker("timescaledb")
+        needs = marker.args[0] if marker and marker.args else "the test needs it"
+        timescaledb_absent(f"{needs}; the postgres stand-in carries none")
+
+
+@pytest.fixture(scope="session")
+def schema_flags(standin_timescaledb) -> tuple[str, ...]:
+    """What `db migrate`, `db reset` and `ci setup` take on this machine: nothing where the stand-in carries
+    TimescaleDB (the QB schema with its hypertables, policies and bars), `--without-timescaledb` where it
+    does not (the plain schema), so that what does not need TimescaleDB is tested on a new machine too."""
+    return () if standin_timescaledb else ("--without-timescaledb",)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 
 from qbctl.config.settings import Settings
-from qbctl.db import connect
+from qbctl.db import connect, timescale
 from qbctl.errors import CheckFailed, QbctlError, Unavailable
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
@@ -203,17 +203,23 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
     return result
 
 
-CAGGS_SQL = """
+# The market_data seed writes (the one `market_data` names, as its COPY finds it), not a namesake in another schema.
+MARKET_DATA = ("(SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+                " ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass('market_data'))")
+CAGGS_SQL = f"""
 SELECT view_name, format('%I.%I', view_schema, view_name) FROM timescaledb_information.continuous_aggregates
-WHERE hypertable_name = 'market_data' ORDER BY view_name
+WHERE (hypertable_schema, hypertable_name) = {MARKET_DATA} ORDER BY view_name
 """
 
 
-POLICIES_SQL = """
+# A refresh policy's job names its aggregate (TimescaleDB 2.28) or the aggregate's materialization hypertable.
+POLICIES_SQL = f"""
 SELECT j.job_id FROM timescaledb_information.jobs j
 JOIN timescaledb_information.continuous_aggregates c
-  ON (j.hypertable_schema, j.hypertable_name) = (c.materialization_hypertable_schema, c.materialization_hypertable_name)
-WHERE c.hypertable_name = 'market_data' AND j.proc_name = 'policy_refresh_continuous_aggregate' AND j.scheduled
+  ON (j.hypertable_schema, j.hypertable_name) IN (
+       (c.view_schema, c.view_name), (c.materialization_hypertable_schema, c.materialization_hypertable_name))
+WHERE (c.hypertable_schema, c.hypertable_name) = {MARKET_DATA}
+  AND j.proc_name = 'policy_refresh_continuous_aggregate' AND j.scheduled
 ORDER BY 1
 """
 
@@ -227,21 +233,22 @@ def _refresh_bars(conn, events: Events) -> dict[str, int]:
     out = {}
     # Their refresh policies are paused meanwhile (and resumed as they were), so that neither a policy's
     # run nor seed's refresh fails the other as "a concurrent refresh".
+    ts = timescale.extension_schema(connect.psycopg_rows(conn))  # named: the search_path may leave it out
     paused = [j for (j,) in conn.execute(POLICIES_SQL).fetchall()]
     if paused:
-        conn.execute("SELECT alter_job(j, scheduled => false) FROM unnest(%s::int[]) j", (paused,))
+        conn.execute(f"SELECT {ts}.alter_job(j, scheduled => false) FROM unnest(%s::int[]) j", (paused,))
     try:
         for name, view in conn.execute(CAGGS_SQL).fetchall():
             events(Event(Status.WORKING, f"refreshing {name}"))
-            _refresh(conn, name, view, events)
+            _refresh(conn, ts, name, view, events)
             out[name] = conn.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
     finally:
         if paused and not conn.closed:
-            conn.execute("SELECT alter_job(j, scheduled => true) FROM unnest(%s::int[]) j", (paused,))
+            conn.execute(f"SELECT {ts}.alter_job(j, scheduled => true) FROM unnest(%s::int[]) j", (paused,))
     return out
 
 
-def _refresh(conn, name: str, view: str, events: Events, wait: float = REFRESH_WAIT) -> None:
+def _refresh(conn, ts: str, name: str, view: str, events: Events, wait: float = REFRESH_WAIT) -> None:
     """One full refresh. A refresh policy's run that began before it was paused may be refreshing an
     overlapping window (a policy's first run follows `db migrate` at once): TimescaleDB then refuses
     a second refresh, and seed waits for the job's and refreshes again."""
@@ -251,7 +258,7 @@ def _refresh(conn, name: str, view: str, events: Events, wait: float = REFRESH_W
     said = False
     while True:
         try:
-            conn.execute("CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", (view,))
+            conn.execute(f"CALL {ts}.refresh_continuous_aggregate(%s::regclass, NULL, NULL)", (view,))
             return
         except psycopg.Error as exc:
             if "already in progress" not in str(exc) or time.monotonic() > deadline:

@@ -91,6 +91,13 @@ def parse_label(comment: str) -> Label | None:
         return None
 
 
+def _schema(conn) -> str:
+    """TimescaleDB's schema, quoted, for the calls of its functions (a search_path may leave it out)."""
+    from qbctl.db import timescale
+
+    return timescale.extension_schema(connect.psycopg_rows(conn))
+
+
 def literal(text: str) -> str:
     """A string literal for a utility statement (COMMENT takes no parameters)."""
     return "'" + text.replace("'", "''") + "'"
@@ -415,17 +422,18 @@ class Session:
             raise result.error
         if tsdb:
             with connect.connect(settings, timeout=5) as conn:
+                ts = _schema(conn)
                 for (job,) in conn.execute("SELECT job_id FROM timescaledb_information.jobs"
                                            " WHERE proc_name IN ('policy_compression', 'policy_columnstore')"
                                            " ORDER BY job_id").fetchall():
-                    conn.execute(f"CALL run_job({int(job)})")
+                    conn.execute(f"CALL {ts}.run_job({int(job)})")
         self._pause_jobs(settings)
 
     def _pause_jobs(self, settings: Settings) -> None:
         with connect.connect(settings, timeout=5) as conn:
             if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
-                conn.execute("SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs"
-                             " WHERE scheduled")
+                conn.execute(f"SELECT {_schema(conn)}.alter_job(job_id, scheduled => false)"
+                             " FROM timescaledb_information.jobs WHERE scheduled")
 
     def _finish(self, build: str, name: str, label: Label) -> None:
         """The build becomes the template: no connections from now on (a scheduler that the launcher
@@ -630,6 +638,7 @@ def run_jobs(database_url: str, relation: str | None = None, kind: str | None = 
     clone's jobs are paused: they run when a test says so). Their ids, in the order they ran."""
     with connect.connect_url(database_url) as conn:
         ids = pick_jobs([(int(j), p, r) for j, p, r in conn.execute(JOBS_SQL).fetchall()], relation, kind)
+        ts = _schema(conn)
         for job in ids:
-            conn.execute(f"CALL run_job({job})")
+            conn.execute(f"CALL {ts}.run_job({job})")
     return ids

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from qbctl.config.settings import Settings
+from qbctl.db.timescale import extension_schema
 from qbctl.errors import CheckFailed, NoSpace, QbctlError, TimescaleMissing, UsageError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
@@ -323,16 +324,19 @@ def load(pg: Postgres, db: str, dump, expected: Inventory, events: Events) -> In
     TimescaleDB's jobs are paused from the restore until the check passes, so none changes what is
     being checked; they are resumed as they were."""
     paused: list[str] = []
+    ts = "public"  # TimescaleDB's schema, named in each call: the user's search_path may leave it out
     if expected.timescaledb:
-        pg.psql(db, f"CREATE EXTENSION IF NOT EXISTS timescaledb VERSION {_lit(expected.timescaledb)}",
-                "creating the timescaledb extension")
-        pg.psql(db, "SELECT timescaledb_pre_restore()", "timescaledb_pre_restore()")
+        # In public, as pg_dump writes it (WITH SCHEMA public), wherever the user's search_path points.
+        pg.psql(db, f"CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public VERSION "
+                    f"{_lit(expected.timescaledb)}", "creating the timescaledb extension")
+        ts = extension_schema(pg.rows(db))
+        pg.psql(db, f"SELECT {ts}.timescaledb_pre_restore()", "timescaledb_pre_restore()")
     events(Event(Status.WORKING, f"pg_restore into {db}", "postgres"))
     pg.restore(db, dump)
     if expected.timescaledb:
         paused = [i for (i,) in pg.rows(db)("UPDATE _timescaledb_config.bgw_job SET scheduled = false "
                                             "WHERE scheduled RETURNING id::text")]
-        pg.psql(db, "SELECT timescaledb_post_restore()", "timescaledb_post_restore()")
+        pg.psql(db, f"SELECT {ts}.timescaledb_post_restore()", "timescaledb_post_restore()")
         _, _, offered = pg.server()
         if offered and _version(offered) > _version(expected.timescaledb):
             # As its first command in a new session (psql -X -c), as TimescaleDB asks.
@@ -350,7 +354,8 @@ def load(pg: Postgres, db: str, dump, expected: Inventory, events: Events) -> In
                           hint="the snapshot's dump and its inventory disagree: take a new snapshot")
     due = [(j["id"], j["next_start"]) for j in expected.jobs if j.get("next_start")]
     if due:  # each job due when it was at the snapshot (or at once, if that has passed), not all now
-        pg.psql(db, "SELECT " + ", ".join(f"alter_job({i}, next_start => {_lit(t)}::timestamptz)" for i, t in due),
+        pg.psql(db, "SELECT " + ", ".join(f"{ts}.alter_job({int(i)}, next_start => {_lit(t)}::timestamptz)"
+                                     for i, t in due),
                 "setting when the jobs run next")
     if paused:
         pg.psql(db, f"UPDATE _timescaledb_config.bgw_job SET scheduled = true WHERE id IN ({','.join(paused)})",
