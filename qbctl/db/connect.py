@@ -75,9 +75,7 @@ def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, time
     told = False
     while True:
         try:
-            return psycopg.connect(dsn(settings), connect_timeout=max(1, int(timeout)), autocommit=autocommit,
-                                   application_name="qbctl", client_encoding="UTF8",
-                                   prepare_threshold=5 if prepared else None)
+            return _psycopg(dsn(settings), timeout, autocommit, prepared)
         except psycopg.Error as exc:
             text = " ".join(str(exc).split())
             if any(r in text for r in RETRYABLE) and time.monotonic() < deadline:
@@ -91,6 +89,27 @@ def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, time
                 time.sleep(0.1)
                 continue
             raise _unreachable(settings, text) from None
+
+
+def _psycopg(url: str, timeout: float, autocommit: bool = True, prepared: bool = True):
+    import psycopg
+
+    return psycopg.connect(url, connect_timeout=max(1, int(timeout)), autocommit=autocommit, application_name="qbctl",
+                           client_encoding="UTF8", prepare_threshold=5 if prepared else None)
+
+
+def connect_url(url: str, timeout: float = 5):
+    """A psycopg connection (autocommit) to a URL as a test holds it: a clone of the pytest plugin's."""
+    import re
+
+    import psycopg
+
+    try:
+        return _psycopg(url, timeout)
+    except psycopg.Error as exc:
+        shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url.split("?", 1)[0])
+        reason = " ".join(str(exc).split()).split("FATAL:")[-1].strip()[:300]
+        raise Unavailable(f"cannot connect to {shown}: {reason}", code="DATABASE_UNAVAILABLE") from None
 
 
 def psycopg_rows(conn) -> Rows:
@@ -185,8 +204,10 @@ def server_error(exc, text: str = "", line: int = 1) -> tuple[int | None, str, d
     return at, "\n".join(lines), fields
 
 
-def redis_client(settings: Settings, timeout: float = 2.0):
-    """A redis-py client for REDIS_URL: its user, password and database, the stack's host.
+def redis_client(settings: Settings, timeout: float = 2.0, name: str | None = None):
+    """A redis-py client for REDIS_URL: its user, password and database, the stack's host. With
+    `name`, one connection only, with that client name (CLIENT LIST shows it: the pytest plugin's
+    claims on databases).
 
     No retries: redis-py's default (3, with backoff) turned a refused connection into 4 s of
     silence, which health reported as "no answer"; callers that wait (up's probe) retry themselves."""
@@ -200,7 +221,7 @@ def redis_client(settings: Settings, timeout: float = 2.0):
     host, port = endpoint(rd.host, rd.port, settings["QBCTL_BIND_ADDRESS"])
     return redis.Redis(host=host, port=port, db=rd.db, username=rd.username or None,
                        password=rd.password or None, socket_timeout=timeout, socket_connect_timeout=timeout,
-                       retry=Retry(NoBackoff(), 0))
+                       retry=Retry(NoBackoff(), 0), client_name=name, single_connection_client=name is not None)
 
 
 def redis_error(exc: Exception, settings: Settings) -> str:

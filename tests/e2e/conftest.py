@@ -46,29 +46,32 @@ def repository_files() -> list[str]:
     return [f for f in out if f and (ROOT / f).is_file()]
 
 
+# No pytest settings (no testpaths): `pytest` at the root must run the backend's tests and not
+# tools/qbctl's (qbctl's own conftest.py sees to that).
 BACKEND_PYPROJECT = """\
 [project]
 name = "qb-backend"
 version = "0.1.0"
 
-[tool.pytest.ini_options]
-testpaths = ["tests"]
-
 [tool.qbctl]
 """
 
 BACKEND_TEST = """\
-import os
-
 import psycopg
+import pytest
 import redis
 
 
-def test_the_ci_step_gives_a_migrated_database_and_a_redis():
-    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
-        assert conn.execute("SELECT count(*) FROM market_data").fetchone()[0] == 0
+@pytest.mark.parametrize("n", range(2))
+def test_each_test_gets_a_migrated_database_and_a_redis_of_its_own(qb_database_url, qb_redis_url, n):
+    with psycopg.connect(qb_database_url) as conn:
         assert conn.execute("SELECT count(*) FROM qbctl.migrations").fetchone()[0] == {migrations}
-    assert redis.Redis.from_url(os.environ["REDIS_URL"]).ping()
+        assert conn.execute(
+            "INSERT INTO orders (symbol, side, order_type, quantity, strategy)"
+            " VALUES ('005930', 'buy', 'market', 10, 'test') RETURNING id").fetchone()[0] == 1
+    r = redis.Redis.from_url(qb_redis_url)
+    assert r.dbsize() == 0
+    r.set("market:005930", n)
 """
 
 
@@ -91,7 +94,7 @@ def backend_repo(tmp_path, docker_client, standin_timescaledb) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
     (repo / "pyproject.toml").write_text(BACKEND_PYPROJECT)
-    (repo / "requirements.txt").write_text("pytest\n")
+    (repo / "requirements.txt").write_text("pytest\npytest-xdist\n")
     (repo / "tests").mkdir()
     (repo / "tests" / "test_stack.py").write_text(
         BACKEND_TEST.replace("{migrations}", str(migrations_applied(standin_timescaledb))))

@@ -1,8 +1,9 @@
 """The README's own commands, run as written in a throwaway backend checkout, so the README cannot drift
 from what works: the "Set up" block (install, up, migrate, seed, status, down) and the GitHub Actions
-recipe (install from the path, ci setup, a pytest that uses the URLs from GITHUB_ENV, ci teardown).
-Where the stand-in has no TimescaleDB (a new machine: it is not packaged), `db migrate` and `ci setup`
-take `--without-timescaledb`, the README's way to the plain schema, and the rest runs as written."""
+recipe (install from the path, ci setup, `pytest -n auto` on the plugin's fixtures with the URLs from
+GITHUB_ENV, in a repository with no pytest settings, ci teardown). Where the stand-in has no TimescaleDB (a
+new machine: it is not packaged), `db migrate` and `ci setup` take `--without-timescaledb`, the README's way
+to the plain schema, and pytest the plugin's `--qb-without-timescaledb`; the rest runs as written."""
 from __future__ import annotations
 
 import json
@@ -50,9 +51,11 @@ def labelled(docker_client, project: str) -> set[str]:
 
 def on_this_machine(line: str, schema_flags: tuple[str, ...]) -> str:
     """A README line as it runs here: the commands that migrate take `--without-timescaledb` where the
-    stand-in has no TimescaleDB."""
+    stand-in has no TimescaleDB, and the backend's pytest the plugin's `--qb-without-timescaledb`."""
     if line in ("qbctl db migrate", "qbctl ci setup"):
         return " ".join((line, *schema_flags))
+    if line.startswith("pytest") and schema_flags:
+        return f"{line} --qb-without-timescaledb"
     return line
 
 
@@ -85,7 +88,7 @@ def test_the_ci_recipe_runs_as_written(backend_repo, fresh_venv, docker_client, 
     job = yaml.safe_load(readme_block("## CI (GitHub Actions)", "yaml"))["jobs"]["test"]
     steps = [s for s in job["steps"] if "run" in s]
     assert [s["run"] for s in steps] == ["pip install ./tools/qbctl", "pip install -r requirements.txt",
-                                         "qbctl ci setup", "pytest", "qbctl ci teardown"]
+                                         "qbctl ci setup", "pytest -n auto", "qbctl ci teardown"]
     github_env = backend_repo.parent / "github_env"
     github_env.write_text("")
     env = {**runner_env(backend_repo, fresh_venv), "GITHUB_ENV": str(github_env), "CI": "true"}
@@ -103,7 +106,8 @@ def test_the_ci_recipe_runs_as_written(backend_repo, fresh_venv, docker_client, 
     assert [(r[0], r[1]) for r in results] == [(s["run"], 0) for s in steps], results
     exported = dict(line.split("=", 1) for line in github_env.read_text().splitlines())
     assert exported == {"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"]}
-    assert "1 passed" in results[3][2]  # the backend's pytest ran against the exported URLs
+    # The backend's tests (and not tools/qbctl's), each with a database of its own on the stack's server.
+    assert "2 passed" in results[3][2] and "qbctl: template qbctl_tpl_" in results[3][2], results[3][2]
     assert labelled(docker_client, backend_repo.name) == set()  # ci teardown removed everything
     assert docker_client.volumes.list(filters={"label": f"io.qbctl.project={backend_repo.name}"}) == []
 
