@@ -4,7 +4,7 @@ from datetime import UTC
 
 import pytest
 
-from tests.helpers import STANDIN, TEST_PROJECT_PREFIX, missing
+from tests.helpers import STANDIN, TEST_PROJECT_PREFIX, missing, run_once
 
 
 @pytest.fixture(scope="session")
@@ -73,8 +73,8 @@ def _epoch_ago() -> float:
 def standin_timescaledb(docker_client) -> bool:
     """Whether the postgres stand-in carries TimescaleDB (copied from the host by tests/images/build.sh
     where a developer built it; TimescaleDB is not packaged, so a new machine has none)."""
-    out = docker_client.containers.run(STANDIN["QBCTL_POSTGRES_IMAGE"], ["sh", "-c", "ls /usr/lib/postgresql/*/lib/"],
-                                       entrypoint=[], remove=True)
+    out = run_once(docker_client, STANDIN["QBCTL_POSTGRES_IMAGE"], ["sh", "-c", "ls /usr/lib/postgresql/*/lib/"],
+                   entrypoint=[])
     return b"timescaledb.so" in out
 
 
