@@ -60,8 +60,8 @@ def _mb(n: float) -> float:
 
 # --- the values in force -----------------------------------------------------------------------------
 def pg_values(s: Settings) -> model.PgValues:
-    """What qbctl passes to the server (stack.spec.postgres_args)."""
-    from qbctl.stack.spec import postgres_args
+    """What qbctl passes to the server (stack.spec.postgres_args), with the schedulers the image makes."""
+    from qbctl.stack.spec import postgres_args, scheduler_databases
 
     args = postgres_args(s)
     return model.PgValues(
@@ -72,7 +72,7 @@ def pg_values(s: Settings) -> model.PgValues:
         superuser_reserved_connections=3, max_parallel_workers_per_gather=s["POSTGRES_MAX_PARALLEL_WORKERS"],
         max_parallel_workers=s["POSTGRES_MAX_PARALLEL_WORKERS"], temp_buffers=_pg_bytes(args["temp_buffers"]),
         tsdb_background_workers=s["TIMESCALEDB_MAX_BACKGROUND_WORKERS"],
-        backend=s["QBCTL_POSTGRES_BACKEND_OVERHEAD"])
+        backend=s["QBCTL_POSTGRES_BACKEND_OVERHEAD"], schedulers=len(scheduler_databases(s)))
 
 
 def _pg_bytes(text: str) -> int:
@@ -82,7 +82,7 @@ def _pg_bytes(text: str) -> int:
 
 
 def pg_values_from_rows(rows: list[tuple], shared_allocated: int | None, backend: int,
-                        largest_table_pages: int | None = None) -> model.PgValues:
+                        largest_table_pages: int | None = None, schedulers: int = 1) -> model.PgValues:
     """The values in force, from `SELECT name, setting, unit FROM pg_settings`. Pure."""
     units = {"8kB": 8192, "kB": 1024, "MB": MB, "B": 1, None: 1, "": 1}
     v: dict[str, float] = {}
@@ -98,7 +98,7 @@ def pg_values_from_rows(rows: list[tuple], shared_allocated: int | None, backend
         max_parallel_workers_per_gather=int(v.get("max_parallel_workers_per_gather", 2)),
         max_parallel_workers=int(v.get("max_parallel_workers", 8)), temp_buffers=int(v.get("temp_buffers", 8 * MB)),
         tsdb_background_workers=int(v.get("timescaledb.max_background_workers", 0)), backend=backend,
-        shared_allocated=shared_allocated, largest_table_pages=largest_table_pages)
+        shared_allocated=shared_allocated, largest_table_pages=largest_table_pages, schedulers=schedulers)
 
 
 def read_pg_values(settings: Settings) -> model.PgValues | None:
@@ -111,9 +111,11 @@ def read_pg_values(settings: Settings) -> model.PgValues | None:
                                 (list(PG_SETTINGS),)).fetchall()
             shared = conn.execute("SELECT sum(allocated_size)::bigint FROM pg_shmem_allocations").fetchone()[0]
             pages = conn.execute("SELECT max(relpages) FROM pg_class WHERE relkind IN ('r', 'm')").fetchone()[0]
+            schedulers = conn.execute("SELECT count(*) FROM pg_stat_activity"
+                                      " WHERE backend_type = 'TimescaleDB Background Worker Scheduler'").fetchone()[0]
     except QbctlError:
         return None
-    return pg_values_from_rows(rows, shared, settings["QBCTL_POSTGRES_BACKEND_OVERHEAD"], pages)
+    return pg_values_from_rows(rows, shared, settings["QBCTL_POSTGRES_BACKEND_OVERHEAD"], pages, schedulers)
 
 
 def redis_values(s: Settings) -> model.RedisValues:

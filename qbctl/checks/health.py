@@ -135,12 +135,19 @@ def check_postgres(settings: Settings, timeout: float) -> list[Check]:
         if tsdb:
             from qbctl.db import timescale
 
-            bad = [j for j in timescale.read_jobs(conn) if j["problem"]]
-            detail = (f"{len(bad)} failed, paused or not running: " + "; ".join(
-                f"job {j['job_id']} ({j['kind']}{' on ' + j['table'] if j['table'] else ''}): {j['why']}" for j in bad)
-                if bad else f"TimescaleDB {tsdb}; no job failed, paused or late")
-            checks.append(Check("timescaledb jobs", not bad, detail, data={
-                "failed": [j["job_id"] for j in bad], "why": {str(j["job_id"]): j["why"] for j in bad}}))
+            sched = timescale.read_scheduler(conn)
+            jobs = timescale.read_jobs(conn, sched)
+            bad = [j for j in jobs if j["problem"]]
+            starved = timescale.slots_problem(sched) if jobs else None
+            detail = "; ".join(
+                ([f"{len(bad)} failed, paused or not running: " + "; ".join(
+                    f"job {j['job_id']} ({j['kind']}{' on ' + j['table'] if j['table'] else ''}): {j['why']}"
+                    for j in bad)] if bad else []) + ([starved] if starved else []))
+            if not detail:
+                detail = f"TimescaleDB {tsdb}; no job failed, paused or late; {sched.arithmetic()}"
+            checks.append(Check("timescaledb jobs", not bad and not starved, detail, data={
+                "failed": [j["job_id"] for j in bad], "why": {str(j["job_id"]): j["why"] for j in bad},
+                "workers": sched.workers, "schedulers": list(sched.databases), "job_slots": sched.job_slots}))
     return checks
 
 

@@ -79,7 +79,7 @@ class PgValues:
     backend: int  # a session's own memory with TimescaleDB's caches (QBCTL_POSTGRES_BACKEND_OVERHEAD)
     shared_allocated: int | None = None  # pg_shmem_allocations, when read from a running server
     largest_table_pages: int | None = None  # pg_class.relpages of the largest table, when read from a server
-    schedulers: int = 1  # TimescaleDB runs one job scheduler per database that has the extension
+    schedulers: int = 1  # TimescaleDB's job schedulers: one per database with the extension (the image makes 2)
 
 
 def postgres(v: PgValues, source: str = "settings") -> Prediction:
@@ -119,8 +119,8 @@ def postgres(v: PgValues, source: str = "settings") -> Prediction:
         Term("autovacuum", v.autovacuum_max_workers * (PROCESS_BASE + vacuum_mem),
              f"{v.autovacuum_max_workers} x (process {_mb(PROCESS_BASE)} + {vacuum_text})"),
         Term("TimescaleDB jobs", jobs * session,
-             f"max_background_workers {v.tsdb_background_workers} - the launcher - {v.schedulers} scheduler = {jobs} "
-             "x a session"
+             f"max_background_workers {v.tsdb_background_workers} - the launcher - {v.schedulers} "
+             f"scheduler{'' if v.schedulers == 1 else 's'} = {jobs} job slot{'' if jobs == 1 else 's'} x a session"
              if v.tsdb_background_workers else "no TimescaleDB"),
         Term("temp_buffers", 0, f"{_mb(v.temp_buffers)} x sessions that use temporary tables: none in the backend"),
     )

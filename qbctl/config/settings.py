@@ -115,12 +115,13 @@ SETTINGS: tuple[Setting, ...] = (
       "PostgreSQL max_parallel_workers_per_gather (and max_parallel_workers): extra processes a query may start",
       why="each parallel worker is another process as large as a session; PostgreSQL's 2 per query would triple "
           "the sessions' memory"),
-    S("TIMESCALEDB_MAX_BACKGROUND_WORKERS", "4", "workers",
-      "timescaledb.max_background_workers: TimescaleDB's launcher, the database's job scheduler, and the policy "
-      "jobs that may run at once",
-      why="with 2, the launcher and the scheduler took every worker and no compression or retention job ever "
-          "launched (`out of background workers`); 4 = both and 2 jobs at once (the others wait their turn), each "
-          "counted in the budget"),
+    S("TIMESCALEDB_MAX_BACKGROUND_WORKERS", "5", "workers",
+      "timescaledb.max_background_workers: TimescaleDB's launcher, a job scheduler for each database with the "
+      "extension, and the policy jobs that may run at once",
+      why="the TimescaleDB image creates the extension in `postgres` and in the database of DATABASE_URL at its "
+          "first start, so two schedulers run; 5 = the launcher, both schedulers and 2 jobs at once (the others "
+          "wait their turn), each counted in the budget. With 4 one job ran at a time; with 2 no compression or "
+          "retention job ever launched (`out of background workers`)"),
     S("REDIS_MAX_MEMORY", "100MB", "size",
       "Redis maxmemory; the container limit (QBCTL_BUDGET_REDIS) must leave room for Redis's overhead",
       why="maxmemory counts only the data: Redis's RSS is about 1.15x it under eviction, plus the pages a "

@@ -80,6 +80,14 @@ class Stack:
         return sorted({v for s in self.services for v, _ in s.volumes})
 
 
+def scheduler_databases(settings: Settings) -> tuple[str, ...]:
+    """The databases TimescaleDB runs a job scheduler for on the stack's server, as the TimescaleDB image
+    makes it: at its first start it creates the extension in `postgres`, in `template1` (a template gets
+    no scheduler) and in POSTGRES_DB (DATABASE_URL's database). Each scheduler holds one of
+    timescaledb.max_background_workers for as long as the server runs."""
+    return tuple(dict.fromkeys(("postgres", settings.pg.dbname)))
+
+
 def postgres_args(settings: Settings) -> dict[str, str]:
     """Every server setting that decides PostgreSQL's memory, passed on the command line (which wins
     over postgresql.conf), so nothing an image writes there at its first start changes the budget."""

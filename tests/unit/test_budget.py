@@ -28,13 +28,14 @@ def test_defaults_fit_and_explain_every_term():
     r = run(settings())
     assert r.ok and r.budget_mb == 1024
     pg = r.items[0]
-    # 139 shared (128 + 4 WAL + 7) + 8 x 0.75 server + 7 x (5 + 4) sessions + 2 x (0.75 + 16) autovacuum
-    # + (4 - 2) x 9 TimescaleDB jobs = 259.5, under 270 (90% of 300: the page-cache reserve)
-    assert pg.configured_mb == 259.5
+    # 139 shared (128 + 4 WAL + 7) + 9 x 0.75 server (7 and the schedulers of postgres and qb_trading_dev)
+    # + 7 x (5 + 4) sessions + 2 x (0.75 + 16) autovacuum + (5 - 1 - 2) x 9 TimescaleDB jobs = 260.25, under
+    # 270 (90% of 300: the page-cache reserve)
+    assert pg.configured_mb == 260.2
     for text in ("shared_buffers 128MB", "wal_buffers 4MB", "max_connections 10 - superuser_reserved 3 = 7",
                  "work_mem 4MB", "parallel workers 0", "2 x (process 0.75MB + maintenance_work_mem 16MB)",
-                 "max_background_workers 4 - the launcher - 1 scheduler = 2", "temp_buffers 0",
-                 "fits when at most 270MB"):
+                 "max_background_workers 5 - the launcher - 2 schedulers = 2 job slots", "server processes 6.8 (9 x",
+                 "temp_buffers 0", "fits when at most 270MB"):
         assert text in pg.derivation, text
     rd = r.items[1]
     assert rd.configured_mb == 128 and "maxmemory 100MB x fragmentation 1.15" in rd.derivation
@@ -53,6 +54,18 @@ def test_more_connections_and_parallel_workers_are_counted_and_fixed():
     assert run(settings(POSTGRES_MAX_CONNECTIONS=str(fewer), POSTGRES_MAX_PARALLEL_WORKERS="2")).items[0].ok
 
 
+def test_the_schedulers_are_the_image_s_databases_and_leave_the_job_slots():
+    # The TimescaleDB image creates the extension in postgres and in POSTGRES_DB: two schedulers, each
+    # holding a background worker; the default leaves the 2 job slots the README promises.
+    default = budget.pg_values(settings())
+    assert default.schedulers == 2 and default.tsdb_background_workers - 1 - default.schedulers == 2
+    same = budget.pg_values(settings(DATABASE_URL="postgresql://u:p@localhost:5432/postgres"))
+    assert same.schedulers == 1  # POSTGRES_DB is postgres: one database, one scheduler
+    assert "= 3 job slots" in model.postgres(same).derivation()
+    one = budget.pg_values(settings(TIMESCALEDB_MAX_BACKGROUND_WORKERS="4"))
+    assert "= 1 job slot x a session" in model.postgres(one).derivation()
+
+
 def test_smaller_shared_buffers_leave_room():
     small = model.postgres(budget.pg_values(settings(POSTGRES_SHARED_BUFFERS="64MB")))
     assert term(small, "shared memory").bytes == (64 + 2 + 7) * MB  # WAL buffers: 1/32 of shared_buffers
@@ -65,8 +78,10 @@ def test_values_read_back_from_a_server_win():
             ("max_connections", "100", None), ("superuser_reserved_connections", "3", None),
             ("max_parallel_workers_per_gather", "2", None), ("max_parallel_workers", "8", None),
             ("temp_buffers", "1024", "8kB"), ("timescaledb.max_background_workers", "16", None)]
-    v = budget.pg_values_from_rows(rows, shared_allocated=150 * MB, backend=5 * MB, largest_table_pages=1000)
+    v = budget.pg_values_from_rows(rows, shared_allocated=150 * MB, backend=5 * MB, largest_table_pages=1000,
+                                   schedulers=3)  # counted in pg_stat_activity
     assert (v.shared_buffers, v.work_mem, v.max_connections, v.tsdb_background_workers) == (128 * MB, 8 * MB, 100, 16)
+    assert "16 - the launcher - 3 schedulers = 12 job slots" in model.postgres(v).derivation()
     pred = model.postgres(v, "the running server")
     assert term(pred, "shared memory").bytes == 150 * MB
     assert term(pred, "parallel workers").bytes == 8 * 13 * MB
