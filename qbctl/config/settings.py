@@ -137,8 +137,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("QBCTL_POSTGRES_IMAGE", "timescale/timescaledb:latest-pg15", "image", "PostgreSQL + TimescaleDB image"),
     S("QBCTL_REDIS_IMAGE", "redis:7-alpine", "image", "Redis image"),
     S("QBCTL_ADMINER_IMAGE", "adminer:latest", "image", "Adminer image (dev UI)"),
-    S("QBCTL_REDIS_COMMANDER_IMAGE", "rediscommander/redis-commander:latest", "image",
-      "Redis Commander image (dev UI)"),
+    S("QBCTL_REDIS_COMMANDER_IMAGE", "ghcr.io/joeferner/redis-commander:0.9.1", "image",
+      "Redis Commander image (dev UI)",
+      why="the project publishes its images on GitHub's registry, by version; rediscommander/redis-commander on "
+          "Docker Hub has not been pushed since 2022 and its `latest` no longer works (microsoft/aspire#12935); a "
+          "version, not `latest`, so that every machine runs the same one"),
     S("QBCTL_BIND_ADDRESS", "127.0.0.1", "address", "host address PostgreSQL's and Redis's ports are published on"),
     S("QBCTL_UI_BIND_ADDRESS", "127.0.0.1", "address",
       "host address of the two UIs (they have no login: keep them on loopback)"),
