@@ -380,12 +380,12 @@ class Scheduler:
         """Jobs that can run at once: the workers the launcher and the schedulers leave."""
         if not (self.workers or "").isdigit():
             return None
-        return int(self.workers) - 1 - len(self.databases)
+        return max(0, int(self.workers) - 1 - len(self.databases))
 
     def arithmetic(self) -> str:
         """timescaledb.max_background_workers, worker by worker, as counted on the running server."""
-        if self.job_slots is None:
-            return f"timescaledb.max_background_workers {self.workers}"
+        if self.job_slots is None or self.workers == "0":
+            return f"timescaledb.max_background_workers {self.workers}: no launcher, no scheduler, no job"
         names = f" ({', '.join(self.databases)})" if self.databases else ""
         plural = "" if len(self.databases) == 1 else "s"
         return (f"timescaledb.max_background_workers {self.workers} = the launcher + {len(self.databases)} "
@@ -410,11 +410,13 @@ def _cannot_start(sched: Scheduler) -> str:
 
 
 def slots_problem(sched: Scheduler) -> str | None:
-    """Why no job of this database can ever run for want of background workers, or None."""
-    if sched.job_slots is None or sched.job_slots >= 1:
+    """Why no job of this database can ever run for want of background workers, or None. Said at once, as
+    the schedulers run: their count is no matter of time (without any, job_state says why after its grace)."""
+    if not sched.running or sched.job_slots is None or sched.job_slots >= 1:
         return None
+    enough = 1 + max(1, len(sched.databases)) + 1  # the launcher, the schedulers (one at least), a job
     return (f"no background worker is left for jobs: {sched.arithmetic()}; raise TIMESCALEDB_MAX_BACKGROUND_WORKERS "
-            f"to {int(sched.workers) + 1 - sched.job_slots} or more and `qbctl up`")
+            f"to {enough} or more and `qbctl up`")
 
 
 def job_state(j: dict, sched: Scheduler) -> tuple[str | None, str]:
