@@ -80,7 +80,8 @@ def test_a_refresh_that_collided_is_run_again_and_its_failure_not_left_behind(sc
     assert migrate(url, project).returncode == 0
     (job, mat_id) = sql(url, "SELECT j.id, c.mat_hypertable_id FROM _timescaledb_config.bgw_job j"
                              " JOIN _timescaledb_catalog.continuous_agg c ON c.mat_hypertable_id = j.hypertable_id"
-                             " WHERE c.user_view_name = 'market_data_5m'")[0]
+                             " WHERE c.user_view_name = 'market_data_5m'"
+                             " AND j.proc_name = 'policy_refresh_continuous_aggregate'")[0]
     held_by_seed = sql(url, "SELECT j.job_id FROM timescaledb_information.jobs j WHERE "
                             + jobs.REFRESH_OF.format(table="'market_data'") + " ORDER BY 1")
     assert (job,) in held_by_seed and len(held_by_seed) == 3  # the three bars' policies, whatever the view says
@@ -101,3 +102,40 @@ def test_a_refresh_that_collided_is_run_again_and_its_failure_not_left_behind(sc
                           " pg_backend_pid()")
             assert jobs.rerun_collisions(rows, [job], began) == []
     assert stats(url, job)[2] == "Success"
+
+
+def test_seed_waits_for_a_refresh_policy_s_run_and_leaves_every_job_as_it_was(scheduler_database, project):
+    # A refresh policy's run under way (held up by a row lock) when `db seed` refreshes the
+    # bars: seed waits for it, never cancels it, and afterwards every policy is scheduled with a next start.
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+    from tests.integration.test_migrate import env_for
+
+    url = scheduler_database
+    assert migrate(url, project).returncode == 0
+    (job,) = sql(url, "SELECT j.id FROM _timescaledb_config.bgw_job j JOIN _timescaledb_catalog.continuous_agg c"
+                      " ON c.mat_hypertable_id = j.hypertable_id WHERE c.user_view_name = 'market_data_5m'"
+                      " AND j.proc_name = 'policy_refresh_continuous_aggregate'")[0]
+    wait_for(lambda: (stats(url, job)[0] or 0) >= 1 and stats(url, job)[3] != "Running")
+    runs = stats(url, job)[0]
+    with psycopg.connect(url) as blocker:
+        # The row a refresh moves its invalidation threshold in: the run registers its window, then waits.
+        blocker.execute("SELECT * FROM _timescaledb_catalog.continuous_aggs_invalidation_threshold FOR UPDATE")
+        sql(url, f"SELECT alter_job({job}, next_start => now())")
+        wait_for(lambda: stats(url, job)[3] == "Running")
+        seed = subprocess.Popen([sys.executable, "-m", "qbctl", "db", "seed", "--symbols", "2", "--days", "3",
+                                 "--no-redis"], env={**env_for(url), "PYTHONPATH": str(ROOT)}, cwd=project,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        assert seed.poll() is None  # waiting for the run, which the lock holds up
+        blocker.rollback()
+    out, err = seed.communicate(timeout=120)
+    assert seed.returncode == 0, out + err
+    assert f"TimescaleDB job {job} is refreshing the bars; waiting for its run to end" in err
+    total, failures, status, _, _, _ = stats(url, job)
+    assert total > runs and failures == 0 and status == "Success"  # its run ended by itself, not cancelled
+    left = sql(url, "SELECT j.job_id, j.scheduled, s.next_start::text FROM timescaledb_information.jobs j"
+                    " JOIN timescaledb_information.job_stats s USING (job_id) WHERE j.job_id >= 1000")
+    assert all(scheduled and next_start not in (None, "infinity") for _, scheduled, next_start in left), left
