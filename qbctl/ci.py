@@ -31,6 +31,7 @@ class CiOptions:
 class CiResult(Result):
     project: str
     steps: list[dict] = field(default_factory=list)
+    lint: list[dict] = field(default_factory=list)  # db lint's findings on the files migrate applies
     exported: list[str] = field(default_factory=list)
     seconds: float = 0.0
     ok: bool = True
@@ -60,6 +61,7 @@ def setup(settings: Settings, options: CiOptions = CiOptions(), events: Events =
     result = CiResult(settings.project)
     steps = (
         ("up", lambda: lifecycle.up(settings, lifecycle.UpOptions(no_ui=True, timeout=timeout), events)),
+        ("lint", lambda: _lint(settings, result, events)),
         ("migrate", lambda: migrate.migrate(settings, migrate.MigrateOptions(
             without_timescaledb=options.without_timescaledb, wait=timeout), events)),
         ("health", lambda: health.check(settings, health.HealthOptions(wait=True, timeout=min(timeout, 30)))),
@@ -72,6 +74,23 @@ def setup(settings: Settings, options: CiOptions = CiOptions(), events: Events =
         result.exported = export_github_env(settings)
     result.seconds = round(time.monotonic() - t0, 3)
     return result
+
+
+def _lint(settings: Settings, result: CiResult, events: Events):
+    """db lint on the files migrate is about to apply: its findings are shown, and never fail the setup
+    (the tests should still run); `qbctl db lint` as a step of its own fails the build on its errors."""
+    from qbctl.db import lint_run
+
+    try:
+        linted = lint_run.lint(settings, events=events)
+    except QbctlError as exc:  # a file migrate cannot read either: migrate's step reports it with its exit code
+        events(Event(Status.INFO, f"lint: skipped: {exc.message}"))
+        return lint_run.LintResult()
+    result.lint = linted.findings
+    for f in linted.findings:
+        events(Event(Status.INFO, f"lint: {f['file']}:{f['line']}: {f['severity']} {f['rule']}: {f['message']}"))
+    linted.ok, linted.error = True, None
+    return linted
 
 
 def export_github_env(settings: Settings) -> list[str]:

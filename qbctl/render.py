@@ -121,6 +121,25 @@ def migrate(out: Output, result) -> None:
     out.para(f"{result.database}: {done}; {result.up_to_date} up to date; {tsdb} ({result.seconds:.2f}s)")
 
 
+def lint(out: Output, result) -> None:
+    for f in result.findings:
+        out.para(f"{f['file']}:{f['line']}: {f['severity']} {f['rule']}: {f['message']}")
+        out.para(f"safe: {f['safe']}", indent="  ")
+    if not result.files:
+        out.para("nothing to lint: every file is applied")
+        return
+    counts = f"{result.errors} error{'s' * (result.errors != 1)}, {result.warnings} warning" \
+             f"{'s' * (result.warnings != 1)}"
+    out.para(f"{counts} in {len(result.files)} file{'s' * (len(result.files) != 1)}; tables from "
+             f"{result.catalog}; squawk {result.squawk}")
+
+
+def db_new(out: Output, result) -> None:
+    out.line(result.path)  # alone on stdout: $EDITOR "$(qbctl db new add_audit)"
+    if not result.checked_against.startswith("the files the database"):
+        out.note(f"note: its order was checked against {result.checked_against}")
+
+
 def seed(out: Output, result) -> None:
     replaced = {t: n for t, n in (result.replaced or {}).items() if n}
     if replaced:
@@ -202,11 +221,15 @@ def budget(out: Output, result) -> None:
               [(i.name, f"{i.budget_mb:g}MB", f"{i.configured_mb:g}MB" if i.configured_mb is not None else "-",
                 f"{i.measured_mb:g}MB" if i.measured_mb is not None else "-",
                 _bar(i.measured_mb, i.configured_mb, i.budget_mb), "ok" if i.ok else "OVER") for i in prod])
+    differ = [(i.name, d) for i in prod for d in i.differences]
+    for name, d in differ:  # what runs is not what the settings say: the prediction is for the settings
+        out.para(f"{name}: {d.text}")
     for i in prod:
         if not i.terms:
             out.para(f"{i.name}: {i.derivation}", indent="  ")
             continue
-        out.para(f"{i.name}: {i.configured_mb:g}MB predicted; {i.derivation.rsplit('MB; ', 1)[-1]}", indent="  ")
+        now = f" (as it runs now: {i.running_mb:g}MB)" if i.differences and i.running_mb is not None else ""
+        out.para(f"{i.name}: {i.configured_mb:g}MB predicted{now}; {i.basis}", indent="  ")
         for n, t in enumerate(i.terms):  # every term, the zero ones too: they say why they are zero
             out.para(f"{'+ ' if n else '  '}{t['name']} {t['mb']:g}MB: {t['text']}", indent="    ")
     if result.load:
@@ -220,8 +243,11 @@ def budget(out: Output, result) -> None:
         for i in dev))
     for n in result.not_measured:
         out.para(f"not measured: {n}")
+    for n in result.notes:
+        out.para(f"note: {n}")
+    judged = "; predicted: for what the next `qbctl up` applies, not for what runs now" if differ else ""
     out.para(f"{'fits' if result.ok else 'does NOT fit'} in {result.budget_mb:g}MB "
-             f"(bars: # {measured}, = predicted, ! past the share)")
+             f"(bars: # {measured}, = predicted, ! past the share{judged})")
 
 
 def _ms(x) -> str:
@@ -236,7 +262,8 @@ def _load(out: Output, result) -> None:
         if i.kills or i.peak_with_cache_mb is not None:
             share = f"{i.measured_mb / i.budget_mb * 100:.0f}%" if i.measured_mb else "-"
             err = f"{i.error_pct:+g}%" if i.error_pct is not None else "-"
-            rows.append((i.name, f"{i.configured_mb:g}MB", f"{i.measured_mb:g}MB", f"{i.peak_with_cache_mb:g}MB",
+            predicted = i.running_mb if i.running_mb is not None else i.configured_mb  # of what was measured
+            rows.append((i.name, f"{predicted:g}MB", f"{i.measured_mb:g}MB", f"{i.peak_with_cache_mb:g}MB",
                          share, err, str(len(i.kills)) if i.kills else "none"))
     out.table(("service", "predicted", "peak", "with cache", "of share", "model error", "kills"), rows)
     for i in result.items:
@@ -255,7 +282,11 @@ def _load(out: Output, result) -> None:
 
 def ci(out: Output, result) -> None:
     for s in result.steps:
-        out.line(f"{s['step']:<8} {'ok' if s['ok'] else 'FAILED':<7} {s['seconds']:.2f}s")
+        extra = ""
+        if s["step"] == "lint" and result.lint:
+            errors = sum(f["severity"] == "error" for f in result.lint)
+            extra = f"  {errors} errors, {len(result.lint) - errors} warnings (shown above; `qbctl db lint`)"
+        out.line(f"{s['step']:<8} {'ok' if s['ok'] else 'FAILED':<7} {s['seconds']:.2f}s{extra}")
     if result.exported:
         out.line("exported to GITHUB_ENV: " + ", ".join(result.exported))
     if result.ok:

@@ -44,23 +44,32 @@ def _sweep(client) -> None:
     """Remove stacks that earlier test runs left behind (the engine restarts their containers).
 
     Only old ones: two test runs may share one engine (a developer's and CI's), and each must
-    leave the other's stacks alone."""
+    leave the other's stacks alone. Another run may sweep the same object first: gone is swept."""
     label = {"label": "io.qbctl.project"}
     for c in client.api.containers(all=True, filters=label):
         if c["Labels"].get("io.qbctl.project", "").startswith(TEST_PROJECT_PREFIX) and c["Created"] < _epoch_ago():
-            client.api.remove_container(c["Id"], force=True)
+            _gone_is_fine(client.api.remove_container, c["Id"], force=True)
     for c in client.api.containers(all=True, filters={"label": "io.qbctl.lock"}):  # a crashed test's engine lock
         if c["Labels"].get("io.qbctl.lock", "").startswith(TEST_PROJECT_PREFIX) and c["Created"] < _epoch_ago():
-            client.api.remove_container(c["Id"], force=True)
+            _gone_is_fine(client.api.remove_container, c["Id"], force=True)
     projects_alive = {c["Labels"].get("io.qbctl.project") for c in client.api.containers(all=True, filters=label)}
     for v in client.api.volumes(filters=label).get("Volumes") or []:
         project = (v.get("Labels") or {}).get("io.qbctl.project", "")
         if project.startswith(TEST_PROJECT_PREFIX) and project not in projects_alive and _stale(v["CreatedAt"]):
-            client.api.remove_volume(v["Name"], force=True)
+            _gone_is_fine(client.api.remove_volume, v["Name"], force=True)
     for n in client.api.networks(filters=label):
         project = (n.get("Labels") or {}).get("io.qbctl.project", "")
         if project.startswith(TEST_PROJECT_PREFIX) and project not in projects_alive and _stale(n["Created"]):
-            client.api.remove_network(n["Id"])
+            _gone_is_fine(client.api.remove_network, n["Id"])
+
+
+def _gone_is_fine(remove, *args, **kwargs) -> None:
+    import docker.errors
+
+    try:
+        remove(*args, **kwargs)
+    except docker.errors.NotFound:  # another test run swept it first
+        pass
 
 
 def _epoch_ago() -> float:

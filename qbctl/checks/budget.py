@@ -1,9 +1,12 @@
 """The 1 GB budget: each service's predicted peak against its share, what it uses now, and with
 --load what it uses at its peak under the backend's load.
 
-Predicted: qbctl.checks.model, term by term, from the values in force (the running server's, else
-the settings'). Measured: each container's memory from the engine (without page cache), Redis
-used_memory and its key families by sampling. Under --load (qbctl.checks.load): the peak, kills,
+Predicted: qbctl.checks.model, term by term, for the settings: the configuration the next `qbctl up`
+applies, whatever runs now; a running server fills in only what they do not decide
+(qbctl.checks.running), so the same configuration gets the same prediction up or down. Where what runs
+differs from the settings, each value is listed, with whether `up` applies it. Measured: each
+container's memory from the engine (without page cache), Redis used_memory and its key families by
+sampling. Under --load (qbctl.checks.load): the peak, kills,
 evictions and latencies. Every overrun comes with the setting that fixes it.
 """
 from __future__ import annotations
@@ -11,9 +14,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from qbctl.checks import model
+from qbctl.checks import model, running
 from qbctl.config.settings import Settings
-from qbctl.config.sizes import MB
+from qbctl.config.sizes import MB, fmt_mb
 from qbctl.errors import CheckFailed, QbctlError
 from qbctl.result import Result
 
@@ -21,10 +24,6 @@ from qbctl.result import Result
 REDIS_FAMILIES = (("market", "market:*", 50), ("candles", "candles:*", 0), ("indicators", "indicators:*", 30),
                   ("events", "events:*", 20), ("cache", "cache:*", 50))
 FAMILY_TOTAL = sum(w for _, _, w in REDIS_FAMILIES)
-PG_SETTINGS = ("shared_buffers", "wal_buffers", "work_mem", "hash_mem_multiplier", "maintenance_work_mem",
-               "autovacuum_work_mem", "autovacuum_max_workers", "max_connections", "superuser_reserved_connections",
-               "max_parallel_workers_per_gather", "max_parallel_workers", "temp_buffers",
-               "timescaledb.max_background_workers")
 
 
 @dataclass
@@ -41,6 +40,9 @@ class Item:
     kills: list[str] = field(default_factory=list)  # --load: what the kernel killed, with its evidence
     error_pct: float | None = None  # --load: (predicted - measured) / measured
     terms: list[dict] = field(default_factory=list)  # the prediction, term by term: name, mb, text
+    basis: str = ""  # where the prediction's values came from, and when it fits (derivation's tail)
+    running_mb: float | None = None  # the model for the values as they run now (what --load measures)
+    differences: list[running.Difference] = field(default_factory=list)  # what runs against the settings
 
 
 @dataclass
@@ -50,6 +52,7 @@ class BudgetResult(Result):
     redis_families: list[Item] = field(default_factory=list)
     not_measured: list[str] = field(default_factory=list)
     load: dict | None = None  # --load: sessions, latencies, evictions, notes
+    notes: list[str] = field(default_factory=list)
     ok: bool = True
     error: QbctlError | None = None
 
@@ -58,81 +61,12 @@ def _mb(n: float) -> float:
     return round(n / MB, 1)
 
 
-# --- the values in force -----------------------------------------------------------------------------
-def pg_values(s: Settings) -> model.PgValues:
-    """What qbctl passes to the server (stack.spec.postgres_args), with the schedulers the image makes."""
-    from qbctl.stack.spec import postgres_args, scheduler_databases
-
-    args = postgres_args(s)
-    return model.PgValues(
-        shared_buffers=s["POSTGRES_SHARED_BUFFERS"], wal_buffers=_pg_bytes(args["wal_buffers"]),
-        work_mem=s["POSTGRES_WORK_MEM"], hash_mem_multiplier=float(args["hash_mem_multiplier"]),
-        maintenance_work_mem=s["POSTGRES_MAINTENANCE_WORK_MEM"], autovacuum_work_mem=-1,
-        autovacuum_max_workers=s["POSTGRES_AUTOVACUUM_MAX_WORKERS"], max_connections=s["POSTGRES_MAX_CONNECTIONS"],
-        superuser_reserved_connections=3, max_parallel_workers_per_gather=s["POSTGRES_MAX_PARALLEL_WORKERS"],
-        max_parallel_workers=s["POSTGRES_MAX_PARALLEL_WORKERS"], temp_buffers=_pg_bytes(args["temp_buffers"]),
-        tsdb_background_workers=s["TIMESCALEDB_MAX_BACKGROUND_WORKERS"],
-        backend=s["QBCTL_POSTGRES_BACKEND_OVERHEAD"], schedulers=len(scheduler_databases(s)))
-
-
-def _pg_bytes(text: str) -> int:
-    from qbctl.config.sizes import parse_size
-
-    return parse_size(text)
-
-
-def pg_values_from_rows(rows: list[tuple], shared_allocated: int | None, backend: int,
-                        largest_table_pages: int | None = None, schedulers: int = 1) -> model.PgValues:
-    """The values in force, from `SELECT name, setting, unit FROM pg_settings`. Pure."""
-    units = {"8kB": 8192, "kB": 1024, "MB": MB, "B": 1, None: 1, "": 1}
-    v: dict[str, float] = {}
-    for name, setting, unit in rows:
-        number = float(setting)
-        v[name] = number * units.get(unit, 1) if number >= 0 else number
-    return model.PgValues(
-        shared_buffers=int(v["shared_buffers"]), wal_buffers=int(v["wal_buffers"]), work_mem=int(v["work_mem"]),
-        hash_mem_multiplier=v.get("hash_mem_multiplier", 2.0), maintenance_work_mem=int(v["maintenance_work_mem"]),
-        autovacuum_work_mem=int(v.get("autovacuum_work_mem", -1)),
-        autovacuum_max_workers=int(v["autovacuum_max_workers"]), max_connections=int(v["max_connections"]),
-        superuser_reserved_connections=int(v.get("superuser_reserved_connections", 3)),
-        max_parallel_workers_per_gather=int(v.get("max_parallel_workers_per_gather", 2)),
-        max_parallel_workers=int(v.get("max_parallel_workers", 8)), temp_buffers=int(v.get("temp_buffers", 8 * MB)),
-        tsdb_background_workers=int(v.get("timescaledb.max_background_workers", 0)), backend=backend,
-        shared_allocated=shared_allocated, largest_table_pages=largest_table_pages, schedulers=schedulers)
-
-
-def read_pg_values(settings: Settings) -> model.PgValues | None:
-    """The running server's values, or None when it cannot be asked."""
-    from qbctl.db import connect
-
-    try:
-        with connect.connect(settings, timeout=2) as conn:
-            rows = conn.execute("SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s)",
-                                (list(PG_SETTINGS),)).fetchall()
-            shared = conn.execute("SELECT sum(allocated_size)::bigint FROM pg_shmem_allocations").fetchone()[0]
-            pages = conn.execute("SELECT max(relpages) FROM pg_class WHERE relkind IN ('r', 'm')").fetchone()[0]
-            schedulers = conn.execute("SELECT count(*) FROM pg_stat_activity"
-                                      " WHERE backend_type = 'TimescaleDB Background Worker Scheduler'").fetchone()[0]
-    except QbctlError:
-        return None
-    return pg_values_from_rows(rows, shared, settings["QBCTL_POSTGRES_BACKEND_OVERHEAD"], pages, schedulers)
-
-
-def redis_values(s: Settings) -> model.RedisValues:
-    return model.RedisValues(s["REDIS_MAX_MEMORY"], saves=True)  # qbctl keeps Redis's own save rules
-
-
-def redis_values_from_config(config: dict) -> model.RedisValues:
-    """From CONFIG GET maxmemory / save / appendonly. Pure."""
-    saves = bool((config.get("save") or "").strip()) or config.get("appendonly") == "yes"
-    return model.RedisValues(int(config.get("maxmemory") or 0), saves)
-
-
 # --- the arithmetic ----------------------------------------------------------------------------------
 def _pg_fix(s: Settings, pred: model.Prediction, share: int) -> str:
     over = pred.bytes - int(share * (1 - model.CACHE_RESERVE))
     sessions = next(t for t in pred.terms if t.name == "sessions")
-    per_session = s["QBCTL_POSTGRES_BACKEND_OVERHEAD"] + s["POSTGRES_WORK_MEM"]
+    # each connection: a session, and its process slot in shared memory
+    per_session = s["QBCTL_POSTGRES_BACKEND_OVERHEAD"] + s["POSTGRES_WORK_MEM"] + model.SHARED_PER_SLOT
     fewer = s["POSTGRES_MAX_CONNECTIONS"] - math.ceil(over / per_session)
     options = []
     if fewer >= 4 and sessions.bytes:
@@ -161,28 +95,88 @@ def _limit_text(share: int) -> str:
             f"the {_mb(share):g}MB container limit is left to page cache being written")
 
 
-def configured(s: Settings, pg: model.PgValues | None = None, rd: model.RedisValues | None = None) -> BudgetResult:
-    """Each share against the VM, and each service's predicted peak against its share. Pure."""
+SETTINGS_TEXT = "values from the settings (the next `qbctl up` applies them)"
+
+
+def _pg_item(s: Settings, run: running.Running) -> Item:
+    share, reading = s["QBCTL_BUDGET_POSTGRES"], run.pg
+    values = running.pg_values(s, reading)
+    if reading is None:
+        basis = (f"{SETTINGS_TEXT}; PostgreSQL's defaults for what they do not decide (superuser_reserved_"
+                 f"connections {values.superuser_reserved_connections}, autovacuum_work_mem -1, max_wal_senders "
+                 f"{values.max_wal_senders}) and {fmt_mb(values.shared_fixed)} of shared memory no setting sizes")
+    else:
+        filled = [f"{n} {running.show(n, reading.values[n])}" for n in running.PG_SERVER_DECIDES if n in reading.values]
+        filled += [] if reading.has_timescaledb else ["no TimescaleDB in its image"]
+        filled += [f"{n} {running.show(n, reading.values[n])} (set for the database or its user)"
+                   for n in reading.in_data()]
+        basis = (f"{SETTINGS_TEXT}; from the running server, what they do not decide: {', '.join(filled)}, "
+                 f"and {fmt_mb(values.shared_fixed)} of shared memory no setting sizes")
+    item = _predicted("postgres", model.postgres(values), share, basis)
+    if not item.ok:
+        item.fix = _pg_fix(s, model.postgres(values), share)
+        if reading is not None and reading.in_data():
+            names = ", ".join(reading.in_data())
+            item.fix = f"reset what is set for the database or its user (ALTER ROLE/DATABASE ... RESET {names}), or " \
+                       f"{item.fix}"
+    if reading is not None:
+        item.running_mb = model.postgres(running.running_pg_values(reading, s)).mb
+        item.differences = running.differences(
+            running.pg_settings_values(s), reading.values, run.recreated.get("postgres"),
+            f"{running.KEPT}", tuple(reading.in_data()), running.PG_DECIDED)
+    return item
+
+
+def _redis_item(s: Settings, run: running.Running) -> Item:
+    share, config = s["QBCTL_BUDGET_REDIS"], run.redis_config
+    values = running.redis_values(s, config)
+    saves = "on" if values.saves else "off"
+    basis = SETTINGS_TEXT + (f"; background saves {saves}: the running server's" if config else
+                             "; background saves on: Redis's own save rules, which qbctl keeps")
+    item = _predicted("redis", model.redis(values), share, basis)
+    if not item.ok:
+        item.fix = _redis_fix(share, model.redis(values), values.saves)
+    if config is not None:
+        item.running_mb = model.redis(running.redis_values_from_config(config)).mb
+        item.differences = running.differences(
+            running.redis_settings_values(s), running.redis_running_values(config), run.recreated.get("redis"),
+            f"applied when the container restarts: it was changed at runtime (CONFIG SET), and {running.KEPT}",
+            setting_of=running.REDIS_DECIDED)
+    return item
+
+
+def _predicted(name: str, pred: model.Prediction, share: int, basis: str) -> Item:
+    basis = f"{basis}; {_limit_text(share)}"
+    item = Item(name, _mb(share), pred.mb, derivation=f"{pred.derivation()}; {basis}", basis=basis)
+    item.terms = _terms(pred)
+    item.ok = model.fits(pred.bytes, share)
+    return item
+
+
+def _limits(s: Settings, run: running.Running, items: dict[str, Item]) -> None:
+    """Each container's memory limit against its share (the settings')."""
+    for service, key in running.SHARES.items():
+        if service in run.limits:
+            items[service].differences += running.differences(
+                {"memory limit": s[key]}, {"memory limit": run.limits[service]}, run.recreated.get(service),
+                f"not applied by `qbctl up`: the limit was changed on the container (docker update), and "
+                f"{running.KEPT}", setting_of={"memory limit": key})
+
+
+def configured(s: Settings, run: running.Running | None = None) -> BudgetResult:
+    """Each share against the VM, and each service's predicted peak against its share, for the settings
+    (the configuration the next `qbctl up` applies); what runs fills in only what they do not decide,
+    and each value where it differs from the settings is listed. Pure."""
+    run = run or running.Running()
     total = s["QBCTL_BUDGET_TOTAL"]
-    pg_share, rd_share = s["QBCTL_BUDGET_POSTGRES"], s["QBCTL_BUDGET_REDIS"]
-    pg_pred = model.postgres(pg or pg_values(s), "the running server" if pg else "settings")
-    pg_item = Item("postgres", _mb(pg_share), pg_pred.mb, derivation=f"{pg_pred.derivation()}; values from "
-                   f"{pg_pred.source}; {_limit_text(pg_share)}")
-    pg_item.terms = _terms(pg_pred)
-    if not model.fits(pg_pred.bytes, pg_share):
-        pg_item.ok, pg_item.fix = False, _pg_fix(s, pg_pred, pg_share)
-    rd_values = rd or redis_values(s)
-    rd_pred = model.redis(rd_values, "the running server" if rd else "settings")
-    rd_item = Item("redis", _mb(rd_share), rd_pred.mb, derivation=f"{rd_pred.derivation()}; values from "
-                   f"{rd_pred.source}; {_limit_text(rd_share)}")
-    rd_item.terms = _terms(rd_pred)
-    if not model.fits(rd_pred.bytes, rd_share):
-        rd_item.ok, rd_item.fix = False, _redis_fix(rd_share, rd_pred, rd_values.saves)
+    pg_item, rd_item = _pg_item(s, run), _redis_item(s, run)
+    _limits(s, run, {"postgres": pg_item, "redis": rd_item})
     items = [pg_item, rd_item,
              Item("backend", _mb(s["QBCTL_BUDGET_BACKEND"]), derivation="the Python backend (not run by qbctl)"),
              Item("os", _mb(s["QBCTL_BUDGET_OS"]), derivation="OS and system services"),
              Item("headroom", _mb(s["QBCTL_BUDGET_HEADROOM"]), derivation="kept free")]
-    shares = pg_share + rd_share + s["QBCTL_BUDGET_BACKEND"] + s["QBCTL_BUDGET_OS"] + s["QBCTL_BUDGET_HEADROOM"]
+    shares = (s["QBCTL_BUDGET_POSTGRES"] + s["QBCTL_BUDGET_REDIS"] + s["QBCTL_BUDGET_BACKEND"] + s["QBCTL_BUDGET_OS"]
+              + s["QBCTL_BUDGET_HEADROOM"])
     whole = Item("total", _mb(total), _mb(shares),
                  derivation="postgres + redis + backend + os + headroom shares against the VM's memory")
     if shares > total:
@@ -191,12 +185,18 @@ def configured(s: Settings, pg: model.PgValues | None = None, rd: model.RedisVal
     items.append(whole)
     for name, key in (("adminer", "QBCTL_ADMINER_MEMORY"), ("redis-commander", "QBCTL_REDIS_COMMANDER_MEMORY")):
         items.append(Item(name, _mb(s[key]), _mb(s[key]), derivation=f"dev tool, limit {key}", production=False))
-    maxmem = rd_values.maxmemory
+    maxmem = s["REDIS_MAX_MEMORY"]
     families = [Item(name, _mb(maxmem * w / FAMILY_TOTAL) if w else 0.0,
                      derivation=f"keys {pattern}" + (f", {w}/{FAMILY_TOTAL} of maxmemory" if w else
                                                       ", counted with market data"))
                 for name, pattern, w in REDIS_FAMILIES]
     result = BudgetResult(_mb(total), items, families)
+    for item in (pg_item, rd_item):  # what runs is not judged, but said when it would not fit
+        limit = run.limits.get(item.name, int(item.budget_mb * MB))
+        if item.ok and item.running_mb is not None and item.differences and \
+                not model.fits(int(item.running_mb * MB), limit):
+            result.notes.append(f"{item.name} as it runs now (predicted {item.running_mb:g}MB) does not fit its "
+                                f"{_mb(limit):g}MB limit; the settings do")
     _verdict(result)
     return result
 
@@ -247,8 +247,9 @@ def apply_measurements(result: BudgetResult, s: Settings, containers: dict[str, 
                                    "settings or raise its QBCTL_BUDGET_* share"
     if redis_info:
         rd = by_name["redis"]
-        rd.derivation += (f"; now used_memory {_mb(redis_info['used_memory']):g}MB, "
-                          f"used_memory_rss {_mb(redis_info['used_memory_rss']):g}MB")
+        now = (f"; now used_memory {_mb(redis_info['used_memory']):g}MB, "
+               f"used_memory_rss {_mb(redis_info['used_memory_rss']):g}MB")
+        rd.derivation, rd.basis = rd.derivation + now, rd.basis + now
         if rd.measured_mb is None:
             rd.measured_mb = _mb(redis_info["used_memory_rss"])
     if families is not None:
@@ -280,54 +281,90 @@ def _verdict(result: BudgetResult) -> None:
 
 # --- measuring -----------------------------------------------------------------------------------------
 def measure(settings: Settings) -> BudgetResult:
-    """The prediction from the values in force, plus whatever of the running stack can be measured now."""
-    pg = read_pg_values(settings) if settings.pg.is_local else None
-    rd_config, redis_info, families = None, None, None
-    not_measured: list[str] = []
+    """The prediction for the settings (what runs fills in only what they do not decide), each value where
+    what runs differs from them, and whatever of the running stack can be measured now."""
+    run, notes = running.Running(), []
+    if settings.pg.is_local:  # a server qbctl does not run is not configured by its settings
+        run.pg = running.read_pg(settings)
+    redis_info, families = _read_redis(settings, run, notes)
+    containers, host = _read_containers(settings, run, notes)
+    result = configured(settings, run)
+    result.not_measured += notes
+    if host:  # issue 16: against a VM, its own memory as measured (qbctl.checks.vm), not QBCTL_BUDGET_TOTAL assumed.
+        from qbctl.checks import vm
+
+        vm.apply(result, settings, host[0], host[1], containers)
+    apply_measurements(result, settings, containers, redis_info, families)
+    return result
+
+
+def _read_redis(settings: Settings, run: running.Running, notes: list[str]) -> tuple[dict | None, dict | None]:
+    """Redis's configuration (into run), its memory now and its key families; what failed into notes."""
+    redis_info, families = None, None
     try:
         from qbctl.db.connect import redis_client
 
         client = redis_client(settings, timeout=2)
         try:
-            rd_config = client.config_get("*")
+            config = client.config_get("*")
+            if settings.redis.is_local:
+                run.redis_config = config
             info = client.info("memory")
             redis_info = {"used_memory": info["used_memory"], "used_memory_rss": info["used_memory_rss"]}
             families, sampled, dbsize = sample_families(client)
             if dbsize > sampled:
-                not_measured.append(f"redis key families: estimated from {sampled} of {dbsize} keys")
+                notes.append(f"redis key families: estimated from {sampled} of {dbsize} keys")
         finally:
             client.close()
     except Exception as exc:  # noqa: BLE001 - measuring is best effort; say what could not be measured
-        not_measured.append(f"redis at {settings.redis.masked()}: {str(exc)[:120]}")
-    result = configured(settings, pg, redis_values_from_config(rd_config) if rd_config else None)
-    result.not_measured += not_measured
+        notes.append(f"redis at {settings.redis.masked()}: {str(exc)[:120]}")
+    return redis_info, families
+
+
+def _read_containers(settings: Settings, run: running.Running,
+                     notes: list[str]) -> tuple[dict[str, int | None], tuple[str, dict] | None]:
+    """Each running container's memory now (and its limit into run), whether the next `up` recreates
+    it (into run), and the engine host's memory when the budget is judged against a VM."""
     containers: dict[str, int | None] = {}
     try:
         from qbctl.stack import engine
 
         eng = engine.connect()
-        running = eng.containers(settings.project, running_only=True)
-        for c in running:
+        live = eng.containers(settings.project, running_only=True)
+        run.recreated = _recreated(settings, live)
+        for c in live:
             m = eng.memory(c.id)
             containers[c.service] = m.without_cache if m else None
+            if m and m.limit:
+                run.limits[c.service] = m.limit
             if m and not m.cache_known:
-                result.not_measured.append(f"{c.service}: the engine gives no page cache figure; its memory "
-                                           "includes page cache")
+                notes.append(f"{c.service}: the engine gives no page cache figure; its memory includes page cache")
         if not containers:
-            result.not_measured.append(f"containers: project {settings.project} has none running (`qbctl up`)")
-        # issue 16: against a VM, its own memory as measured (qbctl.checks.vm), not QBCTL_BUDGET_TOTAL assumed.
+            notes.append(f"containers: project {settings.project} has none running (`qbctl up`)")
         if eng.remote or settings["QBCTL_PROFILE"] == "production":
-            from qbctl.checks import vm
-
-            vm.apply(result, settings, eng.host, eng.host_memory(running[0].id if running else None), containers)
+            return containers, (eng.host, eng.host_memory(live[0].id if live else None))
     except QbctlError as exc:
-        result.not_measured.append(f"containers: {exc.message}")
-    apply_measurements(result, settings, containers, redis_info, families)
-    return result
+        notes.append(f"containers: {exc.message}")
+    return containers, None
+
+
+def _recreated(settings: Settings, live) -> dict[str, bool | None]:
+    """Per running service: would the next `qbctl up` recreate its container (its settings changed)?"""
+    from qbctl.stack.labels import LABEL_CONFIG
+    from qbctl.stack.spec import build_stack
+
+    try:
+        specs = {s.name: s for s in build_stack(settings).services}
+    except QbctlError:  # `up` itself would refuse these settings
+        return {}
+    return {c.service: c.labels.get(LABEL_CONFIG) != specs[c.service].config_hash()
+            for c in live if c.service in specs}
 
 
 def under_load(settings: Settings, options, events) -> BudgetResult:
-    """`qbctl budget --load`: the prediction, then the backend's load, its peaks and kills, the verdict."""
+    """`qbctl budget --load`: the prediction, then the backend's load on what runs, its peaks and kills,
+    the verdict. The load measures the stack as it runs: where that is not what the settings say, the
+    model's error is taken against its prediction for what runs, and a note says so."""
     from qbctl.checks import load
 
     result = measure(settings)
@@ -338,18 +375,25 @@ def under_load(settings: Settings, options, events) -> BudgetResult:
         item.measured_mb = _mb(svc.peak_bytes or 0)
         item.peak_with_cache_mb = _mb(svc.peak_with_cache_bytes or 0)
         item.kills = svc.kills
+        predicted = item.running_mb if item.running_mb is not None else item.configured_mb
         if item.measured_mb:
-            item.error_pct = round((item.configured_mb - item.measured_mb) / item.measured_mb * 100, 1)
+            item.error_pct = round((predicted - item.measured_mb) / item.measured_mb * 100, 1)
         over = (svc.peak_bytes or 0) > item.budget_mb * MB
         if svc.kills or over:
             item.ok = False
             why = "processes were killed by the kernel" if svc.kills else \
                 f"its peak {item.measured_mb:g}MB passed its {item.budget_mb:g}MB share"
-            item.fix = f"{why}: " + (item.fix or (_pg_fix(settings, model.postgres(pg_values(settings)),
-                                                          int(item.budget_mb * MB) - 1) if name == "postgres" else
-                                                  _redis_fix(int(item.budget_mb * MB),
-                                                             model.redis(redis_values(settings)), True)))
+            share = int(item.budget_mb * MB)
+            item.fix = f"{why}: " + (item.fix or (
+                _pg_fix(settings, model.postgres(running.pg_values(settings)), share - 1) if name == "postgres" else
+                _redis_fix(share, model.redis(running.redis_values(settings)), True)))
+    differ = [f"{i.name}: {d.text}" for i in result.items for d in i.differences]
+    notes = list(report.notes)
+    if differ:
+        notes.insert(0, "the load measured the stack as it runs, which is not what the settings say (" + "; ".join(
+            differ) + "): the model's error is against its prediction for what runs; after `qbctl up`, "
+            "`qbctl budget --load` measures the settings")
     result.load = {"seconds": report.seconds, "sessions": report.sessions, "queries": report.queries,
-                   "redis": report.redis, "notes": report.notes}
+                   "redis": report.redis, "notes": notes}
     _verdict(result)
     return result

@@ -165,7 +165,7 @@ def check_redis(settings: Settings, timeout: float) -> list[Check]:
         want_mem, want_policy = settings["REDIS_MAX_MEMORY"], settings["REDIS_MAXMEMORY_POLICY"]
         same = maxmem == want_mem and policy == want_policy
         checks.append(Check("redis config", same, f"maxmemory {fmt_mb(maxmem)}, {policy}" + (
-            "" if same else f"; settings say {fmt_mb(want_mem)}, {want_policy}: `qbctl up` recreates it"),
+            "" if same else f"; settings say {fmt_mb(want_mem)}, {want_policy}: {_redis_applied(settings)}"),
             data={"maxmemory": maxmem, "policy": policy}))
         used, rss = int(info.get("used_memory", 0)), int(info.get("used_memory_rss", 0))
         evicted = int(info.get("evicted_keys", 0))
@@ -189,6 +189,24 @@ def check_redis(settings: Settings, timeout: float) -> list[Check]:
         return [Check("redis", False, str(exc)[:200])]
     finally:
         client.close()
+
+
+def _redis_applied(settings: Settings) -> str:
+    """Whether the next `up` gives Redis its settings: only when it recreates the container (a value set
+    at runtime with CONFIG SET stays in a container `up` keeps)."""
+    if not settings.redis.is_local:
+        return "qbctl does not run this Redis"
+    from qbctl.stack import engine
+    from qbctl.stack.labels import LABEL_CONFIG
+
+    try:
+        (c,) = engine.connect().containers(settings.project, "redis", running_only=True)
+        kept = c.labels.get(LABEL_CONFIG) == build_stack(settings).get("redis").config_hash()
+    except (QbctlError, ValueError):  # no engine, or no (single) container: the usual case, said plainly
+        kept = False
+    if not kept:
+        return "`qbctl up` recreates it"
+    return "changed at runtime (CONFIG SET): `qbctl up` keeps the container, `qbctl down && qbctl up` recreates it"
 
 
 def _long_candle_lists(client, cap: int, deadline: float, limit: int = 5000) -> list[str]:

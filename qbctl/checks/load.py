@@ -36,7 +36,7 @@ QUERIES = {
                       " AND timeframe = '1m' ORDER BY time DESC LIMIT 200",
     "daily bars": "SELECT {bucket} AS day, {first_open}, max(high), min(low), {last_close}, sum(volume)"
                   " FROM market_data WHERE symbol = %s AND timeframe = '1m' AND time > now() - INTERVAL '28 days'"
-                  " GROUP BY day ORDER BY day",
+                  " GROUP BY 1 ORDER BY 1",  # by position: GROUP BY day would pick a column named day
     "ranking": "SELECT symbol, {last_close} / NULLIF({first_open}, 0) - 1 AS ret, sum(volume) AS vol"
                " FROM market_data WHERE timeframe = '1m' AND time > now() - INTERVAL '7 days'"
                " GROUP BY symbol ORDER BY ret DESC NULLS LAST, vol DESC",
@@ -205,16 +205,19 @@ class Runner:
         """The compression policy's job and a VACUUM, while the sessions run."""
         import psycopg
 
-        from qbctl.db import connect
+        from qbctl.db import connect, timescale
+        from qbctl.db.seed import MARKET_DATA
 
         try:
             with connect.connect(self.settings) as conn:
-                if tsdb:
+                if tsdb:  # the policy of the market_data the load reads, not a namesake's in another schema
                     job = conn.execute("SELECT job_id FROM timescaledb_information.jobs WHERE proc_name ="
-                                       " 'policy_compression' AND hypertable_name = 'market_data'").fetchone()
+                                       " 'policy_compression' AND (hypertable_schema, hypertable_name) = "
+                                       + MARKET_DATA).fetchone()
                     if job:
                         self.events(Event(Status.WORKING, f"compression job {job[0]} running", "postgres"))
-                        conn.execute("CALL run_job(%s)", (job[0],))
+                        conn.execute(f"CALL {timescale.extension_schema(connect.psycopg_rows(conn))}.run_job(%s)",
+                                     (job[0],))
                         self.notes.append(f"postgres: ran the compression policy's job {job[0]} during the load")
                 if not self.stop.is_set():
                     conn.execute("VACUUM (ANALYZE) market_data")

@@ -111,6 +111,40 @@ def seed(
     finish(st, result, render.seed)
 
 
+@db_app.command()
+def lint(ctx: typer.Context,
+         paths: Optional[List[str]] = typer.Argument(None, metavar="[FILE...]",
+                                                    help="Files to lint [default: the pending ones]"),
+         strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
+         json: bool = JSON_OPTION) -> None:
+    """What pending migrations will do on the VM: TimescaleDB's failures and locks, and squawk's rules."""
+    from qbctl import render
+    from qbctl.db import lint_run
+
+    st = state(ctx, json)
+    st.on_interrupt = "nothing was changed"
+    with st.out.progress("linting") as events:
+        result = lint_run.lint(st.settings, lint_run.LintOptions(paths=tuple(paths or ()), strict=strict), events)
+    finish(st, result, render.lint)
+
+
+@db_app.command()
+def new(ctx: typer.Context,
+        name: str = typer.Argument(..., help="What the migration does, in a few words (add_audit_table); a number "
+                                             "of your own in front (0012_add_audit) is kept."),
+        no_transaction: bool = typer.Option(False, "--no-transaction",
+                                            help="Mark the file `-- qbctl: no-transaction`: each statement commits "
+                                                 "by itself (CREATE INDEX CONCURRENTLY, VACUUM)."),
+        json: bool = JSON_OPTION) -> None:
+    """Start a migration: the next-numbered file in sql/schema; prints its path."""
+    from qbctl import render
+    from qbctl.db import new as dbnew
+
+    st = state(ctx, json)
+    st.on_interrupt = "nothing was written"
+    finish(st, dbnew.new(st.settings, name, no_transaction), render.db_new)
+
+
 @db_app.command(context_settings={"ignore_unknown_options": True})
 def shell(ctx: typer.Context,
           local: Optional[bool] = typer.Option(None, "--local/--container",

@@ -33,6 +33,12 @@ def dsn(settings: Settings) -> str:
     return pg.dsn(host=host, port=port)
 
 
+def dbname(db: str) -> str:
+    """A database for `-d` of psql, pg_dump and pg_restore, as a connection string: a bare name that
+    holds `=` (or starts with postgresql://) would be read as one."""
+    return "dbname='" + db.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def bad_url(text: str) -> bool:
     """Whether libpq refused DATABASE_URL itself (an unknown parameter or a bad value after ?)."""
     return "invalid URI query parameter" in text or ("invalid" in text and "value:" in text)

@@ -31,17 +31,18 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from qbctl.db.connect import Rows
+from qbctl.db.timescale import extension_schema
 from qbctl.errors import Unavailable
 
 HOLD_WAIT = 120.0  # seconds a run under way may take to end before the work goes ahead without it
 SETTLE = 0.5  # seconds between seeing every held job idle and the check that confirms it
 POLL = 0.2
-# The refresh policies of the continuous aggregates of a hypertable (j: timescaledb_information.jobs). The
-# jobs view names a refresh policy's aggregate by its view (2.x today) or by its materialization hypertable
-# (older 2.x): either matches.
+# The refresh policies of the continuous aggregates of a hypertable (j: timescaledb_information.jobs; table:
+# an SQL row (schema, name)). The jobs view names a refresh policy's aggregate by its view (2.28) or by its
+# materialization hypertable (older 2.x): either matches.
 REFRESH_OF = ("j.proc_name = 'policy_refresh_continuous_aggregate' AND EXISTS (SELECT FROM"
-              " timescaledb_information.continuous_aggregates c WHERE c.hypertable_name = {table} AND"
-              " (j.hypertable_schema, j.hypertable_name) IN ((c.view_schema, c.view_name),"
+              " timescaledb_information.continuous_aggregates c WHERE (c.hypertable_schema, c.hypertable_name) ="
+              " {table} AND (j.hypertable_schema, j.hypertable_name) IN ((c.view_schema, c.view_name),"
               " (c.materialization_hypertable_schema, c.materialization_hypertable_name)))")
 ALL_POLICIES = "true"  # every scheduled job of the database (the telemetry job, id 1, is never held)
 
@@ -51,6 +52,7 @@ class Hold:
     give_back: dict[int, str | None] = field(default_factory=dict)  # job -> next start to give back (None: now)
     began: str = ""  # the server's clock when the hold began
     waited: list[int] = field(default_factory=list)  # jobs whose run under way was waited for
+    ts: str = "public"  # TimescaleDB's schema, which qbctl's calls name (the search_path may leave it out)
 
     @property
     def jobs(self) -> list[int]:
@@ -67,14 +69,15 @@ def _lit(text: str) -> str:
 
 def available(rows: Rows) -> bool:
     """Whether this database has TimescaleDB's job catalog (the extension) to hold anything in."""
-    return rows("SELECT (to_regclass('timescaledb_information.jobs') IS NOT NULL)::text")[0][0] == "true"
+    return rows("SELECT (pg_catalog.to_regclass('timescaledb_information.jobs') IS NOT NULL)::text")[0][0] == "true"
 
 
 STATE_SQL = """
 SELECT j.job_id::text, st.next_start::text,
-       (EXISTS (SELECT FROM pg_stat_activity a WHERE a.datname = current_database()
+       (EXISTS (SELECT FROM pg_catalog.pg_stat_activity a WHERE a.datname = pg_catalog.current_database()
                 AND j.application_name IN (a.application_name, a.backend_type))
-        OR COALESCE(st.last_finish = '-infinity' AND st.last_start > now() - interval '10 seconds', false))::text
+        OR COALESCE(st.last_finish = '-infinity' AND st.last_start > pg_catalog.now() - interval '10 seconds',
+                    false))::text
 FROM timescaledb_information.jobs j
 LEFT JOIN _timescaledb_internal.bgw_job_stat st ON st.job_id = j.job_id
 WHERE j.job_id = ANY({ids})
@@ -93,7 +96,9 @@ def hold(rows: Rows, where: str = ALL_POLICIES, *, wait: float = HOLD_WAIT, sett
     held = Hold()
     if not available(rows):
         return held
-    found = rows("SELECT now()::text, j.job_id::text, st.next_start::text FROM timescaledb_information.jobs j"
+    held.ts = extension_schema(rows)
+    found = rows("SELECT pg_catalog.now()::text, j.job_id::text, st.next_start::text"
+                 " FROM timescaledb_information.jobs j"
                  " LEFT JOIN _timescaledb_internal.bgw_job_stat st ON st.job_id = j.job_id"
                  f" WHERE j.scheduled AND j.job_id >= 1000 AND ({where}) ORDER BY j.job_id")
     if not found:
@@ -113,8 +118,8 @@ def hold(rows: Rows, where: str = ALL_POLICIES, *, wait: float = HOLD_WAIT, sett
                 if n != "infinity" and _finite(n):
                     held.give_back[int(j)] = _finite(n)  # the next start its run just set
             if loose:
-                rows("SELECT count(*)::text FROM unnest(" + _ids(loose) + ") i,"
-                     " LATERAL alter_job(i, next_start => 'infinity', if_exists => true)")
+                rows("SELECT pg_catalog.count(*)::text FROM pg_catalog.unnest(" + _ids(loose) + ") i,"
+                     f" LATERAL {held.ts}.alter_job(i, next_start => 'infinity', if_exists => true)")
             running = [int(j) for j, _, r in state if r == "true"]
             if running:
                 quiet_once = False
@@ -154,8 +159,8 @@ def release(rows: Rows, held: Hold, after_error: bool = False) -> None:
         return
     values = ", ".join(f"({j}, {_lit(t) if t else 'NULL'}::timestamptz)" for j, t in held.give_back.items())
     # if_exists: a job deleted meanwhile (db reset drops them) is skipped.
-    rows(f"SELECT count(*)::text FROM (VALUES {values}) AS v(i, t),"
-         " LATERAL alter_job(v.i, next_start => greatest(COALESCE(v.t, now()), now()), if_exists => true)")
+    rows(f"SELECT pg_catalog.count(*)::text FROM (VALUES {values}) AS v(i, t), LATERAL {held.ts}.alter_job(v.i,"
+         " next_start => greatest(COALESCE(v.t, pg_catalog.now()), pg_catalog.now()), if_exists => true)")
     held.give_back = {}
 
 
@@ -178,8 +183,9 @@ def rerun_collisions(rows: Rows, jobs: list[int], began: str, *, wait: float = H
     failed = {int(j): t for j, t in rows(COLLISIONS_SQL.format(ids=_ids(jobs), began=_lit(began)))}
     if not failed:
         return []
-    rows("SELECT count(*)::text FROM unnest(" + _ids(failed) + ") i,"
-         " LATERAL alter_job(i, next_start => now(), if_exists => true)")
+    ts = extension_schema(rows)
+    rows("SELECT pg_catalog.count(*)::text FROM pg_catalog.unnest(" + _ids(failed) + ") i,"
+         f" LATERAL {ts}.alter_job(i, next_start => pg_catalog.now(), if_exists => true)")
     deadline = clock() + wait
     while True:
         state = {int(j): (t, s) for j, t, s in rows(

@@ -326,6 +326,7 @@ class _Run:
     stepwise: str | None  # why it runs statement by statement; None: one transaction
     start: int = 0  # statements committed before this run (a partial file)
     steps: list[tuple[int, int, bool]] = field(default_factory=list)  # (first, end, outside a transaction)
+    modes: str = ""  # one transaction: its own BEGIN's modes (ISOLATION LEVEL ...)
 
 
 def _prepare_all(local: list[SqlFile], items: list[Item], applied: dict[tuple[str, str], Applied]) -> list[_Run]:
@@ -338,57 +339,25 @@ def _prepare_all(local: list[SqlFile], items: list[Item], applied: dict[tuple[st
     return runs
 
 
-def _refuse(f: SqlFile, st, what: str, hint: str) -> MigrationFailed:
-    return MigrationFailed(f"{f.label}:{st.line}: {what}; nothing was run", code="MIGRATION_REFUSED", hint=hint,
-                           file=f.label, line=st.line, applied=[])
-
-
 NO_TX_HINT = ("put `-- qbctl: no-transaction` in the file's first comment lines to run it statement by statement "
               "(a BEGIN ... COMMIT group in it then runs as one transaction)")
 
 
 def _prepare(f: SqlFile, state: str, row: Applied | None) -> _Run:
     """How a file will run; a MigrationFailed (refused) when it cannot run safely. Nothing runs here."""
-    from qbctl.db import statements as sql  # its patterns cost 5 ms to compile: not on the no-op path
+    from qbctl.db import transactions
 
     sts = f.statements
-    outside = [(st, name) for st in sts if (name := sql.outside_transaction(st))]
-    if f.marked_no_transaction:
-        why = f"marked `{f.marked_no_transaction}`"
-    elif outside:
-        why = f"{outside[0][1]} (line {outside[0][0].line}) cannot run in a transaction"
-    elif state == "partial":
-        why = "it stopped part way and continues where it stopped"
-    else:
-        for st in sts:
-            if sql.control(st):
-                raise _refuse(f, st, f"{st.text.split()[0].upper()} in a file that qbctl runs in one transaction",
-                              "qbctl runs each file in a transaction of its own, so its own transaction control "
-                              "would commit part of it: remove the statement, or " + NO_TX_HINT)
-        return _Run(f, state, None, steps=[(0, len(sts), False)])
-    steps: list[tuple[int, int, bool]] = []
-    group = None
-    for k, st in enumerate(sts):
-        c = sql.control(st)
-        if c == "begin":
-            if group is not None:
-                raise _refuse(f, st, "BEGIN inside a BEGIN ... COMMIT group", "close the group with COMMIT first")
-            group = k
-        elif c == "commit":
-            if group is None:
-                raise _refuse(f, st, f"{st.text.split()[0].upper()} without a BEGIN",
-                              "in a file run statement by statement each statement commits by itself")
-            steps.append((group, k + 1, False))
-            group = None
-        elif c:
-            raise _refuse(f, st, f"{st.text.split()[0].upper()} in a migration",
-                          "a migration that undoes itself applies nothing: remove the statement")
-        elif group is None:
-            steps.append((k, k + 1, sql.outside_transaction(st) is not None))
-    if group is not None:
-        raise _refuse(f, sts[group], "BEGIN without a COMMIT", "end the group with COMMIT")
+    try:
+        how = transactions.plan(sts, f.marked_no_transaction, partial=state == "partial")
+    except transactions.Refused as refused:
+        st = sts[refused.index]
+        fixes = refused.fixes
+        hint = ("fix it: " + "; or ".join(fixes)) if fixes else "remove the statement"
+        raise MigrationFailed(f"{f.label}:{st.line}: {refused.what}; nothing was run", code="MIGRATION_REFUSED",
+                              hint=hint, file=f.label, line=st.line, applied=[], fixes=fixes) from None
     start = (row.statements_done or 0) if state == "partial" and row else 0
-    return _Run(f, state, why, start, steps)
+    return _Run(f, state, how.stepwise, start, how.steps, how.modes)
 
 
 class _Where:
@@ -448,8 +417,12 @@ def _apply(work, run: _Run, where: _Where, events: Events) -> dict:
     done = run.start
     try:
         if run.stepwise is None:
+            first, end, _ = run.steps[0]  # the whole file, or what its own BEGIN ... COMMIT wraps
             with work.transaction():
-                for st in f.statements:
+                if run.modes:
+                    where.statement = f.statements[0]
+                    work.execute(f"SET TRANSACTION {run.modes}".encode())
+                for st in f.statements[first:end]:
                     where.statement = st
                     work.execute(st.text.encode())  # no parameters: the simple protocol, as psql sends it
                 where.statement = None
@@ -503,7 +476,14 @@ def _failed(exc, run: _Run, where: _Where, done: int) -> QbctlError:
     if run.stepwise is None:
         hint = "the file was rolled back; nothing of it was applied. Fix it and run qbctl db migrate again"
         if sqlstate in ("25001", "2D000"):  # cannot run inside a transaction block; invalid transaction termination
-            hint += "; this statement cannot run inside qbctl's transaction: " + NO_TX_HINT
+            from qbctl.db.transactions import wrapper_lines
+
+            wrap = wrapper_lines(f.statements)
+            if wrap:
+                hint += (f"; this statement cannot run inside a transaction, and the file's own BEGIN (line {wrap[0]}) "
+                         f"... COMMIT (line {wrap[1]}) makes one: remove those two lines and " + NO_TX_HINT)
+            else:
+                hint += "; this statement cannot run inside qbctl's transaction: " + NO_TX_HINT
     elif done == 0:
         hint = (f"the file runs statement by statement and none of its {n} statements was committed. "
                 "Fix it and run qbctl db migrate again")

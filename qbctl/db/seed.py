@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 
 from qbctl.config.settings import Settings
-from qbctl.db import connect
+from qbctl.db import connect, timescale
 from qbctl.errors import CheckFailed, QbctlError, Unavailable
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
@@ -204,9 +204,12 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
     return result
 
 
-CAGGS_SQL = """
+# The market_data seed writes (the one `market_data` names, as its COPY finds it), not a namesake in another schema.
+MARKET_DATA = ("(SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+                " ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass('market_data'))")
+CAGGS_SQL = f"""
 SELECT view_name, format('%I.%I', view_schema, view_name) FROM timescaledb_information.continuous_aggregates
-WHERE hypertable_name = 'market_data' ORDER BY view_name
+WHERE (hypertable_schema, hypertable_name) = {MARKET_DATA} ORDER BY view_name
 """
 
 
@@ -223,17 +226,18 @@ def _refresh_bars(conn, events: Events, notes: list[str]) -> dict[str, int]:
                         ).fetchone()[0]:
         return {}
     rows = connect.psycopg_rows(conn)
+    ts = timescale.extension_schema(rows)  # named: the search_path may leave it out
 
     def waiting(ids: list[int]) -> None:
         events(Event(Status.WAITING, f"TimescaleDB job {jobs.jobs_text(ids)} is refreshing the bars; waiting for "
                                      "its run to end"))
 
-    held = jobs.hold(rows, jobs.REFRESH_OF.format(table="'market_data'"), said=waiting)
+    held = jobs.hold(rows, jobs.REFRESH_OF.format(table=MARKET_DATA), said=waiting)
     out = {}
     try:
         for name, view in conn.execute(CAGGS_SQL).fetchall():
             events(Event(Status.WORKING, f"refreshing {name}"))
-            _refresh(conn, name, view, events)
+            _refresh(conn, ts, name, view, events)
             out[name] = conn.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
     finally:
         if not conn.closed:
@@ -245,7 +249,7 @@ def _refresh_bars(conn, events: Events, notes: list[str]) -> dict[str, int]:
     return out
 
 
-def _refresh(conn, name: str, view: str, events: Events, wait: float = REFRESH_WAIT) -> None:
+def _refresh(conn, ts: str, name: str, view: str, events: Events, wait: float = REFRESH_WAIT) -> None:
     """One full refresh. The policies of the aggregates are held, but another session (the backend's own
     refresh, a policy qbctl does not know) may be refreshing an overlapping window: TimescaleDB then
     refuses a second refresh, and seed waits for that one and refreshes again."""
@@ -255,7 +259,7 @@ def _refresh(conn, name: str, view: str, events: Events, wait: float = REFRESH_W
     said = False
     while True:
         try:
-            conn.execute("CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", (view,))
+            conn.execute(f"CALL {ts}.refresh_continuous_aggregate(%s::regclass, NULL, NULL)", (view,))
             return
         except psycopg.Error as exc:
             if "already in progress" not in str(exc) or time.monotonic() > deadline:

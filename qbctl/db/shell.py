@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass
 
 from qbctl.config.settings import Settings
+from qbctl.db.connect import dbname
 from qbctl.errors import Unavailable
 
 PSQL_CONNECTION_BAD = 2  # psql's exit status when it could not connect
@@ -34,8 +35,8 @@ def plan(settings: Settings, local: bool | None, args: list[str], tty: bool) -> 
             docker = shutil.which("docker")
             if docker:
                 flags = ["-i", "-t"] if tty else ["-i"]
-                return ShellRun([docker, "exec", *flags, container, "psql", "-U", pg.user, "-d", pg.dbname, *args],
-                                None, f"the postgres container of project {settings.project}")
+                return ShellRun([docker, "exec", *flags, container, "psql", "-U", pg.user, "-d", dbname(pg.dbname),
+                                 *args], None, f"the postgres container of project {settings.project}")
             if local is False:
                 raise Unavailable("the docker command is not installed, so psql cannot run in the container",
                                   code="PSQL_NOT_FOUND",

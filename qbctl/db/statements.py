@@ -1,13 +1,22 @@
 """SQL text split into statements, as psql splits a file, and what each statement needs.
 
-`split` follows psql's lexer where it matters for finding the end of a statement: quotes
-('', E'' with backslashes, ""), dollar quotes ($$, $tag$), nested /* */ comments, -- comments,
-parentheses, and the BEGIN ... END of a SQL-standard function body (CREATE FUNCTION ... BEGIN
-ATOMIC), with psql's own heuristic. Each statement keeps the line it starts on (for errors),
-a canonical form (comments dropped, blanks collapsed: its checksum survives cosmetic edits)
-and a code form (string contents blanked, upper case) that `classify` reads.
+`split` reads the tokens of PostgreSQL's own lexer (pglast, the server's scanner as a library:
+quotes, E'' strings with backslashes, U&'' and B''/X'' strings, "quoted identifiers", dollar quotes,
+nested /* */ comments, -- comments), and ends a statement where psql does: at a semicolon outside
+parentheses and outside the BEGIN ... END of a SQL-standard function body (CREATE FUNCTION ...
+BEGIN ATOMIC), found with psql's own heuristic, which the server's lexer does not have. Each
+statement keeps the line it starts on (for errors), a canonical form (comments dropped, blanks
+collapsed: its checksum survives cosmetic edits) and a code form (string contents blanked, upper
+case) that `classify` reads.
 
-Pure: no database, no I/O.
+Why the lexer and not the parser: a file with a syntax error, or with syntax newer than the
+parser's, must still split, so that the server reports its own error at the statement's line;
+psql does not parse either. The canonical form is byte for byte the one of qbctl's earlier
+hand-written splitter (tests/unit/statement_checksums.json), since a partly applied file records
+its committed statements' checksums.
+
+Pure: no database, no I/O. pglast is imported when a file is first split: never on the no-op
+migrate, which splits nothing.
 """
 from __future__ import annotations
 
@@ -15,19 +24,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-_TOKEN = re.compile(r"""
-    (?P<space>\s+)
-  | (?P<line_comment>--[^\n]*)
-  | (?P<block_comment>/\*)
-  | (?P<estring>[eE]'(?:[^'\\]|\\.|'')*'?)
-  | (?P<string>'[^']*(?:''[^']*)*'?)
-  | (?P<qident>"[^"]*(?:""[^"]*)*"?)
-  | (?P<dollar>\$(?:[^\W\d]\w*)?\$)
-  | (?P<ident>[^\W\d]\w*(?:\$\w*)*)
-  | (?P<number>\d[\w.]*)
-  | (?P<param>\$\d+)
-  | (?P<other>.)
-""", re.X | re.S)
+_COMMENTS = frozenset(("SQL_COMMENT", "C_COMMENT"))
+_STRINGS = frozenset(("SCONST", "USCONST", "BCONST", "XCONST"))
+# A string continued over a line break ('a'\n'b' is 'ab' to the server) is one token of the lexer;
+# the canonical form has always shown its pieces apart, as 'a' 'b'.
+_PIECE = re.compile(r"(?:[eE]'(?:[^'\\]|\\.|'')*'|(?:[uU]&|[bBxXnN])?'[^']*(?:''[^']*)*')")
+_GAP = re.compile(r"(?:\s|--[^\n]*)+")
+_BEGIN_WORDS = ("create", "function", "procedure", "or", "replace")
 
 
 @dataclass(frozen=True)
@@ -42,79 +45,103 @@ class Statement:
         return hashlib.sha256(self.canonical.encode()).hexdigest()[:16]
 
 
+def tokens(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, name) of each token of PostgreSQL's lexer, comments included; end exclusive.
+
+    What the lexer cannot finish (an unterminated quote or comment: the server says so) runs to
+    the end of the text, as psql reads it.
+    """
+    from pglast.parser import ParseError, scan
+
+    end, error = len(text), None
+    while True:
+        try:
+            found = scan(text[:end])
+            break
+        except ParseError as exc:
+            # Where the lexer stopped: the text before it scans, unless the error lies inside a
+            # token (an invalid escape in a string), whose start the shorter text then names.
+            at = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
+            end, error = min(at, end - 1) if end else 0, str(exc.args[0])
+    out = [(t.start, t.end + 1, t.name) for t in found]
+    if error is not None:
+        out.append((end, len(text), "C_COMMENT" if "comment" in error else "UNREAD"))
+    return out
+
+
 def split(text: str) -> list[Statement]:
     """The statements of `text` in order; empty statements (a lone `;`) are dropped."""
     out: list[Statement] = []
-    n = len(text)
-    i = 0
     start = None  # offset of the current statement's first token
     canon: list[str] = []
     code: list[str] = []
-    gap = False  # blanks or a comment since the last token
+    last_end = 0
     paren = begin_depth = 0
     idents: list[str] = []  # psql's CREATE [OR REPLACE] FUNCTION|PROCEDURE detector
     line, counted = 1, 0  # line number at offset `counted`: counted forward, once
 
     def finish(end: int) -> None:
-        nonlocal start, canon, code, gap, paren, begin_depth, idents, line, counted
+        nonlocal start, canon, code, paren, begin_depth, idents, line, counted
         if start is not None:
             line, counted = line + text.count("\n", counted, start), start
             out.append(Statement(text[start:end].rstrip(), line, "".join(canon).strip(),
                                  "".join(code).strip().upper()))
-        start, canon, code, gap, paren, begin_depth, idents = None, [], [], False, 0, 0, []
+        start, canon, code, paren, begin_depth, idents = None, [], [], 0, 0, []
 
-    while i < n:
-        m = _TOKEN.match(text, i)
-        kind, tok = m.lastgroup, m.group()
-        if kind == "space" or kind == "line_comment":
-            gap, i = True, m.end()
+    for begin, end, name in tokens(text):
+        if name in _COMMENTS:
             continue
-        if kind == "block_comment":
-            depth, j = 1, i + 2
-            while j < n and depth:
-                if text.startswith("/*", j):
-                    depth, j = depth + 1, j + 2
-                elif text.startswith("*/", j):
-                    depth, j = depth - 1, j + 2
-                else:
-                    j += 1
-            gap, i = True, j
-            continue
-        if kind == "dollar":
-            close = text.find(tok, m.end())
-            end = n if close < 0 else close + len(tok)
-            tok = text[i:end]
+        tok = text[begin:end]
         if tok == ";" and paren == 0 and begin_depth == 0:
-            finish(i)
-            i += 1
+            finish(begin)
+            last_end = end
             continue
         if start is None:
-            start = i
-        elif gap:
+            start = begin
+        elif begin > last_end:  # blanks or a comment since the last token
             canon.append(" ")
             code.append(" ")
-        gap = False
+        last_end = end
+        if name in _STRINGS or name == "UNREAD":
+            pieces = _pieces(tok) if name in _STRINGS else [tok]
+            canon.append(" ".join(pieces))
+            code.append(" ".join("''" for _ in pieces))
+            continue
         canon.append(tok)
-        if kind in ("string", "estring", "dollar"):
-            code.append("''")
-        else:
-            code.append(tok)
+        code.append(tok)
         if tok == "(":
             paren += 1
         elif tok == ")":
             paren = max(0, paren - 1)
-        elif kind == "ident":
+        elif tok[0].isalpha() or tok[0] == "_":  # a word: a keyword or an unquoted identifier
             begin_depth = _track_begin(tok.lower(), idents, paren, begin_depth)
-        i += len(tok)
-    finish(n)
+    finish(len(text))
     return [s for s in out if s.canonical]
+
+
+def _pieces(tok: str) -> list[str]:
+    """A string token as the pieces it was written in ('a'\n'b' -> ["'a'", "'b'"])."""
+    if "\n" not in tok or tok.startswith("$"):
+        return [tok]
+    pieces, i = [], 0
+    while True:
+        m = _PIECE.match(tok, i)
+        if not m:
+            return [tok]
+        pieces.append(m.group())
+        if m.end() == len(tok):
+            return pieces
+        gap = _GAP.match(tok, m.end())
+        if not gap or "\n" not in gap.group():  # a quote inside the string, not a continuation
+            return [tok]
+        i = gap.end()
 
 
 def _track_begin(word: str, idents: list[str], paren: int, depth: int) -> int:
     """psql's heuristic: inside CREATE [OR REPLACE] FUNCTION|PROCEDURE, BEGIN ... END (and CASE ... END
     within it) nest, and a semicolon inside does not end the statement."""
     if len(idents) < 4:
-        idents.append(word[0] if word in ("create", "function", "procedure", "or", "replace") else "")
+        idents.append(word[0] if word in _BEGIN_WORDS else "")
     head = "".join(x or "_" for x in idents[:4])
     if paren == 0 and (head.startswith(("cf", "cp")) or head.startswith(("corf", "corp"))):
         if word == "begin":
@@ -166,3 +193,11 @@ def outside_transaction(st: Statement) -> str | None:
     if _CAGG.match(st.code) and not _NO_DATA.search(st.code):
         return "CREATE MATERIALIZED VIEW ... WITH (timescaledb.continuous) WITH DATA"
     return None
+
+
+_MAY_COMMIT = re.compile(r"^(?:CALL|DO)\b")
+
+
+def may_commit(st: Statement) -> bool:
+    """A CALL or DO, whose procedure or block may COMMIT itself: only outside a transaction block (PG 11+)."""
+    return bool(_MAY_COMMIT.match(st.code))

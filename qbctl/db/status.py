@@ -8,13 +8,14 @@ from qbctl.db import connect, files, migrate, timescale
 from qbctl.errors import CheckFailed, QbctlError
 from qbctl.result import Result
 
+# {ts}: TimescaleDB's schema (timescale.extension_schema), so that the user's search_path cannot hide it.
 HYPERTABLES_SQL = """
 SELECT h.hypertable_name, h.num_chunks, h.compression_enabled,
-       hypertable_size(format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass),
+       {ts}.hypertable_size(format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass),
        s.before_compression_total_bytes, s.after_compression_total_bytes, s.number_compressed_chunks
 FROM timescaledb_information.hypertables h
-LEFT JOIN LATERAL hypertable_compression_stats(format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass) s
-  ON true
+LEFT JOIN LATERAL {ts}.hypertable_compression_stats(format('%I.%I', h.hypertable_schema, h.hypertable_name)
+                                                    ::regclass) s ON true
 ORDER BY h.hypertable_name
 """
 
@@ -43,7 +44,7 @@ def status(settings: Settings, *, pending_is_failure: bool = False) -> DbStatus:
         result = DbStatus(settings.pg.masked(), version, [asdict(i) for i in items],
                           timescaledb_available=state.available)
         if version:
-            for r in conn.execute(HYPERTABLES_SQL):
+            for r in conn.execute(HYPERTABLES_SQL.replace("{ts}", timescale.extension_schema(rows))):
                 before, after = r[4], r[5]
                 result.hypertables.append({
                     "name": r[0], "chunks": r[1], "compression": r[2], "size_bytes": r[3],

@@ -45,11 +45,15 @@ class Declared:
 CALL = re.compile(r"\b(create_hypertable|set_chunk_time_interval|add_(?:compression|columnstore|retention)_policy|"
                   r"remove_(?:compression|columnstore|retention)_policy|add_continuous_aggregate_policy|"
                   r"remove_continuous_aggregate_policy)\s*\(", re.I)
-ALTER_SET = re.compile(r"^ALTER\s+(TABLE|MATERIALIZED\s+VIEW)\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(\S+)\s+SET\s*\(",
-                       re.I)
-CREATE_TABLE = re.compile(r"^CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\S+?)\s*\(", re.I)
-CREATE_CAGG = re.compile(r"^CREATE\s+MATERIALIZED\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?(\S+?)\s*(?:\(|WITH\b)", re.I)
-FROM = re.compile(r"\bFROM\s+([\w.\"]+)", re.I)
+# A relation's name as SQL writes it: parts plain or double-quoted (any character, "" for a quote), joined by dots.
+IDENT = r'(?:"(?:[^"]|"")*"|[^\s"(),;.]+)'
+QUALIFIED = rf"{IDENT}(?:\s*\.\s*{IDENT})*"
+ALTER_SET = re.compile(rf"^ALTER\s+(TABLE|MATERIALIZED\s+VIEW)\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?({QUALIFIED})"
+                       r"\s+SET\s*\(", re.I)
+CREATE_TABLE = re.compile(rf"^CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?({QUALIFIED})\s*\(", re.I)
+CREATE_CAGG = re.compile(rf"^CREATE\s+MATERIALIZED\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?({QUALIFIED})\s*(?:\(|WITH\b)",
+                         re.I)
+FROM = re.compile(rf"\bFROM\s+({QUALIFIED})", re.I)
 DROP = re.compile(r"^DROP\s+(TABLE|MATERIALIZED\s+VIEW)\s+(?:IF\s+EXISTS\s+)?(.+?)(?:\s+(?:CASCADE|RESTRICT))?$",
                   re.I | re.S)
 QUOTED = re.compile(r"^(?:INTERVAL\s*)?'((?:[^']|'')*)'(?:\s*::\s*\w+)?$", re.I)
@@ -110,8 +114,10 @@ def _value(raw: str | None) -> str | None:
 
 def _name(raw: str | None) -> str:
     """A relation named as a literal or an identifier, without its schema or quotes (as the views name it)."""
-    name = _value(raw) or ""
-    name = name.split(".")[-1].strip()
+    parts = re.findall(IDENT, _value(raw) or "")
+    if not parts:
+        return ""
+    name = parts[-1]
     return name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
 
 
@@ -221,6 +227,18 @@ def _forget(d: Declared, name: str) -> None:
 
 
 # --- the database's side -------------------------------------------------------------------------
+SCHEMA_SQL = ("SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
+              " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'")
+
+
+def extension_schema(rows: connect.Rows) -> str:
+    """The schema TimescaleDB's functions live in, quoted, for qbctl's calls to name: a search_path that
+    leaves it out (or puts a namesake function first) changes nothing. public where it is not installed."""
+    found = rows(SCHEMA_SQL)
+    return found[0][0] if found else "public"
+
+
+
 @dataclass(frozen=True)
 class Actual:
     hypertables: dict[str, tuple[str, str]]
@@ -468,20 +486,22 @@ MATERIALIZED = ("SELECT materialization_hypertable_schema, materialization_hyper
 
 def read_actual(conn) -> Actual:
     caggs = conn.execute(MATERIALIZED).fetchall()
-    internal = {f"{s}.{n}": v for s, n, v, _ in caggs}  # a cagg's materialization hypertable -> the cagg
+    internal = {(s, n): v for s, n, v, _ in caggs}  # a cagg's materialization hypertable -> the cagg
     ht = {r[0]: (r[1], r[2]) for r in conn.execute(
         "SELECT d.hypertable_name, d.column_name, COALESCE(d.time_interval::text, d.integer_interval::text)"
         " FROM timescaledb_information.dimensions d JOIN timescaledb_information.hypertables h"
         " USING (hypertable_schema, hypertable_name) WHERE d.dimension_number = 1")}
     comp = {}
-    for name, seg, order in conn.execute(
-            "SELECT s.hypertable::text, s.segmentby, s.orderby"
+    for schema, name, seg, order in conn.execute(
+            "SELECT n.nspname::text, c.relname::text, s.segmentby, s.orderby"
             " FROM timescaledb_information.hypertable_compression_settings s"
+            " JOIN pg_catalog.pg_class c ON c.oid = s.hypertable"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
             " LEFT JOIN timescaledb_information.hypertables h"
-            "   ON s.hypertable = format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass"
+            "   ON (h.hypertable_schema, h.hypertable_name) = (n.nspname, c.relname)"
             " WHERE h.compression_enabled OR h.hypertable_name IS NULL"):
         # a cagg's compression is listed under its materialization hypertable
-        comp[internal.get(name, name.split(".")[-1].strip('"'))] = (seg or "", order or "")
+        comp[internal.get((schema, name), name)] = (seg or "", order or "")
     enabled = {r[0] for r in conn.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates"
                                           " WHERE compression_enabled")}
     comp = {k: v for k, v in comp.items() if k in ht or k in enabled}

@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable
 
-from qbctl.db.connect import Rows
+from qbctl.db.connect import Rows, dbname
 from qbctl.errors import CheckFailed, Unavailable
 from qbctl.snapshots import inventory
 from qbctl.stack.engine import Engine, ExecResult
 
-FIELD, RECORD, NULL = "\x1f", "\x1e", "\x1d"  # psql's separators: never in catalog text
+FIELD, RECORD, NULL = "\x1f", "\x1e", "\x1d"  # psql's separators: names come hex-encoded (see rows)
 PGDATA = "/var/lib/postgresql/data"
 
 
@@ -34,24 +34,26 @@ class Postgres:
     def psql(self, db: str, sql: str, what: str = "") -> str:
         """Run SQL (one or more statements, one transaction); stdout, or CheckFailed with the server's words."""
         r = self.eng.exec_run(self.cid, ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", self.user,
-                                         "-d", db, "-c", sql], env={"PGOPTIONS": inventory.PGOPTIONS})
+                                         "-d", dbname(db), "-c", sql], env={"PGOPTIONS": inventory.PGOPTIONS})
         if r.exit_code != 0:
             raise CheckFailed(f"{self.name}: {what or 'SQL'} failed: {_tail(r.stderr)}", code="SQL_FAILED")
         return r.stdout.decode("utf-8", "replace")
 
     def script(self, db: str, source: Iterable[bytes], what: str) -> None:
         """Run an SQL script fed on stdin (psql -f -), stopping at the first error."""
-        r = self.eng.exec_run(self.cid, ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", self.user, "-d", db,
-                                         "-f", "-"], source=source)
+        r = self.eng.exec_run(self.cid, ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", self.user,
+                                         "-d", dbname(db), "-f", "-"], source=source)
         if r.exit_code != 0:
             raise CheckFailed(f"{self.name}: {what} failed: {_tail(r.stderr)}", code="SQL_FAILED")
 
     def rows(self, db: str) -> Rows:
-        """`rows(sql)` over psql in the container (text values, NULL as None)."""
+        """`rows(sql)` over psql in the container (text values, NULL as None), in a reading session
+        (inventory.READ_SETTINGS: search_path is pg_catalog). A value that may hold any character (a
+        name) must come hex-encoded (inventory.hex_text): psql's separators are valid in it."""
         def run(sql: str) -> list[tuple]:
             r = self.eng.exec_run(self.cid, ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-F", FIELD,
-                                             "-R", RECORD, "-P", f"null={NULL}", "-U", self.user, "-d", db, "-c", sql],
-                                  env={"PGOPTIONS": inventory.PGOPTIONS})
+                                             "-R", RECORD, "-P", f"null={NULL}", "-U", self.user, "-d", dbname(db),
+                                             "-c", sql], env={"PGOPTIONS": inventory.READ_PGOPTIONS})
             if r.exit_code != 0:
                 raise CheckFailed(f"{self.name}: reading {db} failed: {_tail(r.stderr)}", code="SQL_FAILED")
             text = r.stdout.decode("utf-8").rstrip("\n")
@@ -79,11 +81,11 @@ class Postgres:
         return self._facts()[3]
 
     def databases(self) -> list[str]:
-        return [d for (d,) in self.rows("postgres")(
-            "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1")]
+        return [inventory.unhex(d) for (d,) in self.rows("postgres")(
+            f"SELECT {inventory.hex_text('datname')} FROM pg_database WHERE NOT datistemplate ORDER BY datname")]
 
     def dump(self, db: str, sink: Callable[[bytes], None], snapshot: str | None = None) -> ExecResult:
-        cmd = ["pg_dump", "-U", self.user, "-d", db, "--format=custom", "--compress=6"]
+        cmd = ["pg_dump", "-U", self.user, "-d", dbname(db), "--format=custom", "--compress=6"]
         if snapshot:
             cmd.append(f"--snapshot={snapshot}")
         r = self.eng.exec_run(self.cid, cmd, sink=sink)
@@ -127,7 +129,7 @@ class Postgres:
         return self.eng.exec_run(self.cid, ["pg_restore", "--list"], source=source)
 
     def restore(self, db: str, source: Iterable[bytes]) -> None:
-        r = self.eng.exec_run(self.cid, ["pg_restore", "-U", self.user, "-d", db, "--exit-on-error"],
+        r = self.eng.exec_run(self.cid, ["pg_restore", "-U", self.user, "-d", dbname(db), "--exit-on-error"],
                               source=source)
         if r.exit_code != 0:
             raise CheckFailed(f"{self.name}: pg_restore into {db} failed: {_tail(r.stderr)}", code="RESTORE_FAILED")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from qbctl.config.settings import Settings
 from qbctl.db import jobs
+from qbctl.db.timescale import extension_schema
 from qbctl.errors import CheckFailed, NoSpace, QbctlError, TimescaleMissing, UsageError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
@@ -264,7 +265,7 @@ def restore_physical(eng: engine.Engine, settings: Settings, stack, pg: Postgres
             held = jobs.hold(rows, said=lambda ids: events(Event(
                 Status.WAITING, f"TimescaleDB job {jobs.jobs_text(ids)} runs on the restored data; waiting for its "
                                 "run to end", "postgres")))
-            pg.psql(db, STALE_REFRESHES.format(older="pg_postmaster_start_time()"),
+            pg.psql(db, STALE_REFRESHES.format(older="pg_catalog.pg_postmaster_start_time()"),
                     "removing the copy's refresh registrations")
         _, _, offered = pg.server()
         if expected.timescaledb and offered and _version(offered) > _version(expected.timescaledb):
@@ -335,7 +336,7 @@ def _lit(text: str) -> str:
 
 
 STALE_REFRESHES = """DO $$ BEGIN
-  IF to_regclass('_timescaledb_catalog.continuous_aggs_jobs_refresh_ranges') IS NOT NULL THEN
+  IF pg_catalog.to_regclass('_timescaledb_catalog.continuous_aggs_jobs_refresh_ranges') IS NOT NULL THEN
     DELETE FROM _timescaledb_catalog.continuous_aggs_jobs_refresh_ranges WHERE created_at < {older};
   END IF;
 END $$"""
@@ -352,17 +353,20 @@ def load(pg: Postgres, db: str, dump, expected: Inventory, events: Events) -> tu
     being checked; they stay paused for the caller to resume (`resume_jobs`) once nothing ends a
     session any more (a restore's switch does). Returns what was read, and the paused jobs."""
     paused: list[str] = []
+    ts = "public"  # TimescaleDB's schema, named in each call: the user's search_path may leave it out
     if expected.timescaledb:
-        pg.psql(db, f"CREATE EXTENSION IF NOT EXISTS timescaledb VERSION {_lit(expected.timescaledb)}",
-                "creating the timescaledb extension")
-        pg.psql(db, "SELECT timescaledb_pre_restore()", "timescaledb_pre_restore()")
+        # In public, as pg_dump writes it (WITH SCHEMA public), wherever the user's search_path points.
+        pg.psql(db, f"CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public VERSION "
+                    f"{_lit(expected.timescaledb)}", "creating the timescaledb extension")
+        ts = extension_schema(pg.rows(db))
+        pg.psql(db, f"SELECT {ts}.timescaledb_pre_restore()", "timescaledb_pre_restore()")
     events(Event(Status.WORKING, f"pg_restore into {db}", "postgres"))
     pg.restore(db, dump)
     if expected.timescaledb:
         paused = [i for (i,) in pg.rows(db)("UPDATE _timescaledb_config.bgw_job SET scheduled = false "
                                             "WHERE scheduled RETURNING id::text")]
         pg.psql(db, STALE_REFRESHES.format(older="'infinity'"), "removing the dump's refresh registrations")
-        pg.psql(db, "SELECT timescaledb_post_restore()", "timescaledb_post_restore()")
+        pg.psql(db, f"SELECT {ts}.timescaledb_post_restore()", "timescaledb_post_restore()")
         _, _, offered = pg.server()
         if offered and _version(offered) > _version(expected.timescaledb):
             # As its first command in a new session (psql -X -c), as TimescaleDB asks.
@@ -380,7 +384,8 @@ def load(pg: Postgres, db: str, dump, expected: Inventory, events: Events) -> tu
                           hint="the snapshot's dump and its inventory disagree: take a new snapshot")
     due = [(j["id"], j["next_start"]) for j in expected.jobs if j.get("next_start")]
     if due:  # each job due when it was at the snapshot (or at once, if that has passed), not all now
-        pg.psql(db, "SELECT " + ", ".join(f"alter_job({i}, next_start => {_lit(t)}::timestamptz)" for i, t in due),
+        pg.psql(db, "SELECT " + ", ".join(f"{ts}.alter_job({int(i)}, next_start => {_lit(t)}::timestamptz)"
+                                     for i, t in due),
                 "setting when the jobs run next")
     return actual, paused
 

@@ -220,7 +220,7 @@ def _redis(eng: engine.Engine, stack: Stack, helpers: list[str]) -> Redis | None
 
 
 def _check_space(settings: Settings, pg: Postgres, rd: Redis | None) -> None:
-    (size,), = pg.rows("postgres")(f"SELECT pg_database_size({inventory._literal(settings.pg.dbname)})::text")
+    (size,), = pg.rows("postgres")(f"SELECT pg_database_size({inventory.literal(settings.pg.dbname)})::text")
     need = int(size) // DUMP_SHARE
     if rd is not None:
         need += int(rd.info().get("used_memory", "0"))
@@ -260,9 +260,14 @@ def _dump_postgres(settings: Settings, pg: Postgres, live: bool, tmp, meta: dict
 
 
 def _physical(pg: Postgres, frozen: str, inv: inventory.Inventory, tmp, meta: dict, events: Events) -> list[str]:
-    """The data directory beside the dump, kept only when it holds the same data: no transaction committed
-    between the dump's snapshot and the end of the copy, or (some did: TimescaleDB's job bookkeeping,
-    another database) the database still reads as the dump's inventory after it. Notes on why not."""
+    """The data directory beside the dump, kept only when it holds the same data: no unlogged table holds
+    rows (the copy never has them), and no transaction committed between the dump's snapshot and the end
+    of the copy, or (some did: TimescaleDB's job bookkeeping, another database) the database still reads
+    as the dump's inventory after it. Notes on why not."""
+    if inv.unlogged:  # pg_basebackup leaves their rows out: restored from it, they would be empty
+        more = f" and {len(inv.unlogged) - 3} more" if len(inv.unlogged) > 3 else ""
+        return [f"unlogged tables hold rows ({', '.join(inv.unlogged[:3])}{more}), which a copy of the data directory "
+                "never holds, so this snapshot holds the dump only (it restores them, more slowly)"]
     events(Event(Status.WORKING, "copying the data directory (pg_basebackup)", "postgres"))
     path = tmp / store.PHYSICAL_FILE
     out = store.Writer(path)
@@ -289,8 +294,7 @@ def _dump_live(conn, pg: Postgres, db: str, out: store.Writer) -> tuple[inventor
 
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
-    for key, value in inventory.TEXT_SETTINGS.items():
-        conn.execute(f"SET LOCAL {key} = '{value}'")
+    conn.execute(inventory.READ_SETTINGS_SQL, [x for kv in inventory.READ_SETTINGS.items() for x in kv])
     exported = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
     frozen = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
     failed: list[BaseException] = []

@@ -284,15 +284,16 @@ def _dump_old(eng: engine.Engine, settings: Settings, todo: UpgradePlan, work, e
             old.dump_globals(out)
         finally:
             out.close()
-        for db in old.databases():
+        for i, db in enumerate(old.databases()):
             events(Event(Status.WORKING, f"dumping {db}", "postgres"))
             inv = inventory.read(old.rows(db))
-            out = store.Writer(work / f"{db}.dump")
+            path = work / f"database-{i}.dump"  # numbered: a database's name may hold any character, / too
+            out = store.Writer(path)
             try:
                 old.dump(db, out)
             finally:
                 out.close()
-            dumps.append((db, work / f"{db}.dump", inv))
+            dumps.append((db, path, inv))
             events(Event(Status.DONE, f"dumped {db}: {len(inv.tables)} tables, {inv.rows:,} rows", "postgres"))
     finally:
         eng.remove_container(cid)
@@ -331,9 +332,11 @@ def _load_new(eng: engine.Engine, settings: Settings, todo: UpgradePlan, dumps: 
 
 
 def _globals(path, user: str) -> bytes:
-    """pg_dumpall --globals-only without the stack's own user, whom the new image already created
-    with the password in DATABASE_URL."""
-    own = re.compile(r'^(CREATE|ALTER) ROLE ("?)' + re.escape(user) + r'\2[ ;]')
+    """pg_dumpall --globals-only without the creation of the stack's own user, whom the new image already
+    created with the password in DATABASE_URL (its CREATE ROLE and ALTER ROLE ... WITH lines). Its
+    settings (ALTER ROLE ... SET) and grants stay. pg_dumpall writes the name quoted where it must be."""
+    name = "(?:" + re.escape(user) + "|" + re.escape('"' + user.replace('"', '""') + '"') + ")"
+    own = re.compile(rf"^(?:CREATE ROLE {name};|ALTER ROLE {name} WITH )")
     lines = path.read_text().splitlines(keepends=True)
     return "".join(line for line in lines if not own.match(line)).encode()
 

@@ -492,11 +492,24 @@ class StatusResult(Result):
     notes: list[str] = field(default_factory=list)
 
 
+def _limit_note(spec: ServiceSpec, limit: int, c: engine.Container) -> str:
+    """A running container whose memory limit is not the settings' (the status table shows its own)."""
+    from qbctl.config.sizes import fmt_mb
+    from qbctl.stack.labels import LABEL_CONFIG
+
+    how = "applied by the next `qbctl up`" if c.labels.get(LABEL_CONFIG) != spec.config_hash() else \
+        "not applied by `qbctl up`, which keeps the container (its settings did not change: the limit was changed " \
+        "on the container)"
+    return (f"{spec.name} runs with a {fmt_mb(limit)} memory limit; {spec.mem_setting} says {fmt_mb(spec.mem_limit)}, "
+            f"{how}")
+
+
 def status(settings: Settings) -> StatusResult:
     stack = build_stack(settings)
     eng = engine.connect()
     containers = {c.service: c for c in eng.containers(stack.project)}
     mem: dict[str, int | None] = {}
+    limits: dict[str, int] = {}  # a running container's own limit: the settings' applies at its next creation
     infos: dict[str, engine.ContainerState] = {}
 
     errors: list[QbctlError] = []
@@ -508,6 +521,8 @@ def status(settings: Settings) -> StatusResult:
             if running:
                 m = eng.memory(cid)
                 mem[name] = m.without_cache if m else None
+                if m and m.limit:
+                    limits[name] = m.limit
                 if m and not m.cache_known:
                     with_cache.append(name)
         except QbctlError as exc:
@@ -528,11 +543,14 @@ def status(settings: Settings) -> StatusResult:
             rows.append(ServiceStatus(spec.name, "absent", None, _port_text(spec), spec.image, None, spec.mem_limit))
             continue
         st = infos[spec.name]
+        limit = limits.get(spec.name, spec.mem_limit)
         rows.append(ServiceStatus(spec.name, st.status, st.health, list(c.ports), c.image, mem.get(spec.name),
-                                  spec.mem_limit, st.restart_count, st.exit_code if st.status != "running" else None,
+                                  limit, st.restart_count, st.exit_code if st.status != "running" else None,
                                   st.oom_killed))
     ok = all(r.state == "running" and r.health != "unhealthy" for r in rows)
     notes = [f"memory of {', '.join(sorted(with_cache))} includes page cache: the engine ({eng.product}) gives no "
              "cache figure and the container's cgroup could not be read"] if with_cache else []
+    notes += [_limit_note(s, limits[s.name], containers[s.name]) for s in stack.services
+              if s.name in limits and s.mem_limit and abs(limits[s.name] - s.mem_limit) > 4096]  # (cgroups: pages)
     return StatusResult(stack.project, rows, [{"service": n, "reason": w} for n, w in stack.external],
                         settings.project_source, ok, engine=engine_facts(eng, stack), notes=notes)

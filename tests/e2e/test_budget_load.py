@@ -56,6 +56,20 @@ def test_load_needs_seeded_data_then_measures_the_defaults_then_names_a_kill(pro
     human = qbctl("budget", "--load", "--seconds", "5", env=env, cwd=tmp_path, timeout=300)
     assert "under load for" in human.stdout and "model error" in human.stdout and "redis GET p50" in human.stdout
 
+    # Settings that the running stack does not have yet: the load measures what runs, and says so; the model's
+    # error is against its prediction for what runs; the verdict on the prediction is the settings'.
+    lower = {**env, "REDIS_MAX_MEMORY": "90MB"}
+    other = qbctl("budget", "--load", "--seconds", "5", "--json", env=lower, cwd=tmp_path, timeout=300)
+    assert other.returncode == 0, other.stdout[-3000:] + other.stderr[-2000:]
+    measured = json.loads(other.stdout)
+    note = measured["load"]["notes"][0]
+    assert note.startswith("the load measured the stack as it runs, which is not what the settings say")
+    assert "redis: running: maxmemory 100MB; settings: 90MB, applied by the next `qbctl up`" in note
+    rd = _service(measured, "redis")
+    assert rd["configured_mb"] < rd["running_mb"] == _service(result, "redis")["configured_mb"]
+    assert rd["error_pct"] == round((rd["running_mb"] - rd["measured_mb"]) / rd["measured_mb"] * 100, 1)
+    assert _service(measured, "postgres")["differences"] == []
+
     # A budget too small for this load: the kernel kills PostgreSQL backends; the verdict names it.
     small = {**env, "QBCTL_BUDGET_POSTGRES": "120MB", "POSTGRES_MAX_CONNECTIONS": "40"}
     assert qbctl("up", "--no-ui", env=small, cwd=tmp_path).returncode == 0

@@ -46,6 +46,74 @@ def test_budget_fits_on_the_default_stack_and_measures_it(running_stack):
     assert "fits in 1024MB" in human.stdout and "shared_buffers 128" in human.stdout
 
 
+def _items(proc) -> dict:
+    return {i["name"]: i for i in json.loads(proc.stdout)["items"]}
+
+
+@pytest.mark.usefixtures("needs_standin_timescaledb")  # a server without it has no TimescaleDB workers to count
+def test_budget_judges_the_settings_up_or_down_and_names_what_runs_otherwise(project_env, tmp_path):
+    env = project_env
+    assert qbctl("up", "--no-ui", env=env, cwd=tmp_path).returncode == 0
+    up = qbctl("budget", "--json", env=env, cwd=tmp_path)
+    assert up.returncode == 0, up.stdout
+    same = _items(up)
+    for name in ("postgres", "redis"):  # what runs is what the settings say
+        assert same[name]["differences"] == [] and same[name]["running_mb"] == same[name]["configured_mb"]
+    assert "from the running server, what they do not decide" in same["postgres"]["derivation"]
+
+    # The settings say 900MB; the running Redis has 100MB. The settings are judged, and the difference named.
+    over = {**env, "REDIS_MAX_MEMORY": "900MB"}
+    proc = qbctl("budget", "--json", env=over, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout
+    result = json.loads(proc.stdout)
+    rd = _items(proc)["redis"]
+    assert result["error"]["code"] == "BUDGET_EXCEEDED" and rd["ok"] is False and rd["configured_mb"] > 1000
+    assert rd["running_mb"] == same["redis"]["configured_mb"]
+    assert [d["text"] for d in rd["differences"]] == [
+        "running: maxmemory 100MB; settings: 900MB, applied by the next `qbctl up`"]
+    assert rd["differences"][0]["setting"] == "REDIS_MAX_MEMORY" and rd["differences"][0]["applied_by_up"] is True
+    human = qbctl("budget", env=over, cwd=tmp_path)
+    assert human.returncode == 1
+    assert "redis: running: maxmemory 100MB; settings: 900MB, applied by the next `qbctl up`" in human.stdout
+    assert "does NOT fit in 1024MB" in human.stdout and "REDIS_MAX_MEMORY=105MB" in human.stderr
+    no_traceback(human)
+    health = {c["name"]: c for c in json.loads(qbctl("health", "--json", env=over, cwd=tmp_path).stdout)["checks"]}
+    assert health["redis config"]["detail"].endswith("settings say 900MB, allkeys-lru: `qbctl up` recreates it")
+    work_mem = qbctl("budget", "--json", env={**env, "POSTGRES_WORK_MEM": "8MB"}, cwd=tmp_path)
+    assert [d["text"] for d in _items(work_mem)["postgres"]["differences"]] == [
+        "running: work_mem 4MB; settings: 8MB, applied by the next `qbctl up`"]
+
+    # A larger share: the running container's own limit, in budget and in status.
+    share = {**env, "QBCTL_BUDGET_REDIS": "200MB"}
+    assert [d["text"] for d in _items(qbctl("budget", "--json", env=share, cwd=tmp_path))["redis"]["differences"]] \
+        == ["running: memory limit 150MB; settings: 200MB, applied by the next `qbctl up`"]
+    status = json.loads(qbctl("status", "--json", env=share, cwd=tmp_path).stdout)
+    assert {s["name"]: s["memory_limit_bytes"] for s in status["services"]}["redis"] == 150 * 2**20
+    assert status["notes"] == ["redis runs with a 150MB memory limit; QBCTL_BUDGET_REDIS says 200MB, applied by the "
+                               "next `qbctl up`"]
+
+    # Changed at runtime: `up` keeps the container, so it is not said to apply the settings.
+    _redis(env).config_set("maxmemory", "900mb")
+    runtime = qbctl("budget", "--json", env=env, cwd=tmp_path)
+    assert runtime.returncode == 0, runtime.stdout  # the settings fit
+    (d,) = _items(runtime)["redis"]["differences"]
+    assert d["applied_by_up"] is False and "CONFIG SET" in d["text"] and "keeps the container" in d["text"]
+    assert any("redis as it runs now" in n and "does not fit" in n for n in json.loads(runtime.stdout)["notes"])
+    health = {c["name"]: c for c in json.loads(qbctl("health", "--json", env=env, cwd=tmp_path).stdout)["checks"]}
+    assert not health["redis config"]["ok"] and "changed at runtime (CONFIG SET)" in health["redis config"]["detail"]
+    _redis(env).config_set("maxmemory", "100mb")
+
+    # Down: the same configuration, the same prediction (within 1%), from the settings alone.
+    assert qbctl("down", env=env, cwd=tmp_path).returncode == 0
+    down = _items(qbctl("budget", "--json", env=env, cwd=tmp_path))
+    for name in ("postgres", "redis"):
+        a, b = same[name]["configured_mb"], down[name]["configured_mb"]
+        assert abs(a - b) / a < 0.01, (name, a, b)
+        assert down[name]["running_mb"] is None and down[name]["differences"] == []
+    stopped = qbctl("budget", "--json", env=over, cwd=tmp_path)
+    assert stopped.returncode == 1 and _items(stopped)["redis"]["configured_mb"] == rd["configured_mb"]
+
+
 def test_a_redis_family_past_its_share_is_named(project_env, tmp_path):
     env = project_env
     assert qbctl("up", "redis", env=env, cwd=tmp_path).returncode == 0

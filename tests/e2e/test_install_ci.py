@@ -57,7 +57,8 @@ def test_installed_qbctl_runs_ci_setup_and_teardown(installed, ci_folder, docker
                           env=env, cwd=folder, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
-    assert [s["step"] for s in result["steps"]] == ["up", "migrate", "health"]
+    assert [s["step"] for s in result["steps"]] == ["up", "lint", "migrate", "health"]
+    assert result["lint"] == []  # the shipped schema, linted before it is migrated
     assert all(s["ok"] for s in result["steps"]) and result["exported"] == ["DATABASE_URL", "REDIS_URL"]
     exported = dict(line.split("=", 1) for line in (folder / "github_env").read_text().splitlines())
     assert exported == {"DATABASE_URL": project_env["DATABASE_URL"], "REDIS_URL": project_env["REDIS_URL"]}
@@ -85,6 +86,6 @@ def test_ci_setup_reports_the_failing_step_with_its_exit_code(installed, ci_fold
                           env=env, cwd=folder, timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
-    assert [(s["step"], s["ok"]) for s in result["steps"]] == [("up", True), ("migrate", False)]
+    assert [(s["step"], s["ok"]) for s in result["steps"]] == [("up", True), ("lint", True), ("migrate", False)]
     assert result["error"]["code"] == "CONFIG_INVALID" and "DATA_RETENTION_DAZE" in result["error"]["message"]
     assert not (folder / "github_env").exists()

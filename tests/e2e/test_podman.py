@@ -118,6 +118,8 @@ def test_the_stack_on_podman(podman, project):
     budget = json.loads(qbctl("budget", "--json", env=env, cwd=ROOT).stdout)
     items = {i["name"]: i for i in budget["items"]}
     assert items["postgres"]["measured_mb"] and items["redis"]["measured_mb"]
+    # Podman's figures (memory limits, the config hash labels) say what runs is what the settings say
+    assert items["postgres"]["differences"] == [] and items["redis"]["differences"] == []
     logs = qbctl("logs", "redis", "--tail", "5", env=env, cwd=ROOT)
     assert logs.returncode == 0 and logs.stdout.strip()
     down = ok_json(qbctl("down", "--json", env=env, cwd=ROOT))

@@ -160,6 +160,8 @@ def _dockerd():
 
 @pytest.mark.usefixtures("needs_standin_timescaledb")  # migrates the QB schema
 def test_the_stack_survives_an_engine_restart(project_env, tmp_path, docker_client):
+    if os.environ.get("QBCTL_TEST_SHARED_ENGINE"):  # other test runs use this engine now: a restart breaks them
+        pytest.skip("QBCTL_TEST_SHARED_ENGINE is set: this test restarts the Docker engine")
     found = _dockerd()
     if not found:
         if IN_CI:

@@ -83,7 +83,7 @@ def test_a_refresh_that_collided_is_run_again_and_its_failure_not_left_behind(sc
                              " WHERE c.user_view_name = 'market_data_5m'"
                              " AND j.proc_name = 'policy_refresh_continuous_aggregate'")[0]
     held_by_seed = sql(url, "SELECT j.job_id FROM timescaledb_information.jobs j WHERE "
-                            + jobs.REFRESH_OF.format(table="'market_data'") + " ORDER BY 1")
+                            + jobs.REFRESH_OF.format(table="('public', 'market_data')") + " ORDER BY 1")
     assert (job,) in held_by_seed and len(held_by_seed) == 3  # the three bars' policies, whatever the view says
     wait_for(lambda: (stats(url, job)[0] or 0) >= 1 and stats(url, job)[3] != "Running")
     with psycopg.connect(url, autocommit=True) as other:

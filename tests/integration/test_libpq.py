@@ -46,6 +46,7 @@ def test_a_noop_migrate_is_answered_without_importing_psycopg(secret_database, p
     assert first["applied"] and "| psycopg\n" in imports  # work to do: the full path
     again, imports = _noop_imports(secret_database, project)
     assert "| psycopg\n" not in imports and "| qbctl.db.libpq\n" in imports
+    assert "| pglast\n" not in imports  # nothing to split either
     assert again["applied"] == [] and again["up_to_date"] == len(first["applied"])
     assert again["skipped"] == first["skipped"] and again["database"] == first["database"]
     assert SECRET_PASSWORD not in json.dumps(again)

@@ -108,7 +108,7 @@ def test_a_commit_in_a_transactional_file_is_refused_before_anything_runs(databa
     assert err["code"] == "MIGRATION_REFUSED" and err["line"] == 2
     assert err["message"] == ("sql/schema/0007_commit.sql:2: COMMIT in a file that qbctl runs in one transaction; "
                               "nothing was run")
-    assert "-- qbctl: no-transaction" in err["hint"] and "remove the statement" in err["hint"]
+    assert "-- qbctl: no-transaction" in err["hint"] and "remove the COMMIT at line 2" in err["hint"]
     assert not {"first_of_run", "before_commit", "after_commit"} & tables(database)
     # Marked, its BEGIN ... COMMIT group runs as one transaction and the file goes through.
     add(project, "0007_commit.sql", "-- qbctl: no-transaction\nCREATE TABLE before_commit (x int);\nBEGIN;\n"

@@ -66,6 +66,30 @@ def test_a_checksum_made_another_way_is_not_the_same_checksum_and_counts_only_sk
     assert inventory.compare(inv(), actual) == ["public.market_data: 11 rows, expected 10"]
 
 
+def test_table_keys_stay_plain_unless_a_dot_or_quote_would_make_two_tables_one():
+    assert inventory.table_key("public", "market_data") == "public.market_data"
+    assert inventory.table_key("Other Schema", "MixedCase") == "Other Schema.MixedCase"  # as older snapshots read
+    assert inventory.table_key("a.b", "c") == '"a.b".c' != inventory.table_key("a", "b.c") == 'a."b.c"'
+    assert inventory.table_key("public", 'say "hi"') == 'public."say ""hi"""'
+    assert inventory.quote('x"y') == '"x""y"' and inventory.literal("it's") == "'it''s'"
+
+
+def test_names_come_back_whole_through_hex():
+    for name in ("t", "시세", "sep\x1erec\x1ffield\x1dnull", 'q"uote', "new\nline"):
+        assert inventory.unhex(name.encode().hex()) == name
+    assert inventory.unhex(None) is None
+    assert "search_path=pg_catalog,pg_temp" in inventory.READ_PGOPTIONS
+    assert "search_path" not in inventory.PGOPTIONS  # psql() runs TimescaleDB's functions by their plain names
+
+
+def test_migrations_compare_in_any_order_the_database_sorted_them_in():
+    two = [{"kind": "schema", "name": "0001.sql", "checksum": "ab"},
+           {"kind": "schema", "name": "A.sql", "checksum": "c"}]
+    assert inventory.compare(inv(migrations=two), inv(migrations=two[::-1])) == []
+    assert inventory.compare(inv(migrations=two), inv(migrations=two[:1])) == [
+        "applied migrations differ: 1, expected 2"]
+
+
 def settings_at(tmp_path: Path, **env):
     return settings_mod.load(environ={"QBCTL_PROJECT": "demo", **env}, cwd=tmp_path)
 
@@ -196,12 +220,19 @@ def test_the_image_major_picks_the_volume_and_the_old_image_is_found_by_id():
     assert "`qbctl upgrade`" in volumes.ways_out("p_pgdata", "15")
 
 
-def test_the_stacks_own_role_is_left_out_of_the_roles_restored(tmp_path):
+def test_the_stacks_own_role_is_left_out_of_the_roles_restored_but_not_its_settings(tmp_path):
     dumped = tmp_path / "globals.sql"
     dumped.write_text("SET x = 1;\nCREATE ROLE qb_user;\nALTER ROLE qb_user WITH SUPERUSER PASSWORD 'SCRAM';\n"
                       "CREATE ROLE qb_user_ro;\nALTER ROLE qb_user_ro WITH LOGIN;\nCREATE ROLE \"qb_user\";\n")
     kept = upgrade._globals(dumped, "qb_user").decode()
     assert kept == "SET x = 1;\nCREATE ROLE qb_user_ro;\nALTER ROLE qb_user_ro WITH LOGIN;\n"
+    # As pg_dumpall 15 writes them: the user's settings stay; a name with a quote in it is written quoted.
+    dumped.write_text('CREATE ROLE "we""ird";\nALTER ROLE "we""ird" WITH LOGIN;\nCREATE ROLE qb_user;\n'
+                      "ALTER ROLE qb_user WITH LOGIN;\n-- User Config \"we\"ird\"\n"
+                      "ALTER ROLE \"we\"\"ird\" SET search_path TO 'public', 'pg_catalog';\n")
+    assert upgrade._globals(dumped, 'we"ird').decode() == (
+        "CREATE ROLE qb_user;\nALTER ROLE qb_user WITH LOGIN;\n-- User Config \"we\"ird\"\n"
+        "ALTER ROLE \"we\"\"ird\" SET search_path TO 'public', 'pg_catalog';\n")
 
 
 def test_working_database_names_fit_postgresql_and_versions_compare():

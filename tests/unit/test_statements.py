@@ -202,6 +202,35 @@ def test_a_job_postgresql_could_not_start_names_the_two_limits():
     assert timescale.job_state(other, sched) == ("failed", "its last run failed (2 failures): division by zero")
 
 
+def test_lines_and_checksums_are_those_of_the_hand_written_splitter():
+    """Recorded with the splitter qbctl had before it read PostgreSQL's lexer: a partly applied file's
+    committed statements are known by these checksums, so none may move."""
+    import json
+
+    from tests.splitter_corpus import CASES, generated
+
+    root = Path(__file__).resolve().parents[2]
+    want = json.loads((root / "tests" / "unit" / "statement_checksums.json").read_text())
+    got = {name: [[s.line, s.checksum] for s in split(text)] for name, text in {**CASES, **generated()}.items()}
+    for sql_file in sqlfiles.load(S.load(environ={}, cwd=root)):
+        got[sql_file.label] = [[s.line, s.checksum] for s in sql_file.statements]
+        got[sql_file.label + " (template)"] = [[s.line, s.checksum] for s in
+                                               split(sqlfiles.normalise(sql_file.path.read_bytes()))]
+    assert set(got) == set(want)
+    assert {k: v for k, v in got.items() if v != want[k]} == {}
+
+
+@pytest.mark.parametrize("sql,texts_", [
+    ("SELECT 'a;'\n'b';\nSELECT 2", ["SELECT 'a;'\n'b'", "SELECT 2"]),  # a string continued on the next line
+    ("SELECT U&'d;a', B'1', X'f;'[1];SELECT 2", ["SELECT U&'d;a', B'1', X'f;'[1]", "SELECT 2"]),
+    ("SELECT 1x; SELECT 2", ["SELECT 1x; SELECT 2"]),  # what the lexer refuses runs to the end: the server says
+    ("SELECT E'\\u00'; SELECT 2", ["SELECT E'\\u00'; SELECT 2"]),
+    ("SELECT 1; /* open", ["SELECT 1"]),
+])
+def test_what_postgresqls_lexer_reads(sql, texts_):
+    assert texts(sql) == texts_
+
+
 def test_the_worker_arithmetic_of_a_running_server():
     from qbctl.db.timescale import Scheduler, slots_problem
 

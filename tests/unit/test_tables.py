@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from qbctl import render
-from qbctl.checks import budget, health
+from qbctl.checks import budget, health, running
 from qbctl.config import settings as S
 from qbctl.db import status as dbstatus
 from qbctl.db import timescale
@@ -91,11 +91,15 @@ def verify_result():
 
 
 def budget_result():
-    result = budget.configured(settings())
+    # A running Redis with another maxmemory than the settings': the difference is a line of its own.
+    now = running.Running(redis_config={"maxmemory": str(200 * 2**20), "maxmemory-policy": "allkeys-lru",
+                                        "save": ""}, recreated={"redis": True})
+    result = budget.configured(settings(), now)
     # Shown term by term: every word of every term (and of the derivation of items without terms).
     words = [w for i in result.items if i.production
              for w in (" ".join(f"{t['name']} {t['text']}" for t in i.terms) if i.terms else i.derivation).split()]
-    return result, ["postgres", "redis-commander", *words]
+    return result, ["postgres", "redis-commander", *words, *result.items[1].differences[0].text.split(),
+                    *result.notes[0].split()]
 
 
 CASES = {"up": (render.up, up_result), "status": (render.status, status_result),
