@@ -153,7 +153,7 @@ def test_budget_and_health_count_the_schedulers_that_run(project_env, tmp_path):
     pg = {i["name"]: i for i in report["items"]}["postgres"]
     jobs = {t["name"]: t["text"] for t in pg["terms"]}["TimescaleDB jobs"]
     assert jobs == "max_background_workers 5 - the launcher - 2 schedulers = 2 job slots x a session"
-    assert "values from the running server" in pg["derivation"]
+    assert "from the running server, what they do not decide" in pg["derivation"]  # the schedulers among them
     checks = healthy(env, tmp_path)
     data = checks["timescaledb jobs"]["data"]
     assert (data["workers"], data["schedulers"], data["job_slots"]) == ("5", ["postgres", "qb_trading_dev"], 2)
