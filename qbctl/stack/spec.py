@@ -135,8 +135,12 @@ def build_stack(settings: Settings, profile: str | None = None) -> Stack:
         command=("postgres", *[a for k, v in pg_args.items() for a in ("-c", f"{k}={v}")]),
         environment=(("POSTGRES_USER", pg.user), ("POSTGRES_PASSWORD", pg.password),
                      ("POSTGRES_DB", pg.dbname), ("PGDATA", "/var/lib/postgresql/data"),
-                     # The TimescaleDB image would otherwise run timescaledb-tune at its first start and
-                     # write memory settings sized from the container's limit into postgresql.conf.
+                     # qbctl mounts nothing at /docker-entrypoint-initdb.d, so the TimescaleDB image runs its
+                     # own two scripts there at the first start: 000 creates the extension in postgres,
+                     # template1 and POSTGRES_DB (two schedulers from then on: scheduler_databases) and writes
+                     # telemetry_level=basic (the command line says off); 001 would run timescaledb-tune and
+                     # write memory settings sized from the container's limit into postgresql.conf, skipped
+                     # under NO_TS_TUNE (and the command line, which wins, decides every one of them anyway).
                      ("NO_TS_TUNE", "true"),
                      # glibc keeps freed sorts, hashes and decompressed batches in the heap once a large
                      # block was freed (its mmap threshold grows to it); a fixed threshold gives every
