@@ -4,7 +4,15 @@ from datetime import UTC
 
 import pytest
 
-from tests.helpers import STANDIN, TEST_PROJECT_PREFIX, missing, run_once
+from tests.helpers import (
+    HOST_TIMESCALEDB,
+    STANDIN,
+    TEST_PROJECT_PREFIX,
+    host_timescaledb,
+    missing,
+    run_once,
+    timescaledb_absent,
+)
 
 
 @pytest.fixture(scope="session")
@@ -80,15 +88,32 @@ def _epoch_ago() -> float:
 
 @pytest.fixture(scope="session")
 def standin_timescaledb(docker_client) -> bool:
-    """Whether the postgres stand-in carries TimescaleDB (copied from the host by tests/images/build.sh
-    where a developer built it; TimescaleDB is not packaged, so a new machine has none)."""
-    out = run_once(docker_client, STANDIN["QBCTL_POSTGRES_IMAGE"], ["sh", "-c", "ls /usr/lib/postgresql/*/lib/"],
-                   entrypoint=[])
-    return b"timescaledb.so" in out
+    """Whether the postgres stand-in carries TimescaleDB. tests/images/build.sh copies the host's into it
+    where a developer built one (TimescaleDB is not packaged, so a new machine has none, and no step of
+    `.ci/run` can install it). A stand-in without it on a host with it is an image built before, a missing
+    build step: a failure in CI, like any other."""
+    image = STANDIN["QBCTL_POSTGRES_IMAGE"]
+    out = run_once(docker_client, image, ["sh", "-c", "ls /usr/lib/postgresql/*/lib/"], entrypoint=[])
+    carried = b"timescaledb.so" in out
+    if not carried and host_timescaledb():
+        missing(f"the host has TimescaleDB ({HOST_TIMESCALEDB}) and the postgres stand-in {image} does not: "
+                "run tests/images/build.sh, which copies it in")
+    return carried
 
 
 @pytest.fixture
-def needs_standin_timescaledb(standin_timescaledb):
+def needs_standin_timescaledb(request, standin_timescaledb):
+    """For a test that cannot run without TimescaleDB: skipped where the stand-in has none, in CI too, with
+    what the test needs it for (its `timescaledb` marker's reason)."""
     if not standin_timescaledb:
-        pytest.skip("the postgres stand-in carries no TimescaleDB: build it for the host's PostgreSQL 15, then "
-                    "tests/images/build.sh copies it into the image")
+        marker = request.node.get_closest_marker("timescaledb")
+        needs = marker.args[0] if marker and marker.args else "the test needs it"
+        timescaledb_absent(f"{needs}; the postgres stand-in carries none")
+
+
+@pytest.fixture(scope="session")
+def schema_flags(standin_timescaledb) -> tuple[str, ...]:
+    """What `db migrate`, `db reset` and `ci setup` take on this machine: nothing where the stand-in carries
+    TimescaleDB (the QB schema with its hypertables, policies and bars), `--without-timescaledb` where it
+    does not (the plain schema), so that what does not need TimescaleDB is tested on a new machine too."""
+    return () if standin_timescaledb else ("--without-timescaledb",)

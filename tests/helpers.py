@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -33,17 +34,46 @@ TEST_PROJECT_PREFIX = "qbtest-"
 PASSWORD = "s3cret-Pw-for-tests"
 
 
-def missing(reason: str):
-    """A missing prerequisite: a skip on a laptop, a failure in CI."""
+def missing(reason: str) -> NoReturn:
+    """A missing prerequisite that an install step provides (Docker, Redis, PostgreSQL, sshd, Podman, the
+    stand-in images: `.ci/run` installs or builds them): a skip on a laptop, a failure in CI."""
     if IN_CI:
         pytest.fail(f"CI needs this: {reason}")
     pytest.skip(reason)
+
+
+# Where a developer's build of TimescaleDB installs it for the host's PostgreSQL 15 (make install).
+HOST_TIMESCALEDB = Path("/usr/lib/postgresql/15/lib/timescaledb.so")
+
+
+def host_timescaledb() -> bool:
+    return HOST_TIMESCALEDB.exists()
+
+
+def timescaledb_absent(needs: str) -> NoReturn:
+    """TimescaleDB is absent: a skip with the reason, in CI too. It is not packaged (Debian has none, and
+    its source is not built here), so no install step can provide it and its absence is no missing step of
+    `.ci/run`. Where it is installed the tests that need it run and must pass."""
+    pytest.skip(f"TimescaleDB is not installed for PostgreSQL 15 on this machine ({HOST_TIMESCALEDB} is "
+                f"missing): it is not packaged, so no install step provides it; {needs}")
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list[int]:
+    """n different free ports: each held open until all are chosen (free_port() twice may give one port)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def new_project() -> str:
@@ -54,12 +84,13 @@ def stack_env(project: str, **extra: str) -> dict[str, str]:
     """Environment for a throwaway stack: own project, free ports, stand-in images, a password."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL"))}
     env.update(STANDIN)
+    pg, rd, adminer, commander = free_ports(4)
     env.update({
         "QBCTL_PROJECT": project,
-        "DATABASE_URL": f"postgresql://qb_user:{PASSWORD}@localhost:{free_port()}/qb_trading_dev",
-        "REDIS_URL": f"redis://localhost:{free_port()}/0",
-        "QBCTL_ADMINER_PORT": str(free_port()),
-        "QBCTL_REDIS_COMMANDER_PORT": str(free_port()),
+        "DATABASE_URL": f"postgresql://qb_user:{PASSWORD}@localhost:{pg}/qb_trading_dev",
+        "REDIS_URL": f"redis://localhost:{rd}/0",
+        "QBCTL_ADMINER_PORT": str(adminer),
+        "QBCTL_REDIS_COMMANDER_PORT": str(commander),
         "NO_COLOR": "1",
         "COLUMNS": "200",
     })

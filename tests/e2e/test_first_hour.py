@@ -244,14 +244,14 @@ class Terminal(io.StringIO):
 ESC = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-@pytest.mark.usefixtures("needs_standin_timescaledb")
-def test_tables_at_80_and_120_columns_on_the_real_stack(running_stack, monkeypatch):
+def test_tables_at_80_and_120_columns_on_the_real_stack(running_stack, monkeypatch, standin_timescaledb,
+                                                       schema_flags):
     from qbctl.cli import main
     from qbctl.context import AppState
     from qbctl.output import Output
 
     env, cwd, _ = running_stack
-    assert qbctl("db", "migrate", env=env, cwd=cwd).returncode == 0
+    assert qbctl("db", "migrate", *schema_flags, env=env, cwd=cwd).returncode == 0
     for key in [k for k in os.environ if k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL", "NO_COLOR"))]:
         monkeypatch.delenv(key)
     for key, value in env.items():
@@ -261,8 +261,8 @@ def test_tables_at_80_and_120_columns_on_the_real_stack(running_stack, monkeypat
     must_show = {"status": [standin("redis-commander"), f"127.0.0.1:{env['QBCTL_REDIS_COMMANDER_PORT']}"],
                  "config show": [env["DATABASE_URL"].replace(PASSWORD, "***"), "TIMESCALEDB_MAX_BACKGROUND_WORKERS",
                                  standin("redis-commander")],
-                 "db status": ["sql/schema/0004_orders_trades_positions.sql", "365 days",
-                               "technical_indicators"],
+                 "db status": ["sql/schema/0004_orders_trades_positions.sql", "technical_indicators"] + (
+                     ["365 days"] if standin_timescaledb else ["sql/schema/0001_timescaledb.sql"]),
                  "health": ["redis-commander container"], "budget": ["shared_buffers"],
                  "up": [f"127.0.0.1:{env['QBCTL_ADMINER_PORT']}/?pgsql=postgres&username=qb_user&db=qb_trading_dev"]}
     for width in (80, 120):

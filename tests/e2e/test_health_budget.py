@@ -16,12 +16,11 @@ def _redis(env):
     return redis.Redis.from_url(env["REDIS_URL"].replace("localhost", "127.0.0.1"))
 
 
-@pytest.mark.usefixtures("needs_standin_timescaledb")  # migrates the QB schema
-def test_health_is_green_on_a_running_stack(running_stack):
+def test_health_is_green_on_a_running_stack(running_stack, schema_flags):
     env, cwd, _ = running_stack
     unmigrated = qbctl("health", "--json", env=env, cwd=cwd)  # the schema qbctl ships is not applied yet
     assert unmigrated.returncode == 1 and json.loads(unmigrated.stdout)["error"]["message"] == "unhealthy: migrations"
-    assert qbctl("db", "migrate", env=env, cwd=cwd).returncode == 0
+    assert qbctl("db", "migrate", *schema_flags, env=env, cwd=cwd).returncode == 0
     proc = qbctl("health", "--json", env=env, cwd=cwd)
     assert proc.returncode == 0, proc.stdout
     checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
@@ -131,11 +130,10 @@ def test_a_redis_family_past_its_share_is_named(project_env, tmp_path):
     assert fam["indicators"]["ok"] is False and fam["indicators"]["measured_mb"] > 20
 
 
-@pytest.mark.usefixtures("needs_standin_timescaledb")  # migrates the QB schema
-def test_stopped_redis_fails_health_quickly_and_names_it(project_env, tmp_path, docker_client):
+def test_stopped_redis_fails_health_quickly_and_names_it(project_env, tmp_path, docker_client, schema_flags):
     env = project_env
     assert qbctl("up", "--no-ui", env=env, cwd=tmp_path).returncode == 0
-    assert qbctl("db", "migrate", env=env, cwd=tmp_path).returncode == 0
+    assert qbctl("db", "migrate", *schema_flags, env=env, cwd=tmp_path).returncode == 0
     (c,) = docker_client.containers.list(filters={"label": [f"io.qbctl.project={env['QBCTL_PROJECT']}",
                                                               "io.qbctl.service=redis"]})
     c.stop(timeout=5)

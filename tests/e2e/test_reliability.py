@@ -158,8 +158,7 @@ def _dockerd():
         return int(out[0]), [a.decode() for a in f.read().split(b"\0") if a]
 
 
-@pytest.mark.usefixtures("needs_standin_timescaledb")  # migrates the QB schema
-def test_the_stack_survives_an_engine_restart(project_env, tmp_path, docker_client):
+def test_the_stack_survives_an_engine_restart(project_env, tmp_path, docker_client, schema_flags):
     if os.environ.get("QBCTL_TEST_SHARED_ENGINE"):  # other test runs use this engine now: a restart breaks them
         pytest.skip("QBCTL_TEST_SHARED_ENGINE is set: this test restarts the Docker engine")
     found = _dockerd()
@@ -170,7 +169,8 @@ def test_the_stack_survives_an_engine_restart(project_env, tmp_path, docker_clie
     pid, cmdline = found
     env = project_env
     assert qbctl("up", "--no-ui", env=env, cwd=tmp_path).returncode == 0
-    assert qbctl("db", "migrate", env=env, cwd=tmp_path).returncode == 0  # health wants no pending migration
+    # health wants no pending migration
+    assert qbctl("db", "migrate", *schema_flags, env=env, cwd=tmp_path).returncode == 0
     with _pg(env) as conn:
         conn.execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('005930')")
     os.kill(pid, signal.SIGTERM)

@@ -59,8 +59,7 @@ def _assert_gone(client, project: str) -> None:
     assert not client.api.containers(all=True, filters={"label": f"io.qbctl.lock={project}"})
 
 
-@pytest.mark.usefixtures("needs_standin_timescaledb")  # migrates the QB schema
-def test_the_whole_life_of_a_production_stack_over_ssh(lab, remote, docker_client):
+def test_the_whole_life_of_a_production_stack_over_ssh(lab, remote, docker_client, schema_flags):
     env = remote
     project = env["QBCTL_PROJECT"]
     cold = ok_json(run(lab, "up", "--profile", "production", "--json", env=env))
@@ -83,7 +82,7 @@ def test_the_whole_life_of_a_production_stack_over_ssh(lab, remote, docker_clien
     assert {c.id for c in containers} == {c.id for c in docker_client.containers.list(
         filters={"label": f"io.qbctl.project={project}"})}
 
-    migrated = ok_json(run(lab, "db", "migrate", "--json", env=env))
+    migrated = ok_json(run(lab, "db", "migrate", *schema_flags, "--json", env=env))
     assert migrated["applied"], migrated
     env_prod = {**env, "QBCTL_PROFILE": "production"}
     health = ok_json(run(lab, "health", "--json", env=env_prod))
@@ -128,8 +127,7 @@ def test_the_whole_life_of_a_production_stack_over_ssh(lab, remote, docker_clien
     assert not list((lab.dir / "tmp").glob("qbctl-ssh-*"))  # every tunnel closed, its folder removed
 
 
-@pytest.mark.usefixtures("needs_standin_timescaledb")  # migrates the QB schema
-def test_a_context_with_50ms_of_latency_and_no_config_json(lab, docker_client):
+def test_a_context_with_50ms_of_latency_and_no_config_json(lab, docker_client, schema_flags):
     """DOCKER_CONTEXT names a context of the store; no ~/.docker/config.json exists; 50 ms per round trip."""
     assert not (lab.docker_config / "config.json").exists()
     env = lab.env(stack_env(new_project()), host=None, context="vm-slow")
@@ -140,7 +138,7 @@ def test_a_context_with_50ms_of_latency_and_no_config_json(lab, docker_client):
         assert cold["engine"]["rtt_ms"] >= 45, cold["engine"]
         warm = ok_json(run(lab, "up", "--json", env=env))
         assert {s["action"] for s in warm["services"]} == {"keep"}
-        ok_json(run(lab, "db", "migrate", "--json", env=env))
+        ok_json(run(lab, "db", "migrate", *schema_flags, "--json", env=env))
         health = ok_json(run(lab, "health", "--json", env=env))  # the default 2 s per check, grown by the latency
         assert all(c["ok"] for c in health["checks"]), health
         logs = run(lab, "logs", "postgres", "--tail", "5", env=env)

@@ -124,6 +124,7 @@ def _offered(env) -> tuple[str, list[str]]:
     return default, sorted((v for v in versions if key(v) < key(default)), key=key)
 
 
+@pytest.mark.timescaledb("the test updates the extension in place")
 def test_a_timescaledb_update_snapshots_first_and_updates_in_place(project_env, tmp_path,
                                                                    needs_standin_timescaledb):
     env = project_env

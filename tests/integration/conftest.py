@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, free_port, missing
+from tests.helpers import ROOT, free_port, host_timescaledb, missing, timescaledb_absent
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-TSDB_LIB = Path("/usr/lib/postgresql/15/lib/timescaledb.so")
 SECRET_ROLE, SECRET_PASSWORD = "qb_secret", "p@ss:w/rd %?#"
 
 
@@ -25,7 +24,7 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 @pytest.fixture(scope="session")
 def pg_server():
     """A PostgreSQL 15 server (with TimescaleDB preloaded where it is installed)."""
-    yield from _server(TSDB_LIB.exists())
+    yield from _server(host_timescaledb())
 
 
 @pytest.fixture(scope="session")
@@ -37,14 +36,14 @@ def pg_plain_server():
 @pytest.fixture(scope="session")
 def pg_scheduler_server():
     """A PostgreSQL 15 server with TimescaleDB's scheduler on: policies run by themselves, as in production."""
-    if not TSDB_LIB.exists():
-        pytest.skip(f"TimescaleDB is not installed for PostgreSQL 15 ({TSDB_LIB} is missing)")
     yield from _server(True, workers=8)
 
 
 def _server(timescaledb: bool, workers: int = 0):
     if not (PG_BIN / "postgres").exists():
         missing(f"PostgreSQL 15 server binaries not found in {PG_BIN}")
+    if timescaledb and not host_timescaledb():
+        timescaledb_absent("the test needs a server with TimescaleDB preloaded and its scheduler")
     folder = Path(tempfile.mkdtemp(prefix="qbctl-pg-"))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
@@ -134,9 +133,12 @@ def project(tmp_path):
 
 
 @pytest.fixture
-def needs_timescaledb(pg_server):
+def needs_timescaledb(request, pg_server):
+    """Skipped where TimescaleDB is not installed, in CI too, with what the test needs it for (its
+    `timescaledb` marker's reason)."""
     if not pg_server["timescaledb"]:
-        pytest.skip(f"TimescaleDB is not installed for PostgreSQL 15 ({TSDB_LIB} is missing)")
+        marker = request.node.get_closest_marker("timescaledb")
+        timescaledb_absent(marker.args[0] if marker and marker.args else "the test needs the extension")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ import pytest
 from tests.helpers import qbctl
 from tests.integration.test_migrate import env_for, migrate
 
-pytestmark = [pytest.mark.timescaledb, pytest.mark.usefixtures("needs_timescaledb")]
+pytestmark = [pytest.mark.timescaledb("the tests check hypertables, policies, their convergence and verify on "
+                                      "the extension"), pytest.mark.usefixtures("needs_timescaledb")]
 
 
 def jobs(url, proc):

@@ -14,7 +14,8 @@ from tests.helpers import qbctl
 from tests.integration.conftest import _database, _server
 from tests.integration.test_migrate import env_for, migrate
 
-pytestmark = [pytest.mark.timescaledb, pytest.mark.usefixtures("needs_timescaledb")]
+pytestmark = [pytest.mark.timescaledb("the tests check continuous aggregates and the jobs TimescaleDB runs"),
+              pytest.mark.usefixtures("needs_timescaledb")]
 
 TICKS = """-- qbctl: requires timescaledb
 CREATE TABLE ticks (time timestamptz NOT NULL, sym text NOT NULL, px numeric NOT NULL);
