@@ -33,7 +33,8 @@ VENV = ROOT / "bench" / ".venv"
 PEER_FILE = ROOT / "bench" / "peers" / "docker-compose.seed.yml"  # the backend team's own compose file
 IMAGES = {"timescale/timescaledb:latest-pg15": "qbctl-standin/postgres:test", "redis:7-alpine":
           "qbctl-standin/redis:test", "adminer:latest": "qbctl-standin/adminer:test",
-          "rediscommander/redis-commander:latest": "qbctl-standin/redis-commander:test"}
+          "ghcr.io/joeferner/redis-commander:0.9.1": "qbctl-standin/redis-commander:test",  # qbctl's default
+          "rediscommander/redis-commander:latest": "qbctl-standin/redis-commander:test"}  # the peer file's
 USER, PASSWORD, DB = "qb_user", "qb_pass", "qb_trading_dev"
 
 

@@ -64,7 +64,8 @@ def setup(settings: Settings, options: CiOptions = CiOptions(), events: Events =
         ("lint", lambda: _lint(settings, result, events)),
         ("migrate", lambda: migrate.migrate(settings, migrate.MigrateOptions(
             without_timescaledb=options.without_timescaledb, wait=timeout), events)),
-        ("health", lambda: health.check(settings, health.HealthOptions(wait=True, timeout=min(timeout, 30)))),
+        ("health", lambda: health.check(settings, health.HealthOptions(
+            wait=True, timeout=min(timeout, 30), without_timescaledb=options.without_timescaledb))),
     )
     for name, fn in steps:
         events(Event(Status.INFO, f"ci: {name}"))

@@ -157,6 +157,8 @@ def seed(out: Output, result) -> None:
     plural = "" if result.symbols == 1 else "s"
     out.line(f"seeded {result.symbols} symbol{plural} x {result.days} day{'' if result.days == 1 else 's'} in "
              f"{result.seconds:.2f}s (market_data {result.market_data_rows_per_second:,.0f} rows/s)")
+    for note in result.notes:
+        out.para(f"note: {note}")
 
 
 def db_status(out: Output, result) -> None:

@@ -4,7 +4,15 @@ from datetime import UTC
 
 import pytest
 
-from tests.helpers import HOST_TIMESCALEDB, STANDIN, TEST_PROJECT_PREFIX, host_timescaledb, missing, timescaledb_absent
+from tests.helpers import (
+    HOST_TIMESCALEDB,
+    STANDIN,
+    TEST_PROJECT_PREFIX,
+    host_timescaledb,
+    missing,
+    run_once,
+    timescaledb_absent,
+)
 
 
 @pytest.fixture(scope="session")
@@ -85,8 +93,7 @@ def standin_timescaledb(docker_client) -> bool:
     `.ci/run` can install it). A stand-in without it on a host with it is an image built before, a missing
     build step: a failure in CI, like any other."""
     image = STANDIN["QBCTL_POSTGRES_IMAGE"]
-    out = docker_client.containers.run(image, ["sh", "-c", "ls /usr/lib/postgresql/*/lib/"], entrypoint=[],
-                                       remove=True)
+    out = run_once(docker_client, image, ["sh", "-c", "ls /usr/lib/postgresql/*/lib/"], entrypoint=[])
     carried = b"timescaledb.so" in out
     if not carried and host_timescaledb():
         missing(f"the host has TimescaleDB ({HOST_TIMESCALEDB}) and the postgres stand-in {image} does not: "

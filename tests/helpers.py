@@ -112,3 +112,15 @@ def no_traceback(proc: subprocess.CompletedProcess) -> None:
 
 def have(binary: str) -> bool:
     return shutil.which(binary) is not None
+
+
+def run_once(client, image: str, command: list[str], **kwargs) -> bytes:
+    """A throwaway container's output. It is removed with its anonymous volumes: the postgres and redis
+    images declare a VOLUME, which gets one wherever nothing is mounted at its path."""
+    container = client.containers.create(image, command, **kwargs)
+    try:
+        container.start()
+        container.wait()
+        return container.logs()
+    finally:
+        container.remove(force=True, v=True)

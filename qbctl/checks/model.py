@@ -87,7 +87,7 @@ class PgValues:
     backend: int  # a session's own memory with TimescaleDB's caches (QBCTL_POSTGRES_BACKEND_OVERHEAD)
     max_wal_senders: int = 10  # PostgreSQL's default: each is a process slot in shared memory
     shared_fixed: int = SHARED_FIXED  # shared memory no setting sizes (a running server's own figure)
-    schedulers: int = 1  # TimescaleDB runs one job scheduler per database that has the extension
+    schedulers: int = 2  # TimescaleDB's job schedulers: one per database with the extension (the image makes 2)
 
     @property
     def process_slots(self) -> int:
@@ -139,8 +139,8 @@ def postgres(v: PgValues) -> Prediction:
         Term("autovacuum", v.autovacuum_max_workers * (PROCESS_BASE + vacuum_limit),
              f"{v.autovacuum_max_workers} x (process {_mb(PROCESS_BASE)} + {vacuum_name} {_mb(vacuum_limit)})"),
         Term("TimescaleDB jobs", jobs * session,
-             f"max_background_workers {v.tsdb_background_workers} - the launcher - {v.schedulers} scheduler = {jobs} "
-             "x a session"
+             f"max_background_workers {v.tsdb_background_workers} - the launcher - {v.schedulers} "
+             f"scheduler{'' if v.schedulers == 1 else 's'} = {jobs} job slot{'' if jobs == 1 else 's'} x a session"
              if v.tsdb_background_workers else "no TimescaleDB"),
         Term("temp_buffers", 0, f"{_mb(v.temp_buffers)} x sessions that use temporary tables: none in the backend"),
     )

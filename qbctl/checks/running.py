@@ -7,8 +7,9 @@ Decided by the settings: every value qbctl passes on PostgreSQL's command line (
 the command line wins over postgresql.conf), Redis's maxmemory and policy, each container's memory
 limit. Not decided by them, so read from a running server: superuser_reserved_connections,
 autovacuum_work_mem, max_wal_senders (PostgreSQL's defaults otherwise), the shared memory no setting
-sizes (model.SHARED_FIXED otherwise), a value set for the database or its user (ALTER ... SET, which
-wins over the command line for the backend's sessions), whether Redis saves in the background.
+sizes (model.SHARED_FIXED otherwise), the TimescaleDB schedulers that run (the image's two otherwise),
+a value set for the database or its user (ALTER ... SET, which wins over the command line for the
+backend's sessions), whether Redis saves in the background.
 """
 from __future__ import annotations
 
@@ -49,16 +50,17 @@ class PgReading:
     values: dict[str, float]
     sources: dict[str, str]
     allocated: int | None = None
+    schedulers: int = 0  # TimescaleDB's job schedulers running (pg_stat_activity): one per database with it
 
     @classmethod
-    def from_rows(cls, rows: list[tuple], allocated: int | None) -> PgReading:
+    def from_rows(cls, rows: list[tuple], allocated: int | None, schedulers: int = 0) -> PgReading:
         """From `SELECT name, setting, unit, source FROM pg_settings`. Pure."""
         values, sources = {}, {}
         for name, setting, unit, source in rows:
             number = float(setting)
             values[name] = number * _UNITS.get(unit, 1) if number >= 0 else number
             sources[name] = source
-        return cls(values, sources, allocated)
+        return cls(values, sources, allocated, schedulers)
 
     @property
     def has_timescaledb(self) -> bool:
@@ -98,7 +100,16 @@ def pg_settings_values(s: Settings) -> dict[str, float]:
 TSDB_WORKERS = "timescaledb.max_background_workers"
 
 
-def _pg(v: dict[str, float], backend: int, fixed: int) -> model.PgValues:
+def schedulers(s: Settings, reading: PgReading | None = None) -> int:
+    """TimescaleDB's job schedulers, each holding one of its background workers: those a running server
+    counts; else (none counted yet) those the image makes, for `postgres` and DATABASE_URL's database
+    (stack.spec.scheduler_databases). Pure."""
+    from qbctl.stack.spec import scheduler_databases
+
+    return reading.schedulers if reading and reading.schedulers else len(scheduler_databases(s))
+
+
+def _pg(v: dict[str, float], backend: int, fixed: int, schedulers: int) -> model.PgValues:
     i = {k: int(x) for k, x in v.items()}
     return model.PgValues(
         shared_buffers=i["shared_buffers"], wal_buffers=i["wal_buffers"], work_mem=i["work_mem"],
@@ -108,7 +119,7 @@ def _pg(v: dict[str, float], backend: int, fixed: int) -> model.PgValues:
         max_parallel_workers_per_gather=i["max_parallel_workers_per_gather"],
         max_parallel_workers=i["max_parallel_workers"], max_worker_processes=i["max_worker_processes"],
         temp_buffers=i["temp_buffers"], tsdb_background_workers=i[TSDB_WORKERS],
-        backend=backend, max_wal_senders=i["max_wal_senders"], shared_fixed=fixed)
+        backend=backend, max_wal_senders=i["max_wal_senders"], shared_fixed=fixed, schedulers=schedulers)
 
 
 def pg_values(s: Settings, reading: PgReading | None = None) -> model.PgValues:
@@ -122,7 +133,7 @@ def pg_values(s: Settings, reading: PgReading | None = None) -> model.PgValues:
         if not reading.has_timescaledb:  # the image decides that; with none running, its workers are counted
             v[TSDB_WORKERS] = 0
         fixed = running_pg_values(reading, s).shared_fixed
-    return _pg(v, s["QBCTL_POSTGRES_BACKEND_OVERHEAD"], fixed)
+    return _pg(v, s["QBCTL_POSTGRES_BACKEND_OVERHEAD"], fixed, schedulers(s, reading))
 
 
 def running_pg_values(reading: PgReading, s: Settings) -> model.PgValues:
@@ -131,7 +142,7 @@ def running_pg_values(reading: PgReading, s: Settings) -> model.PgValues:
     v.update({n: x for n, x in reading.values.items() if n in v})
     if not reading.has_timescaledb:
         v[TSDB_WORKERS] = 0
-    values = _pg(v, s["QBCTL_POSTGRES_BACKEND_OVERHEAD"], 0)
+    values = _pg(v, s["QBCTL_POSTGRES_BACKEND_OVERHEAD"], 0, schedulers(s, reading))
     fixed = model.shared_fixed(reading.allocated, values) if reading.allocated else model.SHARED_FIXED
     return replace(values, shared_fixed=fixed)
 
@@ -146,9 +157,11 @@ def read_pg(settings: Settings) -> PgReading | None:
             rows = conn.execute("SELECT name, setting, unit, source FROM pg_settings WHERE name = ANY(%s)",
                                 (names,)).fetchall()
             allocated = conn.execute("SELECT sum(allocated_size)::bigint FROM pg_shmem_allocations").fetchone()[0]
+            running = conn.execute("SELECT count(*) FROM pg_stat_activity"
+                                   " WHERE backend_type = 'TimescaleDB Background Worker Scheduler'").fetchone()[0]
     except QbctlError:
         return None
-    return PgReading.from_rows(rows, allocated)
+    return PgReading.from_rows(rows, allocated, running)
 
 
 def redis_values(s: Settings, config: dict | None = None) -> model.RedisValues:

@@ -115,12 +115,13 @@ SETTINGS: tuple[Setting, ...] = (
       "PostgreSQL max_parallel_workers_per_gather (and max_parallel_workers): extra processes a query may start",
       why="each parallel worker is another process as large as a session; PostgreSQL's 2 per query would triple "
           "the sessions' memory"),
-    S("TIMESCALEDB_MAX_BACKGROUND_WORKERS", "4", "workers",
-      "timescaledb.max_background_workers: TimescaleDB's launcher, the database's job scheduler, and the policy "
-      "jobs that may run at once",
-      why="with 2, the launcher and the scheduler took every worker and no compression or retention job ever "
-          "launched (`out of background workers`); 4 = both and 2 jobs at once (the others wait their turn), each "
-          "counted in the budget"),
+    S("TIMESCALEDB_MAX_BACKGROUND_WORKERS", "5", "workers",
+      "timescaledb.max_background_workers: TimescaleDB's launcher, a job scheduler for each database with the "
+      "extension, and the policy jobs that may run at once",
+      why="the TimescaleDB image creates the extension in `postgres` and in the database of DATABASE_URL at its "
+          "first start, so two schedulers run; 5 = the launcher, both schedulers and 2 jobs at once (the others "
+          "wait their turn), each counted in the budget. With 4 one job ran at a time; with 2 no compression or "
+          "retention job ever launched (`out of background workers`)"),
     S("REDIS_MAX_MEMORY", "100MB", "size",
       "Redis maxmemory; the container limit (QBCTL_BUDGET_REDIS) must leave room for Redis's overhead",
       why="maxmemory counts only the data: Redis's RSS is about 1.15x it under eviction, plus the pages a "
@@ -136,8 +137,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("QBCTL_POSTGRES_IMAGE", "timescale/timescaledb:latest-pg15", "image", "PostgreSQL + TimescaleDB image"),
     S("QBCTL_REDIS_IMAGE", "redis:7-alpine", "image", "Redis image"),
     S("QBCTL_ADMINER_IMAGE", "adminer:latest", "image", "Adminer image (dev UI)"),
-    S("QBCTL_REDIS_COMMANDER_IMAGE", "rediscommander/redis-commander:latest", "image",
-      "Redis Commander image (dev UI)"),
+    S("QBCTL_REDIS_COMMANDER_IMAGE", "ghcr.io/joeferner/redis-commander:0.9.1", "image",
+      "Redis Commander image (dev UI)",
+      why="the project publishes its images on GitHub's registry, by version; rediscommander/redis-commander on "
+          "Docker Hub has not been pushed since 2022 and its `latest` no longer works (microsoft/aspire#12935); a "
+          "version, not `latest`, so that every machine runs the same one"),
     S("QBCTL_BIND_ADDRESS", "127.0.0.1", "address", "host address PostgreSQL's and Redis's ports are published on"),
     S("QBCTL_UI_BIND_ADDRESS", "127.0.0.1", "address",
       "host address of the two UIs (they have no login: keep them on loopback)"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qbctl.config.settings import Settings
-from qbctl.db import connect, migrate
+from qbctl.db import connect, jobs, migrate
 from qbctl.events import Event, Events, Status, ignore
 
 EMPTY_SQL = """
@@ -35,8 +35,17 @@ def reset(settings: Settings, options: migrate.MigrateOptions = migrate.MigrateO
     with connect.connect(settings, wait=options.wait, events=events) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (migrate.LOCK_KEY,))  # not while a migrate runs
         try:
-            with conn.transaction():
-                conn.execute(EMPTY_SQL)
+            # TimescaleDB's jobs are held first and a run under way ends, so that none is cut off by the
+            # DROP (the jobs go with the extension; `db migrate` makes them anew).
+            rows = connect.psycopg_rows(conn)
+            held = jobs.hold(rows, said=lambda ids: events(Event(
+                Status.WAITING, f"TimescaleDB job {jobs.jobs_text(ids)} is running; waiting for its run to end")))
+            try:
+                with conn.transaction():
+                    conn.execute(EMPTY_SQL)
+            except BaseException:
+                jobs.release(rows, held, after_error=True)
+                raise
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (migrate.LOCK_KEY,))
     events(Event(Status.DONE, f"emptied {settings.pg.masked()}"))

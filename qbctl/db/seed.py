@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS qbctl.seeded (
     seeded_at  timestamptz NOT NULL DEFAULT now()
 );
 """
-REFRESH_WAIT = 120.0  # seconds seed waits for a refresh policy's run of the same aggregate
+REFRESH_WAIT = 120.0  # seconds seed waits for another session's refresh of the same aggregate
 MARKED = ("market_data", "technical_indicators")  # tables whose seeded rows are recorded as time ranges
 
 
@@ -93,6 +93,7 @@ class SeedResult(Result):
     redis_keys: int = 0
     seconds: float = 0.0
     market_data_rows_per_second: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what a reader should know (a job that failed all the same)
     ok: bool = True
     error: QbctlError | None = None
 
@@ -192,7 +193,7 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
             result.rows["system_logs"] = _logs(cur, minutes, rng)
         conn.commit()
         conn.autocommit = True  # a refresh cannot run inside a transaction block
-        bars = _refresh_bars(conn, events)
+        bars = _refresh_bars(conn, events, result.notes)
     result.rows["market_data"] = md
     result.rows["technical_indicators"] = ind
     result.rows.update(bars)
@@ -212,46 +213,46 @@ WHERE (hypertable_schema, hypertable_name) = {MARKET_DATA} ORDER BY view_name
 """
 
 
-# A refresh policy's job names its aggregate (TimescaleDB 2.28) or the aggregate's materialization hypertable.
-POLICIES_SQL = f"""
-SELECT j.job_id FROM timescaledb_information.jobs j
-JOIN timescaledb_information.continuous_aggregates c
-  ON (j.hypertable_schema, j.hypertable_name) IN (
-       (c.view_schema, c.view_name), (c.materialization_hypertable_schema, c.materialization_hypertable_name))
-WHERE (c.hypertable_schema, c.hypertable_name) = {MARKET_DATA}
-  AND j.proc_name = 'policy_refresh_continuous_aggregate' AND j.scheduled
-ORDER BY 1
-"""
-
-
-def _refresh_bars(conn, events: Events) -> dict[str, int]:
+def _refresh_bars(conn, events: Events, notes: list[str]) -> dict[str, int]:
     """The continuous aggregates of market_data (sql/policies: 5-minute, hourly and daily bars) refreshed
-    over all of history, so that the seeded days are materialized; their rows."""
+    over all of history, so that the seeded days are materialized; their rows.
+
+    Their refresh policies are held meanwhile (qbctl.db.jobs: a run under way ends first, none starts,
+    each is given back its next start), so that neither a policy's run nor seed's refresh fails the
+    other as "a concurrent refresh". A run that failed so all the same is run again and waited for."""
+    from qbctl.db import jobs
+
     if not conn.execute("SELECT to_regclass('timescaledb_information.continuous_aggregates') IS NOT NULL"
                         ).fetchone()[0]:
         return {}
+    rows = connect.psycopg_rows(conn)
+    ts = timescale.extension_schema(rows)  # named: the search_path may leave it out
+
+    def waiting(ids: list[int]) -> None:
+        events(Event(Status.WAITING, f"TimescaleDB job {jobs.jobs_text(ids)} is refreshing the bars; waiting for "
+                                     "its run to end"))
+
+    held = jobs.hold(rows, jobs.REFRESH_OF.format(table=MARKET_DATA), said=waiting)
     out = {}
-    # Their refresh policies are paused meanwhile (and resumed as they were), so that neither a policy's
-    # run nor seed's refresh fails the other as "a concurrent refresh".
-    ts = timescale.extension_schema(connect.psycopg_rows(conn))  # named: the search_path may leave it out
-    paused = [j for (j,) in conn.execute(POLICIES_SQL).fetchall()]
-    if paused:
-        conn.execute(f"SELECT {ts}.alter_job(j, scheduled => false) FROM unnest(%s::int[]) j", (paused,))
     try:
         for name, view in conn.execute(CAGGS_SQL).fetchall():
             events(Event(Status.WORKING, f"refreshing {name}"))
             _refresh(conn, ts, name, view, events)
             out[name] = conn.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
     finally:
-        if paused and not conn.closed:
-            conn.execute(f"SELECT {ts}.alter_job(j, scheduled => true) FROM unnest(%s::int[]) j", (paused,))
+        if not conn.closed:
+            jobs.release(rows, held)
+    failed = jobs.rerun_collisions(rows, held.jobs, held.began)
+    if failed:
+        notes.append(f"TimescaleDB job {jobs.jobs_text(failed)} failed during the refresh and again when run once "
+                     "more: `qbctl db status` shows why")
     return out
 
 
 def _refresh(conn, ts: str, name: str, view: str, events: Events, wait: float = REFRESH_WAIT) -> None:
-    """One full refresh. A refresh policy's run that began before it was paused may be refreshing an
-    overlapping window (a policy's first run follows `db migrate` at once): TimescaleDB then refuses
-    a second refresh, and seed waits for the job's and refreshes again."""
+    """One full refresh. The policies of the aggregates are held, but another session (the backend's own
+    refresh, a policy qbctl does not know) may be refreshing an overlapping window: TimescaleDB then
+    refuses a second refresh, and seed waits for that one and refreshes again."""
     import psycopg
 
     deadline = time.monotonic() + wait
@@ -264,7 +265,7 @@ def _refresh(conn, ts: str, name: str, view: str, events: Events, wait: float = 
             if "already in progress" not in str(exc) or time.monotonic() > deadline:
                 raise
         if not said:
-            events(Event(Status.WAITING, f"a TimescaleDB job is refreshing {name}; waiting for it to finish"))
+            events(Event(Status.WAITING, f"another session is refreshing {name}; waiting for it to finish"))
             said = True
         time.sleep(0.25)
 

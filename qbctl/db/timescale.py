@@ -371,6 +371,8 @@ SCHEDULER_SQL = r"""
 SELECT current_setting('timescaledb.max_background_workers', true), current_setting('max_worker_processes'),
        count(*) FILTER (WHERE backend_type = 'TimescaleDB Background Worker Scheduler'
                         AND datname = current_database()),
+       COALESCE(array_agg(datname::text ORDER BY datname)
+                FILTER (WHERE backend_type = 'TimescaleDB Background Worker Scheduler'), '{}'),
        count(*) FILTER (WHERE starts_with(backend_type, 'TimescaleDB Background Worker') OR backend_type ~ '\[\d+\]$'),
        greatest(pg_postmaster_start_time(),
                 min(backend_start) FILTER (WHERE backend_type = 'TimescaleDB Background Worker Scheduler'
@@ -389,13 +391,31 @@ class Scheduler:
     busy: int  # TimescaleDB background workers in use on the server
     settled: bool  # the server, the scheduler and the last migrate are older than JOB_GRACE_SECONDS
     processes: str | None = None  # max_worker_processes: PostgreSQL's own limit, shared with parallel queries
+    databases: tuple[str, ...] = ()  # the databases a scheduler runs for (every one with the extension)
+
+    @property
+    def job_slots(self) -> int | None:
+        """Jobs that can run at once: the workers the launcher and the schedulers leave."""
+        if not (self.workers or "").isdigit():
+            return None
+        return max(0, int(self.workers) - 1 - len(self.databases))
+
+    def arithmetic(self) -> str:
+        """timescaledb.max_background_workers, worker by worker, as counted on the running server."""
+        if self.job_slots is None or self.workers == "0":
+            return f"timescaledb.max_background_workers {self.workers}: no launcher, no scheduler, no job"
+        names = f" ({', '.join(self.databases)})" if self.databases else ""
+        plural = "" if len(self.databases) == 1 else "s"
+        return (f"timescaledb.max_background_workers {self.workers} = the launcher + {len(self.databases)} "
+                f"scheduler{plural}{names} + {self.job_slots} job slot{'' if self.job_slots == 1 else 's'}")
 
 
 def read_scheduler(conn) -> Scheduler:
-    workers, processes, schedulers, busy, settled = conn.execute(SCHEDULER_SQL, (JOB_GRACE_SECONDS,)).fetchone()
+    workers, processes, schedulers, databases, busy, settled = conn.execute(
+        SCHEDULER_SQL, (JOB_GRACE_SECONDS,)).fetchone()
     if settled and conn.execute("SELECT to_regclass('qbctl.migrations') IS NOT NULL").fetchone()[0]:
         settled = conn.execute(SETTLED_SQL, (JOB_GRACE_SECONDS,)).fetchone()[0]
-    return Scheduler(workers, bool(schedulers), int(busy or 0), bool(settled), processes)
+    return Scheduler(workers, bool(schedulers), int(busy or 0), bool(settled), processes, tuple(databases or ()))
 
 
 def _cannot_start(sched: Scheduler) -> str:
@@ -403,8 +423,18 @@ def _cannot_start(sched: Scheduler) -> str:
         return (f"no TimescaleDB scheduler runs for this database (timescaledb.max_background_workers="
                 f"{sched.workers}): raise TIMESCALEDB_MAX_BACKGROUND_WORKERS")
     return (f"the scheduler has not started it: out of background workers? {sched.busy} of "
-            f"timescaledb.max_background_workers={sched.workers} in use (the launcher, a scheduler per database, "
-            "a worker per running job); the server log says (`qbctl logs postgres`)")
+            f"timescaledb.max_background_workers={sched.workers} in use ({sched.arithmetic()}, each running job "
+            "takes a slot); the server log says (`qbctl logs postgres`)")
+
+
+def slots_problem(sched: Scheduler) -> str | None:
+    """Why no job of this database can ever run for want of background workers, or None. Said at once, as
+    the schedulers run: their count is no matter of time (without any, job_state says why after its grace)."""
+    if not sched.running or sched.job_slots is None or sched.job_slots >= 1:
+        return None
+    enough = 1 + max(1, len(sched.databases)) + 1  # the launcher, the schedulers (one at least), a job
+    return (f"no background worker is left for jobs: {sched.arithmetic()}; raise TIMESCALEDB_MAX_BACKGROUND_WORKERS "
+            f"to {enough} or more and `qbctl up`")
 
 
 def job_state(j: dict, sched: Scheduler) -> tuple[str | None, str]:

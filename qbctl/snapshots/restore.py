@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from qbctl.config.settings import Settings
+from qbctl.db import jobs
 from qbctl.db.timescale import extension_schema
 from qbctl.errors import CheckFailed, NoSpace, QbctlError, TimescaleMissing, UsageError
 from qbctl.events import Event, Events, Status, ignore
@@ -170,14 +171,17 @@ def restore_postgres(pg: Postgres, db: str, entry: store.Entry, expected: Invent
     pg.psql(maint, f"DROP DATABASE IF EXISTS {quote(new)} WITH (FORCE)", "removing an earlier attempt")
     create_database(pg, maint, new, expected)
     try:
-        load(pg, new, store.chunks(entry.path / store.PG_FILE), expected, events)
+        _, paused = load(pg, new, store.chunks(entry.path / store.PG_FILE), expected, events)
     except BaseException:
         pg.psql(maint, f"DROP DATABASE IF EXISTS {quote(new)} WITH (FORCE)", "removing the failed attempt")
         raise
     events(Event(Status.WORKING, f"switching {db} to the restored data", "postgres"))
+    # The jobs stay paused through the switch: it ends every session of both databases, a job's run
+    # among them, which TimescaleDB would record as that job's failure.
     _switch(pg, maint, db, new, replaced)
     pg.psql(maint, f"DROP DATABASE IF EXISTS {quote(replaced)} WITH (FORCE)", "dropping the replaced database")
     if expected.timescaledb:
+        resume_jobs(pg, db, paused)
         restart_jobs(pg, db)
     seconds = round(time.monotonic() - t0, 3)
     events(Event(Status.DONE, f"{db}: {len(expected.tables)} tables, {expected.rows:,} rows in {seconds:.1f}s",
@@ -252,16 +256,29 @@ def restore_physical(eng: engine.Engine, settings: Settings, stack, pg: Postgres
         pg.script("postgres", [f"ALTER ROLE {quote(settings.pg.user)} PASSWORD '{password}';\n".encode()],
                   "setting the password of DATABASE_URL")  # on stdin: never on a command line
         events(Event(Status.WORKING, f"checking {db} against the snapshot", "postgres"))
+        rows = pg.rows(db)
+        if expected.timescaledb:
+            # The server runs the copy's jobs from its start: they are held while it is checked (a run
+            # under way ends first), and refresh registrations the copy carries from a refresh that ran
+            # when it was taken are removed, or their refresh policies would fail "due to a concurrent
+            # refresh" while a process of that number lives.
+            held = jobs.hold(rows, said=lambda ids: events(Event(
+                Status.WAITING, f"TimescaleDB job {jobs.jobs_text(ids)} runs on the restored data; waiting for its "
+                                "run to end", "postgres")))
+            pg.psql(db, STALE_REFRESHES.format(older="pg_catalog.pg_postmaster_start_time()"),
+                    "removing the copy's refresh registrations")
         _, _, offered = pg.server()
         if expected.timescaledb and offered and _version(offered) > _version(expected.timescaledb):
             pg.psql(db, "ALTER EXTENSION timescaledb UPDATE", "ALTER EXTENSION timescaledb UPDATE")
-        problems = inventory.compare(expected, inventory.read(pg.rows(db), like=expected, checksums=False),
+        problems = inventory.compare(expected, inventory.read(rows, like=expected, checksums=False),
                                      jobs_ran=True)
         if problems:
             raise CheckFailed(f"it does not match the snapshot: {problems[0]}", code="RESTORE_VERIFY_FAILED")
         # The commit: one rename, after which the old data is never put back. Inside the try, so that
         # an error or Ctrl-C before it puts the old data back (after it, there is nothing aside to put back).
         _sh(eng, pg.cid, f"mv {aside} {path}/{DELETING}", "marking the old data for deletion")
+        if expected.timescaledb:
+            jobs.release(rows, held)
     except BaseException:
         eng.stop(pg.cid)
         _put_back(eng, stack, spec, volume, path)
@@ -318,11 +335,23 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def load(pg: Postgres, db: str, dump, expected: Inventory, events: Events) -> Inventory:
+STALE_REFRESHES = """DO $$ BEGIN
+  IF pg_catalog.to_regclass('_timescaledb_catalog.continuous_aggs_jobs_refresh_ranges') IS NOT NULL THEN
+    DELETE FROM _timescaledb_catalog.continuous_aggs_jobs_refresh_ranges WHERE created_at < {older};
+  END IF;
+END $$"""
+# TimescaleDB registers each refresh's window there (with its process number) for the time it runs, and
+# a dump or a copy of the data directory taken meanwhile carries the row. Restored, it stands for a
+# refresh in progress as long as some process of that number lives: its refresh policy fails "due to a
+# concurrent refresh" at every run. Rows older than the restore cannot be a refresh in progress.
+
+
+def load(pg: Postgres, db: str, dump, expected: Inventory, events: Events) -> tuple[Inventory, list[str]]:
     """pg_restore into the empty database `db` (TimescaleDB's procedure), then check it against `expected`.
 
     TimescaleDB's jobs are paused from the restore until the check passes, so none changes what is
-    being checked; they are resumed as they were."""
+    being checked; they stay paused for the caller to resume (`resume_jobs`) once nothing ends a
+    session any more (a restore's switch does). Returns what was read, and the paused jobs."""
     paused: list[str] = []
     ts = "public"  # TimescaleDB's schema, named in each call: the user's search_path may leave it out
     if expected.timescaledb:
@@ -336,6 +365,7 @@ def load(pg: Postgres, db: str, dump, expected: Inventory, events: Events) -> In
     if expected.timescaledb:
         paused = [i for (i,) in pg.rows(db)("UPDATE _timescaledb_config.bgw_job SET scheduled = false "
                                             "WHERE scheduled RETURNING id::text")]
+        pg.psql(db, STALE_REFRESHES.format(older="'infinity'"), "removing the dump's refresh registrations")
         pg.psql(db, f"SELECT {ts}.timescaledb_post_restore()", "timescaledb_post_restore()")
         _, _, offered = pg.server()
         if offered and _version(offered) > _version(expected.timescaledb):
@@ -357,10 +387,14 @@ def load(pg: Postgres, db: str, dump, expected: Inventory, events: Events) -> In
         pg.psql(db, "SELECT " + ", ".join(f"{ts}.alter_job({int(i)}, next_start => {_lit(t)}::timestamptz)"
                                      for i, t in due),
                 "setting when the jobs run next")
+    return actual, paused
+
+
+def resume_jobs(pg: Postgres, db: str, paused: list[str]) -> None:
+    """The jobs `load` paused, scheduled again."""
     if paused:
         pg.psql(db, f"UPDATE _timescaledb_config.bgw_job SET scheduled = true WHERE id IN ({','.join(paused)})",
                 "resuming the jobs")
-    return actual
 
 
 def _version(text: str) -> tuple[int, ...]:

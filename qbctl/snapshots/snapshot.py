@@ -193,8 +193,12 @@ def helper_image(eng: engine.Engine, image: str, info: dict | None, volume: str,
 
 def helper(eng: engine.Engine, stack: Stack, spec: ServiceSpec, image: str, volume: str, purpose: str,
            command: tuple[str, ...] | None = None, entrypoint: list[str] | None = None) -> str:
-    """A temporary container of a service on one of its volumes (no ports, no network)."""
+    """A temporary container of a service on one of its volumes (no ports, no network). A temporary
+    PostgreSQL runs none of the data's TimescaleDB jobs (no background workers): they run on the
+    stack's own server, and none changes data while it is dumped, loaded or checked here."""
     path = spec.volumes[0][1]
+    if command is None and spec.name == "postgres":
+        command = (*spec.command, "-c", "timescaledb.max_background_workers=0")  # the last value given wins
     return eng.run_helper(stack.project, f"{stack.container_name(spec.name)}-{purpose}", image, purpose,
                           command=list(command or spec.command), environment=dict(spec.environment),
                           binds={volume: path}, mem_limit=spec.mem_limit, entrypoint=entrypoint)

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from qbctl.config.settings import Settings
+from qbctl.db import jobs
 from qbctl.errors import CheckFailed, QbctlError, Unavailable, UsageError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
@@ -192,7 +193,8 @@ def _timescaledb(eng: engine.Engine, settings: Settings, todo: UpgradePlan, resu
         pg = server()
         pg.wait_ready()
         _, _, offered = pg.server()
-        have = {db: v for db in pg.databases() if (v := _extension_version(pg, db)) is not None}
+        # template1 too: the TimescaleDB image creates the extension there, for every database made later.
+        have = {db: v for db in (*pg.databases(), "template1") if (v := _extension_version(pg, db)) is not None}
         stale = {db: v for db, v in have.items() if offered and v != offered}
         if stale and snapshot_first:
             stop_temporary()  # the snapshot reads the volume with a server of its own
@@ -207,7 +209,18 @@ def _timescaledb(eng: engine.Engine, settings: Settings, todo: UpgradePlan, resu
             if db in stale:
                 events(Event(Status.WORKING, f"{db}: ALTER EXTENSION timescaledb UPDATE ({version} -> {offered})",
                              "postgres"))
-                pg.psql(db, "ALTER EXTENSION timescaledb UPDATE", f"ALTER EXTENSION timescaledb UPDATE in {db}")
+                # The update restarts the database's scheduler, which ends the runs under way (each
+                # recorded as a crash): its jobs are held first, a run under way ending before.
+                rows = pg.rows(db)
+                held = jobs.hold(rows, said=lambda ids, db=db: events(Event(
+                    Status.WAITING, f"{db}: TimescaleDB job {jobs.jobs_text(ids)} is running; waiting for its run "
+                                    "to end", "postgres")))
+                try:
+                    pg.psql(db, "ALTER EXTENSION timescaledb UPDATE", f"ALTER EXTENSION timescaledb UPDATE in {db}")
+                except BaseException:
+                    jobs.release(rows, held, after_error=True)
+                    raise
+                jobs.release(rows, held)
                 entry["to"] = _extension_version(pg, db)
                 events(Event(Status.DONE, f"{db}: TimescaleDB {version} -> {entry['to']}", "postgres"))
             result.timescaledb.append(entry)
@@ -309,7 +322,8 @@ def _load_new(eng: engine.Engine, settings: Settings, todo: UpgradePlan, dumps: 
             if db not in present:
                 restore.create_database(new, "postgres", db, inv)
             events(Event(Status.WORKING, f"restoring {db}", "postgres"))
-            actual = restore.load(new, db, store.chunks(path), inv, events)
+            actual, paused = restore.load(new, db, store.chunks(path), inv, events)
+            restore.resume_jobs(new, db, paused)  # this server runs no jobs (helper: no background workers)
             result.databases.append({"database": db, "tables": len(actual.tables), "rows": actual.rows})
             events(Event(Status.DONE, f"{db}: {len(actual.tables)} tables, {actual.rows:,} rows, as before",
                          "postgres"))

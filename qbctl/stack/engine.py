@@ -632,7 +632,7 @@ class Engine:
         try:
             existing = api.inspect_container(name)
             _check_owned(existing["Config"].get("Labels"), stack.project, "container", name)
-            api.remove_container(name, force=True)
+            api.remove_container(name, force=True, v=True)
         except NotFound:
             pass
         host_config = api.create_host_config(
@@ -661,7 +661,7 @@ class Engine:
             api.start(cid)
         except APIError as exc:
             try:
-                api.remove_container(cid, force=True)
+                api.remove_container(cid, force=True, v=True)
             except Exception:  # noqa: BLE001 - the error below says what matters; the next up recreates it
                 pass
             raise _start_error(spec, exc, self) from None
@@ -694,7 +694,7 @@ class Engine:
         try:
             existing = api.inspect_container(name)
             _check_owned(existing["Config"].get("Labels"), project, "container", name)
-            api.remove_container(name, force=True)
+            api.remove_container(name, force=True, v=True)
         except NotFound:
             pass
         host_config = api.create_host_config(
@@ -750,11 +750,15 @@ class Engine:
 
     @_engine_call("removing a container")
     def remove_container(self, container_id: str, timeout: int = 10) -> None:
+        """Stop and remove a container with its anonymous volumes: an image that declares a VOLUME (the
+        postgres images declare /var/lib/postgresql/data) gets one for that path wherever qbctl mounts
+        nothing there (a temporary container with the data volume mounted elsewhere). Named volumes (the
+        data) are never removed by this."""
         from docker.errors import NotFound
 
         try:
             self._api.stop(container_id, timeout=timeout)
-            self._api.remove_container(container_id, force=True)
+            self._api.remove_container(container_id, force=True, v=True)
         except NotFound:
             pass
 

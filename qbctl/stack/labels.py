@@ -8,7 +8,6 @@ LABEL_PROJECT = "io.qbctl.project"
 LABEL_SERVICE = "io.qbctl.service"
 LABEL_CONFIG = "io.qbctl.config-hash"  # changes whenever the container would be created differently
 LABEL_PG_MAJOR = "io.qbctl.pg-major"  # on a PostgreSQL volume: the major of the image that made it
-LABEL_TSDB = "io.qbctl.timescaledb"  # on a PostgreSQL volume: the TimescaleDB version of that image
 # The lock on a (remote) engine: a container named <project>-lock, never started, whose creation is atomic.
 LABEL_LOCK = "io.qbctl.lock"  # the project it locks (not LABEL_PROJECT: down and reset must not remove it)
 LABEL_LOCK_HOLDER = "io.qbctl.lock.holder"  # user@host pid N

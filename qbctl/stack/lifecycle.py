@@ -135,6 +135,7 @@ class _Left:
 
 def _up(settings: Settings, options: UpOptions, events: Events, stack: Stack, desired: list[ServiceSpec],
         eng: engine.Engine, timings: dict[str, float], left: _Left, t0: float, timeout: float):
+    on_data = False  # PostgreSQL (re)created on a volume that held data already
     with project_lock(stack.project, events, eng=eng):
         observed = eng.observe(stack.project)
         # Ports first, before any pull: a busy port is reported in a second, not after a download.
@@ -154,9 +155,8 @@ def _up(settings: Settings, options: UpOptions, events: Events, stack: Stack, de
             for spec in changing:
                 for vol, _ in spec.volumes:
                     if spec.name == "postgres" and vol in existing:
-                        warning = volumes.check(vol, existing[vol], spec.image, _image_env(images[spec.image]))
-                        if warning:
-                            events(Event(Status.WARNING, warning, spec.name))
+                        volumes.check(vol, existing[vol], spec.image, _image_env(images[spec.image]))
+                        on_data = True
         cids = {name: o.container_id for name, o in observed.items()}
         results = {s.name: ServiceResult(s.name, s.image, _port_text(s)) for s in desired}
         for step in plan.steps:
@@ -167,7 +167,22 @@ def _up(settings: Settings, options: UpOptions, events: Events, stack: Stack, de
         waiter = _Waiter(eng, settings, t0, t0 + timeout, events)
         left.waiting = [s.name for s in desired if s.name in left.started]
         waiter.wait_all(desired, cids, results, trusted, left.waiting)
+    if on_data and results.get("postgres") and results["postgres"].ready:
+        _timescaledb_behind(settings, events)
     return results, plan, waiter
+
+
+def _timescaledb_behind(settings: Settings, events: Events) -> None:
+    """PostgreSQL started anew on a volume that held data: a warning when the data's TimescaleDB is older
+    than the image's (read from the database; the images set no variable that says it)."""
+    try:
+        with pg.connect(settings, timeout=2) as conn:
+            found = conn.execute(volumes.TSDB_VERSIONS_SQL).fetchone()
+    except Exception:  # noqa: BLE001 - a warning only: `qbctl db status` says it too
+        return
+    warning = volumes.timescaledb_behind(settings.pg.dbname, *(found or (None, None)))
+    if warning:
+        events(Event(Status.WARNING, warning, "postgres"))
 
 
 NEXT_COMMANDS = ["qbctl db migrate", "qbctl db seed", "qbctl status", "qbctl down"]

@@ -80,6 +80,14 @@ class Stack:
         return sorted({v for s in self.services for v, _ in s.volumes})
 
 
+def scheduler_databases(settings: Settings) -> tuple[str, ...]:
+    """The databases TimescaleDB runs a job scheduler for on the stack's server, as the TimescaleDB image
+    makes it: at its first start it creates the extension in `postgres`, in `template1` (a template gets
+    no scheduler) and in POSTGRES_DB (DATABASE_URL's database). Each scheduler holds one of
+    timescaledb.max_background_workers for as long as the server runs."""
+    return tuple(dict.fromkeys(("postgres", settings.pg.dbname)))
+
+
 def postgres_args(settings: Settings) -> dict[str, str]:
     """Every server setting that decides PostgreSQL's memory, passed on the command line (which wins
     over postgresql.conf), so nothing an image writes there at its first start changes the budget."""
@@ -127,8 +135,12 @@ def build_stack(settings: Settings, profile: str | None = None) -> Stack:
         command=("postgres", *[a for k, v in pg_args.items() for a in ("-c", f"{k}={v}")]),
         environment=(("POSTGRES_USER", pg.user), ("POSTGRES_PASSWORD", pg.password),
                      ("POSTGRES_DB", pg.dbname), ("PGDATA", "/var/lib/postgresql/data"),
-                     # The TimescaleDB image would otherwise run timescaledb-tune at its first start and
-                     # write memory settings sized from the container's limit into postgresql.conf.
+                     # qbctl mounts nothing at /docker-entrypoint-initdb.d, so the TimescaleDB image runs its
+                     # own two scripts there at the first start: 000 creates the extension in postgres,
+                     # template1 and POSTGRES_DB (two schedulers from then on: scheduler_databases) and writes
+                     # telemetry_level=basic (the command line says off); 001 would run timescaledb-tune and
+                     # write memory settings sized from the container's limit into postgresql.conf, skipped
+                     # under NO_TS_TUNE (and the command line, which wins, decides every one of them anyway).
                      ("NO_TS_TUNE", "true"),
                      # glibc keeps freed sorts, hashes and decompressed batches in the heap once a large
                      # block was freed (its mmap threshold grows to it); a fixed threshold gives every

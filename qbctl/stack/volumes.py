@@ -1,9 +1,14 @@
 """Does a data volume fit the image about to run on it? Checked before PostgreSQL starts.
 
-A volume made by qbctl records the PostgreSQL major (and TimescaleDB version, where the
-image says it) of the image that created it, and that image's reference and ID. A volume
-from elsewhere, or an image that does not say, is caught after the fact from the server's
-own log line.
+A volume made by qbctl records the PostgreSQL major of the image that created it, and that
+image's reference and ID. A volume from elsewhere, or an image that does not say, is caught
+after the fact from the server's own log line.
+
+The TimescaleDB version is the data's, not the image's word for it (the timescale/timescaledb
+images set no variable that says it): once the server runs, the version the database's extension
+is at (pg_extension) against the one the image offers (pg_available_extensions) (`timescaledb_behind`,
+after `up` started PostgreSQL on a volume that held data). A version whose library the image lacks
+stops the server, and its log line says so (`classify`).
 
 Which volume PostgreSQL runs on: `<project>_pgdata`, the one the project started with, unless
 `qbctl upgrade` moved the data to a newer major, into `<project>_pgdata_pg<major>`; the image's
@@ -15,9 +20,7 @@ from __future__ import annotations
 from typing import Callable
 
 from qbctl.errors import VolumeIncompatible
-from qbctl.stack.labels import LABEL_PG_IMAGE, LABEL_PG_IMAGE_ID, LABEL_PG_MAJOR, LABEL_TSDB
-
-TSDB_ENV = ("TIMESCALEDB_VERSION", "TS_VERSION")
+from qbctl.stack.labels import LABEL_PG_IMAGE, LABEL_PG_IMAGE_ID, LABEL_PG_MAJOR
 
 
 def ways_out(volume: str, old_major: str | None) -> str:
@@ -33,10 +36,6 @@ def created_by(image_env: dict[str, str], image: str = "", image_id: str = "") -
     labels = {}
     if image_env.get("PG_MAJOR"):
         labels[LABEL_PG_MAJOR] = image_env["PG_MAJOR"]
-    for key in TSDB_ENV:
-        if image_env.get(key):
-            labels[LABEL_TSDB] = image_env[key]
-            break
     if image:
         labels[LABEL_PG_IMAGE] = image
     if image_id:
@@ -71,19 +70,30 @@ def recorded_image(labels: dict[str, str], present: Callable[[str], bool]) -> st
     return None
 
 
-def check(volume: str, labels: dict[str, str], image: str, image_env: dict[str, str]) -> str | None:
-    """Raise VOLUME_INCOMPATIBLE on a PostgreSQL major mismatch; return a warning for a TimescaleDB change."""
+def check(volume: str, labels: dict[str, str], image: str, image_env: dict[str, str]) -> None:
+    """Raise VOLUME_INCOMPATIBLE when the volume holds another PostgreSQL major's data than the image runs."""
     have, want = labels.get(LABEL_PG_MAJOR), image_env.get("PG_MAJOR")
     if have and want and have != want:
         raise VolumeIncompatible(
             f"volume {volume} holds PostgreSQL {have} data, but {image} runs PostgreSQL {want}; nothing was started",
             hint=ways_out(volume, have), volume=volume, volume_pg_major=have, image_pg_major=want)
-    ts_have = labels.get(LABEL_TSDB)
-    ts_want = next((image_env[k] for k in TSDB_ENV if image_env.get(k)), None)
-    if ts_have and ts_want and ts_have != ts_want:
-        return (f"volume {volume} was created with TimescaleDB {ts_have}, {image} has {ts_want}: after it starts, "
-                "run ALTER EXTENSION timescaledb UPDATE as the first command of a new session (qbctl db shell)")
-    return None
+
+
+# The version of TimescaleDB the database's extension is at, and the one the image offers.
+TSDB_VERSIONS_SQL = ("SELECT e.extversion, a.default_version FROM pg_extension e"
+                     " JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'timescaledb'")
+
+
+def timescaledb_behind(database: str, installed: str | None, offered: str | None) -> str | None:
+    """A warning when the data's TimescaleDB is older than the image's, else None. Pure."""
+    if not installed or not offered or _version(installed) >= _version(offered):
+        return None
+    return (f"database {database} uses TimescaleDB {installed}, the image ships {offered}: `qbctl upgrade` updates "
+            "it (ALTER EXTENSION timescaledb UPDATE as the first command of a new session, after a snapshot)")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split("-")[0].split(".") if p.isdigit())
 
 
 def classify(logs: list[str], volume: str) -> VolumeIncompatible | None:

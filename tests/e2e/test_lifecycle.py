@@ -163,8 +163,10 @@ def test_a_busy_port_is_reported_before_anything_is_created(project_env, tmp_pat
 
 
 def test_a_container_that_dies_at_start_is_reported_at_once_with_its_logs(project_env, tmp_path):
-    # The PostgreSQL stand-in run as "redis" exits at once: its entrypoint wants POSTGRES_PASSWORD.
-    env = {**project_env, "QBCTL_REDIS_IMAGE": standin("postgres")}
+    # A postgres image run as "redis" exits at once: its entrypoint runs any command but `postgres` as given,
+    # and it has no redis-server (the PostgreSQL 17 stand-in, as the real image; the 15 one shares its base
+    # with the Redis stand-in).
+    env = {**project_env, "QBCTL_REDIS_IMAGE": standin("postgres17")}
     started = time.monotonic()
     proc = qbctl("up", "redis", "--json", "--timeout", "60", env=env, cwd=tmp_path)
     elapsed = time.monotonic() - started
@@ -172,10 +174,10 @@ def test_a_container_that_dies_at_start_is_reported_at_once_with_its_logs(projec
     result = json.loads(proc.stdout)
     (svc,) = result["services"]
     assert svc["ready"] is False and "exited with code" in svc["detail"]
-    assert any("POSTGRES_PASSWORD" in line for line in svc["logs"]), svc["logs"]
+    assert any("redis-server: not found" in line for line in svc["logs"]), svc["logs"]
     assert elapsed < 20, f"took {elapsed:.1f}s: a dead container must not wait for the 60s timeout"
     human = qbctl("up", "redis", "--timeout", "60", env=env, cwd=tmp_path)
-    assert "last" in human.stdout and "POSTGRES_PASSWORD" in human.stdout
+    assert "last" in human.stdout and "redis-server: not found" in human.stdout
     assert "error: redis: container exited with code" in human.stderr
 
 

@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from tests.helpers import IN_CI, PASSWORD, ROOT, STANDIN_TAG, no_traceback, qbctl, standin
+from tests.helpers import IN_CI, PASSWORD, ROOT, STANDIN_TAG, no_traceback, qbctl, run_once, standin
 
 pytestmark = pytest.mark.docker
 
@@ -86,7 +86,7 @@ def test_a_volume_from_another_postgres_major_is_refused_before_start(project_en
         docker_client.api.commit(holder.id, "qbctl-standin/postgres", f"pg16-{STANDIN_TAG}",
                                  changes=["ENV PG_MAJOR=16"])
     finally:
-        holder.remove(force=True)
+        holder.remove(force=True, v=True)
     newer = {**env, "QBCTL_POSTGRES_IMAGE": f"qbctl-standin/postgres:pg16-{STANDIN_TAG}"}
     try:
         proc = qbctl("up", "postgres", "--json", env=newer, cwd=tmp_path)
@@ -104,8 +104,8 @@ def test_a_foreign_data_directory_is_recognised_from_the_servers_log(project_env
     assert qbctl("up", "postgres", env=env, cwd=tmp_path).returncode == 0
     assert qbctl("down", env=env, cwd=tmp_path).returncode == 0
     volume = f"{env['QBCTL_PROJECT']}_pgdata"
-    docker_client.containers.run(standin("postgres"), ["sh", "-c", "echo 14 > /data/PG_VERSION"],
-                                 entrypoint=[], volumes={volume: {"bind": "/data", "mode": "rw"}}, remove=True)
+    run_once(docker_client, standin("postgres"), ["sh", "-c", "echo 14 > /data/PG_VERSION"], entrypoint=[],
+             volumes={volume: {"bind": "/data", "mode": "rw"}})
     proc = qbctl("up", "postgres", "--json", "--timeout", "60", env=env, cwd=tmp_path)
     assert proc.returncode == 1
     err = json.loads(proc.stdout)["error"]

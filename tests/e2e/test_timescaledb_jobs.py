@@ -21,8 +21,9 @@ def _url(env) -> str:
 @pytest.mark.timescaledb("the test checks the QB bars and the policy jobs TimescaleDB's scheduler runs")
 @pytest.mark.usefixtures("needs_standin_timescaledb")
 def test_the_stack_migrates_the_bars_and_its_scheduler_runs_the_policies(project_env, tmp_path):
-    # The defaults: 4 TimescaleDB workers (the launcher, the database's scheduler and two jobs at a time; the
-    # others wait their turn), and max_worker_processes made to hold them (so PostgreSQL never refuses one).
+    # The defaults: 5 TimescaleDB workers (the launcher, the schedulers of postgres and of the database, which
+    # run from the image's first start, and two jobs at a time; the others wait their turn), and
+    # max_worker_processes made to hold them (so PostgreSQL never refuses one).
     env = dict(project_env)
     shutil.copytree(ROOT / "sql", tmp_path / "sql")
     up = qbctl("up", "--no-ui", env=env, cwd=tmp_path)

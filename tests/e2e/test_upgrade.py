@@ -32,6 +32,12 @@ def test_a_major_upgrade_moves_the_data_and_keeps_the_old_volume(project_env, tm
     env = project_env
     shutil.copytree(ROOT / "sql", tmp_path / "sql")
     ok(qbctl("up", "--no-ui", env=env, cwd=tmp_path))
+    # The PostgreSQL 17 stand-in has no TimescaleDB: the data must not use it, so the extension the image
+    # created at its first start (in postgres, template1 and the stack's database) goes first.
+    for db in ("postgres", "template1", "qb_trading_dev"):
+        with psycopg.connect(env["DATABASE_URL"].replace("localhost", "127.0.0.1").rsplit("/", 1)[0] + f"/{db}",
+                             autocommit=True) as conn:
+            conn.execute("DROP EXTENSION IF EXISTS timescaledb CASCADE")
     ok(qbctl("db", "migrate", "--without-timescaledb", env=env, cwd=tmp_path))
     ok(qbctl("db", "seed", "--symbols", "3", "--days", "5", env=env, cwd=tmp_path))
     with psycopg.connect(env["DATABASE_URL"].replace("localhost", "127.0.0.1"), autocommit=True) as conn:
@@ -100,8 +106,9 @@ def test_upgrade_with_the_image_the_data_was_made_with_has_nothing_to_do(project
     proc = ok(qbctl("upgrade", "--json", env=env, cwd=tmp_path, input=""))
     result = json.loads(proc.stdout)
     assert result["kind"] == "timescaledb" and "nothing to upgrade" in result["reason"]
-    if tsdb:  # the one TimescaleDB version here is the image's: found up to date in the stack's database
-        assert {t["database"]: t["from"] == t["to"] for t in result["timescaledb"]} == {"qb_trading_dev": True}
+    if tsdb:  # the one TimescaleDB version here is the image's: up to date in every database the image made it in
+        assert {t["database"]: t["from"] == t["to"] for t in result["timescaledb"]} == {
+            "postgres": True, "qb_trading_dev": True, "template1": True}
 
 
 def _offered(env) -> tuple[str, list[str]]:
@@ -128,9 +135,16 @@ def test_a_timescaledb_update_snapshots_first_and_updates_in_place(project_env, 
                     "release's files (its timescaledb-X.so, timescaledb-tsl-X.so, timescaledb--X.sql) installed "
                     "beside it on the host, as the timescale/timescaledb images ship several")
     old = older[-1]
-    # Data made by an image whose TimescaleDB was `old`: the extension created at that version first.
+    # Data made by an image whose TimescaleDB was `old`: the extension that image created at its first start
+    # is at that version.
     with psycopg.connect(env["DATABASE_URL"].replace("localhost", "127.0.0.1"), autocommit=True) as conn:
+        conn.execute("DROP EXTENSION timescaledb")
         conn.execute(f"CREATE EXTENSION timescaledb VERSION '{old}'")
+    # Started again on that data, `up` says so: the version read from the database, not the image's word.
+    ok(qbctl("down", env=env, cwd=tmp_path))
+    again = ok(qbctl("up", "--no-ui", env=env, cwd=tmp_path))
+    assert f"database qb_trading_dev uses TimescaleDB {old}, the image ships {default}: `qbctl upgrade`" in \
+        " ".join(again.stderr.split())
     shutil.copytree(ROOT / "sql", tmp_path / "sql")
     ok(qbctl("db", "migrate", env=env, cwd=tmp_path))
     ok(qbctl("db", "seed", "--symbols", "2", "--days", "3", env=env, cwd=tmp_path))
@@ -144,7 +158,9 @@ def test_a_timescaledb_update_snapshots_first_and_updates_in_place(project_env, 
     proc = ok(qbctl("upgrade", "--json", env=env, cwd=tmp_path, input="", timeout=600))
     result = json.loads(proc.stdout)
     assert result["kind"] == "timescaledb"
-    assert result["timescaledb"] == [{"database": "qb_trading_dev", "from": old, "to": default}]
+    assert [t for t in result["timescaledb"] if t["from"] != t["to"]] == [
+        {"database": "qb_trading_dev", "from": old, "to": default}]
+    assert {t["database"] for t in result["timescaledb"]} == {"postgres", "qb_trading_dev", "template1"}
     assert result["snapshot"].startswith("auto-upgrade-")
     assert result["verify"]["ok"] is True, result["verify"]
     with psycopg.connect(env["DATABASE_URL"].replace("localhost", "127.0.0.1"), autocommit=True) as conn:

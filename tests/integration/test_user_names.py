@@ -208,12 +208,16 @@ def test_the_loads_queries_hold_beside_columns_named_like_their_aliases(database
 @pytest.mark.timescaledb
 def test_status_and_seed_name_timescaledbs_schema_whatever_the_search_path(database, needs_timescaledb, project):
     """A search_path without TimescaleDB's schema (db status called hypertable_size by its plain name:
-    exit 70), and one with a namesake of alter_job ahead of it (seed pauses the refresh policies with it)."""
+    exit 70), and one with a namesake of alter_job ahead of it (seed holds the refresh policies with it)."""
+    from qbctl.db import jobs
+
     assert migrate(database, project).returncode == 0
     name = database.rsplit("/", 1)[1]
     with psycopg.connect(database, autocommit=True) as conn:
-        # The refresh policies seed pauses: one per aggregate of market_data (the jobs view names the aggregate).
-        assert len(conn.execute(seed.POLICIES_SQL).fetchall()) == 3
+        # The refresh policies seed holds: one per aggregate of market_data (the jobs view names the aggregate).
+        held = "SELECT j.job_id FROM timescaledb_information.jobs j WHERE " + jobs.REFRESH_OF.format(
+            table=seed.MARKET_DATA)
+        assert len(conn.execute(held).fetchall()) == 3
         conn.execute("CREATE SCHEMA app")
         conn.execute("CREATE FUNCTION app.alter_job(job_id int, scheduled boolean) RETURNS void LANGUAGE plpgsql"
                      " AS $$BEGIN RAISE EXCEPTION 'app.alter_job was called'; END$$")
@@ -228,6 +232,7 @@ def test_status_and_seed_name_timescaledbs_schema_whatever_the_search_path(datab
                    cwd=project)
     assert seeded.returncode == 0, seeded.stdout + seeded.stderr
     assert json.loads(seeded.stdout)["rows"]["market_data_5m"] > 0
-    with psycopg.connect(database) as conn:  # the refresh policies were resumed
-        assert conn.execute("SELECT bool_and(scheduled) FROM timescaledb_information.jobs"
-                            " WHERE proc_name = 'policy_refresh_continuous_aggregate'").fetchone()[0] is True
+    with psycopg.connect(database) as conn:  # the refresh policies scheduled, each with its next start back
+        assert conn.execute("SELECT bool_and(j.scheduled AND s.next_start < 'infinity')"
+                            " FROM timescaledb_information.jobs j JOIN timescaledb_information.job_stats s USING"
+                            " (job_id) WHERE j.proc_name = 'policy_refresh_continuous_aggregate'").fetchone()[0] is True

@@ -29,13 +29,14 @@ def test_defaults_fit_and_explain_every_term():
     r = run(settings())
     assert r.ok and r.budget_mb == 1024
     pg = r.items[0]
-    # 138.8 shared (128 + 4 WAL + 3.8 descriptors + 29 slots x 47kB + 1.6) + 8 x 0.75 server + 7 x (5 + 4)
-    # sessions + 2 x (0.75 + 16) autovacuum + (4 - 2) x 9 TimescaleDB jobs = 259.3, under 270 (90% of 300)
-    assert pg.configured_mb == 259.3
-    for text in ("shared_buffers 128MB", "wal_buffers 4MB", "29 process slots x 47kB", "1.6MB no setting sizes",
+    # 138.9 shared (128 + 4 WAL + 3.8 descriptors + 30 slots x 47kB + 1.6) + 9 x 0.75 server (7 and the
+    # schedulers of postgres and qb_trading_dev) + 7 x (5 + 4) sessions + 2 x (0.75 + 16) autovacuum
+    # + (5 - 1 - 2) x 9 TimescaleDB jobs = 260.1, under 270 (90% of 300)
+    assert pg.configured_mb == 260.1
+    for text in ("shared_buffers 128MB", "wal_buffers 4MB", "30 process slots x 47kB", "1.6MB no setting sizes",
                  "max_connections 10 - superuser_reserved 3 = 7", "work_mem 4MB", "parallel workers 0",
-                 "2 x (process 0.75MB + maintenance_work_mem 16MB)",
-                 "max_background_workers 4 - the launcher - 1 scheduler = 2", "temp_buffers 0",
+                 "2 x (process 0.75MB + maintenance_work_mem 16MB)", "server processes 6.8 (9 x",
+                 "max_background_workers 5 - the launcher - 2 schedulers = 2 job slots", "temp_buffers 0",
                  "values from the settings", "PostgreSQL's defaults for what they do not decide",
                  "fits when at most 270MB"):
         assert text in pg.derivation, text
@@ -57,10 +58,28 @@ def test_more_connections_and_parallel_workers_are_counted_and_fixed():
     assert run(settings(POSTGRES_MAX_CONNECTIONS=str(fewer), POSTGRES_MAX_PARALLEL_WORKERS="2")).items[0].ok
 
 
+def test_the_schedulers_are_the_image_s_databases_or_those_that_run_and_leave_the_job_slots():
+    # The TimescaleDB image creates the extension in postgres and in POSTGRES_DB: two schedulers, each
+    # holding a background worker; the default leaves the 2 job slots the README promises.
+    default = running.pg_values(settings())
+    assert default.schedulers == 2 and default.tsdb_background_workers - 1 - default.schedulers == 2
+    same = running.pg_values(settings(DATABASE_URL="postgresql://u:p@localhost:5432/postgres"))
+    assert same.schedulers == 1  # POSTGRES_DB is postgres: one database, one scheduler
+    assert "= 3 job slots" in model.postgres(same).derivation()
+    one = running.pg_values(settings(TIMESCALEDB_MAX_BACKGROUND_WORKERS="4"))
+    assert "= 1 job slot x a session" in model.postgres(one).derivation()
+    s = settings()
+    counted = running.PgReading.from_rows(server_rows(s), ALLOCATED[128, 10], schedulers=3)  # pg_stat_activity
+    assert running.pg_values(s, counted).schedulers == 3 == running.running_pg_values(counted, s).schedulers
+    assert "5 - the launcher - 3 schedulers = 1 job slot" in model.postgres(running.pg_values(s, counted)).derivation()
+    starting = running.PgReading.from_rows(server_rows(s), ALLOCATED[128, 10], schedulers=0)  # none started yet
+    assert running.pg_values(s, starting).schedulers == 2
+
+
 def test_smaller_shared_buffers_leave_room():
     small = model.postgres(running.pg_values(settings(POSTGRES_SHARED_BUFFERS="64MB")))
-    # WAL buffers: 1/32 of shared_buffers; 29 process slots; the fixed rest
-    sized = (64 + 2) * MB + model.SHARED_PER_BUFFER_MB * 64 + 29 * model.SHARED_PER_SLOT
+    # WAL buffers: 1/32 of shared_buffers; 30 process slots; the fixed rest
+    sized = (64 + 2) * MB + model.SHARED_PER_BUFFER_MB * 64 + 30 * model.SHARED_PER_SLOT
     assert term(small, "shared memory").bytes == sized + model.SHARED_FIXED
 
 
@@ -73,7 +92,7 @@ ALLOCATED = {(128, 10): 145_514_496, (128, 20): 146_063_360, (128, 40): 146_964_
 @pytest.mark.parametrize("buffers,connections", ALLOCATED)
 def test_shared_memory_as_postgresql_sizes_it(buffers, connections):
     v = replace(running.pg_values(settings()), shared_buffers=buffers * MB, wal_buffers=4 * MB,
-                max_connections=connections)
+                max_connections=connections, max_worker_processes=6)  # as measured
     # within 100kB (0.04% of the default prediction): PostgreSQL sizes its lock tables in steps
     assert abs(v.shared_sized() + model.SHARED_FIXED - ALLOCATED[buffers, connections]) < 100_000
     # a running server's own figure of what no setting sizes is as close to the model's constant

@@ -229,3 +229,20 @@ def test_lines_and_checksums_are_those_of_the_hand_written_splitter():
 ])
 def test_what_postgresqls_lexer_reads(sql, texts_):
     assert texts(sql) == texts_
+
+
+def test_the_worker_arithmetic_of_a_running_server():
+    from qbctl.db.timescale import Scheduler, slots_problem
+
+    two = Scheduler("5", True, 3, True, "7", ("postgres", "qb_trading_dev"))
+    assert two.job_slots == 2 and slots_problem(two) is None
+    assert two.arithmetic() == ("timescaledb.max_background_workers 5 = the launcher + 2 schedulers "
+                                "(postgres, qb_trading_dev) + 2 job slots")
+    full = Scheduler("3", True, 3, True, "5", ("postgres", "qb_trading_dev"))
+    assert full.job_slots == 0
+    assert slots_problem(full) == ("no background worker is left for jobs: timescaledb.max_background_workers 3 = "
+                                   "the launcher + 2 schedulers (postgres, qb_trading_dev) + 0 job slots; raise "
+                                   "TIMESCALEDB_MAX_BACKGROUND_WORKERS to 4 or more and `qbctl up`")
+    none = Scheduler("0", False, 0, True, "8")  # no scheduler at all: job_state says so once it is late
+    assert slots_problem(none) is None and "no launcher, no scheduler, no job" in none.arithmetic()
+    assert Scheduler("4", True, 2, True, "8", ("qb",)).arithmetic().endswith("1 scheduler (qb) + 2 job slots")

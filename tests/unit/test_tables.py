@@ -57,7 +57,7 @@ def config_result():
     s = settings()
     result = S.shown(s)
     return result, ["postgresql://qb_user:***@localhost:5432/qb_trading_dev", "TIMESCALEDB_MAX_BACKGROUND_WORKERS",
-                    "rediscommander/redis-commander:latest", "QBCTL_REDIS_COMMANDER_MEMORY"]
+                    "ghcr.io/joeferner/redis-commander:0.9.1", "QBCTL_REDIS_COMMANDER_MEMORY"]
 
 
 def health_result():

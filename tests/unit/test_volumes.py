@@ -3,9 +3,9 @@ import pytest
 from qbctl.stack import volumes
 
 
-def test_created_by_records_the_major_and_timescaledb():
-    assert volumes.created_by({"PG_MAJOR": "15", "TS_VERSION": "2.28.3"}) == {
-        "io.qbctl.pg-major": "15", "io.qbctl.timescaledb": "2.28.3"}
+def test_created_by_records_the_major_not_what_an_image_says_of_timescaledb():
+    # The timescale/timescaledb images set no TimescaleDB variable; what one says is not the data's version.
+    assert volumes.created_by({"PG_MAJOR": "15", "TS_VERSION": "2.28.3"}) == {"io.qbctl.pg-major": "15"}
     assert volumes.created_by({}) == {}
 
 
@@ -16,11 +16,14 @@ def test_major_mismatch_is_refused_with_the_ways_out():
     assert "qbctl reset" in e.value.hint and e.value.code == "VOLUME_INCOMPATIBLE"
 
 
-def test_same_major_passes_and_a_timescaledb_change_warns():
-    labels = {"io.qbctl.pg-major": "15", "io.qbctl.timescaledb": "2.17.0"}
-    assert volumes.check("v", labels, "img", {"PG_MAJOR": "15"}) is None
-    warning = volumes.check("v", labels, "img", {"PG_MAJOR": "15", "TIMESCALEDB_VERSION": "2.28.3"})
-    assert "ALTER EXTENSION timescaledb UPDATE" in warning
+def test_same_major_passes_and_the_data_s_timescaledb_is_compared_with_the_image_s():
+    assert volumes.check("v", {"io.qbctl.pg-major": "15"}, "img", {"PG_MAJOR": "15"}) is None
+    warning = volumes.timescaledb_behind("qb", "2.28.2", "2.28.3")
+    assert "database qb uses TimescaleDB 2.28.2, the image ships 2.28.3" in warning and "qbctl upgrade" in warning
+    assert volumes.timescaledb_behind("qb", "2.9.1", "2.28.3")  # numbers, not text: 9 < 28
+    assert volumes.timescaledb_behind("qb", "2.28.3", "2.28.3") is None
+    assert volumes.timescaledb_behind("qb", "2.28.3", "2.28.2") is None  # newer data: the server says so itself
+    assert volumes.timescaledb_behind("qb", None, "2.28.3") is None  # no extension in the database
 
 
 def test_log_lines_are_recognised():
