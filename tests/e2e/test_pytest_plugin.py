@@ -124,8 +124,8 @@ FIRST = "tests/test_isolation.py::test_each_test_is_alone[0]"  # one test, for t
 
 
 def readme_python() -> str:
-    section = (ROOT / "README.md").read_text().split("\n## Tests of the backend", 1)[1].split("\n## ", 1)[0]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
+    """The example of docs/pytest-plugin.md (the README links it), run as written."""
+    return (ROOT / "docs" / "pytest-plugin.md").read_text().split("```python\n", 1)[1].split("```", 1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def backend(tmp_path_factory) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
     (repo / "pyproject.toml").write_text('[project]\nname = "qb-backend"\nversion = "0.1.0"\n\n[tool.qbctl]\n')
-    # pytest-xdist for -n; SQLAlchemy for the README's example.
+    # pytest-xdist for -n; SQLAlchemy for the example of docs/pytest-plugin.md.
     (repo / "requirements.txt").write_text("pytest\npytest-xdist\nsqlalchemy>=2\n")
     tests = repo / "tests"
     tests.mkdir()
@@ -182,7 +182,7 @@ def backend_env(repo: Path, stack: dict, **extra: str) -> dict[str, str]:
 def plugin_args(stack: dict) -> list[str]:
     if stack["tsdb"]:
         return []
-    # No TimescaleDB in the stand-in: the plain schema; the README's TimescaleDB example left out.
+    # No TimescaleDB in the stand-in: the plain schema; the docs' TimescaleDB example left out.
     return ["--qb-without-timescaledb", "--deselect",
             "tests/test_readme_examples.py::test_old_candles_are_compressed_when_the_policy_runs"]
 
