@@ -210,6 +210,9 @@ def targets(root: Path) -> tuple[dict[Path, str], list[Path]]:
 
 def main(argv: list[str]) -> int:
     root = Path(__file__).resolve().parents[1]
+    if not (root / FOLDER).is_dir():  # an installed qbctl: its docs are in the repository, not in the wheel
+        sys.stderr.write(f"error: no {FOLDER} beside {Path(__file__).parent}: run this in a checkout of qbctl\n")
+        return 2
     wanted, gone = targets(root)
     stale = [p for p, text in wanted.items() if not p.exists() or p.read_text() != text]
     if "--check" in argv:
