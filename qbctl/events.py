@@ -1,6 +1,6 @@
 """Progress, as typed events: what logic reports while it works, for the edge to show.
 
-Logic never prints. It calls `events(Event(...))`; `render.Display` decides how that looks on a
+Logic never prints. It calls `events(Event(...))`; `output.Output.progress` decides how that looks on a
 terminal (a live line per service, a bar when there is a total), in a log (one line per event
 that matters), or under --json (nothing but warnings). Every command uses this one shape:
 up, down, reset, migrate, seed, pull, lock waits, ci steps, budget --load.

@@ -5,7 +5,7 @@ Installing qbctl registers it (the `pytest11` entry point `qbctl`; `-p no:qbctl`
 Importing it costs nothing: the settings, the database code and the drivers (psycopg, redis) are
 imported inside the fixtures, when a test asks for one, and nothing runs before that.
 
-Fixtures (README, "Tests of the backend"):
+Fixtures (docs/pytest-plugin.md):
 - `qb_database_url`: a clone of the template (db/testdb.py) for one test, dropped after it;
 - `qb_session_database_url`: one clone for the whole session (each xdist worker has its own);
 - `qb_seeded_database_url`: a clone of a template holding `db seed`'s data, compressed;

@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-from datetime import UTC
-
 import pytest
 
+from tests import leftovers
 from tests.helpers import (
     HOST_TIMESCALEDB,
     STANDIN,
-    TEST_PROJECT_PREFIX,
     host_timescaledb,
     missing,
     run_once,
@@ -30,60 +28,9 @@ def docker_client():
             client.images.get(image)
         except Exception:  # noqa: BLE001
             missing(f"stand-in image {image} is missing; run tests/images/build.sh")
-    _sweep(client)
+    leftovers.sweep(client.api)
     yield client
-    _sweep(client)
-
-
-STALE_AFTER = 30 * 60  # seconds: no test stack lives this long; a younger one may be another run's
-
-
-def _stale(created: str) -> bool:
-    from datetime import datetime
-
-    try:
-        when = datetime.fromisoformat(created[:19]).replace(tzinfo=UTC)
-    except ValueError:
-        return True
-    return (datetime.now(UTC) - when).total_seconds() > STALE_AFTER
-
-
-def _sweep(client) -> None:
-    """Remove stacks that earlier test runs left behind (the engine restarts their containers).
-
-    Only old ones: two test runs may share one engine (a developer's and CI's), and each must
-    leave the other's stacks alone. Another run may sweep the same object first: gone is swept."""
-    label = {"label": "io.qbctl.project"}
-    for c in client.api.containers(all=True, filters=label):
-        if c["Labels"].get("io.qbctl.project", "").startswith(TEST_PROJECT_PREFIX) and c["Created"] < _epoch_ago():
-            _gone_is_fine(client.api.remove_container, c["Id"], force=True)
-    for c in client.api.containers(all=True, filters={"label": "io.qbctl.lock"}):  # a crashed test's engine lock
-        if c["Labels"].get("io.qbctl.lock", "").startswith(TEST_PROJECT_PREFIX) and c["Created"] < _epoch_ago():
-            _gone_is_fine(client.api.remove_container, c["Id"], force=True)
-    projects_alive = {c["Labels"].get("io.qbctl.project") for c in client.api.containers(all=True, filters=label)}
-    for v in client.api.volumes(filters=label).get("Volumes") or []:
-        project = (v.get("Labels") or {}).get("io.qbctl.project", "")
-        if project.startswith(TEST_PROJECT_PREFIX) and project not in projects_alive and _stale(v["CreatedAt"]):
-            _gone_is_fine(client.api.remove_volume, v["Name"], force=True)
-    for n in client.api.networks(filters=label):
-        project = (n.get("Labels") or {}).get("io.qbctl.project", "")
-        if project.startswith(TEST_PROJECT_PREFIX) and project not in projects_alive and _stale(n["Created"]):
-            _gone_is_fine(client.api.remove_network, n["Id"])
-
-
-def _gone_is_fine(remove, *args, **kwargs) -> None:
-    import docker.errors
-
-    try:
-        remove(*args, **kwargs)
-    except docker.errors.NotFound:  # another test run swept it first
-        pass
-
-
-def _epoch_ago() -> float:
-    import time
-
-    return time.time() - STALE_AFTER
+    leftovers.sweep(client.api)
 
 
 @pytest.fixture(scope="session")
@@ -117,3 +64,45 @@ def schema_flags(standin_timescaledb) -> tuple[str, ...]:
     TimescaleDB (the QB schema with its hypertables, policies and bars), `--without-timescaledb` where it
     does not (the plain schema), so that what does not need TimescaleDB is tested on a new machine too."""
     return () if standin_timescaledb else ("--without-timescaledb",)
+
+
+# --- the run's end: nothing of this run is left on the engine ----------------------------------------------
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when it left a container, volume, network or image of its own projects on the engine
+    (tests/leftovers.py: only this run's, never another run's), naming each; then remove them, so that even
+    a failed run leaves the engine as it found it. pytest-xdist's workers leave the check to the controller,
+    which runs it once every worker is done."""
+    if hasattr(session.config, "workerinput"):
+        return
+    api = _engine_api()
+    if api is None:  # no engine here: nothing can have been left on one
+        return
+    left = leftovers.find(api)
+    if not left:
+        return
+    session.config.stash[LEFT_BEHIND] = [str(item) for item in left] + leftovers.remove(api, left)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+LEFT_BEHIND = pytest.StashKey[list]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    left = config.stash.get(LEFT_BEHIND, None)
+    if left:
+        terminalreporter.write_sep("=", "this test run left these behind on the engine (removed now)", red=True)
+        for line in left:
+            terminalreporter.write_line(line, red=True)
+        terminalreporter.write_line("a test that makes something must remove it in its teardown", red=True)
+
+
+def _engine_api():
+    try:
+        import docker
+
+        api = docker.from_env(version="auto", timeout=10).api  # the engine docker_client uses
+        api.ping()
+        return api
+    except Exception:  # noqa: BLE001 - no engine answers
+        return None

@@ -31,6 +31,12 @@ STANDIN = {
     "QBCTL_REDIS_COMMANDER_IMAGE": standin("redis-commander"),
 }
 TEST_PROJECT_PREFIX = "qbtest-"
+# This test run's own component of every name it makes. Runs that share one engine at the same time (a
+# developer's and CI's) each check at the end that they left nothing (tests/leftovers.py), and look only at
+# their own. The environment carries it to pytest-xdist's workers, so one run has one id.
+RUN = os.environ.setdefault("QBCTL_TEST_RUN", uuid.uuid4().hex[:6])
+RUN_PREFIX = f"{TEST_PROJECT_PREFIX}{RUN}-"
+RUN_LABEL = "qbctl-test-run"  # on the containers and images the tests make themselves, beside qbctl
 PASSWORD = "s3cret-Pw-for-tests"
 
 
@@ -77,7 +83,8 @@ def free_ports(n: int) -> list[int]:
 
 
 def new_project() -> str:
-    return TEST_PROJECT_PREFIX + uuid.uuid4().hex[:8]
+    """A project name of this run: qbtest-<run>-<8 hex>."""
+    return RUN_PREFIX + uuid.uuid4().hex[:8]
 
 
 def stack_env(project: str, **extra: str) -> dict[str, str]:
@@ -105,6 +112,24 @@ def qbctl(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: flo
                           cwd=cwd, capture_output=True, text=True, timeout=timeout, input=input)
 
 
+def remove_stack(env: dict[str, str], cwd: Path | None = None) -> None:
+    """A test's teardown of its project: `qbctl reset --yes --no-snapshot` (a snapshot only costs time
+    there, and when one fails reset removes nothing), then nothing of the project may be left on the engine:
+    a teardown that leaves something fails, naming it, in the test that made it."""
+    proc = qbctl("reset", "--yes", "--no-snapshot", env=env, cwd=cwd, timeout=300)
+    project = env["QBCTL_PROJECT"]
+    assert proc.returncode == 0, f"reset of {project}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
+    if env.get("DOCKER_HOST", os.environ.get("DOCKER_HOST")) != os.environ.get("DOCKER_HOST"):
+        return  # another engine (Podman's): its test checks it
+    import docker
+
+    from tests import leftovers
+
+    api = docker.from_env(version="auto", timeout=10).api
+    left = leftovers.find(api, prefix=project, run=None)
+    assert not left, f"reset left these of {project}: " + "; ".join(map(str, left))
+
+
 def no_traceback(proc: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stdout, proc.stdout
@@ -117,7 +142,8 @@ def have(binary: str) -> bool:
 def run_once(client, image: str, command: list[str], **kwargs) -> bytes:
     """A throwaway container's output. It is removed with its anonymous volumes: the postgres and redis
     images declare a VOLUME, which gets one wherever nothing is mounted at its path."""
-    container = client.containers.create(image, command, **kwargs)
+    labels = {**kwargs.pop("labels", {}), RUN_LABEL: RUN}  # found by the run's end check if ever left
+    container = client.containers.create(image, command, labels=labels, **kwargs)
     try:
         container.start()
         container.wait()

@@ -14,9 +14,11 @@ YES = typer.Option(False, "--yes", "-y", help="Do not ask.")
 class _TakeByDefault(TyperGroup):
     """`qbctl snapshot [NAME]` takes one; `list` and `rm` are subcommands (a name cannot be one of them)."""
 
+    default_command = "take"  # also read by the command reference (qbctl/reference.py)
+
     def parse_args(self, ctx, args):
         if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
-            args = ["take", *args]
+            args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
 

@@ -1,7 +1,8 @@
-"""The README's settings table and .env.example, made from the SETTINGS table (one source).
+"""The settings table of docs/settings.md and .env.example, made from the SETTINGS table (one source).
 
 `python -m qbctl.config.docs` rewrites both in a checkout; `--check` exits 1 when either is stale
-(tests/unit/test_docs_are_true.py runs the same comparison).
+(tests/unit/test_docs_are_true.py runs the same comparison). The command reference is its sibling,
+`python -m qbctl.reference`.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from qbctl.config.settings import SETTINGS
 
 START, END = "<!-- settings:start (made by python -m qbctl.config.docs) -->", "<!-- settings:end -->"
+SETTINGS_PAGE = Path("docs") / "settings.md"  # the page whose table is made here
 EXAMPLE_HEAD = """\
 # qbctl and the QB backend read these settings from .env (the environment wins over this file).
 # Every line shows the default: with no .env at all, `qbctl up` runs exactly this.
@@ -30,7 +32,7 @@ def env_example() -> str:
     return "".join(lines)
 
 
-def readme_table() -> str:
+def settings_table() -> str:
     rows = ["| setting | default | meaning |", "|---|---|---|"]
     for s in SETTINGS:
         meaning = s.help + (f". Why this default: {s.why}" if s.why else "")
@@ -38,15 +40,16 @@ def readme_table() -> str:
     return "\n".join(rows)
 
 
-def with_table(readme: str) -> str:
-    before, _, rest = readme.partition(START)
+def with_table(text: str) -> str:
+    before, _, rest = text.partition(START)
     _, _, after = rest.partition(END)
-    return f"{before}{START}\n{readme_table()}\n{END}{after}"
+    return f"{before}{START}\n{settings_table()}\n{END}{after}"
 
 
 def main(argv: list[str]) -> int:
     root = Path(__file__).resolve().parents[2]
-    targets = {root / ".env.example": env_example(), root / "README.md": with_table((root / "README.md").read_text())}
+    page = root / SETTINGS_PAGE
+    targets = {root / ".env.example": env_example(), page: with_table(page.read_text())}
     stale = [p for p, text in targets.items() if p.read_text() != text]
     if "--check" in argv:
         for p in stale:

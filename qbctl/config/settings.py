@@ -2,7 +2,7 @@
 
 Names are the backend's own (its .env: a contract with the backend); qbctl-only settings carry
 a QBCTL_ prefix. SETTINGS below is the single table that config show, env check,
-.env.example and the README's settings table are made from.
+.env.example and the settings table of docs/settings.md are made from.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class Setting:
     kind: str
     help: str
     secret: bool = False
-    why: str = ""  # why the default is what it is, where that is not obvious (README, .env.example)
+    why: str = ""  # why the default is what it is, where that is not obvious (docs/settings.md, .env.example)
 
 
 def _int_range(lo: int, hi: int) -> Callable[[str], int]:

@@ -44,7 +44,7 @@ class LintFile:
     statements: list[Statement]
 
 
-RULES = {  # id -> what it finds: the README's table of rules is checked against this
+RULES = {  # id -> what it finds: the table of rules in docs/migrations.md is checked against this
     "alter-type-compressed": "ALTER COLUMN ... TYPE on a hypertable with compressed chunks",
     "disable-columnstore-compressed": "SET (timescaledb.compress = false) on a hypertable with compressed chunks",
     "unique-without-partition-column": "a unique index, UNIQUE or PRIMARY KEY without the partitioning column",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, new_project, qbctl, stack_env
+from tests.helpers import ROOT, new_project, qbctl, remove_stack, stack_env
 
 
 @pytest.fixture
@@ -16,19 +16,22 @@ def project_env(docker_client, tmp_path):
     project = new_project()
     env = stack_env(project)
     yield env
-    qbctl("reset", "--yes", "--no-snapshot", env=env, cwd=tmp_path)
+    remove_stack(env, tmp_path)
 
 
 @pytest.fixture(scope="module")
 def running_stack(docker_client, tmp_path_factory):
-    """One stack brought up once for the read-mostly tests of a module."""
+    """One stack brought up once for the read-mostly tests of a module. Removed even when `up` failed: a
+    fixture that fails before its yield gets no teardown, and an `up` that timed out leaves its containers."""
     project = new_project()
     env = stack_env(project)
     cwd = tmp_path_factory.mktemp("stack")
-    proc = qbctl("up", "--json", env=env, cwd=cwd)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    yield env, cwd, proc
-    qbctl("reset", "--yes", "--no-snapshot", env=env, cwd=cwd)
+    try:
+        proc = qbctl("up", "--json", env=env, cwd=cwd)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        yield env, cwd, proc
+    finally:
+        remove_stack(env, cwd)
 
 
 @pytest.fixture(scope="session")
@@ -100,4 +103,6 @@ def backend_repo(tmp_path, docker_client, standin_timescaledb) -> Path:
         BACKEND_TEST.replace("{migrations}", str(migrations_applied(standin_timescaledb))))
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     yield repo
-    qbctl("reset", "--yes", env=stack_env(repo.name), cwd=repo)
+    # The project is named after the folder. No snapshot: a teardown needs none, and when a snapshot fails
+    # (a stack the test left half-made) reset removes nothing.
+    remove_stack(stack_env(repo.name), repo)

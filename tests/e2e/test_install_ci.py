@@ -43,8 +43,9 @@ def ci_folder(tmp_path, docker_client):
     if "DOCKER_HOST" in os.environ:
         env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
     yield tmp_path, env, project_env
-    subprocess.run([sys.executable, "-m", "qbctl", "ci", "teardown"], cwd=tmp_path, capture_output=True,
-                   env={**os.environ, **{k: project_env[k] for k in keys}, "PYTHONPATH": str(ROOT)})
+    down = subprocess.run([sys.executable, "-m", "qbctl", "ci", "teardown"], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, **{k: project_env[k] for k in keys}, "PYTHONPATH": str(ROOT)})
+    assert down.returncode == 0, down.stdout + down.stderr
 
 
 def test_installed_qbctl_runs_ci_setup_and_teardown(installed, ci_folder, docker_client):

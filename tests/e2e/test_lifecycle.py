@@ -9,7 +9,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.helpers import PASSWORD, new_project, no_traceback, qbctl, stack_env, standin
+from tests.helpers import PASSWORD, new_project, no_traceback, qbctl, remove_stack, stack_env, standin
 
 pytestmark = pytest.mark.docker
 
@@ -121,7 +121,7 @@ def test_data_survives_down_and_up(project_env, tmp_path, docker_client):
 def test_reset_removes_only_this_projects_objects(project_env, tmp_path, docker_client):
     env = project_env
     other_env = stack_env(new_project())
-    foreign = docker_client.volumes.create("qbtest-foreign-" + env["QBCTL_PROJECT"][-8:])  # unlabelled
+    foreign = docker_client.volumes.create(env["QBCTL_PROJECT"] + "-foreign")  # unlabelled
     try:
         assert qbctl("up", "redis", env=env, cwd=tmp_path).returncode == 0
         assert qbctl("up", "redis", env=other_env, cwd=tmp_path).returncode == 0
@@ -138,8 +138,8 @@ def test_reset_removes_only_this_projects_objects(project_env, tmp_path, docker_
         other = docker_client.containers.list(filters={"label": f"io.qbctl.project={other_env['QBCTL_PROJECT']}"})
         assert len(other) == 1 and other[0].status == "running"
     finally:
-        qbctl("reset", "--yes", env=other_env, cwd=tmp_path)
         foreign.remove(force=True)
+        remove_stack(other_env, tmp_path)
 
 
 def test_a_busy_port_is_reported_before_anything_is_created(project_env, tmp_path, docker_client):

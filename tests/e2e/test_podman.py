@@ -17,11 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import leftovers
 from tests.helpers import ROOT, STANDIN, missing, new_project, no_traceback, qbctl, stack_env
 
 pytestmark = pytest.mark.docker
 
-STORAGE = Path("/var/lib/qbctl-test-podman")  # kept between runs: loading the stand-ins takes a while
+# Kept between runs: loading the stand-ins takes a while. So each run removes what it made there (checked at
+# the end of the module, as the engine's at the end of the run) and sweeps what killed runs left.
+STORAGE = Path("/var/lib/qbctl-test-podman")
 RUNROOT = Path("/run/qbctl-test-podman")
 CONF = """[containers]
 default_ulimits = []
@@ -75,7 +78,12 @@ def podman(docker_client, tmp_path_factory):
         probe = _podman("run", "--rm", STANDIN["QBCTL_REDIS_IMAGE"], "true", env=env, timeout=120)
         if probe.returncode != 0:
             missing(f"Podman cannot run containers here: {probe.stderr.strip()[-300:]}")
+        leftovers.sweep(api)
         yield {"url": f"unix://{sock}", "api": api, "env": env}
+        # Stopping the service stops no container (conmon keeps each running): nothing of this run may be left.
+        left = leftovers.find(api)
+        failed = leftovers.remove(api, left)
+        assert not left, "left behind in Podman's storage (removed now): " + "; ".join(map(str, left + failed))
     finally:
         service.terminate()
         try:
@@ -88,9 +96,10 @@ def podman(docker_client, tmp_path_factory):
 def project(podman, tmp_path):
     env = stack_env(new_project(), DOCKER_HOST=podman["url"], QBCTL_PROFILE="production")
     yield env
-    qbctl("reset", "--yes", env=env, cwd=tmp_path)
-    label = {"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"}
-    assert not podman["api"].containers(all=True, filters=label)
+    proc = qbctl("reset", "--yes", "--no-snapshot", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    left = leftovers.find(podman["api"], prefix=env["QBCTL_PROJECT"], run=None)
+    assert not left, "; ".join(map(str, left))
 
 
 def ok_json(proc) -> dict:
@@ -139,7 +148,7 @@ def test_a_busy_port_on_podman_names_it_and_its_setting(podman, project):
         assert error["code"] == "PORT_IN_USE" and error["setting"] == "DATABASE_URL"
         assert f"container {project['QBCTL_PROJECT']}-postgres" in error["message"], error
     finally:
-        qbctl("reset", "--yes", "--no-snapshot", env=other, cwd=ROOT)
+        assert qbctl("reset", "--yes", "--no-snapshot", env=other, cwd=ROOT).returncode == 0
 
 
 def test_a_start_that_fails_leaves_nothing_and_a_created_container_is_recreated(podman, project):

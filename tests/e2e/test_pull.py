@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import free_port, missing, qbctl
+from tests.helpers import RUN, RUN_LABEL, free_port, missing, qbctl, remove_stack
 
 pytestmark = pytest.mark.docker
 
@@ -32,7 +32,7 @@ def _tiny_http_image(client, tag: str) -> None:
     image = client.api.import_image_from_data(buf.getvalue(), repository=tag.rsplit(":", 1)[0],
                                               tag=tag.rsplit(":", 1)[1],
                                               changes=['CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", '
-                                                       '"/www"]'])
+                                                       '"/www"]', f"LABEL {RUN_LABEL}={RUN}"])
     assert image
 
 
@@ -72,8 +72,10 @@ def test_a_missing_image_is_pulled_then_started(registry, project_env, tmp_path,
         again = qbctl("up", "adminer", "--json", env=env, cwd=tmp_path)
         assert {s["action"] for s in json.loads(again.stdout)["services"]} == {"keep"}
     finally:
-        qbctl("reset", "--yes", env=env, cwd=tmp_path)
         try:
-            docker_client.api.remove_image(image, force=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+            remove_stack(env, tmp_path)  # first: an image a container still uses is only untagged
+        finally:
+            try:
+                docker_client.api.remove_image(image, force=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from tests.e2e.conftest import repository_files
-from tests.helpers import ROOT, new_project, qbctl, stack_env, standin
+from tests.helpers import ROOT, new_project, qbctl, remove_stack, stack_env, standin
 
 pytestmark = pytest.mark.docker
 
@@ -124,8 +124,8 @@ FIRST = "tests/test_isolation.py::test_each_test_is_alone[0]"  # one test, for t
 
 
 def readme_python() -> str:
-    section = (ROOT / "README.md").read_text().split("\n## Tests of the backend", 1)[1].split("\n## ", 1)[0]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
+    """The example of docs/pytest-plugin.md (the README links it), run as written."""
+    return (ROOT / "docs" / "pytest-plugin.md").read_text().split("```python\n", 1)[1].split("```", 1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -133,10 +133,12 @@ def stack(docker_client, standin_timescaledb, tmp_path_factory):
     """postgres and redis of the stand-ins: TimescaleDB with its scheduler on where the image has it."""
     env = stack_env(new_project())
     cwd = tmp_path_factory.mktemp("stack")
-    proc = qbctl("up", "postgres", "redis", "--no-ui", env=env, cwd=cwd)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    yield {**env, "tsdb": standin_timescaledb}
-    qbctl("reset", "--yes", "--no-snapshot", env=env, cwd=cwd)
+    try:  # removed even when up fails: a fixture that fails before its yield gets no teardown
+        proc = qbctl("up", "postgres", "redis", "--no-ui", env=env, cwd=cwd)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        yield {**env, "tsdb": standin_timescaledb}
+    finally:
+        remove_stack(env, cwd)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +151,7 @@ def backend(tmp_path_factory) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
     (repo / "pyproject.toml").write_text('[project]\nname = "qb-backend"\nversion = "0.1.0"\n\n[tool.qbctl]\n')
-    # pytest-xdist for -n; SQLAlchemy for the README's example.
+    # pytest-xdist for -n; SQLAlchemy for the example of docs/pytest-plugin.md.
     (repo / "requirements.txt").write_text("pytest\npytest-xdist\nsqlalchemy>=2\n")
     tests = repo / "tests"
     tests.mkdir()
@@ -180,7 +182,7 @@ def backend_env(repo: Path, stack: dict, **extra: str) -> dict[str, str]:
 def plugin_args(stack: dict) -> list[str]:
     if stack["tsdb"]:
         return []
-    # No TimescaleDB in the stand-in: the plain schema; the README's TimescaleDB example left out.
+    # No TimescaleDB in the stand-in: the plain schema; the docs' TimescaleDB example left out.
     return ["--qb-without-timescaledb", "--deselect",
             "tests/test_readme_examples.py::test_old_candles_are_compressed_when_the_policy_runs"]
 
@@ -367,8 +369,8 @@ def test_the_stack_is_started_only_when_asked(docker_client, backend, tmp_path):
         assert {c.labels["io.qbctl.service"] for c in docker_client.containers.list(
             filters={"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"})} == {"postgres", "redis"}
     finally:
-        qbctl("reset", "--yes", "--no-snapshot", env=env, cwd=tmp_path)
         seen(backend)
+        remove_stack(env, tmp_path)
 
 
 def test_a_server_without_timescaledb_is_one_line_and_the_plain_schema_runs(docker_client, backend, tmp_path):
@@ -385,8 +387,8 @@ def test_a_server_without_timescaledb_is_one_line_and_the_plain_schema_runs(dock
         plain = pytest_in(backend, run_env, "-k", "alone", *plugin_args({"tsdb": False}))
         assert plain.returncode == 0 and "12 passed" in plain.stdout, plain.stdout[-3000:]
     finally:
-        qbctl("reset", "--yes", "--no-snapshot", env=env, cwd=tmp_path)
         seen(backend)
+        remove_stack(env, tmp_path)
 
 
 PROBE = """\

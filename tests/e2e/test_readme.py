@@ -1,5 +1,6 @@
 """The README's own commands, run as written in a throwaway backend checkout, so the README cannot drift
-from what works: the "Set up" block (install, up, migrate, seed, status, down) and the GitHub Actions
+from what works: the "Install" and "Quickstart" blocks, one after the other (install, config show, up,
+migrate, seed, status, down) and the GitHub Actions
 recipe (install from the path, ci setup, `pytest -n auto` on the plugin's fixtures with the URLs from
 GITHUB_ENV, in a repository with no pytest settings, ci teardown). Where the stand-in has no TimescaleDB (a
 new machine: it is not packaged), `db migrate` and `ci setup` take `--without-timescaledb`, the README's way
@@ -59,8 +60,9 @@ def on_this_machine(line: str, schema_flags: tuple[str, ...]) -> str:
     return line
 
 
-def test_the_set_up_block_runs_as_written(backend_repo, fresh_venv, docker_client, schema_flags):
-    lines = [re.sub(r"\s+#.*$", "", raw).strip() for raw in readme_block("## Set up", "sh").splitlines()]
+def test_install_and_quickstart_run_as_written(backend_repo, fresh_venv, docker_client, schema_flags):
+    blocks = readme_block("## Install", "sh") + readme_block("## Quickstart", "sh")
+    lines = [re.sub(r"\s+#.*$", "", raw).strip() for raw in blocks.splitlines()]
     lines = [line for line in lines if line]
     assert lines[0] == "pip install ./tools/qbctl" and "qbctl up" in lines and lines[-1] == "qbctl down"
     assert "qbctl db migrate" in lines
@@ -73,6 +75,7 @@ def test_the_set_up_block_runs_as_written(backend_repo, fresh_venv, docker_clien
         outputs[line] = proc
         if line == "qbctl up":
             assert labelled(docker_client, backend_repo.name) == {"postgres", "redis", "adminer", "redis-commander"}
+    assert backend_repo.name in outputs["qbctl config show"].stdout  # the project it found: the checkout
     up = outputs["qbctl up"].stdout
     assert f"stack {backend_repo.name} ready" in up and "?pgsql=postgres&username=qb_user&db=qb_trading_dev" in up
     assert "qbctl db migrate" in up  # what to run next

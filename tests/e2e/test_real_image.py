@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.e2e.test_snapshots import ok
-from tests.helpers import PASSWORD, no_traceback, qbctl, standin
+from tests.helpers import PASSWORD, RUN, RUN_LABEL, no_traceback, qbctl, standin
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("needs_standin_timescaledb")]
 # Small, but long enough for seed's refresh to meet the policies' first runs (they start seconds after
@@ -93,7 +93,8 @@ def test_the_postgres_image_starts_as_the_timescaledb_image_does(project_env, tm
 
     # The tune step is the image's: without NO_TS_TUNE it writes settings sized from the memory limit.
     bare = docker_client.containers.run(standin("postgres"), detach=True, mem_limit="256m",
-                                        environment={"POSTGRES_PASSWORD": PASSWORD})
+                                        environment={"POSTGRES_PASSWORD": PASSWORD},
+                                        name=f"{env['QBCTL_PROJECT']}-bare", labels={RUN_LABEL: RUN})
     try:
         deadline = time.monotonic() + 120
         while b"init process complete" not in bare.logs():

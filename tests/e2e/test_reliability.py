@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from tests.helpers import IN_CI, PASSWORD, ROOT, STANDIN_TAG, no_traceback, qbctl, run_once, standin
+from tests.helpers import IN_CI, PASSWORD, ROOT, RUN, RUN_LABEL, no_traceback, qbctl, run_once, standin
 
 pytestmark = pytest.mark.docker
 
@@ -81,17 +81,19 @@ def test_a_volume_from_another_postgres_major_is_refused_before_start(project_en
     assert qbctl("up", "postgres", env=env, cwd=tmp_path).returncode == 0
     assert qbctl("down", env=env, cwd=tmp_path).returncode == 0
     base = docker_client.images.get(standin("postgres"))
-    holder = docker_client.containers.create(base.id, "true")
+    holder = docker_client.containers.create(base.id, "true", labels={RUN_LABEL: RUN})
+    # A tag of this project's: runs that share the engine each commit their own (with one tag for all,
+    # one run could remove it under another's test).
+    pg16 = f"qbctl-standin/postgres:pg16-{env['QBCTL_PROJECT']}"
     try:
-        docker_client.api.commit(holder.id, "qbctl-standin/postgres", f"pg16-{STANDIN_TAG}",
-                                 changes=["ENV PG_MAJOR=16"])
+        docker_client.api.commit(holder.id, *pg16.split(":"), changes=["ENV PG_MAJOR=16", f"LABEL {RUN_LABEL}={RUN}"])
     finally:
         holder.remove(force=True, v=True)
-    newer = {**env, "QBCTL_POSTGRES_IMAGE": f"qbctl-standin/postgres:pg16-{STANDIN_TAG}"}
+    newer = {**env, "QBCTL_POSTGRES_IMAGE": pg16}
     try:
         proc = qbctl("up", "postgres", "--json", env=newer, cwd=tmp_path)
     finally:
-        docker_client.images.remove(f"qbctl-standin/postgres:pg16-{STANDIN_TAG}")  # each run commits a new one
+        docker_client.images.remove(pg16)  # each run commits a new one
     assert proc.returncode == 1, proc.stdout
     err = json.loads(proc.stdout)["error"]
     assert err["code"] == "VOLUME_INCOMPATIBLE" and err["volume_pg_major"] == "15"

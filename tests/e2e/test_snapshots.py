@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.helpers import ROOT, missing, new_project, no_traceback, qbctl, stack_env
+from tests.helpers import ROOT, missing, new_project, no_traceback, qbctl, remove_stack, stack_env
 
 pytestmark = pytest.mark.docker
 
@@ -80,12 +80,14 @@ def stack(docker_client, tmp_path_factory, standin_timescaledb, schema_flags):
     env = stack_env(new_project())
     cwd = tmp_path_factory.mktemp("snapshots")
     shutil.copytree(ROOT / "sql", cwd / "sql")
-    ok(qbctl("up", "--no-ui", env=env, cwd=cwd))
-    migrated = ok(qbctl("db", "migrate", *schema_flags, "--json", env=env, cwd=cwd))
-    assert bool(json.loads(migrated.stdout)["timescaledb"]) == standin_timescaledb, migrated.stdout
-    ok(qbctl("db", "seed", "--symbols", "3", "--days", "12", env=env, cwd=cwd))
-    yield env, cwd
-    qbctl("reset", "--yes", "--no-snapshot", env=env, cwd=cwd)
+    try:  # removed even when a step here fails: a fixture that fails before its yield gets no teardown
+        ok(qbctl("up", "--no-ui", env=env, cwd=cwd))
+        migrated = ok(qbctl("db", "migrate", *schema_flags, "--json", env=env, cwd=cwd))
+        assert bool(json.loads(migrated.stdout)["timescaledb"]) == standin_timescaledb, migrated.stdout
+        ok(qbctl("db", "seed", "--symbols", "3", "--days", "12", env=env, cwd=cwd))
+        yield env, cwd
+    finally:
+        remove_stack(env, cwd)
 
 
 def test_snapshot_change_restore_gives_back_the_same_data(stack, docker_client, standin_timescaledb):

@@ -1,4 +1,4 @@
-"""One cause, one exit code: every error code the code raises has one exit code, the README's table says it."""
+"""One cause, one exit code: every error code the code raises has one exit code, docs/exit-codes.md's table says it."""
 from __future__ import annotations
 
 import ast
@@ -11,11 +11,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "qbctl"
 
 
-def readme_table() -> dict[str, int]:
-    text = (ROOT / "README.md").read_text()
+def docs_table() -> dict[str, int]:
+    text = (ROOT / "docs" / "exit-codes.md").read_text()
     table = text.split("<!-- exit-codes:start", 1)[1].split("<!-- exit-codes:end -->", 1)[0]
     rows = re.findall(r"^\| `([A-Z0-9_]+)` \| (\d+) \|", table, re.M)
-    assert rows, "the README's exit code table is missing"
+    assert rows, "the exit code table of docs/exit-codes.md is missing"
     return {code: int(exit_) for code, exit_ in rows}
 
 
@@ -44,16 +44,17 @@ def test_each_code_has_one_exit_code():
     assert not mixed, f"one cause, several exit codes: {mixed}"
 
 
-def test_the_readme_table_lists_every_code_with_its_exit_code():
-    table = readme_table()
+def test_the_docs_table_lists_every_code_with_its_exit_code():
+    table = docs_table()
     raised = {code: exits.pop() for code, exits in raised_codes().items()}
-    assert {c: e for c, e in raised.items() if table.get(c) != e} == {}, "README's exit code table is stale"
-    assert set(table) - set(raised) == set(), "README lists codes the code no longer has"
+    stale = {c: e for c, e in raised.items() if table.get(c) != e}
+    assert stale == {}, "the exit code table of docs/exit-codes.md is stale"
+    assert set(table) - set(raised) == set(), "docs/exit-codes.md lists codes the code no longer has"
 
 
 def test_the_exit_codes_are_the_documented_ones():
     assert {int(e) for e in errors.Exit} == {0, 1, 2, 3, 4, 70, 130}
-    assert set(readme_table().values()) <= {1, 2, 3, 4, 70, 130}
+    assert set(docs_table().values()) <= {1, 2, 3, 4, 70, 130}
 
 
 def run_in_process(argv: list[str]) -> tuple[int, dict]:
