@@ -61,6 +61,7 @@ class RehearseResult(Result):
     apply_seconds: float = 0.0
     seconds: float = 0.0
     dropped: bool = False  # the copy is gone
+    swept: list[str] = field(default_factory=list)  # copies left by killed rehearsals, dropped first
     ok: bool = True
     error: QbctlError | None = None
 
@@ -128,7 +129,12 @@ def scratch_name(db: str, token: str) -> str:
 
 @contextmanager
 def _copy(pg, settings: Settings, timescaledb: str | None, size: int, result: RehearseResult, events: Events):
-    """The throwaway copy: made, handed to the body, dropped whatever happens (Ctrl-C too)."""
+    """The throwaway copy: made, handed to the body, dropped whatever happens (Ctrl-C too).
+
+    CREATE and DROP DATABASE go over psycopg to the maintenance database (a Ctrl-C cancels a query under
+    way on the server, where a `psql` run in the container would go on without us). That session holds
+    an advisory lock named after the copy for as long as the rehearsal lives, so a copy left by a
+    rehearsal that was killed (SIGKILL, a lost machine) is told from one in use and dropped by the next."""
     from qbctl.snapshots import restore
     from qbctl.snapshots.inventory import literal, quote
 
@@ -137,18 +143,18 @@ def _copy(pg, settings: Settings, timescaledb: str | None, size: int, result: Re
     scratch, app = scratch_name(db, token), APP + token
     maint = "postgres" if db != "postgres" else "template1"
     t0 = time.monotonic()
-    events(Event(Status.WORKING, f"copying {db} into {scratch} (pg_dump | pg_restore in the postgres container)",
-                 "postgres"))
+    control = connect.connect(settings, dbname=maint)
     try:
-        enc, collate, ctype = pg.rows(maint)(
+        result.swept = _sweep(control)
+        control.execute("SELECT pg_catalog.pg_advisory_lock(%s, pg_catalog.hashtext(%s))", (LOCK_KEY, scratch))
+        events(Event(Status.WORKING, f"copying {db} into {scratch} (pg_dump | pg_restore in the postgres "
+                                     "container)", "postgres"))
+        enc, collate, ctype = control.execute(
             "SELECT pg_catalog.pg_encoding_to_char(encoding), datcollate::text, datctype::text FROM"
-            f" pg_catalog.pg_database WHERE datname = {literal(db)}")[0]
-        pg.psql(maint, f"CREATE DATABASE {quote(scratch)} OWNER {quote(pg.user)} TEMPLATE template0 ENCODING "
-                       f"{literal(enc)} LC_COLLATE {literal(collate)} LC_CTYPE {literal(ctype)}",
-                "creating the rehearsal's copy")
-        pg.psql(maint, f"COMMENT ON DATABASE {quote(scratch)} IS "
-                       f"{literal('qbctl rehearsal copy of ' + db + '; dropped when the rehearsal ends')}",
-                "labelling the rehearsal's copy")
+            " pg_catalog.pg_database WHERE datname = %s", (db,)).fetchone()
+        control.execute(f"CREATE DATABASE {quote(scratch)} OWNER {quote(settings.pg.user)} TEMPLATE template0 "
+                        f"ENCODING {literal(enc)} LC_COLLATE {literal(collate)} LC_CTYPE {literal(ctype)}".encode())
+        control.execute(f"COMMENT ON DATABASE {quote(scratch)} IS {literal(MARK + db)}".encode())
         restore.load_dump(pg, scratch, lambda: pg.copy_database(db, scratch, app), timescaledb, events)
         result.copy_seconds = round(time.monotonic() - t0, 3)
         result.copy = {"method": "pg_dump | pg_restore into a new database on the same server",
@@ -157,20 +163,48 @@ def _copy(pg, settings: Settings, timescaledb: str | None, size: int, result: Re
         events(Event(Status.DONE, f"copy {scratch} made in {result.copy_seconds:.1f}s", "postgres"))
         yield scratch
     finally:
-        _drop(pg, maint, scratch, app)
+        _drop(settings, control, maint, scratch, app)
         result.dropped = True
 
 
-def _drop(pg, maint: str, scratch: str, app: str) -> None:
+LOCK_KEY = 0x7162_7268  # "qbrh": pg_advisory_lock(LOCK_KEY, hashtext(copy)) while a rehearsal uses its copy
+MARK = "qbctl rehearsal copy of "  # the copy's COMMENT: what the sweep looks for
+
+
+def _sweep(control) -> list[str]:
+    """Copies left by rehearsals that were killed: marked, and no session holds their lock. Dropped."""
+    from qbctl.snapshots.inventory import quote
+
+    left = [d for (d,) in control.execute(
+        "SELECT d.datname::text FROM pg_catalog.pg_database d WHERE d.datname LIKE %s AND"
+        " pg_catalog.shobj_description(d.oid, 'pg_database') LIKE %s", ("%" + PREFIX + "%", MARK + "%")).fetchall()]
+    dropped = []
+    for name in left:
+        (free,), = control.execute("SELECT pg_catalog.pg_try_advisory_lock(%s, pg_catalog.hashtext(%s))",
+                                   (LOCK_KEY, name)).fetchall()
+        if free:
+            try:
+                control.execute(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)".encode())
+                dropped.append(name)
+            finally:
+                control.execute("SELECT pg_catalog.pg_advisory_unlock(%s, pg_catalog.hashtext(%s))", (LOCK_KEY, name))
+    return dropped
+
+
+def _drop(settings: Settings, control, maint: str, scratch: str, app: str) -> None:
     """The copy dropped, and a dump still reading the real database ended. A second Ctrl-C waits for it."""
-    from qbctl.snapshots.inventory import literal, quote
+    from qbctl.snapshots.inventory import quote
 
     main = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
-        pg.psql(maint, "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity"
-                       f" WHERE application_name = {literal(app)}", "ending the copy's pg_dump")
-        pg.psql(maint, f"DROP DATABASE IF EXISTS {quote(scratch)} WITH (FORCE)", "dropping the rehearsal's copy")
+        if control.closed or control.broken or control.info.transaction_status != 0:  # 0: idle
+            control.close()
+            control = connect.connect(settings, dbname=maint)
+        with control:
+            control.execute("SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity"
+                            " WHERE application_name = %s", (app,))
+            control.execute(f"DROP DATABASE IF EXISTS {quote(scratch)} WITH (FORCE)".encode())
     finally:
         if main:
             signal.signal(signal.SIGINT, old)
