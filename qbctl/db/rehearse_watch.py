@@ -137,7 +137,9 @@ def diff(before: Snapshot, after: Snapshot, existing: Snapshot | None = None) ->
         old = before.get(oid)
         ins, upd, dele = (rel.ins - old.ins, rel.upd - old.upd, rel.dele - old.dele) if old else \
             (rel.ins, rel.upd, rel.dele)
-        if rel.role == "batches":
+        if rel.kind not in ("r", "m"):
+            pass  # an index: its table counts the rows
+        elif rel.role == "batches":
             if dele > 0:
                 eff.batches_decompressed[rel.owner] = eff.batches_decompressed.get(rel.owner, 0) + dele
         elif ins or upd or dele:
@@ -149,7 +151,7 @@ def diff(before: Snapshot, after: Snapshot, existing: Snapshot | None = None) ->
             continue
         if old.filenode != rel.filenode and rel.kind in ("r", "m") and old.filenode != "0":
             eff.rewritten[rel.owner] = eff.rewritten.get(rel.owner, 0) + 1
-        if old.status is not None and rel.status is not None:
+        if old.status is not None and rel.status is not None and rel.kind == "r":  # the chunk, not its indexes
             if old.status & COMPRESSED and not rel.status & COMPRESSED:
                 eff.decompressed[rel.owner] = eff.decompressed.get(rel.owner, 0) + 1
             elif rel.status & COMPRESSED and not old.status & COMPRESSED:
