@@ -31,6 +31,8 @@ def migrate(
     rehearse: bool = typer.Option(False, "--rehearse",
                                   help="Apply the pending files to a throwaway copy of the database and report each "
                                        "statement (errors, time, locks, rows); the database itself is not changed."),
+    logical: bool = typer.Option(False, "--logical", help="With --rehearse: copy by pg_dump | pg_restore into a new "
+                                                          "database of the same server (no second server; slower)."),
     json: bool = JSON_OPTION,
 ) -> None:
     """Apply sql/schema, then sql/policies (re-applied when their rendered text changes)."""
@@ -42,7 +44,7 @@ def migrate(
         if dry_run or accept_edited:
             raise UsageError("--rehearse cannot be combined with --dry-run or --accept-edited",
                              hint="--rehearse changes nothing in the database already; drop the other option")
-        _rehearse(st, without_timescaledb, wait)
+        _rehearse(st, without_timescaledb, wait, logical)
     st.on_interrupt = ("the file being applied was rolled back (one run statement by statement keeps the statements "
                        "it committed: `qbctl db status`); files applied before it stay applied")
     options = mig.MigrateOptions(dry_run=dry_run, without_timescaledb=without_timescaledb,
@@ -52,12 +54,12 @@ def migrate(
     finish(st, result, render.migrate)
 
 
-def _rehearse(st, without_timescaledb: bool, wait: float) -> None:
+def _rehearse(st, without_timescaledb: bool, wait: float, logical: bool) -> None:
     from qbctl import render
     from qbctl.db import rehearse as reh
 
     st.on_interrupt = "the copy was dropped; the database was not touched"
-    options = reh.RehearseOptions(without_timescaledb=without_timescaledb, wait=wait)
+    options = reh.RehearseOptions(without_timescaledb=without_timescaledb, wait=wait, logical=logical)
     with st.out.progress("rehearsing") as events:
         result = reh.rehearse(st.settings, options, events)
     finish(st, result, render.rehearse)

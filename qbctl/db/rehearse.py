@@ -20,10 +20,12 @@ managed database (DATABASE_URL elsewhere) has no container to run pg_dump in; bo
 """
 from __future__ import annotations
 
+import queue
 import secrets
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -47,6 +49,7 @@ APP = "qbctl-rehearse-"
 class RehearseOptions:
     without_timescaledb: bool = False
     wait: float = 30.0
+    logical: bool = False  # the copy by pg_dump | pg_restore into a new database of the same server
 
 
 @dataclass
@@ -70,7 +73,7 @@ def rehearse(settings: Settings, options: RehearseOptions = RehearseOptions(),
              events: Events = ignore) -> RehearseResult:
     t0 = time.monotonic()
     local = files.load(settings)
-    pg = _server(settings)
+    pg, stack = _server(settings)
     result = RehearseResult(settings.pg.masked())
     conn = connect.connect(settings, wait=options.wait, events=events)
     with conn:
@@ -86,9 +89,11 @@ def rehearse(settings: Settings, options: RehearseOptions = RehearseOptions(),
     result.skipped = [{"file": i.file, "reason": i.reason} for i in items if i.state == "skipped"]
     result.up_to_date = sum(i.state == "applied" for i in items)
     if runs:
-        with _copy(pg, settings, state.timescaledb, size, result, events) as scratch:
+        copy = _copy_logical(pg, settings, state.timescaledb, size, result, events) if options.logical else \
+            _copy_physical(pg, stack, settings, size, result, events)
+        with copy as (db, port):
             t1 = time.monotonic()
-            _apply_all(settings, scratch, runs, result, events)
+            _apply_all(settings, db, port, runs, result, events)
             result.apply_seconds = round(time.monotonic() - t1, 3)
     result.seconds = round(time.monotonic() - t0, 3)
     return result
@@ -119,7 +124,7 @@ def _server(settings: Settings):
     if not running:
         raise Unavailable(f"the postgres container of project {stack.project} is not running", code="NOT_RUNNING",
                           hint="`qbctl up postgres` starts it")
-    return Postgres(eng, running[0].id, settings.pg.user)
+    return Postgres(eng, running[0].id, settings.pg.user), stack
 
 
 def scratch_name(db: str, token: str) -> str:
@@ -128,8 +133,103 @@ def scratch_name(db: str, token: str) -> str:
 
 
 @contextmanager
-def _copy(pg, settings: Settings, timescaledb: str | None, size: int, result: RehearseResult, events: Events):
-    """The throwaway copy: made, handed to the body, dropped whatever happens (Ctrl-C too).
+def _copy_physical(pg, stack, settings: Settings, size: int, result: RehearseResult, events: Events):
+    """The throwaway copy as a server of its own: pg_basebackup of the stack's server streamed into a
+    new container of the same image (its anonymous volume, a free port of 127.0.0.1, the stack's memory
+    limit), started with TimescaleDB's background workers off, so no job runs on the copy. Yields
+    (database, port); the container is removed with its volume whatever happens (Ctrl-C too), and an
+    interrupted pg_basebackup's session on the stack's server is ended by its name."""
+    from qbctl.snapshots.containers import PGDATA, Postgres
+
+    eng = pg.eng
+    spec = stack.get("postgres")
+    image, _ = eng.container_image(pg.cid)
+    app = APP + secrets.token_hex(4)
+    name = f"{stack.container_name('postgres')}-rehearse"
+    t0 = time.monotonic()
+    events(Event(Status.WORKING, f"copying the server into container {name} (pg_basebackup)", "postgres"))
+    cid = None
+    try:
+        cid = eng.run_helper(stack.project, name, image, "rehearse", environment=dict(spec.environment), binds={},
+                             command=[*spec.command, "-c", "timescaledb.max_background_workers=0"],
+                             mem_limit=spec.mem_limit, publish=5432,
+                             before_start=lambda c: eng.put_archive(c, PGDATA, _piped(
+                                 lambda sink: pg.basebackup(sink, application_name=app))))
+        Postgres(eng, cid, settings.pg.user, name=f"the rehearsal's copy ({name})").wait_ready()
+        port = eng.published_port(cid, 5432)
+        result.copy_seconds = round(time.monotonic() - t0, 3)
+        result.copy = {"method": "pg_basebackup into a scratch container (the same image, TimescaleDB's jobs off)",
+                       "where": f"container {name} on this machine's engine, port {port}",
+                       "database": settings.pg.dbname, "source_bytes": size, "seconds": result.copy_seconds}
+        events(Event(Status.DONE, f"copy made in {result.copy_seconds:.1f}s ({name})", "postgres"))
+        yield settings.pg.dbname, port
+    finally:
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            if cid is not None:
+                eng.remove_container(cid, timeout=0)
+            _end_sessions(settings, app)
+            result.dropped = True
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, old)
+
+
+def _end_sessions(settings: Settings, app: str) -> None:
+    """Sessions of the stack's server named `app` (a copy's pg_dump or pg_basebackup cut short) ended."""
+    db = settings.pg.dbname
+    with connect.connect(settings, dbname="postgres" if db != "postgres" else "template1") as control:
+        control.execute("SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity"
+                        " WHERE application_name = %s", (app,))
+
+
+def _piped(produce) -> Iterator[bytes]:
+    """The bytes `produce(sink)` writes, as an iterator (a thread and a short queue): a stream out of one
+    container into another without a file between them."""
+    chunks: queue.Queue = queue.Queue(maxsize=32)
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        def sink(data: bytes) -> None:
+            while not stop.is_set():
+                try:
+                    chunks.put(data, timeout=0.2)
+                    return
+                except queue.Full:
+                    continue
+            raise InterruptedError("the reader stopped")
+        try:
+            produce(sink)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, which raises it
+            failed.append(exc)
+        finally:
+            while not stop.is_set():
+                try:
+                    chunks.put(None, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    threading.Thread(target=run, daemon=True, name="qbctl-rehearse-copy").start()
+    try:
+        while True:
+            data = chunks.get()
+            if data is None:
+                break
+            yield data
+        if failed:
+            raise failed[0]
+    finally:
+        stop.set()
+
+
+@contextmanager
+def _copy_logical(pg, settings: Settings, timescaledb: str | None, size: int, result: RehearseResult,
+                  events: Events):
+    """The throwaway copy as a database of the stack's server (`--logical`): made, handed to the body as
+    (database, None), dropped whatever happens (Ctrl-C too).
 
     CREATE and DROP DATABASE go over psycopg to the maintenance database (a Ctrl-C cancels a query under
     way on the server, where a `psql` run in the container would go on without us). That session holds
@@ -161,7 +261,7 @@ def _copy(pg, settings: Settings, timescaledb: str | None, size: int, result: Re
                        "where": f"the postgres container of project {settings.project} on this machine's engine",
                        "database": scratch, "source_bytes": size, "seconds": result.copy_seconds}
         events(Event(Status.DONE, f"copy {scratch} made in {result.copy_seconds:.1f}s", "postgres"))
-        yield scratch
+        yield scratch, None
     finally:
         _drop(settings, control, maint, scratch, app)
         result.dropped = True
@@ -211,9 +311,10 @@ def _drop(settings: Settings, control, maint: str, scratch: str, app: str) -> No
 
 
 # --- applying, watched ---------------------------------------------------------------------------------
-def _apply_all(settings: Settings, scratch: str, runs: list, result: RehearseResult, events: Events) -> None:
+def _apply_all(settings: Settings, db: str, port: int | None, runs: list, result: RehearseResult,
+               events: Events) -> None:
     where = mig._Where(events, verbose=False)
-    work = connect.connect(settings, prepared=False, dbname=scratch)
+    work = connect.connect(settings, wait=30, prepared=False, dbname=db, local_port=port)
     with work:
         work.add_notice_handler(where.notice)
         for n, run in enumerate(runs):

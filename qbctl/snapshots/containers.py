@@ -108,10 +108,12 @@ class Postgres:
             raise CheckFailed(f"{self.name}: copying {source} into {target} failed ({tool}): {_tail(r.stderr)}",
                               code="RESTORE_FAILED")
 
-    def basebackup(self, sink: Callable[[bytes], None]) -> ExecResult:
-        """The whole data directory as one tar stream (pg_basebackup, WAL included, fast checkpoint)."""
+    def basebackup(self, sink: Callable[[bytes], None], application_name: str | None = None) -> ExecResult:
+        """The whole data directory as one tar stream (pg_basebackup, WAL included, fast checkpoint);
+        its session named `application_name` (so that an interrupted one can be ended by name)."""
         r = self.eng.exec_run(self.cid, ["pg_basebackup", "-U", self.user, "-D", "-", "--format=tar",
-                                         "--wal-method=fetch", "--checkpoint=fast", "--no-manifest"], sink=sink)
+                                         "--wal-method=fetch", "--checkpoint=fast", "--no-manifest"], sink=sink,
+                              env={"PGAPPNAME": application_name} if application_name else None)
         if r.exit_code != 0:
             raise CheckFailed(f"{self.name}: pg_basebackup failed: {_tail(r.stderr)}", code="SNAPSHOT_FAILED")
         return r
