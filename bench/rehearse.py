@@ -34,12 +34,12 @@ MIGRATION = """\
 -- what a real change looks like: a column on the candles, old rows touched, an index, a column elsewhere
 ALTER TABLE market_data ADD COLUMN note text;
 UPDATE market_data SET note = 'checked' WHERE symbol = '005930' AND time < now() - interval '8 days';
-CREATE INDEX trades_strategy_time_idx ON trades (strategy, time DESC);
+CREATE INDEX trades_fee_idx ON trades (symbol, fee);
 ALTER TABLE orders ADD COLUMN audited_by text;
 """
 UNDO = """
 ALTER TABLE market_data DROP COLUMN IF EXISTS note;
-DROP INDEX IF EXISTS trades_strategy_time_idx;
+DROP INDEX IF EXISTS trades_fee_idx;
 ALTER TABLE orders DROP COLUMN IF EXISTS audited_by;
 DELETE FROM qbctl.migrations WHERE name = '0090_bench.sql';
 """
