@@ -40,6 +40,9 @@ def migrate(
     from qbctl.db import migrate as mig
 
     st = state(ctx, json)
+    if logical and not rehearse:
+        raise UsageError("--logical goes with --rehearse (how the copy is made)", hint="qbctl db migrate --rehearse "
+                                                                                      "--logical")
     if rehearse:
         if dry_run or accept_edited:
             raise UsageError("--rehearse cannot be combined with --dry-run or --accept-edited",

@@ -93,7 +93,7 @@ def rehearse(settings: Settings, options: RehearseOptions = RehearseOptions(),
             _copy_physical(pg, stack, settings, size, result, events)
         with copy as (db, port):
             t1 = time.monotonic()
-            _apply_all(settings, db, port, runs, result, events)
+            _apply_all(settings, db, port, local, timescaledb, result, events)
             result.apply_seconds = round(time.monotonic() - t1, 3)
     result.seconds = round(time.monotonic() - t0, 3)
     return result
@@ -101,6 +101,7 @@ def rehearse(settings: Settings, options: RehearseOptions = RehearseOptions(),
 
 def _server(settings: Settings):
     """The stack's postgres container, where the copy is made; one line why not elsewhere."""
+    from qbctl.config.urls import LOCAL_HOSTS
     from qbctl.snapshots.containers import Postgres
     from qbctl.stack import engine, target
     from qbctl.stack.spec import build_stack
@@ -113,7 +114,7 @@ def _server(settings: Settings):
                           hint="rehearse against a restore of its dump in the local stack (pg_dump, then "
                                "`qbctl db shell` / pg_restore), or run `qbctl db lint` on the files")
     tgt = target.resolve()
-    if tgt.remote:
+    if tgt.remote and tgt.host not in LOCAL_HOSTS:  # an engine on this machine over tcp is this machine's
         raise Unavailable(f"the engine is on {tgt.host} ({tgt.kind}): a rehearsal's copy is not built there beside "
                           "the live database (the VM's 1 GB budget), and copying it to this machine's engine is not "
                           "supported yet: nothing was done", code="REHEARSAL_UNAVAILABLE",
@@ -311,16 +312,25 @@ def _drop(settings: Settings, control, maint: str, scratch: str, app: str) -> No
 
 
 # --- applying, watched ---------------------------------------------------------------------------------
-def _apply_all(settings: Settings, db: str, port: int | None, runs: list, result: RehearseResult,
-               events: Events) -> None:
+def _apply_all(settings: Settings, db: str, port: int | None, local: list, timescaledb: bool,
+               result: RehearseResult, events: Events) -> None:
+    """The files on the copy, planned again from the copy's own tracking table (a migrate that ran on the
+    real database since it was read is in the copy too)."""
     where = mig._Where(events, verbose=False)
     work = connect.connect(settings, wait=30, prepared=False, dbname=db, local_port=port)
     with work:
+        rows = connect.psycopg_rows(work)
+        applied = mig.read_applied(rows, mig.read_state(rows))
+        items = mig.plan(local, applied, timescaledb)
+        mig._refuse_changed(items, False)
+        runs = mig._prepare_all(local, items, applied)
+        result.skipped = [{"file": i.file, "reason": i.reason} for i in items if i.state == "skipped"]
+        result.up_to_date = sum(i.state == "applied" for i in items)
         work.add_notice_handler(where.notice)
         for n, run in enumerate(runs):
             if n:
                 work.execute("DISCARD ALL")
-            report, error = _apply(work, run, where, events)
+            report, error = _apply(work, run, where, events, settings, (db, port))
             result.files.append(report)
             if error is not None:
                 result.not_run = [r.file.label for r in runs[n + 1:]]
@@ -340,7 +350,8 @@ def _snap(rows: Rows) -> watch.Snapshot:
     return watch.snapshot(rows, _has_timescaledb(rows))
 
 
-def _apply(work, run, where, events: Events) -> tuple[dict, QbctlError | None]:
+def _apply(work, run, where, events: Events, settings: Settings,
+           target: tuple[str, int | None]) -> tuple[dict, QbctlError | None]:
     """One file on the copy, statement by statement, each watched; (its report, its error or None)."""
     import psycopg
 
@@ -381,13 +392,18 @@ def _apply(work, run, where, events: Events) -> tuple[dict, QbctlError | None]:
                 st = body[0]
                 where.statement = st
                 before = _snap(rows)
-                t = time.monotonic()
-                work.execute(st.text.encode())  # autocommit, as migrate runs it
-                elapsed = time.monotonic() - t
+                with _Sampler(settings, target, work.info.backend_pid) as sampler:
+                    t = time.monotonic()
+                    work.execute(st.text.encode())  # autocommit, as migrate runs it
+                    elapsed = time.monotonic() - t
                 eff = watch.diff(before, _snap(rows))
-                eff.locks, eff.rows = {}, {}  # committed already: its locks and counts are gone
-                report["statements"].append(_statement(st, elapsed, eff, note="runs outside a transaction: its "
-                                                       "locks are not observed"))
+                eff.rows = {}  # committed already: the transaction's counts are gone
+                eff.locks = {table: mode for table, (mode, _, _) in sampler.seen.items()}
+                for table, (mode, first, last) in sampler.seen.items():
+                    _lock(report, table, mode, last - first + _Sampler.EVERY, st.line)
+                report["statements"].append(_statement(st, elapsed, eff, note=(
+                    "runs outside a transaction: its locks were sampled every 20 ms from a second session "
+                    "(a lock held for less may be missed), its rows are not counted")))
             done += len(body)
             where.statement = None
     except psycopg.Error as exc:
@@ -411,6 +427,48 @@ def _apply(work, run, where, events: Events) -> tuple[dict, QbctlError | None]:
                     report[key][table] = report[key].get(table, 0) + v
     report["locks"].sort(key=lambda x: (-watch.RANK[x["mode"]], -x["seconds"]))
     return report, error
+
+
+class _Sampler:
+    """The locks of a statement that runs outside a transaction (they are gone when it returns), sampled
+    from a second session of the copy while it runs: per table the strongest mode seen, first and last seen."""
+
+    EVERY = 0.02
+
+    def __init__(self, settings: Settings, target: tuple[str, int | None], pid: int) -> None:
+        db, port = target
+        self.conn = connect.connect(settings, dbname=db, local_port=port)
+        self.rows = connect.psycopg_rows(self.conn)
+        self.pid = pid
+        self.ts = _has_timescaledb(self.rows)
+        self.base = watch.snapshot(self.rows, self.ts, pid)  # what exists: a relation it makes is no one's yet
+        self.seen: dict[str, tuple[str, float, float]] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="qbctl-rehearse-locks")
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                snap = watch.snapshot(self.rows, self.ts, self.pid)
+            except Exception:  # noqa: BLE001 - the copy went away (Ctrl-C): the statement's error says it
+                return
+            now = time.monotonic()
+            for table, mode in watch.strongest(snap, self.base).items():
+                was = self.seen.get(table)
+                if was is None or watch.RANK[mode] > watch.RANK[was[0]]:
+                    self.seen[table] = (mode, now, now)
+                elif mode == was[0]:
+                    self.seen[table] = (mode, was[1], now)
+            self.stop.wait(self.EVERY)
+
+    def __enter__(self) -> _Sampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.conn.close()
 
 
 def _run_group(work, rows: Rows, body: list, where, report: dict) -> dict[str, tuple[str, float, int]]:

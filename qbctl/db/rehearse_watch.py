@@ -41,7 +41,7 @@ _SKIP_SQL = "ARRAY[" + ",".join(f"'{s}'" for s in _SKIP) + "]::name[]"
 _COMMON = """
 SELECT c.oid::text, {owner}, c.relfilenode::text, {status},
        (SELECT pg_catalog.string_agg(l.mode, ',') FROM pg_catalog.pg_locks l
-        WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation' AND l.relation = c.oid AND l.granted),
+        WHERE l.pid = __PID__ AND l.locktype = 'relation' AND l.relation = c.oid AND l.granted),
        (COALESCE(s.n_tup_ins, 0))::text, (COALESCE(s.n_tup_upd, 0))::text,
        (COALESCE(s.n_tup_del, 0))::text, c.relkind::text, {role}
 FROM pg_catalog.pg_class c
@@ -91,9 +91,12 @@ class Rel:
 Snapshot = dict[str, Rel]  # oid -> Rel
 
 
-def snapshot(rows: Rows, timescaledb: bool) -> Snapshot:
+def snapshot(rows: Rows, timescaledb: bool, pid: int | None = None) -> Snapshot:
+    """The user's relations, with the locks this session holds (or session `pid`'s: a statement that runs
+    outside a transaction is watched from a second session while it runs)."""
     out = {}
-    sql = TIMESCALE_SQL if timescaledb else PLAIN_SQL
+    sql = (TIMESCALE_SQL if timescaledb else PLAIN_SQL).replace(
+        "__PID__", "pg_catalog.pg_backend_pid()" if pid is None else str(int(pid)))
     for oid, owner, node, status, modes, ins, upd, dele, kind, role in rows(sql):
         mode = max(modes.split(","), key=RANK.__getitem__) if modes else None
         out[oid] = Rel(owner, node, int(status) if status is not None else None, mode, int(ins), int(upd), int(dele),

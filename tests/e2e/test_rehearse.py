@@ -197,6 +197,22 @@ def test_a_passing_file_reports_locks_rows_and_decompression_and_changes_nothing
     assert copies(env) == []
 
 
+def test_a_statement_outside_a_transaction_has_its_locks_sampled_and_its_rewrites_read(stack, migration,
+                                                                                      schema_flags):
+    env, cwd = stack
+    migration("-- qbctl: no-transaction\nVACUUM FULL market_data;\n")
+    before = state(env)
+    proc, out = rehearse(env, cwd, *schema_flags)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (f,) = out["files"]
+    (st,) = f["statements"]
+    assert "sampled every 20 ms" in st["note"]
+    assert st["locks"]["market_data"] == "AccessExclusiveLock", st
+    assert f["locks"][0]["table"] == "market_data" and f["locks"][0]["seconds"] > 0
+    assert f["rewritten"]["market_data"] >= 1  # the table (or its chunks) written anew: a new relfilenode
+    assert state(env) == before and copies(env) == []
+
+
 @pytest.mark.timescaledb("the failure needs compressed chunks")
 def test_a_type_change_on_compressed_chunks_fails_on_the_copy(stack, migration, needs_standin_timescaledb):
     env, cwd = stack
