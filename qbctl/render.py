@@ -147,9 +147,9 @@ def rehearse(out: Output, result) -> None:
         return
     c = result.copy
     if c:
-        out.para(f"copy: {c['method']}, in {c['where']} ({c['seconds']:.1f}s; {fmt_mb(c['source_bytes'])}); "
-                 f"applied in {result.apply_seconds:.1f}s; the copy {c['database']} was "
-                 f"{'dropped' if result.dropped else 'NOT dropped'}")
+        out.para(f"copy of {fmt_mb(c['source_bytes'])}: {c['method']}, in {c['where']}, made in {c['seconds']:.1f}s; "
+                 f"applied in {result.apply_seconds:.1f}s; the copy was "
+                 f"{'removed' if result.dropped else 'NOT removed'}")
     if result.error is None:
         out.para(f"{result.database}: {len(result.files)} file(s) passed on the copy; nothing was applied to the "
                  f"database (`qbctl db migrate` applies them) ({result.seconds:.2f}s)")

@@ -158,6 +158,7 @@ def test_a_failing_file_exits_1_with_its_line_and_the_database_untouched(stack, 
     human = qbctl("db", "migrate", "--rehearse", *schema_flags, env=env, cwd=cwd)
     assert human.returncode == 1
     assert "FAILED  sql/schema/0090_rehearsed.sql" in human.stdout
+    assert "pg_basebackup into a scratch container" in human.stdout and "the copy was removed" in human.stdout
     assert "error: sql/schema/0090_rehearsed.sql:3: 23502" in human.stderr and "Traceback" not in human.stderr
 
 
