@@ -129,3 +129,9 @@ class NoSpace(Unavailable):
     """A disk (the host's for snapshots, the engine's for a restore) has not enough free space."""
 
     code = "NO_SPACE"
+
+
+class RehearsalFailed(CheckFailed):
+    """`db migrate --rehearse`: a file failed on the throwaway copy (the real database was not touched)."""
+
+    code = "REHEARSAL_FAILED"

@@ -121,6 +121,57 @@ def migrate(out: Output, result) -> None:
     out.para(f"{result.database}: {done}; {result.up_to_date} up to date; {tsdb} ({result.seconds:.2f}s)")
 
 
+def rehearse(out: Output, result) -> None:
+    for f in result.files:
+        how = f"; statement by statement: {f['one_by_one']}" if f.get("one_by_one") else ""
+        out.line(f"{'passed' if f['ok'] else 'FAILED'}  {f['file']}  ({f['ms']} ms{how})")
+        for st in f["statements"]:
+            if not st["ok"]:
+                out.para(st["error"], indent="  ")
+                continue
+            effects = _effects(st)
+            out.para(f"line {st['line']:<4} {st['ms']:>8.1f} ms  {st['text']}" + (f"  [{effects}]" if effects else ""),
+                     indent="  ")
+        strong = [lk for lk in f["locks"] if lk["mode"] not in ("AccessShareLock", "RowShareLock", "RowExclusiveLock")]
+        for lk in strong:
+            out.para(f"lock: {lk['says']} (line {lk['line']})", indent="  ")
+        weak = [lk["table"] for lk in f["locks"] if lk not in strong]
+        if weak:
+            out.para(f"weaker locks, nothing the backend does waits: {', '.join(weak)}", indent="  ")
+    for name in result.not_run:
+        out.line(f"not run {name}  (after the failed file)")
+    for s in result.skipped:
+        out.line(f"skipped {s['file']}  ({s['reason']})")
+    if not result.files and result.error is None:
+        out.para(f"{result.database}: nothing to rehearse, every file is applied; {result.up_to_date} up to date")
+        return
+    c = result.copy
+    if c:
+        out.para(f"copy of {fmt_mb(c['source_bytes'])}: {c['method']}, in {c['where']}, made in {c['seconds']:.1f}s; "
+                 f"applied in {result.apply_seconds:.1f}s; the copy was "
+                 f"{'removed' if result.dropped else 'NOT removed'}")
+    if result.error is None:
+        out.para(f"{result.database}: {len(result.files)} file(s) passed on the copy; nothing was applied to the "
+                 f"database (`qbctl db migrate` applies them) ({result.seconds:.2f}s)")
+
+
+def _effects(st: dict) -> str:
+    parts = []
+    for table, r in st.get("rows", {}).items():
+        parts += [f"{table}: {n:,} rows {k}" for k, n in r.items() if n]
+    parts += [f"{table}: {n} rewritten" for table, n in st.get("rewritten", {}).items()]
+    parts += [f"{table}: {n} chunk(s) decompressed" for table, n in st.get("decompressed", {}).items()]
+    parts += [f"{table}: {n} chunk(s) partly decompressed" for table, n in st.get("partly_decompressed", {}).items()]
+    parts += [f"{table}: {n:,} compressed batches decompressed"
+              for table, n in st.get("batches_decompressed", {}).items()]
+    parts += [f"{table}: {n} chunk(s) compressed" for table, n in st.get("compressed", {}).items()]
+    parts += [f"{mode} on {table}" for table, mode in st.get("locks", {}).items()
+              if mode not in ("AccessShareLock", "RowShareLock", "RowExclusiveLock")]
+    if st.get("note"):
+        parts.append(st["note"])
+    return "; ".join(parts)
+
+
 def lint(out: Output, result) -> None:
     for f in result.findings:
         out.para(f"{f['file']}:{f['line']}: {f['severity']} {f['rule']}: {f['message']}")

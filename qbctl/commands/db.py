@@ -6,6 +6,7 @@ from typing import List, Optional
 import typer
 
 from qbctl.commands.base import JSON_OPTION, confirm, finish, state
+from qbctl.errors import UsageError
 
 db_app = typer.Typer(help="Schema, TimescaleDB policies and sample data.", no_args_is_help=True)
 WITHOUT_TSDB = typer.Option(False, "--without-timescaledb",
@@ -27,6 +28,11 @@ def migrate(
                                        help="Record the new checksum of applied files that were edited."),
     wait: float = WAIT,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show the server's NOTICEs."),
+    rehearse: bool = typer.Option(False, "--rehearse",
+                                  help="Apply the pending files to a throwaway copy of the database and report each "
+                                       "statement (errors, time, locks, rows); the database itself is not changed."),
+    logical: bool = typer.Option(False, "--logical", help="With --rehearse: copy by pg_dump | pg_restore into a new "
+                                                          "database of the same server (no second server; slower)."),
     json: bool = JSON_OPTION,
 ) -> None:
     """Apply sql/schema, then sql/policies (re-applied when their rendered text changes)."""
@@ -34,6 +40,14 @@ def migrate(
     from qbctl.db import migrate as mig
 
     st = state(ctx, json)
+    if logical and not rehearse:
+        raise UsageError("--logical goes with --rehearse (how the copy is made)", hint="qbctl db migrate --rehearse "
+                                                                                      "--logical")
+    if rehearse:
+        if dry_run or accept_edited:
+            raise UsageError("--rehearse cannot be combined with --dry-run or --accept-edited",
+                             hint="--rehearse changes nothing in the database already; drop the other option")
+        _rehearse(st, without_timescaledb, wait, logical)
     st.on_interrupt = ("the file being applied was rolled back (one run statement by statement keeps the statements "
                        "it committed: `qbctl db status`); files applied before it stay applied")
     options = mig.MigrateOptions(dry_run=dry_run, without_timescaledb=without_timescaledb,
@@ -41,6 +55,17 @@ def migrate(
     with st.out.progress("migrating") as events:
         result = mig.migrate(st.settings, options, events)
     finish(st, result, render.migrate)
+
+
+def _rehearse(st, without_timescaledb: bool, wait: float, logical: bool) -> None:
+    from qbctl import render
+    from qbctl.db import rehearse as reh
+
+    st.on_interrupt = "the copy was dropped; the database was not touched"
+    options = reh.RehearseOptions(without_timescaledb=without_timescaledb, wait=wait, logical=logical)
+    with st.out.progress("rehearsing") as events:
+        result = reh.rehearse(st.settings, options, events)
+    finish(st, result, render.rehearse)
 
 
 @db_app.command("status")

@@ -93,10 +93,27 @@ class Postgres:
             raise CheckFailed(f"{self.name}: pg_dump of {db} failed: {_tail(r.stderr)}", code="SNAPSHOT_FAILED")
         return r
 
-    def basebackup(self, sink: Callable[[bytes], None]) -> ExecResult:
-        """The whole data directory as one tar stream (pg_basebackup, WAL included, fast checkpoint)."""
+    def copy_database(self, source: str, target: str, application_name: str) -> None:
+        """pg_dump of `source` piped into pg_restore of `target`, inside the container: no byte leaves
+        it (and none crosses an ssh tunnel). Uncompressed: the stream is read at once. pg_dump's session
+        is named `application_name`, so that an interrupted copy's dump can be ended by name."""
+        script = ('st=$(mktemp); { PGAPPNAME="$QB_APP" pg_dump -U "$QB_USER" -d "$QB_SOURCE" --format=custom '
+                  '--compress=0; echo $? > "$st"; } | pg_restore -U "$QB_USER" -d "$QB_TARGET" --exit-on-error; '
+                  'r=$?; d=$(cat "$st"); rm -f "$st"; [ "$d" = 0 ] || exit 90; exit $r')
+        r = self.eng.exec_run(self.cid, ["sh", "-c", script],
+                              env={"QB_APP": application_name, "QB_USER": self.user, "QB_SOURCE": dbname(source),
+                                   "QB_TARGET": dbname(target)})
+        if r.exit_code != 0:
+            tool = "pg_dump" if r.exit_code == 90 else "pg_restore"
+            raise CheckFailed(f"{self.name}: copying {source} into {target} failed ({tool}): {_tail(r.stderr)}",
+                              code="RESTORE_FAILED")
+
+    def basebackup(self, sink: Callable[[bytes], None], application_name: str | None = None) -> ExecResult:
+        """The whole data directory as one tar stream (pg_basebackup, WAL included, fast checkpoint);
+        its session named `application_name` (so that an interrupted one can be ended by name)."""
         r = self.eng.exec_run(self.cid, ["pg_basebackup", "-U", self.user, "-D", "-", "--format=tar",
-                                         "--wal-method=fetch", "--checkpoint=fast", "--no-manifest"], sink=sink)
+                                         "--wal-method=fetch", "--checkpoint=fast", "--no-manifest"], sink=sink,
+                              env={"PGAPPNAME": application_name} if application_name else None)
         if r.exit_code != 0:
             raise CheckFailed(f"{self.name}: pg_basebackup failed: {_tail(r.stderr)}", code="SNAPSHOT_FAILED")
         return r

@@ -13,6 +13,7 @@ Before all this the current data is snapshotted (`auto-restore-<time>`) unless -
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qbctl.config.settings import Settings
@@ -346,31 +347,40 @@ END $$"""
 # concurrent refresh" at every run. Rows older than the restore cannot be a refresh in progress.
 
 
+def load_dump(pg: Postgres, db: str, fill: Callable[[], None], timescaledb: str | None,
+              events: Events) -> tuple[str, list[str]]:
+    """A dump loaded into the empty database `db` by `fill()` (a pg_restore), TimescaleDB's way (pre_restore,
+    the restore, post_restore) when the dump's database used TimescaleDB (its version: `timescaledb`). Its
+    jobs come out paused (`scheduled = false`); returns TimescaleDB's schema and the jobs paused."""
+    paused: list[str] = []
+    ts = "public"  # TimescaleDB's schema, named in each call: the user's search_path may leave it out
+    if timescaledb:
+        # In public, as pg_dump writes it (WITH SCHEMA public), wherever the user's search_path points.
+        pg.psql(db, f"CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public VERSION "
+                    f"{_lit(timescaledb)}", "creating the timescaledb extension")
+        ts = extension_schema(pg.rows(db))
+        pg.psql(db, f"SELECT {ts}.timescaledb_pre_restore()", "timescaledb_pre_restore()")
+    events(Event(Status.WORKING, f"pg_restore into {db}", "postgres"))
+    fill()
+    if timescaledb:
+        paused = [i for (i,) in pg.rows(db)("UPDATE _timescaledb_config.bgw_job SET scheduled = false "
+                                            "WHERE scheduled RETURNING id::text")]
+        pg.psql(db, STALE_REFRESHES.format(older="'infinity'"), "removing the dump's refresh registrations")
+        pg.psql(db, f"SELECT {ts}.timescaledb_post_restore()", "timescaledb_post_restore()")
+        _, _, offered = pg.server()
+        if offered and _version(offered) > _version(timescaledb):
+            # As its first command in a new session (psql -X -c), as TimescaleDB asks.
+            pg.psql(db, "ALTER EXTENSION timescaledb UPDATE", "ALTER EXTENSION timescaledb UPDATE")
+    return ts, paused
+
+
 def load(pg: Postgres, db: str, dump, expected: Inventory, events: Events) -> tuple[Inventory, list[str]]:
     """pg_restore into the empty database `db` (TimescaleDB's procedure), then check it against `expected`.
 
     TimescaleDB's jobs are paused from the restore until the check passes, so none changes what is
     being checked; they stay paused for the caller to resume (`resume_jobs`) once nothing ends a
     session any more (a restore's switch does). Returns what was read, and the paused jobs."""
-    paused: list[str] = []
-    ts = "public"  # TimescaleDB's schema, named in each call: the user's search_path may leave it out
-    if expected.timescaledb:
-        # In public, as pg_dump writes it (WITH SCHEMA public), wherever the user's search_path points.
-        pg.psql(db, f"CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public VERSION "
-                    f"{_lit(expected.timescaledb)}", "creating the timescaledb extension")
-        ts = extension_schema(pg.rows(db))
-        pg.psql(db, f"SELECT {ts}.timescaledb_pre_restore()", "timescaledb_pre_restore()")
-    events(Event(Status.WORKING, f"pg_restore into {db}", "postgres"))
-    pg.restore(db, dump)
-    if expected.timescaledb:
-        paused = [i for (i,) in pg.rows(db)("UPDATE _timescaledb_config.bgw_job SET scheduled = false "
-                                            "WHERE scheduled RETURNING id::text")]
-        pg.psql(db, STALE_REFRESHES.format(older="'infinity'"), "removing the dump's refresh registrations")
-        pg.psql(db, f"SELECT {ts}.timescaledb_post_restore()", "timescaledb_post_restore()")
-        _, _, offered = pg.server()
-        if offered and _version(offered) > _version(expected.timescaledb):
-            # As its first command in a new session (psql -X -c), as TimescaleDB asks.
-            pg.psql(db, "ALTER EXTENSION timescaledb UPDATE", "ALTER EXTENSION timescaledb UPDATE")
+    ts, paused = load_dump(pg, db, lambda: pg.restore(db, dump), expected.timescaledb, events)
     events(Event(Status.WORKING, f"checking {db} against the snapshot", "postgres"))
     actual = inventory.read(pg.rows(db), like=expected)
     for job in actual.jobs:

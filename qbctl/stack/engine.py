@@ -684,10 +684,14 @@ class Engine:
 
     def run_helper(self, project: str, name: str, image: str, purpose: str, *, command: list[str],
                    environment: dict[str, str], binds: dict[str, str], mem_limit: int | None = None,
-                   entrypoint: list[str] | None = None) -> str:
+                   entrypoint: list[str] | None = None, publish: int | None = None,
+                   before_start: Callable[[str], None] | None = None) -> str:
         """Start a temporary container of this project (no ports, no network): a server on a volume
         for a snapshot or an upgrade. Labelled as a helper, so `up` and `status` leave it alone and
-        `reset` removes it; a leftover of an earlier run under the same name is replaced."""
+        `reset` removes it; a leftover of an earlier run under the same name is replaced.
+        `publish`: a container port published on a free port of 127.0.0.1 (`published_port` tells which);
+        `before_start(id)`: called between create and start (files put in place); the container is
+        removed when it fails."""
         from docker.errors import APIError, NotFound
 
         api = self._api
@@ -699,17 +703,38 @@ class Engine:
             pass
         host_config = api.create_host_config(
             binds={vol: {"bind": path, "mode": "rw"} for vol, path in binds.items()},
-            mem_limit=mem_limit, memswap_limit=mem_limit, network_mode="none")
+            mem_limit=mem_limit, memswap_limit=mem_limit,
+            **({"port_bindings": {publish: ("127.0.0.1", None)}} if publish else {"network_mode": "none"}))
+        cid = None
         try:
             cid = api.create_container(image, command=command, name=name, environment=environment,
                                        entrypoint=entrypoint, host_config=host_config,
+                                       ports=[publish] if publish else None,
                                        labels={LABEL_PROJECT: project, LABEL_HELPER: purpose})["Id"]
+            if before_start is not None:
+                before_start(cid)
             api.start(cid)
-        except APIError as exc:
+        except BaseException as exc:
+            if cid is not None:
+                try:
+                    api.remove_container(cid, force=True, v=True)
+                except Exception:  # noqa: BLE001 - the error under way is the one to report
+                    pass
+            if not isinstance(exc, APIError):
+                raise
             reason = str(getattr(exc, "explanation", None) or exc)[:300]
             raise Unavailable(f"the engine could not start a temporary container of {image}: {reason}",
                               code="START_FAILED") from None
         return cid
+
+    @_engine_call("reading a container's ports")
+    def published_port(self, container_id: str, port: int) -> int | None:
+        """The host port a container port is published on (127.0.0.1), or None."""
+        ports = (self._api.inspect_container(container_id).get("NetworkSettings") or {}).get("Ports") or {}
+        for binding in ports.get(f"{port}/tcp") or []:
+            if binding.get("HostPort"):
+                return int(binding["HostPort"])
+        return None
 
     # --- volumes ---------------------------------------------------------------------------------
     def volumes(self, project: str, service: str | None = None) -> dict[str, dict]:
