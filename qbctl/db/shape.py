@@ -25,8 +25,19 @@ from typing import Callable
 from qbctl.db import connect, jobs, timescale
 from qbctl.events import Event, Events, Status
 
-POLICIES = ("j.proc_name IN ('policy_compression', 'policy_retention', 'policy_refresh_continuous_aggregate')"
-            " AND j.hypertable_name IS NOT NULL")
+# The hypertables seed writes, as its statements name them (a namesake in another schema is not one of them).
+SEEDED = ("(SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+          " ON n.oid = c.relnamespace WHERE c.oid IN (pg_catalog.to_regclass('market_data'),"
+          " pg_catalog.to_regclass('technical_indicators'), pg_catalog.to_regclass('trades'),"
+          " pg_catalog.to_regclass('system_logs')))")
+MARKET_DATA = ("(SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+               " ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass('market_data'))")
+# Their policies, and those of market_data's continuous aggregates (j: timescaledb_information.jobs): nothing else.
+POLICIES = ("j.proc_name IN ('policy_compression', 'policy_retention', 'policy_refresh_continuous_aggregate') AND"
+            f" ((j.hypertable_schema, j.hypertable_name) IN {SEEDED} OR EXISTS (SELECT FROM"
+            " timescaledb_information.continuous_aggregates c WHERE (c.hypertable_schema, c.hypertable_name) ="
+            f" {MARKET_DATA} AND (j.hypertable_schema, j.hypertable_name) IN ((c.view_schema, c.view_name),"
+            " (c.materialization_hypertable_schema, c.materialization_hypertable_name))))")
 # The policies' jobs in the order seed runs them: refresh, retention, compression; by table within each.
 JOBS_SQL = """
 SELECT j.job_id, j.proc_name, j.hypertable_name, format('%%I.%%I', j.hypertable_schema, j.hypertable_name),
@@ -38,8 +49,6 @@ ORDER BY array_position(ARRAY['policy_refresh_continuous_aggregate', 'policy_ret
                         j.proc_name::text), j.hypertable_name
 """
 # The continuous aggregates of the market_data seed writes (the one `market_data` names, as its COPY finds it).
-MARKET_DATA = ("(SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
-               " ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass('market_data'))")
 CAGGS_SQL = f"""
 SELECT view_name, format('%I.%I', view_schema, view_name) FROM timescaledb_information.continuous_aggregates
 WHERE (hypertable_schema, hypertable_name) = {MARKET_DATA} ORDER BY view_name
@@ -57,7 +66,7 @@ LEFT JOIN LATERAL {ts}.hypertable_compression_stats(format('%I.%I', h.hypertable
                                                     ::regclass) s ON true
 LEFT JOIN timescaledb_information.jobs p ON p.proc_name = 'policy_compression'
      AND (p.hypertable_schema, p.hypertable_name) = (h.hypertable_schema, h.hypertable_name)
-WHERE h.compression_enabled
+WHERE h.compression_enabled AND (h.hypertable_schema, h.hypertable_name) IN {seeded}
 ORDER BY h.hypertable_name
 """
 
@@ -73,7 +82,8 @@ class Shape:
 def hold(conn, events: Events) -> jobs.Hold:
     """The policies' jobs held (none runs from here on until `release`)."""
     def waiting(ids: list[int]) -> None:
-        events(Event(Status.WAITING, f"TimescaleDB job {jobs.jobs_text(ids)} is running; waiting for its run to end"))
+        events(Event(Status.WAITING, f"TimescaleDB job {jobs.jobs_text(ids)} is running; waiting for its run to end "
+                                     "before seed runs the policies itself"))
 
     return jobs.hold(connect.psycopg_rows(conn), POLICIES, said=waiting)
 
@@ -115,10 +125,11 @@ def run(conn, held: jobs.Hold, first: datetime | None, events: Events,
 
 
 def chunks(conn, ts: str) -> dict[str, dict]:
-    """Each hypertable with compression on: its chunks, how many are compressed, how many older than its
+    """Each hypertable seed writes with compression on: its chunks, how many are compressed, how many older than its
     policy's compress_after are not."""
+    found = conn.execute(CHUNKS_SQL.replace("{ts}", ts).replace("{seeded}", SEEDED)).fetchall()
     return {name: {"chunks": n, "compressed": k, "left": left, "compress_after": after}
-            for name, n, k, left, after in conn.execute(CHUNKS_SQL.replace("{ts}", ts)).fetchall()}
+            for name, n, k, left, after in found}
 
 
 def release(conn, held: jobs.Hold, notes: list[str]) -> None:
