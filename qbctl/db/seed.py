@@ -2,9 +2,10 @@
 
 1-minute candles for N KRX symbols over D days of KRX sessions (09:00-15:30 KST, weekdays),
 a random walk rounded to KRX tick sizes; two indicators per candle (sma_20, rsi_14); a few
-orders and their trades per symbol and day; log lines. Then the continuous aggregates of
-market_data (the 5-minute, hourly and daily bars) are refreshed, outside a transaction, so that
-reading bars is a cheap query at once.
+orders and their trades per symbol and day; log lines. Then production's shape (db/shape.py,
+docs/seed.md): the policies' own jobs run once, held from the scheduler from before the load, so the
+bars are refreshed, retention applied and every chunk older than compress_after compressed, whatever
+the seed's size and timing.
 
 Seed never deletes rows it did not write. What it writes is marked: orders and trades by their
 strategy (seed-momentum), log lines by their logger (qbctl.seed), candles and indicators by the

@@ -113,13 +113,14 @@ def run(conn, held: jobs.Hold, first: datetime | None, events: Events,
         conn.execute(f"CALL {ts}.run_job(%s)", (job_id,))
         shape.jobs_run.append(job_id)
         if kind == "refresh":
-            shape.refreshed[table] = (f"by its refresh policy's job {job_id}: its window reaches the oldest "
-                                      "seeded minute")
+            shape.refreshed[table] = f"by its refresh policy's job {job_id}: " + (
+                "its window reaches the oldest seeded minute" if first else "nothing was seeded")
     for name, view in conn.execute(CAGGS_SQL).fetchall():  # an aggregate with no refresh policy (held)
         if name not in shape.refreshed:
             events(Event(Status.WORKING, f"refreshing {name} over all of history"))
             refresh_all(name, view)
-            shape.refreshed[name] = "over all of history (refresh_continuous_aggregate): it has no refresh policy"
+            shape.refreshed[name] = ("over all of history (refresh_continuous_aggregate): it has no scheduled "
+                                     "refresh policy")
     shape.chunks = chunks(conn, ts)
     return shape
 
