@@ -371,7 +371,7 @@ class Session:
             if base is None:
                 self._migrate(settings, tsdb)
             else:
-                self._seed(settings, seed)
+                self._seed(settings, seed, tsdb)
             with connect.connect(settings, timeout=5) as conn:
                 # Compacted (the migration's catalog churn) and frozen, as template0 is: a smaller copy per clone,
                 # and no clone ever needs an anti-wraparound vacuum of what it inherited.
@@ -412,14 +412,22 @@ class Session:
             raise result.error
         self._pause_jobs(settings)
 
-    def _seed(self, settings: Settings, seed: tuple[int, int]) -> None:
-        """db seed's data (no Redis) in a clone of the schema's template, shaped as production has it (seed
-        runs the policies' own jobs: chunks older than COMPRESSION_AFTER_DAYS compressed, bars refreshed)."""
+    def _seed(self, settings: Settings, seed: tuple[int, int], tsdb: str | None) -> None:
+        """db seed's data (no Redis) in a clone of the schema's template, compressed as production has
+        it: the chunks older than COMPRESSION_AFTER_DAYS, by the policies' own jobs. Run here, not by seed:
+        a template's jobs are paused (`_pause_jobs`), and seed leaves paused jobs alone."""
         from qbctl.db import seed as seeding
 
         result = seeding.seed(settings, seeding.SeedOptions(symbols=seed[0], days=seed[1], redis=False))
         if result.error is not None:
             raise result.error
+        if tsdb:
+            with connect.connect(settings, timeout=5) as conn:
+                ts = _schema(conn)
+                for (job,) in conn.execute("SELECT job_id FROM timescaledb_information.jobs"
+                                           " WHERE proc_name IN ('policy_compression', 'policy_columnstore')"
+                                           " ORDER BY job_id").fetchall():
+                    conn.execute(f"CALL {ts}.run_job({int(job)})")
         self._pause_jobs(settings)
 
     def _pause_jobs(self, settings: Settings) -> None:
