@@ -205,6 +205,10 @@ def seed(out: Output, result) -> None:
     if not result.rows.get("market_data"):
         out.para(f"no KRX session minute in the last {result.days} day(s) (sessions are 09:00-15:30 KST on "
                     "weekdays): nothing to seed; pass a larger --days")
+    for view, how in (result.refreshed or {}).items():
+        out.line(f"{view}: refreshed {how}")
+    for table, c in (result.compression or {}).items():
+        out.line(f"{table}: {c['compressed']} of {c['chunks']} chunks compressed")
     plural = "" if result.symbols == 1 else "s"
     out.line(f"seeded {result.symbols} symbol{plural} x {result.days} day{'' if result.days == 1 else 's'} in "
              f"{result.seconds:.2f}s (market_data {result.market_data_rows_per_second:,.0f} rows/s)")

@@ -9,6 +9,7 @@ ssh engine's tunnel); any other host is used as it is.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
 
@@ -20,6 +21,10 @@ RETRYABLE = ("starting up", "Connection refused", "connection refused", "server 
              "in recovery mode")
 KILLED = ("terminating connection because of crash of another server process", "server closed the connection "
           "unexpectedly", "the database system is in recovery mode")
+
+# psycopg logs a COPY that a lost connection ended ("error ignored terminating <psycopg.Copy>") besides
+# raising; with no handler of its own, Python would print that on stderr before qbctl's one line.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 Rows = Callable[[str], list[tuple]]  # rows(sql) -> every row, every value text or None
 

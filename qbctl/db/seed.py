@@ -2,9 +2,10 @@
 
 1-minute candles for N KRX symbols over D days of KRX sessions (09:00-15:30 KST, weekdays),
 a random walk rounded to KRX tick sizes; two indicators per candle (sma_20, rsi_14); a few
-orders and their trades per symbol and day; log lines. Then the continuous aggregates of
-market_data (the 5-minute, hourly and daily bars) are refreshed, outside a transaction, so that
-reading bars is a cheap query at once.
+orders and their trades per symbol and day; log lines. Then production's shape (db/shape.py,
+docs/seed.md): the policies' own jobs run once, held from the scheduler from before the load, so the
+bars are refreshed, retention applied and every chunk older than compress_after compressed, whatever
+the seed's size and timing.
 
 Seed never deletes rows it did not write. What it writes is marked: orders and trades by their
 strategy (seed-momentum), log lines by their logger (qbctl.seed), candles and indicators by the
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 
 from qbctl.config.settings import Settings
-from qbctl.db import connect, timescale
+from qbctl.db import connect, jobs, shape
 from qbctl.errors import CheckFailed, QbctlError, Unavailable
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
@@ -33,7 +34,7 @@ KNOWN = [("005930", 71000), ("000660", 178000), ("035420", 185000), ("035720", 4
          ("051910", 350000), ("006400", 380000), ("068270", 180000), ("105560", 78000), ("055550", 46000)]
 STRATEGY = "seed-momentum"
 LOGGER = "qbctl.seed"
-SEED_LOCK = 7_514_660_001  # pg_advisory_xact_lock key: two seeds take turns
+SEED_LOCK = 7_514_660_001  # pg_advisory_lock key: two seeds take turns
 SEEDED_DDL = """
 CREATE SCHEMA IF NOT EXISTS qbctl;
 CREATE TABLE IF NOT EXISTS qbctl.seeded (
@@ -94,6 +95,11 @@ class SeedResult(Result):
     seconds: float = 0.0
     market_data_rows_per_second: float = 0.0
     notes: list[str] = field(default_factory=list)  # what a reader should know (a job that failed all the same)
+    # TimescaleDB (empty without it): per hypertable with compression on, {chunks, compressed} as `db status`
+    # counts them; each continuous aggregate -> how it was refreshed and why; the policies' jobs seed ran.
+    compression: dict[str, dict] = field(default_factory=dict)
+    refreshed: dict[str, str] = field(default_factory=dict)
+    jobs_run: list[int] = field(default_factory=list)
     ok: bool = True
     error: QbctlError | None = None
 
@@ -143,57 +149,76 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
     rng = random.Random(42)
     total = len(syms)
     latest: dict[str, list] = {}
-    with connect.connect(settings, wait=30, autocommit=False, events=events) as conn:
+    with connect.connect(settings, wait=30, autocommit=True, events=events) as conn:
         if conn.execute("SELECT to_regclass('market_data') IS NULL").fetchone()[0]:
             raise CheckFailed(f"{settings.pg.masked()} has no market_data table", code="NOT_MIGRATED",
                               hint="run `qbctl db migrate` first")
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SEED_LOCK,))
-        conn.execute(SEEDED_DDL)
-        foreign = foreign_rows(conn, names)
-        if foreign and not options.yes:
-            raise _conflict(foreign)
-        result.kept = {sym: sum(n.values()) for sym, n in foreign.items()}
-        result.replaced = _clear(conn, names)
-        md = ind = 0
-        md_seconds = 0.0
-        with conn.cursor() as cur:
-            for i, (sym, p0) in enumerate(syms):
-                candles = list(_candles(sym, p0, stamps, rng))
-                lines = list(_indicator_lines(sym, candles))
-                taken = {"market_data": [minutes[k] for k in range(len(candles))],
-                         "technical_indicators": [minutes[k] for k in range(20, len(candles))]}
-                if sym in foreign:  # only with --yes: leave out the minutes its own rows hold
-                    busy = {t: _times(cur, t, sym, minutes) for t in MARKED}
-                    keep_md = [k for k, m in enumerate(taken["market_data"]) if m not in busy["market_data"]]
-                    keep_ind = [k for k, m in enumerate(taken["technical_indicators"])
-                                if m not in busy["technical_indicators"]]
-                    candles = [candles[k] for k in keep_md]
-                    lines = [lines[k] for k in keep_ind]
-                    taken = {"market_data": [taken["market_data"][k] for k in keep_md],
-                             "technical_indicators": [taken["technical_indicators"][k] for k in keep_ind]}
-                else:
-                    busy = {t: [] for t in MARKED}
-                payload = "".join(f"{t}\t{sym}\t1m\t{o}\t{h}\t{lo}\t{c}\t{v}\n" for t, o, h, lo, c, v in candles)
-                t1 = time.monotonic()  # the load rate: COPY itself, not the generation of the rows
-                with cur.copy("COPY market_data (time, symbol, timeframe, open, high, low, close, volume)"
-                              " FROM STDIN") as copy:
-                    copy.write(payload)
-                md_seconds += time.monotonic() - t1
-                md += len(candles)
-                with cur.copy("COPY technical_indicators (time, symbol, timeframe, name, value) FROM STDIN") as copy:
-                    copy.write("".join(lines))
-                ind += 2 * len(lines)
-                for table in MARKED:
-                    for first, last in runs(taken[table], sorted(busy[table])):
-                        cur.execute("INSERT INTO qbctl.seeded (tbl, symbol, timeframe, first_time, last_time)"
-                                    " VALUES (%s, %s, '1m', %s, %s)", (table, sym, first, last))
-                latest[sym] = candles[-settings["MAX_CANDLES_PER_SYMBOL"]:]
-                events(Event(Status.WORKING, f"seeding {sym}", done=i + 1, total=total))
-            result.rows["orders"], result.rows["trades"] = _trades(cur, syms, minutes, rng)
-            result.rows["system_logs"] = _logs(cur, minutes, rng)
-        conn.commit()
-        conn.autocommit = True  # a refresh cannot run inside a transaction block
-        bars = _refresh_bars(conn, events, result.notes)
+        # Two seeds take turns, their holds of the jobs included (a session lock: it ends with the connection).
+        conn.execute("SELECT pg_advisory_lock(%s)", (SEED_LOCK,))
+        held = shape.hold(conn, events)
+        try:
+            with conn.transaction():
+                conn.execute(SEEDED_DDL)
+                foreign = foreign_rows(conn, names)
+                if foreign and not options.yes:
+                    raise _conflict(foreign)
+                result.kept = {sym: sum(n.values()) for sym, n in foreign.items()}
+                result.replaced = _clear(conn, names)
+                md = ind = 0
+                md_seconds = 0.0
+                with conn.cursor() as cur:
+                    for i, (sym, p0) in enumerate(syms):
+                        candles = list(_candles(sym, p0, stamps, rng))
+                        lines = list(_indicator_lines(sym, candles))
+                        taken = {"market_data": [minutes[k] for k in range(len(candles))],
+                                 "technical_indicators": [minutes[k] for k in range(20, len(candles))]}
+                        if sym in foreign:  # only with --yes: leave out the minutes its own rows hold
+                            busy = {t: _times(cur, t, sym, minutes) for t in MARKED}
+                            keep_md = [k for k, m in enumerate(taken["market_data"])
+                                       if m not in busy["market_data"]]
+                            keep_ind = [k for k, m in enumerate(taken["technical_indicators"])
+                                        if m not in busy["technical_indicators"]]
+                            candles = [candles[k] for k in keep_md]
+                            lines = [lines[k] for k in keep_ind]
+                            taken = {"market_data": [taken["market_data"][k] for k in keep_md],
+                                     "technical_indicators": [taken["technical_indicators"][k] for k in keep_ind]}
+                        else:
+                            busy = {t: [] for t in MARKED}
+                        payload = "".join(f"{t}\t{sym}\t1m\t{o}\t{h}\t{lo}\t{c}\t{v}\n"
+                                          for t, o, h, lo, c, v in candles)
+                        t1 = time.monotonic()  # the load rate: COPY itself, not the generation of the rows
+                        with cur.copy("COPY market_data (time, symbol, timeframe, open, high, low, close, volume)"
+                                      " FROM STDIN") as copy:
+                            copy.write(payload)
+                        md_seconds += time.monotonic() - t1
+                        md += len(candles)
+                        with cur.copy("COPY technical_indicators (time, symbol, timeframe, name, value)"
+                                      " FROM STDIN") as copy:
+                            copy.write("".join(lines))
+                        ind += 2 * len(lines)
+                        for table in MARKED:
+                            for first, last in runs(taken[table], sorted(busy[table])):
+                                cur.execute("INSERT INTO qbctl.seeded (tbl, symbol, timeframe, first_time, last_time)"
+                                            " VALUES (%s, %s, '1m', %s, %s)", (table, sym, first, last))
+                        latest[sym] = candles[-settings["MAX_CANDLES_PER_SYMBOL"]:]
+                        events(Event(Status.WORKING, f"seeding {sym}", done=i + 1, total=total))
+                    result.rows["orders"], result.rows["trades"] = _trades(cur, syms, minutes, rng)
+                    result.rows["system_logs"] = _logs(cur, minutes, rng)
+            # The policies' jobs, outside a transaction (a refresh cannot run in one, a job commits per chunk).
+            shaped = shape.run(conn, held, minutes[0] if md else None, events,
+                               lambda name, view: _refresh(conn, held.ts, name, view, events))
+        except BaseException:
+            if not conn.closed:
+                jobs.release(connect.psycopg_rows(conn), held, after_error=True)
+            raise
+        shape.release(conn, held, result.notes)
+        bars = _bars(conn)
+    result.compression = {t: {"chunks": c["chunks"], "compressed": c["compressed"]} for t, c in shaped.chunks.items()}
+    result.refreshed, result.jobs_run = shaped.refreshed, shaped.jobs_run
+    for table, c in shaped.chunks.items():
+        if c["left"]:
+            result.notes.append(f"{table}: {c['left']} chunk(s) older than {c['compress_after']} are still not "
+                                "compressed after its compression policy's job ran: `qbctl db status` shows the job")
     result.rows["market_data"] = md
     result.rows["technical_indicators"] = ind
     result.rows.update(bars)
@@ -204,49 +229,16 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
     return result
 
 
-# The market_data seed writes (the one `market_data` names, as its COPY finds it), not a namesake in another schema.
-MARKET_DATA = ("(SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
-                " ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass('market_data'))")
-CAGGS_SQL = f"""
-SELECT view_name, format('%I.%I', view_schema, view_name) FROM timescaledb_information.continuous_aggregates
-WHERE (hypertable_schema, hypertable_name) = {MARKET_DATA} ORDER BY view_name
-"""
+MARKET_DATA = shape.MARKET_DATA  # the market_data seed writes (checks/load.py reads it too)
 
 
-def _refresh_bars(conn, events: Events, notes: list[str]) -> dict[str, int]:
-    """The continuous aggregates of market_data (sql/policies: 5-minute, hourly and daily bars) refreshed
-    over all of history, so that the seeded days are materialized; their rows.
-
-    Their refresh policies are held meanwhile (qbctl.db.jobs: a run under way ends first, none starts,
-    each is given back its next start), so that neither a policy's run nor seed's refresh fails the
-    other as "a concurrent refresh". A run that failed so all the same is run again and waited for."""
-    from qbctl.db import jobs
-
+def _bars(conn) -> dict[str, int]:
+    """The rows of each continuous aggregate of market_data (the 5-minute, hourly and daily bars)."""
     if not conn.execute("SELECT to_regclass('timescaledb_information.continuous_aggregates') IS NOT NULL"
                         ).fetchone()[0]:
         return {}
-    rows = connect.psycopg_rows(conn)
-    ts = timescale.extension_schema(rows)  # named: the search_path may leave it out
-
-    def waiting(ids: list[int]) -> None:
-        events(Event(Status.WAITING, f"TimescaleDB job {jobs.jobs_text(ids)} is refreshing the bars; waiting for "
-                                     "its run to end"))
-
-    held = jobs.hold(rows, jobs.REFRESH_OF.format(table=MARKET_DATA), said=waiting)
-    out = {}
-    try:
-        for name, view in conn.execute(CAGGS_SQL).fetchall():
-            events(Event(Status.WORKING, f"refreshing {name}"))
-            _refresh(conn, ts, name, view, events)
-            out[name] = conn.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
-    finally:
-        if not conn.closed:
-            jobs.release(rows, held)
-    failed = jobs.rerun_collisions(rows, held.jobs, held.began)
-    if failed:
-        notes.append(f"TimescaleDB job {jobs.jobs_text(failed)} failed during the refresh and again when run once "
-                     "more: `qbctl db status` shows why")
-    return out
+    return {name: conn.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
+            for name, view in conn.execute(shape.CAGGS_SQL).fetchall()}
 
 
 def _refresh(conn, ts: str, name: str, view: str, events: Events, wait: float = REFRESH_WAIT) -> None:

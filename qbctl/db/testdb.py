@@ -414,7 +414,8 @@ class Session:
 
     def _seed(self, settings: Settings, seed: tuple[int, int], tsdb: str | None) -> None:
         """db seed's data (no Redis) in a clone of the schema's template, compressed as production has
-        it: the chunks older than COMPRESSION_AFTER_DAYS, by the policies' own jobs."""
+        it: the chunks older than COMPRESSION_AFTER_DAYS, by the policies' own jobs. Run here, not by seed:
+        a template's jobs are paused (`_pause_jobs`), and seed leaves paused jobs alone."""
         from qbctl.db import seed as seeding
 
         result = seeding.seed(settings, seeding.SeedOptions(symbols=seed[0], days=seed[1], redis=False))

@@ -133,7 +133,7 @@ def test_seed_waits_for_a_refresh_policy_s_run_and_leaves_every_job_as_it_was(sc
         blocker.rollback()
     out, err = seed.communicate(timeout=120)
     assert seed.returncode == 0, out + err
-    assert f"TimescaleDB job {job} is refreshing the bars; waiting for its run to end" in err
+    assert f"TimescaleDB job {job} is running; waiting for its run to end before seed runs the policies" in err
     total, failures, status, _, _, _ = stats(url, job)
     assert total > runs and failures == 0 and status == "Success"  # its run ended by itself, not cancelled
     left = sql(url, "SELECT j.job_id, j.scheduled, s.next_start::text FROM timescaledb_information.jobs j"

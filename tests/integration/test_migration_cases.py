@@ -151,20 +151,20 @@ SELECT check_money();
 
 
 def test_a_runtime_error_has_the_line_detail_hint_and_context(database, project):
-    add(project, "0006_ok.sql", "CREATE TABLE committed_first (x int);\n")
-    add(project, "0007_runtime.sql", RUNTIME)
+    add(project, "0007_ok.sql", "CREATE TABLE committed_first (x int);\n")
+    add(project, "0008_runtime.sql", RUNTIME)
     proc = migrate(database, project, NO_TSDB)
     assert proc.returncode == 1
     out = json.loads(proc.stdout)
     err = out["error"]
     assert err["line"] == 9 and err["sqlstate"] == "P0001" and err["detail"] == "the table is empty"
     assert err["server_hint"] == "seed it first" and "PL/pgSQL function check_money() line 4 at RAISE" in err["context"]
-    assert "sql/schema/0006_ok.sql" in err["applied"] and [a["file"] for a in out["applied"]][-1] == \
-        "sql/schema/0006_ok.sql"
+    assert "sql/schema/0007_ok.sql" in err["applied"] and [a["file"] for a in out["applied"]][-1] == \
+        "sql/schema/0007_ok.sql"
     assert "committed_first" in tables(database) and "money" not in tables(database)
     human = qbctl("db", "migrate", NO_TSDB, env=env_for(database), cwd=project)
     lines = human.stderr.splitlines()
-    assert lines[0] == "error: sql/schema/0007_runtime.sql:9: P0001 no money"
+    assert lines[0] == "error: sql/schema/0008_runtime.sql:9: P0001 no money"
     assert lines[1:4] == ["  DETAIL: the table is empty", "  HINT: seed it first",
                           "  CONTEXT: PL/pgSQL function check_money() line 4 at RAISE"]
     assert lines[4].startswith("hint: the file was rolled back")

@@ -16,27 +16,27 @@ NO_TSDB = "--without-timescaledb"
 
 
 def test_a_file_wrapped_in_begin_commit_runs_as_one_transaction_with_its_row(database, project):
-    add(project, "0006_sqitch.sql", "-- Deploy audit (sqitch writes every deploy script this way)\nBEGIN;\n\n"
+    add(project, "0007_sqitch.sql", "-- Deploy audit (sqitch writes every deploy script this way)\nBEGIN;\n\n"
                                     "CREATE TABLE wrapped_a (x int);\nINSERT INTO wrapped_a VALUES (1);\n\nCOMMIT;\n")
-    add(project, "0007_start.sql", "START TRANSACTION ISOLATION LEVEL SERIALIZABLE;\n"
+    add(project, "0008_start.sql", "START TRANSACTION ISOLATION LEVEL SERIALIZABLE;\n"
                                    "DO $$ BEGIN IF current_setting('transaction_isolation') <> 'serializable' THEN\n"
                                    "  RAISE EXCEPTION 'the BEGIN''s modes were lost'; END IF; END $$;\n"
                                    "CREATE TABLE wrapped_b (x int);\nEND;\n")
     proc = migrate(database, project, NO_TSDB)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
-    assert [a["file"] for a in out["applied"]][-2:] == ["sql/schema/0006_sqitch.sql", "sql/schema/0007_start.sql"]
+    assert [a["file"] for a in out["applied"]][-2:] == ["sql/schema/0007_sqitch.sql", "sql/schema/0008_start.sql"]
     assert out["one_by_one"] == {}  # one transaction each, not statement by statement
     assert {"wrapped_a", "wrapped_b"} <= tables(database)
-    assert tracked(database, "0006_sqitch.sql") == tracked(database, "0007_start.sql") == [("applied", None)]
+    assert tracked(database, "0007_sqitch.sql") == tracked(database, "0008_start.sql") == [("applied", None)]
     # The tracking row is written inside the file's transaction: it commits with the file or not at all.
-    add(project, "0008_fails.sql", "BEGIN;\nCREATE TABLE wrapped_c (x int);\nINSERT INTO wrapped_c VALUES (1);\n"
+    add(project, "0009_fails.sql", "BEGIN;\nCREATE TABLE wrapped_c (x int);\nINSERT INTO wrapped_c VALUES (1);\n"
                                    "INSERT INTO wrapped_c VALUES ('x');\nCOMMIT;\n")
     failed = migrate(database, project, NO_TSDB)
     err = json.loads(failed.stdout)["error"]
     assert failed.returncode == 1 and err["code"] == "MIGRATION_FAILED" and err["line"] == 4
     assert "rolled back" in err["hint"]
-    assert "wrapped_c" not in tables(database) and tracked(database, "0008_fails.sql") == []
+    assert "wrapped_c" not in tables(database) and tracked(database, "0009_fails.sql") == []
 
 
 def test_a_file_wrapped_in_begin_commit_is_one_transaction_with_the_next_migrate_too(database, project):
