@@ -83,6 +83,14 @@ def require_project(settings: Settings, nothing_done: str) -> None:
 
 def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ignore) -> UpResult:
     require_project(settings, "nothing was started")
+    from qbctl.stack import warm
+
+    quick = warm.up(settings, options)  # nothing to do: said without the Docker SDK (stack/warm.py)
+    if quick is not None:
+        result, said = quick
+        for event in said:
+            events(event)
+        return result
     t0 = time.monotonic()
     timeout = options.timeout or settings["QBCTL_UP_TIMEOUT"]
     stack = build_stack(settings, options.profile)

@@ -57,9 +57,7 @@ def _take(project: str, events: Events, eng, ttl: float):
         with engine_lock(eng, project, events, ttl):
             yield
         return
-    folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
-    path = folder / f"qbctl-{os.getuid()}-{project}.lock"
-    with open(path, "a+") as f:
+    with open(local_path(project), "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -69,6 +67,12 @@ def _take(project: str, events: Events, eng, ttl: float):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def local_path(project: str) -> Path:
+    """The file a local engine's project lock is taken on (flock), on this machine."""
+    folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    return folder / f"qbctl-{os.getuid()}-{project}.lock"
 
 
 def holder_labels(ttl: float, now: float | None = None) -> dict[str, str]:
