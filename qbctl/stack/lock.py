@@ -16,7 +16,6 @@ import fcntl
 import getpass
 import os
 import socket
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -71,6 +70,8 @@ def _take(project: str, events: Events, eng, ttl: float):
 
 def local_path(project: str) -> Path:
     """The file a local engine's project lock is taken on (flock), on this machine."""
+    import tempfile  # here: a warm `up` (stack/warm.py) takes the lock without tempfile's imports
+
     folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
     return folder / f"qbctl-{os.getuid()}-{project}.lock"
 

@@ -115,13 +115,28 @@ def query(filters: dict) -> str:
     return quote(json.dumps(filters, separators=(",", ":")), safe="")
 
 
-def http_status(host: str, port: int, timeout: float = TIMEOUT) -> int | None:
-    """The status of GET / on host:port (a UI's readiness, as probes.http judges it); None when nothing
-    answers in HTTP/1.x."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+def http_statuses(endpoints: list[tuple[str, int]], timeout: float = TIMEOUT) -> list[int | None]:
+    """The status of GET / on each (host, port) (the UIs' readiness, as probes.http judges it: 200), None
+    where nothing answers in HTTP/1.x. All the requests go out before the first answer is read, so the
+    servers work at the same time."""
+    socks: list[socket.socket | None] = []
+    for host, port in endpoints:
+        try:
+            # bytes: a str host is encoded with the idna codec, whose import costs more than the request
+            sock = socket.create_connection((host.encode(), port), timeout=timeout)
             sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
-            first = b""
+            socks.append(sock)
+        except OSError:
+            socks.append(None)
+    return [_status_line(sock) for sock in socks]
+
+
+def _status_line(sock: socket.socket | None) -> int | None:
+    if sock is None:
+        return None
+    first = b""
+    try:
+        with sock:
             while b"\r\n" not in first and len(first) < 4096:
                 data = sock.recv(4096)
                 if not data:

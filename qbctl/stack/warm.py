@@ -31,7 +31,7 @@ HEALTH = ("healthy", "unhealthy", "health: starting")  # as the engine writes it
 
 def up(settings: Settings, options) -> tuple[object, list[Event]] | None:
     """(the UpResult, the events to replay) of an `up` with nothing to do; None when there may be
-    something to do or this cannot tell. `options` is lifecycle.UpOptions."""
+    something to do or this cannot tell. `options` is up_result.UpOptions."""
     try:
         return _up(settings, options)
     except (rawapi.RawUnavailable, QbctlError, KeyError, TypeError, ValueError, AttributeError):
@@ -108,12 +108,12 @@ def _look(api: rawapi.RawEngine, settings: Settings, options, stack, desired, t0
         return None
     from qbctl.stack import reach
 
-    services = []
+    services, probed = [], []
     for spec in desired:
         ports = [f"{p.host_ip}:{p.host}" for p in spec.ports]
         health = observed[spec.name].health
         if health == "healthy":
-            services.append((spec, ports, 0.0, "already ready"))
+            services.append([spec, ports, 0.0, "already ready"])
             continue
         if spec.healthcheck or health is not None or spec.probe != "http":
             return None  # starting, unhealthy: the ordinary path probes and waits
@@ -121,32 +121,35 @@ def _look(api: rawapi.RawEngine, settings: Settings, options, stack, desired, t0
         st = state.get("State") or {}
         if st.get("Status") != "running" or state.get("RestartCount", 0) or st.get("OOMKilled"):
             return None  # the ordinary path says what happened to it
+        services.append([spec, ports, None, "HTTP 200"])
         p = spec.ports[0]
-        host, port = reach.endpoint("0.0.0.0" if p.host_ip == "::" else p.host_ip, p.host, p.host_ip)
-        if rawapi.http_status(host, port) != 200:
-            return None
-        seconds = round(time.monotonic() - t0, 3)
-        events.append(Event(Status.DONE, f"ready in {seconds:.2f}s", spec.name))
-        services.append((spec, ports, seconds, "HTTP 200"))
+        probed.append(reach.endpoint("0.0.0.0" if p.host_ip == "::" else p.host_ip, p.host, p.host_ip))
+    if probed and any(status != 200 for status in rawapi.http_statuses(probed)):
+        return None  # not answering (yet): the ordinary path waits for it
+    seconds = round(time.monotonic() - t0, 3)
+    for entry in services:
+        if entry[2] is None:
+            entry[2] = seconds
+            events.append(Event(Status.DONE, f"ready in {seconds:.2f}s", entry[0].name))
     return stack, plan, services
 
 
 def _result(settings: Settings, found, t0: float, where: str):
-    from qbctl.stack import lifecycle
+    from qbctl.stack import up_result
 
     stack, plan, services = found
     results = []
     for spec, ports, seconds, detail in services:
-        res = lifecycle.ServiceResult(spec.name, spec.image, ports, action="keep", ready=True, seconds=seconds,
+        res = up_result.ServiceResult(spec.name, spec.image, ports, action="keep", ready=True, seconds=seconds,
                                       detail=detail)
         results.append(res)
     elapsed = round(time.monotonic() - t0, 3)
     timings = {"images": elapsed, "start": elapsed, "ready": elapsed}
-    result = lifecycle.UpResult(stack.project, results, str(plan), timings,
+    result = up_result.UpResult(stack.project, results, str(plan), timings,
                                 [{"service": n, "reason": why} for n, why in stack.external],
-                                lifecycle.urls(settings, [spec for spec, *_ in services]), ok=True,
+                                up_result.urls(settings, [spec for spec, *_ in services]), ok=True,
                                 engine={"where": where, "host": "this machine", "remote": False, "product": "docker",
                                         "rtt_ms": 0.0, "profile": stack.profile})
-    result.next = list(lifecycle.NEXT_COMMANDS)
+    result.next = list(up_result.NEXT_COMMANDS)
     return result
 

@@ -9,7 +9,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[2] / "qbctl"
 MODULES = sorted(PKG.rglob("*.py"))
 # May use typer / rich and write to streams: the edge, and the developers' docs generator.
-EDGE = {"cli.py", "output.py", "render.py", "context.py", "config/docs.py"}
+EDGE = {"cli.py", "launch.py", "output.py", "render.py", "context.py", "config/docs.py"}
 HEAVY = ("docker", "psycopg", "redis", "yaml", "rich")  # imported inside the functions that need them
 
 
