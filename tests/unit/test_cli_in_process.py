@@ -74,3 +74,15 @@ def test_an_unknown_command_is_click_s_usage_error_with_exit_2(run, capsys):
     code, out, err = run("upp")
     assert code == 2
     assert "No such command 'upp'" in capsys.readouterr().err  # click writes its usage errors itself
+
+
+def test_only_the_plain_forms_of_up_are_tried_before_typer_loads():
+    from qbctl import launch
+    from qbctl.stack.spec import SERVICES
+
+    assert launch.SERVICES == SERVICES
+    for argv in (["up"], ["up", "--json"], ["up", "--no-ui", "postgres", "redis"], ["up", "adminer", "--json"]):
+        assert launch.quick_form(argv), argv
+    for argv in ([], ["status"], ["up", "--timeout", "3"], ["up", "--profile", "production"], ["-p", "x", "up"],
+                 ["up", "--help"], ["up", "-h"], ["up", "mysql"], ["up", "--jsonx"], ["--project-dir", ".", "up"]):
+        assert not launch.quick_form(argv), argv
