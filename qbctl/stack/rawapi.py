@@ -46,16 +46,23 @@ class RawEngine:
         status, body = self.get(path)
         if status == 404 and missing_ok:
             return None
-        if status != 200:
-            raise RawUnavailable(f"GET {path}: HTTP {status}")
-        try:
-            return json.loads(body)
-        except ValueError:
-            raise RawUnavailable(f"GET {path}: not JSON") from None
+        return decode(status, body, path)
 
     def get(self, path: str) -> tuple[int, bytes]:
+        return self.get_many([path])[0]
+
+    def get_many(self, paths: list[str]) -> list[tuple[int, bytes]]:
+        """(status, body) of each GET, the requests sent at once and answered in turn on the connection
+        (HTTP/1.1 pipelining, which the engine's Go server serves in order): one wait, not one each."""
         try:
-            self._sock.sendall(f"GET {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: qbctl\r\n\r\n".encode())
+            self._sock.sendall(b"".join(f"GET {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: qbctl\r\n\r\n".encode()
+                                        for path in paths))
+        except OSError as exc:
+            raise RawUnavailable(f"GET {paths[0]}: {exc}") from None
+        return [self._answer(path) for path in paths]
+
+    def _answer(self, path: str) -> tuple[int, bytes]:
+        try:
             head = self._until(b"\r\n\r\n").decode("latin-1").split("\r\n")
             parts = head[0].split(" ", 2)
             if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
@@ -110,6 +117,16 @@ class RawEngine:
                 raise RawUnavailable("an answer larger than expected")
 
 
+def decode(status: int, body: bytes, path: str = "the engine"):
+    """An answer's JSON; RawUnavailable for any status but 200, or a body that is not JSON."""
+    if status != 200:
+        raise RawUnavailable(f"GET {path}: HTTP {status}")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise RawUnavailable(f"GET {path}: not JSON") from None
+
+
 def query(filters: dict) -> str:
     """The engine's `filters` query parameter (JSON, URL-encoded)."""
     return quote(json.dumps(filters, separators=(",", ":")), safe="")
@@ -117,17 +134,31 @@ def query(filters: dict) -> str:
 
 def http_statuses(endpoints: list[tuple[str, int]], timeout: float = TIMEOUT) -> list[int | None]:
     """The status of GET / on each (host, port) (the UIs' readiness, as probes.http judges it: 200), None
-    where nothing answers in HTTP/1.x. All the requests go out before the first answer is read, so the
-    servers work at the same time."""
+    where nothing answers in HTTP/1.x."""
+    return http_statuses_end(http_statuses_start(endpoints, timeout))
+
+
+def http_statuses_start(endpoints: list[tuple[str, int]], timeout: float = TIMEOUT) -> list[socket.socket | None]:
+    """Every request sent before any answer is read (http_statuses_end), so the servers work at the same
+    time, and while the caller does something else."""
     socks: list[socket.socket | None] = []
     for host, port in endpoints:
         try:
             # bytes: a str host is encoded with the idna codec, whose import costs more than the request
             sock = socket.create_connection((host.encode(), port), timeout=timeout)
+        except OSError:
+            socks.append(None)
+            continue
+        try:
             sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
             socks.append(sock)
         except OSError:
+            sock.close()
             socks.append(None)
+    return socks
+
+
+def http_statuses_end(socks: list[socket.socket | None]) -> list[int | None]:
     return [_status_line(sock) for sock in socks]
 
 

@@ -87,51 +87,66 @@ def _look(api: rawapi.RawEngine, settings: Settings, options, stack, desired, t0
             ids[service] = c["Id"]
     if any(s.name not in observed or observed[s.name].state != "running" for s in desired):
         return None  # before any other call: a stack that is down costs one list call here
-    images = {}
-    for spec in desired:
-        if spec.image not in images:
-            info = api.get_json(f"/images/{quote(spec.image, safe='/:')}/json", missing_ok=True)
-            if info is None:
-                return None  # to be pulled
-            images[spec.image] = info
+    # Services without a health check (the UIs) are probed as the ordinary path probes them: HTTP 200.
+    unprobed = [s for s in desired if observed[s.name].health != "healthy"]
+    if any(s.healthcheck or observed[s.name].health is not None or s.probe != "http" for s in unprobed):
+        return None  # starting, unhealthy: the ordinary path probes and waits
+    # Everything else in one batch: the images (their IDs; PostgreSQL's major), PostgreSQL's volumes, the
+    # restart count of each service to probe (a UI that restarted fails the ordinary path's wait).
+    image_refs = list(dict.fromkeys(s.image for s in desired))
     pg = next((s for s in desired if s.name == "postgres"), None)
-    if pg is not None:  # PostgreSQL's volume, chosen as lifecycle._pg_volume chooses it
-        env = dict(e.split("=", 1) for e in (images[pg.image].get("Config") or {}).get("Env") or [] if "=" in e)
-        found = api.get_json("/volumes?filters=" + rawapi.query(project_filter(stack.project, "postgres")))
-        existing = {v["Name"]: v.get("Labels") or {} for v in found.get("Volumes") or []}
-        volume = volumes.data_volume(stack.project, env.get("PG_MAJOR"), existing)
-        if volume != pg.volumes[0][0]:
-            stack = with_volume(stack, "postgres", volume)
-            desired = select(stack, list(options.services) or None, options.no_ui)
-    plan = make_plan(desired, observed, {img: info["Id"] for img, info in images.items()})
-    if plan.changes():
-        return None
-    from qbctl.stack import reach
-
-    services, probed = [], []
-    for spec in desired:
-        ports = [f"{p.host_ip}:{p.host}" for p in spec.ports]
-        health = observed[spec.name].health
-        if health == "healthy":
-            services.append([spec, ports, 0.0, "already ready"])
-            continue
-        if spec.healthcheck or health is not None or spec.probe != "http":
-            return None  # starting, unhealthy: the ordinary path probes and waits
-        state = api.get_json(f"/containers/{ids[spec.name]}/json")
-        st = state.get("State") or {}
-        if st.get("Status") != "running" or state.get("RestartCount", 0) or st.get("OOMKilled"):
-            return None  # the ordinary path says what happened to it
-        services.append([spec, ports, None, "HTTP 200"])
-        p = spec.ports[0]
-        probed.append(reach.endpoint("0.0.0.0" if p.host_ip == "::" else p.host_ip, p.host, p.host_ip))
-    if probed and any(status != 200 for status in rawapi.http_statuses(probed)):
+    paths = [f"/images/{quote(ref, safe='/:')}/json" for ref in image_refs]
+    if pg is not None:
+        paths.append("/volumes?filters=" + rawapi.query(project_filter(stack.project, "postgres")))
+    paths += [f"/containers/{ids[s.name]}/json" for s in unprobed]
+    answers = api.get_many(paths)
+    probing = _probe_start(unprobed)  # the UIs work on their answers while the engine's are read
+    try:
+        images = {}
+        for ref, (status, body) in zip(image_refs, answers, strict=False):
+            if status == 404:
+                return None  # to be pulled
+            images[ref] = rawapi.decode(status, body)
+        if pg is not None:  # PostgreSQL's volume, chosen as lifecycle._pg_volume chooses it
+            env = dict(e.split("=", 1) for e in (images[pg.image].get("Config") or {}).get("Env") or [] if "=" in e)
+            found = rawapi.decode(*answers[len(image_refs)])
+            existing = {v["Name"]: v.get("Labels") or {} for v in found.get("Volumes") or []}
+            volume = volumes.data_volume(stack.project, env.get("PG_MAJOR"), existing)
+            if volume != pg.volumes[0][0]:
+                stack = with_volume(stack, "postgres", volume)
+                desired = select(stack, list(options.services) or None, options.no_ui)
+        plan = make_plan(desired, observed, {ref: info["Id"] for ref, info in images.items()})
+        if plan.changes():
+            return None
+        for answer in answers[len(paths) - len(unprobed):]:
+            state = rawapi.decode(*answer)
+            st = state.get("State") or {}
+            if st.get("Status") != "running" or state.get("RestartCount", 0) or st.get("OOMKilled"):
+                return None  # the ordinary path says what happened to it
+    finally:
+        statuses = rawapi.http_statuses_end(probing)
+    if any(status != 200 for status in statuses):
         return None  # not answering (yet): the ordinary path waits for it
     seconds = round(time.monotonic() - t0, 3)
-    for entry in services:
-        if entry[2] is None:
-            entry[2] = seconds
-            events.append(Event(Status.DONE, f"ready in {seconds:.2f}s", entry[0].name))
+    services = []
+    for spec in desired:
+        ports = [f"{p.host_ip}:{p.host}" for p in spec.ports]
+        if spec in unprobed:
+            services.append((spec, ports, seconds, "HTTP 200"))
+            events.append(Event(Status.DONE, f"ready in {seconds:.2f}s", spec.name))
+        else:
+            services.append((spec, ports, 0.0, "already ready"))
     return stack, plan, services
+
+
+def _probe_start(specs) -> list:
+    from qbctl.stack import reach
+
+    endpoints = []
+    for spec in specs:
+        p = spec.ports[0]
+        endpoints.append(reach.endpoint("0.0.0.0" if p.host_ip == "::" else p.host_ip, p.host, p.host_ip))
+    return rawapi.http_statuses_start(endpoints)
 
 
 def _result(settings: Settings, found, t0: float, where: str):

@@ -21,11 +21,12 @@ def serve(tmp_path, answers: list[bytes]) -> str:
 
     def run():
         conn, _ = server.accept()
+        data = b""
         with conn, server:
             for answer in answers:
-                data = b""
-                while b"\r\n\r\n" not in data:
+                while b"\r\n\r\n" not in data:  # requests sent at once arrive in one read: one at a time
                     data += conn.recv(4096)
+                data = data.split(b"\r\n\r\n", 1)[1]
                 conn.sendall(answer)
 
     threading.Thread(target=run, daemon=True).start()
@@ -47,6 +48,17 @@ def test_a_length_then_chunks_then_a_404_on_one_connection(tmp_path):
         assert api.server == "Docker/20.10.24 (linux)"
         assert api.get_json("/volumes") == {"Volumes": [{"Name": "qb_pgdata"}]}
         assert api.get_json("/images/x/json", missing_ok=True) is None
+
+
+def test_requests_sent_at_once_are_answered_in_turn(tmp_path):
+    answers = [b"HTTP/1.1 200 OK\r\n" + DOCKER + b"Content-Length: %d\r\n\r\n" % len(b) + b
+               for b in (b'{"Id": "sha256:1"}', b'{"Id": "sha256:2"}', b'{"Volumes": null}')]
+    chunked = (b"HTTP/1.1 200 OK\r\n" + DOCKER + b"Transfer-Encoding: chunked\r\n\r\n"
+               b'11\r\n{"Volumes": null}\r\n0\r\n\r\n')
+    path = serve(tmp_path, [*answers[:2], chunked])
+    with rawapi.RawEngine(path) as api:
+        got = api.get_many(["/images/a/json", "/images/b/json", "/volumes"])
+    assert [rawapi.decode(*g) for g in got] == [{"Id": "sha256:1"}, {"Id": "sha256:2"}, {"Volumes": None}]
 
 
 @pytest.mark.parametrize("answer", [
