@@ -24,7 +24,7 @@ def quick_form(argv: list[str]) -> bool:
 
 def warm_up(argv: list[str], state) -> int | None:
     """The exit code of a warm `up` answered here, or None: the CLI runs it."""
-    from qbctl.errors import Interrupted, QbctlError
+    from qbctl.errors import Interrupted
 
     out = state.out
     out.json = "--json" in argv
@@ -37,10 +37,10 @@ def warm_up(argv: list[str], state) -> int | None:
 
         quick = warm.up(settings, UpOptions(services=tuple(a for a in argv[1:] if a in SERVICES),
                                             no_ui="--no-ui" in argv))
-    except QbctlError:
-        return None  # said by the CLI, in its words
     except KeyboardInterrupt:
         return out.fail(Interrupted(state.interrupted_message()))
+    except Exception:  # noqa: BLE001 - a QbctlError or a bug: the CLI runs it and says it in its words
+        return None
     if quick is None:
         return None
     result, said = quick

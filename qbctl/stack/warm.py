@@ -34,7 +34,7 @@ def up(settings: Settings, options) -> tuple[object, list[Event]] | None:
     something to do or this cannot tell. `options` is up_result.UpOptions."""
     try:
         return _up(settings, options)
-    except (rawapi.RawUnavailable, QbctlError, KeyError, TypeError, ValueError, AttributeError):
+    except (rawapi.RawUnavailable, QbctlError, OSError, KeyError, TypeError, ValueError, AttributeError):
         return None  # the ordinary path runs and says in words whatever is wrong
 
 
