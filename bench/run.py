@@ -36,6 +36,9 @@ IMAGES = {"timescale/timescaledb:latest-pg15": "qbctl-standin/postgres:test", "r
           "ghcr.io/joeferner/redis-commander:0.9.1": "qbctl-standin/redis-commander:test",  # qbctl's default
           "rediscommander/redis-commander:latest": "qbctl-standin/redis-commander:test"}  # the peer file's
 USER, PASSWORD, DB = "qb_user", "qb_pass", "qb_trading_dev"
+# Every project, container, volume and network of a run is named from this: engineers sharing an engine run
+# at once under names of their own (QBCTL_BENCH_PROJECT=qbNAME-bench).
+P = os.environ.get("QBCTL_BENCH_PROJECT", "qbbench")
 
 
 def sh(*cmd, env=None, cwd=None, check=True, timeout=600):
@@ -102,6 +105,19 @@ def wait_ready(pg_port: int, redis_port: int | None, timeout: float = 120) -> No
             time.sleep(0.01)
 
 
+def _wait_healthy(project: str, timeout: float = 60) -> None:
+    """Until every container of a qbctl project with a health check is healthy (the engine's first
+    check runs 5 s after a start)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ids = sh("docker", "ps", "-q", "--filter", f"label=io.qbctl.project={project}").stdout.split()
+        health = sh("docker", "inspect", "-f", "{{if .State.Health}}{{.State.Health.Status}}{{end}}", *ids).stdout
+        if ids and all(h in ("", "healthy") for h in health.split("\n")):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{project}: not healthy after {timeout:.0f}s")
+
+
 class Bench:
     def __init__(self, runs: int):
         self.runs = runs
@@ -113,7 +129,7 @@ class Bench:
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL"))}
         self.env.update({
-            "QBCTL_PROJECT": "qbbench", "NO_COLOR": "1",
+            "QBCTL_PROJECT": f"{P}", "NO_COLOR": "1",
             "DATABASE_URL": f"postgresql://{USER}:{PASSWORD}@localhost:{self.ports['pg']}/{DB}",
             "REDIS_URL": f"redis://localhost:{self.ports['redis']}/0",
             "QBCTL_ADMINER_PORT": str(self.ports["adminer"]),
@@ -195,27 +211,27 @@ class Bench:
     def _cold_floor(self) -> None:
         """A bare docker run of the PostgreSQL image until it answers a query."""
         started = time.perf_counter()
-        sh("docker", "run", "-d", "--name", "qbbench-floor", "-e", f"POSTGRES_USER={USER}", "-e",
+        sh("docker", "run", "-d", "--name", f"{P}-floor", "-e", f"POSTGRES_USER={USER}", "-e",
            f"POSTGRES_PASSWORD={PASSWORD}", "-e", f"POSTGRES_DB={DB}", "-p", f"127.0.0.1:{self.ports['pg']}:5432",
            "timescale/timescaledb:latest-pg15")
         wait_ready(self.ports["pg"], None)
         self.record("cold start to ready", "docker run (floor, postgres only)", time.perf_counter() - started)
-        sh("docker", "rm", "-f", "-v", "qbbench-floor")
+        sh("docker", "rm", "-f", "-v", f"{P}-floor")
 
     def _cold_floor2(self) -> None:
         """The same, with the options qbctl must use: a user network, a named volume, a memory limit."""
-        sh("docker", "network", "create", "qbbench-floor-net")
+        sh("docker", "network", "create", f"{P}-floor-net")
         started = time.perf_counter()
-        sh("docker", "run", "-d", "--name", "qbbench-floor", "-e", f"POSTGRES_USER={USER}", "-e",
+        sh("docker", "run", "-d", "--name", f"{P}-floor", "-e", f"POSTGRES_USER={USER}", "-e",
            f"POSTGRES_PASSWORD={PASSWORD}", "-e", f"POSTGRES_DB={DB}", "-p", f"127.0.0.1:{self.ports['pg']}:5432",
-           "--network", "qbbench-floor-net", "-v", "qbbench-floor-data:/var/lib/postgresql/data",
+           "--network", f"{P}-floor-net", "-v", f"{P}-floor-data:/var/lib/postgresql/data",
            "--memory", "300m", "--memory-swap", "300m", "timescale/timescaledb:latest-pg15")
         wait_ready(self.ports["pg"], None)
         self.record("cold start to ready", "docker run + network, volume, memory limit (floor 2)",
                     time.perf_counter() - started)
-        sh("docker", "rm", "-f", "-v", "qbbench-floor")
-        sh("docker", "volume", "rm", "qbbench-floor-data")
-        sh("docker", "network", "rm", "qbbench-floor-net")
+        sh("docker", "rm", "-f", "-v", f"{P}-floor")
+        sh("docker", "volume", "rm", f"{P}-floor-data")
+        sh("docker", "network", "rm", f"{P}-floor-net")
 
     def _cold_qbctl(self) -> None:
         """qbctl up: all four services ready."""
@@ -224,35 +240,43 @@ class Bench:
         self.q("reset", "--yes")
 
     def _cold_compose2(self) -> None:
-        seconds, _ = timed(self._compose(self.compose2, "qbbench-c2", "up", "-d", "--wait"))
+        seconds, _ = timed(self._compose(self.compose2, f"{P}-c2", "up", "-d", "--wait"))
         self.record("cold start to ready", "compose v2 up -d --wait", seconds)
-        timed(self._compose(self.compose2, "qbbench-c2", "down", "-v"))
+        timed(self._compose(self.compose2, f"{P}-c2", "down", "-v"))
 
     def _cold_compose1(self) -> None:
         """docker-compose v1 up -d, then the loop a user writes until PostgreSQL and Redis answer."""
         started = time.perf_counter()
-        timed(self._compose(self.compose1, "qbbench-c1", "up", "-d"))
+        timed(self._compose(self.compose1, f"{P}-c1", "up", "-d"))
         wait_ready(self.ports["pg"], self.ports["redis"])
         self.record("cold start to ready", "compose v1 up -d + wait loop", time.perf_counter() - started)
-        timed(self._compose(self.compose1, "qbbench-c1", "down", "-v"))
+        timed(self._compose(self.compose1, f"{P}-c1", "down", "-v"))
 
     def warm(self) -> None:
+        """`up` on a running stack, qbctl and Compose v2 side by side (A B A B ..., each on its own stack and
+        ports), once the engine's first health checks have run (a stack just started is not warm yet: qbctl
+        would probe it as `up` does right after a start); then docker-compose v1 on the same ports as v2."""
+        peer2 = self.tmp / "docker-compose.warm.yml"
+        text = self.peer.read_text()
+        for key in ("pg", "redis", "adminer", "commander"):
+            text = text.replace(f"127.0.0.1:{self.ports[key]}:", f"127.0.0.1:{free_port()}:")
+        peer2.write_text(text)
+        compose2 = [self.compose2, "-f", str(peer2), "-p", f"{P}-w2"]
         self.q("up")
+        timed([*compose2, "up", "-d", "--wait"])
+        _wait_healthy(self.env["QBCTL_PROJECT"])
         for _ in range(self.runs):
             seconds, _ = self.q("up")
             self.record("warm up (stack running)", "qbctl up", seconds,
                         rss=peak_rss([self.qbctl, "up"], self.env, ROOT))
+            self.record("warm up (stack running)", "compose v2 up -d", timed([*compose2, "up", "-d"])[0])
         self.q("down")
-        timed(self._compose(self.compose2, "qbbench-c2", "up", "-d", "--wait"))
-        for _ in range(self.runs):
-            self.record("warm up (stack running)", "compose v2 up -d",
-                        timed(self._compose(self.compose2, "qbbench-c2", "up", "-d"))[0])
-        timed(self._compose(self.compose2, "qbbench-c2", "down", "-v"))
-        timed(self._compose(self.compose1, "qbbench-c1", "up", "-d"))
+        timed([*compose2, "down", "-v"])
+        timed(self._compose(self.compose1, f"{P}-c1", "up", "-d"))
         for _ in range(self.runs):
             self.record("warm up (stack running)", "compose v1 up -d",
-                        timed(self._compose(self.compose1, "qbbench-c1", "up", "-d"))[0])
-        timed(self._compose(self.compose1, "qbbench-c1", "down", "-v"))
+                        timed(self._compose(self.compose1, f"{P}-c1", "up", "-d"))[0])
+        timed(self._compose(self.compose1, f"{P}-c1", "down", "-v"))
 
     def _peer_files(self) -> tuple[Path, Path]:
         """The same schema files (all but the TimescaleDB one) in dbmate's and yoyo's layouts."""
@@ -333,7 +357,7 @@ class Bench:
         for _ in range(self.runs):
             self.record("health, healthy stack", "qbctl health", self.q("health")[0],
                         rss=peak_rss([self.qbctl, "health"], self.env, ROOT))
-        sh("docker", "stop", "qbbench-redis")
+        sh("docker", "stop", f"{P}-redis")
         for _ in range(self.runs):
             self.record("health, redis down (check timeout 2 s)", "qbctl health", self.q("health", ok=(1,))[0])
         self.q("up")
@@ -428,7 +452,7 @@ class Bench:
     def budget(self) -> None:
         """`qbctl budget --load` on the backend's size of data, for three settings sets: predicted against
         measured peak per service, kills, latencies. Written to bench/budget.json and docs/benchmarks.md."""
-        env = {**self.env, "QBCTL_PROJECT": "qbbench-budget"}
+        env = {**self.env, "QBCTL_PROJECT": f"{P}-budget"}
         timed([self.qbctl, "up", "--no-ui"], env=env, cwd=ROOT)
         timed([self.qbctl, "db", "migrate"], env=env, cwd=ROOT)
         timed([self.qbctl, "db", "seed", "--symbols", "200", "--days", "30"], env=env, cwd=ROOT)
@@ -476,14 +500,14 @@ class Bench:
         lab = Lab(delay=0.025).start()  # enginevm-slow: 25 ms each way
         try:
             for added, host in (("+0 ms", "ssh://enginevm"), ("+50 ms", "ssh://enginevm-slow")):
-                env = {**lab.env(self.env, host=host), "QBCTL_PROJECT": "qbbench-remote"}
+                env = {**lab.env(self.env, host=host), "QBCTL_PROJECT": f"{P}-remote"}
                 case = f"over ssh {added}"
 
                 def q(*args, ok=(0,), env=env):
                     return timed(lab.wrap([self.qbctl, *args]), env=env, cwd=ROOT, ok=ok)
 
                 def c(*args, env=env):
-                    return timed(lab.wrap(self._compose(self.compose2, "qbbench-rc2", *args)), env=env, cwd=ROOT)
+                    return timed(lab.wrap(self._compose(self.compose2, f"{P}-rc2", *args)), env=env, cwd=ROOT)
 
                 for tool in ("qbctl up", "compose v2 up -d --wait"):
                     self.entry(f"cold up, {case}", tool)
@@ -535,8 +559,8 @@ class Bench:
                 settle("down", "-v")
         finally:
             subprocess.run(lab.wrap([self.qbctl, "reset", "--yes"]), env={**lab.env(self.env), "QBCTL_PROJECT":
-                                                                          "qbbench-remote"}, capture_output=True)
-            subprocess.run(lab.wrap(self._compose(self.compose2, "qbbench-rc2", "down", "-v")),
+                                                                          f"{P}-remote"}, capture_output=True)
+            subprocess.run(lab.wrap(self._compose(self.compose2, f"{P}-rc2", "down", "-v")),
                            env=lab.env(self.env), capture_output=True)
             lab.close()
         table = self.report() + "".join(f"\n\nfailed: {k}: {len(v)} time(s)" for k, v in failures.items())
@@ -567,11 +591,11 @@ class Bench:
 
     def cleanup(self) -> None:
         subprocess.run([self.qbctl, "reset", "--yes"], env=self.env, cwd=ROOT, capture_output=True)
-        for binary, project in ((self.compose2, "qbbench-c2"), (self.compose1, "qbbench-c1")):
+        for binary, project in ((self.compose2, f"{P}-c2"), (self.compose1, f"{P}-c1")):
             subprocess.run(self._compose(binary, project, "down", "-v"), capture_output=True)
-        subprocess.run(["docker", "rm", "-f", "-v", "qbbench-floor"], capture_output=True)
-        subprocess.run(["docker", "volume", "rm", "qbbench-floor-data"], capture_output=True)
-        subprocess.run(["docker", "network", "rm", "qbbench-floor-net"], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", "-v", f"{P}-floor"], capture_output=True)
+        subprocess.run(["docker", "volume", "rm", f"{P}-floor-data"], capture_output=True)
+        subprocess.run(["docker", "network", "rm", f"{P}-floor-net"], capture_output=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

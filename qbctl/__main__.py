@@ -1,3 +1,3 @@
-from qbctl.cli import run
+from qbctl.launch import run
 
 run()

@@ -5,7 +5,6 @@ tool can drive it). Only the console script, `run()`, leaves the process.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -114,17 +113,9 @@ def _main(args: list[str], state: AppState) -> int:
                                        hint="run again with --verbose for the traceback, and report it"))
 
 
-def run() -> None:
-    """The console script: run, flush, and leave without tearing the interpreter down.
+def run(state: AppState | None = None) -> None:
+    """Run the command line, flush, and leave (launch.leave: without tearing the interpreter down).
+    `state` is launch.run's when it tried a warm `up` first (settings read once)."""
+    from qbctl.launch import leave
 
-    Unloading psycopg, OpenSSL and the Docker SDK's session took 25-40 ms of every run (bench/)
-    and does nothing a finished command needs: connections are closed, files written through
-    context managers, and the only threads left are daemons (a health check that never answered).
-    """
-    code = main()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (qbctl ... | head): nothing more to say
-            pass
-    os._exit(int(code))
+    leave(main(state=state))

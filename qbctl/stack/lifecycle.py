@@ -17,46 +17,11 @@ from qbctl.stack import engine, ports, probes, reach, volumes
 from qbctl.stack.lock import project_lock
 from qbctl.stack.plan import Plan, make_plan
 from qbctl.stack.spec import ServiceSpec, Stack, build_stack, exposure_warnings, select, with_volume
+from qbctl.stack.up_result import NEXT_COMMANDS, ServiceResult, UpOptions, UpResult, urls  # noqa: F401 - used as lifecycle.*
 
 POLL = 0.03  # seconds between readiness probes
 STATE_EVERY = 0.25  # seconds between container state checks while waiting
 LOG_LINES = 20
-
-
-@dataclass(frozen=True, kw_only=True)
-class UpOptions:
-    services: tuple[str, ...] = ()  # empty: all
-    no_ui: bool = False
-    timeout: float | None = None  # None: QBCTL_UP_TIMEOUT
-    profile: str | None = None  # None: QBCTL_PROFILE
-
-
-@dataclass
-class ServiceResult:
-    name: str
-    image: str
-    ports: list[str]
-    action: str = "keep"
-    ready: bool = False
-    seconds: float | None = None
-    detail: str = ""
-    exit_code: int | None = None
-    oom_killed: bool = False
-    logs: list[str] = field(default_factory=list)
-
-
-@dataclass
-class UpResult(Result):
-    project: str
-    services: list[ServiceResult]
-    plan: str
-    timings: dict[str, float]
-    external: list[dict]
-    urls: dict[str, str] = field(default_factory=dict)  # where things are: the two URLs (masked), the UIs
-    next: list[str] = field(default_factory=list)  # the commands a user runs next
-    ok: bool = False
-    error: QbctlError | None = None
-    engine: dict = field(default_factory=dict)  # where the stack runs: {"url", "host", "remote", "product", ...}
 
 
 def engine_facts(eng: engine.Engine, stack: Stack | None = None) -> dict:
@@ -83,6 +48,14 @@ def require_project(settings: Settings, nothing_done: str) -> None:
 
 def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ignore) -> UpResult:
     require_project(settings, "nothing was started")
+    from qbctl.stack import warm
+
+    quick = warm.up(settings, options)  # nothing to do: said without the Docker SDK (stack/warm.py)
+    if quick is not None:
+        result, said = quick
+        for event in said:
+            events(event)
+        return result
     t0 = time.monotonic()
     timeout = options.timeout or settings["QBCTL_UP_TIMEOUT"]
     stack = build_stack(settings, options.profile)
@@ -183,27 +156,6 @@ def _timescaledb_behind(settings: Settings, events: Events) -> None:
     warning = volumes.timescaledb_behind(settings.pg.dbname, *(found or (None, None)))
     if warning:
         events(Event(Status.WARNING, warning, "postgres"))
-
-
-NEXT_COMMANDS = ["qbctl db migrate", "qbctl db seed", "qbctl status", "qbctl down"]
-
-
-def urls(settings: Settings, ready: list[ServiceSpec]) -> dict[str, str]:
-    """Where each ready service is: DATABASE_URL and REDIS_URL (masked), the UIs' addresses, Adminer's
-    with a login prefilled for this stack (PostgreSQL, server `postgres`, the URL's user and database)."""
-    from urllib.parse import urlencode
-
-    out = {"DATABASE_URL": settings.pg.masked(), "REDIS_URL": settings.redis.masked()}
-    for spec in ready:
-        if not spec.ui:
-            continue
-        p = spec.ports[0]
-        host = "127.0.0.1" if p.host_ip in ("0.0.0.0", "::") else p.host_ip
-        base = f"http://{f'[{host}]' if ':' in host else host}:{p.host}/"
-        if spec.name == "adminer":
-            base += "?" + urlencode({"pgsql": "postgres", "username": settings.pg.user, "db": settings.pg.dbname})
-        out[spec.name] = base
-    return out
 
 
 def _pg_volume(eng: engine.Engine, stack: Stack, desired: list[ServiceSpec], images: dict[str, dict]) -> Stack:

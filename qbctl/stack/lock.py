@@ -16,7 +16,6 @@ import fcntl
 import getpass
 import os
 import socket
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -57,9 +56,7 @@ def _take(project: str, events: Events, eng, ttl: float):
         with engine_lock(eng, project, events, ttl):
             yield
         return
-    folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
-    path = folder / f"qbctl-{os.getuid()}-{project}.lock"
-    with open(path, "a+") as f:
+    with open(local_path(project), "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -69,6 +66,14 @@ def _take(project: str, events: Events, eng, ttl: float):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def local_path(project: str) -> Path:
+    """The file a local engine's project lock is taken on (flock), on this machine."""
+    import tempfile  # here: a warm `up` (stack/warm.py) takes the lock without tempfile's imports
+
+    folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    return folder / f"qbctl-{os.getuid()}-{project}.lock"
 
 
 def holder_labels(ttl: float, now: float | None = None) -> dict[str, str]:

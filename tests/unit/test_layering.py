@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parents[2] / "qbctl"
 MODULES = sorted(PKG.rglob("*.py"))
 # May use typer / rich and write to streams: the edge, and the developers' docs generators (the settings table, the
 # command reference, which reads the Typer app).
-EDGE = {"cli.py", "output.py", "render.py", "context.py", "config/docs.py", "reference.py"}
+EDGE = {"cli.py", "launch.py", "output.py", "render.py", "context.py", "config/docs.py", "reference.py"}
 HEAVY = ("docker", "psycopg", "redis", "yaml", "rich")  # imported inside the functions that need them
 
 
