@@ -206,7 +206,7 @@ def seed(out: Output, result) -> None:
         out.para(f"no KRX session minute in the last {result.days} day(s) (sessions are 09:00-15:30 KST on "
                     "weekdays): nothing to seed; pass a larger --days")
     for view, how in (result.refreshed or {}).items():
-        out.line(f"{view}: refreshed {how}")
+        out.para(f"{view}: refreshed {how}")
     for table, c in (result.compression or {}).items():
         out.line(f"{table}: {c['compressed']} of {c['chunks']} chunks compressed")
     plural = "" if result.symbols == 1 else "s"

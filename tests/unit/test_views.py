@@ -23,6 +23,7 @@ from qbctl.config.envcheck import EnvCheckResult
 from qbctl.db.lint_run import LintResult
 from qbctl.db.migrate import MigrateResult
 from qbctl.db.new import NewResult
+from qbctl.db.rehearse import RehearseResult
 from qbctl.db.reset import DbResetResult
 from qbctl.db.seed import SeedResult
 from qbctl.errors import CheckFailed
@@ -107,6 +108,27 @@ def _failed(result):
     return result
 
 
+def _rehearsed(ok=True):
+    locks = [{"table": "market_data", "mode": "AccessExclusiveLock", "seconds": 41.2, "line": 3,
+              "says": "an AccessExclusiveLock on market_data for 41 s blocks the collector's inserts and every read "
+                      "of it for 41 s"},
+             {"table": "orders", "mode": "RowExclusiveLock", "seconds": 0.1, "line": 5, "says": ""}]
+    statements = [
+        {"line": 3, "ok": True, "ms": 41200.0, "text": "ALTER TABLE market_data ADD COLUMN venue text NOT NULL ...",
+         "rows": {"market_data": {"updated": 1640000}}, "rewritten": {"market_data": 22},
+         "decompressed": {"market_data": 15}, "locks": {"market_data": "AccessExclusiveLock"}},
+        {"line": 5, "ok": ok, "ms": 0.4, "text": "UPDATE orders SET venue = 'KRX'",
+         **({} if ok else {"error": "sql/schema/0007_venue.sql:5: 42703 column \"venue\" does not exist"})}]
+    return RehearseResult(
+        DB, copy={"method": "pg_basebackup into a scratch container (the same image, TimescaleDB's jobs off)",
+                  "where": "container qb-postgres-rehearse on this machine's engine", "seconds": 3.2,
+                  "source_bytes": 326 * 2**20},
+        files=[{"file": "sql/schema/0007_venue.sql", "ok": ok, "ms": 41201, "statements": statements,
+                "locks": locks}],
+        not_run=[] if ok else ["sql/policies/020_compression.sql"], up_to_date=6, copy_seconds=3.2,
+        apply_seconds=41.3, seconds=44.9, dropped=True, ok=ok)
+
+
 CASES = {
     "up": (views.up, lambda: up_result()[0]),
     "down": (views.down, lambda: lifecycle.DownResult("qb", ["qb-postgres", "qb-redis"], network_removed=True)),
@@ -123,6 +145,9 @@ CASES = {
         one_by_one={"sql/schema/0007_index.sql": "CREATE INDEX CONCURRENTLY cannot run in a transaction"},
         up_to_date=5, seconds=0.05)),
     "migrate-failed": (views.migrate, lambda: _failed(_migrate())),
+    "rehearse": (views.rehearse, _rehearsed),
+    "rehearse-failed": (views.rehearse, lambda: _failed(_rehearsed(ok=False))),
+    "rehearse-nothing": (views.rehearse, lambda: RehearseResult(DB, up_to_date=6, seconds=0.2)),
     "lint": (views.lint, lambda: LintResult(
         files=["sql/schema/0006_orders.sql"], findings=[
             {"file": "sql/schema/0006_orders.sql", "line": 4, "severity": "error", "rule": "adding-not-null-column",
@@ -136,6 +161,12 @@ CASES = {
         DB, 10, 30, rows={"market_data": 1640000, "technical_indicators": 3270000, "orders": 0},
         replaced={"market_data": 82000, "orders": 0}, kept={"005930": 390}, redis_keys=5400, seconds=4.25,
         market_data_rows_per_second=477965, notes=["TimescaleDB's jobs were held while seed wrote"])),
+    "seed-shaped": (views.seed, lambda: SeedResult(
+        DB, 10, 30, rows={"market_data": 1640000}, seconds=6.1, market_data_rows_per_second=412000,
+        compression={"market_data": {"chunks": 22, "compressed": 15}, "trades": {"chunks": 5, "compressed": 3}},
+        refreshed={"market_data_1d": "over all of history (refresh_continuous_aggregate): its refresh "
+                                     "policy's window, the last 5 days, does not reach the oldest seeded minute"},
+        jobs_run=[1016, 1019, 1020])),
     "seed-nothing": (views.seed, lambda: SeedResult(DB, 1, 1, rows={"market_data": 0}, seconds=0.1)),
     "db-status": (views.db_status, lambda: dataclasses.replace(db_status_result()[0],
                                                               timescaledb_available="2.28.4")),
@@ -155,7 +186,9 @@ CASES = {
         invalid=[{"key": "POSTGRES_WORK_MEM", "value": "4 MiB", "problem": "not a size: write 4MB"}], defaults=31,
         ok=False)),
     "env-check-ok": (views.env_check, lambda: EnvCheckResult(Path("/home/dev/qb/.env"), None, defaults=31)),
-    "config": (views.config, lambda: config_result()[0]),
+    # the schema folder is where qbctl is checked out: a fixed one, so the text does not depend on the clone
+    "config": (views.config, lambda: dataclasses.replace(config_result()[0],
+                                                         schema="/home/dev/qb/tools/qbctl/sql (shipped with qbctl)")),
     "compose": (views.compose, lambda: ComposeResult(Path("/home/dev/qb/docker-compose.yml"), written=True)),
     "snapshot": (views.snapshot, _snapshot),
     "snapshot-skipped": (views.snapshot, lambda: SnapshotResult("auto-20261127-0800", skipped="the stack holds no "
