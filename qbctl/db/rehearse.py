@@ -125,7 +125,7 @@ class _Home:
     @property
     def engine(self) -> str:
         tgt = self.eng.target
-        return f"this machine's engine ({tgt.url})" if tgt.kind == "local" else f"the engine at {tgt.url}"
+        return f"this machine's engine ({tgt.url})" if tgt.kind == "local" else f"your engine at {tgt.url}"
 
 
 def _server(settings: Settings, options: RehearseOptions):
