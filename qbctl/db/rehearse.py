@@ -283,6 +283,8 @@ def _copy_physical(pg, stack, home: _Home, settings: Settings, size: int, result
         try:
             if cid is not None:
                 eng.remove_container(cid, timeout=0)
+            else:  # interrupted before run_helper returned its id: found by name and label
+                eng.remove_helper(stack.project, name, "rehearse")
             _end_sessions(settings, app)
             result.dropped = True
         finally:
