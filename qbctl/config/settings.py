@@ -65,6 +65,16 @@ def _address(text: str) -> str:
     return text
 
 
+def _engine(text: str) -> str:
+    from qbctl.stack import target
+
+    try:
+        return target.parse(text, "the setting").url
+    except Exception:  # noqa: BLE001 - Unavailable: its words are the hint below
+        raise ValueError("expected an engine address: unix:///var/run/docker.sock, tcp://HOST:2375 or "
+                         "ssh://[USER@]HOST[:PORT]") from None
+
+
 def _text(text: str) -> str:
     return text
 
@@ -81,6 +91,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "seconds": _int_range(1, 3600),
     "image": _image,
     "address": _address,
+    "engine": _engine,
     "environment": _choice("development", "test", "staging", "production"),
     "profile": _choice("development", "production"),
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
@@ -151,6 +162,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("QBCTL_SNAPSHOT_KEEP", "5", "count",
       "automatic snapshots kept (taken before reset, db reset and restore); the oldest beyond this are "
       "removed, named snapshots never"),
+    S("QBCTL_REHEARSE_DOCKER_HOST", "unix:///var/run/docker.sock", "engine",
+      "the engine where `db migrate --rehearse` builds its copy when the project's engine is remote (ssh://, "
+      "tcp://): your own, never the VM's",
+      why="a copy of the VM's database built on the VM would sit beside the live one within its 1 GB; the copy is "
+          "streamed through the ssh tunnel into a container of this engine instead (docs/rehearse.md)"),
     S("QBCTL_BUDGET_TOTAL", "1GB", "size", "memory of the production VM"),
     S("QBCTL_BUDGET_OS", "200MB", "size", "share of the OS and system services"),
     S("QBCTL_BUDGET_POSTGRES", "300MB", "size", "share of PostgreSQL (its container's memory limit)"),

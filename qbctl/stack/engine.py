@@ -116,6 +116,18 @@ def connect() -> Engine:
         return eng
 
 
+def connect_to(url: str, source: str) -> Engine:
+    """An engine other than the project's, named by a URL as DOCKER_HOST names one (`source`: the setting it
+    came from): the developer's own engine, where a remote project's rehearsal copy runs. Cached as connect's."""
+    tgt = target.parse(url, source)
+    with _engines_lock:
+        eng = _engines.get(tgt.url)
+        if eng is None or not eng.usable:
+            eng = _open(tgt)
+            _engines[tgt.url] = eng
+        return eng
+
+
 def forget() -> None:
     """Drop the engines of this run (their tunnels are closed by ssh.close_all)."""
     with _engines_lock:
@@ -236,6 +248,7 @@ class Engine:
         self.rtt = rtt  # seconds per round trip, measured with the engine's ping (0 for a local engine)
         self._product: str | None = None
         self._cache_reads: dict[str, tuple[float, int | None]] = {}  # Podman: container -> (when, page cache)
+        self.last_pull_error = ""
 
     @property
     def remote(self) -> bool:
@@ -562,6 +575,21 @@ class Engine:
         except ImageNotFound:
             return None
 
+    def pull_reference(self, reference: str) -> dict | None:
+        """Pull an image by its full reference (repo@sha256:digest); its inspect data, or None when the
+        engine cannot get it (the reason in `last_pull_error`)."""
+        from docker.errors import APIError, DockerException
+
+        repo, _, digest = reference.partition("@")
+        try:
+            for event in self._api.pull(repo, tag=digest or "latest", stream=True, decode=True):
+                if "error" in event:
+                    raise APIError(event["error"])
+        except (DockerException, OSError) as exc:
+            self.last_pull_error = str(getattr(exc, "explanation", None) or exc)[:300]
+            return None
+        return self.image_info(reference)
+
     def pull(self, spec: ServiceSpec, events: Events = ignore) -> dict:
         """Pull spec.image (progress as `pulling` events with bytes) and return its inspect data; on
         failure name the image and the setting."""
@@ -685,11 +713,11 @@ class Engine:
     def run_helper(self, project: str, name: str, image: str, purpose: str, *, command: list[str],
                    environment: dict[str, str], binds: dict[str, str], mem_limit: int | None = None,
                    entrypoint: list[str] | None = None, publish: int | None = None,
-                   before_start: Callable[[str], None] | None = None) -> str:
+                   publish_ip: str = "127.0.0.1", before_start: Callable[[str], None] | None = None) -> str:
         """Start a temporary container of this project (no ports, no network): a server on a volume
         for a snapshot or an upgrade. Labelled as a helper, so `up` and `status` leave it alone and
         `reset` removes it; a leftover of an earlier run under the same name is replaced.
-        `publish`: a container port published on a free port of 127.0.0.1 (`published_port` tells which);
+        `publish`: a container port published on a free port of `publish_ip` (`published_port` tells which);
         `before_start(id)`: called between create and start (files put in place); the container is
         removed when it fails."""
         from docker.errors import APIError, NotFound
@@ -704,7 +732,7 @@ class Engine:
         host_config = api.create_host_config(
             binds={vol: {"bind": path, "mode": "rw"} for vol, path in binds.items()},
             mem_limit=mem_limit, memswap_limit=mem_limit,
-            **({"port_bindings": {publish: ("127.0.0.1", None)}} if publish else {"network_mode": "none"}))
+            **({"port_bindings": {publish: (publish_ip, None)}} if publish else {"network_mode": "none"}))
         cid = None
         try:
             cid = api.create_container(image, command=command, name=name, environment=environment,
