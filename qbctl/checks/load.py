@@ -129,7 +129,7 @@ class Runner:
         eng = engine.connect()
         found = {c.service: c for c in eng.containers(self.settings.project, running_only=True)}
         missing = [s for s in ("postgres", "redis") if s not in found
-                   and getattr(self.settings, "pg" if s == "postgres" else "redis").is_local]
+                   and (self.settings.pg if s == "postgres" else self.settings.redis).is_local]
         if missing:
             raise Unavailable(f"{', '.join(missing)} of project {self.settings.project} not running",
                               code="NOT_RUNNING", hint="`qbctl up` starts the stack; then `qbctl db seed`")

@@ -38,7 +38,7 @@ def dsn(settings: Settings, dbname: str | None = None, local_port: int | None = 
     pg = settings.pg
     if local_port is not None:
         return pg.dsn(host="127.0.0.1", port=local_port, dbname=dbname)
-    host, port = endpoint(pg.host, pg.port, settings["QBCTL_BIND_ADDRESS"])
+    host, port = endpoint(pg.host, pg.port, settings.values.qbctl_bind_address)
     return pg.dsn(host=host, port=port, dbname=dbname)
 
 
@@ -227,7 +227,7 @@ def redis_client(settings: Settings, timeout: float = 2.0, name: str | None = No
     from qbctl.stack.reach import endpoint
 
     rd = settings.redis
-    host, port = endpoint(rd.host, rd.port, settings["QBCTL_BIND_ADDRESS"])
+    host, port = endpoint(rd.host, rd.port, settings.values.qbctl_bind_address)
     return redis.Redis(host=host, port=port, db=rd.db, username=rd.username or None,
                        password=rd.password or None, socket_timeout=timeout, socket_connect_timeout=timeout,
                        retry=Retry(NoBackoff(), 0), client_name=name, single_connection_client=name is not None)

@@ -200,7 +200,7 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
                             for first, last in runs(taken[table], sorted(busy[table])):
                                 cur.execute("INSERT INTO qbctl.seeded (tbl, symbol, timeframe, first_time, last_time)"
                                             " VALUES (%s, %s, '1m', %s, %s)", (table, sym, first, last))
-                        latest[sym] = candles[-settings["MAX_CANDLES_PER_SYMBOL"]:]
+                        latest[sym] = candles[-settings.values.max_candles_per_symbol:]
                         events(Event(Status.WORKING, f"seeding {sym}", done=i + 1, total=total))
                     result.rows["orders"], result.rows["trades"] = _trades(cur, syms, minutes, rng)
                     result.rows["system_logs"] = _logs(cur, minutes, rng)
@@ -383,7 +383,7 @@ def _redis(settings: Settings, latest: dict[str, list]) -> int:
 
     rd = settings.redis
     client = connect.redis_client(settings, timeout=5)
-    cap = settings["MAX_CANDLES_PER_SYMBOL"]
+    cap = settings.values.max_candles_per_symbol
     try:
         pipe = client.pipeline(transaction=False)
         for sym, candles in latest.items():

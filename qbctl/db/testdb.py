@@ -124,7 +124,7 @@ def checksum(sql: list[files.SqlFile], without_timescaledb: bool, timescaledb: s
 def with_database(settings: Settings, dbname: str) -> Settings:
     """The settings with DATABASE_URL naming another database on the same server (for migrate, seed)."""
     pg = dataclasses.replace(settings.pg, dbname=dbname)
-    return dataclasses.replace(settings, values={**settings.values, "DATABASE_URL": pg})
+    return dataclasses.replace(settings, values=dataclasses.replace(settings.values, database_url=pg))
 
 
 def url(settings: Settings, dbname: str) -> str:

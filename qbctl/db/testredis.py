@@ -33,7 +33,7 @@ HELD = "-held"  # the suffix of a holder whose claim stands
 
 def with_db(settings: Settings, index: int) -> Settings:
     redis = dataclasses.replace(settings.redis, db=index)
-    return dataclasses.replace(settings, values={**settings.values, "REDIS_URL": redis})
+    return dataclasses.replace(settings, values=dataclasses.replace(settings.values, redis_url=redis))
 
 
 def url(settings: Settings, index: int) -> str:
@@ -43,7 +43,7 @@ def url(settings: Settings, index: int) -> str:
     from qbctl.stack.reach import endpoint
 
     rd = settings.redis
-    host, port = endpoint(rd.host, rd.port, settings["QBCTL_BIND_ADDRESS"])
+    host, port = endpoint(rd.host, rd.port, settings.values.qbctl_bind_address)
     auth = ""
     if rd.username or rd.password:
         auth = quote(rd.username, safe="") + (":" + quote(rd.password, safe="") if rd.password else "") + "@"

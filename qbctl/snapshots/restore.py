@@ -103,7 +103,7 @@ def restore(settings: Settings, options: RestoreOptions, events: Events = ignore
             result.redis = _restore_redis(eng, stack.project, entry, meta["redis"], events)
         elif meta.get("redis"):
             result.notes.append("the snapshot holds Redis data, but REDIS_URL points elsewhere: left out")
-    store.prune(settings, settings["QBCTL_SNAPSHOT_KEEP"], protect=(entry.name,))
+    store.prune(settings, settings.values.qbctl_snapshot_keep, protect=(entry.name,))
     result.seconds = round(time.monotonic() - t0, 3)
     return result
 

@@ -124,7 +124,7 @@ def take_with(eng: engine.Engine, settings: Settings, options: SnapshotOptions, 
     result.path = str(store.folder(settings) / name)
     result.restore_command = f"qbctl restore {name}"
     if prune:
-        result.pruned = store.prune(settings, settings["QBCTL_SNAPSHOT_KEEP"])
+        result.pruned = store.prune(settings, settings.values.qbctl_snapshot_keep)
     result.seconds = round(time.monotonic() - t0, 3)
     events(Event(Status.DONE, f"snapshot {name} taken in {result.seconds:.1f}s"))
     return result
@@ -345,7 +345,7 @@ class SnapshotList(Result):
 
 def listing(settings: Settings) -> SnapshotList:
     """Every snapshot of the project, oldest first; a damaged one with its problem."""
-    result = SnapshotList(str(store.folder(settings)), settings["QBCTL_SNAPSHOT_KEEP"])
+    result = SnapshotList(str(store.folder(settings)), settings.values.qbctl_snapshot_keep)
     for e in store.entries(settings):
         meta = e.meta or {}
         pg, rd = meta.get("postgres") or {}, meta.get("redis") or {}
