@@ -133,6 +133,7 @@ def _unreachable(settings: Settings, text: str) -> QbctlError:
         reason = "connection refused"
     elif "timeout expired" in text:
         reason = "no answer within the timeout"
+    err: QbctlError
     if bad_url(text):
         err = url_error(text, where)
     elif "password authentication failed" in text:

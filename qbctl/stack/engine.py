@@ -139,7 +139,7 @@ def _open(tgt: target.Target) -> Engine:
         elif tgt.source in ("DOCKER_HOST", "the default"):
             client = docker.from_env(version="auto", timeout=CONNECT_TIMEOUT)  # DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
         else:
-            tls = False
+            tls: bool | docker.TLSConfig = False
             if tgt.tls:
                 from docker.tls import TLSConfig
 
@@ -148,7 +148,7 @@ def _open(tgt: target.Target) -> Engine:
             client = docker.DockerClient(base_url=tgt.url, tls=tls, version="auto", timeout=CONNECT_TIMEOUT)
     except (DockerException, OSError, requests.RequestException) as exc:
         reason = _reason(exc)
-        if tunnel is not None:
+        if tunnel is not None and tgt.ssh is not None:
             reason = _tunnel_reason(tunnel, tgt.ssh.socket) or reason
         raise Unavailable(f"cannot reach the Docker engine at {where}: {reason}", code="DOCKER_UNAVAILABLE",
                           hint="is the Docker daemon running? Start it, or point DOCKER_HOST / "
@@ -508,7 +508,8 @@ class Engine:
         except NotFound:
             return None
         reader = _IterReader(stream)
-        archive = tarfile.open(fileobj=reader, mode="r|")
+        # (typeshed asks any fileobj for write, tell, seek and close; stream mode "r|" only reads)
+        archive = tarfile.open(fileobj=reader, mode="r|")  # type: ignore[call-overload]
         member = next(iter(archive), None)
         if member is None or not member.isfile():
             return None
