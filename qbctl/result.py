@@ -37,7 +37,8 @@ class Result:
         assert isinstance(d, dict)  # a dataclass's fields
         return {"ok": d.pop("ok"), **d}
 
-    def fail(self, error: QbctlError) -> None:
+    def fail(self, error: QbctlError | None) -> None:
+        """Not ok, for `error` (None: failed with no error of its own; exit code 1)."""
         self.ok, self.error = False, error
 
     @property

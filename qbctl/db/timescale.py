@@ -195,7 +195,7 @@ def _declare(d: Declared, text: str) -> None:
             dim = _arg(pos, named, 1, "dimension", "time_column_name")
             by_range = re.match(r"^by_range\s*\(", dim or "", re.I)
             if by_range:
-                dpos, dnamed = _call_args(dim, by_range.end())
+                dpos, dnamed = _call_args(dim or "", by_range.end())
                 column = _value(_arg(dpos, dnamed, 0, "column_name"))
                 interval = _value(_arg(dpos, dnamed, 1, "partition_interval"))
             else:
@@ -207,9 +207,9 @@ def _declare(d: Declared, text: str) -> None:
             d.hypertables[table] = (d.hypertables[table][0], _value(_arg(pos, named, 1, "chunk_time_interval")))
         elif fn.startswith("add_") and fn != "add_continuous_aggregate_policy":
             kind = "retention" if "retention" in fn else "compression"
-            after = _arg(pos, named, 1, "compress_after", "drop_after", "after", "compress_created_before",
-                         "drop_created_before", "created_before")
-            d.policies[(kind, table)] = _value(after) or ""
+            when = _arg(pos, named, 1, "compress_after", "drop_after", "after", "compress_created_before",
+                        "drop_created_before", "created_before")
+            d.policies[(kind, table)] = _value(when) or ""
         elif fn.startswith("remove_") and fn != "remove_continuous_aggregate_policy":
             d.policies.pop(("retention" if "retention" in fn else "compression", table), None)
         elif fn == "add_continuous_aggregate_policy":
@@ -287,11 +287,11 @@ def diff(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
     for table in actual.hypertables.keys() - decl.hypertables.keys():
         out.append(Drift(f"hypertable {table}", "extra", None, actual.hypertables[table][0]))
     for view, source in decl.caggs.items():
-        have = actual.caggs.get(view)
-        if have is None:
+        on = actual.caggs.get(view)
+        if on is None:
             out.append(Drift(f"continuous aggregate {view}", "missing", f"on {source}"))
-        elif source and have != source:
-            out.append(Drift(f"continuous aggregate {view}", "different", f"on {source}", f"on {have}"))
+        elif source and on != source:
+            out.append(Drift(f"continuous aggregate {view}", "different", f"on {source}", f"on {on}"))
     for view in actual.caggs.keys() - decl.caggs.keys():
         out.append(Drift(f"continuous aggregate {view}", "extra", None, f"on {actual.caggs[view]}"))
     for table, (seg, order) in decl.compression.items():
@@ -396,9 +396,10 @@ class Scheduler:
     @property
     def job_slots(self) -> int | None:
         """Jobs that can run at once: the workers the launcher and the schedulers leave."""
-        if not (self.workers or "").isdigit():
+        workers = self.workers or ""
+        if not workers.isdigit():
             return None
-        return max(0, int(self.workers) - 1 - len(self.databases))
+        return max(0, int(workers) - 1 - len(self.databases))
 
     def arithmetic(self) -> str:
         """timescaledb.max_background_workers, worker by worker, as counted on the running server."""
