@@ -286,7 +286,8 @@ def _verdict(result: BudgetResult) -> None:
 def measure(settings: Settings) -> BudgetResult:
     """The prediction for the settings (what runs fills in only what they do not decide), each value where
     what runs differs from them, and whatever of the running stack can be measured now."""
-    run, notes = running.Running(), []
+    run = running.Running()
+    notes: list[str] = []
     if settings.pg.is_local:  # a server qbctl does not run is not configured by its settings
         run.pg = running.read_pg(settings)
     redis_info, families = _read_redis(settings, run, notes)
@@ -379,7 +380,7 @@ def under_load(settings: Settings, options, events) -> BudgetResult:
         item.peak_with_cache_mb = _mb(svc.peak_with_cache_bytes or 0)
         item.kills = svc.kills
         predicted = item.running_mb if item.running_mb is not None else item.configured_mb
-        if item.measured_mb:
+        if item.measured_mb and predicted is not None:
             item.error_pct = round((predicted - item.measured_mb) / item.measured_mb * 100, 1)
         over = (svc.peak_bytes or 0) > item.budget_mb * MB
         if svc.kills or over:

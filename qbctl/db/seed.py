@@ -183,7 +183,7 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
                             taken = {"market_data": [taken["market_data"][k] for k in keep_md],
                                      "technical_indicators": [taken["technical_indicators"][k] for k in keep_ind]}
                         else:
-                            busy = {t: [] for t in MARKED}
+                            busy = {t: set() for t in MARKED}
                         payload = "".join(f"{t}\t{sym}\t1m\t{o}\t{h}\t{lo}\t{c}\t{v}\n"
                                           for t, o, h, lo, c, v in candles)
                         t1 = time.monotonic()  # the load rate: COPY itself, not the generation of the rows
