@@ -96,7 +96,6 @@ class ExecResult:
     exit_code: int
     stdout: bytes
     stderr: str
-    bytes_out: int  # stdout's size, also when it went to a sink
 
 
 STDERR_KEPT = 64 * 1024  # the tail of a command's stderr kept for its error message
@@ -455,11 +454,10 @@ class Engine:
                     _shutdown(raw)
             feeder = threading.Thread(target=feed, daemon=True)
             feeder.start()
-        out, err, size = bytearray(), bytearray(), 0
+        out, err = bytearray(), bytearray()
         try:
             for stream, data in frames_iter(sock, tty=False):
                 if stream == 1:
-                    size += len(data)
                     if sink is not None:
                         sink(data)
                     else:
@@ -473,7 +471,7 @@ class Engine:
             sock.close()
         if failed:
             raise failed[0]
-        return ExecResult(self._exit_code(ex["Id"]), bytes(out), err.decode("utf-8", "replace"), size)
+        return ExecResult(self._exit_code(ex["Id"]), bytes(out), err.decode("utf-8", "replace"))
 
     def exec_detached(self, container_id: str, cmd: list[str]) -> None:
         """Start a command in the container and leave it running (a cleanup that need not be waited for)."""
@@ -533,13 +531,6 @@ class Engine:
         except Exception:  # noqa: BLE001 - logs are evidence, never a reason to fail the report itself
             return []
         return raw.decode("utf-8", "replace").rstrip("\n").splitlines()[-lines:]
-
-    def log_text(self, container_id: str) -> str:
-        """The container's whole log (stdout and stderr) as text."""
-        try:
-            return self._api.logs(container_id, stdout=True, stderr=True).decode("utf-8", "replace")
-        except Exception:  # noqa: BLE001
-            return ""
 
     @_engine_call("reading a log")
     def log_stream(self, container_id: str, follow: bool, tail: int | None):
