@@ -707,17 +707,37 @@ class Engine:
                 before_start(cid)
             api.start(cid)
         except BaseException as exc:
-            if cid is not None:
-                try:
-                    api.remove_container(cid, force=True, v=True)
-                except Exception:  # noqa: BLE001 - the error under way is the one to report
-                    pass
+            # Interrupted while the engine answered the create, the container exists with no id here yet:
+            # it is removed by its name (and label).
+            try:
+                self.remove_helper(project, name, purpose)
+            except Exception:  # noqa: BLE001 - the error under way is the one to report
+                pass
             if not isinstance(exc, APIError):
                 raise
             reason = str(getattr(exc, "explanation", None) or exc)[:300]
             raise Unavailable(f"the engine could not start a temporary container of {image}: {reason}",
                               code="START_FAILED") from None
         return cid
+
+    @_engine_call("removing a temporary container")
+    def remove_helper(self, project: str, name: str, purpose: str) -> bool:
+        """The temporary container `name` removed if it is this project's helper for `purpose` (found by
+        name, so a create that was interrupted before its id came back is found too); False if none."""
+        from docker.errors import NotFound
+
+        try:
+            found = self._api.inspect_container(name)
+        except NotFound:
+            return False
+        labels = found["Config"].get("Labels") or {}
+        if labels.get(LABEL_PROJECT) != project or labels.get(LABEL_HELPER) != purpose:
+            return False
+        try:
+            self._api.remove_container(found["Id"], force=True, v=True)
+        except NotFound:
+            return False
+        return True
 
     @_engine_call("reading a container's ports")
     def published_port(self, container_id: str, port: int) -> int | None:
