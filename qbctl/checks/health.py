@@ -28,7 +28,7 @@ class Check:
     name: str
     ok: bool
     detail: str = ""
-    latency_ms: float | None = None
+    latency_ms: float | None = None  # the round trip of the postgres (SELECT 1) and redis (PING) checks
     data: dict = field(default_factory=dict)
     warn: bool = False  # ok, but worth a look (shown as WARN)
 
@@ -126,8 +126,8 @@ def check_postgres(settings: Settings, timeout: float, without_timescaledb: bool
         _, q_ms = _timed(lambda: conn.execute("SELECT 1").fetchone())
         state = migrate.read_state(rows)
         version, tsdb = state.server_version, state.timescaledb
-        checks = [Check("postgres", True, f"PostgreSQL {version}; SELECT 1 in {q_ms} ms", q_ms,
-                        {"server_version": version, "timescaledb": tsdb, "connect_ms": ms})]
+        checks = [Check("postgres", True, f"PostgreSQL {version}; SELECT 1 in {q_ms} ms", latency_ms=q_ms,
+                        data={"server_version": version, "timescaledb": tsdb, "connect_ms": ms})]
         try:
             items = migrate.plan(files.load(settings), migrate.read_applied(rows, state),
                                  timescaledb=bool(tsdb) and not without_timescaledb)
@@ -164,7 +164,7 @@ def check_redis(settings: Settings, timeout: float) -> list[Check]:
     try:
         _, ms = _timed(client.ping)
         info = client.info()
-        checks = [Check("redis", True, f"Redis {info.get('redis_version')}; PING in {ms} ms", ms)]
+        checks = [Check("redis", True, f"Redis {info.get('redis_version')}; PING in {ms} ms", latency_ms=ms)]
         maxmem, policy = int(info.get("maxmemory", 0)), info.get("maxmemory_policy")
         want_mem, want_policy = settings.values.redis_max_memory, settings.values.redis_maxmemory_policy
         same = maxmem == want_mem and policy == want_policy
