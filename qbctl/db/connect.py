@@ -39,7 +39,7 @@ def dsn(settings: Settings, dbname: str | None = None, local_port: int | None = 
     pg = settings.pg
     if local_port is not None:
         return pg.dsn(host=local_host, port=local_port, dbname=dbname)
-    host, port = endpoint(pg.host, pg.port, settings["QBCTL_BIND_ADDRESS"])
+    host, port = endpoint(pg.host, pg.port, settings.values.qbctl_bind_address)
     return pg.dsn(host=host, port=port, dbname=dbname)
 
 
@@ -135,6 +135,7 @@ def _unreachable(settings: Settings, text: str) -> QbctlError:
         reason = "connection refused"
     elif "timeout expired" in text:
         reason = "no answer within the timeout"
+    err: QbctlError
     if bad_url(text):
         err = url_error(text, where)
     elif "password authentication failed" in text:
@@ -229,7 +230,7 @@ def redis_client(settings: Settings, timeout: float = 2.0, name: str | None = No
     from qbctl.stack.reach import endpoint
 
     rd = settings.redis
-    host, port = endpoint(rd.host, rd.port, settings["QBCTL_BIND_ADDRESS"])
+    host, port = endpoint(rd.host, rd.port, settings.values.qbctl_bind_address)
     return redis.Redis(host=host, port=port, db=rd.db, username=rd.username or None,
                        password=rd.password or None, socket_timeout=timeout, socket_connect_timeout=timeout,
                        retry=Retry(NoBackoff(), 0), client_name=name, single_connection_client=name is not None)

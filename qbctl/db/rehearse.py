@@ -175,7 +175,7 @@ def _own_engine(settings: Settings, tgt) -> _Home:
 
     from qbctl.stack import engine, target
 
-    url = settings[SETTING]
+    url = settings.values.qbctl_rehearse_docker_host
     own = target.parse(url, SETTING)
     if own.url == tgt.url or (own.remote and own.host == tgt.host):
         raise Unavailable(f"{SETTING}={url} is the engine of the live database on {tgt.host}: a rehearsal's copy is "

@@ -96,7 +96,6 @@ class ExecResult:
     exit_code: int
     stdout: bytes
     stderr: str
-    bytes_out: int  # stdout's size, also when it went to a sink
 
 
 STDERR_KEPT = 64 * 1024  # the tail of a command's stderr kept for its error message
@@ -151,7 +150,7 @@ def _open(tgt: target.Target) -> Engine:
         elif tgt.source in ("DOCKER_HOST", "the default"):
             client = docker.from_env(version="auto", timeout=CONNECT_TIMEOUT)  # DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
         else:
-            tls = False
+            tls: bool | docker.TLSConfig = False
             if tgt.tls:
                 from docker.tls import TLSConfig
 
@@ -160,7 +159,7 @@ def _open(tgt: target.Target) -> Engine:
             client = docker.DockerClient(base_url=tgt.url, tls=tls, version="auto", timeout=CONNECT_TIMEOUT)
     except (DockerException, OSError, requests.RequestException) as exc:
         reason = _reason(exc)
-        if tunnel is not None:
+        if tunnel is not None and tgt.ssh is not None:
             reason = _tunnel_reason(tunnel, tgt.ssh.socket) or reason
         raise Unavailable(f"cannot reach the Docker engine at {where}: {reason}", code="DOCKER_UNAVAILABLE",
                           hint="is the Docker daemon running? Start it, or point DOCKER_HOST / "
@@ -468,11 +467,10 @@ class Engine:
                     _shutdown(raw)
             feeder = threading.Thread(target=feed, daemon=True)
             feeder.start()
-        out, err, size = bytearray(), bytearray(), 0
+        out, err = bytearray(), bytearray()
         try:
             for stream, data in frames_iter(sock, tty=False):
                 if stream == 1:
-                    size += len(data)
                     if sink is not None:
                         sink(data)
                     else:
@@ -486,7 +484,7 @@ class Engine:
             sock.close()
         if failed:
             raise failed[0]
-        return ExecResult(self._exit_code(ex["Id"]), bytes(out), err.decode("utf-8", "replace"), size)
+        return ExecResult(self._exit_code(ex["Id"]), bytes(out), err.decode("utf-8", "replace"))
 
     def exec_detached(self, container_id: str, cmd: list[str]) -> None:
         """Start a command in the container and leave it running (a cleanup that need not be waited for)."""
@@ -521,7 +519,8 @@ class Engine:
         except NotFound:
             return None
         reader = _IterReader(stream)
-        archive = tarfile.open(fileobj=reader, mode="r|")
+        # (typeshed asks any fileobj for write, tell, seek and close; stream mode "r|" only reads)
+        archive = tarfile.open(fileobj=reader, mode="r|")  # type: ignore[call-overload]
         member = next(iter(archive), None)
         if member is None or not member.isfile():
             return None
@@ -545,13 +544,6 @@ class Engine:
         except Exception:  # noqa: BLE001 - logs are evidence, never a reason to fail the report itself
             return []
         return raw.decode("utf-8", "replace").rstrip("\n").splitlines()[-lines:]
-
-    def log_text(self, container_id: str) -> str:
-        """The container's whole log (stdout and stderr) as text."""
-        try:
-            return self._api.logs(container_id, stdout=True, stderr=True).decode("utf-8", "replace")
-        except Exception:  # noqa: BLE001
-            return ""
 
     @_engine_call("reading a log")
     def log_stream(self, container_id: str, follow: bool, tail: int | None):

@@ -57,7 +57,7 @@ def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ig
             events(event)
         return result
     t0 = time.monotonic()
-    timeout = options.timeout or settings["QBCTL_UP_TIMEOUT"]
+    timeout = options.timeout or settings.values.qbctl_up_timeout
     stack = build_stack(settings, options.profile)
     desired = select(stack, list(options.services) or None, options.no_ui)
     for warning in exposure_warnings(settings):
@@ -354,7 +354,7 @@ class ResetResult(DownResult):
 
 def down(settings: Settings, events: Events = ignore) -> DownResult:
     """Remove this project's containers and network; its volumes (the data) stay."""
-    return _remove(settings, events, volumes=False)
+    return _remove(settings, events)
 
 
 def reset(settings: Settings, options: ResetOptions = ResetOptions(), events: Events = ignore) -> ResetResult:
@@ -379,17 +379,15 @@ def reset(settings: Settings, options: ResetOptions = ResetOptions(), events: Ev
     return ResetResult(project, removed, vols, net, snapshot=taken, snapshot_skipped=skipped)
 
 
-def _remove(settings: Settings, events: Events, volumes: bool) -> DownResult:
+def _remove(settings: Settings, events: Events) -> DownResult:
+    """The containers and the network (down); the volumes stay (reset removes them itself)."""
     require_project(settings, "nothing was removed")
     eng = engine.connect()
     project = settings.project
     with project_lock(project, events, eng=eng):
         removed = _remove_containers(eng, project, events)
         net = eng.remove_networks(project)
-        if volumes:
-            events(Event(Status.WORKING, "removing volumes"))
-        vols = eng.remove_volumes(project) if volumes else []
-    return DownResult(project, removed, vols, net)
+    return DownResult(project, removed, [], net)
 
 
 
