@@ -250,7 +250,8 @@ def test_ctrl_c_while_the_copy_is_made_leaves_no_copy(stack, migration, schema_f
     env, cwd = stack
     migration("ALTER TABLE orders ADD COLUMN audited_by text;\n")
     before = state(env)
-    ended = _interrupt_when(env, cwd, lambda: bool(copies(env)), *(("--logical",) if how == "logical" else ()))
+    ended = _interrupt_when(env, cwd, lambda: bool(copies(env)), *schema_flags,
+                            *(("--logical",) if how == "logical" else ()))
     assert ended.returncode == 130, ended.stdout + ended.stderr
     assert "interrupted: the copy was dropped; the database was not touched" in ended.stderr
     no_traceback(ended)
@@ -262,7 +263,7 @@ def test_ctrl_c_while_the_copy_is_made_leaves_no_copy(stack, migration, schema_f
 
 
 @pytest.mark.parametrize("how", ["physical", "logical"])
-def test_ctrl_c_while_a_statement_runs_on_the_copy_leaves_no_copy(stack, migration, how):
+def test_ctrl_c_while_a_statement_runs_on_the_copy_leaves_no_copy(stack, migration, schema_flags, how):
     env, cwd = stack
     migration("ALTER TABLE orders ADD COLUMN audited_by text;\nSELECT pg_sleep(60);\n")
     before = state(env)
@@ -271,7 +272,7 @@ def test_ctrl_c_while_a_statement_runs_on_the_copy_leaves_no_copy(stack, migrati
         found = in_copy(env, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'")
         return found not in ("", "0")
     started = time.monotonic()
-    ended = _interrupt_when(env, cwd, sleeping, *(("--logical",) if how == "logical" else ()))
+    ended = _interrupt_when(env, cwd, sleeping, *schema_flags, *(("--logical",) if how == "logical" else ()))
     assert ended.returncode == 130, ended.stdout + ended.stderr
     assert time.monotonic() - started < 40  # the sleep was cancelled, not waited for
     no_traceback(ended)
@@ -284,7 +285,7 @@ def test_a_copy_left_by_a_killed_rehearsal_is_dropped_by_the_next(stack, migrati
     env, cwd = stack
     migration("SELECT pg_sleep(60);\n")
     flags = ("--logical",) if how == "logical" else ()
-    proc = subprocess.Popen([sys.executable, "-m", "qbctl", "db", "migrate", "--rehearse", *flags],
+    proc = subprocess.Popen([sys.executable, "-m", "qbctl", "db", "migrate", "--rehearse", *schema_flags, *flags],
                             env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
