@@ -73,7 +73,7 @@ def _close_engines() -> None:
     ssh = sys.modules.get("qbctl.stack.ssh")
     if ssh is not None:
         ssh.close_all()
-    engine = sys.modules.get("qbctl.stack.engine")
+    engine = sys.modules.get("qbctl.engine.facade")
     if engine is not None:
         engine.forget()
 
@@ -104,7 +104,7 @@ def _main(args: list[str], state: AppState) -> int:
             return state.out.fail(known)
         if state.verbose:
             raise
-        from qbctl.stack.engine import lost
+        from qbctl.engine.facade import lost
 
         gone = lost(exc)  # the engine went away under a long command (a restore, an upgrade)
         if gone:

@@ -327,7 +327,7 @@ def _read_containers(settings: Settings, run: running.Running,
     it (into run), and the engine host's memory when the budget is judged against a VM."""
     containers: dict[str, int | None] = {}
     try:
-        from qbctl.stack import engine
+        from qbctl.engine import facade as engine
 
         eng = engine.connect()
         live = eng.containers(settings.project, running_only=True)
@@ -350,7 +350,7 @@ def _read_containers(settings: Settings, run: running.Running,
 
 def _recreated(settings: Settings, live) -> dict[str, bool | None]:
     """Per running service: would the next `qbctl up` recreate its container (its settings changed)?"""
-    from qbctl.stack.labels import LABEL_CONFIG
+    from qbctl.engine.labels import LABEL_CONFIG
     from qbctl.stack.spec import build_stack
 
     try:

@@ -60,7 +60,7 @@ def _timed(fn):
 
 
 def check_docker(settings: Settings, timeout: float) -> list[Check]:
-    from qbctl.stack import engine
+    from qbctl.engine import facade as engine
 
     stack = build_stack(settings)
     try:
@@ -200,8 +200,8 @@ def _redis_applied(settings: Settings) -> str:
     at runtime with CONFIG SET stays in a container `up` keeps)."""
     if not settings.redis.is_local:
         return "qbctl does not run this Redis"
-    from qbctl.stack import engine
-    from qbctl.stack.labels import LABEL_CONFIG
+    from qbctl.engine import facade as engine
+    from qbctl.engine.labels import LABEL_CONFIG
 
     try:
         (c,) = engine.connect().containers(settings.project, "redis", running_only=True)

@@ -124,7 +124,7 @@ class Runner:
 
     # --- preparation ---------------------------------------------------------------------------
     def _containers(self):
-        from qbctl.stack import engine
+        from qbctl.engine import facade as engine
 
         eng = engine.connect()
         found = {c.service: c for c in eng.containers(self.settings.project, running_only=True)}

@@ -102,8 +102,9 @@ def rehearse(settings: Settings, options: RehearseOptions = RehearseOptions(),
 def _server(settings: Settings):
     """The stack's postgres container, where the copy is made; one line why not elsewhere."""
     from qbctl.config.urls import LOCAL_HOSTS
+    from qbctl.engine import facade as engine
     from qbctl.snapshots.containers import Postgres
-    from qbctl.stack import engine, target
+    from qbctl.stack import target
     from qbctl.stack.spec import build_stack
 
     stack = build_stack(settings)

@@ -55,10 +55,10 @@ def reset(settings: Settings, options: migrate.MigrateOptions = migrate.MigrateO
 
 
 def _snapshot(settings: Settings, events: Events) -> tuple[str | None, str | None]:
+    from qbctl.engine import facade as engine
+    from qbctl.engine.lock import project_lock
     from qbctl.errors import Unavailable
     from qbctl.snapshots import snapshot
-    from qbctl.stack import engine
-    from qbctl.stack.lock import project_lock
 
     if not settings.pg.is_local:
         return None, f"DATABASE_URL points to {settings.pg.host}, not a database this stack runs"

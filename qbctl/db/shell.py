@@ -70,7 +70,7 @@ def run(shell: ShellRun) -> int:
 
 def _running_container(settings: Settings) -> str | None:
     try:
-        from qbctl.stack import engine
+        from qbctl.engine import facade as engine
 
         found = engine.connect().containers(settings.project, "postgres", running_only=True)
         return found[0].id if found else None

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from qbctl.config.settings import Settings
 from qbctl.db import jobs
 from qbctl.db.timescale import extension_schema
+from qbctl.engine import facade as engine
+from qbctl.engine.lock import project_lock
 from qbctl.errors import CheckFailed, NoSpace, QbctlError, TimescaleMissing, UsageError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
 from qbctl.snapshots import inventory, store
 from qbctl.snapshots.containers import Postgres, Redis
 from qbctl.snapshots.inventory import Inventory, quote
-from qbctl.stack import engine
-from qbctl.stack.lock import project_lock
 from qbctl.stack.spec import build_stack
 
 ROOM = 1.2  # the new database beside the old one until the switch: its size and a fifth more

@@ -18,14 +18,15 @@ from datetime import UTC, datetime
 from qbctl import __version__
 from qbctl.config.settings import Settings
 from qbctl.db import connect
+from qbctl.engine import facade as engine
+from qbctl.engine.labels import LABEL_PG_MAJOR
+from qbctl.engine.lock import project_lock
 from qbctl.errors import CheckFailed, QbctlError, Unavailable, UsageError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
 from qbctl.snapshots import inventory, rdb, store
 from qbctl.snapshots.containers import Postgres, Redis
-from qbctl.stack import engine, volumes
-from qbctl.stack.labels import LABEL_PG_MAJOR
-from qbctl.stack.lock import project_lock
+from qbctl.stack import volumes
 from qbctl.stack.spec import ServiceSpec, Stack, build_stack
 
 DUMP_SHARE = 2  # a custom-format dump is rarely over half the database's size (indexes are not dumped)

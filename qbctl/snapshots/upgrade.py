@@ -26,15 +26,16 @@ from dataclasses import dataclass, field
 
 from qbctl.config.settings import Settings
 from qbctl.db import jobs
+from qbctl.engine import facade as engine
+from qbctl.engine.labels import LABEL_PG_MAJOR, LABEL_SERVICE
+from qbctl.engine.lock import project_lock
 from qbctl.errors import CheckFailed, QbctlError, Unavailable, UsageError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
 from qbctl.snapshots import inventory, restore, store
 from qbctl.snapshots.containers import Postgres
 from qbctl.snapshots.snapshot import helper
-from qbctl.stack import engine, volumes
-from qbctl.stack.labels import LABEL_PG_MAJOR, LABEL_SERVICE
-from qbctl.stack.lock import project_lock
+from qbctl.stack import volumes
 from qbctl.stack.spec import build_stack
 
 MISSING_LIB = re.compile(r'could not access file "\$libdir/timescaledb-([0-9][^"]*)"')

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect as pg
+from qbctl.engine import facade as engine
+from qbctl.engine.lock import project_lock
 from qbctl.errors import CheckFailed, Interrupted, NotAProject, QbctlError, ServerKilled
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
-from qbctl.stack import engine, ports, probes, reach, volumes
-from qbctl.stack.lock import project_lock
+from qbctl.stack import ports, probes, reach, volumes
 from qbctl.stack.plan import Plan, make_plan
 from qbctl.stack.spec import ServiceSpec, Stack, build_stack, exposure_warnings, select, with_volume
 from qbctl.stack.up_result import NEXT_COMMANDS, ServiceResult, UpOptions, UpResult, urls  # noqa: F401 - used as lifecycle.*
@@ -447,7 +448,7 @@ class StatusResult(Result):
 def _limit_note(spec: ServiceSpec, limit: int, c: engine.Container) -> str:
     """A running container whose memory limit is not the settings' (the status table shows its own)."""
     from qbctl.config.sizes import fmt_mb
-    from qbctl.stack.labels import LABEL_CONFIG
+    from qbctl.engine.labels import LABEL_CONFIG
 
     how = "applied by the next `qbctl up`" if c.labels.get(LABEL_CONFIG) != spec.config_hash() else \
         "not applied by `qbctl up`, which keeps the container (its settings did not change: the limit was changed " \

@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Iterator
 
 from qbctl.config.settings import Settings
+from qbctl.engine import facade as engine
 from qbctl.errors import Unavailable, UsageError
-from qbctl.stack import engine
 from qbctl.stack.spec import SERVICES
 
 

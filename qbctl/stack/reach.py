@@ -71,7 +71,7 @@ def port_in_use(host_ip: str, port: int) -> bool | None:
         return not ports.is_free(host_ip, port)
     if tgt.kind == "tcp":
         return None
-    from qbctl.stack import engine
+    from qbctl.engine import facade as engine
 
     eng = engine.connect()
     return eng.tunnel.listening(_remote_ip(host_ip), port, wait=eng.allow(1.0))
@@ -82,7 +82,7 @@ def allow_for_latency(seconds: float) -> float:
     (connecting first: the ssh handshake does not count against the checks)."""
     if not engine_is_remote():
         return seconds
-    from qbctl.stack import engine
+    from qbctl.engine import facade as engine
 
     return engine.connect().allow(seconds)
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from qbctl.config.settings import Settings
 from qbctl.config.sizes import pg_size, redis_size
-from qbctl.stack.labels import LABEL_PROJECT
+from qbctl.engine.labels import LABEL_PROJECT
 
 SERVICES = ("postgres", "redis", "adminer", "redis-commander")
 UI_SERVICES = ("adminer", "redis-commander")

@@ -19,10 +19,11 @@ import time
 from urllib.parse import quote
 
 from qbctl.config.settings import Settings
+from qbctl.engine import lock
+from qbctl.engine.labels import LABEL_CONFIG, LABEL_SERVICE, project_filter
 from qbctl.errors import QbctlError
 from qbctl.events import Event, Status
-from qbctl.stack import lock, rawapi, target, volumes
-from qbctl.stack.labels import LABEL_CONFIG, LABEL_SERVICE, project_filter
+from qbctl.stack import rawapi, target, volumes
 from qbctl.stack.plan import Observed, make_plan
 from qbctl.stack.spec import build_stack, exposure_warnings, select, with_volume
 

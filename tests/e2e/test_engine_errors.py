@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from qbctl.config import settings as S
+from qbctl.engine import facade as engine
+from qbctl.engine import lock
+from qbctl.engine.labels import LABEL_CONFIG, LABEL_LOCK, LABEL_LOCK_EXPIRES, LABEL_SERVICE
 from qbctl.errors import QbctlError
-from qbctl.stack import engine, lock, spec
-from qbctl.stack.labels import LABEL_CONFIG, LABEL_LOCK, LABEL_LOCK_EXPIRES, LABEL_SERVICE
+from qbctl.stack import spec
 from tests.helpers import ROOT, no_traceback, qbctl
 
 pytestmark = pytest.mark.docker

@@ -130,7 +130,8 @@ def test_warm_up_from_the_command_line_loads_neither_typer_nor_the_docker_sdk(wa
 @pytest.mark.parametrize("change", ["stopped", "missing", "setting changed", "lock held"])
 def test_anything_to_do_goes_to_the_ordinary_path_and_the_quick_one_starts_nothing(
         warm_stack, docker_client, settings_of, change):
-    from qbctl.stack import lock, warm
+    from qbctl.engine import lock
+    from qbctl.stack import warm
     from qbctl.stack.up_result import UpOptions
 
     env, cwd = warm_stack

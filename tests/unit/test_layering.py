@@ -42,7 +42,7 @@ def is_logic(path: Path) -> bool:
 
 def test_only_the_engine_module_talks_to_the_docker_sdk():
     users = [rel(p) for p in MODULES if any(i == "docker" or i.startswith("docker.") for i in imports(tree(p)))]
-    assert users == ["stack/engine.py"]
+    assert users == ["engine/facade.py"]
 
 
 @pytest.mark.parametrize("path", [p for p in MODULES if is_logic(p)], ids=rel)
@@ -87,7 +87,7 @@ def test_connections_are_made_in_one_place():
 
 def test_labels_are_spelled_in_one_place():
     spelled = [rel(p) for p in MODULES if '"io.qbctl.' in p.read_text()]
-    assert spelled == ["stack/labels.py"]
+    assert spelled == ["engine/labels.py"]
 
 
 def test_error_classes_live_in_errors_py():

@@ -11,9 +11,11 @@ import pytest
 from qbctl.checks import budget, vm
 from qbctl.config import settings as S
 from qbctl.config.sizes import MB
+from qbctl.engine import facade as engine
+from qbctl.engine import lock
+from qbctl.engine.labels import LABEL_LOCK_EXPIRES, LABEL_LOCK_HOLDER, LABEL_LOCK_SINCE
 from qbctl.errors import ConfigError, Unavailable
-from qbctl.stack import engine, lock, reach, ssh, target
-from qbctl.stack.labels import LABEL_LOCK_EXPIRES, LABEL_LOCK_HOLDER, LABEL_LOCK_SINCE
+from qbctl.stack import reach, ssh, target
 from qbctl.stack.plan import Observed, make_plan
 from qbctl.stack.spec import build_stack
 

@@ -15,10 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Callable, Iterable
 
-from qbctl.errors import NotOwned, QbctlError, Unavailable
-from qbctl.events import Event, Events, Status, ignore
-from qbctl.stack import target
-from qbctl.stack.labels import (
+from qbctl.engine.labels import (
     LABEL_CONFIG,
     LABEL_HELPER,
     LABEL_LOCK,
@@ -27,6 +24,9 @@ from qbctl.stack.labels import (
     LABEL_SERVICE,
     project_filter,
 )
+from qbctl.errors import NotOwned, QbctlError, Unavailable
+from qbctl.events import Event, Events, Status, ignore
+from qbctl.stack import target
 from qbctl.stack.plan import Observed
 from qbctl.stack.spec import ServiceSpec, Stack
 

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from qbctl.engine.labels import LABEL_LOCK_EXPIRES, LABEL_LOCK_HOLDER, LABEL_LOCK_SINCE
 from qbctl.events import Event, Events, Status, ignore
-from qbctl.stack.labels import LABEL_LOCK_EXPIRES, LABEL_LOCK_HOLDER, LABEL_LOCK_SINCE
 
 TTL = 30 * 60  # seconds a remote lock outlives a holder that never released it
 POLL = 0.5
