@@ -98,7 +98,7 @@ def export_github_env(settings: Settings) -> list[str]:
     path = os.environ.get("GITHUB_ENV")
     if not path:
         return []
-    from qbctl.stack.reach import user_url
+    from qbctl.transport.reach import user_url
 
     with Path(path).open("a", encoding="utf-8") as f:
         for key in ("DATABASE_URL", "REDIS_URL"):

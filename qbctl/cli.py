@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None, state: AppState | None = None) -> int:
 
 def _close_engines() -> None:
     """Close the ssh tunnels this run opened (remote engines), whatever ended it."""
-    ssh = sys.modules.get("qbctl.stack.ssh")
+    ssh = sys.modules.get("qbctl.transport.ssh")
     if ssh is not None:
         ssh.close_all()
     engine = sys.modules.get("qbctl.engine.facade")

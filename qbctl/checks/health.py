@@ -299,7 +299,7 @@ def run(settings: Settings, timeout: float = CHECK_TIMEOUT, without_timescaledb:
 def _allow_for_latency(timeout: float) -> float:
     """Each check's time, grown by the measured round trips to a remote engine. Its ssh connection is
     made first (an ssh failure is the command's error, exit 3: nothing could be checked through it)."""
-    from qbctl.stack import reach
+    from qbctl.transport import reach
 
     try:
         return reach.allow_for_latency(timeout)

@@ -33,7 +33,7 @@ def dsn(settings: Settings, dbname: str | None = None, local_port: int | None = 
     """DATABASE_URL for libpq, with the host and port to connect to (see stack.reach.endpoint); `dbname`:
     another database of the same server; `local_port`: another server, on that port of 127.0.0.1 (a
     rehearsal's copy, in a container of the local engine), with the same credentials."""
-    from qbctl.stack.reach import endpoint
+    from qbctl.transport.reach import endpoint
 
     pg = settings.pg
     if local_port is not None:
@@ -224,7 +224,7 @@ def redis_client(settings: Settings, timeout: float = 2.0, name: str | None = No
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from qbctl.stack.reach import endpoint
+    from qbctl.transport.reach import endpoint
 
     rd = settings.redis
     host, port = endpoint(rd.host, rd.port, settings["QBCTL_BIND_ADDRESS"])

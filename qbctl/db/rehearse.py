@@ -104,8 +104,8 @@ def _server(settings: Settings):
     from qbctl.config.urls import LOCAL_HOSTS
     from qbctl.engine import facade as engine
     from qbctl.snapshots.containers import Postgres
-    from qbctl.stack import target
     from qbctl.stack.spec import build_stack
+    from qbctl.transport import target
 
     stack = build_stack(settings)
     if "postgres" not in {s.name for s in stack.services}:

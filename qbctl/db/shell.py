@@ -50,7 +50,7 @@ def plan(settings: Settings, local: bool | None, args: list[str], tty: bool) -> 
                           hint="`qbctl up postgres` starts the stack, whose psql is then used; or install the "
                                "PostgreSQL client (apt-get install postgresql-client)")
     env = dict(os.environ, PGPASSWORD=pg.password)  # never on the command line
-    from qbctl.stack.reach import endpoint
+    from qbctl.transport.reach import endpoint
 
     host, port = endpoint(pg.host, pg.port, settings["QBCTL_BIND_ADDRESS"])  # a remote engine's: through ssh
     url = pg.dsn(host=host, port=port, password=False)

@@ -26,9 +26,9 @@ from qbctl.engine.labels import (
 )
 from qbctl.errors import NotOwned, QbctlError, Unavailable
 from qbctl.events import Event, Events, Status, ignore
-from qbctl.stack import target
 from qbctl.stack.plan import Observed
 from qbctl.stack.spec import ServiceSpec, Stack
+from qbctl.transport import target
 
 CONNECT_TIMEOUT = 2  # seconds: an unreachable engine is reported well within 2 s
 API_TIMEOUT = 120
@@ -131,7 +131,7 @@ def _open(tgt: target.Target) -> Engine:
     tunnel = None
     try:
         if tgt.ssh:
-            from qbctl.stack import ssh
+            from qbctl.transport import ssh
 
             tunnel = ssh.tunnel(tgt.ssh)
             client = docker.DockerClient(base_url=f"unix://{tunnel.docker_socket}", version="auto",
@@ -252,7 +252,7 @@ class Engine:
 
     @property
     def tunnel(self):
-        """The ssh tunnel of an ssh engine (qbctl.stack.ssh.Tunnel), else None."""
+        """The ssh tunnel of an ssh engine (qbctl.transport.ssh.Tunnel), else None."""
         return self._tunnel
 
     @property

@@ -15,10 +15,11 @@ from qbctl.engine.lock import project_lock
 from qbctl.errors import CheckFailed, Interrupted, NotAProject, QbctlError, ServerKilled
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
-from qbctl.stack import ports, probes, reach, volumes
+from qbctl.stack import ports, probes, volumes
 from qbctl.stack.plan import Plan, make_plan
 from qbctl.stack.spec import ServiceSpec, Stack, build_stack, exposure_warnings, select, with_volume
 from qbctl.stack.up_result import NEXT_COMMANDS, ServiceResult, UpOptions, UpResult, urls  # noqa: F401 - used as lifecycle.*
+from qbctl.transport import reach
 
 POLL = 0.03  # seconds between readiness probes
 STATE_EVERY = 0.25  # seconds between container state checks while waiting

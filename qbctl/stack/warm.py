@@ -23,9 +23,10 @@ from qbctl.engine import lock
 from qbctl.engine.labels import LABEL_CONFIG, LABEL_SERVICE, project_filter
 from qbctl.errors import QbctlError
 from qbctl.events import Event, Status
-from qbctl.stack import rawapi, target, volumes
+from qbctl.stack import rawapi, volumes
 from qbctl.stack.plan import Observed, make_plan
 from qbctl.stack.spec import build_stack, exposure_warnings, select, with_volume
+from qbctl.transport import target
 
 HEALTH = ("healthy", "unhealthy", "health: starting")  # as the engine writes it in a container's Status
 
@@ -141,7 +142,7 @@ def _look(api: rawapi.RawEngine, settings: Settings, options, stack, desired, t0
 
 
 def _probe_start(specs) -> list:
-    from qbctl.stack import reach
+    from qbctl.transport import reach
 
     endpoints = []
     for spec in specs:

@@ -15,9 +15,9 @@ from qbctl.engine import facade as engine
 from qbctl.engine import lock
 from qbctl.engine.labels import LABEL_LOCK_EXPIRES, LABEL_LOCK_HOLDER, LABEL_LOCK_SINCE
 from qbctl.errors import ConfigError, Unavailable
-from qbctl.stack import reach, ssh, target
 from qbctl.stack.plan import Observed, make_plan
 from qbctl.stack.spec import build_stack
+from qbctl.transport import reach, ssh, target
 
 
 def context_store(config: Path, name: str, host: str, tls: bool = False) -> None:

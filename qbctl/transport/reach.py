@@ -16,7 +16,7 @@ import os
 import threading
 
 from qbctl.config.urls import LOCAL_HOSTS, connect_host
-from qbctl.stack import target as target_mod
+from qbctl.transport import target as target_mod
 
 _cache: dict[tuple, target_mod.Target] = {}
 _lock = threading.Lock()
@@ -55,7 +55,7 @@ def endpoint(host: str, port: int, bind: str = "127.0.0.1") -> tuple[str, int]:
         return connect_host(host), port
     if tgt.kind == "tcp":
         return tgt.host, port
-    from qbctl.stack import ssh
+    from qbctl.transport import ssh
 
     # The engine's own tunnel (one ssh connection per run for everything), opened here if the
     # command has not needed the engine itself (db migrate).
