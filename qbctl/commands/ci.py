@@ -24,7 +24,7 @@ def setup(
     json: bool = JSON_OPTION,
 ) -> None:
     """Start postgres and redis (no UIs), migrate, check health; export the URLs to GITHUB_ENV."""
-    from qbctl import ci, render
+    from qbctl import ci, views
 
     st = state(ctx, json)
     st.on_interrupt = ("ci setup stopped; what it started keeps running: `qbctl ci teardown` removes it, "
@@ -32,16 +32,16 @@ def setup(
     options = ci.CiOptions(timeout=timeout, without_timescaledb=without_timescaledb)
     with st.out.progress("ci setup") as events:
         result = ci.setup(st.settings, options, events)
-    finish(st, result, render.ci)
+    finish(st, result, views.ci)
 
 
 @ci_app.command()
 def teardown(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Remove this project's containers, volumes and network (no question asked: CI has no terminal)."""
-    from qbctl import ci, render
+    from qbctl import ci, views
 
     st = state(ctx, json)
     st.on_interrupt = "the teardown may be half done; `qbctl ci teardown` again finishes it"
     with st.out.progress("ci teardown") as events:
         result = ci.teardown(st.settings, events)
-    finish(st, result, render.down)
+    finish(st, result, views.down)

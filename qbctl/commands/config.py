@@ -15,9 +15,9 @@ def register(app: typer.Typer) -> None:
 @config_app.command("show")
 def show(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Every setting's value (secrets masked) and where it came from."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.config.settings import shown
 
     st = state(ctx, json)
     st.on_interrupt = "nothing was changed"
-    finish(st, shown(st.read_settings()), render.config)
+    finish(st, shown(st.read_settings()), views.config)

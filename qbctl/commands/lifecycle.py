@@ -38,7 +38,7 @@ def up(
     json: bool = JSON_OPTION,
 ) -> None:
     """Start the stack (idempotent) and wait until every service answers."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.stack import lifecycle
 
     st = state(ctx, json)
@@ -51,26 +51,26 @@ def up(
     options = lifecycle.UpOptions(services=tuple(services or ()), no_ui=no_ui, timeout=timeout, profile=profile)
     with st.out.progress("starting the stack") as events:
         result = lifecycle.up(settings, options, events)
-    finish(st, result, render.up)
+    finish(st, result, views.up)
 
 
 def down(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Stop and remove the containers; the volumes (your data) stay."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.stack import lifecycle
 
     st = state(ctx, json)
     st.on_interrupt = "some containers may be left; `qbctl down` again removes them (your data stays)"
     with st.out.progress("stopping the stack") as events:
         result = lifecycle.down(st.settings, events)
-    finish(st, result, render.down)
+    finish(st, result, views.down)
 
 
 def reset(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
           no_snapshot: bool = typer.Option(False, "--no-snapshot", help="Do not snapshot the data first."),
           json: bool = JSON_OPTION) -> None:
     """Snapshot the data, then remove this project's containers, volumes (all its data) and network."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.stack import lifecycle
 
     st = state(ctx, json)
@@ -81,17 +81,17 @@ def reset(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", hel
     st.on_interrupt = "the reset may be half done; `qbctl reset --yes` again finishes it"
     with st.out.progress("removing the stack") as events:
         result = lifecycle.reset(settings, lifecycle.ResetOptions(snapshot=not no_snapshot), events)
-    finish(st, result, render.reset)
+    finish(st, result, views.reset)
 
 
 def status(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """One row per service: state, health, ports, image, memory."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.stack import lifecycle
 
     st = state(ctx, json)
     st.on_interrupt = "nothing was changed"
-    finish(st, lifecycle.status(st.read_settings()), render.status)
+    finish(st, lifecycle.status(st.read_settings()), views.status)
 
 
 def logs(
@@ -103,9 +103,9 @@ def logs(
                                         help="Only the last N lines."),
 ) -> None:
     """Print a service's log."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.stack import logs as logs_mod
 
     st = state(ctx)
     st.on_interrupt = "stopped following the log; the service keeps running"
-    render.stream(st.out, logs_mod.stream(st.read_settings(), service, follow, tail), flush_each=follow)
+    views.stream(st.out, logs_mod.stream(st.read_settings(), service, follow, tail), flush_each=follow)

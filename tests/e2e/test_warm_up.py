@@ -70,11 +70,11 @@ def _steady(data: dict) -> dict:
 
 
 def _text(result) -> str:
-    from qbctl import render
+    from qbctl import views
     from qbctl.output import Output
 
     out = Output(stdout=StringIO(), stderr=StringIO(), environ={"NO_COLOR": "1"}, width=120)
-    render.up(out, result)
+    views.up(out, result)
     return re.sub(r"\d+\.\d\ds", "N.NNs", out.stdout.getvalue())
 
 

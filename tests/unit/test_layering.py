@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parents[2] / "qbctl"
 MODULES = sorted(PKG.rglob("*.py"))
 # May use typer / rich and write to streams: the edge, and the developers' docs generators (the settings table, the
 # command reference, which reads the Typer app).
-EDGE = {"cli.py", "launch.py", "output.py", "render.py", "context.py", "config/docs.py", "reference.py"}
+EDGE = {"cli.py", "launch.py", "output.py", "views.py", "context.py", "config/docs.py", "reference.py"}
 HEAVY = ("docker", "psycopg", "redis", "yaml", "rich")  # imported inside the functions that need them
 
 
@@ -62,7 +62,7 @@ def test_commands_are_thin_and_print_nothing_themselves(path):
     calls = [n for n in ast.walk(module) if isinstance(n, ast.Call)]
     assert not [c for c in calls if isinstance(c.func, ast.Name) and c.func.id == "print"]
     writes = [c for c in calls if isinstance(c.func, ast.Attribute) and c.func.attr in ("line", "table", "emit_json")]
-    assert not writes, "commands hand results to finish(); render.py draws them"
+    assert not writes, "commands hand results to finish(); views.py draws them"
     for fn in (n for n in module.body if isinstance(n, ast.FunctionDef)):
         assert fn.end_lineno - fn.lineno < 45, f"{fn.name} is long for a command: move logic out"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from qbctl import render
+from qbctl import views
 from qbctl.checks import budget, health, running
 from qbctl.config import settings as S
 from qbctl.db import status as dbstatus
@@ -102,10 +102,10 @@ def budget_result():
                     *result.notes[0].split()]
 
 
-CASES = {"up": (render.up, up_result), "status": (render.status, status_result),
-         "config show": (render.config, config_result), "health": (render.health, health_result),
-         "db status": (render.db_status, db_status_result), "db verify": (render.verify, verify_result),
-         "budget": (render.budget, budget_result)}
+CASES = {"up": (views.up, up_result), "status": (views.status, status_result),
+         "config show": (views.config, config_result), "health": (views.health, health_result),
+         "db status": (views.db_status, db_status_result), "db verify": (views.verify, verify_result),
+         "budget": (views.budget, budget_result)}
 
 
 def rendered(fn, result, width: int | None, environ: dict | None = None, tty: bool = True) -> str:
@@ -146,7 +146,7 @@ def test_pipes_and_no_color_get_plain_text(name):
 
 def test_up_ends_with_what_to_open():
     result, _ = up_result()
-    text = rendered(render.up, result, 120, tty=False)
+    text = rendered(views.up, result, 120, tty=False)
     assert "http://127.0.0.1:8080/?pgsql=postgres&username=qb_user&db=qb_trading_dev" in text
     assert "postgresql://qb_user:***@localhost:5432/qb_trading_dev" in text and "redis://localhost:6379/0" in text
     assert "http://127.0.0.1:8081/" in text and "`qbctl db migrate`" in text

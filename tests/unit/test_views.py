@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from qbctl import render as views  # the one place the views module is named
+from qbctl import views
 from qbctl.checks import load
 from qbctl.ci import CiResult
 from qbctl.config import settings as S
