@@ -103,7 +103,7 @@ def _server(settings: Settings):
     """The stack's postgres container, where the copy is made; one line why not elsewhere."""
     from qbctl.config.urls import LOCAL_HOSTS
     from qbctl.engine import facade as engine
-    from qbctl.snapshots.containers import Postgres
+    from qbctl.snapshots.clients import Postgres
     from qbctl.stack.spec import build_stack
     from qbctl.transport import target
 
@@ -141,7 +141,7 @@ def _copy_physical(pg, stack, settings: Settings, size: int, result: RehearseRes
     limit), started with TimescaleDB's background workers off, so no job runs on the copy. Yields
     (database, port); the container is removed with its volume whatever happens (Ctrl-C too), and an
     interrupted pg_basebackup's session on the stack's server is ended by its name."""
-    from qbctl.snapshots.containers import PGDATA, Postgres
+    from qbctl.snapshots.clients import PGDATA, Postgres
 
     eng = pg.eng
     spec = stack.get("postgres")

@@ -25,7 +25,7 @@ from qbctl.errors import CheckFailed, NoSpace, QbctlError, TimescaleMissing, Usa
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
 from qbctl.snapshots import inventory, store
-from qbctl.snapshots.containers import Postgres, Redis
+from qbctl.snapshots.clients import Postgres, Redis
 from qbctl.snapshots.inventory import Inventory, quote
 from qbctl.stack.spec import build_stack
 

@@ -25,7 +25,7 @@ from qbctl.errors import CheckFailed, QbctlError, Unavailable, UsageError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
 from qbctl.snapshots import inventory, rdb, store
-from qbctl.snapshots.containers import Postgres, Redis
+from qbctl.snapshots.clients import Postgres, Redis
 from qbctl.stack import volumes
 from qbctl.stack.spec import ServiceSpec, Stack, build_stack
 

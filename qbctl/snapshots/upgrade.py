@@ -33,7 +33,7 @@ from qbctl.errors import CheckFailed, QbctlError, Unavailable, UsageError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
 from qbctl.snapshots import inventory, restore, store
-from qbctl.snapshots.containers import Postgres
+from qbctl.snapshots.clients import Postgres
 from qbctl.snapshots.snapshot import helper
 from qbctl.stack import volumes
 from qbctl.stack.spec import build_stack
