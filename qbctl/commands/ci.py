@@ -24,7 +24,8 @@ def setup(
     json: bool = JSON_OPTION,
 ) -> None:
     """Start postgres and redis (no UIs), migrate, check health; export the URLs to GITHUB_ENV."""
-    from qbctl import ci, views
+    from qbctl import views
+    from qbctl.workflows import ci
 
     st = state(ctx, json)
     st.on_interrupt = ("ci setup stopped; what it started keeps running: `qbctl ci teardown` removes it, "
@@ -38,7 +39,8 @@ def setup(
 @ci_app.command()
 def teardown(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Remove this project's containers, volumes and network (no question asked: CI has no terminal)."""
-    from qbctl import ci, views
+    from qbctl import views
+    from qbctl.workflows import ci
 
     st = state(ctx, json)
     st.on_interrupt = "the teardown may be half done; `qbctl ci teardown` again finishes it"

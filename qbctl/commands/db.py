@@ -59,7 +59,7 @@ def migrate(
 
 def _rehearse(st, without_timescaledb: bool, wait: float, logical: bool) -> None:
     from qbctl import views
-    from qbctl.db import rehearse as reh
+    from qbctl.workflows import rehearse as reh
 
     st.on_interrupt = "the copy was dropped; the database was not touched"
     options = reh.RehearseOptions(without_timescaledb=without_timescaledb, wait=wait, logical=logical)
@@ -100,7 +100,7 @@ def reset_cmd(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y",
     """Snapshot the data, empty the database (every table and its data) and migrate again."""
     from qbctl import views
     from qbctl.db import migrate as mig
-    from qbctl.db import reset as dbreset
+    from qbctl.workflows import db_reset as dbreset
 
     st = state(ctx, json)
     settings = st.settings

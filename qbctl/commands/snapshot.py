@@ -80,7 +80,7 @@ def restore(ctx: typer.Context, name: str = typer.Argument(..., help="The snapsh
             json: bool = JSON_OPTION) -> None:
     """Put a snapshot's data back: into a new database, checked, then switched in; Redis too."""
     from qbctl import views
-    from qbctl.snapshots import restore as restore_mod
+    from qbctl.workflows import restore as restore_mod
 
     st = state(ctx, json)
     settings = st.settings
@@ -105,7 +105,7 @@ def upgrade(ctx: typer.Context, yes: bool = YES,
             json: bool = JSON_OPTION) -> None:
     """Move the data to the image's PostgreSQL major or TimescaleDB version; the old volume is kept."""
     from qbctl import views
-    from qbctl.snapshots import upgrade as upgrade_mod
+    from qbctl.workflows import upgrade as upgrade_mod
 
     st = state(ctx, json)
     plan = upgrade_mod.plan(st.settings, upgrade_mod.UpgradeOptions(from_image=from_image))

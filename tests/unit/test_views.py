@@ -17,22 +17,22 @@ import pytest
 
 from qbctl import views
 from qbctl.checks import load
-from qbctl.ci import CiResult
 from qbctl.config import settings as S
 from qbctl.config.envcheck import EnvCheckResult
 from qbctl.db.lint_run import LintResult
 from qbctl.db.migrate import MigrateResult
 from qbctl.db.new import NewResult
-from qbctl.db.rehearse import RehearseResult
-from qbctl.db.reset import DbResetResult
 from qbctl.db.seed import SeedResult
 from qbctl.errors import CheckFailed
 from qbctl.output import Output
-from qbctl.snapshots.restore import RestoreResult
 from qbctl.snapshots.snapshot import SnapshotList, SnapshotRemoved, SnapshotResult
-from qbctl.snapshots.upgrade import UpgradeResult
 from qbctl.stack import lifecycle
 from qbctl.stack.compose_file import ComposeResult
+from qbctl.workflows.ci import CiResult
+from qbctl.workflows.db_reset import DbResetResult
+from qbctl.workflows.rehearse import RehearseResult
+from qbctl.workflows.restore import RestoreResult
+from qbctl.workflows.upgrade import UpgradeResult
 from tests.unit.test_tables import (
     budget_result,
     config_result,

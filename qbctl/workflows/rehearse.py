@@ -237,8 +237,8 @@ def _copy_logical(pg, settings: Settings, timescaledb: str | None, size: int, re
     way on the server, where a `psql` run in the container would go on without us). That session holds
     an advisory lock named after the copy for as long as the rehearsal lives, so a copy left by a
     rehearsal that was killed (SIGKILL, a lost machine) is told from one in use and dropped by the next."""
-    from qbctl.snapshots import restore
     from qbctl.snapshots.inventory import literal, quote
+    from qbctl.workflows import restore
 
     db = settings.pg.dbname
     token = secrets.token_hex(4)

@@ -32,11 +32,12 @@ from qbctl.engine.lock import project_lock
 from qbctl.errors import CheckFailed, QbctlError, Unavailable, UsageError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
-from qbctl.snapshots import inventory, restore, store
+from qbctl.snapshots import inventory, store
 from qbctl.snapshots.clients import Postgres
 from qbctl.snapshots.snapshot import helper
 from qbctl.stack import volumes
 from qbctl.stack.spec import build_stack
+from qbctl.workflows import restore
 
 MISSING_LIB = re.compile(r'could not access file "\$libdir/timescaledb-([0-9][^"]*)"')
 
