@@ -75,7 +75,7 @@ def _qb_settings(pytestconfig):
 
     settings = _run(settings_mod.load)
     if _option(pytestconfig, "qb_up"):
-        from qbctl.stack import lifecycle
+        from qbctl.stack import up as lifecycle
 
         result = _run(lifecycle.up, settings, lifecycle.UpOptions(services=("postgres", "redis"), no_ui=True))
         if result.error is not None:

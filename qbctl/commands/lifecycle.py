@@ -39,7 +39,7 @@ def up(
 ) -> None:
     """Start the stack (idempotent) and wait until every service answers."""
     from qbctl import views
-    from qbctl.stack import lifecycle
+    from qbctl.stack import up as lifecycle
 
     st = state(ctx, json)
     settings = st.settings
@@ -57,7 +57,7 @@ def up(
 def down(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Stop and remove the containers; the volumes (your data) stay."""
     from qbctl import views
-    from qbctl.stack import lifecycle
+    from qbctl.stack import up as lifecycle
 
     st = state(ctx, json)
     st.on_interrupt = "some containers may be left; `qbctl down` again removes them (your data stays)"
@@ -71,7 +71,7 @@ def reset(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", hel
           json: bool = JSON_OPTION) -> None:
     """Snapshot the data, then remove this project's containers, volumes (all its data) and network."""
     from qbctl import views
-    from qbctl.stack import lifecycle
+    from qbctl.stack import up as lifecycle
 
     st = state(ctx, json)
     settings = st.settings
@@ -87,7 +87,7 @@ def reset(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", hel
 def status(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """One row per service: state, health, ports, image, memory."""
     from qbctl import views
-    from qbctl.stack import lifecycle
+    from qbctl.stack import up as lifecycle
 
     st = state(ctx, json)
     st.on_interrupt = "nothing was changed"

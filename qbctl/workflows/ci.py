@@ -18,7 +18,7 @@ from qbctl.db import migrate
 from qbctl.errors import QbctlError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
-from qbctl.stack import lifecycle
+from qbctl.stack import up as lifecycle
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -344,7 +344,7 @@ def _globals(path, user: str) -> bytes:
 
 
 def _up(settings: Settings, result: UpgradeResult, events: Events) -> None:
-    from qbctl.stack import lifecycle
+    from qbctl.stack import up as lifecycle
 
     up = lifecycle.up(settings, lifecycle.UpOptions(services=("postgres",)), events)
     if not up.ok:

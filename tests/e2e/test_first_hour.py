@@ -191,7 +191,7 @@ def test_health_says_connection_refused_at_once(project_env, tmp_path):
 
 def test_status_answers_quickly(running_stack):
     from qbctl.config import settings as S
-    from qbctl.stack import lifecycle
+    from qbctl.stack import up as lifecycle
 
     env, cwd, _ = running_stack
     settings = S.load(environ=env, cwd=cwd)

@@ -85,7 +85,8 @@ def _states(containers: dict) -> dict:
 
 
 def test_the_quick_answer_is_the_ordinary_one(warm_stack, docker_client, settings_of, monkeypatch):
-    from qbctl.stack import lifecycle, warm
+    from qbctl.stack import up as lifecycle
+    from qbctl.stack import warm
     from qbctl.stack.up_result import UpOptions
 
     env, cwd = warm_stack

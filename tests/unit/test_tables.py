@@ -15,7 +15,7 @@ from qbctl.config import settings as S
 from qbctl.db import status as dbstatus
 from qbctl.db import timescale
 from qbctl.output import Output
-from qbctl.stack import lifecycle
+from qbctl.stack import up as lifecycle
 
 ESC = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 WIDTHS = (80, 120)

@@ -26,7 +26,7 @@ from qbctl.db.seed import SeedResult
 from qbctl.errors import CheckFailed
 from qbctl.output import Output
 from qbctl.snapshots.snapshot import SnapshotList, SnapshotRemoved, SnapshotResult
-from qbctl.stack import lifecycle
+from qbctl.stack import up as lifecycle
 from qbctl.stack.compose_file import ComposeResult
 from qbctl.workflows.ci import CiResult
 from qbctl.workflows.db_reset import DbResetResult
