@@ -75,9 +75,9 @@ def _qb_settings(pytestconfig):
 
     settings = _run(settings_mod.load)
     if _option(pytestconfig, "qb_up"):
-        from qbctl.stack import up as lifecycle
+        from qbctl.stack import up as up_mod
 
-        result = _run(lifecycle.up, settings, lifecycle.UpOptions(services=("postgres", "redis"), no_ui=True))
+        result = _run(up_mod.up, settings, up_mod.UpOptions(services=("postgres", "redis"), no_ui=True))
         if result.error is not None:
             _fail(result.error)
     return settings

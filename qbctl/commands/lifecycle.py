@@ -39,7 +39,7 @@ def up(
 ) -> None:
     """Start the stack (idempotent) and wait until every service answers."""
     from qbctl import views
-    from qbctl.stack import up as lifecycle
+    from qbctl.stack import up as up_mod
 
     st = state(ctx, json)
     settings = st.settings
@@ -48,21 +48,21 @@ def up(
     if profile is not None and profile not in PROFILES:
         raise UsageError(f"--profile {profile}: expected one of " + ", ".join(PROFILES))
     st.on_interrupt = "nothing was created or changed"  # once containers change, up says what it left
-    options = lifecycle.UpOptions(services=tuple(services or ()), no_ui=no_ui, timeout=timeout, profile=profile)
+    options = up_mod.UpOptions(services=tuple(services or ()), no_ui=no_ui, timeout=timeout, profile=profile)
     with st.out.progress("starting the stack") as events:
-        result = lifecycle.up(settings, options, events)
+        result = up_mod.up(settings, options, events)
     finish(st, result, views.up)
 
 
 def down(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Stop and remove the containers; the volumes (your data) stay."""
     from qbctl import views
-    from qbctl.stack import up as lifecycle
+    from qbctl.stack import down as down_mod
 
     st = state(ctx, json)
     st.on_interrupt = "some containers may be left; `qbctl down` again removes them (your data stays)"
     with st.out.progress("stopping the stack") as events:
-        result = lifecycle.down(st.settings, events)
+        result = down_mod.down(st.settings, events)
     finish(st, result, views.down)
 
 
@@ -71,27 +71,28 @@ def reset(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", hel
           json: bool = JSON_OPTION) -> None:
     """Snapshot the data, then remove this project's containers, volumes (all its data) and network."""
     from qbctl import views
-    from qbctl.stack import up as lifecycle
+    from qbctl.stack.spec import require_project
+    from qbctl.workflows import reset as reset_mod
 
     st = state(ctx, json)
     settings = st.settings
-    lifecycle.require_project(settings, "nothing was removed")
+    require_project(settings, "nothing was removed")
     confirm(st, yes, f"This deletes every container and volume of project {settings.project!r}, with their data"
                      + ("." if no_snapshot else " (after a snapshot of it)."))
     st.on_interrupt = "the reset may be half done; `qbctl reset --yes` again finishes it"
     with st.out.progress("removing the stack") as events:
-        result = lifecycle.reset(settings, lifecycle.ResetOptions(snapshot=not no_snapshot), events)
+        result = reset_mod.reset(settings, reset_mod.ResetOptions(snapshot=not no_snapshot), events)
     finish(st, result, views.reset)
 
 
 def status(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """One row per service: state, health, ports, image, memory."""
     from qbctl import views
-    from qbctl.stack import up as lifecycle
+    from qbctl.stack import status as status_mod
 
     st = state(ctx, json)
     st.on_interrupt = "nothing was changed"
-    finish(st, lifecycle.status(st.read_settings()), views.status)
+    finish(st, status_mod.status(st.read_settings()), views.status)
 
 
 def logs(

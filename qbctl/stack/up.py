@@ -1,4 +1,4 @@
-"""up / down / reset / status: observed state -> plan -> execute -> wait, as data.
+"""up: observed state -> plan -> execute -> wait, as data.
 
 Progress goes out as events (qbctl.events); nothing here prints.
 """
@@ -12,40 +12,18 @@ from qbctl.config.settings import Settings
 from qbctl.db import connect as pg
 from qbctl.engine import facade as engine
 from qbctl.engine.lock import project_lock
-from qbctl.errors import CheckFailed, Interrupted, NotAProject, QbctlError, ServerKilled
+from qbctl.errors import CheckFailed, Interrupted, QbctlError, ServerKilled
 from qbctl.events import Event, Events, Status, ignore
-from qbctl.result import Result
 from qbctl.stack import ports, probes, volumes
 from qbctl.stack.plan import Plan, make_plan
-from qbctl.stack.spec import ServiceSpec, Stack, build_stack, exposure_warnings, select, with_volume
-from qbctl.stack.up_result import NEXT_COMMANDS, ServiceResult, UpOptions, UpResult, urls  # noqa: F401 - used as lifecycle.*
+from qbctl.stack.spec import ServiceSpec, Stack, build_stack, exposure_warnings, require_project, select, with_volume
+from qbctl.stack.status import engine_facts, port_text
+from qbctl.stack.up_result import NEXT_COMMANDS, ServiceResult, UpOptions, UpResult, urls  # noqa: F401 - used as up.*
 from qbctl.transport import reach
 
 POLL = 0.03  # seconds between readiness probes
 STATE_EVERY = 0.25  # seconds between container state checks while waiting
 LOG_LINES = 20
-
-
-def engine_facts(eng: engine.Engine, stack: Stack | None = None) -> dict:
-    """Where a stack runs, for people and for --json: the engine, its host, the measured round trip."""
-    facts = {"where": eng.where, "host": eng.host, "remote": eng.remote, "product": eng.product,
-             "rtt_ms": round(eng.rtt * 1000, 1)}
-    if stack is not None:
-        facts["profile"] = stack.profile
-    return facts
-
-
-def _port_text(spec: ServiceSpec) -> list[str]:
-    return [f"{p.host_ip}:{p.host}" for p in spec.ports]
-
-
-def require_project(settings: Settings, nothing_done: str) -> None:
-    """Commands that create or remove containers act only in a project (settings.find_project), so
-    that a command run in the wrong folder cannot start a second stack named after that folder."""
-    if not settings.is_project:
-        raise NotAProject(f"{settings.root} is no qbctl project (no .env, sql/schema or [tool.qbctl] in "
-                          f"pyproject.toml there or above it), so {nothing_done}; run qbctl in the project's "
-                          "folder, or name it with --project-dir DIR or --project NAME")
 
 
 def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ignore) -> UpResult:
@@ -133,7 +111,7 @@ def _up(settings: Settings, options: UpOptions, events: Events, stack: Stack, de
                         volumes.check(vol, existing[vol], spec.image, _image_env(images[spec.image]))
                         on_data = True
         cids = {name: o.container_id for name, o in observed.items()}
-        results = {s.name: ServiceResult(s.name, s.image, _port_text(s)) for s in desired}
+        results = {s.name: ServiceResult(s.name, s.image, port_text(s)) for s in desired}
         for step in plan.steps:
             results[step.service].action = step.action
         _execute(eng, stack, plan, cids, events, left)
@@ -332,179 +310,3 @@ def _unready_error(result: UpResult, timeout: float, limits: dict[str, str]) -> 
     return CheckFailed(f"{first.name}: {first.detail}", code="UNHEALTHY",
                        hint=f"its last log lines are shown above; `qbctl logs {first.name}` has the rest")
 
-
-@dataclass
-class DownResult(Result):
-    project: str
-    removed: list[str]
-    volumes_removed: list[str] = field(default_factory=list)
-    network_removed: bool = False
-    ok: bool = True
-    error: QbctlError | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ResetOptions:
-    snapshot: bool = False  # take an automatic snapshot first (`qbctl reset`; not `ci teardown`)
-
-
-@dataclass
-class ResetResult(DownResult):
-    snapshot: str | None = None  # the automatic snapshot of the data removed
-    snapshot_skipped: str | None = None  # why there is none
-
-
-def down(settings: Settings, events: Events = ignore) -> DownResult:
-    """Remove this project's containers and network; its volumes (the data) stay."""
-    return _remove(settings, events, volumes=False)
-
-
-def reset(settings: Settings, options: ResetOptions = ResetOptions(), events: Events = ignore) -> ResetResult:
-    """Remove this project's containers, volumes and network: only objects labelled with it.
-
-    With options.snapshot, the data is snapshotted first (see qbctl.snapshots); a snapshot that
-    fails stops the reset before anything is removed."""
-    require_project(settings, "nothing was removed")
-    eng = engine.connect()
-    project = settings.project
-    with project_lock(project, events, eng=eng):
-        taken = skipped = None
-        if options.snapshot:
-            from qbctl.snapshots import snapshot
-
-            done = snapshot.guard(eng, settings, "reset", events)
-            taken, skipped = done.name, done.skipped
-        removed = _remove_containers(eng, project, events)
-        net = eng.remove_networks(project)
-        events(Event(Status.WORKING, "removing volumes"))
-        vols = eng.remove_volumes(project)
-    return ResetResult(project, removed, vols, net, snapshot=taken, snapshot_skipped=skipped)
-
-
-def _remove(settings: Settings, events: Events, volumes: bool) -> DownResult:
-    require_project(settings, "nothing was removed")
-    eng = engine.connect()
-    project = settings.project
-    with project_lock(project, events, eng=eng):
-        removed = _remove_containers(eng, project, events)
-        net = eng.remove_networks(project)
-        if volumes:
-            events(Event(Status.WORKING, "removing volumes"))
-        vols = eng.remove_volumes(project) if volumes else []
-    return DownResult(project, removed, vols, net)
-
-
-
-def _remove_containers(eng: engine.Engine, project: str, events: Events) -> list[str]:
-    # UIs first, then the servers they depend on; all at once, each stop takes its own time.
-    containers = sorted(eng.containers(project), key=lambda c: c.service in ("postgres", "redis"))
-    errors: dict[str, QbctlError] = {}
-
-    def remove(c: engine.Container) -> None:
-        try:
-            eng.remove_container(c.id)
-        except QbctlError as exc:  # said once, after every thread is done
-            errors[c.name] = exc
-
-    threads = [threading.Thread(target=remove, args=(c,)) for c in containers]
-    for t in threads:
-        t.start()
-    removed = []
-    for t, c in zip(threads, containers, strict=True):
-        t.join()
-        if c.name not in errors:
-            removed.append(c.name)
-            events(Event(Status.WORKING, "removed", c.service or c.name))
-    if errors:
-        raise next(iter(errors.values()))
-    return removed
-
-
-@dataclass
-class ServiceStatus:
-    name: str
-    state: str
-    health: str | None
-    ports: list[str]
-    image: str
-    memory_bytes: int | None
-    memory_limit_bytes: int | None
-    restart_count: int = 0
-    exit_code: int | None = None
-    oom_killed: bool = False
-
-
-@dataclass
-class StatusResult(Result):
-    project: str
-    services: list[ServiceStatus]
-    external: list[dict]
-    project_source: str = ""  # how the project was found (settings.project_source)
-    ok: bool = True
-    error: QbctlError | None = None
-    engine: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-
-def _limit_note(spec: ServiceSpec, limit: int, c: engine.Container) -> str:
-    """A running container whose memory limit is not the settings' (the status table shows its own)."""
-    from qbctl.config.sizes import fmt_mb
-    from qbctl.engine.labels import LABEL_CONFIG
-
-    how = "applied by the next `qbctl up`" if c.labels.get(LABEL_CONFIG) != spec.config_hash() else \
-        "not applied by `qbctl up`, which keeps the container (its settings did not change: the limit was changed " \
-        "on the container)"
-    return (f"{spec.name} runs with a {fmt_mb(limit)} memory limit; {spec.mem_setting} says {fmt_mb(spec.mem_limit)}, "
-            f"{how}")
-
-
-def status(settings: Settings) -> StatusResult:
-    stack = build_stack(settings)
-    eng = engine.connect()
-    containers = {c.service: c for c in eng.containers(stack.project)}
-    mem: dict[str, int | None] = {}
-    limits: dict[str, int] = {}  # a running container's own limit: the settings' applies at its next creation
-    infos: dict[str, engine.ContainerState] = {}
-
-    errors: list[QbctlError] = []
-    with_cache: list[str] = []
-
-    def measure(name: str, cid: str, running: bool) -> None:
-        try:
-            infos[name] = eng.state(cid)
-            if running:
-                m = eng.memory(cid)
-                mem[name] = m.without_cache if m else None
-                if m and m.limit:
-                    limits[name] = m.limit
-                if m and not m.cache_known:
-                    with_cache.append(name)
-        except QbctlError as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=measure, args=(n, c.id, c.state == "running"))
-               for n, c in containers.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    rows: list[ServiceStatus] = []
-    for spec in stack.services:
-        c = containers.get(spec.name)
-        if c is None:
-            rows.append(ServiceStatus(spec.name, "absent", None, _port_text(spec), spec.image, None, spec.mem_limit))
-            continue
-        st = infos[spec.name]
-        limit = limits.get(spec.name, spec.mem_limit)
-        rows.append(ServiceStatus(spec.name, st.status, st.health, list(c.ports), c.image, mem.get(spec.name),
-                                  limit, st.restart_count, st.exit_code if st.status != "running" else None,
-                                  st.oom_killed))
-    ok = all(r.state == "running" and r.health != "unhealthy" for r in rows)
-    notes = [f"memory of {', '.join(sorted(with_cache))} includes page cache: the engine ({eng.product}) gives no "
-             "cache figure and the container's cgroup could not be read"] if with_cache else []
-    notes += [_limit_note(s, limits[s.name], containers[s.name]) for s in stack.services
-              if s.name in limits and s.mem_limit and abs(limits[s.name] - s.mem_limit) > 4096]  # (cgroups: pages)
-    return StatusResult(stack.project, rows, [{"service": n, "reason": w} for n, w in stack.external],
-                        settings.project_source, ok, engine=engine_facts(eng, stack), notes=notes)

@@ -18,7 +18,10 @@ from qbctl.db import migrate
 from qbctl.errors import QbctlError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
-from qbctl.stack import up as lifecycle
+from qbctl.stack import up as up_mod
+from qbctl.stack.down import DownResult
+from qbctl.stack.spec import require_project
+from qbctl.workflows import reset as reset_mod
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,12 +58,12 @@ def _step(result: CiResult, name: str, fn) -> bool:
 
 
 def setup(settings: Settings, options: CiOptions = CiOptions(), events: Events = ignore) -> CiResult:
-    lifecycle.require_project(settings, "nothing was started")
+    require_project(settings, "nothing was started")
     t0 = time.monotonic()
     timeout = options.timeout or settings["QBCTL_UP_TIMEOUT"]
     result = CiResult(settings.project)
     steps = (
-        ("up", lambda: lifecycle.up(settings, lifecycle.UpOptions(no_ui=True, timeout=timeout), events)),
+        ("up", lambda: up_mod.up(settings, up_mod.UpOptions(no_ui=True, timeout=timeout), events)),
         ("lint", lambda: _lint(settings, result, events)),
         ("migrate", lambda: migrate.migrate(settings, migrate.MigrateOptions(
             without_timescaledb=options.without_timescaledb, wait=timeout), events)),
@@ -106,6 +109,6 @@ def export_github_env(settings: Settings) -> list[str]:
     return ["DATABASE_URL", "REDIS_URL"]
 
 
-def teardown(settings: Settings, events: Events = ignore) -> lifecycle.DownResult:
+def teardown(settings: Settings, events: Events = ignore) -> DownResult:
     """Everything of this project, volumes included: a CI runner keeps nothing."""
-    return lifecycle.reset(settings, events=events)
+    return reset_mod.reset(settings, events=events)

@@ -127,10 +127,10 @@ def _ensure_running(eng: engine.Engine, settings: Settings, project: str, servic
     running = {c.service for c in eng.containers(project, running_only=True)}
     if all(s in running for s in services):
         return None
-    from qbctl.stack import up as lifecycle
+    from qbctl.stack import up as up_mod
 
     events(Event(Status.INFO, "starting " + " and ".join(services)))
-    up = lifecycle.up(settings, lifecycle.UpOptions(services=tuple(services)), events)
+    up = up_mod.up(settings, up_mod.UpOptions(services=tuple(services)), events)
     return None if up.ok else up.error
 
 

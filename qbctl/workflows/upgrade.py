@@ -344,9 +344,9 @@ def _globals(path, user: str) -> bytes:
 
 
 def _up(settings: Settings, result: UpgradeResult, events: Events) -> None:
-    from qbctl.stack import up as lifecycle
+    from qbctl.stack import up as up_mod
 
-    up = lifecycle.up(settings, lifecycle.UpOptions(services=("postgres",)), events)
+    up = up_mod.up(settings, up_mod.UpOptions(services=("postgres",)), events)
     if not up.ok:
         result.fail(up.error)
 

@@ -85,7 +85,7 @@ def _states(containers: dict) -> dict:
 
 
 def test_the_quick_answer_is_the_ordinary_one(warm_stack, docker_client, settings_of, monkeypatch):
-    from qbctl.stack import up as lifecycle
+    from qbctl.stack import up as up_mod
     from qbctl.stack import warm
     from qbctl.stack.up_result import UpOptions
 
@@ -100,7 +100,7 @@ def test_the_quick_answer_is_the_ordinary_one(warm_stack, docker_client, setting
         with monkeypatch.context() as m:
             m.setattr(warm, "up", lambda *_: None)  # the ordinary path, as before stack/warm.py
             events = []
-            ordinary = lifecycle.up(settings, options, events.append)
+            ordinary = up_mod.up(settings, options, events.append)
         assert ordinary.ok and result.ok
         assert _steady(result.to_dict()) == _steady(ordinary.to_dict())
         assert _text(result) == _text(ordinary)

@@ -15,7 +15,8 @@ from qbctl.config import settings as S
 from qbctl.db import status as dbstatus
 from qbctl.db import timescale
 from qbctl.output import Output
-from qbctl.stack import up as lifecycle
+from qbctl.stack import status as status_mod
+from qbctl.stack import up as up_mod
 
 ESC = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 WIDTHS = (80, 120)
@@ -35,20 +36,20 @@ def up_result():
     from qbctl.stack.spec import build_stack
 
     stack = build_stack(s)
-    services = [lifecycle.ServiceResult(spec.name, spec.image, [f"127.0.0.1:{spec.ports[0].host}"], "create", True,
+    services = [up_mod.ServiceResult(spec.name, spec.image, [f"127.0.0.1:{spec.ports[0].host}"], "create", True,
                                         2.5) for spec in stack.services]
-    result = lifecycle.UpResult(stack.project, services, "", {"ready": 3.2}, [],
-                                lifecycle.urls(s, list(stack.services)), lifecycle.NEXT_COMMANDS, ok=True)
+    result = up_mod.UpResult(stack.project, services, "", {"ready": 3.2}, [],
+                                up_mod.urls(s, list(stack.services)), up_mod.NEXT_COMMANDS, ok=True)
     values = [v for svc in services for v in (svc.name, svc.image, svc.ports[0])] + list(result.urls.values())
     return result, values
 
 
 def status_result():
-    rows = [lifecycle.ServiceStatus("postgres", "running", "healthy", ["127.0.0.1:5432"],
+    rows = [status_mod.ServiceStatus("postgres", "running", "healthy", ["127.0.0.1:5432"],
                                     "timescale/timescaledb:latest-pg15", 31 * 2**20, 300 * 2**20),
-            lifecycle.ServiceStatus("redis-commander", "exited", None, ["127.0.0.1:8081"],
+            status_mod.ServiceStatus("redis-commander", "exited", None, ["127.0.0.1:8081"],
                                     "rediscommander/redis-commander:latest", None, 160 * 2**20, 3, 137, True)]
-    result = lifecycle.StatusResult("qb-backend-feature-branch", rows, [], "named by QBCTL_PROJECT (from .env)")
+    result = status_mod.StatusResult("qb-backend-feature-branch", rows, [], "named by QBCTL_PROJECT (from .env)")
     return result, ["timescale/timescaledb:latest-pg15", "rediscommander/redis-commander:latest", "127.0.0.1:5432",
                     "31MB / 300MB", "exited (OOM killed) (exit 137) (restarted 3x)", "named by QBCTL_PROJECT"]
 
