@@ -299,10 +299,10 @@ def run(settings: Settings, timeout: float = CHECK_TIMEOUT, without_timescaledb:
 def _allow_for_latency(timeout: float) -> float:
     """Each check's time, grown by the measured round trips to a remote engine. Its ssh connection is
     made first (an ssh failure is the command's error, exit 3: nothing could be checked through it)."""
-    from qbctl.transport import reach
+    from qbctl.engine import facade as engine
 
     try:
-        return reach.allow_for_latency(timeout)
+        return engine.allow_for_latency(timeout)
     except QbctlError as exc:
         if exc.code == "SSH_FAILED":
             raise

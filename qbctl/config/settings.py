@@ -421,10 +421,9 @@ class ConfigShown(Result):
     error: ConfigError | None = None
 
 
-def shown(settings: Settings) -> ConfigShown:
-    from qbctl.db import files
-
+def shown(settings: Settings, schema: str = "") -> ConfigShown:
+    """`schema`: the sql/ folder the db commands use, in words (db.files.describe)."""
     rows = [{"key": s.key, "value": settings.masked(s.key), "source": settings.sources[s.key]} for s in SETTINGS]
     return ConfigShown(settings.project, str(settings.root),
                        str(settings.env_file) if settings.env_file else None, rows, settings.project_source,
-                       files.describe(settings))
+                       schema)

@@ -116,6 +116,16 @@ def connect() -> Engine:
         return eng
 
 
+def allow_for_latency(seconds: float) -> float:
+    """A timeout meant for a local engine, grown by the measured round trips to a remote one
+    (connecting first: the ssh handshake does not count against the checks)."""
+    from qbctl.transport import reach
+
+    if not reach.engine_is_remote():
+        return seconds
+    return connect().allow(seconds)
+
+
 def forget() -> None:
     """Drop the engines of this run (their tunnels are closed by ssh.close_all)."""
     with _engines_lock:

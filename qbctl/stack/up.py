@@ -19,7 +19,6 @@ from qbctl.stack.plan import Plan, make_plan
 from qbctl.stack.spec import ServiceSpec, Stack, build_stack, exposure_warnings, require_project, select, with_volume
 from qbctl.stack.status import engine_facts, port_text
 from qbctl.stack.up_result import NEXT_COMMANDS, ServiceResult, UpOptions, UpResult, urls  # noqa: F401 - used as up.*
-from qbctl.transport import reach
 
 POLL = 0.03  # seconds between readiness probes
 STATE_EVERY = 0.25  # seconds between container state checks while waiting
@@ -200,7 +199,8 @@ def _check_ports(eng: engine.Engine, stack: Stack, plan: Plan) -> None:
     if to_bind:
         # On the engine's host: this machine's sockets for a local engine, the VM's through ssh for a remote one.
         ports.check_free(to_bind, who_else=lambda port: _container_on_port(eng, port, stack.project),
-                         in_use=reach.port_in_use, host=eng.host if eng.remote else None)
+                         in_use=lambda ip, port: ports.in_use_on_engine(eng, ip, port),
+                         host=eng.host if eng.remote else None)
 
 
 def _container_on_port(eng: engine.Engine, port: int, project: str) -> tuple[str | None, bool]:

@@ -38,7 +38,7 @@ def engine_is_remote() -> bool:
         return False
 
 
-def _remote_ip(bind: str) -> str:
+def remote_ip(bind: str) -> str:
     """The address on the engine's host that a port published on `bind` answers on."""
     return "127.0.0.1" if bind in ("0.0.0.0", "::", "", "localhost") else bind
 
@@ -59,32 +59,7 @@ def endpoint(host: str, port: int, bind: str = "127.0.0.1") -> tuple[str, int]:
 
     # The engine's own tunnel (one ssh connection per run for everything), opened here if the
     # command has not needed the engine itself (db migrate).
-    return ssh.tunnel(tgt.ssh).forward(_remote_ip(bind), port)
-
-
-def port_in_use(host_ip: str, port: int) -> bool | None:
-    """Whether host_ip:port is taken on the engine's host; None: cannot tell from here (a tcp engine)."""
-    tgt = current()
-    if tgt.kind == "local":
-        from qbctl.stack import ports
-
-        return not ports.is_free(host_ip, port)
-    if tgt.kind == "tcp":
-        return None
-    from qbctl.engine import facade as engine
-
-    eng = engine.connect()
-    return eng.tunnel.listening(_remote_ip(host_ip), port, wait=eng.allow(1.0))
-
-
-def allow_for_latency(seconds: float) -> float:
-    """A timeout meant for a local engine, grown by the measured round trips to a remote one
-    (connecting first: the ssh handshake does not count against the checks)."""
-    if not engine_is_remote():
-        return seconds
-    from qbctl.engine import facade as engine
-
-    return engine.connect().allow(seconds)
+    return ssh.tunnel(tgt.ssh).forward(remote_ip(bind), port)
 
 
 def url_host(host: str) -> str:

@@ -25,7 +25,6 @@ class ResetResult(DownResult):
     snapshot_skipped: str | None = None  # why there is none
 
 
-
 def reset(settings: Settings, options: ResetOptions = ResetOptions(), events: Events = ignore) -> ResetResult:
     """Remove this project's containers, volumes and network: only objects labelled with it.
 
