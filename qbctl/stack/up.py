@@ -15,7 +15,7 @@ from qbctl.engine.lock import project_lock
 from qbctl.errors import CheckFailed, Interrupted, QbctlError, ServerKilled
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.stack import ports, probes, volumes
-from qbctl.stack.plan import Plan, make_plan
+from qbctl.stack.plan import Plan, make_plan, observe
 from qbctl.stack.spec import ServiceSpec, Stack, build_stack, exposure_warnings, require_project, select, with_volume
 from qbctl.stack.status import engine_facts, port_text
 from qbctl.stack.up_result import NEXT_COMMANDS, ServiceResult, UpOptions, UpResult, urls  # noqa: F401 - used as up.*
@@ -89,7 +89,7 @@ def _up(settings: Settings, options: UpOptions, events: Events, stack: Stack, de
         eng: engine.Engine, timings: dict[str, float], left: _Left, t0: float, timeout: float):
     on_data = False  # PostgreSQL (re)created on a volume that held data already
     with project_lock(stack.project, events, eng=eng):
-        observed = eng.observe(stack.project)
+        observed = observe(eng, stack.project)
         # Ports first, before any pull: a busy port is reported in a second, not after a download.
         _check_ports(eng, stack, make_plan(desired, observed, {}))
         images = _ensure_images(eng, desired, events)

@@ -42,7 +42,7 @@ def is_logic(path: Path) -> bool:
 
 def test_only_the_engine_module_talks_to_the_docker_sdk():
     users = [rel(p) for p in MODULES if any(i == "docker" or i.startswith("docker.") for i in imports(tree(p)))]
-    assert users == ["engine/facade.py"]
+    assert users and all(u.startswith("engine/") for u in users), users
 
 
 @pytest.mark.parametrize("path", [p for p in MODULES if is_logic(p)], ids=rel)
