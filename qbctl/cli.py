@@ -65,17 +65,7 @@ def main(argv: list[str] | None = None, state: AppState | None = None) -> int:
     try:
         return _main(args, state)
     finally:
-        _close_engines()
-
-
-def _close_engines() -> None:
-    """Close the ssh tunnels this run opened (remote engines), whatever ended it."""
-    ssh = sys.modules.get("qbctl.transport.ssh")
-    if ssh is not None:
-        ssh.close_all()
-    engine = sys.modules.get("qbctl.engine.facade")
-    if engine is not None:
-        engine.forget()
+        state.close()  # the runtime's engine and ssh tunnels, whatever ended the command
 
 
 def _main(args: list[str], state: AppState) -> int:

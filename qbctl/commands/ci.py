@@ -32,7 +32,7 @@ def setup(
                        "`qbctl ci setup` again finishes the job")
     options = ci.CiOptions(timeout=timeout, without_timescaledb=without_timescaledb)
     with st.out.progress("ci setup") as events:
-        result = ci.setup(st.settings, options, events)
+        result = ci.setup(st.settings, options, events, rt=st.rt)
     finish(st, result, views.ci)
 
 
@@ -45,5 +45,5 @@ def teardown(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     st = state(ctx, json)
     st.on_interrupt = "the teardown may be half done; `qbctl ci teardown` again finishes it"
     with st.out.progress("ci teardown") as events:
-        result = ci.teardown(st.settings, events)
+        result = ci.teardown(st.settings, events, rt=st.rt)
     finish(st, result, views.down)

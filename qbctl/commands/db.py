@@ -64,7 +64,7 @@ def _rehearse(st, without_timescaledb: bool, wait: float, logical: bool) -> None
     st.on_interrupt = "the copy was dropped; the database was not touched"
     options = reh.RehearseOptions(without_timescaledb=without_timescaledb, wait=wait, logical=logical)
     with st.out.progress("rehearsing") as events:
-        result = reh.rehearse(st.settings, options, events)
+        result = reh.rehearse(st.settings, options, events, rt=st.rt)
     finish(st, result, views.rehearse)
 
 
@@ -108,7 +108,7 @@ def reset_cmd(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y",
     st.on_interrupt = "the database may be empty or half migrated; `qbctl db migrate` finishes it"
     with st.out.progress("resetting the database") as events:
         result = dbreset.reset(settings, mig.MigrateOptions(without_timescaledb=without_timescaledb), events,
-                               snapshot=not no_snapshot)
+                               snapshot=not no_snapshot, rt=st.rt)
     finish(st, result, views.db_reset)
 
 
@@ -181,7 +181,7 @@ def shell(ctx: typer.Context,
     from qbctl.db import shell as dbshell
 
     st = state(ctx)
-    run = dbshell.plan(st.settings, local, list(args or ()), tty=st.out.interactive)
+    run = dbshell.plan(st.settings, local, list(args or ()), tty=st.out.interactive, rt=st.rt)
     code = dbshell.run(run)
     if code == dbshell.PSQL_CONNECTION_BAD:
         st.out.note(f"hint: psql ({run.where}) could not connect to {st.settings.pg.masked()}; `qbctl status` "

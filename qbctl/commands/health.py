@@ -29,7 +29,7 @@ def health(
     st = state(ctx, json)
     st.on_interrupt = "stopped checking; nothing was changed"
     options = health_mod.HealthOptions(check_timeout=check_timeout, wait=wait, timeout=timeout)
-    finish(st, health_mod.check(st.read_settings(), options), views.health)
+    finish(st, health_mod.check(st.read_settings(), options, rt=st.rt), views.health)
 
 
 def budget(
@@ -48,12 +48,13 @@ def budget(
     st = state(ctx, json)
     if not load:
         st.on_interrupt = "nothing was changed"
-        finish(st, budget_mod.measure(st.read_settings()), views.budget)
+        finish(st, budget_mod.measure(st.read_settings(), rt=st.rt), views.budget)
         return
     from qbctl.checks.load import LoadOptions
 
     settings = st.read_settings()
     st.on_interrupt = "the load stopped; its own rows (symbols LOAD...) and keys (cache:qbctl-load:...) may be left"
     with st.out.progress("load") as events:
-        result = budget_mod.under_load(settings, LoadOptions(seconds=seconds, redis_rate=redis_rate), events)
+        result = budget_mod.under_load(settings, LoadOptions(seconds=seconds, redis_rate=redis_rate), events,
+                                       rt=st.rt)
     finish(st, result, views.budget)

@@ -50,7 +50,7 @@ def up(
     st.on_interrupt = "nothing was created or changed"  # once containers change, up says what it left
     options = up_mod.UpOptions(services=tuple(services or ()), no_ui=no_ui, timeout=timeout, profile=profile)
     with st.out.progress("starting the stack") as events:
-        result = up_mod.up(settings, options, events)
+        result = up_mod.up(settings, options, events, rt=st.rt)
     finish(st, result, views.up)
 
 
@@ -62,7 +62,7 @@ def down(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     st = state(ctx, json)
     st.on_interrupt = "some containers may be left; `qbctl down` again removes them (your data stays)"
     with st.out.progress("stopping the stack") as events:
-        result = down_mod.down(st.settings, events)
+        result = down_mod.down(st.settings, events, rt=st.rt)
     finish(st, result, views.down)
 
 
@@ -81,7 +81,7 @@ def reset(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", hel
                      + ("." if no_snapshot else " (after a snapshot of it)."))
     st.on_interrupt = "the reset may be half done; `qbctl reset --yes` again finishes it"
     with st.out.progress("removing the stack") as events:
-        result = reset_mod.reset(settings, reset_mod.ResetOptions(snapshot=not no_snapshot), events)
+        result = reset_mod.reset(settings, reset_mod.ResetOptions(snapshot=not no_snapshot), events, rt=st.rt)
     finish(st, result, views.reset)
 
 
@@ -92,7 +92,7 @@ def status(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
 
     st = state(ctx, json)
     st.on_interrupt = "nothing was changed"
-    finish(st, status_mod.status(st.read_settings()), views.status)
+    finish(st, status_mod.status(st.read_settings(), rt=st.rt), views.status)
 
 
 def logs(
@@ -109,4 +109,4 @@ def logs(
 
     st = state(ctx)
     st.on_interrupt = "stopped following the log; the service keeps running"
-    views.stream(st.out, logs_mod.stream(st.read_settings(), service, follow, tail), flush_each=follow)
+    views.stream(st.out, logs_mod.stream(st.read_settings(), service, follow, tail, rt=st.rt), flush_each=follow)

@@ -46,7 +46,8 @@ def take(ctx: typer.Context,
     st = state(ctx, json)
     st.on_interrupt = "no snapshot was kept (a partial one is never left behind)"
     with st.out.progress("taking a snapshot") as events:
-        result = snapshot.take(st.settings, snapshot.SnapshotOptions(name=name, physical=not logical), events)
+        result = snapshot.take(st.settings, snapshot.SnapshotOptions(name=name, physical=not logical), events,
+                               rt=st.rt)
     finish(st, result, views.snapshot)
 
 
@@ -91,7 +92,7 @@ def restore(ctx: typer.Context, name: str = typer.Argument(..., help="The snapsh
                        "had already been checked and switched in; `qbctl restore` again")
     with st.out.progress(f"restoring {name}") as events:
         options = restore_mod.RestoreOptions(name=name, snapshot_first=not no_snapshot, logical=logical)
-        result = restore_mod.restore(settings, options, events)
+        result = restore_mod.restore(settings, options, events, rt=st.rt)
     finish(st, result, views.restore)
 
 
@@ -108,10 +109,10 @@ def upgrade(ctx: typer.Context, yes: bool = YES,
     from qbctl.workflows import upgrade as upgrade_mod
 
     st = state(ctx, json)
-    plan = upgrade_mod.plan(st.settings, upgrade_mod.UpgradeOptions(from_image=from_image))
+    plan = upgrade_mod.plan(st.settings, upgrade_mod.UpgradeOptions(from_image=from_image), rt=st.rt)
     if plan.question:
         confirm(st, yes, plan.question)
     st.on_interrupt = "the old volume is untouched; `qbctl upgrade` again starts over"
     with st.out.progress("upgrading") as events:
-        result = upgrade_mod.upgrade(st.settings, plan, events, snapshot_first=not no_snapshot)
+        result = upgrade_mod.upgrade(st.settings, plan, events, snapshot_first=not no_snapshot, rt=st.rt)
     finish(st, result, views.upgrade)

@@ -8,7 +8,6 @@ never SDK objects. Only the modules of qbctl/engine/ import the Docker SDK.
 """
 from __future__ import annotations
 
-import threading
 from typing import Callable, Iterable
 
 from qbctl.engine import containers, execution, images, lock, logs, memory, objects
@@ -23,44 +22,11 @@ from qbctl.transport import target
 
 LATENCY_ROUND_TRIPS = 25  # a check's timeout grows by this many round trips to a remote engine
 
-_engines: dict[str, Engine] = {}
-_engines_lock = threading.Lock()
-
-
-def connect() -> Engine:
-    """The engine (DOCKER_HOST, else the Docker context), or DOCKER_UNAVAILABLE / SSH_FAILED (exit 3).
-
-    One Engine per run and engine: an ssh engine's tunnel is opened once, whichever thread asks first.
-    """
-    tgt = target.resolve()
-    with _engines_lock:
-        eng = _engines.get(tgt.url)
-        if eng is None or not eng.usable:
-            eng = open_engine(tgt)
-            _engines[tgt.url] = eng
-        return eng
-
 
 def open_engine(tgt: target.Target) -> Engine:
     """A new connection to the engine `tgt` names (connection.open_api)."""
     api, tunnel, rtt = open_api(tgt)
     return Engine(api, tgt.describe(), tgt, tunnel, rtt)
-
-
-def allow_for_latency(seconds: float) -> float:
-    """A timeout meant for a local engine, grown by the measured round trips to a remote one
-    (connecting first: the ssh handshake does not count against the checks)."""
-    from qbctl.transport import reach
-
-    if not reach.engine_is_remote():
-        return seconds
-    return connect().allow(seconds)
-
-
-def forget() -> None:
-    """Drop the engines of this run (their tunnels are closed by ssh.close_all)."""
-    with _engines_lock:
-        _engines.clear()
 
 
 class Engine:

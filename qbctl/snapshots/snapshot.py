@@ -21,6 +21,7 @@ from qbctl.db import connect
 from qbctl.engine import facade as engine
 from qbctl.engine.labels import LABEL_PG_MAJOR
 from qbctl.engine.lock import project_lock
+from qbctl.engine.runtime import Runtime
 from qbctl.errors import CheckFailed, QbctlError, Unavailable, UsageError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
@@ -57,10 +58,11 @@ class SnapshotResult(Result):
     error: QbctlError | None = None
 
 
-def take(settings: Settings, options: SnapshotOptions = SnapshotOptions(), events: Events = ignore) -> SnapshotResult:
+def take(settings: Settings, options: SnapshotOptions = SnapshotOptions(), events: Events = ignore, *,
+         rt: Runtime) -> SnapshotResult:
     if options.name is not None:  # a bad or taken name is said before anything else is asked
         store.refuse_taken(settings, store.check_name(options.name))
-    eng = engine.connect()
+    eng = rt.engine
     with project_lock(settings.project, events, eng=eng):
         return take_with(eng, settings, options, events)
 

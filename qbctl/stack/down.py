@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from qbctl.config.settings import Settings
 from qbctl.engine import facade as engine
 from qbctl.engine.lock import project_lock
+from qbctl.engine.runtime import Runtime
 from qbctl.errors import QbctlError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
@@ -27,10 +28,10 @@ class DownResult(Result):
 
 
 
-def down(settings: Settings, events: Events = ignore) -> DownResult:
+def down(settings: Settings, events: Events = ignore, *, rt: Runtime) -> DownResult:
     """Remove this project's containers and network; its volumes (the data) stay."""
     require_project(settings, "nothing was removed")
-    eng = engine.connect()
+    eng = rt.engine
     project = settings.project
     with project_lock(project, events, eng=eng):
         removed = remove_containers(eng, project, events)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from qbctl.config.settings import Settings
 from qbctl.engine import facade as engine
+from qbctl.engine.runtime import Runtime
 from qbctl.errors import QbctlError
 from qbctl.result import Result
 from qbctl.stack.spec import ServiceSpec, Stack, build_stack
@@ -63,9 +64,9 @@ def _limit_note(spec: ServiceSpec, limit: int, c: engine.Container) -> str:
             f"{how}")
 
 
-def status(settings: Settings) -> StatusResult:
+def status(settings: Settings, *, rt: Runtime) -> StatusResult:
     stack = build_stack(settings)
-    eng = engine.connect()
+    eng = rt.engine
     containers = {c.service: c for c in eng.containers(stack.project)}
     mem: dict[str, int | None] = {}
     limits: dict[str, int] = {}  # a running container's own limit: the settings' applies at its next creation

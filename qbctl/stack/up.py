@@ -12,6 +12,7 @@ from qbctl.config.settings import Settings
 from qbctl.db import connect as pg
 from qbctl.engine import facade as engine
 from qbctl.engine.lock import project_lock
+from qbctl.engine.runtime import Runtime
 from qbctl.errors import CheckFailed, Interrupted, QbctlError, ServerKilled
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.stack import ports, probes, volumes
@@ -25,7 +26,7 @@ STATE_EVERY = 0.25  # seconds between container state checks while waiting
 LOG_LINES = 20
 
 
-def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ignore) -> UpResult:
+def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ignore, *, rt: Runtime) -> UpResult:
     require_project(settings, "nothing was started")
     from qbctl.stack import warm
 
@@ -41,7 +42,7 @@ def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ig
     desired = select(stack, list(options.services) or None, options.no_ui)
     for warning in exposure_warnings(settings):
         events(Event(Status.WARNING, warning))
-    eng = engine.connect()
+    eng = rt.engine
     timings: dict[str, float] = {}
     left = _Left()
     try:

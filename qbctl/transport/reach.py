@@ -31,6 +31,18 @@ def current() -> target_mod.Target:
         return _cache[key]
 
 
+def resolved_ssh() -> bool:
+    """Whether this run resolved an ssh engine (whose tunnel the runtime then closes)."""
+    with _lock:
+        return any(t.kind == "ssh" for t in _cache.values())
+
+
+def forget() -> None:
+    """Forget the resolved targets (the runtime's close: a next command in this process resolves again)."""
+    with _lock:
+        _cache.clear()
+
+
 def engine_is_remote() -> bool:
     try:
         return current().remote

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect, files
@@ -37,6 +38,9 @@ from qbctl.db.connect import Rows
 from qbctl.errors import QbctlError, RehearsalFailed, Unavailable
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 PREFIX = "_qbctl_rehearse_"
 # What a statement did beyond its rows, per table: relations rewritten, chunks decompressed (wholly or in
@@ -70,10 +74,10 @@ class RehearseResult(Result):
 
 
 def rehearse(settings: Settings, options: RehearseOptions = RehearseOptions(),
-             events: Events = ignore) -> RehearseResult:
+             events: Events = ignore, *, rt: Runtime) -> RehearseResult:
     t0 = time.monotonic()
     local = files.load(settings)
-    pg, stack = _server(settings)
+    pg, stack = _server(settings, rt)
     result = RehearseResult(settings.pg.masked())
     conn = connect.connect(settings, wait=options.wait, events=events)
     with conn:
@@ -99,10 +103,9 @@ def rehearse(settings: Settings, options: RehearseOptions = RehearseOptions(),
     return result
 
 
-def _server(settings: Settings):
+def _server(settings: Settings, rt: Runtime):
     """The stack's postgres container, where the copy is made; one line why not elsewhere."""
     from qbctl.config.urls import LOCAL_HOSTS
-    from qbctl.engine import facade as engine
     from qbctl.snapshots.clients import Postgres
     from qbctl.stack.spec import build_stack
     from qbctl.transport import target
@@ -121,7 +124,7 @@ def _server(settings: Settings):
                           "supported yet: nothing was done", code="REHEARSAL_UNAVAILABLE",
                           hint="restore a snapshot of it into a local stack (`qbctl snapshot` there, then "
                                "`qbctl restore` here) and rehearse there; `qbctl db lint` works against the VM")
-    eng = engine.connect()
+    eng = rt.engine
     running = eng.containers(stack.project, "postgres", running_only=True)
     if not running:
         raise Unavailable(f"the postgres container of project {stack.project} is not running", code="NOT_RUNNING",

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qbctl.config.settings import Settings
-from qbctl.engine import facade as engine
 from qbctl.engine.lock import project_lock
+from qbctl.engine.runtime import Runtime
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.stack.down import DownResult, remove_containers
 from qbctl.stack.spec import require_project
@@ -25,13 +25,14 @@ class ResetResult(DownResult):
     snapshot_skipped: str | None = None  # why there is none
 
 
-def reset(settings: Settings, options: ResetOptions = ResetOptions(), events: Events = ignore) -> ResetResult:
+def reset(settings: Settings, options: ResetOptions = ResetOptions(), events: Events = ignore, *,
+          rt: Runtime) -> ResetResult:
     """Remove this project's containers, volumes and network: only objects labelled with it.
 
     With options.snapshot, the data is snapshotted first (see qbctl.snapshots); a snapshot that
     fails stops the reset before anything is removed."""
     require_project(settings, "nothing was removed")
-    eng = engine.connect()
+    eng = rt.engine
     project = settings.project
     with project_lock(project, events, eng=eng):
         taken = skipped = None

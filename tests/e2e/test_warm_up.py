@@ -85,6 +85,7 @@ def _states(containers: dict) -> dict:
 
 
 def test_the_quick_answer_is_the_ordinary_one(warm_stack, docker_client, settings_of, monkeypatch):
+    from qbctl.engine.runtime import Runtime
     from qbctl.stack import up as up_mod
     from qbctl.stack import warm
     from qbctl.stack.up_result import UpOptions
@@ -100,7 +101,8 @@ def test_the_quick_answer_is_the_ordinary_one(warm_stack, docker_client, setting
         with monkeypatch.context() as m:
             m.setattr(warm, "up", lambda *_: None)  # the ordinary path, as before stack/warm.py
             events = []
-            ordinary = up_mod.up(settings, options, events.append)
+            with Runtime() as rt:
+                ordinary = up_mod.up(settings, options, events.append, rt=rt)
         assert ordinary.ok and result.ok
         assert _steady(result.to_dict()) == _steady(ordinary.to_dict())
         assert _text(result) == _text(ordinary)
