@@ -42,13 +42,12 @@ def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ig
     desired = select(stack, list(options.services) or None, options.no_ui)
     for warning in exposure_warnings(settings):
         events(Event(Status.WARNING, warning))
-    eng = rt.engine
-    timings: dict[str, float] = {}
-    left = _Left()
+    run = _Run(settings, options, events, rt.engine, stack, desired, t0, timeout)
     try:
-        results, plan, waiter = _up(settings, options, events, stack, desired, eng, timings, left, t0, timeout)
+        results, plan, waiter = _up(run)
     except KeyboardInterrupt:
-        raise Interrupted(left.message()) from None
+        raise Interrupted(run.left.message()) from None
+    timings, stack, eng = run.timings, run.stack, run.eng
     timings["ready"] = round(time.monotonic() - t0, 3)
     ok = all(r.ready for r in results.values())
     result = UpResult(stack.project, [results[s.name] for s in desired], str(plan), timings,
@@ -86,43 +85,79 @@ class _Left:
                 "containers (the data volumes stay)")
 
 
-def _up(settings: Settings, options: UpOptions, events: Events, stack: Stack, desired: list[ServiceSpec],
-        eng: engine.Engine, timings: dict[str, float], left: _Left, t0: float, timeout: float):
-    on_data = False  # PostgreSQL (re)created on a volume that held data already
-    with project_lock(stack.project, events, eng=eng):
-        observed = observe(eng, stack.project)
+@dataclass
+class _Run:
+    """One `up` under way: what it was asked, the engine, the stack and services it acts on (PostgreSQL's
+    volume chosen once the images are known), its timings and what it has left so far."""
+
+    settings: Settings
+    options: UpOptions
+    events: Events
+    eng: engine.Engine
+    stack: Stack
+    desired: list[ServiceSpec]
+    t0: float
+    timeout: float
+    timings: dict[str, float] = field(default_factory=dict)
+    left: _Left = field(default_factory=_Left)
+
+
+def _up(run: _Run) -> tuple[dict[str, ServiceResult], Plan, _Waiter]:
+    """Under the project's lock: the ports, the images, the plan, its changes, then the wait."""
+    with project_lock(run.stack.project, run.events, eng=run.eng):
+        observed = observe(run.eng, run.stack.project)
         # Ports first, before any pull: a busy port is reported in a second, not after a download.
-        _check_ports(eng, stack, make_plan(desired, observed, {}))
-        images = _ensure_images(eng, desired, events)
-        timings["images"] = round(time.monotonic() - t0, 3)
-        stack = _pg_volume(eng, stack, desired, images)
-        desired = select(stack, list(options.services) or None, options.no_ui)
-        plan = make_plan(desired, observed, {img: info["Id"] for img, info in images.items()})
-        changes = plan.changes()
-        if changes:
-            eng.ensure_network(stack)
-            changing = [s for s in desired if s.name in {c.service for c in changes}]
-            made_by = {s.name: volumes.created_by(_image_env(images[s.image]), s.image, images[s.image]["Id"])
-                       for s in changing if s.name == "postgres"}
-            existing = eng.ensure_volumes(stack, changing, made_by)
-            for spec in changing:
-                for vol, _ in spec.volumes:
-                    if spec.name == "postgres" and vol in existing:
-                        volumes.check(vol, existing[vol], spec.image, _image_env(images[spec.image]))
-                        on_data = True
+        _check_ports(run.eng, run.stack, make_plan(run.desired, observed, {}))
+        images = _ensure_images(run.eng, run.desired, run.events)
+        run.timings["images"] = round(time.monotonic() - run.t0, 3)
+        plan = _plan(run, observed, images)
+        on_data = _prepare(run, plan, images)
         cids = {name: o.container_id for name, o in observed.items()}
-        results = {s.name: ServiceResult(s.name, s.image, port_text(s)) for s in desired}
+        results = {s.name: ServiceResult(s.name, s.image, port_text(s)) for s in run.desired}
         for step in plan.steps:
             results[step.service].action = step.action
-        _execute(eng, stack, plan, cids, events, left)
-        timings["start"] = round(time.monotonic() - t0, 3)
-        trusted = {n for n, o in observed.items() if o.health == "healthy"}
-        waiter = _Waiter(eng, settings, t0, t0 + timeout, events)
-        left.waiting = [s.name for s in desired if s.name in left.started]
-        waiter.wait_all(desired, cids, results, trusted, left.waiting)
+        _execute(run.eng, run.stack, plan, cids, run.events, run.left)
+        run.timings["start"] = round(time.monotonic() - run.t0, 3)
+        waiter = _wait(run, observed, cids, results)
     if on_data and results.get("postgres") and results["postgres"].ready:
-        _timescaledb_behind(settings, events)
+        _timescaledb_behind(run.settings, run.events)
     return results, plan, waiter
+
+
+def _plan(run: _Run, observed: dict, images: dict[str, dict]) -> Plan:
+    """PostgreSQL on its image's volume (run.stack and run.desired updated), then the plan against it."""
+    run.stack = _pg_volume(run.eng, run.stack, run.desired, images)
+    run.desired = select(run.stack, list(run.options.services) or None, run.options.no_ui)
+    return make_plan(run.desired, observed, {img: info["Id"] for img, info in images.items()})
+
+
+def _prepare(run: _Run, plan: Plan, images: dict[str, dict]) -> bool:
+    """The network and volumes the plan's changes need; whether PostgreSQL is (re)created on a volume that
+    held data already (its image checked against that data first)."""
+    changes = plan.changes()
+    if not changes:
+        return False
+    on_data = False
+    run.eng.ensure_network(run.stack)
+    changing = [s for s in run.desired if s.name in {c.service for c in changes}]
+    made_by = {s.name: volumes.created_by(_image_env(images[s.image]), s.image, images[s.image]["Id"])
+               for s in changing if s.name == "postgres"}
+    existing = run.eng.ensure_volumes(run.stack, changing, made_by)
+    for spec in changing:
+        for vol, _ in spec.volumes:
+            if spec.name == "postgres" and vol in existing:
+                volumes.check(vol, existing[vol], spec.image, _image_env(images[spec.image]))
+                on_data = True
+    return on_data
+
+
+def _wait(run: _Run, observed: dict, cids: dict[str, str], results: dict[str, ServiceResult]) -> _Waiter:
+    """Every service probed until ready (one already healthy and kept is trusted)."""
+    trusted = {n for n, o in observed.items() if o.health == "healthy"}
+    waiter = _Waiter(run.eng, run.settings, run.t0, run.t0 + run.timeout, run.events)
+    run.left.waiting = [s.name for s in run.desired if s.name in run.left.started]
+    waiter.wait_all(run.desired, cids, results, trusted, run.left.waiting)
+    return waiter
 
 
 def _timescaledb_behind(settings: Settings, events: Events) -> None:
