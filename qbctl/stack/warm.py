@@ -109,7 +109,7 @@ def _look(api: rawapi.RawEngine, settings: Settings, options, stack, desired, t0
             if status == 404:
                 return None  # to be pulled
             images[ref] = rawapi.decode(status, body)
-        if pg is not None:  # PostgreSQL's volume, chosen as lifecycle._pg_volume chooses it
+        if pg is not None:  # PostgreSQL's volume, chosen as up._pg_volume chooses it
             env = dict(e.split("=", 1) for e in (images[pg.image].get("Config") or {}).get("Env") or [] if "=" in e)
             found = rawapi.decode(*answers[len(image_refs)])
             existing = {v["Name"]: v.get("Labels") or {} for v in found.get("Volumes") or []}
