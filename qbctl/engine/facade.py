@@ -8,9 +8,9 @@ never SDK objects. Only the modules of qbctl/engine/ import the Docker SDK.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
-from qbctl.engine import containers, execution, images, lock, logs, memory, objects
+from qbctl.engine import containers, execution, images, logs, memory, objects, remote_lock
 from qbctl.engine.connection import CONNECT_TIMEOUT, failure, lost, open_api  # noqa: F401 - engine.*
 from qbctl.engine.containers import Container, ContainerState
 from qbctl.engine.execution import ExecResult
@@ -150,7 +150,7 @@ class Engine:
     def ensure_network(self, stack: StackLike) -> None:
         return objects.ensure_network(self, stack)
 
-    def ensure_volumes(self, stack: StackLike, specs: list[ServiceLike],
+    def ensure_volumes(self, stack: StackLike, specs: Sequence[ServiceLike],
                        created_by: dict[str, dict]) -> dict[str, dict]:
         return objects.ensure_volumes(self, stack, specs, created_by)
 
@@ -192,9 +192,9 @@ class Engine:
     def remove_networks(self, project: str) -> bool:
         return objects.remove_networks(self, project)
 
-    # --- the lock on the engine (engine/lock.py) ------------------------------------------------------------------
+    # --- the lock on a remote engine (engine/remote_lock.py) -------------------------------------------------------
     def try_lock(self, project: str, labels: dict[str, str]) -> tuple[str | None, dict]:
-        return lock.try_lock(self, project, labels)
+        return remote_lock.try_lock(self, project, labels)
 
     def unlock(self, lock_id: str) -> None:
-        return lock.unlock(self, lock_id)
+        return remote_lock.unlock(self, lock_id)

@@ -5,7 +5,7 @@ belongs to an unlabelled object is NAME_CONFLICT (`check_owned`), never a takeov
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 from qbctl.engine.connection import engine_call
 from qbctl.engine.labels import LABEL_CONFIG, LABEL_HELPER, LABEL_PROJECT, LABEL_SERVICE, project_filter
@@ -16,30 +16,48 @@ if TYPE_CHECKING:
 
 
 class PortLike(Protocol):
-    container: int
-    host_ip: str
-    host: int
-    setting: str
+    @property
+    def container(self) -> int: ...
+    @property
+    def host_ip(self) -> str: ...
+    @property
+    def host(self) -> int: ...
+    @property
+    def setting(self) -> str: ...
 
 
 class ServiceLike(Protocol):
     """What the engine reads of a service to create its container (stack.spec.ServiceSpec is one): the engine
-    layer does not import the stack layer above it."""
+    layer does not import the stack layer above it. Read-only, as the frozen dataclasses that satisfy it."""
 
-    name: str
-    image: str
-    image_setting: str
-    command: tuple[str, ...]
-    environment: tuple[tuple[str, str], ...]
-    ports: tuple[PortLike, ...]
-    volumes: tuple[tuple[str, str], ...]
-    mem_limit: int
-    stop_signal: str | None
-    healthcheck: tuple[str, ...]
-    cpu_shares: int | None
-    shm_size: str | None
-    labels: tuple[tuple[str, str], ...]
-    restart: str
+    @property
+    def name(self) -> str: ...
+    @property
+    def image(self) -> str: ...
+    @property
+    def image_setting(self) -> str: ...
+    @property
+    def command(self) -> tuple[str, ...]: ...
+    @property
+    def environment(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def ports(self) -> tuple[PortLike, ...]: ...
+    @property
+    def volumes(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def mem_limit(self) -> int: ...
+    @property
+    def stop_signal(self) -> str | None: ...
+    @property
+    def healthcheck(self) -> tuple[str, ...]: ...
+    @property
+    def cpu_shares(self) -> int | None: ...
+    @property
+    def shm_size(self) -> str | None: ...
+    @property
+    def labels(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def restart(self) -> str: ...
 
     def config_hash(self) -> str: ...
 
@@ -47,8 +65,10 @@ class ServiceLike(Protocol):
 class StackLike(Protocol):
     """The project and network a service's container joins (stack.spec.Stack is one)."""
 
-    project: str
-    network: str
+    @property
+    def project(self) -> str: ...
+    @property
+    def network(self) -> str: ...
 
     def container_name(self, service: str) -> str: ...
 
@@ -71,7 +91,7 @@ def ensure_network(eng: Engine, stack: StackLike) -> None:
 
 
 @engine_call("creating volumes")
-def ensure_volumes(eng: Engine, stack: StackLike, specs: list[ServiceLike],
+def ensure_volumes(eng: Engine, stack: StackLike, specs: Sequence[ServiceLike],
                    created_by: dict[str, dict]) -> dict[str, dict]:
     """Create missing volumes, labelled with what made them; return the labels of those that existed.
 
