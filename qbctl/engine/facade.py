@@ -171,6 +171,9 @@ class Engine:
                                   binds=binds, mem_limit=mem_limit, entrypoint=entrypoint, publish=publish,
                                   before_start=before_start)
 
+    def remove_helper(self, project: str, name: str, purpose: str) -> bool:
+        return objects.remove_helper(self, project, name, purpose)
+
     def volumes(self, project: str, service: str | None = None) -> dict[str, dict]:
         return objects.volumes(self, project, service)
 

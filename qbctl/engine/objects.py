@@ -212,17 +212,38 @@ def run_helper(eng: Engine, project: str, name: str, image: str, purpose: str, *
             before_start(cid)
         api.start(cid)
     except BaseException as exc:
-        if cid is not None:
-            try:
-                api.remove_container(cid, force=True, v=True)
-            except Exception:  # noqa: BLE001 - the error under way is the one to report
-                pass
+        # Interrupted while the engine answered the create, the container exists with no id here yet:
+        # it is removed by its name (and label).
+        try:
+            remove_helper(eng, project, name, purpose)
+        except Exception:  # noqa: BLE001 - the error under way is the one to report
+            pass
         if not isinstance(exc, APIError):
             raise
         reason = str(getattr(exc, "explanation", None) or exc)[:300]
         raise Unavailable(f"the engine could not start a temporary container of {image}: {reason}",
                           code="START_FAILED") from None
     return cid
+
+
+@engine_call("removing a temporary container")
+def remove_helper(eng: Engine, project: str, name: str, purpose: str) -> bool:
+    """The temporary container `name` removed if it is this project's helper for `purpose` (found by
+    name, so a create that was interrupted before its id came back is found too); False if none."""
+    from docker.errors import NotFound
+
+    try:
+        found = eng.api.inspect_container(name)
+    except NotFound:
+        return False
+    labels = found["Config"].get("Labels") or {}
+    if labels.get(LABEL_PROJECT) != project or labels.get(LABEL_HELPER) != purpose:
+        return False
+    try:
+        eng.api.remove_container(found["Id"], force=True, v=True)
+    except NotFound:
+        return False
+    return True
 
 
 def volumes(eng: Engine, project: str, service: str | None = None) -> dict[str, dict]:

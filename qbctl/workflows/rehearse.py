@@ -174,6 +174,8 @@ def _copy_physical(pg, stack, settings: Settings, size: int, result: RehearseRes
         try:
             if cid is not None:
                 eng.remove_container(cid, timeout=0)
+            else:  # interrupted before run_helper returned its id: found by name and label
+                eng.remove_helper(stack.project, name, "rehearse")
             _end_sessions(settings, app)
             result.dropped = True
         finally:

@@ -150,6 +150,7 @@ def test_no_password_in_any_output(project_env, tmp_path):
     (tmp_path / ".env").write_text("BROKEN LINE\n")
     broken = qbctl("up", env=env, cwd=tmp_path)
     assert broken.returncode == 2 and "line 1: cannot parse 'BROKEN LINE'" in broken.stderr
+    (tmp_path / ".env").unlink()  # the fixture's teardown resets the stack from this folder
 
 
 def _dockerd():
