@@ -47,7 +47,7 @@ def test_close_ends_the_ssh_tunnels_only_after_an_ssh_engine_and_forgets_the_tar
     monkeypatch.setattr(ssh, "close_all", lambda: closed.append(True))
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/one.sock")
     with Runtime(opener=open_engine) as rt:
-        rt.engine
+        assert rt.engine.url.startswith("unix:")
     assert closed == [] and rt.closed and not reach._cache
     monkeypatch.setenv("DOCKER_HOST", "ssh://dev@vm")
     with Runtime(opener=open_engine) as rt:
