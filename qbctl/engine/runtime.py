@@ -14,6 +14,7 @@ import threading
 from typing import Callable
 
 from qbctl.engine.facade import Engine, open_engine
+from qbctl.engine.lock import Holds
 from qbctl.transport import reach, target
 
 
@@ -22,6 +23,7 @@ class Runtime:
         self._opener = opener
         self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
+        self.holds = Holds()  # the project locks this command holds (engine/lock.py: re-entrant per command)
         self.closed = False
 
     @property

@@ -63,7 +63,7 @@ def take(settings: Settings, options: SnapshotOptions = SnapshotOptions(), event
     if options.name is not None:  # a bad or taken name is said before anything else is asked
         store.refuse_taken(settings, store.check_name(options.name))
     eng = rt.engine
-    with project_lock(settings.project, events, eng=eng):
+    with project_lock(settings.project, events, eng=eng, holds=rt.holds):
         return take_with(eng, settings, options, events)
 
 

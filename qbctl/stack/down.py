@@ -33,7 +33,7 @@ def down(settings: Settings, events: Events = ignore, *, rt: Runtime) -> DownRes
     require_project(settings, "nothing was removed")
     eng = rt.engine
     project = settings.project
-    with project_lock(project, events, eng=eng):
+    with project_lock(project, events, eng=eng, holds=rt.holds):
         removed = remove_containers(eng, project, events)
         net = eng.remove_networks(project)
     return DownResult(project, removed, [], net)

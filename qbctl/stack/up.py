@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from qbctl.config.settings import Settings
 from qbctl.db import connect as pg
 from qbctl.engine import facade as engine
-from qbctl.engine.lock import project_lock
+from qbctl.engine.lock import Holds, project_lock
 from qbctl.engine.runtime import Runtime
 from qbctl.errors import CheckFailed, Interrupted, QbctlError, ServerKilled
 from qbctl.events import Event, Events, Status, ignore
@@ -42,7 +42,7 @@ def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ig
     desired = select(stack, list(options.services) or None, options.no_ui)
     for warning in exposure_warnings(settings):
         events(Event(Status.WARNING, warning))
-    run = _Run(settings, options, events, rt.engine, stack, desired, t0, timeout)
+    run = _Run(settings, options, events, rt.engine, rt.holds, stack, desired, t0, timeout)
     try:
         results, plan, waiter = _up(run)
     except KeyboardInterrupt:
@@ -94,6 +94,7 @@ class _Run:
     options: UpOptions
     events: Events
     eng: engine.Engine
+    holds: Holds  # the project locks this command holds (its Runtime's)
     stack: Stack
     desired: list[ServiceSpec]
     t0: float
@@ -104,7 +105,7 @@ class _Run:
 
 def _up(run: _Run) -> tuple[dict[str, ServiceResult], Plan, _Waiter]:
     """Under the project's lock: the ports, the images, the plan, its changes, then the wait."""
-    with project_lock(run.stack.project, run.events, eng=run.eng):
+    with project_lock(run.stack.project, run.events, eng=run.eng, holds=run.holds):
         observed = observe(run.eng, run.stack.project)
         # Ports first, before any pull: a busy port is reported in a second, not after a download.
         _check_ports(run.eng, run.stack, make_plan(run.desired, observed, {}))

@@ -69,6 +69,6 @@ def _snapshot(settings: Settings, events: Events, rt: Runtime) -> tuple[str | No
         eng = rt.engine
     except Unavailable as exc:
         return None, f"no Docker engine ({exc.message}), so no container of this stack to snapshot"
-    with project_lock(settings.project, events, eng=eng):
+    with project_lock(settings.project, events, eng=eng, holds=rt.holds):
         done = snapshot.guard(eng, settings, "db-reset", events)
     return done.name, done.skipped

@@ -34,7 +34,7 @@ def reset(settings: Settings, options: ResetOptions = ResetOptions(), events: Ev
     require_project(settings, "nothing was removed")
     eng = rt.engine
     project = settings.project
-    with project_lock(project, events, eng=eng):
+    with project_lock(project, events, eng=eng, holds=rt.holds):
         taken = skipped = None
         if options.snapshot:
             from qbctl.snapshots import snapshot

@@ -76,7 +76,7 @@ def restore(settings: Settings, options: RestoreOptions, events: Events = ignore
     if up is not None:
         result.fail(up)
         return result
-    with project_lock(settings.project, events, eng=eng):
+    with project_lock(settings.project, events, eng=eng, holds=rt.holds):
         pg = Postgres(eng, eng.containers(stack.project, "postgres", running_only=True)[0].id, settings.pg.user)
         _check_server(pg, entry.name, expected)
         _check_room(pg, expected)

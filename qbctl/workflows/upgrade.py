@@ -155,7 +155,7 @@ def upgrade(settings: Settings, todo: UpgradePlan, events: Events = ignore, *,
     if todo.kind == "none":
         return result
     eng = rt.engine
-    with project_lock(settings.project, events, eng=eng):
+    with project_lock(settings.project, events, eng=eng, holds=rt.holds):
         if todo.kind == "timescaledb":
             _timescaledb(eng, settings, todo, result, events, snapshot_first, rt)
         else:

@@ -71,3 +71,15 @@ def test_cli_main_closes_the_commands_runtime_whatever_ended_it(tmp_path, monkey
     untouched = AppState(out=Output(stdout=io.StringIO(), stderr=io.StringIO()))
     main(["config", "show", "--json"], untouched)
     assert untouched._rt is None  # a command that never needs the engine builds no runtime
+
+
+def test_the_project_lock_is_reentrant_within_one_command(tmp_path, monkeypatch):
+    from qbctl.engine.lock import project_lock
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # the local lock's file
+    rt = Runtime()
+    with project_lock("qbholds", holds=rt.holds):
+        with project_lock("qbholds", holds=rt.holds):  # reset's snapshot, restore's up: no wait on itself
+            assert "qbholds" in rt.holds
+        assert "qbholds" in rt.holds
+    assert "qbholds" not in rt.holds
