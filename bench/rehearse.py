@@ -10,6 +10,12 @@ database of the same server), and the plain `db migrate` of the same file (undon
 column and index dropped, its tracking row deleted, the chunks it decompressed compressed again). Each
 rehearsal's total is split into copy and apply from its `--json`. The machine's load average is kept with
 each figure: this machine is shared. Results: bench/rehearse.json and bench/rehearse.md.
+
+`--remote` (root, tests/sshlab.py) adds the same rehearsal with the stack reached as a VM through ssh
+(DOCKER_HOST=ssh://enginevm; +50 ms round trip through enginevm-slow): pg_basebackup runs by exec in the
+"VM's" postgres container and its tar stream comes through the ssh tunnel into the scratch container on the
+"laptop's" own engine (QBCTL_REHEARSE_DOCKER_HOST, its default unix socket: here the same daemon, so the
+figures are the ssh path's cost, not a network's bandwidth).
 """
 from __future__ import annotations
 
@@ -47,8 +53,10 @@ PASSWORD = "bench-pw"
 
 
 class Bench:
-    def __init__(self, runs: int) -> None:
+    def __init__(self, runs: int, remote: bool = False) -> None:
         self.runs = runs
+        self.remote = remote
+        self.lab = None
         self.folder = Path(tempfile.mkdtemp(prefix="qbctl-bench-rehearse-"))
         tag = os.environ.get("QBCTL_STANDIN_TAG") or "test"
         pg, rd = free_port(), free_port()
@@ -111,13 +119,28 @@ class Bench:
         self.setup_info["database_mb"] = round(size / 2**20)
         (self.folder / "sql" / "schema" / "0090_bench.sql").write_text(MIGRATION)
 
-    def rehearse(self, *flags: str) -> dict:
+    def rehearse(self, *flags: str, host: str | None = None) -> dict:
         load = os.getloadavg()[0]
-        seconds, out = self.qbctl("db", "migrate", "--rehearse", "--json", *flags)
+        if host is None:
+            seconds, out = self.qbctl("db", "migrate", "--rehearse", "--json", *flags)
+        else:  # the "laptop": the lab's ssh files, DOCKER_HOST=ssh://..., its own engine the local socket
+            env = {k: v for k, v in self.lab.env(self.env, host=host).items() if k != "QBCTL_REHEARSE_DOCKER_HOST"}
+            started = time.perf_counter()
+            proc = subprocess.run(self.lab.wrap([sys.executable, "-m", "qbctl", "db", "migrate", "--rehearse",
+                                                 "--json", *flags], apart=False), env=env, cwd=self.folder,
+                                  capture_output=True, text=True, timeout=1800)
+            seconds, out = time.perf_counter() - started, proc.stdout
+            if proc.returncode != 0:
+                raise RuntimeError(f"rehearse over {host} exited {proc.returncode}: {proc.stderr[-1500:]}{out[-1500:]}")
         data = json.loads(out)
         assert data["ok"], data
-        return {"total": round(seconds, 2), "copy": data["copy_seconds"], "apply": data["apply_seconds"],
-                "load": round(load, 2)}
+        got = {"total": round(seconds, 2), "copy": data["copy_seconds"], "apply": data["apply_seconds"],
+               "load": round(load, 2)}
+        if host is not None:
+            assert data["copy"]["source_host"].startswith("enginevm"), data
+            assert data["copy"]["engine"].startswith("unix://"), data
+            got["tunnel_mb"] = round(data["copy"]["tunnel_bytes"] / 2**20)
+        return got
 
     def plain(self) -> dict:
         load = os.getloadavg()[0]
@@ -132,6 +155,15 @@ class Bench:
     def run(self) -> None:
         cases = {"rehearse": lambda: self.rehearse(), "rehearse --logical": lambda: self.rehearse("--logical"),
                  "migrate": self.plain}
+        if self.remote:
+            from tests.sshlab import Lab, available
+
+            why = available()
+            if why:
+                raise SystemExit(f"bench: --remote needs the ssh lab: {why}")
+            self.lab = Lab(delay=0.025).start()  # enginevm-slow: 25 ms each way
+            cases["rehearse over ssh"] = lambda: self.rehearse(host="ssh://enginevm")
+            cases["rehearse over ssh +50 ms"] = lambda: self.rehearse(host="ssh://enginevm-slow")
         for n in range(self.runs):
             order = list(cases)
             random.shuffle(order)
@@ -142,6 +174,8 @@ class Bench:
             self.rounds.append(got)
 
     def cleanup(self) -> None:
+        if self.lab is not None:
+            self.lab.close()
         try:
             self.qbctl("reset", "--yes", "--no-snapshot")
         except RuntimeError as exc:
@@ -165,11 +199,14 @@ class Bench:
     def report(self, data: dict) -> str:
         lines = [f"Run of {data['when']}, {data['runs']} rounds; database {data['setup']['database_mb']} MB; "
                  f"chunks compressed (compressed, all): {data['setup']['chunks_compressed']}", "",
-                 "| case | total (median) | min | max | copy | apply |", "|---|---|---|---|---|---|"]
+                 "| case | total (median) | min | max | copy | apply | through the tunnel |",
+                 "|---|---|---|---|---|---|---|"]
         for name, m in data["median"].items():
+            tunnel = f"{m['tunnel_mb']:.0f} MB" if "tunnel_mb" in m else "-"
             lines.append(f"| `{name}` | {m['total']:.1f} s | {m['min_total']:.1f} s | {m['max_total']:.1f} s | "
-                         f"{m['copy']:.1f} s | {m['apply']:.2f} s |" if "copy" in m else
-                         f"| `{name}` | {m['total']:.1f} s | {m['min_total']:.1f} s | {m['max_total']:.1f} s | - | - |")
+                         f"{m['copy']:.1f} s | {m['apply']:.2f} s | {tunnel} |" if "copy" in m else
+                         f"| `{name}` | {m['total']:.1f} s | {m['min_total']:.1f} s | {m['max_total']:.1f} s | "
+                         "- | - | - |")
         loads = [r[k]["load"] for r in data["rounds"] for k in r]
         lines += ["", f"Load average during the runs: {min(loads):.1f}-{max(loads):.1f} (2 cores, shared)."]
         return "\n".join(lines) + "\n"
@@ -178,8 +215,9 @@ class Bench:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--remote", action="store_true", help="also over ssh (root: tests/sshlab.py)")
     args = parser.parse_args()
-    bench = Bench(args.runs)
+    bench = Bench(args.runs, args.remote)
     try:
         bench.setup()
         bench.run()

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qbctl.output import Output
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 
 @dataclass
@@ -17,10 +21,10 @@ class AppState:
     on_interrupt: str = ""  # what a command says when Ctrl-C stops it
     command: str = ""  # the command being run ("db status"), for messages about it
     _settings: object = None
-    _rt: object = None
+    _rt: Runtime | None = None
 
     @property
-    def rt(self):
+    def rt(self) -> Runtime:
         """The command's Runtime (qbctl.engine.runtime): the engine, opened on first use, and what `close` ends.
         Built on first use, so that a command that never needs the engine imports none of it."""
         if self._rt is None:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Sequence, TextIO
 from qbctl.config.urls import mask_secrets
 
 if TYPE_CHECKING:  # imported where used: every command pays for this module's imports
+    from rich.console import Console
+
     from qbctl.errors import QbctlError
     from qbctl.events import Event
 
@@ -31,8 +33,8 @@ class Output:
         self._stdout, self._stderr = stdout, stderr
         self._environ = os.environ if environ is None else environ
         self._width = width  # the terminal's width; None: ask the terminal (rich does)
-        self._console = None
-        self._err = None
+        self._console: Console | None = None
+        self._err: Console | None = None
 
     # --- where and how ---------------------------------------------------------------------------
     @property
@@ -63,7 +65,7 @@ class Output:
         return not self.json and _isatty(self.stderr)
 
     @property
-    def console(self):
+    def console(self) -> Console:
         if self._console is None:
             from rich.console import Console
 
@@ -71,7 +73,7 @@ class Output:
         return self._console
 
     @property
-    def err(self):
+    def err(self) -> Console:
         if self._err is None:
             from rich.console import Console
 
@@ -164,7 +166,7 @@ class Output:
         if not self.live:
             yield self._log_event
             return
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 
         class Bar(BarColumn):
             def render(self, task):
@@ -174,7 +176,7 @@ class Output:
 
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), Bar(bar_width=30),
                       console=self.err, transient=True) as bar:
-            tasks: dict[str, int] = {}
+            tasks: dict[str, TaskID] = {}
             title_task = [bar.add_task(self.mask(title), total=None)]
 
             def show(event: Event) -> None:

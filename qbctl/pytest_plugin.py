@@ -19,6 +19,8 @@ again for every test.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 OPTIONS = {  # name: (help, ini default)
@@ -61,9 +63,10 @@ def _run(fn, *args, **kwargs):
     except QbctlError as err:
         failure = err
     except Exception as exc:  # noqa: BLE001 - a psycopg or redis error in words; anything else is a bug
-        failure = connect.escaped_error(exc, "the pytest plugin")
-        if failure is None:
+        escaped = connect.escaped_error(exc, "the pytest plugin")
+        if escaped is None:
             raise
+        failure = escaped
     _fail(failure)  # outside the handler: the report shows the line, not the exception it came from
 
 
@@ -171,14 +174,14 @@ def _clone_url(session, template: str):
 
 
 @pytest.fixture
-def qb_database_url(_qb_postgres, _qb_template) -> str:
+def qb_database_url(_qb_postgres, _qb_template) -> Iterator[str]:
     """The URL of a database of this test's own: the project's schema and policies (the sql/ that
     `qbctl db migrate` applies), no rows, TimescaleDB's jobs paused; dropped after the test."""
     yield from _clone_url(_qb_postgres, _qb_template)
 
 
 @pytest.fixture(scope="session")
-def qb_session_database_url(_qb_postgres, _qb_template) -> str:
+def qb_session_database_url(_qb_postgres, _qb_template) -> Iterator[str]:
     """One such database for the whole session (each xdist worker has its own), dropped at its end."""
     from qbctl.db import testdb
 
@@ -210,7 +213,7 @@ def _qb_seeded_template(_qb_postgres, pytestconfig) -> str:
 
 
 @pytest.fixture
-def qb_seeded_database_url(_qb_postgres, _qb_seeded_template) -> str:
+def qb_seeded_database_url(_qb_postgres, _qb_seeded_template) -> Iterator[str]:
     """Like qb_database_url, with `qbctl db seed`'s data (qb_seed: 5 symbols x 10 days by default),
     its bars refreshed and its chunks older than COMPRESSION_AFTER_DAYS compressed. The seeded
     template is built once a day (the data is dated back from the day it was made)."""
@@ -253,7 +256,7 @@ def _qb_redis_index(_qb_redis) -> int:
 
 
 @pytest.fixture
-def qb_redis_url(_qb_redis, _qb_redis_index) -> str:
+def qb_redis_url(_qb_redis, _qb_redis_index) -> Iterator[str]:
     """The URL of a Redis logical database of this test's own: empty when it starts, flushed after it."""
     from qbctl.db import testredis
 
@@ -265,7 +268,7 @@ def qb_redis_url(_qb_redis, _qb_redis_index) -> str:
 
 
 @pytest.fixture(scope="session")
-def qb_session_redis_url(_qb_redis) -> str:
+def qb_session_redis_url(_qb_redis) -> Iterator[str]:
     """One Redis database for the whole session (each xdist worker has its own), flushed at its end."""
     from qbctl.db import testredis
 

@@ -10,7 +10,7 @@ from enum import Enum
 from qbctl.errors import QbctlError
 
 
-def plain(value):
+def plain(value: object) -> object:
     """A value as JSON can hold it: dataclasses as dicts, errors as their dict, enums as values."""
     if isinstance(value, QbctlError):
         return value.to_dict()
@@ -26,13 +26,19 @@ def plain(value):
 
 
 class Result:
-    """Mixin for result dataclasses, which declare `ok: bool` and `error: QbctlError | None`."""
+    """Mixin for result dataclasses, which declare `ok: bool` and `error: QbctlError | None` as fields
+    (the annotations here only type them: a plain class adds no dataclass fields)."""
+
+    ok: bool
+    error: QbctlError | None
 
     def to_dict(self) -> dict:
         d = plain(self)
+        assert isinstance(d, dict)  # a dataclass's fields
         return {"ok": d.pop("ok"), **d}
 
-    def fail(self, error: QbctlError) -> None:
+    def fail(self, error: QbctlError | None) -> None:
+        """Not ok, for `error` (None: failed with no error of its own; exit code 1)."""
         self.ok, self.error = False, error
 
     @property

@@ -147,8 +147,10 @@ def rehearse(out: Output, result) -> None:
         return
     c = result.copy
     if c:
-        out.para(f"copy of {fmt_mb(c['source_bytes'])}: {c['method']}, in {c['where']}, made in {c['seconds']:.1f}s; "
-                 f"applied in {result.apply_seconds:.1f}s; the copy was "
+        across = "" if c.get("tunnel_bytes") is None else \
+            f"; {fmt_mb(c['tunnel_bytes'])} came through the tunnel from {c['source_host']}, where nothing was built"
+        out.para(f"copy of {fmt_mb(c['source_bytes'])}: {c['method']}, in {c['where']}, made in {c['seconds']:.1f}s"
+                 f"{across}; applied in {result.apply_seconds:.1f}s; the copy was "
                  f"{'removed' if result.dropped else 'NOT removed'}")
     if result.error is None:
         out.para(f"{result.database}: {len(result.files)} file(s) passed on the copy; nothing was applied to the "

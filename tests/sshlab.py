@@ -148,6 +148,73 @@ class Relay:
             sock.close()
 
 
+class EngineRelay:
+    """The laptop's own engine, for a "laptop" in the lab's namespace: this machine's engine socket offered
+    as tcp://<the lab's veth address>:<port> (the laptop cannot see the socket itself, and what the engine
+    publishes on that address it can reach). Counts the bytes sent to the engine and the requests that
+    create a container, so a test can tell what was made through it."""
+
+    def __init__(self, host: str, socket_path: str = "/var/run/docker.sock") -> None:
+        self.path = socket_path
+        self.server = socket.create_server((host, 0))
+        self.url = f"tcp://{host}:{self.server.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.sent = 0  # bytes from the laptop to the engine
+        self.requests: list[str] = []  # "POST /v1.4x/containers/create?name=..." lines seen
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.server.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                client, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            try:
+                upstream.connect(self.path)
+            except OSError:
+                client.close()
+                continue
+            client.settimeout(None)
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, up: bool) -> None:
+        while True:
+            try:
+                data = src.recv(1 << 16)
+            except OSError:
+                data = b""
+            if up and data:
+                with self.lock:
+                    self.sent += len(data)
+                    for line in data.split(b"\r\n"):
+                        if line.startswith((b"POST ", b"DELETE ")) and b" HTTP/1." in line:
+                            self.requests.append(line.decode("latin-1").rsplit(" HTTP/", 1)[0])
+            try:
+                if not data:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.close()
+        for sock in self.sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
 class Lab:
     def __init__(self, delay: float = 0.025) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="qbctl-sshlab-"))
@@ -265,11 +332,13 @@ class Lab:
             env["DOCKER_CONTEXT"] = context
         return env
 
-    def wrap(self, argv: list[str]) -> list[str]:
-        """argv run on the "laptop": its own network namespace, the engine's socket hidden."""
-        script = (f"mount --bind {self.dir / 'passwd'} /etc/passwd && "
-                  "{ [ ! -e /var/run/docker.sock ] || mount --bind /dev/null /var/run/docker.sock; } && "
-                  f'exec ip netns exec {self.ns} "$@"')
+    def wrap(self, argv: list[str], apart: bool = True) -> list[str]:
+        """argv run on the "laptop": its own network namespace, the engine's socket hidden. `apart=False`:
+        a laptop that is also the engine's host (this machine's network and engine socket; only ssh's
+        files are the lab's), where a second engine of its own is this machine's."""
+        hide = ("{ [ ! -e /var/run/docker.sock ] || mount --bind /dev/null /var/run/docker.sock; } && "
+                f'exec ip netns exec {self.ns} "$@"') if apart else 'exec "$@"'
+        script = f"mount --bind {self.dir / 'passwd'} /etc/passwd && " + hide
         return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "lab", *argv]
 
     def listen_in_namespace(self, port: int) -> subprocess.Popen:

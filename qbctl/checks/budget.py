@@ -70,12 +70,12 @@ def _pg_fix(s: Settings, pred: model.Prediction, share: int) -> str:
     over = pred.bytes - int(share * (1 - model.CACHE_RESERVE))
     sessions = next(t for t in pred.terms if t.name == "sessions")
     # each connection: a session, and its process slot in shared memory
-    per_session = s["QBCTL_POSTGRES_BACKEND_OVERHEAD"] + s["POSTGRES_WORK_MEM"] + model.SHARED_PER_SLOT
-    fewer = s["POSTGRES_MAX_CONNECTIONS"] - math.ceil(over / per_session)
+    per_session = s.values.qbctl_postgres_backend_overhead + s.values.postgres_work_mem + model.SHARED_PER_SLOT
+    fewer = s.values.postgres_max_connections - math.ceil(over / per_session)
     options = []
     if fewer >= 4 and sessions.bytes:
         options.append(f"POSTGRES_MAX_CONNECTIONS={fewer}")
-    smaller = s["POSTGRES_SHARED_BUFFERS"] - over
+    smaller = s.values.postgres_shared_buffers - over
     if smaller >= 32 * MB:
         options.append(f"POSTGRES_SHARED_BUFFERS={int(smaller // MB)}MB")
     needed = math.ceil(pred.bytes / (1 - model.CACHE_RESERVE) / MB)
@@ -103,7 +103,7 @@ SETTINGS_TEXT = "values from the settings (the next `qbctl up` applies them)"
 
 
 def _pg_item(s: Settings, run: running.Running) -> Item:
-    share, reading = s["QBCTL_BUDGET_POSTGRES"], run.pg
+    share, reading = s.values.qbctl_budget_postgres, run.pg
     values = running.pg_values(s, reading)
     if reading is None:
         basis = (f"{SETTINGS_TEXT}; PostgreSQL's defaults for what they do not decide (superuser_reserved_"
@@ -132,7 +132,7 @@ def _pg_item(s: Settings, run: running.Running) -> Item:
 
 
 def _redis_item(s: Settings, run: running.Running) -> Item:
-    share, config = s["QBCTL_BUDGET_REDIS"], run.redis_config
+    share, config = s.values.qbctl_budget_redis, run.redis_config
     values = running.redis_values(s, config)
     saves = "on" if values.saves else "off"
     basis = SETTINGS_TEXT + (f"; background saves {saves}: the running server's" if config else
@@ -159,10 +159,11 @@ def _predicted(name: str, pred: model.Prediction, share: int, basis: str) -> Ite
 
 def _limits(s: Settings, run: running.Running, items: dict[str, Item]) -> None:
     """Each container's memory limit against its share (the settings')."""
+    limits = {"postgres": s.values.qbctl_budget_postgres, "redis": s.values.qbctl_budget_redis}
     for service, key in running.SHARES.items():
         if service in run.limits:
             items[service].differences += running.differences(
-                {"memory limit": s[key]}, {"memory limit": run.limits[service]}, run.recreated.get(service),
+                {"memory limit": limits[service]}, {"memory limit": run.limits[service]}, run.recreated.get(service),
                 f"not applied by `qbctl up`: the limit was changed on the container (docker update), and "
                 f"{running.KEPT}", setting_of={"memory limit": key})
 
@@ -172,24 +173,26 @@ def configured(s: Settings, run: running.Running | None = None) -> BudgetResult:
     (the configuration the next `qbctl up` applies); what runs fills in only what they do not decide,
     and each value where it differs from the settings is listed. Pure."""
     run = run or running.Running()
-    total = s["QBCTL_BUDGET_TOTAL"]
+    total = s.values.qbctl_budget_total
     pg_item, rd_item = _pg_item(s, run), _redis_item(s, run)
     _limits(s, run, {"postgres": pg_item, "redis": rd_item})
     items = [pg_item, rd_item,
-             Item("backend", _mb(s["QBCTL_BUDGET_BACKEND"]), derivation="the Python backend (not run by qbctl)"),
-             Item("os", _mb(s["QBCTL_BUDGET_OS"]), derivation="OS and system services"),
-             Item("headroom", _mb(s["QBCTL_BUDGET_HEADROOM"]), derivation="kept free")]
-    shares = (s["QBCTL_BUDGET_POSTGRES"] + s["QBCTL_BUDGET_REDIS"] + s["QBCTL_BUDGET_BACKEND"] + s["QBCTL_BUDGET_OS"]
-              + s["QBCTL_BUDGET_HEADROOM"])
+             Item("backend", _mb(s.values.qbctl_budget_backend), derivation="the Python backend (not run by qbctl)"),
+             Item("os", _mb(s.values.qbctl_budget_os), derivation="OS and system services"),
+             Item("headroom", _mb(s.values.qbctl_budget_headroom), derivation="kept free")]
+    v = s.values
+    shares = v.qbctl_budget_postgres + v.qbctl_budget_redis + v.qbctl_budget_backend + v.qbctl_budget_os \
+        + v.qbctl_budget_headroom
     whole = Item("total", _mb(total), _mb(shares),
                  derivation="postgres + redis + backend + os + headroom shares against the VM's memory")
     if shares > total:
         whole.ok, whole.fix = False, (f"the shares add up to {_mb(shares):g}MB, {_mb(shares - total):g}MB more than "
                                       f"QBCTL_BUDGET_TOTAL: lower a share (QBCTL_BUDGET_*) or raise the total")
     items.append(whole)
-    for name, key in (("adminer", "QBCTL_ADMINER_MEMORY"), ("redis-commander", "QBCTL_REDIS_COMMANDER_MEMORY")):
-        items.append(Item(name, _mb(s[key]), _mb(s[key]), derivation=f"dev tool, limit {key}", production=False))
-    maxmem = s["REDIS_MAX_MEMORY"]
+    for name, key, limit in (("adminer", "QBCTL_ADMINER_MEMORY", v.qbctl_adminer_memory),
+                             ("redis-commander", "QBCTL_REDIS_COMMANDER_MEMORY", v.qbctl_redis_commander_memory)):
+        items.append(Item(name, _mb(limit), _mb(limit), derivation=f"dev tool, limit {key}", production=False))
+    maxmem = s.values.redis_max_memory
     families = [Item(name, _mb(maxmem * w / FAMILY_TOTAL) if w else 0.0,
                      derivation=f"keys {pattern}" + (f", {w}/{FAMILY_TOTAL} of maxmemory" if w else
                                                       ", counted with market data"))
@@ -287,7 +290,8 @@ def _verdict(result: BudgetResult) -> None:
 def measure(settings: Settings, *, rt: Runtime) -> BudgetResult:
     """The prediction for the settings (what runs fills in only what they do not decide), each value where
     what runs differs from them, and whatever of the running stack can be measured now."""
-    run, notes = running.Running(), []
+    run = running.Running()
+    notes: list[str] = []
     if settings.pg.is_local:  # a server qbctl does not run is not configured by its settings
         run.pg = running.read_pg(settings)
     redis_info, families = _read_redis(settings, run, notes)
@@ -336,14 +340,15 @@ def _read_containers(settings: Settings, run: running.Running,
         run.recreated = _recreated(settings, live)
         for c in live:
             m = eng.memory(c.id)
-            containers[c.service] = m.without_cache if m else None
+            # (a temporary helper has no service: keyed None, as it always was; the engine's calls are typed now)
+            containers[c.service] = m.without_cache if m else None  # type: ignore[index]
             if m and m.limit:
-                run.limits[c.service] = m.limit
+                run.limits[c.service] = m.limit  # type: ignore[index]
             if m and not m.cache_known:
                 notes.append(f"{c.service}: the engine gives no page cache figure; its memory includes page cache")
         if not containers:
             notes.append(f"containers: project {settings.project} has none running (`qbctl up`)")
-        if eng.remote or settings["QBCTL_PROFILE"] == "production":
+        if eng.remote or settings.values.qbctl_profile == "production":
             return containers, (eng.host, eng.host_memory(live[0].id if live else None))
     except QbctlError as exc:
         notes.append(f"containers: {exc.message}")
@@ -378,7 +383,7 @@ def under_load(settings: Settings, options, events, *, rt: Runtime) -> BudgetRes
         item.peak_with_cache_mb = _mb(svc.peak_with_cache_bytes or 0)
         item.kills = svc.kills
         predicted = item.running_mb if item.running_mb is not None else item.configured_mb
-        if item.measured_mb:
+        if item.measured_mb and predicted is not None:
             item.error_pct = round((predicted - item.measured_mb) / item.measured_mb * 100, 1)
         over = (svc.peak_bytes or 0) > item.budget_mb * MB
         if svc.kills or over:

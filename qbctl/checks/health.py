@@ -32,7 +32,7 @@ class Check:
     name: str
     ok: bool
     detail: str = ""
-    latency_ms: float | None = None
+    latency_ms: float | None = None  # the round trip of the postgres (SELECT 1) and redis (PING) checks
     data: dict = field(default_factory=dict)
     warn: bool = False  # ok, but worth a look (shown as WARN)
 
@@ -128,8 +128,8 @@ def check_postgres(settings: Settings, timeout: float, without_timescaledb: bool
         _, q_ms = _timed(lambda: conn.execute("SELECT 1").fetchone())
         state = migrate.read_state(rows)
         version, tsdb = state.server_version, state.timescaledb
-        checks = [Check("postgres", True, f"PostgreSQL {version}; SELECT 1 in {q_ms} ms", q_ms,
-                        {"server_version": version, "timescaledb": tsdb, "connect_ms": ms})]
+        checks = [Check("postgres", True, f"PostgreSQL {version}; SELECT 1 in {q_ms} ms", latency_ms=q_ms,
+                        data={"server_version": version, "timescaledb": tsdb, "connect_ms": ms})]
         try:
             items = migrate.plan(files.load(settings), migrate.read_applied(rows, state),
                                  timescaledb=bool(tsdb) and not without_timescaledb)
@@ -166,16 +166,16 @@ def check_redis(settings: Settings, timeout: float, rt: Runtime | None = None) -
     try:
         _, ms = _timed(client.ping)
         info = client.info()
-        checks = [Check("redis", True, f"Redis {info.get('redis_version')}; PING in {ms} ms", ms)]
+        checks = [Check("redis", True, f"Redis {info.get('redis_version')}; PING in {ms} ms", latency_ms=ms)]
         maxmem, policy = int(info.get("maxmemory", 0)), info.get("maxmemory_policy")
-        want_mem, want_policy = settings["REDIS_MAX_MEMORY"], settings["REDIS_MAXMEMORY_POLICY"]
+        want_mem, want_policy = settings.values.redis_max_memory, settings.values.redis_maxmemory_policy
         same = maxmem == want_mem and policy == want_policy
         checks.append(Check("redis config", same, f"maxmemory {fmt_mb(maxmem)}, {policy}" + (
             "" if same else f"; settings say {fmt_mb(want_mem)}, {want_policy}: {_redis_applied(settings, rt)}"),
             data={"maxmemory": maxmem, "policy": policy}))
         used, rss = int(info.get("used_memory", 0)), int(info.get("used_memory_rss", 0))
         evicted = int(info.get("evicted_keys", 0))
-        limit = settings["QBCTL_BUDGET_REDIS"] if settings.redis.is_local else None
+        limit = settings.values.qbctl_budget_redis if settings.redis.is_local else None
         near = bool(limit and rss > 0.9 * limit)
         checks.append(Check("redis memory", True, f"{fmt_mb(used)} of maxmemory {fmt_mb(maxmem)} used ({evicted} keys "
                             f"evicted); RSS {fmt_mb(rss)}" + (f" of its container's {fmt_mb(limit)} limit" if limit
@@ -183,7 +183,7 @@ def check_redis(settings: Settings, timeout: float, rt: Runtime | None = None) -
                             + ("; over 90% of the limit: the kernel kills Redis at the limit (`qbctl budget` shows "
                                "why, REDIS_MAX_MEMORY lowers it)" if near else ""),
                             data={"used_memory": used, "used_memory_rss": rss, "evicted_keys": evicted}, warn=near))
-        cap = settings["MAX_CANDLES_PER_SYMBOL"]
+        cap = settings.values.max_candles_per_symbol
         long_lists = _long_candle_lists(client, cap, deadline=time.monotonic() + timeout / 2)
         checks.append(Check("candle lists", not long_lists, (f"{len(long_lists)} longer than MAX_CANDLES_PER_SYMBOL="
                             f"{cap}: " + ", ".join(long_lists[:5])) if long_lists else f"none over {cap}",
@@ -250,7 +250,7 @@ def check(settings: Settings, options: HealthOptions = HealthOptions(), *, rt: R
     """Once, or with options.wait until healthy or the timeout."""
     if not options.wait:
         return run(settings, options.check_timeout, options.without_timescaledb, rt=rt)
-    deadline = time.monotonic() + (options.timeout or settings["QBCTL_UP_TIMEOUT"])
+    deadline = time.monotonic() + (options.timeout or settings.values.qbctl_up_timeout)
     while True:
         result = run(settings, options.check_timeout, options.without_timescaledb, rt=rt)
         if result.ok or time.monotonic() >= deadline:

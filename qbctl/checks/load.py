@@ -131,7 +131,7 @@ class Runner:
         eng = self.rt.engine
         found = {c.service: c for c in eng.containers(self.settings.project, running_only=True)}
         missing = [s for s in ("postgres", "redis") if s not in found
-                   and getattr(self.settings, "pg" if s == "postgres" else "redis").is_local]
+                   and (self.settings.pg if s == "postgres" else self.settings.redis).is_local]
         if missing:
             raise Unavailable(f"{', '.join(missing)} of project {self.settings.project} not running",
                               code="NOT_RUNNING", hint="`qbctl up` starts the stack; then `qbctl db seed`")
@@ -267,15 +267,11 @@ class Runner:
             self.stop.wait(SAMPLE_EVERY)
 
     # --- the run ---------------------------------------------------------------------------------
-    def run(self) -> LoadReport:
+    def _warm_postgres(self) -> tuple[list[str], bool, int]:
+        """(the seeded symbols, whether TimescaleDB is there, how many load sessions), with the data read
+        into shared_buffers first."""
         from qbctl.db import connect
-        from qbctl.db.connect import redis_client
 
-        eng, found = self._containers()
-        cids = {name: c.id for name, c in found.items() if name in ("postgres", "redis")}
-        before = {name: (eng.state(cid), oom_kills(eng, cid)) for name, cid in cids.items()}
-        started_at = int(time.time())
-        redis_load = RedisLoad(self.settings, self.options, self.events, self.stop)
         with connect.connect(self.settings, wait=10) as conn:
             symbols = self._symbols(conn)
             tsdb = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()[0] > 0
@@ -289,7 +285,55 @@ class Runner:
                 "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')"
                 "::int - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
                 " AND pid <> pg_backend_pid())").fetchone()[0]
-        sessions = max(1, allowed)  # the maintenance session (a job, VACUUM) takes a reserved one
+        return symbols, tsdb, max(1, allowed)  # the maintenance session (a job, VACUUM) takes a reserved one
+
+    def _wait_out_the_load(self, rclient, rconf: dict) -> str | None:
+        """The load's seconds, progress every half second; a third in, a background save of Redis (where the
+        server saves at all): what became of it, None when none was started."""
+        bgsave = None
+        load_start = time.monotonic()
+        saved = False
+        while (elapsed := time.monotonic() - load_start) < self.options.seconds:
+            if not saved and rconf.get("save") and elapsed > self.options.seconds / 3:
+                try:
+                    rclient.bgsave()
+                    bgsave = f"BGSAVE started at {elapsed:.0f}s of the load (the server's save rule: " \
+                             f"{rconf['save']})"
+                except Exception as exc:  # noqa: BLE001 - already saving: that is the same fork
+                    bgsave = f"a background save was under way at {elapsed:.0f}s ({exc})"
+                saved = True
+            self.events(Event(Status.WORKING, f"load: {elapsed:.0f}s of {self.options.seconds:.0f}s",
+                              done=elapsed, total=self.options.seconds))
+            time.sleep(0.5)
+        return bgsave
+
+    @staticmethod
+    def _count_kills(eng, cids: dict[str, str], before: dict, peaks: dict[str, ServiceLoad], started_at: int) -> None:
+        """What the load killed, per service: the cgroup's OOM kills, restarts, PostgreSQL's log lines."""
+        for name, cid in cids.items():
+            st_before, ooms_before = before[name]
+            st = eng.state(cid)
+            s = peaks[name]
+            s.restarts = st.restart_count - st_before.restart_count
+            ooms = oom_kills(eng, cid)
+            if ooms is not None and ooms_before is not None and ooms > ooms_before:
+                s.kills.append(f"the kernel killed {ooms - ooms_before} process(es) in the container "
+                               "(its cgroup's oom_kill counter)")
+            if s.restarts:
+                s.kills.append(f"the container restarted {s.restarts}x" + (" (OOMKilled)" if st.oom_killed else ""))
+            if name == "postgres":
+                lines = pg_kills("\n".join(eng.tail_logs(cid, 5000, since=started_at)))
+                s.kills += [f"log: {line[:200]}" for line in lines[:5]]
+
+    def run(self) -> LoadReport:
+        from qbctl.db.connect import redis_client
+
+        eng, found = self._containers()
+        cids = {name: c.id for name, c in found.items() if name in ("postgres", "redis")}
+        before = {name: (eng.state(cid), oom_kills(eng, cid)) for name, cid in cids.items()}
+        started_at = int(time.time())
+        redis_load = RedisLoad(self.settings, self.options, self.events, self.stop)
+        symbols, tsdb, sessions = self._warm_postgres()
         funcs = TSDB_FUNCS if tsdb else PLAIN_FUNCS
         sql = {k: q.format(**funcs) for k, q in QUERIES.items()}
         insert_symbols = [f"{LOAD_SYMBOL}{i:04d}" for i in range(min(200, len(symbols)))]
@@ -321,20 +365,7 @@ class Runner:
                              threading.Thread(target=redis_load.probe, args=(symbols, get_samples), daemon=True)]
             for t in load_threads:
                 t.start()
-            load_start = time.monotonic()
-            saved = False
-            while (elapsed := time.monotonic() - load_start) < self.options.seconds:
-                if not saved and rconf.get("save") and elapsed > self.options.seconds / 3:
-                    try:
-                        rclient.bgsave()
-                        bgsave = f"BGSAVE started at {elapsed:.0f}s of the load (the server's save rule: " \
-                                 f"{rconf['save']})"
-                    except Exception as exc:  # noqa: BLE001 - already saving: that is the same fork
-                        bgsave = f"a background save was under way at {elapsed:.0f}s ({exc})"
-                    saved = True
-                self.events(Event(Status.WORKING, f"load: {elapsed:.0f}s of {self.options.seconds:.0f}s",
-                                  done=elapsed, total=self.options.seconds))
-                time.sleep(0.5)
+            bgsave = self._wait_out_the_load(rclient, rconf) or bgsave
         finally:
             self.stop.set()
             for t in threads:
@@ -346,25 +377,11 @@ class Runner:
                 pass
             self._cleanup()
         seconds = round(time.monotonic() - t0, 1)
-        for name, cid in cids.items():
-            st_before, ooms_before = before[name]
-            st = eng.state(cid)
-            s = peaks[name]
-            s.restarts = st.restart_count - st_before.restart_count
-            ooms = oom_kills(eng, cid)
-            if ooms is not None and ooms_before is not None and ooms > ooms_before:
-                s.kills.append(f"the kernel killed {ooms - ooms_before} process(es) in the container "
-                               "(its cgroup's oom_kill counter)")
-            if s.restarts:
-                s.kills.append(f"the container restarted {s.restarts}x" + (" (OOMKilled)" if st.oom_killed else ""))
-            if name == "postgres":
-                lines = pg_kills("\n".join(eng.tail_logs(cid, 5000, since=started_at)))
-                s.kills += [f"log: {line[:200]}" for line in lines[:5]]
+        self._count_kills(eng, cids, before, peaks, started_at)
         try:
-            rinfo = rclient.info()
-            bg_status = rinfo.get("rdb_last_bgsave_status")
+            bg_status = rclient.info().get("rdb_last_bgsave_status")
         except Exception:  # noqa: BLE001
-            rinfo, bg_status = {}, None
+            bg_status = None
         finally:
             rclient.close()
         redis = {"get": latency(get_samples), "evicted": {k: v for k, v in evicted.items() if not k.startswith("_")},

@@ -80,7 +80,7 @@ class RedisLoad:
         from qbctl.db.connect import redis_client
 
         client = redis_client(self.settings, timeout=5)
-        cap = self.settings["MAX_CANDLES_PER_SYMBOL"]
+        cap = self.settings.values.max_candles_per_symbol
         rng = random.Random(2)
         n = 0
         batch = 100

@@ -133,7 +133,7 @@ def pg_values(s: Settings, reading: PgReading | None = None) -> model.PgValues:
         if not reading.has_timescaledb:  # the image decides that; with none running, its workers are counted
             v[TSDB_WORKERS] = 0
         fixed = running_pg_values(reading, s).shared_fixed
-    return _pg(v, s["QBCTL_POSTGRES_BACKEND_OVERHEAD"], fixed, schedulers(s, reading))
+    return _pg(v, s.values.qbctl_postgres_backend_overhead, fixed, schedulers(s, reading))
 
 
 def running_pg_values(reading: PgReading, s: Settings) -> model.PgValues:
@@ -142,7 +142,7 @@ def running_pg_values(reading: PgReading, s: Settings) -> model.PgValues:
     v.update({n: x for n, x in reading.values.items() if n in v})
     if not reading.has_timescaledb:
         v[TSDB_WORKERS] = 0
-    values = _pg(v, s["QBCTL_POSTGRES_BACKEND_OVERHEAD"], 0, schedulers(s, reading))
+    values = _pg(v, s.values.qbctl_postgres_backend_overhead, 0, schedulers(s, reading))
     fixed = model.shared_fixed(reading.allocated, values) if reading.allocated else model.SHARED_FIXED
     return replace(values, shared_fixed=fixed)
 
@@ -167,7 +167,7 @@ def read_pg(settings: Settings) -> PgReading | None:
 def redis_values(s: Settings, config: dict | None = None) -> model.RedisValues:
     """The configuration the next `up` applies: maxmemory from the settings; whether Redis saves in the
     background is Redis's own (qbctl keeps its save rules): the running server's, else its default. Pure."""
-    return model.RedisValues(s["REDIS_MAX_MEMORY"], _saves(config) if config else True)
+    return model.RedisValues(s.values.redis_max_memory, _saves(config) if config else True)
 
 
 def redis_values_from_config(config: dict) -> model.RedisValues:
@@ -176,7 +176,7 @@ def redis_values_from_config(config: dict) -> model.RedisValues:
 
 
 def redis_settings_values(s: Settings) -> dict[str, float | str]:
-    return {"maxmemory": s["REDIS_MAX_MEMORY"], "maxmemory-policy": s["REDIS_MAXMEMORY_POLICY"]}
+    return {"maxmemory": s.values.redis_max_memory, "maxmemory-policy": s.values.redis_maxmemory_policy}
 
 
 def redis_running_values(config: dict) -> dict[str, float | str]:

@@ -26,7 +26,9 @@ def apply(result, s: Settings, host: str, memory: dict, containers: dict[str, in
     if not total:
         result.not_measured.append(f"{host}: the engine gave no MemTotal")
         return
-    shares = {k: s[f"QBCTL_BUDGET_{k.upper()}"] for k in ("postgres", "redis", "backend", "os")}
+    v = s.values
+    shares = {"postgres": v.qbctl_budget_postgres, "redis": v.qbctl_budget_redis, "backend": v.qbctl_budget_backend,
+              "os": v.qbctl_budget_os}
     needed = sum(shares.values())
     item = by_name["total"]
     item.measured_mb = _mb(total)

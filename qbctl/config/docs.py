@@ -1,6 +1,7 @@
-"""The settings table of docs/settings.md and .env.example, made from the SETTINGS table (one source).
+"""The settings table of docs/settings.md, .env.example and the typed `Values` of qbctl/config/values.py,
+made from the SETTINGS table (one source).
 
-`python -m qbctl.config.docs` rewrites both in a checkout; `--check` exits 1 when either is stale
+`python -m qbctl.config.docs` rewrites the three in a checkout; `--check` exits 1 when one is stale
 (tests/unit/test_docs_are_true.py runs the same comparison). The command reference is its sibling,
 `python -m qbctl.reference`.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from qbctl.config.settings import SETTINGS
+from qbctl.config.settings import SETTINGS, Setting
 
 START, END = "<!-- settings:start (made by python -m qbctl.config.docs) -->", "<!-- settings:end -->"
 SETTINGS_PAGE = Path("docs") / "settings.md"  # the page whose table is made here
@@ -46,10 +47,43 @@ def with_table(text: str) -> str:
     return f"{before}{START}\n{settings_table()}\n{END}{after}"
 
 
+VALUES_MODULE = Path("qbctl") / "config" / "values.py"
+# The Python type each kind of setting parses to (settings.PARSERS): the attribute's type in Values.
+KIND_TYPES = {"pg_url": "PgUrl", "redis_url": "RedisUrl", "size": "int", "port": "int", "days": "int", "count": "int",
+              "connections": "int", "workers": "int", "seconds": "int"}
+VALUES_HEAD = '''"""Every setting's parsed value, one typed attribute each (`settings.values.qbctl_up_timeout`).
+
+Made by `python -m qbctl.config.docs` from the SETTINGS table (qbctl/config/settings.py): do not edit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qbctl.config.urls import PgUrl, RedisUrl
+
+
+@dataclass(frozen=True)
+class Values:
+'''
+
+
+def attribute(setting: Setting) -> str:
+    """The name of a setting's attribute in Values: its key in lower case."""
+    return setting.key.lower()
+
+
+def values_module() -> str:
+    lines = [VALUES_HEAD]
+    for s in SETTINGS:
+        lines.append(f"    {attribute(s)}: {KIND_TYPES.get(s.kind, 'str')}\n")
+    return "".join(lines)
+
+
 def main(argv: list[str]) -> int:
     root = Path(__file__).resolve().parents[2]
     page = root / SETTINGS_PAGE
-    targets = {root / ".env.example": env_example(), page: with_table(page.read_text())}
+    targets = {root / ".env.example": env_example(), page: with_table(page.read_text()),
+               root / VALUES_MODULE: values_module()}
     stale = [p for p, text in targets.items() if p.read_text() != text]
     if "--check" in argv:
         for p in stale:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from qbctl.config import urls
 from qbctl.config.sizes import parse_size
+from qbctl.config.values import Values
 from qbctl.errors import ConfigError
 from qbctl.result import Result
 
@@ -65,6 +66,14 @@ def _address(text: str) -> str:
     return text
 
 
+def _engine(text: str) -> str:
+    try:
+        return urls.engine_address(text)
+    except ValueError:
+        raise ValueError("expected an engine address: unix:///var/run/docker.sock, tcp://HOST:2375 or "
+                         "ssh://[USER@]HOST[:PORT]") from None
+
+
 def _text(text: str) -> str:
     return text
 
@@ -81,6 +90,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "seconds": _int_range(1, 3600),
     "image": _image,
     "address": _address,
+    "engine": _engine,
     "environment": _choice("development", "test", "staging", "production"),
     "profile": _choice("development", "production"),
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
@@ -151,6 +161,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("QBCTL_SNAPSHOT_KEEP", "5", "count",
       "automatic snapshots kept (taken before reset, db reset and restore); the oldest beyond this are "
       "removed, named snapshots never"),
+    S("QBCTL_REHEARSE_DOCKER_HOST", "unix:///var/run/docker.sock", "engine",
+      "the engine where `db migrate --rehearse` builds its copy when the project's engine is remote (ssh://, "
+      "tcp://): your own, never the VM's",
+      why="a copy of the VM's database built on the VM would sit beside the live one within its 1 GB; the copy is "
+          "streamed through the ssh tunnel into a container of this engine instead (docs/rehearse.md)"),
     S("QBCTL_BUDGET_TOTAL", "1GB", "size", "memory of the production VM"),
     S("QBCTL_BUDGET_OS", "200MB", "size", "share of the OS and system services"),
     S("QBCTL_BUDGET_POSTGRES", "300MB", "size", "share of PostgreSQL (its container's memory limit)"),
@@ -177,13 +192,17 @@ def mask_value(key: str, raw: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    values: Mapping[str, Any]
+    """The resolved settings: `values` typed, one attribute per setting (`settings.values.qbctl_up_timeout`);
+    `raw` and `sources` by key, for what prints them (config show, env check)."""
+
+    values: Values
     raw: Mapping[str, str]
     sources: Mapping[str, str]
     project: str
     root: Path
     env_file: Path | None
-    typos: Mapping[str, str] = None  # unknown keys in the env file that look like a setting -> that setting
+    # unknown keys in the env file that look like a setting -> that setting
+    typos: Mapping[str, str] = field(default_factory=dict)
     marker: str | None = "named"  # what marks root as the project (find_project); None: no project there
     project_source: str = ""  # how the project name was chosen, in words (status and config show say it)
 
@@ -192,16 +211,13 @@ class Settings:
         """Whether qbctl runs in a project: a marked folder, or a project named explicitly."""
         return self.marker is not None or self.project_source.startswith("named by")
 
-    def __getitem__(self, key: str) -> Any:
-        return self.values[key]
-
     @property
     def pg(self) -> urls.PgUrl:
-        return self.values["DATABASE_URL"]
+        return self.values.database_url
 
     @property
     def redis(self) -> urls.RedisUrl:
-        return self.values["REDIS_URL"]
+        return self.values.redis_url
 
     def secrets(self) -> list[str]:
         return [s for s in (self.pg.password, self.redis.password) if s]
@@ -210,7 +226,6 @@ class Settings:
         return mask_value(key, self.raw[key])
 
 
-PROJECT_MARKERS = "a .env, a sql/schema folder or a [tool.qbctl] section in pyproject.toml"
 _TOOL_SECTION = re.compile(r"^\s*\[\s*tool\s*\.\s*qbctl\s*[\].]", re.M)
 
 
@@ -235,9 +250,10 @@ def marker_of(folder: Path) -> str | None:
     return "[tool.qbctl] in pyproject.toml" if _TOOL_SECTION.search(text) else None
 
 
-def find_project(start: Path, project_dir: Path | None = None) -> ProjectFolder:
+def find_project(start: Path, project_dir: Path | str | None = None) -> ProjectFolder:
     """The project folder: `project_dir` when given, else the nearest folder at or above `start`
-    that holds a marker (PROJECT_MARKERS). The search stops at the repository's root (the folder
+    that holds a marker (a .env, a sql/schema folder or a [tool.qbctl] section in pyproject.toml).
+    The search stops at the repository's root (the folder
     holding .git) and never takes the home folder from below it: a stray ~/.env marks nothing."""
     if project_dir is not None:
         folder = Path(project_dir).expanduser()
@@ -255,11 +271,6 @@ def find_project(start: Path, project_dir: Path | None = None) -> ProjectFolder:
         if (folder / ".git").exists():
             break
     return ProjectFolder(start, None)
-
-
-def find_root(start: Path) -> Path:
-    """The project folder of `start` (see find_project), or `start` itself."""
-    return find_project(start).root
 
 
 def project_name(text: str, where: str = "project name") -> str:
@@ -309,9 +320,10 @@ def load(env_file: Path | None = None, environ: Mapping[str, str] | None = None,
         folder = ProjectFolder(folder.root, "--project-dir" if project_dir is not None else "QBCTL_PROJECT_DIR")
     root = folder.root
     explicit = env_file is not None
-    path = Path(env_file) if explicit else root / ".env"
+    path: Path | None = Path(env_file) if env_file is not None else root / ".env"
     file_values: dict[str, str] = {}
-    if path.exists() or explicit:
+    file_name = ""
+    if path is not None and (path.exists() or explicit):
         if not path.exists():
             raise ConfigError(f"env file {path} does not exist", hint="create it (see .env.example) or drop --env-file")
         file_values = read_env_file(path)
@@ -319,7 +331,10 @@ def load(env_file: Path | None = None, environ: Mapping[str, str] | None = None,
     else:
         path = None
 
-    raw, sources, values, problems = {}, {}, {}, []
+    raw: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    parsed: dict[str, Any] = {}
+    problems: list[str] = []
     for s in SETTINGS:
         if overrides and s.key in overrides:
             raw[s.key], sources[s.key] = overrides[s.key], "option"
@@ -330,11 +345,12 @@ def load(env_file: Path | None = None, environ: Mapping[str, str] | None = None,
         else:
             raw[s.key], sources[s.key] = s.default, "default"
         try:
-            values[s.key] = PARSERS[s.kind](raw[s.key].strip())
+            parsed[s.key] = PARSERS[s.kind](raw[s.key].strip())
         except ValueError as exc:
             where = f" (from {sources[s.key]})" if sources[s.key] != "default" else ""
             problems.append(f"{s.key}={mask_value(s.key, raw[s.key])!r}{where}: {exc}")
     if not problems:
+        values = Values(**{s.key.lower(): parsed[s.key] for s in SETTINGS})
         problems += _cross_checks(values)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -342,8 +358,8 @@ def load(env_file: Path | None = None, environ: Mapping[str, str] | None = None,
                           + "; `qbctl env check` lists every setting")
     if project:
         name, how = project_name(project, "--project"), "named by --project"
-    elif values["QBCTL_PROJECT"].strip():
-        name = project_name(values["QBCTL_PROJECT"], f"QBCTL_PROJECT= (from {sources['QBCTL_PROJECT']})")
+    elif values.qbctl_project.strip():
+        name = project_name(values.qbctl_project, f"QBCTL_PROJECT= (from {sources['QBCTL_PROJECT']})")
         how = f"named by QBCTL_PROJECT (from {sources['QBCTL_PROJECT']})"
     else:
         name = project_name(root.name, f"the folder name {root} (set QBCTL_PROJECT)")
@@ -389,12 +405,12 @@ def did_you_mean(file_values: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _cross_checks(values: Mapping[str, Any]) -> list[str]:
+def _cross_checks(values: Values) -> list[str]:
     ports = {
-        "DATABASE_URL": values["DATABASE_URL"].port if values["DATABASE_URL"].is_local else None,
-        "REDIS_URL": values["REDIS_URL"].port if values["REDIS_URL"].is_local else None,
-        "QBCTL_ADMINER_PORT": values["QBCTL_ADMINER_PORT"],
-        "QBCTL_REDIS_COMMANDER_PORT": values["QBCTL_REDIS_COMMANDER_PORT"],
+        "DATABASE_URL": values.database_url.port if values.database_url.is_local else None,
+        "REDIS_URL": values.redis_url.port if values.redis_url.is_local else None,
+        "QBCTL_ADMINER_PORT": values.qbctl_adminer_port,
+        "QBCTL_REDIS_COMMANDER_PORT": values.qbctl_redis_commander_port,
     }
     seen: dict[int, str] = {}
     problems = []

@@ -29,16 +29,17 @@ logging.getLogger("psycopg").addHandler(logging.NullHandler())
 Rows = Callable[[str], list[tuple]]  # rows(sql) -> every row, every value text or None
 
 
-def dsn(settings: Settings, dbname: str | None = None, local_port: int | None = None) -> str:
+def dsn(settings: Settings, dbname: str | None = None, local_port: int | None = None,
+        local_host: str = "127.0.0.1") -> str:
     """DATABASE_URL for libpq, with the host and port to connect to (see transport.reach.endpoint); `dbname`:
-    another database of the same server; `local_port`: another server, on that port of 127.0.0.1 (a
+    another database of the same server; `local_port`: another server, on that port of `local_host` (a
     rehearsal's copy, in a container of the local engine), with the same credentials."""
     from qbctl.transport.reach import endpoint
 
     pg = settings.pg
     if local_port is not None:
-        return pg.dsn(host="127.0.0.1", port=local_port, dbname=dbname)
-    host, port = endpoint(pg.host, pg.port, settings["QBCTL_BIND_ADDRESS"])
+        return pg.dsn(host=local_host, port=local_port, dbname=dbname)
+    host, port = endpoint(pg.host, pg.port, settings.values.qbctl_bind_address)
     return pg.dsn(host=host, port=port, dbname=dbname)
 
 
@@ -69,7 +70,8 @@ def auth_error(message: str) -> Unavailable:
 
 
 def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, timeout: float = 3,
-            prepared: bool = True, events=None, dbname: str | None = None, local_port: int | None = None):
+            prepared: bool = True, events=None, dbname: str | None = None, local_port: int | None = None,
+            local_host: str = "127.0.0.1"):
     """A psycopg connection with the URL's credentials; retried while the server is starting.
 
     client_encoding is UTF8 whatever the database's encoding: on a SQL_ASCII database the
@@ -84,7 +86,7 @@ def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, time
     told = False
     while True:
         try:
-            return _psycopg(dsn(settings, dbname, local_port), timeout, autocommit, prepared)
+            return _psycopg(dsn(settings, dbname, local_port, local_host), timeout, autocommit, prepared)
         except psycopg.Error as exc:
             text = " ".join(str(exc).split())
             if any(r in text for r in RETRYABLE) and time.monotonic() < deadline:
@@ -133,6 +135,7 @@ def _unreachable(settings: Settings, text: str) -> QbctlError:
         reason = "connection refused"
     elif "timeout expired" in text:
         reason = "no answer within the timeout"
+    err: QbctlError
     if bad_url(text):
         err = url_error(text, where)
     elif "password authentication failed" in text:
@@ -227,7 +230,7 @@ def redis_client(settings: Settings, timeout: float = 2.0, name: str | None = No
     from qbctl.transport.reach import endpoint
 
     rd = settings.redis
-    host, port = endpoint(rd.host, rd.port, settings["QBCTL_BIND_ADDRESS"])
+    host, port = endpoint(rd.host, rd.port, settings.values.qbctl_bind_address)
     return redis.Redis(host=host, port=port, db=rd.db, username=rd.username or None,
                        password=rd.password or None, socket_timeout=timeout, socket_connect_timeout=timeout,
                        retry=Retry(NoBackoff(), 0), client_name=name, single_connection_client=name is not None)

@@ -18,12 +18,21 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 from qbctl.config.settings import Settings
+from qbctl.config.values import Values
 from qbctl.errors import ConfigError
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Z0-9_]+)\s*\}\}")
-TEMPLATE_KEYS = ("DATA_RETENTION_DAYS", "LOG_RETENTION_DAYS", "COMPRESSION_AFTER_DAYS", "MAX_CANDLES_PER_SYMBOL")
+# The settings a policy template may name ({{DATA_RETENTION_DAYS}}), each with its typed value.
+TEMPLATE_VALUES: dict[str, Callable[[Values], int]] = {
+    "DATA_RETENTION_DAYS": lambda v: v.data_retention_days,
+    "LOG_RETENTION_DAYS": lambda v: v.log_retention_days,
+    "COMPRESSION_AFTER_DAYS": lambda v: v.compression_after_days,
+    "MAX_CANDLES_PER_SYMBOL": lambda v: v.max_candles_per_symbol,
+}
+TEMPLATE_KEYS = tuple(TEMPLATE_VALUES)
 REQUIRES_TSDB = re.compile(r"^--\s*qbctl:\s*requires\s+timescaledb\s*$", re.I)
 NO_TRANSACTION = re.compile(r"^--\s*qbctl:\s*no-transaction\s*$", re.I)
 # Other tools' markers, on a line of their own anywhere (that is how goose and dbmate read them).
@@ -119,7 +128,7 @@ def expand(text: str, settings: Settings, path: Path) -> str:
             line = text[: m.start()].count("\n") + 1
             raise ConfigError(f"{path}:{line}: unknown placeholder {{{{{key}}}}}",
                               hint="policy templates may use " + ", ".join(TEMPLATE_KEYS))
-        return str(settings[key])
+        return str(TEMPLATE_VALUES[key](settings.values))
     return PLACEHOLDER.sub(sub, text)
 
 

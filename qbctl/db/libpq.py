@@ -16,12 +16,14 @@ from __future__ import annotations
 
 try:
     import ctypes
+    HAVE_CTYPES = True
 except ImportError:  # an interpreter built without _ctypes: psycopg does all the work
-    ctypes = None
+    HAVE_CTYPES = False
 
 CONNECTION_OK = 0
 PGRES_COMMAND_OK, PGRES_TUPLES_OK = 1, 2
-_lib = False if ctypes else None  # the loaded CDLL; False: not looked for yet; None: none here
+# the loaded CDLL; False: not looked for yet; None: none here
+_lib: ctypes.CDLL | bool | None = False if HAVE_CTYPES else None
 
 
 SONAMES = ("libpq.so.5", "libpq.5.dylib")  # the ABI name of every libpq since PostgreSQL 8.x
@@ -58,7 +60,8 @@ class Failed(Exception):
 
 class Connection:
     def __init__(self, lib, handle: int):
-        self._lib, self._handle = lib, handle
+        self._lib = lib
+        self._handle: int | None = handle
 
     def rows(self, sql: str) -> list[tuple[str | None, ...]]:
         """The rows of one statement as text (None for NULL); Failed when the server refused it."""

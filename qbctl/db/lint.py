@@ -14,6 +14,7 @@ large table, on the VM; a warning is what may, depending on data lint cannot see
 from __future__ import annotations
 
 import copy
+from collections.abc import Set
 from dataclasses import dataclass
 
 from qbctl.db import lint_rules
@@ -61,7 +62,7 @@ RULES = {  # id -> what it finds: the table of rules in docs/migrations.md is ch
 }
 
 
-def check(files: list[LintFile], catalog: Catalog, targets: set[str], deployed_with: set[str] = frozenset()
+def check(files: list[LintFile], catalog: Catalog, targets: set[str], deployed_with: Set[str] = frozenset()
           ) -> list[Finding]:
     """The findings of the target files (labels), each judged in the state the VM has when it runs.
 
@@ -97,7 +98,7 @@ def _parse(st: Statement):
 
 
 def _base(files: list[LintFile], parsed: dict, target: LintFile, catalog: Catalog,
-          deployed_with: set[str] = frozenset()) -> dict[str, Table]:
+          deployed_with: Set[str] = frozenset()) -> dict[str, Table]:
     """The tables when `target` runs on the VM: the schema files before it, the other policy files, then
     what the live database knows on top (it may be the VM itself, or a developer's copy of its shape)."""
     state: dict[str, Table] = {}
@@ -133,8 +134,11 @@ def _base(files: list[LintFile], parsed: dict, target: LintFile, catalog: Catalo
 def _apply(node, state: dict[str, Table], new: bool) -> None:
     from pglast import ast, enums
 
+    t: Table | None
     if isinstance(node, ast.CreateStmt):
-        t = Table(node.relation.relname, {e.colname for e in node.tableElts or () if isinstance(e, ast.ColumnDef)},
+        assert node.relation is not None and node.relation.relname is not None  # CREATE TABLE names its table
+        t = Table(node.relation.relname,
+                  {e.colname for e in node.tableElts or () if isinstance(e, ast.ColumnDef) and e.colname is not None},
                   new=new, has_rows=False if new else None, bytes=0 if new else None)
         opts = tree.options(node.options)
         if "hypertable" in opts and not tree.false(opts["hypertable"]):
@@ -146,12 +150,12 @@ def _apply(node, state: dict[str, Table], new: bool) -> None:
             t.orderby = tree.column_list(opts.get("orderby") or opts.get("compress_orderby"))
         state[t.name] = t
     elif isinstance(node, ast.AlterTableStmt) and node.relation is not None:
-        t = state.get(node.relation.relname)
+        t = state.get(node.relation.relname or "")
         if t is None:
             return
         for cmd in node.cmds or ():
             sub = cmd.subtype
-            if sub == enums.AlterTableType.AT_AddColumn and cmd.def_ is not None:
+            if sub == enums.AlterTableType.AT_AddColumn and cmd.def_ is not None and cmd.def_.colname is not None:
                 t.columns.add(cmd.def_.colname)
             elif sub == enums.AlterTableType.AT_DropColumn and cmd.name:
                 t.columns.discard(cmd.name)
@@ -167,13 +171,14 @@ def _apply(node, state: dict[str, Table], new: bool) -> None:
                     if key in opts:
                         setattr(t, attr, tree.column_list(opts[key]))
     elif isinstance(node, ast.RenameStmt) and node.renameType == enums.ObjectType.OBJECT_COLUMN and node.relation:
-        t = state.get(node.relation.relname)
-        if t is not None and node.subname in t.columns:
+        t = state.get(node.relation.relname or "")
+        if t is not None and node.subname in t.columns and node.newname is not None:
             t.columns.discard(node.subname)
             t.columns.add(node.newname)
     elif isinstance(node, ast.CreateTableAsStmt) and node.into is not None:
         opts = tree.options(node.into.options)
         if "continuous" in opts and not tree.false(opts["continuous"]):
+            assert node.into.rel is not None and node.into.rel.relname is not None  # CREATE MATERIALIZED VIEW names it
             view = node.into.rel.relname
             cols = tree.columns(node.query)
             for rel in _from_tables(node.query):
@@ -183,9 +188,9 @@ def _apply(node, state: dict[str, Table], new: bool) -> None:
     elif isinstance(node, ast.DropStmt):
         _drop(node, state)
     elif isinstance(node, (ast.InsertStmt, ast.CopyStmt)):
-        rel = node.relation.relname if node.relation is not None else None
-        if rel in state and (not isinstance(node, ast.CopyStmt) or node.is_from):
-            state[rel].has_rows = True
+        target = node.relation.relname if node.relation is not None else None
+        if target is not None and target in state and (not isinstance(node, ast.CopyStmt) or node.is_from):
+            state[target].has_rows = True
     elif isinstance(node, ast.TruncateStmt):
         for rv in node.relations or ():
             if rv.relname in state:
@@ -211,11 +216,12 @@ def _from_tables(query) -> set[str]:
 def _drop(node, state: dict[str, Table]) -> None:
     from pglast import enums
 
-    names = []
+    names: list[str] = []
     for obj in node.objects or ():
         parts = obj if isinstance(obj, (list, tuple)) else [obj]
-        last = parts[-1]
-        names.append(getattr(last, "sval", None))
+        name = getattr(parts[-1], "sval", None)
+        if name is not None:  # None names nothing in state
+            names.append(name)
     if node.removeType == enums.ObjectType.OBJECT_TABLE:
         for n in names:
             state.pop(n, None)

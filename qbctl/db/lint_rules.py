@@ -37,14 +37,14 @@ def judge(node, state: dict[str, Table], catalog: Catalog):
     from pglast import ast, enums
 
     if isinstance(node, ast.AlterTableStmt) and node.relation is not None:
-        t = state.get(node.relation.relname)
+        t = state.get(node.relation.relname or "")
         if t is not None:
             for cmd in node.cmds or ():
                 yield from _alter(cmd, t, catalog, enums)
     elif isinstance(node, ast.IndexStmt):
         yield from _index(node, state)
     elif isinstance(node, (ast.UpdateStmt, ast.DeleteStmt)) and node.relation is not None:
-        t = state.get(node.relation.relname)
+        t = state.get(node.relation.relname or "")
         if t is not None:
             yield from _dml(node, t, catalog, isinstance(node, ast.UpdateStmt))
     if isinstance(node, (ast.SelectStmt, ast.CallStmt)):
@@ -150,7 +150,7 @@ def _unique_finding(t: Table, missing: list[str], what: str):
 
 def _index(node, state: dict[str, Table]):
     rel = node.relation.relname if node.relation is not None else None
-    t = state.get(rel)
+    t = state.get(rel or "")
     if t is None or t.new:
         return
     opts = tree.options(node.options)
@@ -209,10 +209,10 @@ def _recent_only(where, t: Table) -> bool:
         return False
     found = [where]
     if isinstance(where, ast.BoolExpr) and where.boolop == 0:  # AND
-        found = list(where.args)
+        found = list(where.args or ())
     for e in found:
         if isinstance(e, ast.A_Expr) and e.name and e.name[0].sval in (">", ">=") and \
-                isinstance(e.lexpr, ast.ColumnRef) and e.lexpr.fields[-1].sval == t.partitioning[0]:
+                isinstance(e.lexpr, ast.ColumnRef) and e.lexpr.fields and e.lexpr.fields[-1].sval == t.partitioning[0]:
             text = _deparse(e.rexpr)
             if re.search(r"\bnow\(\)|current_timestamp|CURRENT_TIMESTAMP", text):
                 return True

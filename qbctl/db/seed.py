@@ -168,39 +168,9 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
                 md_seconds = 0.0
                 with conn.cursor() as cur:
                     for i, (sym, p0) in enumerate(syms):
-                        candles = list(_candles(sym, p0, stamps, rng))
-                        lines = list(_indicator_lines(sym, candles))
-                        taken = {"market_data": [minutes[k] for k in range(len(candles))],
-                                 "technical_indicators": [minutes[k] for k in range(20, len(candles))]}
-                        if sym in foreign:  # only with --yes: leave out the minutes its own rows hold
-                            busy = {t: _times(cur, t, sym, minutes) for t in MARKED}
-                            keep_md = [k for k, m in enumerate(taken["market_data"])
-                                       if m not in busy["market_data"]]
-                            keep_ind = [k for k, m in enumerate(taken["technical_indicators"])
-                                        if m not in busy["technical_indicators"]]
-                            candles = [candles[k] for k in keep_md]
-                            lines = [lines[k] for k in keep_ind]
-                            taken = {"market_data": [taken["market_data"][k] for k in keep_md],
-                                     "technical_indicators": [taken["technical_indicators"][k] for k in keep_ind]}
-                        else:
-                            busy = {t: [] for t in MARKED}
-                        payload = "".join(f"{t}\t{sym}\t1m\t{o}\t{h}\t{lo}\t{c}\t{v}\n"
-                                          for t, o, h, lo, c, v in candles)
-                        t1 = time.monotonic()  # the load rate: COPY itself, not the generation of the rows
-                        with cur.copy("COPY market_data (time, symbol, timeframe, open, high, low, close, volume)"
-                                      " FROM STDIN") as copy:
-                            copy.write(payload)
-                        md_seconds += time.monotonic() - t1
-                        md += len(candles)
-                        with cur.copy("COPY technical_indicators (time, symbol, timeframe, name, value)"
-                                      " FROM STDIN") as copy:
-                            copy.write("".join(lines))
-                        ind += 2 * len(lines)
-                        for table in MARKED:
-                            for first, last in runs(taken[table], sorted(busy[table])):
-                                cur.execute("INSERT INTO qbctl.seeded (tbl, symbol, timeframe, first_time, last_time)"
-                                            " VALUES (%s, %s, '1m', %s, %s)", (table, sym, first, last))
-                        latest[sym] = candles[-settings["MAX_CANDLES_PER_SYMBOL"]:]
+                        candles, n_ind, seconds = _seed_symbol(cur, sym, p0, stamps, minutes, rng, sym in foreign)
+                        md, ind, md_seconds = md + len(candles), ind + n_ind, md_seconds + seconds
+                        latest[sym] = candles[-settings.values.max_candles_per_symbol:]
                         events(Event(Status.WORKING, f"seeding {sym}", done=i + 1, total=total))
                     result.rows["orders"], result.rows["trades"] = _trades(cur, syms, minutes, rng)
                     result.rows["system_logs"] = _logs(cur, minutes, rng)
@@ -213,12 +183,7 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
             raise
         shape.release(conn, held, result.notes)
         bars = _bars(conn)
-    result.compression = {t: {"chunks": c["chunks"], "compressed": c["compressed"]} for t, c in shaped.chunks.items()}
-    result.refreshed, result.jobs_run = shaped.refreshed, shaped.jobs_run
-    for table, c in shaped.chunks.items():
-        if c["left"]:
-            result.notes.append(f"{table}: {c['left']} chunk(s) older than {c['compress_after']} are still not "
-                                "compressed after its compression policy's job ran: `qbctl db status` shows the job")
+    _shaped(result, shaped)
     result.rows["market_data"] = md
     result.rows["technical_indicators"] = ind
     result.rows.update(bars)
@@ -227,6 +192,49 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
         result.redis_keys = _redis(settings, latest)
     result.seconds = round(time.monotonic() - t0, 3)
     return result
+
+
+def _seed_symbol(cur, sym: str, p0: int, stamps: list[str], minutes: list[datetime], rng: random.Random,
+                 foreign: bool) -> tuple[list, int, float]:
+    """One symbol's candles and indicators COPYed in, the ranges seeded recorded in qbctl.seeded;
+    (its candles, the indicator rows written, the seconds market_data's COPY took). `foreign`: the
+    symbol has rows of its own (only with --yes): the minutes they hold are left out."""
+    candles = list(_candles(sym, p0, stamps, rng))
+    lines = list(_indicator_lines(sym, candles))
+    taken = {"market_data": [minutes[k] for k in range(len(candles))],
+             "technical_indicators": [minutes[k] for k in range(20, len(candles))]}
+    if foreign:
+        busy = {t: _times(cur, t, sym, minutes) for t in MARKED}
+        keep_md = [k for k, m in enumerate(taken["market_data"]) if m not in busy["market_data"]]
+        keep_ind = [k for k, m in enumerate(taken["technical_indicators"]) if m not in busy["technical_indicators"]]
+        candles = [candles[k] for k in keep_md]
+        lines = [lines[k] for k in keep_ind]
+        taken = {"market_data": [taken["market_data"][k] for k in keep_md],
+                 "technical_indicators": [taken["technical_indicators"][k] for k in keep_ind]}
+    else:
+        busy = {t: set() for t in MARKED}
+    payload = "".join(f"{t}\t{sym}\t1m\t{o}\t{h}\t{lo}\t{c}\t{v}\n" for t, o, h, lo, c, v in candles)
+    t1 = time.monotonic()  # the load rate: COPY itself, not the generation of the rows
+    with cur.copy("COPY market_data (time, symbol, timeframe, open, high, low, close, volume) FROM STDIN") as copy:
+        copy.write(payload)
+    seconds = time.monotonic() - t1
+    with cur.copy("COPY technical_indicators (time, symbol, timeframe, name, value) FROM STDIN") as copy:
+        copy.write("".join(lines))
+    for table in MARKED:
+        for first, last in runs(taken[table], sorted(busy[table])):
+            cur.execute("INSERT INTO qbctl.seeded (tbl, symbol, timeframe, first_time, last_time)"
+                        " VALUES (%s, %s, '1m', %s, %s)", (table, sym, first, last))
+    return candles, 2 * len(lines), seconds
+
+
+def _shaped(result: SeedResult, shaped: shape.Shape) -> None:
+    """What the policies' jobs did, into the result: chunks compressed, bars refreshed, jobs run."""
+    result.compression = {t: {"chunks": c["chunks"], "compressed": c["compressed"]} for t, c in shaped.chunks.items()}
+    result.refreshed, result.jobs_run = shaped.refreshed, shaped.jobs_run
+    for table, c in shaped.chunks.items():
+        if c["left"]:
+            result.notes.append(f"{table}: {c['left']} chunk(s) older than {c['compress_after']} are still not "
+                                "compressed after its compression policy's job ran: `qbctl db status` shows the job")
 
 
 MARKET_DATA = shape.MARKET_DATA  # the market_data seed writes (checks/load.py reads it too)
@@ -383,7 +391,7 @@ def _redis(settings: Settings, latest: dict[str, list]) -> int:
 
     rd = settings.redis
     client = connect.redis_client(settings, timeout=5)
-    cap = settings["MAX_CANDLES_PER_SYMBOL"]
+    cap = settings.values.max_candles_per_symbol
     try:
         pipe = client.pipeline(transaction=False)
         for sym, candles in latest.items():

@@ -56,7 +56,7 @@ def plan(settings: Settings, local: bool | None, args: list[str], tty: bool, *, 
     env = dict(os.environ, PGPASSWORD=pg.password)  # never on the command line
     from qbctl.transport.reach import endpoint
 
-    host, port = endpoint(pg.host, pg.port, settings["QBCTL_BIND_ADDRESS"])  # a remote engine's: through ssh
+    host, port = endpoint(pg.host, pg.port, settings.values.qbctl_bind_address)  # a remote engine's: through ssh
     url = pg.dsn(host=host, port=port, password=False)
     return ShellRun([psql, url, *args], env, "local psql")
 

@@ -11,7 +11,7 @@ def name(node) -> str | None:
     if isinstance(node, ast.TypeCast):
         return name(node.arg)
     if isinstance(node, ast.A_Const) and isinstance(node.val, ast.String):
-        text = node.val.sval.split(".")[-1].strip()
+        text = (node.val.sval or "").split(".")[-1].strip()
         return text[1:-1] if text.startswith('"') else text.lower()
     return None
 

@@ -180,7 +180,7 @@ def control(st: Statement) -> str | None:
     if _NOT_CONTROL.match(st.code):
         return None
     m = _CONTROL.match(st.code)
-    if not m:
+    if not m or m.lastindex is None:
         return None
     return ("begin", "commit", "rollback", "prepare")[m.lastindex - 1]
 

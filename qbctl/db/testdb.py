@@ -38,11 +38,15 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect, files
 from qbctl.errors import ConfigError, NotOwned, QbctlError, TimescaleMissing, Unavailable, UsageError
 from qbctl.events import Event, Events, Status, ignore
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 FORMAT = 1  # what a template is made of, beyond the files: bump when the making changes
 MARK = "qbctl-testdb"
@@ -124,7 +128,7 @@ def checksum(sql: list[files.SqlFile], without_timescaledb: bool, timescaledb: s
 def with_database(settings: Settings, dbname: str) -> Settings:
     """The settings with DATABASE_URL naming another database on the same server (for migrate, seed)."""
     pg = dataclasses.replace(settings.pg, dbname=dbname)
-    return dataclasses.replace(settings, values={**settings.values, "DATABASE_URL": pg})
+    return dataclasses.replace(settings, values=dataclasses.replace(settings.values, database_url=pg))
 
 
 def url(settings: Settings, dbname: str) -> str:
@@ -171,9 +175,9 @@ def leftovers(found: list[Found], held: set[int]) -> tuple[list[Found], list[Fou
             dead.append(f)
         elif f.label is None:
             unlabelled.append(f)
-    templates.sort(key=lambda f: f.label.created, reverse=True)
+    templates.sort(key=lambda f: f.label.created if f.label else 0.0, reverse=True)  # all labelled (above)
     for f in templates[KEEP_TEMPLATES:]:
-        if derived_key("use:" + f.label.checksum) not in held:
+        if f.label and derived_key("use:" + f.label.checksum) not in held:
             dead.append(f)
     return dead, unlabelled
 
@@ -195,11 +199,12 @@ class Session:
                               hint="fix qb_clone_strategy in the pytest configuration")
         self.events = events
         self.owner = f"{secrets.randbits(63):016x}"
-        self.conn = None
-        self.drop_conn = None  # a second connection for drops, when the server has connections to spare
+        self.conn: Connection | None = None  # the control connection (open to close)
+        # a second connection for drops, when the server has connections to spare
+        self.drop_conn: Connection | None = None
         self.workers = workers  # sessions of this run on the server (xdist workers)
         self.version = 0
-        self.timescaledb: tuple[str | None, str | None, bool] = (None, None, False)  # installed?, available, preloaded
+        self.timescaledb: tuple[str | None, bool] = (None, False)  # the version available, preloaded
         self._lock = threading.Lock()  # the control connection is used by one thread at a time
         self._count = 0
         self._cloners: dict[str, _Cloner] = {}
@@ -210,9 +215,9 @@ class Session:
 
     # --- the session ------------------------------------------------------------------------------
     def open(self) -> SweepResult:
-        self.conn = connect.connect(self.settings, timeout=5)
-        self.conn.execute("SET application_name = 'qbctl pytest plugin'")
-        user, superuser, createdb, version = self.conn.execute(
+        self.conn = conn = connect.connect(self.settings, timeout=5)
+        conn.execute("SET application_name = 'qbctl pytest plugin'")
+        user, superuser, createdb, version = conn.execute(
             "SELECT current_user, rolsuper, rolcreatedb, current_setting('server_version_num')::int"
             " FROM pg_roles WHERE rolname = current_user").fetchone()
         if not (superuser or createdb):
@@ -221,14 +226,15 @@ class Session:
                               "databases (no CREATEDB)", code="NO_CREATEDB",
                               hint=NO_CREATEDB_HINT.format(user=user))
         self.version = version
-        self.timescaledb = tuple(self.conn.execute(
+        available, preloaded = conn.execute(
             "SELECT (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),"
-            " current_setting('shared_preload_libraries') LIKE '%timescaledb%'").fetchone())
-        self.conn.execute("SELECT pg_advisory_lock(%s)", (key_of(self.owner),))
+            " current_setting('shared_preload_libraries') LIKE '%timescaledb%'").fetchone()
+        self.timescaledb = (available, preloaded)
+        conn.execute("SELECT pg_advisory_lock(%s)", (key_of(self.owner),))
         # Drops beside the creates measured 30% less per test (docs/benchmarks.md), for one more
         # connection: taken by a session that runs alone (no xdist: its workers overlap their clones
         # anyway and would need a connection each) on a server with room for it, its tests and others.
-        free = self.conn.execute("SELECT current_setting('max_connections')::int - count(*) FROM pg_stat_activity"
+        free = conn.execute("SELECT current_setting('max_connections')::int - count(*) FROM pg_stat_activity"
                                  " WHERE backend_type = 'client backend'").fetchone()[0]
         if self.workers == 1 and free >= DROP_CONNECTION_ROOM:
             self.drop_conn = connect.connect(self.settings, timeout=5)
@@ -245,9 +251,14 @@ class Session:
             self.conn.close()  # the advisory locks go with it
             self.conn = None
 
+    def _control(self) -> Connection:
+        if self.conn is None:
+            raise RuntimeError("Session.open() first")
+        return self.conn
+
     def _sql(self, sql: str, params=None):
         with self._lock:
-            return self.conn.execute(sql, params)
+            return self._control().execute(sql, params)
 
     def label(self, kind: str, **fields) -> Label:
         return Label(kind, self.owner, created=round(time.time(), 3), host=socket.gethostname(), pid=os.getpid(),
@@ -368,7 +379,7 @@ class Session:
             self.events(Event(Status.WORKING, f"building the test template {name}"))
             self._create(build, self.label("building", checksum=sum_), template=base)
             settings = with_database(self.settings, build)
-            if base is None:
+            if base is None or seed is None:  # (both or neither: template)
                 self._migrate(settings, tsdb)
             else:
                 self._seed(settings, seed, tsdb)
@@ -447,10 +458,11 @@ class Session:
         while True:
             self._terminate(build)
             try:
-                with self._lock, self.conn.transaction():
-                    self.conn.execute(f'ALTER DATABASE "{build}" IS_TEMPLATE true')
-                    self.conn.execute(f'ALTER DATABASE "{build}" RENAME TO "{name}"')
-                    self.conn.execute(f'COMMENT ON DATABASE "{name}" IS {literal(label.text())}')
+                conn = self._control()
+                with self._lock, conn.transaction():
+                    conn.execute(f'ALTER DATABASE "{build}" IS_TEMPLATE true')
+                    conn.execute(f'ALTER DATABASE "{build}" RENAME TO "{name}"')
+                    conn.execute(f'COMMENT ON DATABASE "{name}" IS {literal(label.text())}')
                 return
             except psycopg.errors.DuplicateDatabase:
                 self._drop(build)  # another project on this server built the same template meanwhile
@@ -501,6 +513,7 @@ class Session:
         import psycopg
 
         try:
+            assert self.drop_conn is not None  # drops go beside only when it is open (_Cloner)
             self.drop_conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         except psycopg.Error as exc:
             raise Unavailable(f"could not drop the test database {name}: {' '.join(str(exc).split())[:200]}",
@@ -596,6 +609,7 @@ class _Cloner:
                 return
 
     def _drop_all(self) -> None:
+        assert self.drops is not None  # this thread runs only with a queue of drops
         while (doomed := self.drops.get()) is not None:
             self._drop(doomed, self.session.drop_beside)
 

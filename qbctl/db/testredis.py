@@ -21,10 +21,14 @@ import json
 import os
 import socket
 import time
+from typing import TYPE_CHECKING
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect
 from qbctl.errors import Unavailable
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 RECORD = "qbctl:testdb:{index}"
 CLIENT_NAME = "qbctl-testdb-{owner}"
@@ -33,7 +37,7 @@ HELD = "-held"  # the suffix of a holder whose claim stands
 
 def with_db(settings: Settings, index: int) -> Settings:
     redis = dataclasses.replace(settings.redis, db=index)
-    return dataclasses.replace(settings, values={**settings.values, "REDIS_URL": redis})
+    return dataclasses.replace(settings, values=dataclasses.replace(settings.values, redis_url=redis))
 
 
 def url(settings: Settings, index: int) -> str:
@@ -43,7 +47,7 @@ def url(settings: Settings, index: int) -> str:
     from qbctl.transport.reach import endpoint
 
     rd = settings.redis
-    host, port = endpoint(rd.host, rd.port, settings["QBCTL_BIND_ADDRESS"])
+    host, port = endpoint(rd.host, rd.port, settings.values.qbctl_bind_address)
     auth = ""
     if rd.username or rd.password:
         auth = quote(rd.username, safe="") + (":" + quote(rd.password, safe="") if rd.password else "") + "@"
@@ -73,8 +77,8 @@ class RedisSession:
 
     def __init__(self, settings: Settings, owner: str):
         self.settings, self.owner = settings, owner
-        self.control = None
-        self.held: dict[int, object] = {}  # index -> its holding connection
+        self.control: Redis | None = None  # REDIS_URL's own database: the records (open to close)
+        self.held: dict[int, Redis] = {}  # index -> its holding connection
         self.databases = 16
 
     def open(self) -> list[int]:
@@ -84,7 +88,8 @@ class RedisSession:
         self.control = connect.redis_client(self.settings, name=CLIENT_NAME.format(owner=self.owner))
         try:
             try:
-                self.databases = int(self.control.config_get("databases").get("databases", 16))
+                found = self._control().config_get("databases").get("databases")
+                self.databases = int(found) if found is not None else 16
             except redis.ResponseError:  # CONFIG disabled (a managed Redis): the default
                 self.databases = 16
             return self.sweep()
@@ -93,6 +98,11 @@ class RedisSession:
             raise Unavailable(connect.redis_error(exc, self.settings), code="REDIS_UNAVAILABLE",
                               hint="`qbctl up` starts the stack's Redis; or point REDIS_URL at a running server") \
                 from None
+
+    def _control(self) -> Redis:
+        if self.control is None:
+            raise RuntimeError("RedisSession.open() first")
+        return self.control
 
     def close(self) -> None:
         for index in list(self.held):
@@ -103,7 +113,7 @@ class RedisSession:
 
     def _records(self) -> dict[int, dict]:
         out = {}
-        raws = self.control.mget([RECORD.format(index=index) for index in range(self.databases)])
+        raws = self._control().mget([RECORD.format(index=index) for index in range(self.databases)])
         for index, raw in enumerate(raws):
             if raw:
                 try:
@@ -113,12 +123,12 @@ class RedisSession:
         return out
 
     def sweep(self) -> list[int]:
-        live = alive(self.control.client_list())
+        live = alive(self._control().client_list())
         freed = []
         for index, record in self._records().items():
             if record.get("owner") not in live and self._take_over(index, record):
                 self._client(index).flushdb()
-                self.control.delete(RECORD.format(index=index))
+                self._control().delete(RECORD.format(index=index))
                 freed.append(index)
         return freed
 
@@ -131,7 +141,7 @@ class RedisSession:
         import redis
 
         key = RECORD.format(index=index)
-        with self.control.pipeline() as pipe:
+        with self._control().pipeline() as pipe:
             try:
                 pipe.watch(key)
                 raw = pipe.get(key)
@@ -144,12 +154,12 @@ class RedisSession:
             except (redis.WatchError, ValueError):
                 return False
 
-    def _client(self, index: int):
+    def _client(self, index: int) -> Redis:
         return connect.redis_client(with_db(self.settings, index), name=CLIENT_NAME.format(owner=self.owner) + "-db")
 
     def claim(self) -> int:
         """A free database index, empty, held by this session until `release`."""
-        clients = self.control.client_list()
+        clients = self._control().client_list()
         live = alive(clients)
         records = self._records()
         for index in candidates(self.databases, self.settings.redis.db):
@@ -162,11 +172,11 @@ class RedisSession:
             if record is not None:
                 ok = self._take_over(index, record)  # a killed run's: its keys are flushed below
             else:
-                ok = holder.dbsize() == 0 and bool(self.control.set(RECORD.format(index=index), self._record(),
+                ok = holder.dbsize() == 0 and bool(self._control().set(RECORD.format(index=index), self._record(),
                                                                     nx=True))
                 # Keys written meanwhile are not ours; a holder whose record was lost holds it still.
                 if ok and (holder.dbsize() != 0
-                           or held_elsewhere(self.control.client_list(), index, self.owner)):
+                           or held_elsewhere(self._control().client_list(), index, self.owner)):
                     self._drop_record(index)
                     ok = False
             if not ok:
@@ -185,9 +195,9 @@ class RedisSession:
 
     def _drop_record(self, index: int) -> None:
         key = RECORD.format(index=index)
-        raw = self.control.get(key)
+        raw = self._control().get(key)
         if raw and json.loads(raw).get("owner") == self.owner:
-            self.control.delete(key)
+            self._control().delete(key)
 
     def flush(self, index: int) -> None:
         self.held[index].flushdb()

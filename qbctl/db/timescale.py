@@ -156,6 +156,16 @@ def _declare(d: Declared, text: str) -> None:
         for name in (_name(n) for n in _split_args(m.group(2) + ")", 0)[0]):
             _forget(d, name)
         return
+    _declare_cagg(d, text)
+    _declare_table(d, text)
+    _declare_compression(d, text)
+    for call in CALL.finditer(text):
+        pos, named = _call_args(text, call.end())
+        _declare_call(d, call.group(1).lower(), pos, named)
+
+
+def _declare_cagg(d: Declared, text: str) -> None:
+    """CREATE MATERIALIZED VIEW ... WITH (timescaledb.continuous): the view and its source table."""
     m = CREATE_CAGG.match(text)
     if m and re.search(r"\b(?:timescaledb|tsdb)\s*\.\s*continuous\b", text, re.I):
         flat = text[m.end():]
@@ -166,14 +176,22 @@ def _declare(d: Declared, text: str) -> None:
             flat = blanked
         source = FROM.search(flat)
         d.caggs[_name(m.group(1))] = _name(source.group(1)) if source else ""
+
+
+def _declare_table(d: Declared, text: str) -> None:
+    """CREATE TABLE ... (columns) WITH (timescaledb.hypertable, timescaledb.partition_column = 'time')."""
     m = CREATE_TABLE.match(text)
-    if m:  # CREATE TABLE ... (columns) WITH (timescaledb.hypertable, timescaledb.partition_column = 'time')
+    if m:
         after = _split_args(text, m.end())[1]
         w = re.compile(r"\s*WITH\s*\(", re.I).match(text, after)
         opts = _options(_inside(text, w.end())) if w else {}
         column = opts.get("partition_column")
         if "hypertable" in opts and not _false(opts["hypertable"]) and column:
             d.hypertables[_name(m.group(1))] = (column, opts.get("chunk_interval"))
+
+
+def _declare_compression(d: Declared, text: str) -> None:
+    """ALTER TABLE ... SET (timescaledb.compress / enable_columnstore, segmentby, orderby)."""
     m = ALTER_SET.match(text)
     if m:
         opts = _options(_inside(text, m.end()))
@@ -187,36 +205,37 @@ def _declare(d: Declared, text: str) -> None:
                 seg = opts.get("compress_segmentby", opts.get("segmentby"))
                 order = opts.get("compress_orderby", opts.get("orderby"))
                 d.compression[table] = (seg, order)
-    for call in CALL.finditer(text):
-        fn = call.group(1).lower()
-        pos, named = _call_args(text, call.end())
-        table = _name(_arg(pos, named, 0, "relation", "hypertable", "continuous_aggregate"))
-        if fn == "create_hypertable":
-            dim = _arg(pos, named, 1, "dimension", "time_column_name")
-            by_range = re.match(r"^by_range\s*\(", dim or "", re.I)
-            if by_range:
-                dpos, dnamed = _call_args(dim, by_range.end())
-                column = _value(_arg(dpos, dnamed, 0, "column_name"))
-                interval = _value(_arg(dpos, dnamed, 1, "partition_interval"))
-            else:
-                column = _value(dim)
-                interval = _value(_arg(pos, named, 4, "chunk_time_interval"))
-            if column:
-                d.hypertables[table] = (column, interval)
-        elif fn == "set_chunk_time_interval" and table in d.hypertables:
-            d.hypertables[table] = (d.hypertables[table][0], _value(_arg(pos, named, 1, "chunk_time_interval")))
-        elif fn.startswith("add_") and fn != "add_continuous_aggregate_policy":
-            kind = "retention" if "retention" in fn else "compression"
-            after = _arg(pos, named, 1, "compress_after", "drop_after", "after", "compress_created_before",
-                         "drop_created_before", "created_before")
-            d.policies[(kind, table)] = _value(after) or ""
-        elif fn.startswith("remove_") and fn != "remove_continuous_aggregate_policy":
-            d.policies.pop(("retention" if "retention" in fn else "compression", table), None)
-        elif fn == "add_continuous_aggregate_policy":
-            d.refresh[table] = (_value(_arg(pos, named, 1, "start_offset")), _value(_arg(pos, named, 2, "end_offset")),
-                                _value(_arg(pos, named, 3, "schedule_interval")))
-        elif fn == "remove_continuous_aggregate_policy":
-            d.refresh.pop(table, None)
+
+
+def _declare_call(d: Declared, fn: str, pos: list[str], named: dict[str, str]) -> None:
+    """A call of TimescaleDB's API (create_hypertable, add_/remove_ a policy, set_chunk_time_interval)."""
+    table = _name(_arg(pos, named, 0, "relation", "hypertable", "continuous_aggregate"))
+    if fn == "create_hypertable":
+        dim = _arg(pos, named, 1, "dimension", "time_column_name")
+        by_range = re.match(r"^by_range\s*\(", dim or "", re.I)
+        if by_range:
+            dpos, dnamed = _call_args(dim or "", by_range.end())
+            column = _value(_arg(dpos, dnamed, 0, "column_name"))
+            interval = _value(_arg(dpos, dnamed, 1, "partition_interval"))
+        else:
+            column = _value(dim)
+            interval = _value(_arg(pos, named, 4, "chunk_time_interval"))
+        if column:
+            d.hypertables[table] = (column, interval)
+    elif fn == "set_chunk_time_interval" and table in d.hypertables:
+        d.hypertables[table] = (d.hypertables[table][0], _value(_arg(pos, named, 1, "chunk_time_interval")))
+    elif fn.startswith("add_") and fn != "add_continuous_aggregate_policy":
+        kind = "retention" if "retention" in fn else "compression"
+        when = _arg(pos, named, 1, "compress_after", "drop_after", "after", "compress_created_before",
+                    "drop_created_before", "created_before")
+        d.policies[(kind, table)] = _value(when) or ""
+    elif fn.startswith("remove_") and fn != "remove_continuous_aggregate_policy":
+        d.policies.pop(("retention" if "retention" in fn else "compression", table), None)
+    elif fn == "add_continuous_aggregate_policy":
+        d.refresh[table] = (_value(_arg(pos, named, 1, "start_offset")), _value(_arg(pos, named, 2, "end_offset")),
+                            _value(_arg(pos, named, 3, "schedule_interval")))
+    elif fn == "remove_continuous_aggregate_policy":
+        d.refresh.pop(table, None)
 
 
 def _forget(d: Declared, name: str) -> None:
@@ -276,6 +295,12 @@ def _job_label(j: dict) -> str:
 
 def diff(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
     """Every difference between declared and actual state. same_interval(a, b) compares intervals."""
+    return (_diff_hypertables(decl, actual, same_interval) + _diff_caggs(decl, actual)
+            + _diff_compression(decl, actual) + _diff_policies(decl, actual, same_interval)
+            + _diff_refresh(decl, actual, same_interval) + _job_health(actual))
+
+
+def _diff_hypertables(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
     out: list[Drift] = []
     for table, (column, interval) in decl.hypertables.items():
         have = actual.hypertables.get(table)
@@ -286,14 +311,24 @@ def diff(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
             out.append(Drift(f"hypertable {table}", "different", f"{column} / {interval}", f"{have[0]} / {have[1]}"))
     for table in actual.hypertables.keys() - decl.hypertables.keys():
         out.append(Drift(f"hypertable {table}", "extra", None, actual.hypertables[table][0]))
+    return out
+
+
+def _diff_caggs(decl: Declared, actual: Actual) -> list[Drift]:
+    out: list[Drift] = []
     for view, source in decl.caggs.items():
-        have = actual.caggs.get(view)
-        if have is None:
+        on = actual.caggs.get(view)
+        if on is None:
             out.append(Drift(f"continuous aggregate {view}", "missing", f"on {source}"))
-        elif source and have != source:
-            out.append(Drift(f"continuous aggregate {view}", "different", f"on {source}", f"on {have}"))
+        elif source and on != source:
+            out.append(Drift(f"continuous aggregate {view}", "different", f"on {source}", f"on {on}"))
     for view in actual.caggs.keys() - decl.caggs.keys():
         out.append(Drift(f"continuous aggregate {view}", "extra", None, f"on {actual.caggs[view]}"))
+    return out
+
+
+def _diff_compression(decl: Declared, actual: Actual) -> list[Drift]:
+    out: list[Drift] = []
     for table, (seg, order) in decl.compression.items():
         have = actual.compression.get(table)
         shown = "on" if seg is None and order is None else f"segmentby {seg or ''}, orderby {order or ''}"
@@ -304,6 +339,12 @@ def diff(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
             out.append(Drift(f"compression {table}", "different", shown, f"segmentby {have[0]}, orderby {have[1]}"))
     for table in actual.compression.keys() - decl.compression.keys():
         out.append(Drift(f"compression {table}", "extra", None, f"segmentby {actual.compression[table][0]}"))
+    return out
+
+
+def _diff_policies(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
+    """Compression and retention policies: one job each, with the declared interval."""
+    out: list[Drift] = []
     policy_jobs = [j for j in actual.jobs if j["kind"] in ("compression", "retention")]
     for (kind, table), interval in decl.policies.items():
         jobs = [j for j in policy_jobs if j["kind"] == kind and j["table"] == table]
@@ -318,6 +359,12 @@ def diff(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
     for j in policy_jobs:
         if (j["kind"], j["table"]) not in decl.policies:
             out.append(Drift(f"{j['kind']} policy {j['table']} (job {j['job_id']})", "extra", None, j["interval"]))
+    return out
+
+
+def _diff_refresh(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
+    """Continuous aggregates' refresh policies: one job each, with the declared window and schedule."""
+    out: list[Drift] = []
     refresh_jobs = [j for j in actual.jobs if j["kind"] == "refresh"]
     for view, (start, end, every) in decl.refresh.items():
         jobs = [j for j in refresh_jobs if j["table"] == view]
@@ -336,6 +383,12 @@ def diff(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
     for j in refresh_jobs:
         if j["table"] not in decl.refresh:
             out.append(Drift(f"refresh policy {j['table']} (job {j['job_id']})", "extra", None, j["interval"]))
+    return out
+
+
+def _job_health(actual: Actual) -> list[Drift]:
+    """Jobs whose last run failed, and policy jobs paused or not running."""
+    out: list[Drift] = []
     for j in actual.jobs:
         if j.get("last_run_status") == "Failed":
             out.append(Drift(_job_label(j), "failed", None, j.get("why") or f"{j['total_failures']} failures"))
@@ -396,9 +449,10 @@ class Scheduler:
     @property
     def job_slots(self) -> int | None:
         """Jobs that can run at once: the workers the launcher and the schedulers leave."""
-        if not (self.workers or "").isdigit():
+        workers = self.workers or ""
+        if not workers.isdigit():
             return None
-        return max(0, int(self.workers) - 1 - len(self.databases))
+        return max(0, int(workers) - 1 - len(self.databases))
 
     def arithmetic(self) -> str:
         """timescaledb.max_background_workers, worker by worker, as counted on the running server."""

@@ -39,7 +39,7 @@ def open_api(tgt: target.Target):
         elif tgt.source in ("DOCKER_HOST", "the default"):
             client = docker.from_env(version="auto", timeout=CONNECT_TIMEOUT)  # DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
         else:
-            tls = False
+            tls: bool | docker.TLSConfig = False
             if tgt.tls:
                 from docker.tls import TLSConfig
 
@@ -48,7 +48,7 @@ def open_api(tgt: target.Target):
             client = docker.DockerClient(base_url=tgt.url, tls=tls, version="auto", timeout=CONNECT_TIMEOUT)
     except (DockerException, OSError, requests.RequestException) as exc:
         reason = reason_of(exc)
-        if tunnel is not None:
+        if tunnel is not None and tgt.ssh is not None:
             reason = tunnel_reason(tunnel, tgt.ssh.socket) or reason
         raise Unavailable(f"cannot reach the Docker engine at {where}: {reason}", code="DOCKER_UNAVAILABLE",
                           hint="is the Docker daemon running? Start it, or point DOCKER_HOST / "

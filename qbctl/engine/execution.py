@@ -123,7 +123,8 @@ def get_file(eng: Engine, container_id: str, path: str) -> Iterable[bytes] | Non
     except NotFound:
         return None
     reader = _IterReader(stream)
-    archive = tarfile.open(fileobj=reader, mode="r|")
+    # (typeshed asks any fileobj for write, tell, seek and close; stream mode "r|" only reads)
+    archive = tarfile.open(fileobj=reader, mode="r|")  # type: ignore[call-overload]
     member = next(iter(archive), None)
     if member is None or not member.isfile():
         return None

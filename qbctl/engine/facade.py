@@ -38,6 +38,7 @@ class Engine:
         self.rtt = rtt  # seconds per round trip, measured with the engine's ping (0 for a local engine)
         self._product: str | None = None
         self.cache_reads: dict[str, tuple[float, int | None]] = {}  # Podman: container -> (when, page cache)
+        self.last_pull_error = ""  # why pull_reference got nothing
 
     @property
     def remote(self) -> bool:
@@ -146,6 +147,9 @@ class Engine:
     def pull(self, spec: ServiceLike, events: Events = ignore) -> dict:
         return images.pull(self, spec, events)
 
+    def pull_reference(self, reference: str) -> dict | None:
+        return images.pull_reference(self, reference)
+
     # --- creating and removing (engine/objects.py) ----------------------------------------------------------------
     def ensure_network(self, stack: StackLike) -> None:
         return objects.ensure_network(self, stack)
@@ -166,10 +170,10 @@ class Engine:
     def run_helper(self, project: str, name: str, image: str, purpose: str, *, command: list[str],
                    environment: dict[str, str], binds: dict[str, str], mem_limit: int | None = None,
                    entrypoint: list[str] | None = None, publish: int | None = None,
-                   before_start: Callable[[str], None] | None = None) -> str:
+                   publish_ip: str = "127.0.0.1", before_start: Callable[[str], None] | None = None) -> str:
         return objects.run_helper(self, project, name, image, purpose, command=command, environment=environment,
                                   binds=binds, mem_limit=mem_limit, entrypoint=entrypoint, publish=publish,
-                                  before_start=before_start)
+                                  publish_ip=publish_ip, before_start=before_start)
 
     def remove_helper(self, project: str, name: str, purpose: str) -> bool:
         return objects.remove_helper(self, project, name, purpose)

@@ -47,3 +47,19 @@ def pull(eng: Engine, spec: ServiceLike, events: Events = ignore) -> dict:
     if not found:
         raise Unavailable(f"pulled {spec.image} but the engine does not list it", code="IMAGE_UNAVAILABLE")
     return found
+
+
+def pull_reference(eng: Engine, reference: str) -> dict | None:
+    """Pull an image by its full reference (repo@sha256:digest); its inspect data, or None when the
+    engine cannot get it (the reason in `eng.last_pull_error`)."""
+    from docker.errors import APIError, DockerException
+
+    repo, _, digest = reference.partition("@")
+    try:
+        for event in eng.api.pull(repo, tag=digest or "latest", stream=True, decode=True):
+            if "error" in event:
+                raise APIError(event["error"])
+    except (DockerException, OSError) as exc:
+        eng.last_pull_error = str(getattr(exc, "explanation", None) or exc)[:300]
+        return None
+    return eng.image_info(reference)

@@ -182,11 +182,11 @@ def stop(eng: Engine, container_id: str, timeout: int = 30) -> None:
 def run_helper(eng: Engine, project: str, name: str, image: str, purpose: str, *, command: list[str],
                environment: dict[str, str], binds: dict[str, str], mem_limit: int | None = None,
                entrypoint: list[str] | None = None, publish: int | None = None,
-               before_start: Callable[[str], None] | None = None) -> str:
+               publish_ip: str = "127.0.0.1", before_start: Callable[[str], None] | None = None) -> str:
     """Start a temporary container of this project (no ports, no network): a server on a volume
     for a snapshot or an upgrade. Labelled as a helper, so `up` and `status` leave it alone and
     `reset` removes it; a leftover of an earlier run under the same name is replaced.
-    `publish`: a container port published on a free port of 127.0.0.1 (`published_port` tells which);
+    `publish`: a container port published on a free port of `publish_ip` (`published_port` tells which);
     `before_start(id)`: called between create and start (files put in place); the container is
     removed when it fails."""
     from docker.errors import APIError, NotFound
@@ -201,7 +201,7 @@ def run_helper(eng: Engine, project: str, name: str, image: str, purpose: str, *
     host_config = api.create_host_config(
         binds={vol: {"bind": path, "mode": "rw"} for vol, path in binds.items()},
         mem_limit=mem_limit, memswap_limit=mem_limit,
-        **({"port_bindings": {publish: ("127.0.0.1", None)}} if publish else {"network_mode": "none"}))
+        **({"port_bindings": {publish: (publish_ip, None)}} if publish else {"network_mode": "none"}))
     cid = None
     try:
         cid = api.create_container(image, command=command, name=name, environment=environment,

@@ -39,6 +39,17 @@ class Runtime:
                 self._engines[tgt.url] = eng
             return eng
 
+    def engine_at(self, url: str, source: str) -> Engine:
+        """An engine other than the project's, named by a URL as DOCKER_HOST names one (`source`: the setting it
+        came from): the developer's own engine, where a remote project's rehearsal copy runs. Kept as `engine`."""
+        tgt = target.parse(url, source)
+        with self._lock:
+            eng = self._engines.get(tgt.url)
+            if eng is None or not eng.usable:
+                eng = self._opener(tgt)
+                self._engines[tgt.url] = eng
+            return eng
+
     def allow_for_latency(self, seconds: float) -> float:
         """A timeout meant for a local engine, grown by the measured round trips to a remote one
         (connecting first: the ssh handshake does not count against the checks)."""
@@ -49,8 +60,9 @@ class Runtime:
     def close(self) -> None:
         """End what this run opened: the engines, the ssh tunnels, the resolved target. Safe to call twice."""
         with self._lock:
+            tunnelled = any(e.tunnel is not None for e in self._engines.values())
             self._engines.clear()
-        if reach.resolved_ssh():
+        if tunnelled or reach.resolved_ssh():
             from qbctl.transport import ssh
 
             ssh.close_all()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import overload
 
 from qbctl.db.connect import Rows
 
@@ -42,6 +43,10 @@ def hex_text(expr: str) -> str:
     return f"pg_catalog.encode(pg_catalog.convert_to(({expr})::pg_catalog.text, 'UTF8'), 'hex')"
 
 
+@overload
+def unhex(value: str) -> str: ...
+@overload
+def unhex(value: None) -> None: ...
 def unhex(value: str | None) -> str | None:
     return None if value is None else bytes.fromhex(value).decode("utf-8")
 

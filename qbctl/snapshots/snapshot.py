@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from qbctl import __version__
 from qbctl.config.settings import Settings
@@ -74,7 +75,8 @@ def take_with(eng: engine.Engine, settings: Settings, options: SnapshotOptions, 
     prune=False leaves the old automatic snapshots for the caller to prune (a restore reading one)."""
     t0 = time.monotonic()
     automatic = options.before is not None
-    name = store.auto_name(options.before) if automatic else store.check_name(options.name or store.stamp())
+    name = store.auto_name(options.before) if options.before is not None else \
+        store.check_name(options.name or store.stamp())
     stack = build_stack(settings)
     names = {s.name for s in stack.services}
     result = SnapshotResult(name, automatic=automatic)
@@ -104,9 +106,10 @@ def take_with(eng: engine.Engine, settings: Settings, options: SnapshotOptions, 
             return result
         _check_space(settings, pg, rd)
         with store.staging(settings, name) as tmp:
-            meta = {"format": store.FORMAT, "name": name, "automatic": automatic, "before": options.before,
-                    "created": datetime.now(UTC).isoformat(timespec="seconds"), "project": settings.project,
-                    "qbctl": __version__, "files": {}}
+            meta: dict[str, Any] = {
+                "format": store.FORMAT, "name": name, "automatic": automatic, "before": options.before,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"), "project": settings.project,
+                "qbctl": __version__, "files": {}}
             inv, frozen = _dump_postgres(settings, pg, live, tmp, meta, events, result.notes)
             meta["postgres"] = {"image": _image(eng, pg.cid), **inv.to_dict()}
             result.forms.append("logical")
@@ -127,7 +130,7 @@ def take_with(eng: engine.Engine, settings: Settings, options: SnapshotOptions, 
     result.path = str(store.folder(settings) / name)
     result.restore_command = f"qbctl restore {name}"
     if prune:
-        result.pruned = store.prune(settings, settings["QBCTL_SNAPSHOT_KEEP"])
+        result.pruned = store.prune(settings, settings.values.qbctl_snapshot_keep)
     result.seconds = round(time.monotonic() - t0, 3)
     events(Event(Status.DONE, f"snapshot {name} taken in {result.seconds:.1f}s"))
     return result
@@ -348,7 +351,7 @@ class SnapshotList(Result):
 
 def listing(settings: Settings) -> SnapshotList:
     """Every snapshot of the project, oldest first; a damaged one with its problem."""
-    result = SnapshotList(str(store.folder(settings)), settings["QBCTL_SNAPSHOT_KEEP"])
+    result = SnapshotList(str(store.folder(settings)), settings.values.qbctl_snapshot_keep)
     for e in store.entries(settings):
         meta = e.meta or {}
         pg, rd = meta.get("postgres") or {}, meta.get("redis") or {}

@@ -114,8 +114,9 @@ def find(settings: Settings, name: str) -> Entry:
     return _read(path)
 
 
-def verify(entry: Entry) -> None:
-    """Every file present, of its recorded size and SHA-256; SNAPSHOT_DAMAGED naming the first that is not."""
+def verify(entry: Entry) -> dict:
+    """Every file present, of its recorded size and SHA-256; SNAPSHOT_DAMAGED naming the first that is not.
+    The snapshot's meta (never None once verified)."""
     if entry.meta is None:
         raise SnapshotDamaged(f"snapshot {entry.name} is damaged: {entry.problem}",
                               hint="nothing was changed; take a new one, or copy the folder again from where "
@@ -134,6 +135,7 @@ def verify(entry: Entry) -> None:
             raise SnapshotDamaged(f"snapshot {entry.name} is damaged: {problem}; nothing was changed",
                                   hint="take a new one, or copy the folder again from where you keep it",
                                   snapshot=entry.name)
+    return entry.meta
 
 
 def sha256(path: Path) -> str:

@@ -145,7 +145,8 @@ def http_statuses_start(endpoints: list[tuple[str, int]], timeout: float = TIMEO
     for host, port in endpoints:
         try:
             # bytes: a str host is encoded with the idna codec, whose import costs more than the request
-            sock = socket.create_connection((host.encode(), port), timeout=timeout)
+            # (typeshed allows only a str host; socket.getaddrinfo takes bytes, as documented)
+            sock = socket.create_connection((host.encode(), port), timeout=timeout)  # type: ignore[arg-type]
         except OSError:
             socks.append(None)
             continue

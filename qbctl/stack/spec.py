@@ -92,23 +92,23 @@ def scheduler_databases(settings: Settings) -> tuple[str, ...]:
 def postgres_args(settings: Settings) -> dict[str, str]:
     """Every server setting that decides PostgreSQL's memory, passed on the command line (which wins
     over postgresql.conf), so nothing an image writes there at its first start changes the budget."""
-    parallel = settings["POSTGRES_MAX_PARALLEL_WORKERS"]
-    shared = settings["POSTGRES_SHARED_BUFFERS"]
+    parallel = settings.values.postgres_max_parallel_workers
+    shared = settings.values.postgres_shared_buffers
     return {
         "shared_buffers": pg_size(shared),
-        "work_mem": pg_size(settings["POSTGRES_WORK_MEM"]),
-        "max_connections": str(settings["POSTGRES_MAX_CONNECTIONS"]),
-        "maintenance_work_mem": pg_size(settings["POSTGRES_MAINTENANCE_WORK_MEM"]),
-        "autovacuum_max_workers": str(settings["POSTGRES_AUTOVACUUM_MAX_WORKERS"]),
+        "work_mem": pg_size(settings.values.postgres_work_mem),
+        "max_connections": str(settings.values.postgres_max_connections),
+        "maintenance_work_mem": pg_size(settings.values.postgres_maintenance_work_mem),
+        "autovacuum_max_workers": str(settings.values.postgres_autovacuum_max_workers),
         "max_parallel_workers_per_gather": str(parallel),
         "max_parallel_workers": str(parallel),
         "max_parallel_maintenance_workers": "0",
         # TimescaleDB's workers and the parallel ones, plus the logical replication launcher.
-        "max_worker_processes": str(settings["TIMESCALEDB_MAX_BACKGROUND_WORKERS"] + parallel + 2),
+        "max_worker_processes": str(settings.values.timescaledb_max_background_workers + parallel + 2),
         "wal_buffers": pg_size(min(16 * 2**20, max(64 * 1024, shared // 32))),  # what -1 gives, made visible
         "hash_mem_multiplier": "2",  # PostgreSQL 15's default, made visible: the budget counts it
         "temp_buffers": "8MB",
-        "timescaledb.max_background_workers": str(settings["TIMESCALEDB_MAX_BACKGROUND_WORKERS"]),
+        "timescaledb.max_background_workers": str(settings.values.timescaledb_max_background_workers),
         "timescaledb.telemetry_level": "off",  # no network here; the telemetry job would show Failed
     }
 
@@ -117,8 +117,8 @@ def build_stack(settings: Settings, profile: str | None = None) -> Stack:
     """The stack of a profile (QBCTL_PROFILE unless given): development, or production (no UIs,
     restart policy `always`, ports on the host's loopback only; the budget's memory limits as always)."""
     project = settings.project
-    profile = profile or settings["QBCTL_PROFILE"]
-    bind, ui_bind = settings["QBCTL_BIND_ADDRESS"], settings["QBCTL_UI_BIND_ADDRESS"]
+    profile = profile or settings.values.qbctl_profile
+    bind, ui_bind = settings.values.qbctl_bind_address, settings.values.qbctl_ui_bind_address
     if profile == "production" and bind not in LOOPBACK:
         from qbctl.errors import ConfigError
 
@@ -132,7 +132,7 @@ def build_stack(settings: Settings, profile: str | None = None) -> Stack:
     pg_args = postgres_args(settings)
     postgres = ServiceSpec(
         name="postgres",
-        image=settings["QBCTL_POSTGRES_IMAGE"], image_setting="QBCTL_POSTGRES_IMAGE",
+        image=settings.values.qbctl_postgres_image, image_setting="QBCTL_POSTGRES_IMAGE",
         command=("postgres", *[a for k, v in pg_args.items() for a in ("-c", f"{k}={v}")]),
         environment=(("POSTGRES_USER", pg.user), ("POSTGRES_PASSWORD", pg.password),
                      ("POSTGRES_DB", pg.dbname), ("PGDATA", "/var/lib/postgresql/data"),
@@ -149,39 +149,39 @@ def build_stack(settings: Settings, profile: str | None = None) -> Stack:
                      ("MALLOC_MMAP_THRESHOLD_", "131072")),
         ports=(Port(5432, bind, pg.port, "DATABASE_URL"),),
         volumes=((f"{project}_pgdata", "/var/lib/postgresql/data"),),
-        mem_limit=settings["QBCTL_BUDGET_POSTGRES"], mem_setting="QBCTL_BUDGET_POSTGRES",
+        mem_limit=settings.values.qbctl_budget_postgres, mem_setting="QBCTL_BUDGET_POSTGRES",
         probe="postgres", stop_signal="SIGINT",  # fast shutdown, as the official image does
         healthcheck=("CMD", "pg_isready", "-q", "-h", "127.0.0.1", "-U", pg.user, "-d", pg.dbname),
         labels=labels, restart=restart,
     )
-    redis_cmd = ["redis-server", "--maxmemory", redis_size(settings["REDIS_MAX_MEMORY"]),
-                 "--maxmemory-policy", settings["REDIS_MAXMEMORY_POLICY"]]
+    redis_cmd = ["redis-server", "--maxmemory", redis_size(settings.values.redis_max_memory),
+                 "--maxmemory-policy", settings.values.redis_maxmemory_policy]
     if rd.password:
         redis_cmd += ["--requirepass", rd.password]
     redis = ServiceSpec(
         name="redis",
-        image=settings["QBCTL_REDIS_IMAGE"], image_setting="QBCTL_REDIS_IMAGE",
+        image=settings.values.qbctl_redis_image, image_setting="QBCTL_REDIS_IMAGE",
         command=tuple(redis_cmd), environment=redis_auth,
         ports=(Port(6379, bind, rd.port, "REDIS_URL"),),
         volumes=((f"{project}_redisdata", "/data"),),
-        mem_limit=settings["QBCTL_BUDGET_REDIS"], mem_setting="QBCTL_BUDGET_REDIS",
+        mem_limit=settings.values.qbctl_budget_redis, mem_setting="QBCTL_BUDGET_REDIS",
         probe="redis", healthcheck=("CMD", "redis-cli", "ping"), labels=labels, restart=restart,
     )
     adminer = ServiceSpec(
         name="adminer",
-        image=settings["QBCTL_ADMINER_IMAGE"], image_setting="QBCTL_ADMINER_IMAGE",
+        image=settings.values.qbctl_adminer_image, image_setting="QBCTL_ADMINER_IMAGE",
         command=(), environment=(("ADMINER_DEFAULT_SERVER", "postgres"),),
-        ports=(Port(8080, ui_bind, settings["QBCTL_ADMINER_PORT"], "QBCTL_ADMINER_PORT"),),
-        volumes=(), mem_limit=settings["QBCTL_ADMINER_MEMORY"], mem_setting="QBCTL_ADMINER_MEMORY",
+        ports=(Port(8080, ui_bind, settings.values.qbctl_adminer_port, "QBCTL_ADMINER_PORT"),),
+        volumes=(), mem_limit=settings.values.qbctl_adminer_memory, mem_setting="QBCTL_ADMINER_MEMORY",
         probe="http", ui=True, depends_on=("postgres",), cpu_shares=UI_CPU_SHARES, labels=labels,
     )
     redis_host = f"local:redis:6379:{rd.db}" + (f":{rd.password}" if rd.password else "")
     commander = ServiceSpec(
         name="redis-commander",
-        image=settings["QBCTL_REDIS_COMMANDER_IMAGE"], image_setting="QBCTL_REDIS_COMMANDER_IMAGE",
+        image=settings.values.qbctl_redis_commander_image, image_setting="QBCTL_REDIS_COMMANDER_IMAGE",
         command=(), environment=(("REDIS_HOSTS", redis_host),),
-        ports=(Port(8081, ui_bind, settings["QBCTL_REDIS_COMMANDER_PORT"], "QBCTL_REDIS_COMMANDER_PORT"),),
-        volumes=(), mem_limit=settings["QBCTL_REDIS_COMMANDER_MEMORY"], mem_setting="QBCTL_REDIS_COMMANDER_MEMORY",
+        ports=(Port(8081, ui_bind, settings.values.qbctl_redis_commander_port, "QBCTL_REDIS_COMMANDER_PORT"),),
+        volumes=(), mem_limit=settings.values.qbctl_redis_commander_memory, mem_setting="QBCTL_REDIS_COMMANDER_MEMORY",
         probe="http", ui=True, depends_on=("redis",), cpu_shares=UI_CPU_SHARES, labels=labels,
     )
     services, external = [], []
@@ -206,11 +206,11 @@ def exposure_warnings(settings: Settings) -> list[str]:
     """What a port published beyond loopback exposes, said before it happens."""
     out = []
     loopback = LOOPBACK
-    if settings["QBCTL_BIND_ADDRESS"] not in loopback and settings.redis.is_local and not settings.redis.password:
-        out.append(f"Redis is published on {settings['QBCTL_BIND_ADDRESS']} and has no password: anyone who can "
+    if settings.values.qbctl_bind_address not in loopback and settings.redis.is_local and not settings.redis.password:
+        out.append(f"Redis is published on {settings.values.qbctl_bind_address} and has no password: anyone who can "
                    "reach this host can read and change it (put a password in REDIS_URL: redis://:PASSWORD@...)")
-    if settings["QBCTL_UI_BIND_ADDRESS"] not in loopback:
-        out.append(f"Adminer and Redis Commander are published on {settings['QBCTL_UI_BIND_ADDRESS']}; Redis "
+    if settings.values.qbctl_ui_bind_address not in loopback:
+        out.append(f"Adminer and Redis Commander are published on {settings.values.qbctl_ui_bind_address}; Redis "
                    "Commander has no login")
     return out
 

@@ -37,7 +37,7 @@ def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ig
             events(event)
         return result
     t0 = time.monotonic()
-    timeout = options.timeout or settings["QBCTL_UP_TIMEOUT"]
+    timeout = options.timeout or settings.values.qbctl_up_timeout
     stack = build_stack(settings, options.profile)
     desired = select(stack, list(options.services) or None, options.no_ui)
     for warning in exposure_warnings(settings):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import time
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from qbctl.config.settings import Settings
@@ -28,10 +29,13 @@ from qbctl.stack.plan import Observed, make_plan
 from qbctl.stack.spec import build_stack, exposure_warnings, select, with_volume
 from qbctl.transport import target
 
+if TYPE_CHECKING:
+    from qbctl.stack.up_result import UpResult
+
 HEALTH = ("healthy", "unhealthy", "health: starting")  # as the engine writes it in a container's Status
 
 
-def up(settings: Settings, options) -> tuple[object, list[Event]] | None:
+def up(settings: Settings, options) -> tuple[UpResult, list[Event]] | None:
     """(the UpResult, the events to replay) of an `up` with nothing to do; None when there may be
     something to do or this cannot tell. `options` is up_result.UpOptions."""
     try:

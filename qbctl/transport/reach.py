@@ -69,6 +69,7 @@ def endpoint(host: str, port: int, bind: str = "127.0.0.1") -> tuple[str, int]:
         return tgt.host, port
     from qbctl.transport import ssh
 
+    assert tgt.ssh is not None  # neither local nor tcp: an ssh engine
     # The engine's own tunnel (one ssh connection per run for everything), opened here if the
     # command has not needed the engine itself (db migrate).
     return ssh.tunnel(tgt.ssh).forward(remote_ip(bind), port)

@@ -121,6 +121,7 @@ class Tunnel:
 
     def _drain(self) -> None:
         proc = self._proc
+        assert proc is not None and proc.stderr is not None  # started with stderr=PIPE before this thread
         for raw in iter(proc.stderr.readline, b""):
             self._stderr.append(raw.decode("utf-8", "replace").rstrip())
 
@@ -183,6 +184,7 @@ class Tunnel:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             try:
+                assert proc.stdin is not None  # started with stdin=PIPE
                 proc.stdin.close()  # the watchdog ends ssh
                 proc.wait(timeout=3)
             except (OSError, subprocess.TimeoutExpired):

@@ -124,6 +124,12 @@ def resolve(environ: Mapping[str, str] | None = None) -> Target:
     return _target(url, f"context {name}", tls)
 
 
+def parse(url: str, source: str) -> Target:
+    """An engine named by a URL in a setting (`source`), as DOCKER_HOST would name it; Unavailable
+    (DOCKER_UNAVAILABLE) when it is not an engine address."""
+    return _target(url.strip(), source, None)
+
+
 def _target(url: str, source: str, tls: dict | None) -> Target:
     if url.startswith("ssh://"):
         return Target(url, source, None, parse_ssh(url, source))

@@ -61,7 +61,7 @@ def _step(result: CiResult, name: str, fn) -> bool:
 def setup(settings: Settings, options: CiOptions = CiOptions(), events: Events = ignore, *, rt: Runtime) -> CiResult:
     require_project(settings, "nothing was started")
     t0 = time.monotonic()
-    timeout = options.timeout or settings["QBCTL_UP_TIMEOUT"]
+    timeout = options.timeout or settings.values.qbctl_up_timeout
     result = CiResult(settings.project)
     steps = (
         ("up", lambda: up_mod.up(settings, up_mod.UpOptions(no_ui=True, timeout=timeout), events, rt=rt)),

@@ -15,8 +15,13 @@
 - **nothing is left**: the copy is dropped (`WITH (FORCE)`) whatever happens, Ctrl-C included; an
   interrupted copy's pg_dump session on the real database is ended by its application name.
 
-The stack's server only: on a remote engine the copy would sit beside production within its 1 GB, and a
-managed database (DATABASE_URL elsewhere) has no container to run pg_dump in; both are refused in one line.
+- **on a remote engine** (ssh://, tcp://) the copy is never built on the VM beside the live database (its
+  1 GB): pg_basebackup runs by exec in the VM's postgres container and its tar stream comes through the
+  engine's connection (the ssh tunnel) into the scratch container on the developer's own engine
+  (QBCTL_REHEARSE_DOCKER_HOST), of the same image (by ID, else pulled by its registry digest). Nothing is
+  created on the VM. `--logical` (a database of the live server) is refused there in one line.
+
+A managed database (DATABASE_URL elsewhere) has no container to run pg_basebackup in: refused in one line.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect, files
@@ -77,7 +82,7 @@ def rehearse(settings: Settings, options: RehearseOptions = RehearseOptions(),
              events: Events = ignore, *, rt: Runtime) -> RehearseResult:
     t0 = time.monotonic()
     local = files.load(settings)
-    pg, stack = _server(settings, rt)
+    pg, stack, home = _server(settings, options, rt)
     result = RehearseResult(settings.pg.masked())
     conn = connect.connect(settings, wait=options.wait, events=events)
     with conn:
@@ -94,17 +99,40 @@ def rehearse(settings: Settings, options: RehearseOptions = RehearseOptions(),
     result.up_to_date = sum(i.state == "applied" for i in items)
     if runs:
         copy = _copy_logical(pg, settings, state.timescaledb, size, result, events) if options.logical else \
-            _copy_physical(pg, stack, settings, size, result, events)
-        with copy as (db, port):
+            _copy_physical(pg, stack, home, settings, size, result, events)
+        with copy as (db, addr):
             t1 = time.monotonic()
-            _apply_all(settings, db, port, local, timescaledb, result, events)
+            _apply_all(settings, db, addr, local, timescaledb, result, events)
             result.apply_seconds = round(time.monotonic() - t1, 3)
     result.seconds = round(time.monotonic() - t0, 3)
     return result
 
 
-def _server(settings: Settings, rt: Runtime):
-    """The stack's postgres container, where the copy is made; one line why not elsewhere."""
+@dataclass(frozen=True)
+class _Home:
+    """Where the copy's container runs: its engine, the image it runs, the address its port is published on."""
+
+    eng: Any
+    image: str
+    publish_ip: str
+    source_host: str  # the live server's host as a person names it: "this machine", "vm"
+    across: bool  # the stream crosses the connection to a remote engine (the ssh tunnel)
+
+    def reach(self, port: int) -> tuple[str, int]:
+        """The (host, port) this process connects to for the copy's published port."""
+        tgt = self.eng.target
+        if tgt.kind == "ssh":
+            return self.eng.tunnel.forward("127.0.0.1", port)
+        return (self.publish_ip, port) if tgt.kind == "tcp" else ("127.0.0.1", port)
+
+    @property
+    def engine(self) -> str:
+        tgt = self.eng.target
+        return f"this machine's engine ({tgt.url})" if tgt.kind == "local" else f"your engine at {tgt.url}"
+
+
+def _server(settings: Settings, options: RehearseOptions, rt: Runtime):
+    """The stack's postgres container, where the copy is read from; where the copy runs; one line why not."""
     from qbctl.config.urls import LOCAL_HOSTS
     from qbctl.snapshots.clients import Postgres
     from qbctl.stack.spec import build_stack
@@ -118,18 +146,83 @@ def _server(settings: Settings, rt: Runtime):
                           hint="rehearse against a restore of its dump in the local stack (pg_dump, then "
                                "`qbctl db shell` / pg_restore), or run `qbctl db lint` on the files")
     tgt = target.resolve()
-    if tgt.remote and tgt.host not in LOCAL_HOSTS:  # an engine on this machine over tcp is this machine's
-        raise Unavailable(f"the engine is on {tgt.host} ({tgt.kind}): a rehearsal's copy is not built there beside "
-                          "the live database (the VM's 1 GB budget), and copying it to this machine's engine is not "
-                          "supported yet: nothing was done", code="REHEARSAL_UNAVAILABLE",
-                          hint="restore a snapshot of it into a local stack (`qbctl snapshot` there, then "
-                               "`qbctl restore` here) and rehearse there; `qbctl db lint` works against the VM")
+    remote = tgt.remote and tgt.host not in LOCAL_HOSTS  # an engine on this machine over tcp is this machine's
+    if remote and options.logical:
+        raise Unavailable(f"--logical builds its copy as a database of the live server, and that server is on "
+                          f"{tgt.host}: not beside the VM's live database (its 1 GB budget): nothing was done",
+                          code="REHEARSAL_UNAVAILABLE",
+                          hint="drop --logical: the default copy is streamed through the ssh tunnel into a "
+                               "container of your own engine (QBCTL_REHEARSE_DOCKER_HOST)")
+    home = _own_engine(settings, tgt, rt) if remote else None  # before the VM is asked anything
     eng = rt.engine
     running = eng.containers(stack.project, "postgres", running_only=True)
     if not running:
         raise Unavailable(f"the postgres container of project {stack.project} is not running", code="NOT_RUNNING",
                           hint="`qbctl up postgres` starts it")
-    return Postgres(eng, running[0].id, settings.pg.user), stack
+    pg = Postgres(eng, running[0].id, settings.pg.user)
+    ref, image_id = eng.container_image(pg.cid)
+    if home is None:
+        home = _Home(eng, ref, "127.0.0.1", "this machine", False)
+    else:
+        home = _Home(home.eng, _same_image(eng, home.eng, ref, image_id), home.publish_ip, tgt.host, True)
+    return pg, stack, home
+
+
+SETTING = "QBCTL_REHEARSE_DOCKER_HOST"
+
+
+def _own_engine(settings: Settings, tgt, rt: Runtime) -> _Home:
+    """The developer's own engine (QBCTL_REHEARSE_DOCKER_HOST), where a remote project's copy runs;
+    REHEARSAL_UNAVAILABLE when it is the VM's engine or does not answer."""
+    import socket
+
+    from qbctl.transport import target
+
+    url = settings.values.qbctl_rehearse_docker_host
+    own = target.parse(url, SETTING)
+    if own.url == tgt.url or (own.remote and own.host == tgt.host):
+        raise Unavailable(f"{SETTING}={url} is the engine of the live database on {tgt.host}: a rehearsal's copy is "
+                          "never built there, beside it (the VM's 1 GB budget): nothing was done",
+                          code="REHEARSAL_UNAVAILABLE",
+                          hint=f"set {SETTING} to your own engine (its default: unix:///var/run/docker.sock)")
+    try:
+        eng = rt.engine_at(url, SETTING)
+    except QbctlError as exc:
+        raise Unavailable(f"the rehearsal's copy runs on your own engine, {url} ({SETTING}), which does not answer: "
+                          f"{exc.message}: nothing was done", code="REHEARSAL_UNAVAILABLE",
+                          hint=f"start Docker here, or set {SETTING} to an engine of yours") from None
+    publish = "127.0.0.1"
+    if own.kind == "tcp":  # published on the engine's own address, which is where this process reaches it
+        try:
+            publish = socket.gethostbyname(own.host)
+        except OSError:
+            publish = own.host
+    return _Home(eng, "", publish, "", True)
+
+
+def _same_image(source, own, ref: str, image_id: str) -> str:
+    """The live server's image on the developer's engine: there by its ID, else pulled by its registry
+    digest (the same bytes); IMAGE_UNAVAILABLE when neither works, REHEARSAL_UNAVAILABLE when the pulled one
+    is for another architecture (a data directory is not portable across them)."""
+    if own.image_info(image_id):
+        return image_id
+    info = source.image_info(image_id) or {}
+    digests = list(info.get("RepoDigests") or [])
+    reason = "it has no registry digest (built or loaded on that engine)"
+    for digest in digests:
+        got = own.pull_reference(digest)
+        if got:
+            if info.get("Architecture") and got.get("Architecture") != info.get("Architecture"):
+                raise Unavailable(f"{digest} pulled on {own.where} is for {got.get('Architecture')}, the live server's "
+                                  f"for {info.get('Architecture')}: its data directory cannot run there: nothing was "
+                                  "done", code="REHEARSAL_UNAVAILABLE",
+                                  hint=f"set {SETTING} to an engine of {info.get('Architecture')}")
+            return str(got["Id"])
+        reason = f"pulling {digest} failed: {own.last_pull_error}"
+    raise Unavailable(f"the live server's image {ref} ({image_id[:19]}) is not on {own.where} and cannot be pulled: "
+                      f"{reason}: nothing was done", code="IMAGE_UNAVAILABLE",
+                      hint=f"load it there (`docker save {ref}` on the VM, `docker load` here), or set {SETTING} "
+                           "to an engine that has it")
 
 
 def scratch_name(db: str, token: str) -> str:
@@ -138,36 +231,55 @@ def scratch_name(db: str, token: str) -> str:
 
 
 @contextmanager
-def _copy_physical(pg, stack, settings: Settings, size: int, result: RehearseResult, events: Events):
+def _copy_physical(pg, stack, home: _Home, settings: Settings, size: int, result: RehearseResult, events: Events):
     """The throwaway copy as a server of its own: pg_basebackup of the stack's server streamed into a
-    new container of the same image (its anonymous volume, a free port of 127.0.0.1, the stack's memory
-    limit), started with TimescaleDB's background workers off, so no job runs on the copy. Yields
-    (database, port); the container is removed with its volume whatever happens (Ctrl-C too), and an
-    interrupted pg_basebackup's session on the stack's server is ended by its name."""
+    new container of the same image (its anonymous volume, a free port, the stack's memory limit), started
+    with TimescaleDB's background workers off, so no job runs on the copy. Yields (database, (host, port)).
+
+    Where the container runs is `home`: the stack's own engine when it is this machine's; the developer's
+    engine (QBCTL_REHEARSE_DOCKER_HOST) when the stack is on a VM: pg_basebackup runs by exec in the VM's
+    postgres container and its tar stream comes through the ssh tunnel, so nothing is created on the VM
+    and no second server runs within its 1 GB. The container is removed with its volume whatever happens
+    (Ctrl-C too), and an interrupted pg_basebackup's session on the stack's server is ended by its name."""
     from qbctl.snapshots.clients import PGDATA, Postgres
 
-    eng = pg.eng
+    eng = home.eng
     spec = stack.get("postgres")
-    image, _ = eng.container_image(pg.cid)
     app = APP + secrets.token_hex(4)
     name = f"{stack.container_name('postgres')}-rehearse"
     t0 = time.monotonic()
-    events(Event(Status.WORKING, f"copying the server into container {name} (pg_basebackup)", "postgres"))
+    moved = [0]
+
+    def produce(sink) -> None:
+        def counted(data: bytes) -> None:
+            moved[0] += len(data)
+            sink(data)
+        pg.basebackup(counted, application_name=app)
+
+    source = f" from {home.source_host} through the tunnel" if home.across else ""
+    events(Event(Status.WORKING, f"copying the server{source} into container {name} on {home.engine} "
+                                 "(pg_basebackup)", "postgres"))
     cid = None
     try:
-        cid = eng.run_helper(stack.project, name, image, "rehearse", environment=dict(spec.environment), binds={},
-                             command=[*spec.command, "-c", "timescaledb.max_background_workers=0"],
-                             mem_limit=spec.mem_limit, publish=5432,
-                             before_start=lambda c: eng.put_archive(c, PGDATA, _piped(
-                                 lambda sink: pg.basebackup(sink, application_name=app))))
+        cid = eng.run_helper(stack.project, name, home.image, "rehearse", environment=dict(spec.environment),
+                             binds={}, command=[*spec.command, "-c", "timescaledb.max_background_workers=0"],
+                             mem_limit=spec.mem_limit, publish=5432, publish_ip=home.publish_ip,
+                             before_start=lambda c: eng.put_archive(c, PGDATA, _piped(produce)))
         Postgres(eng, cid, settings.pg.user, name=f"the rehearsal's copy ({name})").wait_ready()
         port = eng.published_port(cid, 5432)
+        addr = home.reach(port)
         result.copy_seconds = round(time.monotonic() - t0, 3)
-        result.copy = {"method": "pg_basebackup into a scratch container (the same image, TimescaleDB's jobs off)",
-                       "where": f"container {name} on this machine's engine, port {port}",
+        result.copy = {"method": "pg_basebackup into a scratch container (the same image, TimescaleDB's jobs off)"
+                                 + (f", streamed from {home.source_host} through the engine's connection"
+                                    if home.across else ""),
+                       "where": f"container {name} on {home.engine}, port {port}",
+                       "engine": eng.target.url, "source_host": home.source_host,
+                       "tunnel_bytes": moved[0] if home.across else None,
                        "database": settings.pg.dbname, "source_bytes": size, "seconds": result.copy_seconds}
-        events(Event(Status.DONE, f"copy made in {result.copy_seconds:.1f}s ({name})", "postgres"))
-        yield settings.pg.dbname, port
+        across = f", {moved[0] / 2**20:.0f} MB through the tunnel from {home.source_host}" if home.across else ""
+        events(Event(Status.DONE, f"copy made in {result.copy_seconds:.1f}s ({name} on {home.engine}{across})",
+                     "postgres"))
+        yield settings.pg.dbname, addr
     finally:
         main = threading.current_thread() is threading.main_thread()
         old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
@@ -266,6 +378,7 @@ def _copy_logical(pg, settings: Settings, timescaledb: str | None, size: int, re
         result.copy_seconds = round(time.monotonic() - t0, 3)
         result.copy = {"method": "pg_dump | pg_restore into a new database on the same server",
                        "where": f"the postgres container of project {settings.project} on this machine's engine",
+                       "engine": pg.eng.target.url, "source_host": "this machine", "tunnel_bytes": None,
                        "database": scratch, "source_bytes": size, "seconds": result.copy_seconds}
         events(Event(Status.DONE, f"copy {scratch} made in {result.copy_seconds:.1f}s", "postgres"))
         yield scratch, None
@@ -318,12 +431,12 @@ def _drop(settings: Settings, control, maint: str, scratch: str, app: str) -> No
 
 
 # --- applying, watched ---------------------------------------------------------------------------------
-def _apply_all(settings: Settings, db: str, port: int | None, local: list, timescaledb: bool,
+def _apply_all(settings: Settings, db: str, addr: tuple[str, int] | None, local: list, timescaledb: bool,
                result: RehearseResult, events: Events) -> None:
     """The files on the copy, planned again from the copy's own tracking table (a migrate that ran on the
     real database since it was read is in the copy too)."""
     where = mig._Where(events, verbose=False)
-    work = connect.connect(settings, wait=30, prepared=False, dbname=db, local_port=port)
+    work = _connect(settings, db, addr, wait=30, prepared=False)
     with work:
         rows = connect.psycopg_rows(work)
         applied = mig.read_applied(rows, mig.read_state(rows))
@@ -336,7 +449,7 @@ def _apply_all(settings: Settings, db: str, port: int | None, local: list, times
         for n, run in enumerate(runs):
             if n:
                 work.execute("DISCARD ALL")
-            report, error = _apply(work, run, where, events, settings, (db, port))
+            report, error = _apply(work, run, where, events, settings, (db, addr))
             result.files.append(report)
             if error is not None:
                 result.not_run = [r.file.label for r in runs[n + 1:]]
@@ -348,6 +461,13 @@ def _apply_all(settings: Settings, db: str, port: int | None, local: list, times
                 return
 
 
+def _connect(settings: Settings, db: str, addr: tuple[str, int] | None, **kw):
+    """A session of the copy: a database of the stack's server (addr None), or the copy's own server."""
+    if addr is None:
+        return connect.connect(settings, dbname=db, **kw)
+    return connect.connect(settings, dbname=db, local_port=addr[1], local_host=addr[0], **kw)
+
+
 def _has_timescaledb(rows: Rows) -> bool:
     return rows("SELECT (pg_catalog.to_regclass('_timescaledb_catalog.chunk') IS NOT NULL)::text")[0][0] == "true"
 
@@ -357,7 +477,7 @@ def _snap(rows: Rows) -> watch.Snapshot:
 
 
 def _apply(work, run, where, events: Events, settings: Settings,
-           target: tuple[str, int | None]) -> tuple[dict, QbctlError | None]:
+           target: tuple[str, tuple[str, int] | None]) -> tuple[dict, QbctlError | None]:
     """One file on the copy, statement by statement, each watched; (its report, its error or None)."""
     import psycopg
 
@@ -441,9 +561,9 @@ class _Sampler:
 
     EVERY = 0.02
 
-    def __init__(self, settings: Settings, target: tuple[str, int | None], pid: int) -> None:
-        db, port = target
-        self.conn = connect.connect(settings, dbname=db, local_port=port)
+    def __init__(self, settings: Settings, target: tuple[str, tuple[str, int] | None], pid: int) -> None:
+        db, addr = target
+        self.conn = _connect(settings, db, addr)
         self.rows = connect.psycopg_rows(self.conn)
         self.pid = pid
         self.ts = _has_timescaledb(self.rows)

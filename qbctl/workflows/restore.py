@@ -13,7 +13,7 @@ Before all this the current data is snapshotted (`auto-restore-<time>`) unless -
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from qbctl.config.settings import Settings
@@ -61,8 +61,7 @@ def find(settings: Settings, name: str) -> store.Entry:
 def restore(settings: Settings, options: RestoreOptions, events: Events = ignore, *, rt: Runtime) -> RestoreResult:
     t0 = time.monotonic()
     entry = store.find(settings, options.name)
-    store.verify(entry)
-    meta = entry.meta
+    meta = store.verify(entry)
     expected = Inventory.from_dict(meta["postgres"])
     result = RestoreResult(entry.name, settings.pg.dbname)
     _check_settings(settings, entry.name, expected, result)
@@ -104,7 +103,7 @@ def restore(settings: Settings, options: RestoreOptions, events: Events = ignore
             result.redis = _restore_redis(eng, stack.project, entry, meta["redis"], events)
         elif meta.get("redis"):
             result.notes.append("the snapshot holds Redis data, but REDIS_URL points elsewhere: left out")
-    store.prune(settings, settings["QBCTL_SNAPSHOT_KEEP"], protect=(entry.name,))
+    store.prune(settings, settings.values.qbctl_snapshot_keep, protect=(entry.name,))
     result.seconds = round(time.monotonic() - t0, 3)
     return result
 
@@ -122,7 +121,7 @@ def _check_settings(settings: Settings, name: str, expected: Inventory, result: 
                             "(DATABASE_URL)")
 
 
-def _ensure_running(rt: Runtime, settings: Settings, project: str, services: list[str],
+def _ensure_running(rt: Runtime, settings: Settings, project: str, services: Sequence[str],
                     events: Events) -> QbctlError | None:
     """Start what is not running (after a reset there is nothing): the restore needs the servers."""
     running = {c.service for c in rt.engine.containers(project, running_only=True)}
@@ -202,7 +201,8 @@ MOVED = ".qbctl-all-moved"  # in ASIDE: every entry of the old data is there
 def _physical_fits(pg: Postgres, settings: Settings, entry: store.Entry, expected: Inventory,
                    options: RestoreOptions) -> tuple[bool, str | None]:
     """Whether the copy of the data directory can be restored here; else why not (None: no copy, or asked)."""
-    if store.PHYSICAL_FILE not in entry.meta.get("files", {}) or options.logical:
+    meta = entry.meta or {}  # verified: never None here
+    if store.PHYSICAL_FILE not in meta.get("files", {}) or options.logical:
         return False, None
     major, _, _ = pg.server()
     if major != expected.major:
@@ -213,7 +213,7 @@ def _physical_fits(pg: Postgres, settings: Settings, entry: store.Entry, expecte
                        "the dump")
     if expected.database != settings.pg.dbname:
         return False, None
-    extra = sorted(set(pg.databases()) - set(entry.meta["physical"]["databases"]))
+    extra = sorted(set(pg.databases()) - set(meta["physical"]["databases"]))
     if extra:
         return False, (f"the server holds databases the copy of the data directory does not ({', '.join(extra)}), "
                        f"which it would remove: restored from the dump, which replaces {settings.pg.dbname} only")

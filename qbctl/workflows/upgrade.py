@@ -169,6 +169,8 @@ def upgrade(settings: Settings, todo: UpgradePlan, events: Events = ignore, *,
 # --- TimescaleDB, same major ----------------------------------------------------------------------
 def _timescaledb(eng: engine.Engine, settings: Settings, todo: UpgradePlan, result: UpgradeResult,
                  events: Events, snapshot_first: bool, rt: Runtime) -> None:
+    volume = todo.volume
+    assert volume is not None  # a timescaledb plan names the volume (plan)
     stack = build_stack(settings)
     spec = stack.get("postgres")
     running = [c for c in eng.containers(stack.project, "postgres", running_only=True)]
@@ -182,9 +184,9 @@ def _timescaledb(eng: engine.Engine, settings: Settings, todo: UpgradePlan, resu
             return Postgres(eng, running[0].id, settings.pg.user)
         for c in eng.containers(stack.project, "postgres", running_only=True):  # an older image's server
             eng.remove_container(c.id)
-        events(Event(Status.WORKING, f"starting {spec.image} on {todo.volume}", "postgres"))
-        temporary = helper(eng, stack, spec, spec.image, todo.volume, "upgrade")
-        return Postgres(eng, temporary, settings.pg.user, name=f"temporary postgres on {todo.volume}")
+        events(Event(Status.WORKING, f"starting {spec.image} on {volume}", "postgres"))
+        temporary = helper(eng, stack, spec, spec.image, volume, "upgrade")
+        return Postgres(eng, temporary, settings.pg.user, name=f"temporary postgres on {volume}")
 
     def stop_temporary() -> None:
         nonlocal temporary
@@ -208,16 +210,18 @@ def _timescaledb(eng: engine.Engine, settings: Settings, todo: UpgradePlan, resu
                 pg = server()
                 pg.wait_ready()
         for db, version in have.items():
-            entry = {"database": db, "from": version, "to": version}
+            entry: dict[str, str | None] = {"database": db, "from": version, "to": version}
             if db in stale:
                 events(Event(Status.WORKING, f"{db}: ALTER EXTENSION timescaledb UPDATE ({version} -> {offered})",
                              "postgres"))
                 # The update restarts the database's scheduler, which ends the runs under way (each
                 # recorded as a crash): its jobs are held first, a run under way ending before.
                 rows = pg.rows(db)
-                held = jobs.hold(rows, said=lambda ids, db=db: events(Event(
-                    Status.WAITING, f"{db}: TimescaleDB job {jobs.jobs_text(ids)} is running; waiting for its run "
-                                    "to end", "postgres")))
+                def said(ids: list[int], db: str = db) -> None:
+                    events(Event(Status.WAITING, f"{db}: TimescaleDB job {jobs.jobs_text(ids)} is running; waiting "
+                                                 "for its run to end", "postgres"))
+
+                held = jobs.hold(rows, said=said)
                 try:
                     pg.psql(db, "ALTER EXTENSION timescaledb UPDATE", f"ALTER EXTENSION timescaledb UPDATE in {db}")
                 except BaseException:
@@ -251,6 +255,8 @@ def _extension_version(pg: Postgres, db: str) -> str | None:
 # --- another PostgreSQL major ---------------------------------------------------------------------
 def _major(eng: engine.Engine, settings: Settings, todo: UpgradePlan, result: UpgradeResult, events: Events,
            rt: Runtime) -> None:
+    target = todo.target
+    assert target is not None  # a major plan names the new volume (plan)
     stack = build_stack(settings)
     spec = stack.get("postgres")
     work = store.folder(settings).parent / "upgrades" / f"{todo.volume}-pg{todo.from_major}-to-pg{todo.to_major}-" \
@@ -261,12 +267,12 @@ def _major(eng: engine.Engine, settings: Settings, todo: UpgradePlan, result: Up
         eng.remove_container(c.id)
     dumps = _dump_old(eng, settings, todo, work, events)
     info = eng.image_info(spec.image) or {}
-    eng.create_volume(stack.project, todo.target, {
+    eng.create_volume(stack.project, target, {
         LABEL_SERVICE: "postgres", **volumes.created_by(volumes.image_env(info), spec.image, info.get("Id", ""))})
     try:
         _load_new(eng, settings, todo, dumps, result, events)
     except BaseException:
-        eng.remove_volume(stack.project, todo.target)  # incomplete; the old volume is as it was
+        eng.remove_volume(stack.project, target)  # incomplete; the old volume is as it was
         raise
     shutil.rmtree(work, ignore_errors=True)
     result.kept_volume = todo.volume
@@ -276,6 +282,7 @@ def _major(eng: engine.Engine, settings: Settings, todo: UpgradePlan, result: Up
 
 def _dump_old(eng: engine.Engine, settings: Settings, todo: UpgradePlan, work, events: Events) -> list[tuple]:
     """Roles, then every database with its inventory, from the old image on the old volume."""
+    assert todo.from_image is not None and todo.volume is not None  # a major plan names both (plan)
     stack = build_stack(settings)
     events(Event(Status.WORKING, f"starting {todo.from_image} on {todo.volume}", "postgres"))
     cid = helper(eng, stack, stack.get("postgres"), todo.from_image, todo.volume, "upgrade-old")
@@ -306,6 +313,7 @@ def _dump_old(eng: engine.Engine, settings: Settings, todo: UpgradePlan, work, e
 
 def _load_new(eng: engine.Engine, settings: Settings, todo: UpgradePlan, dumps: list[tuple], result: UpgradeResult,
               events: Events) -> None:
+    assert todo.target is not None  # a major plan names the new volume (plan)
     stack = build_stack(settings)
     events(Event(Status.WORKING, f"initialising {todo.target} with {todo.image}", "postgres"))
     cid = helper(eng, stack, stack.get("postgres"), todo.image, todo.target, "upgrade-new")

@@ -313,12 +313,24 @@ def test_nothing_pending_makes_no_copy(stack, schema_flags):
     assert "nothing to rehearse, every file is applied" in human.stdout
 
 
-def test_a_remote_engine_or_another_server_is_refused_in_one_line(tmp_path):
+def test_what_cannot_be_copied_off_a_remote_engine_or_another_server_is_refused_in_one_line(tmp_path):
+    # A remote engine's copy is made on this machine's (tests/e2e/test_rehearse_remote.py); refused before
+    # ssh is even tried: --logical (a database beside the live one), the VM named as the copy's engine, and
+    # an engine of one's own that does not answer.
     env = stack_env(new_project(), DOCKER_HOST="ssh://qb@vm.invalid")
-    proc = qbctl("db", "migrate", "--rehearse", env=env, cwd=tmp_path)
-    assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert "error: the engine is on vm.invalid (ssh): a rehearsal's copy is not built there" in proc.stderr
-    no_traceback(proc)
+    for extra, settings, says in (
+            (("--logical",), {}, "error: --logical builds its copy as a database of the live server, and that "
+                                 "server is on vm.invalid"),
+            ((), {"QBCTL_REHEARSE_DOCKER_HOST": "ssh://other@vm.invalid:22"},
+             "error: QBCTL_REHEARSE_DOCKER_HOST=ssh://other@vm.invalid:22 is the engine of the live database on "
+             "vm.invalid: a rehearsal's copy is never built there"),
+            ((), {"QBCTL_REHEARSE_DOCKER_HOST": f"unix://{tmp_path}/none.sock"},
+             f"error: the rehearsal's copy runs on your own engine, unix://{tmp_path}/none.sock "
+             "(QBCTL_REHEARSE_DOCKER_HOST), which does not answer")):
+        proc = qbctl("db", "migrate", "--rehearse", *extra, env={**env, **settings}, cwd=tmp_path)
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        assert says in " ".join(proc.stderr.split()), proc.stderr
+        no_traceback(proc)
     env = stack_env(new_project(), DATABASE_URL="postgresql://qb:pw@db.example.invalid:5432/qb")
     proc = qbctl("db", "migrate", "--rehearse", "--json", env=env, cwd=tmp_path)
     assert proc.returncode == 3 and json.loads(proc.stdout)["error"]["code"] == "REHEARSAL_UNAVAILABLE"

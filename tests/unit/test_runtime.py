@@ -13,7 +13,7 @@ from qbctl.transport import reach, ssh
 
 class Opened:
     def __init__(self, url: str) -> None:
-        self.url, self.usable = url, True
+        self.url, self.usable, self.tunnel = url, True, None
 
 
 @pytest.fixture

@@ -19,16 +19,16 @@ def load(env=None, **kw):
 def test_defaults_need_no_env_file():
     s = load()
     assert s.pg.user == "qb_user" and s.pg.dbname == "qb_trading_dev" and s.pg.port == 5432
-    assert s.redis.port == 6379 and s["POSTGRES_SHARED_BUFFERS"] == 128 * MB
-    assert s["QBCTL_BIND_ADDRESS"] == "127.0.0.1"
+    assert s.redis.port == 6379 and s.values.postgres_shared_buffers == 128 * MB
+    assert s.values.qbctl_bind_address == "127.0.0.1"
     assert set(s.sources.values()) == {"default"}
 
 
 def test_environment_wins_over_env_file_over_defaults(tmp_path):
     (tmp_path / ".env").write_text("POSTGRES_WORK_MEM=8MB\nLOG_LEVEL=DEBUG\nFOO=bar\n")
     s = load({"LOG_LEVEL": "ERROR"}, cwd=tmp_path)
-    assert s["POSTGRES_WORK_MEM"] == 8 * MB and s.sources["POSTGRES_WORK_MEM"] == ".env"
-    assert s["LOG_LEVEL"] == "ERROR" and s.sources["LOG_LEVEL"] == "environment"
+    assert s.values.postgres_work_mem == 8 * MB and s.sources["POSTGRES_WORK_MEM"] == ".env"
+    assert s.values.log_level == "ERROR" and s.sources["LOG_LEVEL"] == "environment"
     assert s.sources["REDIS_URL"] == "default"
 
 
@@ -140,14 +140,14 @@ def test_any_value_gives_settings_or_a_clean_config_error(key, value):
 
 @pytest.mark.parametrize("raw,value", [("info", "INFO"), ("Warning", "WARNING"), ("DEBUG", "DEBUG")])
 def test_choices_are_case_insensitive_and_keep_their_spelling(raw, value):
-    assert load({"LOG_LEVEL": raw})["LOG_LEVEL"] == value
-    assert load({"ENVIRONMENT": "Production"})["ENVIRONMENT"] == "production"
-    assert load({"REDIS_MAXMEMORY_POLICY": "AllKeys-LFU"})["REDIS_MAXMEMORY_POLICY"] == "allkeys-lfu"
+    assert load({"LOG_LEVEL": raw}).values.log_level == value
+    assert load({"ENVIRONMENT": "Production"}).values.environment == "production"
+    assert load({"REDIS_MAXMEMORY_POLICY": "AllKeys-LFU"}).values.redis_maxmemory_policy == "allkeys-lfu"
 
 
 def test_binary_units_are_accepted():
     s = load({"REDIS_MAX_MEMORY": "100MiB", "QBCTL_BUDGET_TOTAL": "1GiB"})
-    assert s["REDIS_MAX_MEMORY"] == 100 * MB and s["QBCTL_BUDGET_TOTAL"] == 1024 * MB
+    assert s.values.redis_max_memory == 100 * MB and s.values.qbctl_budget_total == 1024 * MB
 
 
 def test_the_source_names_the_env_file_as_given(tmp_path, monkeypatch):
@@ -162,7 +162,7 @@ def test_the_source_names_the_env_file_as_given(tmp_path, monkeypatch):
     sub.mkdir()
     (tmp_path / ".env").write_text("LOG_LEVEL=error\n")
     s = S.load(environ={}, cwd=sub)  # the project folder's .env, named from where the user is
-    assert s.root == tmp_path and s.sources["LOG_LEVEL"] == "../.env" and s["LOG_LEVEL"] == "ERROR"
+    assert s.root == tmp_path and s.sources["LOG_LEVEL"] == "../.env" and s.values.log_level == "ERROR"
 
 
 def test_what_marks_a_project(tmp_path):
