@@ -65,17 +65,7 @@ def main(argv: list[str] | None = None, state: AppState | None = None) -> int:
     try:
         return _main(args, state)
     finally:
-        _close_engines()
-
-
-def _close_engines() -> None:
-    """Close the ssh tunnels this run opened (remote engines), whatever ended it."""
-    ssh = sys.modules.get("qbctl.stack.ssh")
-    if ssh is not None:
-        ssh.close_all()
-    engine = sys.modules.get("qbctl.stack.engine")
-    if engine is not None:
-        engine.forget()
+        state.close()  # the runtime's engine and ssh tunnels, whatever ended the command
 
 
 def _main(args: list[str], state: AppState) -> int:
@@ -104,7 +94,7 @@ def _main(args: list[str], state: AppState) -> int:
             return state.out.fail(known)
         if state.verbose:
             raise
-        from qbctl.stack.engine import lost
+        from qbctl.engine.facade import lost
 
         gone = lost(exc)  # the engine went away under a long command (a restore, an upgrade)
         if gone:

@@ -1,10 +1,14 @@
-"""What the root callback hands every command: global options, settings built once, the output."""
+"""What the root callback hands every command: global options, settings built once, the output, the runtime."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qbctl.output import Output
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 
 @dataclass
@@ -17,6 +21,23 @@ class AppState:
     on_interrupt: str = ""  # what a command says when Ctrl-C stops it
     command: str = ""  # the command being run ("db status"), for messages about it
     _settings: object = None
+    _rt: Runtime | None = None
+
+    @property
+    def rt(self) -> Runtime:
+        """The command's Runtime (qbctl.engine.runtime): the engine, opened on first use, and what `close` ends.
+        Built on first use, so that a command that never needs the engine imports none of it."""
+        if self._rt is None:
+            from qbctl.engine.runtime import Runtime
+
+            self._rt = Runtime()
+        return self._rt
+
+    def close(self) -> None:
+        """End what the command opened (the runtime's engine and ssh tunnels), whatever ended the command."""
+        if self._rt is not None:
+            self._rt.close()
+            self._rt = None
 
     @property
     def settings(self):

@@ -51,9 +51,9 @@ def warm_up(argv: list[str], state) -> int | None:
     if out.json:
         out.emit_json(result.to_dict())
     else:
-        from qbctl import render
+        from qbctl import views
 
-        render.up(out, result)
+        views.up(out, result)
     return result.exit_code
 
 

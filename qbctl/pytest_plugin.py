@@ -77,13 +77,17 @@ def _qb_settings(pytestconfig):
     from qbctl.config import settings as settings_mod
 
     settings = _run(settings_mod.load)
-    if _option(pytestconfig, "qb_up"):
-        from qbctl.stack import lifecycle
+    if not _option(pytestconfig, "qb_up"):
+        yield settings
+        return
+    from qbctl.engine.runtime import Runtime
+    from qbctl.stack import up as up_mod
 
-        result = _run(lifecycle.up, settings, lifecycle.UpOptions(services=("postgres", "redis"), no_ui=True))
+    with Runtime() as rt:  # the engine and an ssh engine's tunnel, closed when the session ends
+        result = _run(up_mod.up, settings, up_mod.UpOptions(services=("postgres", "redis"), no_ui=True), rt=rt)
         if result.error is not None:
             _fail(result.error)
-    return settings
+        yield settings
 
 
 def _fail(err):

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qbctl.checks import model, running
 from qbctl.config.settings import Settings
 from qbctl.config.sizes import MB, fmt_mb
 from qbctl.errors import CheckFailed, QbctlError
 from qbctl.result import Result
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 # The team's split of Redis memory (50/30/20/50 of 150 MB), applied to maxmemory.
 REDIS_FAMILIES = (("market", "market:*", 50), ("candles", "candles:*", 0), ("indicators", "indicators:*", 30),
@@ -283,7 +287,7 @@ def _verdict(result: BudgetResult) -> None:
 
 
 # --- measuring -----------------------------------------------------------------------------------------
-def measure(settings: Settings) -> BudgetResult:
+def measure(settings: Settings, *, rt: Runtime) -> BudgetResult:
     """The prediction for the settings (what runs fills in only what they do not decide), each value where
     what runs differs from them, and whatever of the running stack can be measured now."""
     run = running.Running()
@@ -291,7 +295,7 @@ def measure(settings: Settings) -> BudgetResult:
     if settings.pg.is_local:  # a server qbctl does not run is not configured by its settings
         run.pg = running.read_pg(settings)
     redis_info, families = _read_redis(settings, run, notes)
-    containers, host = _read_containers(settings, run, notes)
+    containers, host = _read_containers(settings, run, notes, rt)
     result = configured(settings, run)
     result.not_measured += notes
     if host:  # issue 16: against a VM, its own memory as measured (qbctl.checks.vm), not QBCTL_BUDGET_TOTAL assumed.
@@ -326,21 +330,20 @@ def _read_redis(settings: Settings, run: running.Running, notes: list[str]) -> t
 
 
 def _read_containers(settings: Settings, run: running.Running,
-                     notes: list[str]) -> tuple[dict[str, int | None], tuple[str, dict] | None]:
+                     notes: list[str], rt: Runtime) -> tuple[dict[str, int | None], tuple[str, dict] | None]:
     """Each running container's memory now (and its limit into run), whether the next `up` recreates
     it (into run), and the engine host's memory when the budget is judged against a VM."""
     containers: dict[str, int | None] = {}
     try:
-        from qbctl.stack import engine
-
-        eng = engine.connect()
+        eng = rt.engine
         live = eng.containers(settings.project, running_only=True)
         run.recreated = _recreated(settings, live)
         for c in live:
             m = eng.memory(c.id)
-            containers[c.service] = m.without_cache if m else None
+            # (a temporary helper has no service: keyed None, as it always was; the engine's calls are typed now)
+            containers[c.service] = m.without_cache if m else None  # type: ignore[index]
             if m and m.limit:
-                run.limits[c.service] = m.limit
+                run.limits[c.service] = m.limit  # type: ignore[index]
             if m and not m.cache_known:
                 notes.append(f"{c.service}: the engine gives no page cache figure; its memory includes page cache")
         if not containers:
@@ -354,7 +357,7 @@ def _read_containers(settings: Settings, run: running.Running,
 
 def _recreated(settings: Settings, live) -> dict[str, bool | None]:
     """Per running service: would the next `qbctl up` recreate its container (its settings changed)?"""
-    from qbctl.stack.labels import LABEL_CONFIG
+    from qbctl.engine.labels import LABEL_CONFIG
     from qbctl.stack.spec import build_stack
 
     try:
@@ -365,14 +368,14 @@ def _recreated(settings: Settings, live) -> dict[str, bool | None]:
             for c in live if c.service in specs}
 
 
-def under_load(settings: Settings, options, events) -> BudgetResult:
+def under_load(settings: Settings, options, events, *, rt: Runtime) -> BudgetResult:
     """`qbctl budget --load`: the prediction, then the backend's load on what runs, its peaks and kills,
     the verdict. The load measures the stack as it runs: where that is not what the settings say, the
     model's error is taken against its prediction for what runs, and a note says so."""
     from qbctl.checks import load
 
-    result = measure(settings)
-    report = load.Runner(settings, options, events).run()
+    result = measure(settings, rt=rt)
+    report = load.Runner(settings, options, events, rt=rt).run()
     by_name = {i.name: i for i in result.items}
     for name, svc in report.services.items():
         item = by_name[name]

@@ -11,6 +11,7 @@ import importlib
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qbctl.checks import kills
 from qbctl.config.settings import Settings
@@ -19,6 +20,9 @@ from qbctl.errors import CheckFailed, QbctlError
 from qbctl.result import Result
 from qbctl.stack import probes
 from qbctl.stack.spec import build_stack
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 CHECK_TIMEOUT = 2.0
 
@@ -59,12 +63,10 @@ def _timed(fn):
     return out, round((time.monotonic() - started) * 1000, 1)
 
 
-def check_docker(settings: Settings, timeout: float) -> list[Check]:
-    from qbctl.stack import engine
-
+def check_docker(settings: Settings, timeout: float, rt: Runtime) -> list[Check]:
     stack = build_stack(settings)
     try:
-        eng = engine.connect()
+        eng = rt.engine
     except QbctlError as exc:
         return [Check("docker", False, exc.message)]
     found = {c.service: c for c in eng.containers(stack.project)}
@@ -155,7 +157,7 @@ def check_postgres(settings: Settings, timeout: float, without_timescaledb: bool
     return checks
 
 
-def check_redis(settings: Settings, timeout: float) -> list[Check]:
+def check_redis(settings: Settings, timeout: float, rt: Runtime | None = None) -> list[Check]:
     import redis as redis_lib
 
     from qbctl.db.connect import redis_client, redis_error
@@ -169,7 +171,7 @@ def check_redis(settings: Settings, timeout: float) -> list[Check]:
         want_mem, want_policy = settings.values.redis_max_memory, settings.values.redis_maxmemory_policy
         same = maxmem == want_mem and policy == want_policy
         checks.append(Check("redis config", same, f"maxmemory {fmt_mb(maxmem)}, {policy}" + (
-            "" if same else f"; settings say {fmt_mb(want_mem)}, {want_policy}: {_redis_applied(settings)}"),
+            "" if same else f"; settings say {fmt_mb(want_mem)}, {want_policy}: {_redis_applied(settings, rt)}"),
             data={"maxmemory": maxmem, "policy": policy}))
         used, rss = int(info.get("used_memory", 0)), int(info.get("used_memory_rss", 0))
         evicted = int(info.get("evicted_keys", 0))
@@ -195,16 +197,17 @@ def check_redis(settings: Settings, timeout: float) -> list[Check]:
         client.close()
 
 
-def _redis_applied(settings: Settings) -> str:
+def _redis_applied(settings: Settings, rt: Runtime | None) -> str:
     """Whether the next `up` gives Redis its settings: only when it recreates the container (a value set
     at runtime with CONFIG SET stays in a container `up` keeps)."""
     if not settings.redis.is_local:
         return "qbctl does not run this Redis"
-    from qbctl.stack import engine
-    from qbctl.stack.labels import LABEL_CONFIG
+    from qbctl.engine.labels import LABEL_CONFIG
 
     try:
-        (c,) = engine.connect().containers(settings.project, "redis", running_only=True)
+        if rt is None:
+            raise ValueError("no engine at hand")
+        (c,) = rt.engine.containers(settings.project, "redis", running_only=True)
         kept = c.labels.get(LABEL_CONFIG) == build_stack(settings).get("redis").config_hash()
     except (QbctlError, ValueError):  # no engine, or no (single) container: the usual case, said plainly
         kept = False
@@ -243,21 +246,22 @@ def check_uis(settings: Settings, timeout: float) -> list[Check]:
 CHECKS = (("docker", check_docker), ("postgres", check_postgres), ("redis", check_redis), ("ui", check_uis))
 
 
-def check(settings: Settings, options: HealthOptions = HealthOptions()) -> HealthResult:
+def check(settings: Settings, options: HealthOptions = HealthOptions(), *, rt: Runtime) -> HealthResult:
     """Once, or with options.wait until healthy or the timeout."""
     if not options.wait:
-        return run(settings, options.check_timeout, options.without_timescaledb)
+        return run(settings, options.check_timeout, options.without_timescaledb, rt=rt)
     deadline = time.monotonic() + (options.timeout or settings.values.qbctl_up_timeout)
     while True:
-        result = run(settings, options.check_timeout, options.without_timescaledb)
+        result = run(settings, options.check_timeout, options.without_timescaledb, rt=rt)
         if result.ok or time.monotonic() >= deadline:
             return result
         time.sleep(0.25)
 
 
-def run(settings: Settings, timeout: float = CHECK_TIMEOUT, without_timescaledb: bool = False) -> HealthResult:
+def run(settings: Settings, timeout: float = CHECK_TIMEOUT, without_timescaledb: bool = False, *,
+        rt: Runtime) -> HealthResult:
     t0 = time.monotonic()
-    timeout = _allow_for_latency(timeout)
+    timeout = _allow_for_latency(timeout, rt)
     # One after the other, the three drivers import faster than in four threads fighting for the GIL.
     # The checks' deadline starts after the imports: they are not the servers' time to answer.
     for driver in ("docker", "psycopg", "redis"):
@@ -276,8 +280,9 @@ def run(settings: Settings, timeout: float = CHECK_TIMEOUT, without_timescaledb:
             text = known.message if known else f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
             results[name] = [Check(name, False, text[:300])]
 
-    checks_run = [(name, (lambda s, t: check_postgres(s, t, without_timescaledb)) if name == "postgres" else fn)
-                  for name, fn in CHECKS]
+    special = {"postgres": lambda s, t: check_postgres(s, t, without_timescaledb),
+               "docker": lambda s, t: check_docker(s, t, rt), "redis": lambda s, t: check_redis(s, t, rt)}
+    checks_run = [(name, special.get(name, fn)) for name, fn in CHECKS]
     threads = [threading.Thread(target=worker, args=c, daemon=True) for c in checks_run]
     for t in threads:
         t.start()
@@ -296,13 +301,11 @@ def run(settings: Settings, timeout: float = CHECK_TIMEOUT, without_timescaledb:
     return result
 
 
-def _allow_for_latency(timeout: float) -> float:
+def _allow_for_latency(timeout: float, rt: Runtime) -> float:
     """Each check's time, grown by the measured round trips to a remote engine. Its ssh connection is
     made first (an ssh failure is the command's error, exit 3: nothing could be checked through it)."""
-    from qbctl.stack import reach
-
     try:
-        return reach.allow_for_latency(timeout)
+        return rt.allow_for_latency(timeout)
     except QbctlError as exc:
         if exc.code == "SSH_FAILED":
             raise

@@ -20,12 +20,16 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qbctl.checks.kills import oom_kills, pg_kills
 from qbctl.checks.load_redis import RedisLoad
 from qbctl.config.settings import Settings
 from qbctl.errors import CheckFailed, QbctlError, Unavailable
 from qbctl.events import Event, Events, Status, ignore
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 SAMPLE_EVERY = 0.2  # seconds between memory samples
 LOAD_SYMBOL = "LOAD"  # prefix of the symbols whose candles the load inserts (and deletes afterwards)
@@ -113,8 +117,8 @@ def _r(x: float | None) -> float | None:
 class Runner:
     """One run of the load. `run()` returns a LoadReport; nothing is printed."""
 
-    def __init__(self, settings: Settings, options: LoadOptions, events: Events = ignore):
-        self.settings, self.options, self.events = settings, options, events
+    def __init__(self, settings: Settings, options: LoadOptions, events: Events = ignore, *, rt: Runtime):
+        self.settings, self.options, self.events, self.rt = settings, options, events, rt
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.samples: dict[str, list[float]] = {k: [] for k, _ in QUERY_MIX}
@@ -124,9 +128,7 @@ class Runner:
 
     # --- preparation ---------------------------------------------------------------------------
     def _containers(self):
-        from qbctl.stack import engine
-
-        eng = engine.connect()
+        eng = self.rt.engine
         found = {c.service: c for c in eng.containers(self.settings.project, running_only=True)}
         missing = [s for s in ("postgres", "redis") if s not in found
                    and (self.settings.pg if s == "postgres" else self.settings.redis).is_local]

@@ -21,12 +21,12 @@ def state(ctx: typer.Context, json: bool = False) -> AppState:
     return st
 
 
-def finish(st: AppState, result, render) -> None:
-    """Show a result (one JSON object, or `render` for people), then its error; exit with its code."""
+def finish(st: AppState, result, view) -> None:
+    """Show a result (one JSON object, or `view` for people), then its error; exit with its code."""
     if st.out.json:
         st.out.emit_json(result.to_dict())
     else:
-        render(st.out, result)
+        view(st.out, result)
         if result.error is not None:
             st.out.error(result.error)
     raise typer.Exit(result.exit_code)

@@ -24,24 +24,26 @@ def setup(
     json: bool = JSON_OPTION,
 ) -> None:
     """Start postgres and redis (no UIs), migrate, check health; export the URLs to GITHUB_ENV."""
-    from qbctl import ci, render
+    from qbctl import views
+    from qbctl.workflows import ci
 
     st = state(ctx, json)
     st.on_interrupt = ("ci setup stopped; what it started keeps running: `qbctl ci teardown` removes it, "
                        "`qbctl ci setup` again finishes the job")
     options = ci.CiOptions(timeout=timeout, without_timescaledb=without_timescaledb)
     with st.out.progress("ci setup") as events:
-        result = ci.setup(st.settings, options, events)
-    finish(st, result, render.ci)
+        result = ci.setup(st.settings, options, events, rt=st.rt)
+    finish(st, result, views.ci)
 
 
 @ci_app.command()
 def teardown(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Remove this project's containers, volumes and network (no question asked: CI has no terminal)."""
-    from qbctl import ci, render
+    from qbctl import views
+    from qbctl.workflows import ci
 
     st = state(ctx, json)
     st.on_interrupt = "the teardown may be half done; `qbctl ci teardown` again finishes it"
     with st.out.progress("ci teardown") as events:
-        result = ci.teardown(st.settings, events)
-    finish(st, result, render.down)
+        result = ci.teardown(st.settings, events, rt=st.rt)
+    finish(st, result, views.down)

@@ -16,9 +16,9 @@ def register(app: typer.Typer) -> None:
 def render_cmd(ctx: typer.Context,
                check: bool = typer.Option(False, "--check", help="Exit 1 when the file differs; write nothing.")):
     """Write compose/docker-compose.dev.yml from the stack qbctl runs."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.stack import compose_file
 
     st = state(ctx)
     st.on_interrupt = "the compose file may be half written: `qbctl compose render` again writes it whole"
-    finish(st, compose_file.write(st.settings, check), render.compose)
+    finish(st, compose_file.write(st.settings, check), views.compose)

@@ -36,7 +36,7 @@ def migrate(
     json: bool = JSON_OPTION,
 ) -> None:
     """Apply sql/schema, then sql/policies (re-applied when their rendered text changes)."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.db import migrate as mig
 
     st = state(ctx, json)
@@ -54,18 +54,18 @@ def migrate(
                                  accept_edited=accept_edited, wait=wait, verbose=verbose or st.verbose)
     with st.out.progress("migrating") as events:
         result = mig.migrate(st.settings, options, events)
-    finish(st, result, render.migrate)
+    finish(st, result, views.migrate)
 
 
 def _rehearse(st, without_timescaledb: bool, wait: float, logical: bool) -> None:
-    from qbctl import render
-    from qbctl.db import rehearse as reh
+    from qbctl import views
+    from qbctl.workflows import rehearse as reh
 
     st.on_interrupt = "the copy was dropped; the database was not touched"
     options = reh.RehearseOptions(without_timescaledb=without_timescaledb, wait=wait, logical=logical)
     with st.out.progress("rehearsing") as events:
-        result = reh.rehearse(st.settings, options, events)
-    finish(st, result, render.rehearse)
+        result = reh.rehearse(st.settings, options, events, rt=st.rt)
+    finish(st, result, views.rehearse)
 
 
 @db_app.command("status")
@@ -73,23 +73,23 @@ def status_cmd(ctx: typer.Context, json: bool = JSON_OPTION,
                exit_code: bool = typer.Option(False, "--exit-code", help="Exit 1 when migrations are pending."),
                ) -> None:
     """Applied, pending and changed migrations; hypertables, policies and their jobs."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.db import status as dbstatus
 
     st = state(ctx, json)
     st.on_interrupt = "nothing was changed"
-    finish(st, dbstatus.status(st.settings, pending_is_failure=exit_code), render.db_status)
+    finish(st, dbstatus.status(st.settings, pending_is_failure=exit_code), views.db_status)
 
 
 @db_app.command()
 def verify(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Declared TimescaleDB state (sql/policies) against the database; exit 1 on drift."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.db import timescale
 
     st = state(ctx, json)
     st.on_interrupt = "nothing was changed"
-    finish(st, timescale.verify(st.settings), render.verify)
+    finish(st, timescale.verify(st.settings), views.verify)
 
 
 @db_app.command("reset")
@@ -98,9 +98,9 @@ def reset_cmd(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y",
               no_snapshot: bool = typer.Option(False, "--no-snapshot", help="Do not snapshot the data first."),
               json: bool = JSON_OPTION) -> None:
     """Snapshot the data, empty the database (every table and its data) and migrate again."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.db import migrate as mig
-    from qbctl.db import reset as dbreset
+    from qbctl.workflows import db_reset as dbreset
 
     st = state(ctx, json)
     settings = st.settings
@@ -108,8 +108,8 @@ def reset_cmd(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y",
     st.on_interrupt = "the database may be empty or half migrated; `qbctl db migrate` finishes it"
     with st.out.progress("resetting the database") as events:
         result = dbreset.reset(settings, mig.MigrateOptions(without_timescaledb=without_timescaledb), events,
-                               snapshot=not no_snapshot)
-    finish(st, result, render.db_reset)
+                               snapshot=not no_snapshot, rt=st.rt)
+    finish(st, result, views.db_reset)
 
 
 @db_app.command()
@@ -125,7 +125,7 @@ def seed(
     json: bool = JSON_OPTION,
 ) -> None:
     """Realistic synthetic candles, indicators, trades and logs (COPY), and the Redis keys."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.db import seed as seed_mod
 
     st = state(ctx, json)
@@ -133,7 +133,7 @@ def seed(
     options = seed_mod.SeedOptions(symbols=symbols, days=days, redis=redis_keys, yes=yes)
     with st.out.progress("seeding") as events:
         result = seed_mod.seed(st.settings, options, events)
-    finish(st, result, render.seed)
+    finish(st, result, views.seed)
 
 
 @db_app.command()
@@ -143,14 +143,14 @@ def lint(ctx: typer.Context,
          strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
          json: bool = JSON_OPTION) -> None:
     """What pending migrations will do on the VM: TimescaleDB's failures and locks, and squawk's rules."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.db import lint_run
 
     st = state(ctx, json)
     st.on_interrupt = "nothing was changed"
     with st.out.progress("linting") as events:
         result = lint_run.lint(st.settings, lint_run.LintOptions(paths=tuple(paths or ()), strict=strict), events)
-    finish(st, result, render.lint)
+    finish(st, result, views.lint)
 
 
 @db_app.command()
@@ -162,12 +162,12 @@ def new(ctx: typer.Context,
                                                  "by itself (CREATE INDEX CONCURRENTLY, VACUUM)."),
         json: bool = JSON_OPTION) -> None:
     """Start a migration: the next-numbered file in sql/schema; prints its path."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.db import new as dbnew
 
     st = state(ctx, json)
     st.on_interrupt = "nothing was written"
-    finish(st, dbnew.new(st.settings, name, no_transaction), render.db_new)
+    finish(st, dbnew.new(st.settings, name, no_transaction), views.db_new)
 
 
 @db_app.command(context_settings={"ignore_unknown_options": True})
@@ -181,7 +181,7 @@ def shell(ctx: typer.Context,
     from qbctl.db import shell as dbshell
 
     st = state(ctx)
-    run = dbshell.plan(st.settings, local, list(args or ()), tty=st.out.interactive)
+    run = dbshell.plan(st.settings, local, list(args or ()), tty=st.out.interactive, rt=st.rt)
     code = dbshell.run(run)
     if code == dbshell.PSQL_CONNECTION_BAD:
         st.out.note(f"hint: psql ({run.where}) could not connect to {st.settings.pg.masked()}; `qbctl status` "

@@ -23,13 +23,13 @@ def health(
                                         help="Seconds each check may take."),
 ) -> None:
     """Is the stack really healthy? Every check at once; exit 1 when one fails."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.checks import health as health_mod
 
     st = state(ctx, json)
     st.on_interrupt = "stopped checking; nothing was changed"
     options = health_mod.HealthOptions(check_timeout=check_timeout, wait=wait, timeout=timeout)
-    finish(st, health_mod.check(st.read_settings(), options), render.health)
+    finish(st, health_mod.check(st.read_settings(), options, rt=st.rt), views.health)
 
 
 def budget(
@@ -42,18 +42,19 @@ def budget(
                                    help="With --load: Redis writes per second across the key families."),
 ) -> None:
     """Memory against the 1 GB budget: predicted peaks, measured use (--load: under load); exit 1 when over."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.checks import budget as budget_mod
 
     st = state(ctx, json)
     if not load:
         st.on_interrupt = "nothing was changed"
-        finish(st, budget_mod.measure(st.read_settings()), render.budget)
+        finish(st, budget_mod.measure(st.read_settings(), rt=st.rt), views.budget)
         return
     from qbctl.checks.load import LoadOptions
 
     settings = st.read_settings()
     st.on_interrupt = "the load stopped; its own rows (symbols LOAD...) and keys (cache:qbctl-load:...) may be left"
     with st.out.progress("load") as events:
-        result = budget_mod.under_load(settings, LoadOptions(seconds=seconds, redis_rate=redis_rate), events)
-    finish(st, result, render.budget)
+        result = budget_mod.under_load(settings, LoadOptions(seconds=seconds, redis_rate=redis_rate), events,
+                                       rt=st.rt)
+    finish(st, result, views.budget)

@@ -38,8 +38,8 @@ def up(
     json: bool = JSON_OPTION,
 ) -> None:
     """Start the stack (idempotent) and wait until every service answers."""
-    from qbctl import render
-    from qbctl.stack import lifecycle
+    from qbctl import views
+    from qbctl.stack import up as up_mod
 
     st = state(ctx, json)
     settings = st.settings
@@ -48,50 +48,51 @@ def up(
     if profile is not None and profile not in PROFILES:
         raise UsageError(f"--profile {profile}: expected one of " + ", ".join(PROFILES))
     st.on_interrupt = "nothing was created or changed"  # once containers change, up says what it left
-    options = lifecycle.UpOptions(services=tuple(services or ()), no_ui=no_ui, timeout=timeout, profile=profile)
+    options = up_mod.UpOptions(services=tuple(services or ()), no_ui=no_ui, timeout=timeout, profile=profile)
     with st.out.progress("starting the stack") as events:
-        result = lifecycle.up(settings, options, events)
-    finish(st, result, render.up)
+        result = up_mod.up(settings, options, events, rt=st.rt)
+    finish(st, result, views.up)
 
 
 def down(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """Stop and remove the containers; the volumes (your data) stay."""
-    from qbctl import render
-    from qbctl.stack import lifecycle
+    from qbctl import views
+    from qbctl.stack import down as down_mod
 
     st = state(ctx, json)
     st.on_interrupt = "some containers may be left; `qbctl down` again removes them (your data stays)"
     with st.out.progress("stopping the stack") as events:
-        result = lifecycle.down(st.settings, events)
-    finish(st, result, render.down)
+        result = down_mod.down(st.settings, events, rt=st.rt)
+    finish(st, result, views.down)
 
 
 def reset(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
           no_snapshot: bool = typer.Option(False, "--no-snapshot", help="Do not snapshot the data first."),
           json: bool = JSON_OPTION) -> None:
     """Snapshot the data, then remove this project's containers, volumes (all its data) and network."""
-    from qbctl import render
-    from qbctl.stack import lifecycle
+    from qbctl import views
+    from qbctl.stack.spec import require_project
+    from qbctl.workflows import reset as reset_mod
 
     st = state(ctx, json)
     settings = st.settings
-    lifecycle.require_project(settings, "nothing was removed")
+    require_project(settings, "nothing was removed")
     confirm(st, yes, f"This deletes every container and volume of project {settings.project!r}, with their data"
                      + ("." if no_snapshot else " (after a snapshot of it)."))
     st.on_interrupt = "the reset may be half done; `qbctl reset --yes` again finishes it"
     with st.out.progress("removing the stack") as events:
-        result = lifecycle.reset(settings, lifecycle.ResetOptions(snapshot=not no_snapshot), events)
-    finish(st, result, render.reset)
+        result = reset_mod.reset(settings, reset_mod.ResetOptions(snapshot=not no_snapshot), events, rt=st.rt)
+    finish(st, result, views.reset)
 
 
 def status(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """One row per service: state, health, ports, image, memory."""
-    from qbctl import render
-    from qbctl.stack import lifecycle
+    from qbctl import views
+    from qbctl.stack import status as status_mod
 
     st = state(ctx, json)
     st.on_interrupt = "nothing was changed"
-    finish(st, lifecycle.status(st.read_settings()), render.status)
+    finish(st, status_mod.status(st.read_settings(), rt=st.rt), views.status)
 
 
 def logs(
@@ -103,9 +104,9 @@ def logs(
                                         help="Only the last N lines."),
 ) -> None:
     """Print a service's log."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.stack import logs as logs_mod
 
     st = state(ctx)
     st.on_interrupt = "stopped following the log; the service keeps running"
-    render.stream(st.out, logs_mod.stream(st.read_settings(), service, follow, tail), flush_each=follow)
+    views.stream(st.out, logs_mod.stream(st.read_settings(), service, follow, tail, rt=st.rt), flush_each=follow)

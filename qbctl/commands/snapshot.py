@@ -40,35 +40,36 @@ def take(ctx: typer.Context,
                                                                 "(no copy of the data directory)."),
          json: bool = JSON_OPTION) -> None:
     """Snapshot PostgreSQL (pg_dump) and Redis (RDB) into .qbctl/snapshots/NAME."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.snapshots import snapshot
 
     st = state(ctx, json)
     st.on_interrupt = "no snapshot was kept (a partial one is never left behind)"
     with st.out.progress("taking a snapshot") as events:
-        result = snapshot.take(st.settings, snapshot.SnapshotOptions(name=name, physical=not logical), events)
-    finish(st, result, render.snapshot)
+        result = snapshot.take(st.settings, snapshot.SnapshotOptions(name=name, physical=not logical), events,
+                               rt=st.rt)
+    finish(st, result, views.snapshot)
 
 
 @snapshot_app.command("list")
 def list_cmd(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     """The project's snapshots, oldest first, with size, versions and rows."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.snapshots import snapshot
 
     st = state(ctx, json)
-    finish(st, snapshot.listing(st.settings), render.snapshot_list)
+    finish(st, snapshot.listing(st.settings), views.snapshot_list)
 
 
 @snapshot_app.command("rm")
 def rm(ctx: typer.Context, name: str = typer.Argument(..., help="The snapshot to remove"),
        json: bool = JSON_OPTION) -> None:
     """Remove a snapshot (its folder)."""
-    from qbctl import render
+    from qbctl import views
     from qbctl.snapshots import snapshot
 
     st = state(ctx, json)
-    finish(st, snapshot.remove(st.settings, name), render.snapshot_rm)
+    finish(st, snapshot.remove(st.settings, name), views.snapshot_rm)
 
 
 def restore(ctx: typer.Context, name: str = typer.Argument(..., help="The snapshot (`qbctl snapshot list`)"),
@@ -79,8 +80,8 @@ def restore(ctx: typer.Context, name: str = typer.Argument(..., help="The snapsh
                                                                   "the data directory fits."),
             json: bool = JSON_OPTION) -> None:
     """Put a snapshot's data back: into a new database, checked, then switched in; Redis too."""
-    from qbctl import render
-    from qbctl.snapshots import restore as restore_mod
+    from qbctl import views
+    from qbctl.workflows import restore as restore_mod
 
     st = state(ctx, json)
     settings = st.settings
@@ -91,8 +92,8 @@ def restore(ctx: typer.Context, name: str = typer.Argument(..., help="The snapsh
                        "had already been checked and switched in; `qbctl restore` again")
     with st.out.progress(f"restoring {name}") as events:
         options = restore_mod.RestoreOptions(name=name, snapshot_first=not no_snapshot, logical=logical)
-        result = restore_mod.restore(settings, options, events)
-    finish(st, result, render.restore)
+        result = restore_mod.restore(settings, options, events, rt=st.rt)
+    finish(st, result, views.restore)
 
 
 def upgrade(ctx: typer.Context, yes: bool = YES,
@@ -104,14 +105,14 @@ def upgrade(ctx: typer.Context, yes: bool = YES,
                                                   "the old volume instead)."),
             json: bool = JSON_OPTION) -> None:
     """Move the data to the image's PostgreSQL major or TimescaleDB version; the old volume is kept."""
-    from qbctl import render
-    from qbctl.snapshots import upgrade as upgrade_mod
+    from qbctl import views
+    from qbctl.workflows import upgrade as upgrade_mod
 
     st = state(ctx, json)
-    plan = upgrade_mod.plan(st.settings, upgrade_mod.UpgradeOptions(from_image=from_image))
+    plan = upgrade_mod.plan(st.settings, upgrade_mod.UpgradeOptions(from_image=from_image), rt=st.rt)
     if plan.question:
         confirm(st, yes, plan.question)
     st.on_interrupt = "the old volume is untouched; `qbctl upgrade` again starts over"
     with st.out.progress("upgrading") as events:
-        result = upgrade_mod.upgrade(st.settings, plan, events, snapshot_first=not no_snapshot)
-    finish(st, result, render.upgrade)
+        result = upgrade_mod.upgrade(st.settings, plan, events, snapshot_first=not no_snapshot, rt=st.rt)
+    finish(st, result, views.upgrade)

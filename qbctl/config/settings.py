@@ -67,11 +67,9 @@ def _address(text: str) -> str:
 
 
 def _engine(text: str) -> str:
-    from qbctl.stack import target
-
     try:
-        return target.parse(text, "the setting").url
-    except Exception:  # noqa: BLE001 - Unavailable: its words are the hint below
+        return urls.engine_address(text)
+    except ValueError:
         raise ValueError("expected an engine address: unix:///var/run/docker.sock, tcp://HOST:2375 or "
                          "ssh://[USER@]HOST[:PORT]") from None
 
@@ -439,10 +437,9 @@ class ConfigShown(Result):
     error: ConfigError | None = None
 
 
-def shown(settings: Settings) -> ConfigShown:
-    from qbctl.db import files
-
+def shown(settings: Settings, schema: str = "") -> ConfigShown:
+    """`schema`: the sql/ folder the db commands use, in words (db.files.describe)."""
     rows = [{"key": s.key, "value": settings.masked(s.key), "source": settings.sources[s.key]} for s in SETTINGS]
     return ConfigShown(settings.project, str(settings.root),
                        str(settings.env_file) if settings.env_file else None, rows, settings.project_source,
-                       files.describe(settings))
+                       schema)

@@ -134,3 +134,27 @@ def mask_secrets(text: str, secrets: list[str]) -> str:
         if s and len(s) >= 3:
             text = text.replace(s, "***").replace(quote(s, safe=""), "***")
     return text
+
+
+ENGINE_SCHEMES = ("unix://", "npipe://", "tcp://", "http://", "https://", "ssh://")
+
+
+def engine_address(url: str) -> str:
+    """An engine address as DOCKER_HOST names one (unix://, npipe://, tcp://, http(s)://, ssh://[USER@]HOST[:PORT],
+    or a socket's path), as transport.target reads it: the URL (a path as unix://PATH); ValueError when it is none.
+    Here, below the transport layer, so that a setting naming an engine is checked when settings are read."""
+    url = url.strip()
+    if url.startswith("/"):
+        return f"unix://{url}"
+    if not url.startswith(ENGINE_SCHEMES):
+        raise ValueError(f"{url!r} is not an engine address")
+    if url.startswith("ssh://"):
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if not parts.hostname or port == -1 or parts.password or parts.query:
+            raise ValueError(f"{url!r} is not an ssh address")
+    return url
+

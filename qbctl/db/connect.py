@@ -4,7 +4,7 @@
 - `redis_client()`: redis-py to REDIS_URL, user and password included.
 - `Rows`: the tiny interface (`rows(sql)` -> text rows) that both psycopg and qbctl.db.libpq
   serve, so that code reading the catalog is written once.
-A URL naming localhost means the engine's host (`stack.reach.endpoint`: this machine, or through the
+A URL naming localhost means the engine's host (`transport.reach.endpoint`: this machine, or through the
 ssh engine's tunnel); any other host is used as it is.
 """
 from __future__ import annotations
@@ -31,10 +31,10 @@ Rows = Callable[[str], list[tuple]]  # rows(sql) -> every row, every value text 
 
 def dsn(settings: Settings, dbname: str | None = None, local_port: int | None = None,
         local_host: str = "127.0.0.1") -> str:
-    """DATABASE_URL for libpq, with the host and port to connect to (see stack.reach.endpoint); `dbname`:
+    """DATABASE_URL for libpq, with the host and port to connect to (see transport.reach.endpoint); `dbname`:
     another database of the same server; `local_port`: another server, on that port of `local_host` (a
     rehearsal's copy, in a container of the local engine), with the same credentials."""
-    from qbctl.stack.reach import endpoint
+    from qbctl.transport.reach import endpoint
 
     pg = settings.pg
     if local_port is not None:
@@ -227,7 +227,7 @@ def redis_client(settings: Settings, timeout: float = 2.0, name: str | None = No
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from qbctl.stack.reach import endpoint
+    from qbctl.transport.reach import endpoint
 
     rd = settings.redis
     host, port = endpoint(rd.host, rd.port, settings.values.qbctl_bind_address)

@@ -2,8 +2,8 @@
 
 The files come from the project's own sql/ folder when it has one, else from the QB schema that
 ships inside the package (sql_dir). sql/schema/*.sql are versioned migrations, applied once. sql/policies/*.sql are
-templates ({{SETTING}}) rendered from the settings and re-applied whenever their
-rendered text changes.
+templates ({{SETTING}}) expanded from the settings (`expand`) and re-applied whenever their
+expanded text changes.
 
 Markers, read from a file's leading comment lines (before its first statement):
 `-- qbctl: requires timescaledb` (a schema file that needs the extension; every policy file
@@ -119,7 +119,9 @@ def checksum(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def render(text: str, settings: Settings, path: Path) -> str:
+def expand(text: str, settings: Settings, path: Path) -> str:
+    """A policy template with its {{SETTING}} placeholders replaced by the settings' values (SQL templates are
+    "expanded"; "render" is the compose file's word, "views" draw results)."""
     def sub(m: re.Match) -> str:
         key = m.group(1)
         if key not in TEMPLATE_KEYS:
@@ -170,7 +172,7 @@ def load(settings: Settings) -> list[SqlFile]:
             except UnicodeDecodeError as exc:
                 raise not_utf8(f"sql/{sub}/{path.name}", path, raw, exc) from None
             if kind == "policy":
-                text = render(text, settings, path)
+                text = expand(text, settings, path)
             needs = kind == "policy" or any(REQUIRES_TSDB.match(line) for line in leading_comments(text))
             files.append(SqlFile(kind, path.name, path, text, checksum(text), needs))
     return files

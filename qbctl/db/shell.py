@@ -11,10 +11,14 @@ import shutil
 import signal
 import subprocess
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from qbctl.config.settings import Settings
 from qbctl.db.connect import dbname
 from qbctl.errors import Unavailable
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 PSQL_CONNECTION_BAD = 2  # psql's exit status when it could not connect
 
@@ -26,11 +30,11 @@ class ShellRun:
     where: str  # "container X" or "local psql"
 
 
-def plan(settings: Settings, local: bool | None, args: list[str], tty: bool) -> ShellRun:
+def plan(settings: Settings, local: bool | None, args: list[str], tty: bool, *, rt: Runtime) -> ShellRun:
     """Which psql to run, with which arguments."""
     pg = settings.pg
     if local is not True and pg.is_local:
-        container = _running_container(settings)
+        container = _running_container(settings, rt)
         if container:
             docker = shutil.which("docker")
             if docker:
@@ -50,7 +54,7 @@ def plan(settings: Settings, local: bool | None, args: list[str], tty: bool) -> 
                           hint="`qbctl up postgres` starts the stack, whose psql is then used; or install the "
                                "PostgreSQL client (apt-get install postgresql-client)")
     env = dict(os.environ, PGPASSWORD=pg.password)  # never on the command line
-    from qbctl.stack.reach import endpoint
+    from qbctl.transport.reach import endpoint
 
     host, port = endpoint(pg.host, pg.port, settings.values.qbctl_bind_address)  # a remote engine's: through ssh
     url = pg.dsn(host=host, port=port, password=False)
@@ -68,11 +72,9 @@ def run(shell: ShellRun) -> int:
         signal.signal(signal.SIGINT, previous)
 
 
-def _running_container(settings: Settings) -> str | None:
+def _running_container(settings: Settings, rt: Runtime) -> str | None:
     try:
-        from qbctl.stack import engine
-
-        found = engine.connect().containers(settings.project, "postgres", running_only=True)
+        found = rt.engine.containers(settings.project, "postgres", running_only=True)
         return found[0].id if found else None
     except Exception:  # noqa: BLE001 - no engine: a local psql is the way
         return None

@@ -44,7 +44,7 @@ def url(settings: Settings, index: int) -> str:
     """REDIS_URL with another database index, with the host and port this process reaches."""
     from urllib.parse import quote
 
-    from qbctl.stack.reach import endpoint
+    from qbctl.transport.reach import endpoint
 
     rd = settings.redis
     host, port = endpoint(rd.host, rd.port, settings.values.qbctl_bind_address)

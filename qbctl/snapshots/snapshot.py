@@ -19,14 +19,16 @@ from typing import Any
 from qbctl import __version__
 from qbctl.config.settings import Settings
 from qbctl.db import connect
+from qbctl.engine import facade as engine
+from qbctl.engine.labels import LABEL_PG_MAJOR
+from qbctl.engine.lock import project_lock
+from qbctl.engine.runtime import Runtime
 from qbctl.errors import CheckFailed, QbctlError, Unavailable, UsageError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
 from qbctl.snapshots import inventory, rdb, store
-from qbctl.snapshots.containers import Postgres, Redis
-from qbctl.stack import engine, volumes
-from qbctl.stack.labels import LABEL_PG_MAJOR
-from qbctl.stack.lock import project_lock
+from qbctl.snapshots.clients import Postgres, Redis
+from qbctl.stack import volumes
 from qbctl.stack.spec import ServiceSpec, Stack, build_stack
 
 DUMP_SHARE = 2  # a custom-format dump is rarely over half the database's size (indexes are not dumped)
@@ -57,11 +59,12 @@ class SnapshotResult(Result):
     error: QbctlError | None = None
 
 
-def take(settings: Settings, options: SnapshotOptions = SnapshotOptions(), events: Events = ignore) -> SnapshotResult:
+def take(settings: Settings, options: SnapshotOptions = SnapshotOptions(), events: Events = ignore, *,
+         rt: Runtime) -> SnapshotResult:
     if options.name is not None:  # a bad or taken name is said before anything else is asked
         store.refuse_taken(settings, store.check_name(options.name))
-    eng = engine.connect()
-    with project_lock(settings.project, events, eng=eng):
+    eng = rt.engine
+    with project_lock(settings.project, events, eng=eng, holds=rt.holds):
         return take_with(eng, settings, options, events)
 
 

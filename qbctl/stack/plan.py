@@ -60,3 +60,11 @@ def make_plan(desired: list[ServiceSpec], observed: dict[str, Observed], image_i
         else:
             steps.append(Step(spec.name, "keep", "running, unchanged"))
     return Plan(tuple(steps))
+
+
+def observe(eng, project: str) -> dict[str, Observed]:
+    """This project's containers by service, as the planner sees them (one list call to the engine)."""
+    from qbctl.engine.labels import LABEL_CONFIG
+
+    return {c.service: Observed(c.service, c.id, c.state, c.labels.get(LABEL_CONFIG, ""), c.image_id, c.health)
+            for c in eng.containers(project) if c.service}

@@ -23,6 +23,18 @@ def is_free(host_ip: str, port: int) -> bool:
     return True
 
 
+def in_use_on_engine(eng, host_ip: str, port: int) -> bool | None:
+    """Whether host_ip:port is taken on the engine's host; None: cannot tell from here (a tcp engine)."""
+    from qbctl.transport import reach
+
+    tgt = reach.current()
+    if tgt.kind == "local":
+        return not is_free(host_ip, port)
+    if tgt.kind == "tcp":
+        return None
+    return eng.tunnel.listening(reach.remote_ip(host_ip), port, wait=eng.allow(1.0))
+
+
 def _listening_inodes(port: int) -> set[str]:
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):

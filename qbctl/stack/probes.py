@@ -53,7 +53,7 @@ def redis(settings: Settings, timeout: float = 2.0) -> ProbeResult:
 def http(host: str, port: int, timeout: float = 2.0) -> ProbeResult:
     import http.client
 
-    from qbctl.stack.reach import endpoint
+    from qbctl.transport.reach import endpoint
 
     host = "0.0.0.0" if host == "::" else host
     host, port = endpoint(host, port, host)  # a UI published on the engine's host

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 from qbctl.config.settings import Settings
 from qbctl.config.sizes import pg_size, redis_size
-from qbctl.stack.labels import LABEL_PROJECT
+from qbctl.engine.labels import LABEL_PROJECT
+from qbctl.errors import NotAProject
 
 SERVICES = ("postgres", "redis", "adminer", "redis-commander")
 UI_SERVICES = ("adminer", "redis-commander")
@@ -236,3 +237,12 @@ def select(stack: Stack, names: list[str] | None, no_ui: bool) -> list[ServiceSp
     if no_ui:
         wanted -= set(UI_SERVICES)
     return [s for s in stack.services if s.name in wanted]
+
+
+def require_project(settings: Settings, nothing_done: str) -> None:
+    """Commands that create or remove containers act only in a project (settings.find_project), so
+    that a command run in the wrong folder cannot start a second stack named after that folder."""
+    if not settings.is_project:
+        raise NotAProject(f"{settings.root} is no qbctl project (no .env, sql/schema or [tool.qbctl] in "
+                          f"pyproject.toml there or above it), so {nothing_done}; run qbctl in the project's "
+                          "folder, or name it with --project-dir DIR or --project NAME")

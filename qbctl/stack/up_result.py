@@ -1,6 +1,6 @@
 """What `up` is asked and what it answers: its options, its result, where the services are.
 
-Apart from stack/lifecycle.py (which imports the engine) so that a warm `up` (stack/warm.py) builds the
+Apart from stack/up.py (which imports the engine) so that a warm `up` (stack/warm.py) builds the
 same result without loading what it does not use.
 """
 from __future__ import annotations

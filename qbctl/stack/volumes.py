@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from qbctl.engine.labels import LABEL_PG_IMAGE, LABEL_PG_IMAGE_ID, LABEL_PG_MAJOR
 from qbctl.errors import VolumeIncompatible
-from qbctl.stack.labels import LABEL_PG_IMAGE, LABEL_PG_IMAGE_ID, LABEL_PG_MAJOR
 
 
 def ways_out(volume: str, old_major: str | None) -> str:

@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from qbctl.config.settings import Settings
+from qbctl.engine import lock
+from qbctl.engine.labels import LABEL_CONFIG, LABEL_SERVICE, project_filter
 from qbctl.errors import QbctlError
 from qbctl.events import Event, Status
-from qbctl.stack import lock, rawapi, target, volumes
-from qbctl.stack.labels import LABEL_CONFIG, LABEL_SERVICE, project_filter
+from qbctl.stack import rawapi, volumes
 from qbctl.stack.plan import Observed, make_plan
 from qbctl.stack.spec import build_stack, exposure_warnings, select, with_volume
+from qbctl.transport import target
 
 if TYPE_CHECKING:
     from qbctl.stack.up_result import UpResult
@@ -111,7 +113,7 @@ def _look(api: rawapi.RawEngine, settings: Settings, options, stack, desired, t0
             if status == 404:
                 return None  # to be pulled
             images[ref] = rawapi.decode(status, body)
-        if pg is not None:  # PostgreSQL's volume, chosen as lifecycle._pg_volume chooses it
+        if pg is not None:  # PostgreSQL's volume, chosen as up._pg_volume chooses it
             env = dict(e.split("=", 1) for e in (images[pg.image].get("Config") or {}).get("Env") or [] if "=" in e)
             found = rawapi.decode(*answers[len(image_refs)])
             existing = {v["Name"]: v.get("Labels") or {} for v in found.get("Volumes") or []}
@@ -144,7 +146,7 @@ def _look(api: rawapi.RawEngine, settings: Settings, options, stack, desired, t0
 
 
 def _probe_start(specs) -> list:
-    from qbctl.stack import reach
+    from qbctl.transport import reach
 
     endpoints = []
     for spec in specs:

@@ -191,13 +191,15 @@ def test_health_says_connection_refused_at_once(project_env, tmp_path):
 
 def test_status_answers_quickly(running_stack):
     from qbctl.config import settings as S
-    from qbctl.stack import lifecycle
+    from qbctl.engine.runtime import Runtime
+    from qbctl.stack import status as status_mod
 
     env, cwd, _ = running_stack
     settings = S.load(environ=env, cwd=cwd)
-    lifecycle.status(settings)  # imports and the first connection
-    started = time.monotonic()
-    result = lifecycle.status(settings)
+    with Runtime() as rt:
+        status_mod.status(settings, rt=rt)  # imports and the first connection
+        started = time.monotonic()
+        result = status_mod.status(settings, rt=rt)
     elapsed = time.monotonic() - started
     assert all(s.memory_bytes for s in result.services), result.services
     assert elapsed < 0.6, f"status took {elapsed:.2f}s (the stats API waits a second per sample)"

@@ -155,7 +155,8 @@ def test_a_start_that_fails_leaves_nothing_and_a_created_container_is_recreated(
     """The engine's own refusal to publish (a port taken after the check) is rolled back; a container
     left "created" by some earlier crash is made anew by the next up."""
     from qbctl.config import settings as S
-    from qbctl.stack import engine, spec
+    from qbctl.engine import facade as engine
+    from qbctl.stack import spec
 
     env = project
     with socket.create_server(("127.0.0.1", 0)) as busy:

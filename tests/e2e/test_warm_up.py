@@ -70,11 +70,11 @@ def _steady(data: dict) -> dict:
 
 
 def _text(result) -> str:
-    from qbctl import render
+    from qbctl import views
     from qbctl.output import Output
 
     out = Output(stdout=StringIO(), stderr=StringIO(), environ={"NO_COLOR": "1"}, width=120)
-    render.up(out, result)
+    views.up(out, result)
     return re.sub(r"\d+\.\d\ds", "N.NNs", out.stdout.getvalue())
 
 
@@ -85,7 +85,9 @@ def _states(containers: dict) -> dict:
 
 
 def test_the_quick_answer_is_the_ordinary_one(warm_stack, docker_client, settings_of, monkeypatch):
-    from qbctl.stack import lifecycle, warm
+    from qbctl.engine.runtime import Runtime
+    from qbctl.stack import up as up_mod
+    from qbctl.stack import warm
     from qbctl.stack.up_result import UpOptions
 
     env, cwd = warm_stack
@@ -99,7 +101,8 @@ def test_the_quick_answer_is_the_ordinary_one(warm_stack, docker_client, setting
         with monkeypatch.context() as m:
             m.setattr(warm, "up", lambda *_: None)  # the ordinary path, as before stack/warm.py
             events = []
-            ordinary = lifecycle.up(settings, options, events.append)
+            with Runtime() as rt:
+                ordinary = up_mod.up(settings, options, events.append, rt=rt)
         assert ordinary.ok and result.ok
         assert _steady(result.to_dict()) == _steady(ordinary.to_dict())
         assert _text(result) == _text(ordinary)
@@ -130,7 +133,8 @@ def test_warm_up_from_the_command_line_loads_neither_typer_nor_the_docker_sdk(wa
 @pytest.mark.parametrize("change", ["stopped", "missing", "setting changed", "lock held"])
 def test_anything_to_do_goes_to_the_ordinary_path_and_the_quick_one_starts_nothing(
         warm_stack, docker_client, settings_of, change):
-    from qbctl.stack import lock, warm
+    from qbctl.engine import lock
+    from qbctl.stack import warm
     from qbctl.stack.up_result import UpOptions
 
     env, cwd = warm_stack

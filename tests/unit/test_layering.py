@@ -10,8 +10,25 @@ PKG = Path(__file__).resolve().parents[2] / "qbctl"
 MODULES = sorted(PKG.rglob("*.py"))
 # May use typer / rich and write to streams: the edge, and the developers' docs generators (the settings table, the
 # command reference, which reads the Typer app).
-EDGE = {"cli.py", "launch.py", "output.py", "render.py", "context.py", "config/docs.py", "reference.py"}
+EDGE = {"cli.py", "launch.py", "output.py", "views.py", "context.py", "config/docs.py", "reference.py"}
 HEAVY = ("docker", "psycopg", "redis", "yaml", "rich")  # imported inside the functions that need them
+
+
+# The layer table of docs/architecture.md, low to high. A module imports from its own layer or lower ones only,
+# counting imports inside functions: qbctl's are lazy (fast start), and a lazy import is a dependency all the same.
+LAYERS = [
+    ("vocabulary", {"__init__", "errors", "events", "result"}),  # what every layer speaks
+    ("config", {"config"}),
+    ("transport", {"transport"}),  # which engine, how this process reaches the engine's host (ssh tunnels)
+    ("engine", {"engine"}),
+    ("db", {"db"}),
+    ("stack", {"stack"}),
+    ("checks and snapshots", {"checks", "snapshots"}),
+    ("workflows", {"workflows"}),  # reset, db reset, restore, upgrade, rehearse, ci: they combine the layers below
+    ("commands and the edge", {"commands", "cli", "launch", "context", "output", "views", "reference",
+                               "pytest_plugin", "__main__"}),
+]
+LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
 
 
 def rel(path: Path) -> str:
@@ -40,9 +57,68 @@ def is_logic(path: Path) -> bool:
     return rel(path) not in EDGE and not rel(path).startswith("commands/") and path.name != "__main__.py"
 
 
-def test_only_the_engine_module_talks_to_the_docker_sdk():
+def unit_of(module: str) -> str:
+    """The package (`stack`) or root module (`cli`) a dotted qbctl module belongs to; `__init__` for qbctl itself."""
+    parts = module.split(".")[1:]
+    if not parts:
+        return "__init__"
+    return parts[0] if (PKG / parts[0]).is_dir() or (PKG / f"{parts[0]}.py").is_file() else "__init__"
+
+
+def qbctl_imports(path: Path) -> set[str]:
+    """The units a module imports from, anywhere in it (inside functions too)."""
+    out = set()
+    for n in ast.walk(tree(path)):
+        if isinstance(n, ast.Import):
+            out |= {unit_of(a.name) for a in n.names if a.name.split(".")[0] == "qbctl"}
+        elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0 and n.module.split(".")[0] == "qbctl":
+            if n.module == "qbctl":
+                out |= {unit_of(f"qbctl.{a.name}") for a in n.names}
+            else:
+                out.add(unit_of(n.module))
+    return out
+
+
+def own_unit(path: Path) -> str:
+    parts = path.relative_to(PKG).parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
+def test_every_module_has_a_layer():
+    assert not {own_unit(p) for p in MODULES} - set(LAYER_OF), "a new package or root module: give it a layer"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=rel)
+def test_no_module_imports_a_higher_layer(path):
+    mine = LAYER_OF[own_unit(path)]
+    higher = sorted(u for u in qbctl_imports(path) if LAYER_OF[u] > mine)
+    assert not higher, f"{rel(path)} ({LAYERS[mine][0]}) imports {higher} from a higher layer"
+
+
+def test_no_cycle_between_packages():
+    packages = {p.parent.name for p in PKG.glob("*/__init__.py")}
+    graph: dict[str, set[str]] = {pkg: set() for pkg in packages}
+    for p in MODULES:
+        if own_unit(p) in packages:
+            graph[own_unit(p)] |= (qbctl_imports(p) & packages) - {own_unit(p)}
+    seen: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(pkg: str, path: list[str]) -> None:
+        seen[pkg] = 1
+        for nxt in sorted(graph[pkg]):
+            assert seen.get(nxt) != 1, "a cycle between packages: " + " -> ".join(path + [pkg, nxt])
+            if nxt not in seen:
+                visit(nxt, path + [pkg])
+        seen[pkg] = 2
+
+    for pkg in sorted(graph):
+        if pkg not in seen:
+            visit(pkg, [])
+
+
+def test_only_the_engine_package_talks_to_the_docker_sdk():
     users = [rel(p) for p in MODULES if any(i == "docker" or i.startswith("docker.") for i in imports(tree(p)))]
-    assert users == ["stack/engine.py"]
+    assert users and all(u.startswith("engine/") for u in users), users
 
 
 @pytest.mark.parametrize("path", [p for p in MODULES if is_logic(p)], ids=rel)
@@ -62,7 +138,7 @@ def test_commands_are_thin_and_print_nothing_themselves(path):
     calls = [n for n in ast.walk(module) if isinstance(n, ast.Call)]
     assert not [c for c in calls if isinstance(c.func, ast.Name) and c.func.id == "print"]
     writes = [c for c in calls if isinstance(c.func, ast.Attribute) and c.func.attr in ("line", "table", "emit_json")]
-    assert not writes, "commands hand results to finish(); render.py draws them"
+    assert not writes, "commands hand results to finish(); views.py draws them"
     for fn in (n for n in module.body if isinstance(n, ast.FunctionDef)):
         assert fn.end_lineno - fn.lineno < 45, f"{fn.name} is long for a command: move logic out"
 
@@ -87,7 +163,7 @@ def test_connections_are_made_in_one_place():
 
 def test_labels_are_spelled_in_one_place():
     spelled = [rel(p) for p in MODULES if '"io.qbctl.' in p.read_text()]
-    assert spelled == ["stack/labels.py"]
+    assert spelled == ["engine/labels.py"]
 
 
 def test_error_classes_live_in_errors_py():

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from qbctl.db.rehearse import _Home, _same_image
 from qbctl.errors import QbctlError
-from qbctl.stack.target import Target, parse
+from qbctl.transport.target import Target, parse
+from qbctl.workflows.rehearse import _Home, _same_image
 
 ID = "sha256:" + "ab" * 32
 

@@ -11,11 +11,14 @@ import pytest
 from qbctl.checks import budget, vm
 from qbctl.config import settings as S
 from qbctl.config.sizes import MB
+from qbctl.engine import facade as engine
+from qbctl.engine import lock
+from qbctl.engine.labels import LABEL_LOCK_EXPIRES, LABEL_LOCK_HOLDER, LABEL_LOCK_SINCE
 from qbctl.errors import ConfigError, Unavailable
-from qbctl.stack import engine, lock, reach, ssh, target
-from qbctl.stack.labels import LABEL_LOCK_EXPIRES, LABEL_LOCK_HOLDER, LABEL_LOCK_SINCE
+from qbctl.stack import ports
 from qbctl.stack.plan import Observed, make_plan
 from qbctl.stack.spec import build_stack
+from qbctl.transport import reach, ssh, target
 
 
 def context_store(config: Path, name: str, host: str, tls: bool = False) -> None:
@@ -183,5 +186,5 @@ def test_urls_for_people_point_at_the_engines_host(monkeypatch):
     assert reach.endpoint("db.example", 5432) == ("db.example", 5432)
     monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.5:2376")
     assert reach.endpoint("localhost", 5544) == ("10.0.0.5", 5544)
-    assert reach.port_in_use("127.0.0.1", 5544) is None
+    assert ports.in_use_on_engine(None, "127.0.0.1", 5544) is None
     reach._cache.clear()

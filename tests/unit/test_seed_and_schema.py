@@ -10,7 +10,7 @@ from pathlib import Path
 from qbctl.config import settings as S
 from qbctl.db import files
 from qbctl.db.seed import runs
-from qbctl.stack import engine
+from qbctl.engine import facade as engine
 from tests.helpers import ROOT
 
 T0 = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)

@@ -10,8 +10,9 @@ import pytest
 
 from qbctl.config import settings as settings_mod
 from qbctl.errors import NoSpace, SnapshotDamaged, UsageError
-from qbctl.snapshots import inventory, rdb, restore, store, upgrade
+from qbctl.snapshots import inventory, rdb, store
 from qbctl.stack import volumes
+from qbctl.workflows import restore, upgrade
 from tests.helpers import qbctl
 
 

@@ -83,7 +83,7 @@ def test_plan_as_text():
 
 
 def test_an_oom_kill_names_the_services_own_memory_setting():
-    from qbctl.stack.lifecycle import ServiceResult, UpResult, _unready_error
+    from qbctl.stack.up import ServiceResult, UpResult, _unready_error
 
     st = stack()
     dead = ServiceResult("redis-commander", "img", [], "create", False, None,

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from qbctl import render
+from qbctl import views
 from qbctl.checks import budget, health, running
 from qbctl.config import settings as S
 from qbctl.db import status as dbstatus
 from qbctl.db import timescale
 from qbctl.output import Output
-from qbctl.stack import lifecycle
+from qbctl.stack import status as status_mod
+from qbctl.stack import up as up_mod
 
 ESC = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 WIDTHS = (80, 120)
@@ -35,20 +36,20 @@ def up_result():
     from qbctl.stack.spec import build_stack
 
     stack = build_stack(s)
-    services = [lifecycle.ServiceResult(spec.name, spec.image, [f"127.0.0.1:{spec.ports[0].host}"], "create", True,
+    services = [up_mod.ServiceResult(spec.name, spec.image, [f"127.0.0.1:{spec.ports[0].host}"], "create", True,
                                         2.5) for spec in stack.services]
-    result = lifecycle.UpResult(stack.project, services, "", {"ready": 3.2}, [],
-                                lifecycle.urls(s, list(stack.services)), lifecycle.NEXT_COMMANDS, ok=True)
+    result = up_mod.UpResult(stack.project, services, "", {"ready": 3.2}, [],
+                                up_mod.urls(s, list(stack.services)), up_mod.NEXT_COMMANDS, ok=True)
     values = [v for svc in services for v in (svc.name, svc.image, svc.ports[0])] + list(result.urls.values())
     return result, values
 
 
 def status_result():
-    rows = [lifecycle.ServiceStatus("postgres", "running", "healthy", ["127.0.0.1:5432"],
+    rows = [status_mod.ServiceStatus("postgres", "running", "healthy", ["127.0.0.1:5432"],
                                     "timescale/timescaledb:latest-pg15", 31 * 2**20, 300 * 2**20),
-            lifecycle.ServiceStatus("redis-commander", "exited", None, ["127.0.0.1:8081"],
+            status_mod.ServiceStatus("redis-commander", "exited", None, ["127.0.0.1:8081"],
                                     "rediscommander/redis-commander:latest", None, 160 * 2**20, 3, 137, True)]
-    result = lifecycle.StatusResult("qb-backend-feature-branch", rows, [], "named by QBCTL_PROJECT (from .env)")
+    result = status_mod.StatusResult("qb-backend-feature-branch", rows, [], "named by QBCTL_PROJECT (from .env)")
     return result, ["timescale/timescaledb:latest-pg15", "rediscommander/redis-commander:latest", "127.0.0.1:5432",
                     "31MB / 300MB", "exited (OOM killed) (exit 137) (restarted 3x)", "named by QBCTL_PROJECT"]
 
@@ -102,10 +103,10 @@ def budget_result():
                     *result.notes[0].split()]
 
 
-CASES = {"up": (render.up, up_result), "status": (render.status, status_result),
-         "config show": (render.config, config_result), "health": (render.health, health_result),
-         "db status": (render.db_status, db_status_result), "db verify": (render.verify, verify_result),
-         "budget": (render.budget, budget_result)}
+CASES = {"up": (views.up, up_result), "status": (views.status, status_result),
+         "config show": (views.config, config_result), "health": (views.health, health_result),
+         "db status": (views.db_status, db_status_result), "db verify": (views.verify, verify_result),
+         "budget": (views.budget, budget_result)}
 
 
 def rendered(fn, result, width: int | None, environ: dict | None = None, tty: bool = True) -> str:
@@ -146,7 +147,7 @@ def test_pipes_and_no_color_get_plain_text(name):
 
 def test_up_ends_with_what_to_open():
     result, _ = up_result()
-    text = rendered(render.up, result, 120, tty=False)
+    text = rendered(views.up, result, 120, tty=False)
     assert "http://127.0.0.1:8080/?pgsql=postgres&username=qb_user&db=qb_trading_dev" in text
     assert "postgresql://qb_user:***@localhost:5432/qb_trading_dev" in text and "redis://localhost:6379/0" in text
     assert "http://127.0.0.1:8081/" in text and "`qbctl db migrate`" in text

@@ -15,24 +15,25 @@ from pathlib import Path
 
 import pytest
 
-from qbctl import render as views  # the one place the views module is named
+from qbctl import views
 from qbctl.checks import load
-from qbctl.ci import CiResult
 from qbctl.config import settings as S
 from qbctl.config.envcheck import EnvCheckResult
 from qbctl.db.lint_run import LintResult
 from qbctl.db.migrate import MigrateResult
 from qbctl.db.new import NewResult
-from qbctl.db.rehearse import RehearseResult
-from qbctl.db.reset import DbResetResult
 from qbctl.db.seed import SeedResult
 from qbctl.errors import CheckFailed
 from qbctl.output import Output
-from qbctl.snapshots.restore import RestoreResult
 from qbctl.snapshots.snapshot import SnapshotList, SnapshotRemoved, SnapshotResult
-from qbctl.snapshots.upgrade import UpgradeResult
-from qbctl.stack import lifecycle
 from qbctl.stack.compose_file import ComposeResult
+from qbctl.stack.down import DownResult
+from qbctl.workflows.ci import CiResult
+from qbctl.workflows.db_reset import DbResetResult
+from qbctl.workflows.rehearse import RehearseResult
+from qbctl.workflows.reset import ResetResult
+from qbctl.workflows.restore import RestoreResult
+from qbctl.workflows.upgrade import UpgradeResult
 from tests.unit.test_tables import (
     budget_result,
     config_result,
@@ -131,11 +132,11 @@ def _rehearsed(ok=True):
 
 CASES = {
     "up": (views.up, lambda: up_result()[0]),
-    "down": (views.down, lambda: lifecycle.DownResult("qb", ["qb-postgres", "qb-redis"], network_removed=True)),
-    "down-nothing": (views.down, lambda: lifecycle.DownResult("qb", [])),
-    "reset": (views.reset, lambda: lifecycle.ResetResult(
+    "down": (views.down, lambda: DownResult("qb", ["qb-postgres", "qb-redis"], network_removed=True)),
+    "down-nothing": (views.down, lambda: DownResult("qb", [])),
+    "reset": (views.reset, lambda: ResetResult(
         "qb", ["qb-postgres"], ["qb_pgdata", "qb_redisdata"], True, snapshot="auto-20261127-0800")),
-    "reset-no-snapshot": (views.reset, lambda: lifecycle.ResetResult(
+    "reset-no-snapshot": (views.reset, lambda: ResetResult(
         "qb", [], ["qb_pgdata"], snapshot_skipped="the stack holds no data yet")),
     "db-reset": (views.db_reset, lambda: _migrate(DbResetResult, snapshot="auto-20261127-0801")),
     "status": (views.status, lambda: status_result()[0]),

@@ -1,4 +1,4 @@
-"""up / down / reset / status: observed state -> plan -> execute -> wait, as data.
+"""up: observed state -> plan -> execute -> wait, as data.
 
 Progress goes out as events (qbctl.events); nothing here prints.
 """
@@ -10,43 +10,23 @@ from dataclasses import dataclass, field
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect as pg
-from qbctl.errors import CheckFailed, Interrupted, NotAProject, QbctlError, ServerKilled
+from qbctl.engine import facade as engine
+from qbctl.engine.lock import Holds, project_lock
+from qbctl.engine.runtime import Runtime
+from qbctl.errors import CheckFailed, Interrupted, QbctlError, ServerKilled
 from qbctl.events import Event, Events, Status, ignore
-from qbctl.result import Result
-from qbctl.stack import engine, ports, probes, reach, volumes
-from qbctl.stack.lock import project_lock
-from qbctl.stack.plan import Plan, make_plan
-from qbctl.stack.spec import ServiceSpec, Stack, build_stack, exposure_warnings, select, with_volume
-from qbctl.stack.up_result import NEXT_COMMANDS, ServiceResult, UpOptions, UpResult, urls  # noqa: F401 - used as lifecycle.*
+from qbctl.stack import ports, probes, volumes
+from qbctl.stack.plan import Plan, make_plan, observe
+from qbctl.stack.spec import ServiceSpec, Stack, build_stack, exposure_warnings, require_project, select, with_volume
+from qbctl.stack.status import engine_facts, port_text
+from qbctl.stack.up_result import NEXT_COMMANDS, ServiceResult, UpOptions, UpResult, urls  # noqa: F401 - used as up.*
 
 POLL = 0.03  # seconds between readiness probes
 STATE_EVERY = 0.25  # seconds between container state checks while waiting
 LOG_LINES = 20
 
 
-def engine_facts(eng: engine.Engine, stack: Stack | None = None) -> dict:
-    """Where a stack runs, for people and for --json: the engine, its host, the measured round trip."""
-    facts = {"where": eng.where, "host": eng.host, "remote": eng.remote, "product": eng.product,
-             "rtt_ms": round(eng.rtt * 1000, 1)}
-    if stack is not None:
-        facts["profile"] = stack.profile
-    return facts
-
-
-def _port_text(spec: ServiceSpec) -> list[str]:
-    return [f"{p.host_ip}:{p.host}" for p in spec.ports]
-
-
-def require_project(settings: Settings, nothing_done: str) -> None:
-    """Commands that create or remove containers act only in a project (settings.find_project), so
-    that a command run in the wrong folder cannot start a second stack named after that folder."""
-    if not settings.is_project:
-        raise NotAProject(f"{settings.root} is no qbctl project (no .env, sql/schema or [tool.qbctl] in "
-                          f"pyproject.toml there or above it), so {nothing_done}; run qbctl in the project's "
-                          "folder, or name it with --project-dir DIR or --project NAME")
-
-
-def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ignore) -> UpResult:
+def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ignore, *, rt: Runtime) -> UpResult:
     require_project(settings, "nothing was started")
     from qbctl.stack import warm
 
@@ -62,13 +42,12 @@ def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ig
     desired = select(stack, list(options.services) or None, options.no_ui)
     for warning in exposure_warnings(settings):
         events(Event(Status.WARNING, warning))
-    eng = engine.connect()
-    timings: dict[str, float] = {}
-    left = _Left()
+    run = _Run(settings, options, events, rt.engine, rt.holds, stack, desired, t0, timeout)
     try:
-        results, plan, waiter = _up(settings, options, events, stack, desired, eng, timings, left, t0, timeout)
+        results, plan, waiter = _up(run)
     except KeyboardInterrupt:
-        raise Interrupted(left.message()) from None
+        raise Interrupted(run.left.message()) from None
+    timings, stack, eng = run.timings, run.stack, run.eng
     timings["ready"] = round(time.monotonic() - t0, 3)
     ok = all(r.ready for r in results.values())
     result = UpResult(stack.project, [results[s.name] for s in desired], str(plan), timings,
@@ -106,43 +85,80 @@ class _Left:
                 "containers (the data volumes stay)")
 
 
-def _up(settings: Settings, options: UpOptions, events: Events, stack: Stack, desired: list[ServiceSpec],
-        eng: engine.Engine, timings: dict[str, float], left: _Left, t0: float, timeout: float):
-    on_data = False  # PostgreSQL (re)created on a volume that held data already
-    with project_lock(stack.project, events, eng=eng):
-        observed = eng.observe(stack.project)
+@dataclass
+class _Run:
+    """One `up` under way: what it was asked, the engine, the stack and services it acts on (PostgreSQL's
+    volume chosen once the images are known), its timings and what it has left so far."""
+
+    settings: Settings
+    options: UpOptions
+    events: Events
+    eng: engine.Engine
+    holds: Holds  # the project locks this command holds (its Runtime's)
+    stack: Stack
+    desired: list[ServiceSpec]
+    t0: float
+    timeout: float
+    timings: dict[str, float] = field(default_factory=dict)
+    left: _Left = field(default_factory=_Left)
+
+
+def _up(run: _Run) -> tuple[dict[str, ServiceResult], Plan, _Waiter]:
+    """Under the project's lock: the ports, the images, the plan, its changes, then the wait."""
+    with project_lock(run.stack.project, run.events, eng=run.eng, holds=run.holds):
+        observed = observe(run.eng, run.stack.project)
         # Ports first, before any pull: a busy port is reported in a second, not after a download.
-        _check_ports(eng, stack, make_plan(desired, observed, {}))
-        images = _ensure_images(eng, desired, events)
-        timings["images"] = round(time.monotonic() - t0, 3)
-        stack = _pg_volume(eng, stack, desired, images)
-        desired = select(stack, list(options.services) or None, options.no_ui)
-        plan = make_plan(desired, observed, {img: info["Id"] for img, info in images.items()})
-        changes = plan.changes()
-        if changes:
-            eng.ensure_network(stack)
-            changing = [s for s in desired if s.name in {c.service for c in changes}]
-            made_by = {s.name: volumes.created_by(_image_env(images[s.image]), s.image, images[s.image]["Id"])
-                       for s in changing if s.name == "postgres"}
-            existing = eng.ensure_volumes(stack, changing, made_by)
-            for spec in changing:
-                for vol, _ in spec.volumes:
-                    if spec.name == "postgres" and vol in existing:
-                        volumes.check(vol, existing[vol], spec.image, _image_env(images[spec.image]))
-                        on_data = True
+        _check_ports(run.eng, run.stack, make_plan(run.desired, observed, {}))
+        images = _ensure_images(run.eng, run.desired, run.events)
+        run.timings["images"] = round(time.monotonic() - run.t0, 3)
+        plan = _plan(run, observed, images)
+        on_data = _prepare(run, plan, images)
         cids = {name: o.container_id for name, o in observed.items()}
-        results = {s.name: ServiceResult(s.name, s.image, _port_text(s)) for s in desired}
+        results = {s.name: ServiceResult(s.name, s.image, port_text(s)) for s in run.desired}
         for step in plan.steps:
             results[step.service].action = step.action
-        _execute(eng, stack, plan, cids, events, left)
-        timings["start"] = round(time.monotonic() - t0, 3)
-        trusted = {n for n, o in observed.items() if o.health == "healthy"}
-        waiter = _Waiter(eng, settings, t0, t0 + timeout, events)
-        left.waiting = [s.name for s in desired if s.name in left.started]
-        waiter.wait_all(desired, cids, results, trusted, left.waiting)
+        _execute(run.eng, run.stack, plan, cids, run.events, run.left)
+        run.timings["start"] = round(time.monotonic() - run.t0, 3)
+        waiter = _wait(run, observed, cids, results)
     if on_data and results.get("postgres") and results["postgres"].ready:
-        _timescaledb_behind(settings, events)
+        _timescaledb_behind(run.settings, run.events)
     return results, plan, waiter
+
+
+def _plan(run: _Run, observed: dict, images: dict[str, dict]) -> Plan:
+    """PostgreSQL on its image's volume (run.stack and run.desired updated), then the plan against it."""
+    run.stack = _pg_volume(run.eng, run.stack, run.desired, images)
+    run.desired = select(run.stack, list(run.options.services) or None, run.options.no_ui)
+    return make_plan(run.desired, observed, {img: info["Id"] for img, info in images.items()})
+
+
+def _prepare(run: _Run, plan: Plan, images: dict[str, dict]) -> bool:
+    """The network and volumes the plan's changes need; whether PostgreSQL is (re)created on a volume that
+    held data already (its image checked against that data first)."""
+    changes = plan.changes()
+    if not changes:
+        return False
+    on_data = False
+    run.eng.ensure_network(run.stack)
+    changing = [s for s in run.desired if s.name in {c.service for c in changes}]
+    made_by = {s.name: volumes.created_by(_image_env(images[s.image]), s.image, images[s.image]["Id"])
+               for s in changing if s.name == "postgres"}
+    existing = run.eng.ensure_volumes(run.stack, changing, made_by)
+    for spec in changing:
+        for vol, _ in spec.volumes:
+            if spec.name == "postgres" and vol in existing:
+                volumes.check(vol, existing[vol], spec.image, _image_env(images[spec.image]))
+                on_data = True
+    return on_data
+
+
+def _wait(run: _Run, observed: dict, cids: dict[str, str], results: dict[str, ServiceResult]) -> _Waiter:
+    """Every service probed until ready (one already healthy and kept is trusted)."""
+    trusted = {n for n, o in observed.items() if o.health == "healthy"}
+    waiter = _Waiter(run.eng, run.settings, run.t0, run.t0 + run.timeout, run.events)
+    run.left.waiting = [s.name for s in run.desired if s.name in run.left.started]
+    waiter.wait_all(run.desired, cids, results, trusted, run.left.waiting)
+    return waiter
 
 
 def _timescaledb_behind(settings: Settings, events: Events) -> None:
@@ -220,7 +236,8 @@ def _check_ports(eng: engine.Engine, stack: Stack, plan: Plan) -> None:
     if to_bind:
         # On the engine's host: this machine's sockets for a local engine, the VM's through ssh for a remote one.
         ports.check_free(to_bind, who_else=lambda port: _container_on_port(eng, port, stack.project),
-                         in_use=reach.port_in_use, host=eng.host if eng.remote else None)
+                         in_use=lambda ip, port: ports.in_use_on_engine(eng, ip, port),
+                         host=eng.host if eng.remote else None)
 
 
 def _container_on_port(eng: engine.Engine, port: int, project: str) -> tuple[str | None, bool]:
@@ -330,177 +347,3 @@ def _unready_error(result: UpResult, timeout: float, limits: dict[str, str]) -> 
     return CheckFailed(f"{first.name}: {first.detail}", code="UNHEALTHY",
                        hint=f"its last log lines are shown above; `qbctl logs {first.name}` has the rest")
 
-
-@dataclass
-class DownResult(Result):
-    project: str
-    removed: list[str]
-    volumes_removed: list[str] = field(default_factory=list)
-    network_removed: bool = False
-    ok: bool = True
-    error: QbctlError | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ResetOptions:
-    snapshot: bool = False  # take an automatic snapshot first (`qbctl reset`; not `ci teardown`)
-
-
-@dataclass
-class ResetResult(DownResult):
-    snapshot: str | None = None  # the automatic snapshot of the data removed
-    snapshot_skipped: str | None = None  # why there is none
-
-
-def down(settings: Settings, events: Events = ignore) -> DownResult:
-    """Remove this project's containers and network; its volumes (the data) stay."""
-    return _remove(settings, events)
-
-
-def reset(settings: Settings, options: ResetOptions = ResetOptions(), events: Events = ignore) -> ResetResult:
-    """Remove this project's containers, volumes and network: only objects labelled with it.
-
-    With options.snapshot, the data is snapshotted first (see qbctl.snapshots); a snapshot that
-    fails stops the reset before anything is removed."""
-    require_project(settings, "nothing was removed")
-    eng = engine.connect()
-    project = settings.project
-    with project_lock(project, events, eng=eng):
-        taken = skipped = None
-        if options.snapshot:
-            from qbctl.snapshots import snapshot
-
-            done = snapshot.guard(eng, settings, "reset", events)
-            taken, skipped = done.name, done.skipped
-        removed = _remove_containers(eng, project, events)
-        net = eng.remove_networks(project)
-        events(Event(Status.WORKING, "removing volumes"))
-        vols = eng.remove_volumes(project)
-    return ResetResult(project, removed, vols, net, snapshot=taken, snapshot_skipped=skipped)
-
-
-def _remove(settings: Settings, events: Events) -> DownResult:
-    """The containers and the network (down); the volumes stay (reset removes them itself)."""
-    require_project(settings, "nothing was removed")
-    eng = engine.connect()
-    project = settings.project
-    with project_lock(project, events, eng=eng):
-        removed = _remove_containers(eng, project, events)
-        net = eng.remove_networks(project)
-    return DownResult(project, removed, [], net)
-
-
-
-def _remove_containers(eng: engine.Engine, project: str, events: Events) -> list[str]:
-    # UIs first, then the servers they depend on; all at once, each stop takes its own time.
-    containers = sorted(eng.containers(project), key=lambda c: c.service in ("postgres", "redis"))
-    errors: dict[str, QbctlError] = {}
-
-    def remove(c: engine.Container) -> None:
-        try:
-            eng.remove_container(c.id)
-        except QbctlError as exc:  # said once, after every thread is done
-            errors[c.name] = exc
-
-    threads = [threading.Thread(target=remove, args=(c,)) for c in containers]
-    for t in threads:
-        t.start()
-    removed = []
-    for t, c in zip(threads, containers, strict=True):
-        t.join()
-        if c.name not in errors:
-            removed.append(c.name)
-            events(Event(Status.WORKING, "removed", c.service or c.name))
-    if errors:
-        raise next(iter(errors.values()))
-    return removed
-
-
-@dataclass
-class ServiceStatus:
-    name: str
-    state: str
-    health: str | None
-    ports: list[str]
-    image: str
-    memory_bytes: int | None
-    memory_limit_bytes: int | None
-    restart_count: int = 0
-    exit_code: int | None = None
-    oom_killed: bool = False
-
-
-@dataclass
-class StatusResult(Result):
-    project: str
-    services: list[ServiceStatus]
-    external: list[dict]
-    project_source: str = ""  # how the project was found (settings.project_source)
-    ok: bool = True
-    error: QbctlError | None = None
-    engine: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-
-def _limit_note(spec: ServiceSpec, limit: int, c: engine.Container) -> str:
-    """A running container whose memory limit is not the settings' (the status table shows its own)."""
-    from qbctl.config.sizes import fmt_mb
-    from qbctl.stack.labels import LABEL_CONFIG
-
-    how = "applied by the next `qbctl up`" if c.labels.get(LABEL_CONFIG) != spec.config_hash() else \
-        "not applied by `qbctl up`, which keeps the container (its settings did not change: the limit was changed " \
-        "on the container)"
-    return (f"{spec.name} runs with a {fmt_mb(limit)} memory limit; {spec.mem_setting} says {fmt_mb(spec.mem_limit)}, "
-            f"{how}")
-
-
-def status(settings: Settings) -> StatusResult:
-    stack = build_stack(settings)
-    eng = engine.connect()
-    containers = {c.service: c for c in eng.containers(stack.project)}
-    mem: dict[str, int | None] = {}
-    limits: dict[str, int] = {}  # a running container's own limit: the settings' applies at its next creation
-    infos: dict[str, engine.ContainerState] = {}
-
-    errors: list[QbctlError] = []
-    with_cache: list[str] = []
-
-    def measure(name: str, cid: str, running: bool) -> None:
-        try:
-            infos[name] = eng.state(cid)
-            if running:
-                m = eng.memory(cid)
-                mem[name] = m.without_cache if m else None
-                if m and m.limit:
-                    limits[name] = m.limit
-                if m and not m.cache_known:
-                    with_cache.append(name)
-        except QbctlError as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=measure, args=(n, c.id, c.state == "running"))
-               for n, c in containers.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    rows: list[ServiceStatus] = []
-    for spec in stack.services:
-        c = containers.get(spec.name)
-        if c is None:
-            rows.append(ServiceStatus(spec.name, "absent", None, _port_text(spec), spec.image, None, spec.mem_limit))
-            continue
-        st = infos[spec.name]
-        limit = limits.get(spec.name, spec.mem_limit)
-        rows.append(ServiceStatus(spec.name, st.status, st.health, list(c.ports), c.image, mem.get(spec.name),
-                                  limit, st.restart_count, st.exit_code if st.status != "running" else None,
-                                  st.oom_killed))
-    ok = all(r.state == "running" and r.health != "unhealthy" for r in rows)
-    notes = [f"memory of {', '.join(sorted(with_cache))} includes page cache: the engine ({eng.product}) gives no "
-             "cache figure and the container's cgroup could not be read"] if with_cache else []
-    notes += [_limit_note(s, limits[s.name], containers[s.name]) for s in stack.services
-              if s.name in limits and s.mem_limit and abs(limits[s.name] - s.mem_limit) > 4096]  # (cgroups: pages)
-    return StatusResult(stack.project, rows, [{"service": n, "reason": w} for n, w in stack.external],
-                        settings.project_source, ok, engine=engine_facts(eng, stack), notes=notes)

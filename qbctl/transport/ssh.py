@@ -24,7 +24,7 @@ import threading
 import time
 
 from qbctl.errors import Unavailable
-from qbctl.stack.target import SshDest
+from qbctl.transport.target import SshDest
 
 SSH_TIMEOUT = 10  # seconds ssh may take to connect and log in (ConnectTimeout covers the TCP part)
 WATCHDOG = r"""

@@ -7,10 +7,14 @@ and the result says why.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect, jobs, migrate
 from qbctl.events import Event, Events, Status, ignore
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 EMPTY_SQL = """
 DROP SCHEMA IF EXISTS qbctl CASCADE;
@@ -28,10 +32,10 @@ class DbResetResult(migrate.MigrateResult):
 
 
 def reset(settings: Settings, options: migrate.MigrateOptions = migrate.MigrateOptions(),
-          events: Events = ignore, snapshot: bool = False) -> DbResetResult:
+          events: Events = ignore, snapshot: bool = False, *, rt: Runtime) -> DbResetResult:
     taken = skipped = None
     if snapshot:
-        taken, skipped = _snapshot(settings, events)
+        taken, skipped = _snapshot(settings, events, rt)
     with connect.connect(settings, wait=options.wait, events=events) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (migrate.LOCK_KEY,))  # not while a migrate runs
         try:
@@ -54,18 +58,17 @@ def reset(settings: Settings, options: migrate.MigrateOptions = migrate.MigrateO
                          snapshot_skipped=skipped)
 
 
-def _snapshot(settings: Settings, events: Events) -> tuple[str | None, str | None]:
+def _snapshot(settings: Settings, events: Events, rt: Runtime) -> tuple[str | None, str | None]:
+    from qbctl.engine.lock import project_lock
     from qbctl.errors import Unavailable
     from qbctl.snapshots import snapshot
-    from qbctl.stack import engine
-    from qbctl.stack.lock import project_lock
 
     if not settings.pg.is_local:
         return None, f"DATABASE_URL points to {settings.pg.host}, not a database this stack runs"
     try:
-        eng = engine.connect()
+        eng = rt.engine
     except Unavailable as exc:
         return None, f"no Docker engine ({exc.message}), so no container of this stack to snapshot"
-    with project_lock(settings.project, events, eng=eng):
+    with project_lock(settings.project, events, eng=eng, holds=rt.holds):
         done = snapshot.guard(eng, settings, "db-reset", events)
     return done.name, done.skipped

@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect, files
@@ -43,6 +43,9 @@ from qbctl.db.connect import Rows
 from qbctl.errors import QbctlError, RehearsalFailed, Unavailable
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 PREFIX = "_qbctl_rehearse_"
 # What a statement did beyond its rows, per table: relations rewritten, chunks decompressed (wholly or in
@@ -76,10 +79,10 @@ class RehearseResult(Result):
 
 
 def rehearse(settings: Settings, options: RehearseOptions = RehearseOptions(),
-             events: Events = ignore) -> RehearseResult:
+             events: Events = ignore, *, rt: Runtime) -> RehearseResult:
     t0 = time.monotonic()
     local = files.load(settings)
-    pg, stack, home = _server(settings, options)
+    pg, stack, home = _server(settings, options, rt)
     result = RehearseResult(settings.pg.masked())
     conn = connect.connect(settings, wait=options.wait, events=events)
     with conn:
@@ -128,12 +131,12 @@ class _Home:
         return f"this machine's engine ({tgt.url})" if tgt.kind == "local" else f"your engine at {tgt.url}"
 
 
-def _server(settings: Settings, options: RehearseOptions):
+def _server(settings: Settings, options: RehearseOptions, rt: Runtime):
     """The stack's postgres container, where the copy is read from; where the copy runs; one line why not."""
     from qbctl.config.urls import LOCAL_HOSTS
-    from qbctl.snapshots.containers import Postgres
-    from qbctl.stack import engine, target
+    from qbctl.snapshots.clients import Postgres
     from qbctl.stack.spec import build_stack
+    from qbctl.transport import target
 
     stack = build_stack(settings)
     if "postgres" not in {s.name for s in stack.services}:
@@ -150,8 +153,8 @@ def _server(settings: Settings, options: RehearseOptions):
                           code="REHEARSAL_UNAVAILABLE",
                           hint="drop --logical: the default copy is streamed through the ssh tunnel into a "
                                "container of your own engine (QBCTL_REHEARSE_DOCKER_HOST)")
-    home = _own_engine(settings, tgt) if remote else None  # before the VM is asked anything
-    eng = engine.connect()
+    home = _own_engine(settings, tgt, rt) if remote else None  # before the VM is asked anything
+    eng = rt.engine
     running = eng.containers(stack.project, "postgres", running_only=True)
     if not running:
         raise Unavailable(f"the postgres container of project {stack.project} is not running", code="NOT_RUNNING",
@@ -168,12 +171,12 @@ def _server(settings: Settings, options: RehearseOptions):
 SETTING = "QBCTL_REHEARSE_DOCKER_HOST"
 
 
-def _own_engine(settings: Settings, tgt) -> _Home:
+def _own_engine(settings: Settings, tgt, rt: Runtime) -> _Home:
     """The developer's own engine (QBCTL_REHEARSE_DOCKER_HOST), where a remote project's copy runs;
     REHEARSAL_UNAVAILABLE when it is the VM's engine or does not answer."""
     import socket
 
-    from qbctl.stack import engine, target
+    from qbctl.transport import target
 
     url = settings.values.qbctl_rehearse_docker_host
     own = target.parse(url, SETTING)
@@ -183,7 +186,7 @@ def _own_engine(settings: Settings, tgt) -> _Home:
                           code="REHEARSAL_UNAVAILABLE",
                           hint=f"set {SETTING} to your own engine (its default: unix:///var/run/docker.sock)")
     try:
-        eng = engine.connect_to(url, SETTING)
+        eng = rt.engine_at(url, SETTING)
     except QbctlError as exc:
         raise Unavailable(f"the rehearsal's copy runs on your own engine, {url} ({SETTING}), which does not answer: "
                           f"{exc.message}: nothing was done", code="REHEARSAL_UNAVAILABLE",
@@ -238,7 +241,7 @@ def _copy_physical(pg, stack, home: _Home, settings: Settings, size: int, result
     postgres container and its tar stream comes through the ssh tunnel, so nothing is created on the VM
     and no second server runs within its 1 GB. The container is removed with its volume whatever happens
     (Ctrl-C too), and an interrupted pg_basebackup's session on the stack's server is ended by its name."""
-    from qbctl.snapshots.containers import PGDATA, Postgres
+    from qbctl.snapshots.clients import PGDATA, Postgres
 
     eng = home.eng
     spec = stack.get("postgres")
@@ -351,8 +354,8 @@ def _copy_logical(pg, settings: Settings, timescaledb: str | None, size: int, re
     way on the server, where a `psql` run in the container would go on without us). That session holds
     an advisory lock named after the copy for as long as the rehearsal lives, so a copy left by a
     rehearsal that was killed (SIGKILL, a lost machine) is told from one in use and dropped by the next."""
-    from qbctl.snapshots import restore
     from qbctl.snapshots.inventory import literal, quote
+    from qbctl.workflows import restore
 
     db = settings.pg.dbname
     token = secrets.token_hex(4)

@@ -10,9 +10,9 @@ import time
 from typing import Callable, Iterable
 
 from qbctl.db.connect import Rows, dbname
+from qbctl.engine.facade import Engine, ExecResult
 from qbctl.errors import CheckFailed, Unavailable
 from qbctl.snapshots import inventory
-from qbctl.stack.engine import Engine, ExecResult
 
 FIELD, RECORD, NULL = "\x1f", "\x1e", "\x1d"  # psql's separators: names come hex-encoded (see rows)
 PGDATA = "/var/lib/postgresql/data"

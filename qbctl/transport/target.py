@@ -4,7 +4,7 @@ DOCKER_HOST wins; then DOCKER_CONTEXT; then `currentContext` in $DOCKER_CONFIG/c
 (default ~/.docker). A context other than "default" is read from the context store,
 $DOCKER_CONFIG/contexts/meta/<sha256(name)>/meta.json, which works whether or not config.json
 exists (docker-py's ContextAPI does not). An `ssh://` endpoint is reached through the system's ssh
-(qbctl.stack.ssh), which honours ~/.ssh/config: ports, keys, jump hosts, known hosts.
+(qbctl.transport.ssh), which honours ~/.ssh/config: ports, keys, jump hosts, known hosts.
 """
 from __future__ import annotations
 

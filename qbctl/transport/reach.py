@@ -16,7 +16,7 @@ import os
 import threading
 
 from qbctl.config.urls import LOCAL_HOSTS, connect_host
-from qbctl.stack import target as target_mod
+from qbctl.transport import target as target_mod
 
 _cache: dict[tuple, target_mod.Target] = {}
 _lock = threading.Lock()
@@ -31,6 +31,18 @@ def current() -> target_mod.Target:
         return _cache[key]
 
 
+def resolved_ssh() -> bool:
+    """Whether this run resolved an ssh engine (whose tunnel the runtime then closes)."""
+    with _lock:
+        return any(t.kind == "ssh" for t in _cache.values())
+
+
+def forget() -> None:
+    """Forget the resolved targets (the runtime's close: a next command in this process resolves again)."""
+    with _lock:
+        _cache.clear()
+
+
 def engine_is_remote() -> bool:
     try:
         return current().remote
@@ -38,7 +50,7 @@ def engine_is_remote() -> bool:
         return False
 
 
-def _remote_ip(bind: str) -> str:
+def remote_ip(bind: str) -> str:
     """The address on the engine's host that a port published on `bind` answers on."""
     return "127.0.0.1" if bind in ("0.0.0.0", "::", "", "localhost") else bind
 
@@ -55,37 +67,12 @@ def endpoint(host: str, port: int, bind: str = "127.0.0.1") -> tuple[str, int]:
         return connect_host(host), port
     if tgt.kind == "tcp":
         return tgt.host, port
-    from qbctl.stack import ssh
+    from qbctl.transport import ssh
 
     assert tgt.ssh is not None  # neither local nor tcp: an ssh engine
     # The engine's own tunnel (one ssh connection per run for everything), opened here if the
     # command has not needed the engine itself (db migrate).
-    return ssh.tunnel(tgt.ssh).forward(_remote_ip(bind), port)
-
-
-def port_in_use(host_ip: str, port: int) -> bool | None:
-    """Whether host_ip:port is taken on the engine's host; None: cannot tell from here (a tcp engine)."""
-    tgt = current()
-    if tgt.kind == "local":
-        from qbctl.stack import ports
-
-        return not ports.is_free(host_ip, port)
-    if tgt.kind == "tcp":
-        return None
-    from qbctl.stack import engine
-
-    eng = engine.connect()
-    return eng.tunnel.listening(_remote_ip(host_ip), port, wait=eng.allow(1.0))
-
-
-def allow_for_latency(seconds: float) -> float:
-    """A timeout meant for a local engine, grown by the measured round trips to a remote one
-    (connecting first: the ssh handshake does not count against the checks)."""
-    if not engine_is_remote():
-        return seconds
-    from qbctl.stack import engine
-
-    return engine.connect().allow(seconds)
+    return ssh.tunnel(tgt.ssh).forward(remote_ip(bind), port)
 
 
 def url_host(host: str) -> str:

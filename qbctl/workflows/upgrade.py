@@ -26,16 +26,19 @@ from dataclasses import dataclass, field
 
 from qbctl.config.settings import Settings
 from qbctl.db import jobs
+from qbctl.engine import facade as engine
+from qbctl.engine.labels import LABEL_PG_MAJOR, LABEL_SERVICE
+from qbctl.engine.lock import project_lock
+from qbctl.engine.runtime import Runtime
 from qbctl.errors import CheckFailed, QbctlError, Unavailable, UsageError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
-from qbctl.snapshots import inventory, restore, store
-from qbctl.snapshots.containers import Postgres
+from qbctl.snapshots import inventory, store
+from qbctl.snapshots.clients import Postgres
 from qbctl.snapshots.snapshot import helper
-from qbctl.stack import engine, volumes
-from qbctl.stack.labels import LABEL_PG_MAJOR, LABEL_SERVICE
-from qbctl.stack.lock import project_lock
+from qbctl.stack import volumes
 from qbctl.stack.spec import build_stack
+from qbctl.workflows import restore
 
 MISSING_LIB = re.compile(r'could not access file "\$libdir/timescaledb-([0-9][^"]*)"')
 
@@ -77,14 +80,14 @@ class UpgradeResult(Result):
     error: QbctlError | None = None
 
 
-def plan(settings: Settings, options: UpgradeOptions = UpgradeOptions()) -> UpgradePlan:
+def plan(settings: Settings, options: UpgradeOptions = UpgradeOptions(), *, rt: Runtime) -> UpgradePlan:
     """What an upgrade would do, from the image and the volume's labels (nothing is changed)."""
     stack = build_stack(settings)
     if "postgres" not in {s.name for s in stack.services}:
         raise UsageError(f"DATABASE_URL points to {settings.pg.host}: upgrade moves the data of the stack qbctl "
                          "runs here", code="NOT_LOCAL")
     spec = stack.get("postgres")
-    eng = engine.connect()
+    eng = rt.engine
     info = eng.image_info(spec.image) or eng.pull(spec)
     to_major = volumes.image_env(info).get("PG_MAJOR")
     if not to_major:
@@ -146,17 +149,17 @@ def _pg_version(eng: engine.Engine, project: str, image: str, volume: str) -> st
 
 
 def upgrade(settings: Settings, todo: UpgradePlan, events: Events = ignore, *,
-            snapshot_first: bool = True) -> UpgradeResult:
+            snapshot_first: bool = True, rt: Runtime) -> UpgradeResult:
     t0 = time.monotonic()
     result = UpgradeResult(todo.kind, todo.reason, todo.volume, todo.target, todo.from_major, todo.to_major)
     if todo.kind == "none":
         return result
-    eng = engine.connect()
-    with project_lock(settings.project, events, eng=eng):
+    eng = rt.engine
+    with project_lock(settings.project, events, eng=eng, holds=rt.holds):
         if todo.kind == "timescaledb":
-            _timescaledb(eng, settings, todo, result, events, snapshot_first)
+            _timescaledb(eng, settings, todo, result, events, snapshot_first, rt)
         else:
-            _major(eng, settings, todo, result, events)
+            _major(eng, settings, todo, result, events, rt)
     if todo.kind == "major" or any(t["from"] != t["to"] for t in result.timescaledb):
         result.verify = _verify(settings, result)
     result.seconds = round(time.monotonic() - t0, 3)
@@ -165,7 +168,7 @@ def upgrade(settings: Settings, todo: UpgradePlan, events: Events = ignore, *,
 
 # --- TimescaleDB, same major ----------------------------------------------------------------------
 def _timescaledb(eng: engine.Engine, settings: Settings, todo: UpgradePlan, result: UpgradeResult,
-                 events: Events, snapshot_first: bool) -> None:
+                 events: Events, snapshot_first: bool, rt: Runtime) -> None:
     volume = todo.volume
     assert volume is not None  # a timescaledb plan names the volume (plan)
     stack = build_stack(settings)
@@ -234,7 +237,7 @@ def _timescaledb(eng: engine.Engine, settings: Settings, todo: UpgradePlan, resu
         result.reason += "; TimescaleDB is the image's version everywhere: nothing to upgrade" \
             if result.timescaledb else "; no database uses TimescaleDB: nothing to upgrade"
     if not live:  # the stack's postgres was not running the image: `up` starts it on the updated data
-        _up(settings, result, events)
+        _up(settings, result, events, rt)
 
 
 def _extension_version(pg: Postgres, db: str) -> str | None:
@@ -250,7 +253,8 @@ def _extension_version(pg: Postgres, db: str) -> str | None:
 
 
 # --- another PostgreSQL major ---------------------------------------------------------------------
-def _major(eng: engine.Engine, settings: Settings, todo: UpgradePlan, result: UpgradeResult, events: Events) -> None:
+def _major(eng: engine.Engine, settings: Settings, todo: UpgradePlan, result: UpgradeResult, events: Events,
+           rt: Runtime) -> None:
     target = todo.target
     assert target is not None  # a major plan names the new volume (plan)
     stack = build_stack(settings)
@@ -273,7 +277,7 @@ def _major(eng: engine.Engine, settings: Settings, todo: UpgradePlan, result: Up
     shutil.rmtree(work, ignore_errors=True)
     result.kept_volume = todo.volume
     result.remove_command = f"docker volume rm {todo.volume}"
-    _up(settings, result, events)
+    _up(settings, result, events, rt)
 
 
 def _dump_old(eng: engine.Engine, settings: Settings, todo: UpgradePlan, work, events: Events) -> list[tuple]:
@@ -349,10 +353,10 @@ def _globals(path, user: str) -> bytes:
     return "".join(line for line in lines if not own.match(line)).encode()
 
 
-def _up(settings: Settings, result: UpgradeResult, events: Events) -> None:
-    from qbctl.stack import lifecycle
+def _up(settings: Settings, result: UpgradeResult, events: Events, rt: Runtime) -> None:
+    from qbctl.stack import up as up_mod
 
-    up = lifecycle.up(settings, lifecycle.UpOptions(services=("postgres",)), events)
+    up = up_mod.up(settings, up_mod.UpOptions(services=("postgres",)), events, rt=rt)
     if not up.ok:
         result.fail(up.error)
 

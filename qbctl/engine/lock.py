@@ -7,8 +7,9 @@ The engine creates a name once, atomically; the loser waits, told who holds it (
 and since when. A holder that crashed leaves its lock until its expiry (TTL) passes, or at once
 when it ran on this machine and its process is gone; `docker rm <project>-lock` frees it by hand.
 
-Re-entrant within one process: a command that holds it (reset, restore, upgrade) may call
-another that takes it (a snapshot, up) without waiting on itself.
+Re-entrant within one command: a command that holds it (reset, restore, upgrade) may call
+another that takes it (a snapshot, up) without waiting on itself. What the command holds is its
+Runtime's `holds` (engine/runtime.py), passed in: no module-level record.
 """
 from __future__ import annotations
 
@@ -22,21 +23,43 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from qbctl.engine.labels import LABEL_LOCK_EXPIRES, LABEL_LOCK_HOLDER, LABEL_LOCK_SINCE
 from qbctl.events import Event, Events, Status, ignore
-from qbctl.stack.labels import LABEL_LOCK_EXPIRES, LABEL_LOCK_HOLDER, LABEL_LOCK_SINCE
 
 TTL = 30 * 60  # seconds a remote lock outlives a holder that never released it
 POLL = 0.5
-_held: dict[str, int] = {}  # project -> depth, in this process
-_guard = threading.Lock()
+
+
+class Holds:
+    """The project locks one command holds, and how deeply (a Runtime's `holds`): re-entrant for that command."""
+
+    def __init__(self) -> None:
+        self._depth: dict[str, int] = {}
+        self._guard = threading.Lock()
+
+    def enter(self, project: str) -> bool:
+        """Count one more hold; whether the lock was held already."""
+        with self._guard:
+            depth = self._depth.get(project, 0)
+            self._depth[project] = depth + 1
+            return depth > 0
+
+    def leave(self, project: str) -> None:
+        with self._guard:
+            self._depth[project] -= 1
+            if not self._depth[project]:
+                del self._depth[project]
+
+    def __contains__(self, project: str) -> bool:
+        with self._guard:
+            return project in self._depth
 
 
 @contextmanager
-def project_lock(project: str, events: Events = ignore, eng=None, ttl: float = TTL):
-    """The project's lock for the duration of the block: on the engine when it is remote. Re-entrant."""
-    with _guard:
-        reentered = bool(_held.get(project))
-        _held[project] = _held.get(project, 0) + 1
+def project_lock(project: str, events: Events = ignore, eng=None, ttl: float = TTL, *, holds: Holds):
+    """The project's lock for the duration of the block: on the engine when it is remote. Re-entrant within
+    the command whose `holds` is passed (its Runtime's)."""
+    reentered = holds.enter(project)
     try:
         if reentered:
             yield
@@ -44,10 +67,7 @@ def project_lock(project: str, events: Events = ignore, eng=None, ttl: float = T
             with _take(project, events, eng, ttl):
                 yield
     finally:
-        with _guard:
-            _held[project] -= 1
-            if not _held[project]:
-                del _held[project]
+        holds.leave(project)
 
 
 @contextmanager

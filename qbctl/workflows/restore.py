@@ -19,14 +19,15 @@ from dataclasses import dataclass, field
 from qbctl.config.settings import Settings
 from qbctl.db import jobs
 from qbctl.db.timescale import extension_schema
+from qbctl.engine import facade as engine
+from qbctl.engine.lock import project_lock
+from qbctl.engine.runtime import Runtime
 from qbctl.errors import CheckFailed, NoSpace, QbctlError, TimescaleMissing, UsageError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
 from qbctl.snapshots import inventory, store
-from qbctl.snapshots.containers import Postgres, Redis
+from qbctl.snapshots.clients import Postgres, Redis
 from qbctl.snapshots.inventory import Inventory, quote
-from qbctl.stack import engine
-from qbctl.stack.lock import project_lock
 from qbctl.stack.spec import build_stack
 
 ROOM = 1.2  # the new database beside the old one until the switch: its size and a fifth more
@@ -57,7 +58,7 @@ def find(settings: Settings, name: str) -> store.Entry:
     return store.find(settings, name)
 
 
-def restore(settings: Settings, options: RestoreOptions, events: Events = ignore) -> RestoreResult:
+def restore(settings: Settings, options: RestoreOptions, events: Events = ignore, *, rt: Runtime) -> RestoreResult:
     t0 = time.monotonic()
     entry = store.find(settings, options.name)
     meta = store.verify(entry)
@@ -69,12 +70,12 @@ def restore(settings: Settings, options: RestoreOptions, events: Events = ignore
     if "postgres" not in services:
         raise UsageError(f"DATABASE_URL points to {settings.pg.host}: restore puts data into the stack qbctl runs "
                          "here", code="NOT_LOCAL")
-    eng = engine.connect()
-    up = _ensure_running(eng, settings, stack.project, services, events)
+    eng = rt.engine
+    up = _ensure_running(rt, settings, stack.project, services, events)
     if up is not None:
         result.fail(up)
         return result
-    with project_lock(settings.project, events, eng=eng):
+    with project_lock(settings.project, events, eng=eng, holds=rt.holds):
         pg = Postgres(eng, eng.containers(stack.project, "postgres", running_only=True)[0].id, settings.pg.user)
         _check_server(pg, entry.name, expected)
         _check_room(pg, expected)
@@ -120,16 +121,16 @@ def _check_settings(settings: Settings, name: str, expected: Inventory, result: 
                             "(DATABASE_URL)")
 
 
-def _ensure_running(eng: engine.Engine, settings: Settings, project: str, services: Sequence[str],
+def _ensure_running(rt: Runtime, settings: Settings, project: str, services: Sequence[str],
                     events: Events) -> QbctlError | None:
     """Start what is not running (after a reset there is nothing): the restore needs the servers."""
-    running = {c.service for c in eng.containers(project, running_only=True)}
+    running = {c.service for c in rt.engine.containers(project, running_only=True)}
     if all(s in running for s in services):
         return None
-    from qbctl.stack import lifecycle
+    from qbctl.stack import up as up_mod
 
     events(Event(Status.INFO, "starting " + " and ".join(services)))
-    up = lifecycle.up(settings, lifecycle.UpOptions(services=tuple(services)), events)
+    up = up_mod.up(settings, up_mod.UpOptions(services=tuple(services)), events, rt=rt)
     return None if up.ok else up.error
 
 

@@ -15,10 +15,14 @@ from pathlib import Path
 from qbctl.checks import health
 from qbctl.config.settings import Settings
 from qbctl.db import migrate
+from qbctl.engine.runtime import Runtime
 from qbctl.errors import QbctlError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
-from qbctl.stack import lifecycle
+from qbctl.stack import up as up_mod
+from qbctl.stack.down import DownResult
+from qbctl.stack.spec import require_project
+from qbctl.workflows import reset as reset_mod
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,18 +58,18 @@ def _step(result: CiResult, name: str, fn) -> bool:
     return error is None
 
 
-def setup(settings: Settings, options: CiOptions = CiOptions(), events: Events = ignore) -> CiResult:
-    lifecycle.require_project(settings, "nothing was started")
+def setup(settings: Settings, options: CiOptions = CiOptions(), events: Events = ignore, *, rt: Runtime) -> CiResult:
+    require_project(settings, "nothing was started")
     t0 = time.monotonic()
     timeout = options.timeout or settings.values.qbctl_up_timeout
     result = CiResult(settings.project)
     steps = (
-        ("up", lambda: lifecycle.up(settings, lifecycle.UpOptions(no_ui=True, timeout=timeout), events)),
+        ("up", lambda: up_mod.up(settings, up_mod.UpOptions(no_ui=True, timeout=timeout), events, rt=rt)),
         ("lint", lambda: _lint(settings, result, events)),
         ("migrate", lambda: migrate.migrate(settings, migrate.MigrateOptions(
             without_timescaledb=options.without_timescaledb, wait=timeout), events)),
         ("health", lambda: health.check(settings, health.HealthOptions(
-            wait=True, timeout=min(timeout, 30), without_timescaledb=options.without_timescaledb))),
+            wait=True, timeout=min(timeout, 30), without_timescaledb=options.without_timescaledb), rt=rt)),
     )
     for name, fn in steps:
         events(Event(Status.INFO, f"ci: {name}"))
@@ -98,7 +102,7 @@ def export_github_env(settings: Settings) -> list[str]:
     path = os.environ.get("GITHUB_ENV")
     if not path:
         return []
-    from qbctl.stack.reach import user_url
+    from qbctl.transport.reach import user_url
 
     with Path(path).open("a", encoding="utf-8") as f:
         for key in ("DATABASE_URL", "REDIS_URL"):
@@ -106,6 +110,6 @@ def export_github_env(settings: Settings) -> list[str]:
     return ["DATABASE_URL", "REDIS_URL"]
 
 
-def teardown(settings: Settings, events: Events = ignore) -> lifecycle.DownResult:
+def teardown(settings: Settings, events: Events = ignore, *, rt: Runtime) -> DownResult:
     """Everything of this project, volumes included: a CI runner keeps nothing."""
-    return lifecycle.reset(settings, events=events)
+    return reset_mod.reset(settings, events=events, rt=rt)
