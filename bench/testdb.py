@@ -17,6 +17,7 @@ test time less the `without` median of the same round. Then `-n 4` wall time of 
 without the plugin. The machine's load average is recorded with each session: this machine is shared.
 Results: bench/testdb.json and bench/testdb.md (docs/benchmarks.md quotes them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,7 +90,7 @@ def truncated_url(qb_session_database_url):
         conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
 '''
 
-TESTS = '''\
+TESTS = """\
 import os
 
 import psycopg
@@ -123,7 +124,7 @@ def test_migrate(migrated_url, n):
 @pytest.mark.parametrize("n", range(N))
 def test_truncate(truncated_url, n):
     work(truncated_url)
-'''
+"""
 
 VARIANTS = {  # name: (-k, extra pytest arguments)
     "without (shared database, the floor)": ("test_without", []),
@@ -137,8 +138,9 @@ VARIANTS = {  # name: (-k, extra pytest arguments)
 def sh(*cmd, **kw):
     proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {proc.stdout[-2000:]}"
-                           f"{proc.stderr[-2000:]}")
+        raise RuntimeError(
+            f"{' '.join(map(str, cmd))} exited {proc.returncode}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
     return proc
 
 
@@ -147,14 +149,20 @@ class TestdbBench:
         self.runs, self.tests = runs, tests
         self.tmp = Path(tempfile.mkdtemp(prefix="qbctl-bench-testdb-"))
         self.folder = self.tmp / "backend"
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL", "PYTHON", "VIRTUAL_ENV", "PYTEST"))}
-        self.env.update({
-            "QBCTL_PROJECT": "qbbench-testdb", "NO_COLOR": "1",
-            "DATABASE_URL": f"postgresql://qb_user:qb_pass@localhost:{free_port()}/qb_trading_dev",
-            "REDIS_URL": f"redis://localhost:{free_port()}/0",
-            "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}",
-        })
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL", "PYTHON", "VIRTUAL_ENV", "PYTEST"))
+        }
+        self.env.update(
+            {
+                "QBCTL_PROJECT": "qbbench-testdb",
+                "NO_COLOR": "1",
+                "DATABASE_URL": f"postgresql://qb_user:qb_pass@localhost:{free_port()}/qb_trading_dev",
+                "REDIS_URL": f"redis://localhost:{free_port()}/0",
+                "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}",
+            }
+        )
         for key, image in (("QBCTL_POSTGRES_IMAGE", "postgres"), ("QBCTL_REDIS_IMAGE", "redis")):
             if os.environ.get(key) or not _pullable():
                 self.env[key] = os.environ.get(key) or f"qbctl-standin/{image}:test"
@@ -164,8 +172,15 @@ class TestdbBench:
     def setup(self) -> None:
         if not VENV.exists():
             sh(sys.executable, "-m", "venv", str(VENV))
-        sh(str(VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(ROOT), "pytest",
-           "pytest-xdist")
+        sh(
+            str(VENV / "bin" / "pip"),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            str(ROOT),
+            "pytest",
+            "pytest-xdist",
+        )
         (self.folder / "tests").mkdir(parents=True)
         (self.folder / "pyproject.toml").write_text("[tool.qbctl]\n")
         (self.folder / "tests" / "conftest.py").write_text(CONFTEST)
@@ -181,22 +196,30 @@ class TestdbBench:
         for _attempt in range(3):
             load = os.getloadavg()[0]
             started = time.perf_counter()
-            proc = subprocess.run(args, cwd=self.folder, capture_output=True, text=True, timeout=3600,
-                                  env={**self.env, "QB_BENCH_OUT": str(out), "QB_BENCH_N": str(n)})
+            proc = subprocess.run(
+                args,
+                cwd=self.folder,
+                capture_output=True,
+                text=True,
+                timeout=3600,
+                env={**self.env, "QB_BENCH_OUT": str(out), "QB_BENCH_N": str(n)},
+            )
             wall = time.perf_counter() - started
             if proc.returncode == 0:
                 break
             # This machine is shared: another suite may restart the Docker engine under the run (its
             # containers restart with it). Said, the stack brought back, the session run again.
-            print(f"bench: {name}: pytest exited {proc.returncode} ({proc.stdout.strip().splitlines()[-1:]}); "
-                  "again", file=sys.stderr, flush=True)
+            print(
+                f"bench: {name}: pytest exited {proc.returncode} ({proc.stdout.strip().splitlines()[-1:]}); again",
+                file=sys.stderr,
+                flush=True,
+            )
             self.retries += 1
             out.unlink(missing_ok=True)
             for _ in range(12):  # the engine itself may take a while to come back
                 time.sleep(10)
                 try:
-                    sh(str(VENV / "bin" / "qbctl"), "up", "postgres", "redis", "--no-ui", env=self.env,
-                       cwd=self.folder)
+                    sh(str(VENV / "bin" / "qbctl"), "up", "postgres", "redis", "--no-ui", env=self.env, cwd=self.folder)
                     break
                 except RuntimeError:
                     continue
@@ -204,11 +227,19 @@ class TestdbBench:
             raise RuntimeError(f"{name}: pytest exited {proc.returncode}: {proc.stdout[-3000:]}{proc.stderr[-2000:]}")
         times = [t for line in out.read_text().splitlines() for t in json.loads(line)]
         summary = next((line for line in proc.stdout.splitlines() if line.startswith("qbctl: ")), "")
-        print(f"bench: {name}{f' -n {workers}' if workers else ''}: {n} tests, median "
-              f"{statistics.median(times) * 1000:.0f} ms, wall {wall:.1f}s, load {load:.1f}; {summary}",
-              file=sys.stderr, flush=True)
-        return {"median_ms": round(statistics.median(times) * 1000, 1), "wall_s": round(wall, 2), "tests": n,
-                "load": round(load, 2), "summary": summary}
+        print(
+            f"bench: {name}{f' -n {workers}' if workers else ''}: {n} tests, median "
+            f"{statistics.median(times) * 1000:.0f} ms, wall {wall:.1f}s, load {load:.1f}; {summary}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return {
+            "median_ms": round(statistics.median(times) * 1000, 1),
+            "wall_s": round(wall, 2),
+            "tests": n,
+            "load": round(load, 2),
+            "summary": summary,
+        }
 
     def run(self) -> None:
         self.session("warm-up (builds the template)", "test_clone", [], 2)
@@ -227,11 +258,11 @@ class TestdbBench:
                 r["cost_per_test_ms"] = round(r["median_ms"] - floor, 1)
                 self.results.setdefault(name, {"sessions": []})["sessions"].append(r)
             self.save()
-            for name, k, extra in (("-n 4: without", "test_without", []),
-                                   ("-n 4: qb_database_url (FILE_COPY)", "test_clone",
-                                    ["-o", "qb_clone_strategy=FILE_COPY"]),
-                                   ("-n 4: qb_database_url (WAL_LOG)", "test_clone",
-                                    ["-o", "qb_clone_strategy=WAL_LOG"])):
+            for name, k, extra in (
+                ("-n 4: without", "test_without", []),
+                ("-n 4: qb_database_url (FILE_COPY)", "test_clone", ["-o", "qb_clone_strategy=FILE_COPY"]),
+                ("-n 4: qb_database_url (WAL_LOG)", "test_clone", ["-o", "qb_clone_strategy=WAL_LOG"]),
+            ):
                 r = self.session(name, k, extra, 100, workers=4)
                 self.results.setdefault(name, {"sessions": []})["sessions"].append(r)
                 self.save()
@@ -239,27 +270,42 @@ class TestdbBench:
     def save(self) -> None:
         """The results so far (a run the shared machine breaks keeps what it measured)."""
         table = self.report()
-        out = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": self.runs, "cpus": os.cpu_count(),
-               "sessions_run_again": self.retries, "results": self.results}
+        out = {
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "runs": self.runs,
+            "cpus": os.cpu_count(),
+            "sessions_run_again": self.retries,
+            "results": self.results,
+        }
         (ROOT / "bench" / "testdb.json").write_text(json.dumps(out, indent=1) + "\n")
         (ROOT / "bench" / "testdb.md").write_text(table + "\n")
 
     def report(self) -> str:
-        lines = ["| variant | tests per session | median test | cost per test (median over rounds) | session wall "
-                 "| load average |", "|---|---|---|---|---|---|"]
+        lines = [
+            "| variant | tests per session | median test | cost per test (median over rounds) | session wall "
+            "| load average |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, r in self.results.items():
             s = r["sessions"]
             cost = [x["cost_per_test_ms"] for x in s if "cost_per_test_ms" in x]
             r["cost_per_test_ms"] = statistics.median(cost) if cost else None
             r["wall_s"] = statistics.median(x["wall_s"] for x in s)
-            lines.append(f"| {name} | {s[0]['tests']} | {statistics.median(x['median_ms'] for x in s):.0f} ms | "
-                         + (f"{r['cost_per_test_ms']:.0f} ms" if cost else "") + f" | {r['wall_s']:.1f} s | "
-                         f"{min(x['load'] for x in s):.1f}-{max(x['load'] for x in s):.1f} |")
+            lines.append(
+                f"| {name} | {s[0]['tests']} | {statistics.median(x['median_ms'] for x in s):.0f} ms | "
+                + (f"{r['cost_per_test_ms']:.0f} ms" if cost else "")
+                + f" | {r['wall_s']:.1f} s | "
+                f"{min(x['load'] for x in s):.1f}-{max(x['load'] for x in s):.1f} |"
+            )
         return "\n".join(lines)
 
     def cleanup(self) -> None:
-        subprocess.run([str(VENV / "bin" / "qbctl"), "reset", "--yes", "--no-snapshot"], env=self.env,
-                       cwd=self.folder, capture_output=True)
+        subprocess.run(
+            [str(VENV / "bin" / "qbctl"), "reset", "--yes", "--no-snapshot"],
+            env=self.env,
+            cwd=self.folder,
+            capture_output=True,
+        )
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

@@ -3,6 +3,7 @@
 `main(argv)` runs one command in-process and returns its exit code (tests, a REPL, another
 tool can drive it). Only the console script, `run()`, leaves the process.
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,7 +18,10 @@ from qbctl.context import AppState
 from qbctl.errors import Exit, Internal, Interrupted, QbctlError, UsageError
 
 app = typer.Typer(
-    name="qbctl", no_args_is_help=True, add_completion=True, rich_markup_mode=None,
+    name="qbctl",
+    no_args_is_help=True,
+    add_completion=True,
+    rich_markup_mode=None,
     help="Run and check the QB trading backend's data stack: PostgreSQL + TimescaleDB, Redis and their UIs.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -32,15 +36,24 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    env_file: Optional[Path] = typer.Option(None, "--env-file", metavar="FILE",
-                                            help="Settings file [default: the project folder's .env]"),
-    project: Optional[str] = typer.Option(None, "--project", "-p", metavar="NAME",
-                                          help="Project name; labels every object [default: QBCTL_PROJECT, "
-                                               "else the project folder's name]"),
-    project_dir: Optional[Path] = typer.Option(None, "--project-dir", metavar="DIR",
-                                               help="The project folder [default: QBCTL_PROJECT_DIR, else the "
-                                                    "nearest folder holding .env, sql/schema or a [tool.qbctl] "
-                                                    "section in pyproject.toml]"),
+    env_file: Optional[Path] = typer.Option(
+        None, "--env-file", metavar="FILE", help="Settings file [default: the project folder's .env]"
+    ),
+    project: Optional[str] = typer.Option(
+        None,
+        "--project",
+        "-p",
+        metavar="NAME",
+        help="Project name; labels every object [default: QBCTL_PROJECT, else the project folder's name]",
+    ),
+    project_dir: Optional[Path] = typer.Option(
+        None,
+        "--project-dir",
+        metavar="DIR",
+        help="The project folder [default: QBCTL_PROJECT_DIR, else the "
+        "nearest folder holding .env, sql/schema or a [tool.qbctl] "
+        "section in pyproject.toml]",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of unexpected errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
@@ -99,8 +112,12 @@ def _main(args: list[str], state: AppState) -> int:
         gone = lost(exc)  # the engine went away under a long command (a restore, an upgrade)
         if gone:
             return state.out.fail(gone)
-        return state.out.fail(Internal(f"unexpected {type(exc).__name__}: {exc}",
-                                       hint="run again with --verbose for the traceback, and report it"))
+        return state.out.fail(
+            Internal(
+                f"unexpected {type(exc).__name__}: {exc}",
+                hint="run again with --verbose for the traceback, and report it",
+            )
+        )
 
 
 def run(state: AppState | None = None) -> None:

@@ -1,4 +1,5 @@
 """What the root callback hands every command: global options, settings built once, the output, the runtime."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -50,8 +51,10 @@ class AppState:
             self.out.secrets = self._settings.secrets()
             for key, near in (self._settings.typos or {}).items():
                 if not near:
-                    self.out.warn(f"{self._settings.env_file}: {key} is ignored there: it is read from the "
-                                  "environment only (or use --project-dir)")
+                    self.out.warn(
+                        f"{self._settings.env_file}: {key} is ignored there: it is read from the "
+                        "environment only (or use --project-dir)"
+                    )
                     continue
                 self.out.warn(f"{self._settings.env_file}: unknown key {key}, ignored; did you mean {near}?")
         return self._settings

@@ -5,6 +5,7 @@ whichever command meets it. A result carries one of these as its `error`; a fail
 stops a command is raised as one; `commands.finish` and `cli.main` are the only places that
 print them.
 """
+
 from __future__ import annotations
 
 from enum import IntEnum

@@ -5,6 +5,7 @@ terminal (a live line per service, a bar when there is a total), in a log (one l
 that matters), or under --json (nothing but warnings). Every command uses this one shape:
 up, down, reset, migrate, seed, pull, lock waits, ci steps, budget --load.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

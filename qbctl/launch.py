@@ -8,6 +8,7 @@ AppState the CLI would build. Whatever it cannot answer (anything to do, anythin
 form of the command) goes on to `cli.run` with that state, so that settings are read, and their
 warnings said, once.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,9 @@ def warm_up(argv: list[str], state) -> int | None:
         from qbctl.stack import warm
         from qbctl.stack.up_result import UpOptions
 
-        quick = warm.up(settings, UpOptions(services=tuple(a for a in argv[1:] if a in SERVICES),
-                                            no_ui="--no-ui" in argv))
+        quick = warm.up(
+            settings, UpOptions(services=tuple(a for a in argv[1:] if a in SERVICES), no_ui="--no-ui" in argv)
+        )
     except KeyboardInterrupt:
         return out.fail(Interrupted(state.interrupted_message()))
     except Exception:  # noqa: BLE001 - a QbctlError or a bug: the CLI runs it and says it in its words

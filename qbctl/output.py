@@ -6,6 +6,7 @@
   else the text is plain: no escape codes, no padding at line ends, nothing cut.
 - Every string, table cell included, passes through the secret mask before it is written.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,13 @@ LOGGED = ("waiting", "done", "failed", "info")  # events kept as lines (events.S
 
 
 class Output:
-    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None,
-                 environ: dict | None = None, width: int | None = None) -> None:
+    def __init__(
+        self,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        environ: dict | None = None,
+        width: int | None = None,
+    ) -> None:
         self.json = False
         self.secrets: list[str] = []
         self._stdout, self._stderr = stdout, stderr
@@ -102,9 +108,17 @@ class Output:
             return
         import textwrap
 
-        self.stdout.write(textwrap.fill(self.mask(text), width=max(40, self.console.width - 1),
-                                        initial_indent=indent, subsequent_indent=indent + hang,
-                                        break_on_hyphens=False, break_long_words=False) + "\n")
+        self.stdout.write(
+            textwrap.fill(
+                self.mask(text),
+                width=max(40, self.console.width - 1),
+                initial_indent=indent,
+                subsequent_indent=indent + hang,
+                break_on_hyphens=False,
+                break_long_words=False,
+            )
+            + "\n"
+        )
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         """A table on stdout. Nothing a user needs is cut: when the columns do not fit the
@@ -174,8 +188,9 @@ class Output:
 
                 return super().render(task) if task.total else Text("")
 
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), Bar(bar_width=30),
-                      console=self.err, transient=True) as bar:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), Bar(bar_width=30), console=self.err, transient=True
+        ) as bar:
             tasks: dict[str, TaskID] = {}
             title_task = [bar.add_task(self.mask(title), total=None)]
 
@@ -185,8 +200,12 @@ class Output:
                     bar.remove_task(title_task.pop())
                 if event.service not in tasks:
                     tasks[event.service] = bar.add_task("", total=None)
-                bar.update(tasks[event.service], description=self.mask(event.line()), total=event.total,
-                           completed=event.done or 0)
+                bar.update(
+                    tasks[event.service],
+                    description=self.mask(event.line()),
+                    total=event.total,
+                    completed=event.done or 0,
+                )
 
             yield show
 

@@ -17,6 +17,7 @@ A failure to get one (no CREATEDB, the server down, no TimescaleDB, a bad settin
 the test's report (`qbctl: ...` and what fixes it), not a traceback, and the session does not try
 again for every test.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -24,23 +25,34 @@ from collections.abc import Iterator
 import pytest
 
 OPTIONS = {  # name: (help, ini default)
-    "qb_up": ("start the stack's postgres and redis (`qbctl up postgres redis`) when a test needs them and they "
-              "are not running; off by default: the plugin never starts the stack by itself", False),
-    "qb_without_timescaledb": ("apply the plain schema (db migrate --without-timescaledb): no hypertables, "
-                               "policies or jobs, for a server without TimescaleDB", False),
+    "qb_up": (
+        "start the stack's postgres and redis (`qbctl up postgres redis`) when a test needs them and they "
+        "are not running; off by default: the plugin never starts the stack by itself",
+        False,
+    ),
+    "qb_without_timescaledb": (
+        "apply the plain schema (db migrate --without-timescaledb): no hypertables, "
+        "policies or jobs, for a server without TimescaleDB",
+        False,
+    ),
 }
 
 
 def pytest_addoption(parser) -> None:
     group = parser.getgroup("qbctl", "qbctl: a migrated database and an empty Redis of their own per test")
     for name, (text, default) in OPTIONS.items():
-        group.addoption("--" + name.replace("_", "-"), action="store_true", default=None, dest=name,
-                        help=text + f" (ini: {name} = true)")
+        group.addoption(
+            "--" + name.replace("_", "-"),
+            action="store_true",
+            default=None,
+            dest=name,
+            help=text + f" (ini: {name} = true)",
+        )
         parser.addini(name, text, type="bool", default=default)
-    parser.addini("qb_clone_strategy", "how clones are copied: FILE_COPY (measured fastest here) or WAL_LOG",
-                  default="")
-    parser.addini("qb_seed", "qb_seeded_database_url's data: SYMBOLSxDAYS of `db seed` (default 5x10)",
-                  default="5x10")
+    parser.addini(
+        "qb_clone_strategy", "how clones are copied: FILE_COPY (measured fastest here) or WAL_LOG", default=""
+    )
+    parser.addini("qb_seed", "qb_seeded_database_url's data: SYMBOLSxDAYS of `db seed` (default 5x10)", default="5x10")
 
 
 def _option(config, name: str) -> bool:
@@ -101,15 +113,20 @@ def _qb_postgres(_qb_settings, pytestconfig):
 
     from qbctl.db import testdb
 
-    session = _run(testdb.Session, _qb_settings,
-                   without_timescaledb=_option(pytestconfig, "qb_without_timescaledb"),
-                   strategy=pytestconfig.getini("qb_clone_strategy") or None,
-                   workers=int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
+    session = _run(
+        testdb.Session,
+        _qb_settings,
+        without_timescaledb=_option(pytestconfig, "qb_without_timescaledb"),
+        strategy=pytestconfig.getini("qb_clone_strategy") or None,
+        workers=int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1),
+    )
     _run(session.open)
     yield session
     _run(session.close)
-    _report(pytestconfig, {"templates": session.templates, "clone_seconds": session.clone_seconds,
-                           "strategy": session.strategy})
+    _report(
+        pytestconfig,
+        {"templates": session.templates, "clone_seconds": session.clone_seconds, "strategy": session.strategy},
+    )
 
 
 # --- the summary line: what the session (all xdist workers) did with templates and clones --------
@@ -146,8 +163,10 @@ def summary(all_stats: list[dict]) -> str:
     times = sorted(t for stats in all_stats for t in stats["clone_seconds"])
     if times:
         strategies = "/".join(sorted({stats["strategy"] for stats in all_stats}))
-        parts.append(f"{len(times)} test database{'s' if len(times) != 1 else ''} cloned ({strategies}, median "
-                     f"{times[len(times) // 2] * 1000:.0f} ms)")
+        parts.append(
+            f"{len(times)} test database{'s' if len(times) != 1 else ''} cloned ({strategies}, median "
+            f"{times[len(times) // 2] * 1000:.0f} ms)"
+        )
     return "qbctl: " + "; ".join(parts) if parts else ""
 
 
@@ -202,8 +221,12 @@ def _seed_spec(config) -> tuple[int, int]:
         if symbols < 1 or days < 1:
             raise ValueError
     except ValueError:
-        _fail(ConfigError(f"qb_seed = {text!r}: expected SYMBOLSxDAYS, such as 5x10",
-                                 hint="fix qb_seed in the pytest configuration"))
+        _fail(
+            ConfigError(
+                f"qb_seed = {text!r}: expected SYMBOLSxDAYS, such as 5x10",
+                hint="fix qb_seed in the pytest configuration",
+            )
+        )
     return symbols, days
 
 
@@ -232,8 +255,10 @@ def run_jobs(database_url: str, relation: str | None = None, kind: str | None = 
 @pytest.fixture
 def qb_run_job(qb_database_url):
     """run_jobs for this test's database: `qb_run_job("market_data_5m")`, `qb_run_job(kind="compression")`."""
+
     def run(relation: str | None = None, kind: str | None = None) -> list[int]:
         return run_jobs(qb_database_url, relation, kind)
+
     return run
 
 

@@ -9,6 +9,7 @@ rest of a page is written by hand (what a command does in detail, examples), as 
 is stale or missing, or a page is left of a command that is gone (tests/unit/test_reference.py checks the
 same). Change a command's help in qbctl/commands/, never the generated text.
 """
+
 from __future__ import annotations
 
 import re
@@ -93,16 +94,23 @@ def commands() -> list[Command]:
         subs = getattr(cmd, "commands", None)
         if subs is None:
             arguments, options, pieces = _params(cmd, ctx)
-            found.append(Command(path, " ".join(("qbctl", *path, pieces)).strip(), cmd.help or "",
-                                 arguments, options))
+            found.append(Command(path, " ".join(("qbctl", *path, pieces)).strip(), cmd.help or "", arguments, options))
             return
         default = getattr(cmd, "default_command", None)
         for name, sub in subs.items():
             sub_ctx = _context(sub, name, ctx)
             if name == default:
                 arguments, options, pieces = _params(sub, sub_ctx)
-                found.append(Command(path, " ".join(("qbctl", *path, pieces)), sub.help or "", arguments,
-                                     options, also=" ".join(("qbctl", *path, name, pieces))))
+                found.append(
+                    Command(
+                        path,
+                        " ".join(("qbctl", *path, pieces)),
+                        sub.help or "",
+                        arguments,
+                        options,
+                        also=" ".join(("qbctl", *path, name, pieces)),
+                    )
+                )
             elif not sub.hidden:
                 walk(sub, sub_ctx, (*path, name))
 
@@ -118,11 +126,15 @@ def global_options() -> list[tuple[str, str]]:
 
 def groups() -> dict[str, str]:
     """Each command group's name and what it holds (`db`: Schema, TimescaleDB policies and sample data.)."""
-    return {name: (cmd.help or "").split("\n\n", 1)[0] for name, cmd in _group().commands.items()
-            if getattr(cmd, "commands", None) is not None}
+    return {
+        name: (cmd.help or "").split("\n\n", 1)[0]
+        for name, cmd in _group().commands.items()
+        if getattr(cmd, "commands", None) is not None
+    }
 
 
 # --- the text --------------------------------------------------------------------------------------------
+
 
 def _md(text: str) -> str:
     """Help text as Markdown: an angle bracket before a letter would be read as an HTML tag."""

@@ -2,6 +2,7 @@
 
 The exit code is derived from the error: 0 when there is none, else the error's own.
 """
+
 from __future__ import annotations
 
 from dataclasses import fields, is_dataclass
@@ -46,4 +47,3 @@ class Result:
         if self.error is not None:
             return int(self.error.exit_code)
         return 0 if self.ok else 1
-

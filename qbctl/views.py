@@ -3,6 +3,7 @@
 Tables go through `Output.table`, which masks secrets, never cuts a value, and writes plain text
 off a terminal; progress is drawn by `Output.progress` from the events logic sends.
 """
+
 from __future__ import annotations
 
 from qbctl.config.sizes import fmt_mb
@@ -23,10 +24,19 @@ def stream(out: Output, chunks, flush_each: bool = False) -> None:
 
 
 def up(out: Output, result) -> None:
-    out.table(("service", "action", "image", "port", "ready"),
-              [(s.name, s.action, s.image, ", ".join(s.ports),
-                f"{s.seconds:.2f}s" if s.ready and s.seconds else ("yes" if s.ready else "NO"))
-               for s in result.services])
+    out.table(
+        ("service", "action", "image", "port", "ready"),
+        [
+            (
+                s.name,
+                s.action,
+                s.image,
+                ", ".join(s.ports),
+                f"{s.seconds:.2f}s" if s.ready and s.seconds else ("yes" if s.ready else "NO"),
+            )
+            for s in result.services
+        ],
+    )
     for e in result.external:
         out.para(f"{e['service']}: not started here ({e['reason']})")
     _engine_line(out, result.engine)
@@ -37,8 +47,12 @@ def up(out: Output, result) -> None:
                 out.line(line)
     if result.ok:
         out.line(f"stack {result.project} ready in {result.timings['ready']:.2f}s")
-    where = {"DATABASE_URL": "DATABASE_URL", "REDIS_URL": "REDIS_URL", "adminer": "Adminer",
-             "redis-commander": "Redis Commander"}
+    where = {
+        "DATABASE_URL": "DATABASE_URL",
+        "REDIS_URL": "REDIS_URL",
+        "adminer": "Adminer",
+        "redis-commander": "Redis Commander",
+    }
     for key, url in result.urls.items():
         out.line(f"  {where.get(key, key):<16} {url}")
         if key == "adminer":
@@ -50,8 +64,10 @@ def up(out: Output, result) -> None:
 def _engine_line(out: Output, engine: dict) -> None:
     """Where a remote stack runs, and how its ports are reached (nothing for a local engine)."""
     if engine.get("remote"):
-        out.line(f"engine: {engine['where']}, {engine['product']}, round trip {engine['rtt_ms']:g} ms; the ports "
-                 f"above are on {engine['host']} (qbctl reaches them through its ssh connection while it runs)")
+        out.line(
+            f"engine: {engine['where']}, {engine['product']}, round trip {engine['rtt_ms']:g} ms; the ports "
+            f"above are on {engine['host']} (qbctl reaches them through its ssh connection while it runs)"
+        )
 
 
 def _count(n: int, thing: str) -> str:
@@ -88,12 +104,18 @@ def db_reset(out: Output, result) -> None:
 def status(out: Output, result) -> None:
     rows = []
     for s in result.services:
-        state = s.state + (" (OOM killed)" if s.oom_killed else "") + (
-            f" (exit {s.exit_code})" if s.exit_code not in (None, 0) else "")
+        state = (
+            s.state
+            + (" (OOM killed)" if s.oom_killed else "")
+            + (f" (exit {s.exit_code})" if s.exit_code not in (None, 0) else "")
+        )
         if s.restart_count:
             state += f" (restarted {s.restart_count}x)"
-        mem = f"{fmt_mb(s.memory_bytes)} / {fmt_mb(s.memory_limit_bytes)}" if s.memory_bytes is not None else \
-            f"- / {fmt_mb(s.memory_limit_bytes)}"
+        mem = (
+            f"{fmt_mb(s.memory_bytes)} / {fmt_mb(s.memory_limit_bytes)}"
+            if s.memory_bytes is not None
+            else f"- / {fmt_mb(s.memory_limit_bytes)}"
+        )
         rows.append((s.name, state, s.health or "-", ", ".join(s.ports), s.image, mem))
     out.table(("service", "state", "health", "ports", "image", "memory"), rows)
     for e in result.external:
@@ -115,8 +137,11 @@ def migrate(out: Output, result) -> None:
         out.line(f"skipped   {s['file']}  ({s['reason']})")
     if result.error is not None:
         return  # the error follows, with what was committed
-    done = "dry run: nothing changed" if result.dry_run else (
-        f"{len(result.applied)} applied" if result.applied else "nothing to apply")
+    done = (
+        "dry run: nothing changed"
+        if result.dry_run
+        else (f"{len(result.applied)} applied" if result.applied else "nothing to apply")
+    )
     tsdb = f"TimescaleDB {result.timescaledb}" if result.timescaledb else "no TimescaleDB"
     out.para(f"{result.database}: {done}; {result.up_to_date} up to date; {tsdb} ({result.seconds:.2f}s)")
 
@@ -130,8 +155,10 @@ def rehearse(out: Output, result) -> None:
                 out.para(st["error"], indent="  ")
                 continue
             effects = _effects(st)
-            out.para(f"line {st['line']:<4} {st['ms']:>8.1f} ms  {st['text']}" + (f"  [{effects}]" if effects else ""),
-                     indent="  ")
+            out.para(
+                f"line {st['line']:<4} {st['ms']:>8.1f} ms  {st['text']}" + (f"  [{effects}]" if effects else ""),
+                indent="  ",
+            )
         strong = [lk for lk in f["locks"] if lk["mode"] not in ("AccessShareLock", "RowShareLock", "RowExclusiveLock")]
         for lk in strong:
             out.para(f"lock: {lk['says']} (line {lk['line']})", indent="  ")
@@ -147,14 +174,22 @@ def rehearse(out: Output, result) -> None:
         return
     c = result.copy
     if c:
-        across = "" if c.get("tunnel_bytes") is None else \
-            f"; {fmt_mb(c['tunnel_bytes'])} came through the tunnel from {c['source_host']}, where nothing was built"
-        out.para(f"copy of {fmt_mb(c['source_bytes'])}: {c['method']}, in {c['where']}, made in {c['seconds']:.1f}s"
-                 f"{across}; applied in {result.apply_seconds:.1f}s; the copy was "
-                 f"{'removed' if result.dropped else 'NOT removed'}")
+        across = (
+            ""
+            if c.get("tunnel_bytes") is None
+            else f"; {fmt_mb(c['tunnel_bytes'])} came through the tunnel from {c['source_host']}, "
+            "where nothing was built"
+        )
+        out.para(
+            f"copy of {fmt_mb(c['source_bytes'])}: {c['method']}, in {c['where']}, made in {c['seconds']:.1f}s"
+            f"{across}; applied in {result.apply_seconds:.1f}s; the copy was "
+            f"{'removed' if result.dropped else 'NOT removed'}"
+        )
     if result.error is None:
-        out.para(f"{result.database}: {len(result.files)} file(s) passed on the copy; nothing was applied to the "
-                 f"database (`qbctl db migrate` applies them) ({result.seconds:.2f}s)")
+        out.para(
+            f"{result.database}: {len(result.files)} file(s) passed on the copy; nothing was applied to the "
+            f"database (`qbctl db migrate` applies them) ({result.seconds:.2f}s)"
+        )
 
 
 def _effects(st: dict) -> str:
@@ -164,11 +199,15 @@ def _effects(st: dict) -> str:
     parts += [f"{table}: {n} rewritten" for table, n in st.get("rewritten", {}).items()]
     parts += [f"{table}: {n} chunk(s) decompressed" for table, n in st.get("decompressed", {}).items()]
     parts += [f"{table}: {n} chunk(s) partly decompressed" for table, n in st.get("partly_decompressed", {}).items()]
-    parts += [f"{table}: {n:,} compressed batches decompressed"
-              for table, n in st.get("batches_decompressed", {}).items()]
+    parts += [
+        f"{table}: {n:,} compressed batches decompressed" for table, n in st.get("batches_decompressed", {}).items()
+    ]
     parts += [f"{table}: {n} chunk(s) compressed" for table, n in st.get("compressed", {}).items()]
-    parts += [f"{mode} on {table}" for table, mode in st.get("locks", {}).items()
-              if mode not in ("AccessShareLock", "RowShareLock", "RowExclusiveLock")]
+    parts += [
+        f"{mode} on {table}"
+        for table, mode in st.get("locks", {}).items()
+        if mode not in ("AccessShareLock", "RowShareLock", "RowExclusiveLock")
+    ]
     if st.get("note"):
         parts.append(st["note"])
     return "; ".join(parts)
@@ -181,10 +220,13 @@ def lint(out: Output, result) -> None:
     if not result.files:
         out.para("nothing to lint: every file is applied")
         return
-    counts = f"{result.errors} error{'s' * (result.errors != 1)}, {result.warnings} warning" \
-             f"{'s' * (result.warnings != 1)}"
-    out.para(f"{counts} in {len(result.files)} file{'s' * (len(result.files) != 1)}; tables from "
-             f"{result.catalog}; squawk {result.squawk}")
+    counts = (
+        f"{result.errors} error{'s' * (result.errors != 1)}, {result.warnings} warning{'s' * (result.warnings != 1)}"
+    )
+    out.para(
+        f"{counts} in {len(result.files)} file{'s' * (len(result.files) != 1)}; tables from "
+        f"{result.catalog}; squawk {result.squawk}"
+    )
 
 
 def db_new(out: Output, result) -> None:
@@ -196,8 +238,9 @@ def db_new(out: Output, result) -> None:
 def seed(out: Output, result) -> None:
     replaced = {t: n for t, n in (result.replaced or {}).items() if n}
     if replaced:
-        out.para("replaced the earlier seed of these symbols: " + ", ".join(f"{t} {n:,} rows"
-                                                                             for t, n in replaced.items()))
+        out.para(
+            "replaced the earlier seed of these symbols: " + ", ".join(f"{t} {n:,} rows" for t, n in replaced.items())
+        )
     for sym, n in (result.kept or {}).items():
         out.line(f"kept {n:,} 1-minute rows of {sym} that db seed did not write (--yes)")
     for table, n in result.rows.items():
@@ -205,15 +248,19 @@ def seed(out: Output, result) -> None:
     if result.redis_keys:
         out.line(f"{'redis keys':<22} {result.redis_keys:>10,}")
     if not result.rows.get("market_data"):
-        out.para(f"no KRX session minute in the last {result.days} day(s) (sessions are 09:00-15:30 KST on "
-                    "weekdays): nothing to seed; pass a larger --days")
+        out.para(
+            f"no KRX session minute in the last {result.days} day(s) (sessions are 09:00-15:30 KST on "
+            "weekdays): nothing to seed; pass a larger --days"
+        )
     for view, how in (result.refreshed or {}).items():
         out.para(f"{view}: refreshed {how}")
     for table, c in (result.compression or {}).items():
         out.line(f"{table}: {c['compressed']} of {c['chunks']} chunks compressed")
     plural = "" if result.symbols == 1 else "s"
-    out.line(f"seeded {result.symbols} symbol{plural} x {result.days} day{'' if result.days == 1 else 's'} in "
-             f"{result.seconds:.2f}s (market_data {result.market_data_rows_per_second:,.0f} rows/s)")
+    out.line(
+        f"seeded {result.symbols} symbol{plural} x {result.days} day{'' if result.days == 1 else 's'} in "
+        f"{result.seconds:.2f}s (market_data {result.market_data_rows_per_second:,.0f} rows/s)"
+    )
     for note in result.notes:
         out.para(f"note: {note}")
 
@@ -221,36 +268,66 @@ def seed(out: Output, result) -> None:
 def db_status(out: Output, result) -> None:
     out.table(("migration", "state", "why"), [(m["file"], m["state"], m["reason"]) for m in result.migrations])
     if result.hypertables:
-        out.table(("hypertable", "chunks", "compressed", "size", "ratio"),
-                  [(h["name"], str(h["chunks"]), str(h["compressed_chunks"]), fmt_mb(h["size_bytes"]),
-                    f"{h['compression_ratio']}x" if h["compression_ratio"] else "-") for h in result.hypertables])
+        out.table(
+            ("hypertable", "chunks", "compressed", "size", "ratio"),
+            [
+                (
+                    h["name"],
+                    str(h["chunks"]),
+                    str(h["compressed_chunks"]),
+                    fmt_mb(h["size_bytes"]),
+                    f"{h['compression_ratio']}x" if h["compression_ratio"] else "-",
+                )
+                for h in result.hypertables
+            ],
+        )
     if result.jobs:
-        out.table(("job", "kind", "table", "interval", "last run", "status", "runs", "failures", "why"),
-                  [(str(j["job_id"]), j["kind"], j["table"] or "-", j["interval"] or "-",
-                    (j["last_run"] or "never")[:19], j["last_run_status"] or "-", str(j["total_runs"]),
-                    str(j["total_failures"]), j["why"]) for j in result.jobs])
-    out.para(f"{result.database}: " + (f"TimescaleDB {result.timescaledb}" if result.timescaledb else
-                                       "no TimescaleDB"))
+        out.table(
+            ("job", "kind", "table", "interval", "last run", "status", "runs", "failures", "why"),
+            [
+                (
+                    str(j["job_id"]),
+                    j["kind"],
+                    j["table"] or "-",
+                    j["interval"] or "-",
+                    (j["last_run"] or "never")[:19],
+                    j["last_run_status"] or "-",
+                    str(j["total_runs"]),
+                    str(j["total_failures"]),
+                    j["why"],
+                )
+                for j in result.jobs
+            ],
+        )
+    out.para(f"{result.database}: " + (f"TimescaleDB {result.timescaledb}" if result.timescaledb else "no TimescaleDB"))
     if result.timescaledb and result.timescaledb_available and result.timescaledb != result.timescaledb_available:
-        out.para(f"the image offers TimescaleDB {result.timescaledb_available}: `qbctl upgrade` updates "
-                 f"{result.timescaledb} to it")
+        out.para(
+            f"the image offers TimescaleDB {result.timescaledb_available}: `qbctl upgrade` updates "
+            f"{result.timescaledb} to it"
+        )
 
 
 def verify(out: Output, result) -> None:
     if not result.drift:
         out.para(f"{result.database}: {result.checked} declared items match (TimescaleDB {result.timescaledb})")
         return
-    out.table(("item", "problem", "declared", "actual"),
-              [(d["item"], d["problem"], d["declared"] or "-", d["actual"] or "-") for d in result.drift])
+    out.table(
+        ("item", "problem", "declared", "actual"),
+        [(d["item"], d["problem"], d["declared"] or "-", d["actual"] or "-") for d in result.drift],
+    )
 
 
 def health(out: Output, result) -> None:
-    out.table(("check", "ok", "detail"), [(c.name, ("WARN" if c.warn else "ok") if c.ok else "FAIL", c.detail)
-                                          for c in result.checks])
+    out.table(
+        ("check", "ok", "detail"),
+        [(c.name, ("WARN" if c.warn else "ok") if c.ok else "FAIL", c.detail) for c in result.checks],
+    )
     warnings = sum(c.warn for c in result.checks)
     if result.ok:
-        out.line(f"project {result.project}: healthy ({result.seconds:.2f}s)"
-                 + (f", {warnings} warning(s)" if warnings else ""))
+        out.line(
+            f"project {result.project}: healthy ({result.seconds:.2f}s)"
+            + (f", {warnings} warning(s)" if warnings else "")
+        )
 
 
 def _bar(used: float | None, limit: float | None, share: float, width: int = 24) -> str:
@@ -274,10 +351,20 @@ def budget(out: Output, result) -> None:
     prod = [i for i in result.items if i.production]
     dev = [i for i in result.items if not i.production]
     measured = "peak" if result.load else "now"
-    out.table(("item", "share", "predicted", measured, "", "ok"),
-              [(i.name, f"{i.budget_mb:g}MB", f"{i.configured_mb:g}MB" if i.configured_mb is not None else "-",
+    out.table(
+        ("item", "share", "predicted", measured, "", "ok"),
+        [
+            (
+                i.name,
+                f"{i.budget_mb:g}MB",
+                f"{i.configured_mb:g}MB" if i.configured_mb is not None else "-",
                 f"{i.measured_mb:g}MB" if i.measured_mb is not None else "-",
-                _bar(i.measured_mb, i.configured_mb, i.budget_mb), "ok" if i.ok else "OVER") for i in prod])
+                _bar(i.measured_mb, i.configured_mb, i.budget_mb),
+                "ok" if i.ok else "OVER",
+            )
+            for i in prod
+        ],
+    )
     differ = [(i.name, d) for i in prod for d in i.differences]
     for name, d in differ:  # what runs is not what the settings say: the prediction is for the settings
         out.para(f"{name}: {d.text}")
@@ -291,20 +378,35 @@ def budget(out: Output, result) -> None:
             out.para(f"{'+ ' if n else '  '}{t['name']} {t['mb']:g}MB: {t['text']}", indent="    ")
     if result.load:
         _load(out, result)
-    out.table(("redis keys", "share", "measured", "", "ok"),
-              [(f.name, f"{f.budget_mb:g}MB" if f.budget_mb else "(market)",
+    out.table(
+        ("redis keys", "share", "measured", "", "ok"),
+        [
+            (
+                f.name,
+                f"{f.budget_mb:g}MB" if f.budget_mb else "(market)",
                 f"{f.measured_mb:g}MB" if f.measured_mb is not None else "-",
-                _bar(f.measured_mb, None, f.budget_mb), "ok" if f.ok else "OVER") for f in result.redis_families])
-    out.para("dev tools, outside the 1 GB budget: " + ", ".join(
-        f"{i.name} limit {i.budget_mb:g}MB" + (f" (using {i.measured_mb:g}MB)" if i.measured_mb is not None else "")
-        for i in dev))
+                _bar(f.measured_mb, None, f.budget_mb),
+                "ok" if f.ok else "OVER",
+            )
+            for f in result.redis_families
+        ],
+    )
+    out.para(
+        "dev tools, outside the 1 GB budget: "
+        + ", ".join(
+            f"{i.name} limit {i.budget_mb:g}MB" + (f" (using {i.measured_mb:g}MB)" if i.measured_mb is not None else "")
+            for i in dev
+        )
+    )
     for n in result.not_measured:
         out.para(f"not measured: {n}")
     for n in result.notes:
         out.para(f"note: {n}")
     judged = "; predicted: for what the next `qbctl up` applies, not for what runs now" if differ else ""
-    out.para(f"{'fits' if result.ok else 'does NOT fit'} in {result.budget_mb:g}MB "
-             f"(bars: # {measured}, = predicted, ! past the share{judged})")
+    out.para(
+        f"{'fits' if result.ok else 'does NOT fit'} in {result.budget_mb:g}MB "
+        f"(bars: # {measured}, = predicted, ! past the share{judged})"
+    )
 
 
 def _ms(x) -> str:
@@ -320,19 +422,34 @@ def _load(out: Output, result) -> None:
             share = f"{i.measured_mb / i.budget_mb * 100:.0f}%" if i.measured_mb else "-"
             err = f"{i.error_pct:+g}%" if i.error_pct is not None else "-"
             predicted = i.running_mb if i.running_mb is not None else i.configured_mb  # of what was measured
-            rows.append((i.name, f"{predicted:g}MB", f"{i.measured_mb:g}MB", f"{i.peak_with_cache_mb:g}MB",
-                         share, err, str(len(i.kills)) if i.kills else "none"))
+            rows.append(
+                (
+                    i.name,
+                    f"{predicted:g}MB",
+                    f"{i.measured_mb:g}MB",
+                    f"{i.peak_with_cache_mb:g}MB",
+                    share,
+                    err,
+                    str(len(i.kills)) if i.kills else "none",
+                )
+            )
     out.table(("service", "predicted", "peak", "with cache", "of share", "model error", "kills"), rows)
     for i in result.items:
         for k in i.kills:
             out.para(f"{i.name} killed: {k}", indent="  ")
-    out.table(("query", "runs", "errors", "p50", "p99"),
-              [(k, str(q.count), str(q.errors), _ms(q.p50_ms), _ms(q.p99_ms)) for k, q in load["queries"].items()])
+    out.table(
+        ("query", "runs", "errors", "p50", "p99"),
+        [(k, str(q.count), str(q.errors), _ms(q.p50_ms), _ms(q.p99_ms)) for k, q in load["queries"].items()],
+    )
     rd = load["redis"]
     get = rd["get"]
-    out.para(f"redis GET p50 {_ms(get.p50_ms)}, p99 {_ms(get.p99_ms)} (target 1ms) over {get.count} reads; "
-             f"evicted: " + (", ".join(f"{k} {v}" for k, v in sorted(rd["evicted"].items())) or "none")
-             + f"; background save: {rd['bgsave']}", indent="  ")
+    out.para(
+        f"redis GET p50 {_ms(get.p50_ms)}, p99 {_ms(get.p99_ms)} (target 1ms) over {get.count} reads; "
+        f"evicted: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(rd["evicted"].items())) or "none")
+        + f"; background save: {rd['bgsave']}",
+        indent="  ",
+    )
     for note in load["notes"]:
         out.para(f"note: {note}", indent="  ")
 
@@ -354,13 +471,18 @@ def env_check(out: Output, result) -> None:
     for i in result.invalid:
         out.para(f"bad value   {i['key']}={i['value']!r}: {i['problem']}")
     for u in result.unknown:
-        out.line(f"unknown     {u['key']}" + (f" (did you mean {u['did_you_mean']}?)" if u["did_you_mean"] else "")
-                 + (f" ({u['note']})" if u.get("note") else ""))
+        out.line(
+            f"unknown     {u['key']}"
+            + (f" (did you mean {u['did_you_mean']}?)" if u["did_you_mean"] else "")
+            + (f" ({u['note']})" if u.get("note") else "")
+        )
     if result.env_file is None:
         out.para("no .env here: every setting has its default (`qbctl config show` lists them)")
     elif result.ok:
-        out.para(f"{result.env_file}: ok" + (f"; {result.defaults} settings not in it keep their defaults"
-                                                 if result.defaults else ""))
+        out.para(
+            f"{result.env_file}: ok"
+            + (f"; {result.defaults} settings not in it keep their defaults" if result.defaults else "")
+        )
 
 
 def config(out: Output, result) -> None:
@@ -385,10 +507,13 @@ def snapshot(out: Output, result) -> None:
         out.line(f"no snapshot taken: {result.skipped}")
         return
     pg, rd = result.postgres or {}, result.redis
-    out.line(f"snapshot {result.name}: PostgreSQL {pg.get('version', '?').split()[0]}"
-             + (f", TimescaleDB {pg['timescaledb']}" if pg.get("timescaledb") else "")
-             + f", {pg.get('tables', 0)} tables, {pg.get('rows', 0):,} rows"
-             + (f"; Redis {rd['keys']:,} keys" if rd else "") + f"; {_size(result.bytes)} in {result.seconds:.1f}s")
+    out.line(
+        f"snapshot {result.name}: PostgreSQL {pg.get('version', '?').split()[0]}"
+        + (f", TimescaleDB {pg['timescaledb']}" if pg.get("timescaledb") else "")
+        + f", {pg.get('tables', 0)} tables, {pg.get('rows', 0):,} rows"
+        + (f"; Redis {rd['keys']:,} keys" if rd else "")
+        + f"; {_size(result.bytes)} in {result.seconds:.1f}s"
+    )
     out.line(f"  in {result.path} ({' and '.join(result.forms)})")
     for note in result.notes:
         out.line(f"  note: {note}")
@@ -401,15 +526,28 @@ def snapshot_list(out: Output, result) -> None:
     if not result.snapshots:
         out.line(f"no snapshots in {result.folder}")
         return
-    out.table(("name", "created", "kind", "size", "postgres", "timescaledb", "rows", "redis keys"),
-              [(s["name"], (s["created"] or "-").replace("T", " ")[:19],
-                "damaged: " + s["problem"] if s["problem"] else (f"auto ({s['before']})" if s["automatic"]
-                                                                else "named"),
-                _size(s["bytes"]), (s["postgres"] or "-").split()[0], s["timescaledb"] or "-",
-                f"{s['rows']:,}", "-" if s["redis_keys"] is None else f"{s['redis_keys']:,}")
-               for s in result.snapshots])
-    out.line(f"{_count(len(result.snapshots), 'snapshot')} in {result.folder}; automatic ones beyond the newest "
-             f"{result.keep} are removed (QBCTL_SNAPSHOT_KEEP), named ones never")
+    out.table(
+        ("name", "created", "kind", "size", "postgres", "timescaledb", "rows", "redis keys"),
+        [
+            (
+                s["name"],
+                (s["created"] or "-").replace("T", " ")[:19],
+                "damaged: " + s["problem"]
+                if s["problem"]
+                else (f"auto ({s['before']})" if s["automatic"] else "named"),
+                _size(s["bytes"]),
+                (s["postgres"] or "-").split()[0],
+                s["timescaledb"] or "-",
+                f"{s['rows']:,}",
+                "-" if s["redis_keys"] is None else f"{s['redis_keys']:,}",
+            )
+            for s in result.snapshots
+        ],
+    )
+    out.line(
+        f"{_count(len(result.snapshots), 'snapshot')} in {result.folder}; automatic ones beyond the newest "
+        f"{result.keep} are removed (QBCTL_SNAPSHOT_KEEP), named ones never"
+    )
 
 
 def snapshot_rm(out: Output, result) -> None:
@@ -423,8 +561,10 @@ def restore(out: Output, result) -> None:
         out.line(f"note: {note}")
     if result.postgres:
         pg = result.postgres
-        out.line(f"postgres: {result.database} restored, {pg['tables']} tables, {pg['rows']:,} rows, checked "
-                 f"against the snapshot ({pg['seconds']:.1f}s)")
+        out.line(
+            f"postgres: {result.database} restored, {pg['tables']} tables, {pg['rows']:,} rows, checked "
+            f"against the snapshot ({pg['seconds']:.1f}s)"
+        )
     if result.redis:
         out.line(f"redis: {result.redis['keys']:,} keys restored ({result.redis['seconds']:.1f}s)")
     if result.ok:
@@ -435,17 +575,23 @@ def upgrade(out: Output, result) -> None:
     if result.snapshot:
         out.line(f"the data before the update: snapshot {result.snapshot} (qbctl restore {result.snapshot})")
     for t in result.timescaledb:
-        out.line(f"{t['database']}: TimescaleDB " + (f"{t['from']} -> {t['to']}" if t["from"] != t["to"]
-                                                     else f"{t['to']} (up to date)"))
+        out.line(
+            f"{t['database']}: TimescaleDB "
+            + (f"{t['from']} -> {t['to']}" if t["from"] != t["to"] else f"{t['to']} (up to date)")
+        )
     for d in result.databases:
         out.line(f"{d['database']}: {d['tables']} tables, {d['rows']:,} rows moved and checked")
     if result.verify:
         ok = result.verify["ok"]
         out.line("db verify: " + ("ok, " if ok else "FAILED, " if ok is False else "") + result.verify["detail"])
     if result.kind == "major" and result.ok:
-        out.line(f"PostgreSQL {result.from_major} -> {result.to_major}: the data is in volume {result.target} "
-                 f"({result.seconds:.1f}s)")
-        out.line(f"the old volume {result.kept_volume} is kept, untouched; remove it when you no longer need it: "
-                 f"{result.remove_command}")
+        out.line(
+            f"PostgreSQL {result.from_major} -> {result.to_major}: the data is in volume {result.target} "
+            f"({result.seconds:.1f}s)"
+        )
+        out.line(
+            f"the old volume {result.kept_volume} is kept, untouched; remove it when you no longer need it: "
+            f"{result.remove_command}"
+        )
     elif result.ok:
         out.line(result.reason)

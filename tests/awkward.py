@@ -9,6 +9,7 @@ partitioned tables (one hashed on an enum), a sequence; and functions named like
 TimescaleDB's that fail when called, for a search_path that puts them first (SHADOWING_PATH). Shared by
 the integration test of the inventory and the e2e round trips.
 """
+
 from __future__ import annotations
 
 SCHEMA = r"""
@@ -113,15 +114,44 @@ CREATE PROCEDURE "Other Schema"."My Job"(job_id int, config jsonb) LANGUAGE plpg
 SELECT add_job('"Other Schema"."My Job"', INTERVAL '1 day', config => '{"x": "y"}');
 """
 # The tables as qbctl's inventory names them ("schema.table"; a part holding a dot or a quote quoted).
-KEYS = {"public.t", "public.x", "public.order", "public.select", "public.user", "Other Schema.MixedCase",
-        '"a.b".c', 'a."b.c"', "public.시세", "public.sep\x1erec\x1ffield\x1dnull", "public.types", "public.gen",
-        "public.nocols", "public.scratch", "public.part", "public.moods"}
+KEYS = {
+    "public.t",
+    "public.x",
+    "public.order",
+    "public.select",
+    "public.user",
+    "Other Schema.MixedCase",
+    '"a.b".c',
+    'a."b.c"',
+    "public.시세",
+    "public.sep\x1erec\x1ffield\x1dnull",
+    "public.types",
+    "public.gen",
+    "public.nocols",
+    "public.scratch",
+    "public.part",
+    "public.moods",
+}
 TIMESCALE_TABLE = 'Other Schema."Ticks v2.1"'
 TIMESCALE_HYPERTABLE = '"Other Schema"."Ticks v2.1"'  # a hypertable's key is format('%I.%I')
-ROWS = {"public.t": 50, "public.x": 20, "public.order": 30, "public.select": 2, "public.user": 2,
-        "Other Schema.MixedCase": 12, '"a.b".c': 3, 'a."b.c"': 1, "public.시세": 2,
-        "public.sep\x1erec\x1ffield\x1dnull": 2, "public.types": 25, "public.gen": 10, "public.nocols": 3,
-        "public.scratch": 0, "public.part": 40, "public.moods": 30}
+ROWS = {
+    "public.t": 50,
+    "public.x": 20,
+    "public.order": 30,
+    "public.select": 2,
+    "public.user": 2,
+    "Other Schema.MixedCase": 12,
+    '"a.b".c': 3,
+    'a."b.c"': 1,
+    "public.시세": 2,
+    "public.sep\x1erec\x1ffield\x1dnull": 2,
+    "public.types": 25,
+    "public.gen": 10,
+    "public.nocols": 3,
+    "public.scratch": 0,
+    "public.part": 40,
+    "public.moods": 30,
+}
 
 # Every user relation with rows (partitions each on their own, so that a row routed elsewhere shows; but
 # a hash partition's rows only through its parent: hashed on an enum, they follow its OIDs, which a dump
@@ -150,22 +180,29 @@ def fingerprint(conn) -> dict:
             out[name] = conn.execute(f"SELECT last_value, is_called FROM {name}").fetchone()
             continue
         only = "ONLY " if kind == "r" else ""  # a partition's rows on their own; a partitioned table's all
-        out[name] = (persistence,) + tuple(conn.execute(
-            f"SELECT count(*), md5(coalesce(string_agg(CAST(r.* AS text), '|' ORDER BY CAST(r.* AS text)), ''))"
-            f" FROM {only}{name} AS r").fetchone())
+        out[name] = (persistence,) + tuple(
+            conn.execute(
+                f"SELECT count(*), md5(coalesce(string_agg(CAST(r.* AS text), '|' ORDER BY CAST(r.* AS text)), ''))"
+                f" FROM {only}{name} AS r"
+            ).fetchone()
+        )
     out["columns"] = conn.execute(
         "SELECT format('%I.%I', n.nspname, c.relname), a.attname::text, format_type(a.atttypid, a.atttypmod),"
         " a.attgenerated::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
         " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE a.attnum > 0 AND NOT a.attisdropped"
-        " AND c.relkind IN ('r', 'p') AND n.nspname IN ('public', 'Other Schema', 'a', 'a.b') ORDER BY 1, 2").fetchall()
-    out["enums"] = conn.execute("SELECT enumtypid::regtype::text, enumlabel::text FROM pg_enum"
-                                " ORDER BY 1, enumsortorder").fetchall()
+        " AND c.relkind IN ('r', 'p') AND n.nspname IN ('public', 'Other Schema', 'a', 'a.b') ORDER BY 1, 2"
+    ).fetchall()
+    out["enums"] = conn.execute(
+        "SELECT enumtypid::regtype::text, enumlabel::text FROM pg_enum ORDER BY 1, enumsortorder"
+    ).fetchall()
     if conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()[0]:
         out["chunks"] = conn.execute(
             "SELECT hypertable_schema::text, hypertable_name::text, count(*), count(*) FILTER (WHERE is_compressed)"
-            " FROM timescaledb_information.chunks GROUP BY 1, 2 ORDER BY 1, 2").fetchall()
+            " FROM timescaledb_information.chunks GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
         out["jobs"] = conn.execute(
             "SELECT proc_name::text, hypertable_schema::text, hypertable_name::text, config::text, scheduled"
-            " FROM timescaledb_information.jobs WHERE job_id >= 1000 ORDER BY 1, 2, 3").fetchall()
+            " FROM timescaledb_information.jobs WHERE job_id >= 1000 ORDER BY 1, 2, 3"
+        ).fetchall()
     conn.execute("RESET search_path")
     return out

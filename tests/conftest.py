@@ -43,8 +43,10 @@ def standin_timescaledb(docker_client) -> bool:
     out = run_once(docker_client, image, ["sh", "-c", "ls /usr/lib/postgresql/*/lib/"], entrypoint=[])
     carried = b"timescaledb.so" in out
     if not carried and host_timescaledb():
-        missing(f"the host has TimescaleDB ({HOST_TIMESCALEDB}) and the postgres stand-in {image} does not: "
-                "run tests/images/build.sh, which copies it in")
+        missing(
+            f"the host has TimescaleDB ({HOST_TIMESCALEDB}) and the postgres stand-in {image} does not: "
+            "run tests/images/build.sh, which copies it in"
+        )
     return carried
 
 
@@ -67,6 +69,7 @@ def schema_flags(standin_timescaledb) -> tuple[str, ...]:
 
 
 # --- the run's end: nothing of this run is left on the engine ----------------------------------------------
+
 
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run when it left a container, volume, network or image of its own projects on the engine

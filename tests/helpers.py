@@ -1,4 +1,5 @@
 """Shared test helpers: free ports, qbctl as a subprocess, the stand-in images."""
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,10 @@ def timescaledb_absent(needs: str) -> NoReturn:
     """TimescaleDB is absent: a skip with the reason, in CI too. It is not packaged (Debian has none, and
     its source is not built here), so no install step can provide it and its absence is no missing step of
     `.ci/run`. Where it is installed the tests that need it run and must pass."""
-    pytest.skip(f"TimescaleDB is not installed for PostgreSQL 15 on this machine ({HOST_TIMESCALEDB} is "
-                f"missing): it is not packaged, so no install step provides it; {needs}")
+    pytest.skip(
+        f"TimescaleDB is not installed for PostgreSQL 15 on this machine ({HOST_TIMESCALEDB} is "
+        f"missing): it is not packaged, so no install step provides it; {needs}"
+    )
 
 
 def free_port() -> int:
@@ -92,24 +95,34 @@ def stack_env(project: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL"))}
     env.update(STANDIN)
     pg, rd, adminer, commander = free_ports(4)
-    env.update({
-        "QBCTL_PROJECT": project,
-        "DATABASE_URL": f"postgresql://qb_user:{PASSWORD}@localhost:{pg}/qb_trading_dev",
-        "REDIS_URL": f"redis://localhost:{rd}/0",
-        "QBCTL_ADMINER_PORT": str(adminer),
-        "QBCTL_REDIS_COMMANDER_PORT": str(commander),
-        "NO_COLOR": "1",
-        "COLUMNS": "200",
-    })
+    env.update(
+        {
+            "QBCTL_PROJECT": project,
+            "DATABASE_URL": f"postgresql://qb_user:{PASSWORD}@localhost:{pg}/qb_trading_dev",
+            "REDIS_URL": f"redis://localhost:{rd}/0",
+            "QBCTL_ADMINER_PORT": str(adminer),
+            "QBCTL_REDIS_COMMANDER_PORT": str(commander),
+            "NO_COLOR": "1",
+            "COLUMNS": "200",
+        }
+    )
     env.update(extra)
     return env
 
 
-def qbctl(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 180,
-          input: str | None = None) -> subprocess.CompletedProcess:
+def qbctl(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 180, input: str | None = None
+) -> subprocess.CompletedProcess:
     """Run qbctl as a user would: a new process, no terminal."""
-    return subprocess.run([sys.executable, "-m", "qbctl", *args], env={**env, "PYTHONPATH": str(ROOT)},
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout, input=input)
+    return subprocess.run(
+        [sys.executable, "-m", "qbctl", *args],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+    )
 
 
 def remove_stack(env: dict[str, str], cwd: Path | None = None) -> None:

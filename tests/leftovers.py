@@ -6,6 +6,7 @@ volumes and network after it and labels them with it. The containers and images 
 beside qbctl, carry the label qbctl-test-run=<run>. So a run finds its own leftovers and never another's:
 runs that share an engine at the same time (a developer's and CI's) each check only what is theirs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -16,6 +16,7 @@
 
 Everything is removed by `close()`: the namespace, the veth, the sshd, the relay, the folder.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -248,8 +249,9 @@ class Lab:
 
     def _keys(self) -> None:
         for name in ("hostkey", "client", "stranger"):
-            self._run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"qbctl-lab-{name}", "-f",
-                      str(self.dir / name))
+            self._run(
+                "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"qbctl-lab-{name}", "-f", str(self.dir / name)
+            )
         keys = self.dir / "authorized"
         keys.mkdir()
         (keys / "root").write_text((self.dir / "client.pub").read_text())
@@ -261,21 +263,37 @@ class Lab:
         self._run("ip", "link", "set", self.veth + "b", "netns", self.ns)
         self._run("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.veth + "a")
         self._run("ip", "link", "set", self.veth + "a", "up")
-        for cmd in (("addr", "add", f"{self.ns_ip}/30", "dev", self.veth + "b"), ("link", "set", self.veth + "b", "up"),
-                    ("link", "set", "lo", "up")):
+        for cmd in (
+            ("addr", "add", f"{self.ns_ip}/30", "dev", self.veth + "b"),
+            ("link", "set", self.veth + "b", "up"),
+            ("link", "set", "lo", "up"),
+        ):
             self._run("ip", "netns", "exec", self.ns, "ip", *cmd)
 
     def _sshd(self) -> None:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder (Debian)
         self.sshd_port = free_port()
         config = self.dir / "sshd_config"
-        config.write_text("\n".join([
-            f"Port {self.sshd_port}", "ListenAddress 127.0.0.1", f"ListenAddress {self.host_ip}",
-            f"HostKey {self.dir / 'hostkey'}", f"AuthorizedKeysFile {self.dir / 'authorized'}/%u",
-            "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-            "UsePAM no", "StrictModes no", f"PidFile {self.dir / 'sshd.pid'}", "LogLevel VERBOSE",
-            "AllowUsers root",  # MaxSessions left at its default (10)
-        ]) + "\n")
+        config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.sshd_port}",
+                    "ListenAddress 127.0.0.1",
+                    f"ListenAddress {self.host_ip}",
+                    f"HostKey {self.dir / 'hostkey'}",
+                    f"AuthorizedKeysFile {self.dir / 'authorized'}/%u",
+                    "PermitRootLogin prohibit-password",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "StrictModes no",
+                    f"PidFile {self.dir / 'sshd.pid'}",
+                    "LogLevel VERBOSE",
+                    "AllowUsers root",  # MaxSessions left at its default (10)
+                ]
+            )
+            + "\n"
+        )
         self._run(SSHD, "-t", "-f", str(config))
         self.sshd = subprocess.Popen([SSHD, "-D", "-f", str(config), "-E", str(self.dir / "sshd.log")])
         deadline = time.monotonic() + 10
@@ -295,8 +313,9 @@ class Lab:
         shutil.copy(self.dir / "client", ssh / "id_lab")
         (ssh / "id_lab").chmod(0o600)
         host_key = " ".join((self.dir / "hostkey.pub").read_text().split()[:2])
-        (ssh / "known_hosts").write_text(f"[{self.host_ip}]:{self.sshd_port} {host_key}\n"
-                                         f"[{self.host_ip}]:{self.relay.port} {host_key}\n")
+        (ssh / "known_hosts").write_text(
+            f"[{self.host_ip}]:{self.sshd_port} {host_key}\n[{self.host_ip}]:{self.relay.port} {host_key}\n"
+        )
         (ssh / "config").write_text(
             f"Host enginevm\n  HostName {self.host_ip}\n  Port {self.sshd_port}\n  User root\n"
             f"  IdentityFile ~/.ssh/id_lab\n  IdentitiesOnly yes\n\n"
@@ -305,7 +324,8 @@ class Lab:
             f"Host unknownkey\n  HostName {self.host_ip}\n  Port {self.sshd_port}\n  User root\n"
             f"  IdentityFile ~/.ssh/id_lab\n  UserKnownHostsFile /dev/null\n\n"
             f"Host stranger\n  HostName {self.host_ip}\n  Port {self.sshd_port}\n  User root\n"
-            f"  IdentityFile {self.dir / 'stranger'}\n  IdentitiesOnly yes\n")
+            f"  IdentityFile {self.dir / 'stranger'}\n  IdentitiesOnly yes\n"
+        )
         passwd = []
         for line in Path("/etc/passwd").read_text().splitlines():
             f = line.split(":")
@@ -316,9 +336,15 @@ class Lab:
         for name, host in (("vm", "ssh://enginevm"), ("vm-slow", "ssh://enginevm-slow")):
             meta = self.docker_config / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest()
             meta.mkdir(parents=True)
-            (meta / "meta.json").write_text(json.dumps({"Name": name, "Metadata": {"Description": "qbctl lab"},
-                                                        "Endpoints": {"docker": {"Host": host,
-                                                                                 "SkipTLSVerify": False}}}))
+            (meta / "meta.json").write_text(
+                json.dumps(
+                    {
+                        "Name": name,
+                        "Metadata": {"Description": "qbctl lab"},
+                        "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": False}},
+                    }
+                )
+            )
 
     # --- use -----------------------------------------------------------------------------------
     def env(self, base: dict[str, str], host: str | None = "ssh://enginevm", context: str | None = None) -> dict:
@@ -336,17 +362,26 @@ class Lab:
         """argv run on the "laptop": its own network namespace, the engine's socket hidden. `apart=False`:
         a laptop that is also the engine's host (this machine's network and engine socket; only ssh's
         files are the lab's), where a second engine of its own is this machine's."""
-        hide = ("{ [ ! -e /var/run/docker.sock ] || mount --bind /dev/null /var/run/docker.sock; } && "
-                f'exec ip netns exec {self.ns} "$@"') if apart else 'exec "$@"'
+        hide = (
+            (
+                "{ [ ! -e /var/run/docker.sock ] || mount --bind /dev/null /var/run/docker.sock; } && "
+                f'exec ip netns exec {self.ns} "$@"'
+            )
+            if apart
+            else 'exec "$@"'
+        )
         script = f"mount --bind {self.dir / 'passwd'} /etc/passwd && " + hide
         return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "lab", *argv]
 
     def listen_in_namespace(self, port: int) -> subprocess.Popen:
         """A listener on the laptop's 127.0.0.1:port (a port busy only on the client)."""
-        code = ("import socket, sys, time; s = socket.create_server(('127.0.0.1', int(sys.argv[1]))); "
-                "print('up', flush=True); time.sleep(600)")
-        proc = subprocess.Popen(["ip", "netns", "exec", self.ns, "python3", "-c", code, str(port)],
-                                stdout=subprocess.PIPE, text=True)
+        code = (
+            "import socket, sys, time; s = socket.create_server(('127.0.0.1', int(sys.argv[1]))); "
+            "print('up', flush=True); time.sleep(600)"
+        )
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "python3", "-c", code, str(port)], stdout=subprocess.PIPE, text=True
+        )
         proc.stdout.readline()
         return proc
 

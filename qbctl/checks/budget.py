@@ -9,6 +9,7 @@ container's memory from the engine (without page cache), Redis used_memory and i
 sampling. Under --load (qbctl.checks.load): the peak, kills,
 evictions and latencies. Every overrun comes with the setting that fixes it.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,13 @@ if TYPE_CHECKING:
     from qbctl.engine.runtime import Runtime
 
 # The team's split of Redis memory (50/30/20/50 of 150 MB), applied to maxmemory.
-REDIS_FAMILIES = (("market", "market:*", 50), ("candles", "candles:*", 0), ("indicators", "indicators:*", 30),
-                  ("events", "events:*", 20), ("cache", "cache:*", 50))
+REDIS_FAMILIES = (
+    ("market", "market:*", 50),
+    ("candles", "candles:*", 0),
+    ("indicators", "indicators:*", 30),
+    ("events", "events:*", 20),
+    ("cache", "cache:*", 50),
+)
 FAMILY_TOTAL = sum(w for _, _, w in REDIS_FAMILIES)
 
 
@@ -86,8 +92,10 @@ def _pg_fix(s: Settings, pred: model.Prediction, share: int) -> str:
 def _redis_fix(share: int, pred: model.Prediction, saves: bool) -> str:
     per_byte = model.REDIS_FRAGMENTATION + (model.REDIS_COW_SHARE if saves else 0)
     fits = int((share * (1 - model.CACHE_RESERVE) - model.REDIS_BASE) / per_byte / MB)
-    return (f"set REDIS_MAX_MEMORY={fits}MB (what fits in {_mb(share):g}MB with Redis's overhead), or "
-            f"QBCTL_BUDGET_REDIS={math.ceil(pred.bytes / (1 - model.CACHE_RESERVE) / MB)}MB")
+    return (
+        f"set REDIS_MAX_MEMORY={fits}MB (what fits in {_mb(share):g}MB with Redis's overhead), or "
+        f"QBCTL_BUDGET_REDIS={math.ceil(pred.bytes / (1 - model.CACHE_RESERVE) / MB)}MB"
+    )
 
 
 def _terms(pred: model.Prediction) -> list[dict]:
@@ -95,8 +103,10 @@ def _terms(pred: model.Prediction) -> list[dict]:
 
 
 def _limit_text(share: int) -> str:
-    return (f"fits when at most {_mb(share * (1 - model.CACHE_RESERVE)):g}MB: {int(model.CACHE_RESERVE * 100)}% of "
-            f"the {_mb(share):g}MB container limit is left to page cache being written")
+    return (
+        f"fits when at most {_mb(share * (1 - model.CACHE_RESERVE)):g}MB: {int(model.CACHE_RESERVE * 100)}% of "
+        f"the {_mb(share):g}MB container limit is left to page cache being written"
+    )
 
 
 SETTINGS_TEXT = "values from the settings (the next `qbctl up` applies them)"
@@ -106,28 +116,39 @@ def _pg_item(s: Settings, run: running.Running) -> Item:
     share, reading = s.values.qbctl_budget_postgres, run.pg
     values = running.pg_values(s, reading)
     if reading is None:
-        basis = (f"{SETTINGS_TEXT}; PostgreSQL's defaults for what they do not decide (superuser_reserved_"
-                 f"connections {values.superuser_reserved_connections}, autovacuum_work_mem -1, max_wal_senders "
-                 f"{values.max_wal_senders}) and {fmt_mb(values.shared_fixed)} of shared memory no setting sizes")
+        basis = (
+            f"{SETTINGS_TEXT}; PostgreSQL's defaults for what they do not decide (superuser_reserved_"
+            f"connections {values.superuser_reserved_connections}, autovacuum_work_mem -1, max_wal_senders "
+            f"{values.max_wal_senders}) and {fmt_mb(values.shared_fixed)} of shared memory no setting sizes"
+        )
     else:
         filled = [f"{n} {running.show(n, reading.values[n])}" for n in running.PG_SERVER_DECIDES if n in reading.values]
         filled += [] if reading.has_timescaledb else ["no TimescaleDB in its image"]
-        filled += [f"{n} {running.show(n, reading.values[n])} (set for the database or its user)"
-                   for n in reading.in_data()]
-        basis = (f"{SETTINGS_TEXT}; from the running server, what they do not decide: {', '.join(filled)}, "
-                 f"and {fmt_mb(values.shared_fixed)} of shared memory no setting sizes")
+        filled += [
+            f"{n} {running.show(n, reading.values[n])} (set for the database or its user)" for n in reading.in_data()
+        ]
+        basis = (
+            f"{SETTINGS_TEXT}; from the running server, what they do not decide: {', '.join(filled)}, "
+            f"and {fmt_mb(values.shared_fixed)} of shared memory no setting sizes"
+        )
     item = _predicted("postgres", model.postgres(values), share, basis)
     if not item.ok:
         item.fix = _pg_fix(s, model.postgres(values), share)
         if reading is not None and reading.in_data():
             names = ", ".join(reading.in_data())
-            item.fix = f"reset what is set for the database or its user (ALTER ROLE/DATABASE ... RESET {names}), or " \
-                       f"{item.fix}"
+            item.fix = (
+                f"reset what is set for the database or its user (ALTER ROLE/DATABASE ... RESET {names}), or {item.fix}"
+            )
     if reading is not None:
         item.running_mb = model.postgres(running.running_pg_values(reading, s)).mb
         item.differences = running.differences(
-            running.pg_settings_values(s), reading.values, run.recreated.get("postgres"),
-            f"{running.KEPT}", tuple(reading.in_data()), running.PG_DECIDED)
+            running.pg_settings_values(s),
+            reading.values,
+            run.recreated.get("postgres"),
+            f"{running.KEPT}",
+            tuple(reading.in_data()),
+            running.PG_DECIDED,
+        )
     return item
 
 
@@ -135,17 +156,23 @@ def _redis_item(s: Settings, run: running.Running) -> Item:
     share, config = s.values.qbctl_budget_redis, run.redis_config
     values = running.redis_values(s, config)
     saves = "on" if values.saves else "off"
-    basis = SETTINGS_TEXT + (f"; background saves {saves}: the running server's" if config else
-                             "; background saves on: Redis's own save rules, which qbctl keeps")
+    basis = SETTINGS_TEXT + (
+        f"; background saves {saves}: the running server's"
+        if config
+        else "; background saves on: Redis's own save rules, which qbctl keeps"
+    )
     item = _predicted("redis", model.redis(values), share, basis)
     if not item.ok:
         item.fix = _redis_fix(share, model.redis(values), values.saves)
     if config is not None:
         item.running_mb = model.redis(running.redis_values_from_config(config)).mb
         item.differences = running.differences(
-            running.redis_settings_values(s), running.redis_running_values(config), run.recreated.get("redis"),
+            running.redis_settings_values(s),
+            running.redis_running_values(config),
+            run.recreated.get("redis"),
             f"applied when the container restarts: it was changed at runtime (CONFIG SET), and {running.KEPT}",
-            setting_of=running.REDIS_DECIDED)
+            setting_of=running.REDIS_DECIDED,
+        )
     return item
 
 
@@ -163,9 +190,13 @@ def _limits(s: Settings, run: running.Running, items: dict[str, Item]) -> None:
     for service, key in running.SHARES.items():
         if service in run.limits:
             items[service].differences += running.differences(
-                {"memory limit": limits[service]}, {"memory limit": run.limits[service]}, run.recreated.get(service),
+                {"memory limit": limits[service]},
+                {"memory limit": run.limits[service]},
+                run.recreated.get(service),
                 f"not applied by `qbctl up`: the limit was changed on the container (docker update), and "
-                f"{running.KEPT}", setting_of={"memory limit": key})
+                f"{running.KEPT}",
+                setting_of={"memory limit": key},
+            )
 
 
 def configured(s: Settings, run: running.Running | None = None) -> BudgetResult:
@@ -176,34 +207,64 @@ def configured(s: Settings, run: running.Running | None = None) -> BudgetResult:
     total = s.values.qbctl_budget_total
     pg_item, rd_item = _pg_item(s, run), _redis_item(s, run)
     _limits(s, run, {"postgres": pg_item, "redis": rd_item})
-    items = [pg_item, rd_item,
-             Item("backend", _mb(s.values.qbctl_budget_backend), derivation="the Python backend (not run by qbctl)"),
-             Item("os", _mb(s.values.qbctl_budget_os), derivation="OS and system services"),
-             Item("headroom", _mb(s.values.qbctl_budget_headroom), derivation="kept free")]
+    items = [
+        pg_item,
+        rd_item,
+        Item("backend", _mb(s.values.qbctl_budget_backend), derivation="the Python backend (not run by qbctl)"),
+        Item("os", _mb(s.values.qbctl_budget_os), derivation="OS and system services"),
+        Item("headroom", _mb(s.values.qbctl_budget_headroom), derivation="kept free"),
+    ]
     v = s.values
-    shares = v.qbctl_budget_postgres + v.qbctl_budget_redis + v.qbctl_budget_backend + v.qbctl_budget_os \
+    shares = (
+        v.qbctl_budget_postgres
+        + v.qbctl_budget_redis
+        + v.qbctl_budget_backend
+        + v.qbctl_budget_os
         + v.qbctl_budget_headroom
-    whole = Item("total", _mb(total), _mb(shares),
-                 derivation="postgres + redis + backend + os + headroom shares against the VM's memory")
+    )
+    whole = Item(
+        "total",
+        _mb(total),
+        _mb(shares),
+        derivation="postgres + redis + backend + os + headroom shares against the VM's memory",
+    )
     if shares > total:
-        whole.ok, whole.fix = False, (f"the shares add up to {_mb(shares):g}MB, {_mb(shares - total):g}MB more than "
-                                      f"QBCTL_BUDGET_TOTAL: lower a share (QBCTL_BUDGET_*) or raise the total")
+        whole.ok, whole.fix = (
+            False,
+            (
+                f"the shares add up to {_mb(shares):g}MB, {_mb(shares - total):g}MB more than "
+                f"QBCTL_BUDGET_TOTAL: lower a share (QBCTL_BUDGET_*) or raise the total"
+            ),
+        )
     items.append(whole)
-    for name, key, limit in (("adminer", "QBCTL_ADMINER_MEMORY", v.qbctl_adminer_memory),
-                             ("redis-commander", "QBCTL_REDIS_COMMANDER_MEMORY", v.qbctl_redis_commander_memory)):
+    for name, key, limit in (
+        ("adminer", "QBCTL_ADMINER_MEMORY", v.qbctl_adminer_memory),
+        ("redis-commander", "QBCTL_REDIS_COMMANDER_MEMORY", v.qbctl_redis_commander_memory),
+    ):
         items.append(Item(name, _mb(limit), _mb(limit), derivation=f"dev tool, limit {key}", production=False))
     maxmem = s.values.redis_max_memory
-    families = [Item(name, _mb(maxmem * w / FAMILY_TOTAL) if w else 0.0,
-                     derivation=f"keys {pattern}" + (f", {w}/{FAMILY_TOTAL} of maxmemory" if w else
-                                                      ", counted with market data"))
-                for name, pattern, w in REDIS_FAMILIES]
+    families = [
+        Item(
+            name,
+            _mb(maxmem * w / FAMILY_TOTAL) if w else 0.0,
+            derivation=f"keys {pattern}"
+            + (f", {w}/{FAMILY_TOTAL} of maxmemory" if w else ", counted with market data"),
+        )
+        for name, pattern, w in REDIS_FAMILIES
+    ]
     result = BudgetResult(_mb(total), items, families)
     for item in (pg_item, rd_item):  # what runs is not judged, but said when it would not fit
         limit = run.limits.get(item.name, int(item.budget_mb * MB))
-        if item.ok and item.running_mb is not None and item.differences and \
-                not model.fits(int(item.running_mb * MB), limit):
-            result.notes.append(f"{item.name} as it runs now (predicted {item.running_mb:g}MB) does not fit its "
-                                f"{_mb(limit):g}MB limit; the settings do")
+        if (
+            item.ok
+            and item.running_mb is not None
+            and item.differences
+            and not model.fits(int(item.running_mb * MB), limit)
+        ):
+            result.notes.append(
+                f"{item.name} as it runs now (predicted {item.running_mb:g}MB) does not fit its "
+                f"{_mb(limit):g}MB limit; the settings do"
+            )
     _verdict(result)
     return result
 
@@ -239,8 +300,13 @@ def sample_families(client, max_keys: int = 2000) -> tuple[dict[str, int], int, 
     return sizes, sampled, dbsize
 
 
-def apply_measurements(result: BudgetResult, s: Settings, containers: dict[str, int | None],
-                       redis_info: dict | None, families: dict[str, int] | None) -> None:
+def apply_measurements(
+    result: BudgetResult,
+    s: Settings,
+    containers: dict[str, int | None],
+    redis_info: dict | None,
+    families: dict[str, int] | None,
+) -> None:
     """Fill measured_mb, mark overruns with their fixes. Pure: the numbers come in as data."""
     by_name = {i.name: i for i in result.items}
     for name, used in containers.items():
@@ -250,12 +316,17 @@ def apply_measurements(result: BudgetResult, s: Settings, containers: dict[str, 
         item.measured_mb = _mb(used)
         if used > item.budget_mb * MB and item.production:
             item.ok = False
-            item.fix = item.fix or f"{name} uses {_mb(used):g}MB of its {item.budget_mb:g}MB share: lower its memory " \
-                                   "settings or raise its QBCTL_BUDGET_* share"
+            item.fix = (
+                item.fix
+                or f"{name} uses {_mb(used):g}MB of its {item.budget_mb:g}MB share: lower its memory "
+                "settings or raise its QBCTL_BUDGET_* share"
+            )
     if redis_info:
         rd = by_name["redis"]
-        now = (f"; now used_memory {_mb(redis_info['used_memory']):g}MB, "
-               f"used_memory_rss {_mb(redis_info['used_memory_rss']):g}MB")
+        now = (
+            f"; now used_memory {_mb(redis_info['used_memory']):g}MB, "
+            f"used_memory_rss {_mb(redis_info['used_memory_rss']):g}MB"
+        )
         rd.derivation, rd.basis = rd.derivation + now, rd.basis + now
         if rd.measured_mb is None:
             rd.measured_mb = _mb(redis_info["used_memory_rss"])
@@ -267,9 +338,15 @@ def apply_measurements(result: BudgetResult, s: Settings, containers: dict[str, 
             f.measured_mb = _mb(used)
             if f.budget_mb and used > f.budget_mb * MB:
                 f.ok = False
-                f.fix = (f"the {f.name} keys use {_mb(used):g}MB of their {f.budget_mb:g}MB share: "
-                         + ("lower MAX_CANDLES_PER_SYMBOL or track fewer symbols" if f.name == "market" else
-                            "expire or trim them") + ", or raise REDIS_MAX_MEMORY within its container")
+                f.fix = (
+                    f"the {f.name} keys use {_mb(used):g}MB of their {f.budget_mb:g}MB share: "
+                    + (
+                        "lower MAX_CANDLES_PER_SYMBOL or track fewer symbols"
+                        if f.name == "market"
+                        else "expire or trim them"
+                    )
+                    + ", or raise REDIS_MAX_MEMORY within its container"
+                )
         fam_items["candles"].measured_mb = _mb(families.get("candles", 0))
     _verdict(result)
 
@@ -280,10 +357,14 @@ def _verdict(result: BudgetResult) -> None:
     if problems:
         names = ", ".join(p.name for p in problems)
         killed = [p for p in problems if p.kills]
-        message = (f"killed under load: {', '.join(p.name for p in killed)}; " if killed else "") + \
-            f"over budget: {names}"
-        result.fail(CheckFailed(message, code="BUDGET_EXCEEDED",
-                                hint="; ".join(f"{p.name}: {p.fix}" for p in problems if p.fix)))
+        message = (
+            f"killed under load: {', '.join(p.name for p in killed)}; " if killed else ""
+        ) + f"over budget: {names}"
+        result.fail(
+            CheckFailed(
+                message, code="BUDGET_EXCEEDED", hint="; ".join(f"{p.name}: {p.fix}" for p in problems if p.fix)
+            )
+        )
 
 
 # --- measuring -----------------------------------------------------------------------------------------
@@ -329,8 +410,9 @@ def _read_redis(settings: Settings, run: running.Running, notes: list[str]) -> t
     return redis_info, families
 
 
-def _read_containers(settings: Settings, run: running.Running,
-                     notes: list[str], rt: Runtime) -> tuple[dict[str, int | None], tuple[str, dict] | None]:
+def _read_containers(
+    settings: Settings, run: running.Running, notes: list[str], rt: Runtime
+) -> tuple[dict[str, int | None], tuple[str, dict] | None]:
     """Each running container's memory now (and its limit into run), whether the next `up` recreates
     it (into run), and the engine host's memory when the budget is judged against a VM."""
     containers: dict[str, int | None] = {}
@@ -364,8 +446,7 @@ def _recreated(settings: Settings, live) -> dict[str, bool | None]:
         specs = {s.name: s for s in build_stack(settings).services}
     except QbctlError:  # `up` itself would refuse these settings
         return {}
-    return {c.service: c.labels.get(LABEL_CONFIG) != specs[c.service].config_hash()
-            for c in live if c.service in specs}
+    return {c.service: c.labels.get(LABEL_CONFIG) != specs[c.service].config_hash() for c in live if c.service in specs}
 
 
 def under_load(settings: Settings, options, events, *, rt: Runtime) -> BudgetResult:
@@ -388,19 +469,36 @@ def under_load(settings: Settings, options, events, *, rt: Runtime) -> BudgetRes
         over = (svc.peak_bytes or 0) > item.budget_mb * MB
         if svc.kills or over:
             item.ok = False
-            why = "processes were killed by the kernel" if svc.kills else \
-                f"its peak {item.measured_mb:g}MB passed its {item.budget_mb:g}MB share"
+            why = (
+                "processes were killed by the kernel"
+                if svc.kills
+                else f"its peak {item.measured_mb:g}MB passed its {item.budget_mb:g}MB share"
+            )
             share = int(item.budget_mb * MB)
-            item.fix = f"{why}: " + (item.fix or (
-                _pg_fix(settings, model.postgres(running.pg_values(settings)), share - 1) if name == "postgres" else
-                _redis_fix(share, model.redis(running.redis_values(settings)), True)))
+            item.fix = f"{why}: " + (
+                item.fix
+                or (
+                    _pg_fix(settings, model.postgres(running.pg_values(settings)), share - 1)
+                    if name == "postgres"
+                    else _redis_fix(share, model.redis(running.redis_values(settings)), True)
+                )
+            )
     differ = [f"{i.name}: {d.text}" for i in result.items for d in i.differences]
     notes = list(report.notes)
     if differ:
-        notes.insert(0, "the load measured the stack as it runs, which is not what the settings say (" + "; ".join(
-            differ) + "): the model's error is against its prediction for what runs; after `qbctl up`, "
-            "`qbctl budget --load` measures the settings")
-    result.load = {"seconds": report.seconds, "sessions": report.sessions, "queries": report.queries,
-                   "redis": report.redis, "notes": notes}
+        notes.insert(
+            0,
+            "the load measured the stack as it runs, which is not what the settings say ("
+            + "; ".join(differ)
+            + "): the model's error is against its prediction for what runs; after `qbctl up`, "
+            "`qbctl budget --load` measures the settings",
+        )
+    result.load = {
+        "seconds": report.seconds,
+        "sessions": report.sessions,
+        "queries": report.queries,
+        "redis": report.redis,
+        "notes": notes,
+    }
     _verdict(result)
     return result

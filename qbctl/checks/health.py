@@ -5,6 +5,7 @@ latency, versions, pending migrations, TimescaleDB jobs that failed, are paused 
 Redis (PING, maxmemory and policy as configured, memory used, evictions, over-long candle
 lists), the two UIs (HTTP 200).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -56,7 +57,6 @@ class HealthOptions:
     without_timescaledb: bool = False
 
 
-
 def _timed(fn):
     started = time.monotonic()
     out = fn()
@@ -84,17 +84,27 @@ def check_docker(settings: Settings, timeout: float, rt: Runtime) -> list[Check]
     def _one(spec) -> None:
         c = found.get(spec.name)
         if c is None:
-            rows[spec.name] = Check(f"{spec.name} container", True, "not started (dev UI)", data={"absent": True}) \
-                if spec.ui else Check(f"{spec.name} container", False, "no container: `qbctl up` starts it")
+            rows[spec.name] = (
+                Check(f"{spec.name} container", True, "not started (dev UI)", data={"absent": True})
+                if spec.ui
+                else Check(f"{spec.name} container", False, "no container: `qbctl up` starts it")
+            )
             return
         st = eng.state(c.id)
         # A process killed inside a running container leaves the container up: only its cgroup's counter
         # and (for PostgreSQL, whose postmaster then restarts every backend) its log tell.
         # (A UI's main process is the one killed: its state shows that, no need to ask its cgroup.)
-        killed = kills.since_start(eng, spec.name, c.id, st.started_at) \
-            if st.status == "running" and not spec.ui else []
-        data = {"state": st.status, "restart_count": st.restart_count, "exit_code": st.exit_code,
-                "oom_killed": st.oom_killed, "health": st.health, "killed": killed}
+        killed = (
+            kills.since_start(eng, spec.name, c.id, st.started_at) if st.status == "running" and not spec.ui else []
+        )
+        data = {
+            "state": st.status,
+            "restart_count": st.restart_count,
+            "exit_code": st.exit_code,
+            "oom_killed": st.oom_killed,
+            "health": st.health,
+            "killed": killed,
+        }
         problems = []
         if st.status != "running":
             problems.append(f"{st.status} (exit code {st.exit_code})")
@@ -112,8 +122,10 @@ def check_docker(settings: Settings, timeout: float, rt: Runtime) -> list[Check]
         t.start()
     for t in threads:
         t.join(timeout)
-    return checks + [rows.get(s.name) or Check(f"{s.name} container", False, f"no answer within {timeout:.1f}s")
-                     for s in stack.services]
+    return checks + [
+        rows.get(s.name) or Check(f"{s.name} container", False, f"no answer within {timeout:.1f}s")
+        for s in stack.services
+    ]
 
 
 def check_postgres(settings: Settings, timeout: float, without_timescaledb: bool = False) -> list[Check]:
@@ -128,14 +140,30 @@ def check_postgres(settings: Settings, timeout: float, without_timescaledb: bool
         _, q_ms = _timed(lambda: conn.execute("SELECT 1").fetchone())
         state = migrate.read_state(rows)
         version, tsdb = state.server_version, state.timescaledb
-        checks = [Check("postgres", True, f"PostgreSQL {version}; SELECT 1 in {q_ms} ms", latency_ms=q_ms,
-                        data={"server_version": version, "timescaledb": tsdb, "connect_ms": ms})]
+        checks = [
+            Check(
+                "postgres",
+                True,
+                f"PostgreSQL {version}; SELECT 1 in {q_ms} ms",
+                latency_ms=q_ms,
+                data={"server_version": version, "timescaledb": tsdb, "connect_ms": ms},
+            )
+        ]
         try:
-            items = migrate.plan(files.load(settings), migrate.read_applied(rows, state),
-                                 timescaledb=bool(tsdb) and not without_timescaledb)
+            items = migrate.plan(
+                files.load(settings),
+                migrate.read_applied(rows, state),
+                timescaledb=bool(tsdb) and not without_timescaledb,
+            )
             pending = [i.file for i in items if i.state in (*migrate.TODO, "changed")]
-            checks.append(Check("migrations", not pending, f"{len(pending)} pending or changed: `qbctl db migrate`"
-                                if pending else "all applied", data={"pending": pending}))
+            checks.append(
+                Check(
+                    "migrations",
+                    not pending,
+                    f"{len(pending)} pending or changed: `qbctl db migrate`" if pending else "all applied",
+                    data={"pending": pending},
+                )
+            )
         except Exception as exc:  # noqa: BLE001 - no sql/ here: say so, do not fail the database check
             checks.append(Check("migrations", True, f"not checked: {getattr(exc, 'message', exc)}"))
         if tsdb:
@@ -146,14 +174,35 @@ def check_postgres(settings: Settings, timeout: float, without_timescaledb: bool
             bad = [j for j in jobs if j["problem"]]
             starved = timescale.slots_problem(sched) if jobs else None
             detail = "; ".join(
-                ([f"{len(bad)} failed, paused or not running: " + "; ".join(
-                    f"job {j['job_id']} ({j['kind']}{' on ' + j['table'] if j['table'] else ''}): {j['why']}"
-                    for j in bad)] if bad else []) + ([starved] if starved else []))
+                (
+                    [
+                        f"{len(bad)} failed, paused or not running: "
+                        + "; ".join(
+                            f"job {j['job_id']} ({j['kind']}{' on ' + j['table'] if j['table'] else ''}): {j['why']}"
+                            for j in bad
+                        )
+                    ]
+                    if bad
+                    else []
+                )
+                + ([starved] if starved else [])
+            )
             if not detail:
                 detail = f"TimescaleDB {tsdb}; no job failed, paused or late; {sched.arithmetic()}"
-            checks.append(Check("timescaledb jobs", not bad and not starved, detail, data={
-                "failed": [j["job_id"] for j in bad], "why": {str(j["job_id"]): j["why"] for j in bad},
-                "workers": sched.workers, "schedulers": list(sched.databases), "job_slots": sched.job_slots}))
+            checks.append(
+                Check(
+                    "timescaledb jobs",
+                    not bad and not starved,
+                    detail,
+                    data={
+                        "failed": [j["job_id"] for j in bad],
+                        "why": {str(j["job_id"]): j["why"] for j in bad},
+                        "workers": sched.workers,
+                        "schedulers": list(sched.databases),
+                        "job_slots": sched.job_slots,
+                    },
+                )
+            )
     return checks
 
 
@@ -170,24 +219,48 @@ def check_redis(settings: Settings, timeout: float, rt: Runtime | None = None) -
         maxmem, policy = int(info.get("maxmemory", 0)), info.get("maxmemory_policy")
         want_mem, want_policy = settings.values.redis_max_memory, settings.values.redis_maxmemory_policy
         same = maxmem == want_mem and policy == want_policy
-        checks.append(Check("redis config", same, f"maxmemory {fmt_mb(maxmem)}, {policy}" + (
-            "" if same else f"; settings say {fmt_mb(want_mem)}, {want_policy}: {_redis_applied(settings, rt)}"),
-            data={"maxmemory": maxmem, "policy": policy}))
+        checks.append(
+            Check(
+                "redis config",
+                same,
+                f"maxmemory {fmt_mb(maxmem)}, {policy}"
+                + ("" if same else f"; settings say {fmt_mb(want_mem)}, {want_policy}: {_redis_applied(settings, rt)}"),
+                data={"maxmemory": maxmem, "policy": policy},
+            )
+        )
         used, rss = int(info.get("used_memory", 0)), int(info.get("used_memory_rss", 0))
         evicted = int(info.get("evicted_keys", 0))
         limit = settings.values.qbctl_budget_redis if settings.redis.is_local else None
         near = bool(limit and rss > 0.9 * limit)
-        checks.append(Check("redis memory", True, f"{fmt_mb(used)} of maxmemory {fmt_mb(maxmem)} used ({evicted} keys "
-                            f"evicted); RSS {fmt_mb(rss)}" + (f" of its container's {fmt_mb(limit)} limit" if limit
-                                                              else "")
-                            + ("; over 90% of the limit: the kernel kills Redis at the limit (`qbctl budget` shows "
-                               "why, REDIS_MAX_MEMORY lowers it)" if near else ""),
-                            data={"used_memory": used, "used_memory_rss": rss, "evicted_keys": evicted}, warn=near))
+        checks.append(
+            Check(
+                "redis memory",
+                True,
+                f"{fmt_mb(used)} of maxmemory {fmt_mb(maxmem)} used ({evicted} keys "
+                f"evicted); RSS {fmt_mb(rss)}"
+                + (f" of its container's {fmt_mb(limit)} limit" if limit else "")
+                + (
+                    "; over 90% of the limit: the kernel kills Redis at the limit (`qbctl budget` shows "
+                    "why, REDIS_MAX_MEMORY lowers it)"
+                    if near
+                    else ""
+                ),
+                data={"used_memory": used, "used_memory_rss": rss, "evicted_keys": evicted},
+                warn=near,
+            )
+        )
         cap = settings.values.max_candles_per_symbol
         long_lists = _long_candle_lists(client, cap, deadline=time.monotonic() + timeout / 2)
-        checks.append(Check("candle lists", not long_lists, (f"{len(long_lists)} longer than MAX_CANDLES_PER_SYMBOL="
-                            f"{cap}: " + ", ".join(long_lists[:5])) if long_lists else f"none over {cap}",
-                            data={"over": long_lists}))
+        checks.append(
+            Check(
+                "candle lists",
+                not long_lists,
+                (f"{len(long_lists)} longer than MAX_CANDLES_PER_SYMBOL={cap}: " + ", ".join(long_lists[:5]))
+                if long_lists
+                else f"none over {cap}",
+                data={"over": long_lists},
+            )
+        )
         return checks
     except (redis_lib.ConnectionError, redis_lib.TimeoutError, OSError) as exc:
         return [Check("redis", False, redis_error(exc, settings))]
@@ -258,8 +331,9 @@ def check(settings: Settings, options: HealthOptions = HealthOptions(), *, rt: R
         time.sleep(0.25)
 
 
-def run(settings: Settings, timeout: float = CHECK_TIMEOUT, without_timescaledb: bool = False, *,
-        rt: Runtime) -> HealthResult:
+def run(
+    settings: Settings, timeout: float = CHECK_TIMEOUT, without_timescaledb: bool = False, *, rt: Runtime
+) -> HealthResult:
     t0 = time.monotonic()
     timeout = _allow_for_latency(timeout, rt)
     # One after the other, the three drivers import faster than in four threads fighting for the GIL.
@@ -280,8 +354,11 @@ def run(settings: Settings, timeout: float = CHECK_TIMEOUT, without_timescaledb:
             text = known.message if known else f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
             results[name] = [Check(name, False, text[:300])]
 
-    special = {"postgres": lambda s, t: check_postgres(s, t, without_timescaledb),
-               "docker": lambda s, t: check_docker(s, t, rt), "redis": lambda s, t: check_redis(s, t, rt)}
+    special = {
+        "postgres": lambda s, t: check_postgres(s, t, without_timescaledb),
+        "docker": lambda s, t: check_docker(s, t, rt),
+        "redis": lambda s, t: check_redis(s, t, rt),
+    }
     checks_run = [(name, special.get(name, fn)) for name, fn in CHECKS]
     threads = [threading.Thread(target=worker, args=c, daemon=True) for c in checks_run]
     for t in threads:
@@ -296,8 +373,13 @@ def run(settings: Settings, timeout: float = CHECK_TIMEOUT, without_timescaledb:
     result = HealthResult(settings.project, checks, round(time.monotonic() - t0, 3))
     bad = [c.name for c in checks if not c.ok]
     if bad:
-        result.fail(CheckFailed("unhealthy: " + ", ".join(bad), code="UNHEALTHY",
-                                hint="`qbctl status` and `qbctl logs SERVICE` show more"))
+        result.fail(
+            CheckFailed(
+                "unhealthy: " + ", ".join(bad),
+                code="UNHEALTHY",
+                hint="`qbctl status` and `qbctl logs SERVICE` show more",
+            )
+        )
     return result
 
 

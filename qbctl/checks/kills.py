@@ -4,10 +4,16 @@ The engine's event log keeps only its last few hundred events, so an `oom` event
 record. The container's own cgroup counts the kernel's OOM kills (memory.events on cgroup v2,
 memory.oom_control on v1), and PostgreSQL logs a killed backend and the crash recovery that follows.
 """
+
 from __future__ import annotations
 
-PG_KILL_LINES = ("terminated by signal 9", "was terminated by signal", "terminating any other active server processes",
-                 "automatic recovery in progress", "all server processes terminated; reinitializing")
+PG_KILL_LINES = (
+    "terminated by signal 9",
+    "was terminated by signal",
+    "terminating any other active server processes",
+    "automatic recovery in progress",
+    "all server processes terminated; reinitializing",
+)
 OOM_COUNTER_FILES = ("memory.events", "memory.oom_control")  # cgroup v2, v1
 
 
@@ -35,8 +41,10 @@ def since_start(eng, service: str, container_id: str, started_at: str) -> list[s
     found = []
     n = oom_kills(eng, container_id)
     if n:
-        found.append(f"the kernel killed {n} process(es) in the {service} container since it started "
-                     f"({started_at[:19].replace('T', ' ')} UTC): out of memory")
+        found.append(
+            f"the kernel killed {n} process(es) in the {service} container since it started "
+            f"({started_at[:19].replace('T', ' ')} UTC): out of memory"
+        )
     if service == "postgres":
         from datetime import datetime
 

@@ -14,6 +14,7 @@ container's own cgroup counter, PostgreSQL's log, restarts); Redis evictions per
 percentiles. The rows the load inserts carry symbols of their own (LOAD0000...) and are deleted
 at the end; the job run is the declared compression policy, doing what its schedule would do.
 """
+
 from __future__ import annotations
 
 import random
@@ -37,24 +38,30 @@ QUERY_MIX = (("newest candles", 35), ("daily bars", 20), ("ranking", 10), ("pnl 
 
 QUERIES = {
     "newest candles": "SELECT time, open, high, low, close, volume FROM market_data WHERE symbol = %s"
-                      " AND timeframe = '1m' ORDER BY time DESC LIMIT 200",
+    " AND timeframe = '1m' ORDER BY time DESC LIMIT 200",
     "daily bars": "SELECT {bucket} AS day, {first_open}, max(high), min(low), {last_close}, sum(volume)"
-                  " FROM market_data WHERE symbol = %s AND timeframe = '1m' AND time > now() - INTERVAL '28 days'"
-                  " GROUP BY 1 ORDER BY 1",  # by position: GROUP BY day would pick a column named day
+    " FROM market_data WHERE symbol = %s AND timeframe = '1m' AND time > now() - INTERVAL '28 days'"
+    " GROUP BY 1 ORDER BY 1",  # by position: GROUP BY day would pick a column named day
     "ranking": "SELECT symbol, {last_close} / NULLIF({first_open}, 0) - 1 AS ret, sum(volume) AS vol"
-               " FROM market_data WHERE timeframe = '1m' AND time > now() - INTERVAL '7 days'"
-               " GROUP BY symbol ORDER BY ret DESC NULLS LAST, vol DESC",
+    " FROM market_data WHERE timeframe = '1m' AND time > now() - INTERVAL '7 days'"
+    " GROUP BY symbol ORDER BY ret DESC NULLS LAST, vol DESC",
     # Unrealised P&L of the last month's trades at each symbol's latest close.
     "pnl join": "SELECT t.strategy, t.symbol, sum(t.quantity * (m.close - t.price)"
-                " * CASE t.side WHEN 'buy' THEN 1 ELSE -1 END) AS pnl, count(*)"
-                " FROM trades t JOIN (SELECT DISTINCT ON (symbol) symbol, close FROM market_data"
-                " WHERE timeframe = '1m' AND time > now() - INTERVAL '4 days' ORDER BY symbol, time DESC) m"
-                " ON m.symbol = t.symbol WHERE t.time > now() - INTERVAL '30 days' GROUP BY 1, 2 ORDER BY pnl DESC",
+    " * CASE t.side WHEN 'buy' THEN 1 ELSE -1 END) AS pnl, count(*)"
+    " FROM trades t JOIN (SELECT DISTINCT ON (symbol) symbol, close FROM market_data"
+    " WHERE timeframe = '1m' AND time > now() - INTERVAL '4 days' ORDER BY symbol, time DESC) m"
+    " ON m.symbol = t.symbol WHERE t.time > now() - INTERVAL '30 days' GROUP BY 1, 2 ORDER BY pnl DESC",
 }
-TSDB_FUNCS = {"bucket": "time_bucket('1 day', time)", "first_open": "first(open, time)",
-              "last_close": "last(close, time)"}
-PLAIN_FUNCS = {"bucket": "date_trunc('day', time)", "first_open": "(array_agg(open ORDER BY time))[1]",
-               "last_close": "(array_agg(close ORDER BY time DESC))[1]"}
+TSDB_FUNCS = {
+    "bucket": "time_bucket('1 day', time)",
+    "first_open": "first(open, time)",
+    "last_close": "last(close, time)",
+}
+PLAIN_FUNCS = {
+    "bucket": "date_trunc('day', time)",
+    "first_open": "(array_agg(open ORDER BY time))[1]",
+    "last_close": "(array_agg(close ORDER BY time DESC))[1]",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,24 +137,37 @@ class Runner:
     def _containers(self):
         eng = self.rt.engine
         found = {c.service: c for c in eng.containers(self.settings.project, running_only=True)}
-        missing = [s for s in ("postgres", "redis") if s not in found
-                   and (self.settings.pg if s == "postgres" else self.settings.redis).is_local]
+        missing = [
+            s
+            for s in ("postgres", "redis")
+            if s not in found and (self.settings.pg if s == "postgres" else self.settings.redis).is_local
+        ]
         if missing:
-            raise Unavailable(f"{', '.join(missing)} of project {self.settings.project} not running",
-                              code="NOT_RUNNING", hint="`qbctl up` starts the stack; then `qbctl db seed`")
+            raise Unavailable(
+                f"{', '.join(missing)} of project {self.settings.project} not running",
+                code="NOT_RUNNING",
+                hint="`qbctl up` starts the stack; then `qbctl db seed`",
+            )
         return eng, found
 
     def _symbols(self, conn) -> list[str]:
         if conn.execute("SELECT to_regclass('market_data') IS NULL").fetchone()[0]:
-            raise CheckFailed(f"{self.settings.pg.masked()} has no market_data table: nothing to load",
-                              code="NOT_SEEDED", hint="run `qbctl db migrate` and `qbctl db seed` first")
-        rows = conn.execute("SELECT DISTINCT symbol FROM market_data WHERE timeframe = '1m'"
-                            " AND time > now() - INTERVAL '40 days' AND symbol NOT LIKE %s LIMIT 5000",
-                            (LOAD_SYMBOL + "%",)).fetchall()
+            raise CheckFailed(
+                f"{self.settings.pg.masked()} has no market_data table: nothing to load",
+                code="NOT_SEEDED",
+                hint="run `qbctl db migrate` and `qbctl db seed` first",
+            )
+        rows = conn.execute(
+            "SELECT DISTINCT symbol FROM market_data WHERE timeframe = '1m'"
+            " AND time > now() - INTERVAL '40 days' AND symbol NOT LIKE %s LIMIT 5000",
+            (LOAD_SYMBOL + "%",),
+        ).fetchall()
         if not rows:
-            raise CheckFailed(f"{self.settings.pg.masked()} holds no candles: the load reads the seeded data",
-                              code="NOT_SEEDED", hint="run `qbctl db seed` first (e.g. --symbols 200 --days 30, "
-                                                      "the backend's size)")
+            raise CheckFailed(
+                f"{self.settings.pg.masked()} holds no candles: the load reads the seeded data",
+                code="NOT_SEEDED",
+                hint="run `qbctl db seed` first (e.g. --symbols 200 --days 30, the backend's size)",
+            )
         return [r[0] for r in rows]
 
     # --- PostgreSQL --------------------------------------------------------------------------------
@@ -173,7 +193,8 @@ class Runner:
                             "INSERT INTO market_data (time, symbol, timeframe, open, high, low, close, volume)"
                             " VALUES (date_trunc('minute', now()) - make_interval(mins => %s, secs => %s),"
                             " %s, '1m', 100, 101, 99, 100, 1000) ON CONFLICT DO NOTHING",
-                            [(minute, n, s) for s in insert_symbols])
+                            [(minute, n, s) for s in insert_symbols],
+                        )
                 elif kind == "ranking" or kind == "pnl join":
                     conn.execute(sql[kind]).fetchall()
                 else:
@@ -213,18 +234,21 @@ class Runner:
         try:
             with connect.connect(self.settings) as conn:
                 if tsdb:  # the policy of the market_data the load reads, not a namesake's in another schema
-                    job = conn.execute("SELECT job_id FROM timescaledb_information.jobs WHERE proc_name ="
-                                       " 'policy_compression' AND (hypertable_schema, hypertable_name) = "
-                                       + MARKET_DATA).fetchone()
+                    job = conn.execute(
+                        "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name ="
+                        " 'policy_compression' AND (hypertable_schema, hypertable_name) = " + MARKET_DATA
+                    ).fetchone()
                     if job:
                         self.events(Event(Status.WORKING, f"compression job {job[0]} running", "postgres"))
-                        conn.execute(f"CALL {timescale.extension_schema(connect.psycopg_rows(conn))}.run_job(%s)",
-                                     (job[0],))
+                        conn.execute(
+                            f"CALL {timescale.extension_schema(connect.psycopg_rows(conn))}.run_job(%s)", (job[0],)
+                        )
                         self.notes.append(f"postgres: ran the compression policy's job {job[0]} during the load")
                 if not self.stop.is_set():
                     conn.execute("VACUUM (ANALYZE) market_data")
-                    self.notes.append("postgres: ran VACUUM (ANALYZE) market_data during the load (an autovacuum "
-                                      "worker's memory)")
+                    self.notes.append(
+                        "postgres: ran VACUUM (ANALYZE) market_data during the load (an autovacuum worker's memory)"
+                    )
         except (psycopg.Error, QbctlError) as exc:
             self._error("maintenance", str(getattr(exc, "message", exc))[:200])
 
@@ -237,8 +261,9 @@ class Runner:
             with connect.connect(self.settings, wait=30) as conn:
                 conn.execute("DELETE FROM market_data WHERE symbol LIKE %s", (LOAD_SYMBOL + "%",))
         except (psycopg.Error, QbctlError) as exc:
-            self.notes.append(f"postgres: could not delete the load's own candles ({LOAD_SYMBOL}...): "
-                              f"{getattr(exc, 'message', exc)}")
+            self.notes.append(
+                f"postgres: could not delete the load's own candles ({LOAD_SYMBOL}...): {getattr(exc, 'message', exc)}"
+            )
 
     # --- Redis -------------------------------------------------------------------------------------
     # --- measuring ---------------------------------------------------------------------------------
@@ -260,8 +285,9 @@ class Runner:
                     info = rclient.info("memory")
                     redis_peak["rss_bytes"] = max(redis_peak.get("rss_bytes", 0), int(info["used_memory_rss"]))
                     redis_peak["used_bytes"] = max(redis_peak.get("used_bytes", 0), int(info["used_memory"]))
-                    redis_peak["fragmentation"] = max(redis_peak.get("fragmentation", 0.0),
-                                                      float(info.get("mem_fragmentation_ratio", 0)))
+                    redis_peak["fragmentation"] = max(
+                        redis_peak.get("fragmentation", 0.0), float(info.get("mem_fragmentation_ratio", 0))
+                    )
                 except Exception:  # noqa: BLE001 - a Redis being killed: the kill is reported from its evidence
                     pass
             self.stop.wait(SAMPLE_EVERY)
@@ -284,7 +310,8 @@ class Runner:
             allowed = conn.execute(
                 "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')"
                 "::int - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
-                " AND pid <> pg_backend_pid())").fetchone()[0]
+                " AND pid <> pg_backend_pid())"
+            ).fetchone()[0]
         return symbols, tsdb, max(1, allowed)  # the maintenance session (a job, VACUUM) takes a reserved one
 
     def _wait_out_the_load(self, rclient, rconf: dict) -> str | None:
@@ -297,13 +324,18 @@ class Runner:
             if not saved and rconf.get("save") and elapsed > self.options.seconds / 3:
                 try:
                     rclient.bgsave()
-                    bgsave = f"BGSAVE started at {elapsed:.0f}s of the load (the server's save rule: " \
-                             f"{rconf['save']})"
+                    bgsave = f"BGSAVE started at {elapsed:.0f}s of the load (the server's save rule: {rconf['save']})"
                 except Exception as exc:  # noqa: BLE001 - already saving: that is the same fork
                     bgsave = f"a background save was under way at {elapsed:.0f}s ({exc})"
                 saved = True
-            self.events(Event(Status.WORKING, f"load: {elapsed:.0f}s of {self.options.seconds:.0f}s",
-                              done=elapsed, total=self.options.seconds))
+            self.events(
+                Event(
+                    Status.WORKING,
+                    f"load: {elapsed:.0f}s of {self.options.seconds:.0f}s",
+                    done=elapsed,
+                    total=self.options.seconds,
+                )
+            )
             time.sleep(0.5)
         return bgsave
 
@@ -317,8 +349,10 @@ class Runner:
             s.restarts = st.restart_count - st_before.restart_count
             ooms = oom_kills(eng, cid)
             if ooms is not None and ooms_before is not None and ooms > ooms_before:
-                s.kills.append(f"the kernel killed {ooms - ooms_before} process(es) in the container "
-                               "(its cgroup's oom_kill counter)")
+                s.kills.append(
+                    f"the kernel killed {ooms - ooms_before} process(es) in the container "
+                    "(its cgroup's oom_kill counter)"
+                )
             if s.restarts:
                 s.kills.append(f"the container restarted {s.restarts}x" + (" (OOMKilled)" if st.oom_killed else ""))
             if name == "postgres":
@@ -339,8 +373,11 @@ class Runner:
         insert_symbols = [f"{LOAD_SYMBOL}{i:04d}" for i in range(min(200, len(symbols)))]
 
         rclient = redis_client(self.settings, timeout=5)
-        rconf = {k: v for k, v in rclient.config_get("*").items()
-                 if k in ("maxmemory", "save", "notify-keyspace-events", "appendonly")}
+        rconf = {
+            k: v
+            for k, v in rclient.config_get("*").items()
+            if k in ("maxmemory", "save", "notify-keyspace-events", "appendonly")
+        }
         db = self.settings.redis.db
         channel = f"__keyevent@{db}__:evicted"
         rclient.config_set("notify-keyspace-events", "Ee")
@@ -348,8 +385,10 @@ class Runner:
         redis_peak: dict = {}
         evicted: dict[str, int] = {}
         get_samples: list[float] = []
-        threads = [threading.Thread(target=self._sampler, args=(eng, cids, peaks, redis_peak), daemon=True),
-                   threading.Thread(target=redis_load.subscriber, args=(channel, evicted), daemon=True)]
+        threads = [
+            threading.Thread(target=self._sampler, args=(eng, cids, peaks, redis_peak), daemon=True),
+            threading.Thread(target=redis_load.subscriber, args=(channel, evicted), daemon=True),
+        ]
         for t in threads:
             t.start()
         t0 = time.monotonic()
@@ -358,11 +397,15 @@ class Runner:
             self.events(Event(Status.WORKING, "filling Redis until it evicts", "redis"))
             filled = redis_load.fill(rclient, int(rconf.get("maxmemory", 0)))
             self.notes.append(f"redis: {filled} cache keys written before the steady load (until eviction)")
-            load_threads = [threading.Thread(target=self._session, args=(i, symbols, sql, insert_symbols),
-                                             daemon=True) for i in range(sessions)]
-            load_threads += [threading.Thread(target=self._maintenance, args=(tsdb,), daemon=True),
-                             threading.Thread(target=redis_load.writer, args=(symbols,), daemon=True),
-                             threading.Thread(target=redis_load.probe, args=(symbols, get_samples), daemon=True)]
+            load_threads = [
+                threading.Thread(target=self._session, args=(i, symbols, sql, insert_symbols), daemon=True)
+                for i in range(sessions)
+            ]
+            load_threads += [
+                threading.Thread(target=self._maintenance, args=(tsdb,), daemon=True),
+                threading.Thread(target=redis_load.writer, args=(symbols,), daemon=True),
+                threading.Thread(target=redis_load.probe, args=(symbols, get_samples), daemon=True),
+            ]
             for t in load_threads:
                 t.start()
             bgsave = self._wait_out_the_load(rclient, rconf) or bgsave
@@ -384,14 +427,28 @@ class Runner:
             bg_status = None
         finally:
             rclient.close()
-        redis = {"get": latency(get_samples), "evicted": {k: v for k, v in evicted.items() if not k.startswith("_")},
-                 "events_received": evicted.get("_events_received", 0), "bgsave": bgsave,
-                 "bgsave_status": bg_status, "errors": redis_load.errors[:10], **redis_peak,
-                 "maxmemory": int(rconf.get("maxmemory", 0)), "save": rconf.get("save", "")}
+        redis = {
+            "get": latency(get_samples),
+            "evicted": {k: v for k, v in evicted.items() if not k.startswith("_")},
+            "events_received": evicted.get("_events_received", 0),
+            "bgsave": bgsave,
+            "bgsave_status": bg_status,
+            "errors": redis_load.errors[:10],
+            **redis_peak,
+            "maxmemory": int(rconf.get("maxmemory", 0)),
+            "save": rconf.get("save", ""),
+        }
         if bg_status == "err":
-            peaks.get("redis", ServiceLoad("redis")).kills.append("the background save failed (its forked child "
-                                                                  "was killed: rdb_last_bgsave_status err)")
+            peaks.get("redis", ServiceLoad("redis")).kills.append(
+                "the background save failed (its forked child was killed: rdb_last_bgsave_status err)"
+            )
         queries = {k: latency(v, self.errors[k]) for k, v in self.samples.items()}
-        report = LoadReport(seconds, sessions, peaks, queries, redis, self.notes + [
-            f"postgres error: {e}" for e in self.error_texts[:5]])
+        report = LoadReport(
+            seconds,
+            sessions,
+            peaks,
+            queries,
+            redis,
+            self.notes + [f"postgres error: {e}" for e in self.error_texts[:5]],
+        )
         return report

@@ -5,6 +5,7 @@ by a subscriber, cache keys with a TTL), evictions counted per family from keysp
 and GET latency timed from a process of its own. The load's own keys carry LOAD_CACHE and are
 deleted afterwards.
 """
+
 from __future__ import annotations
 
 import random
@@ -58,7 +59,8 @@ class RedisLoad:
             pipe.execute()
             info = client.info("memory")
             if int(client.info("stats")["evicted_keys"]) > start_evicted or (
-                    maxmemory and info["used_memory"] >= maxmemory):
+                maxmemory and info["used_memory"] >= maxmemory
+            ):
                 break
             self.events(Event(Status.WORKING, f"filling: {info['used_memory'] // 2**20}MB", "redis"))
         return written
@@ -93,8 +95,10 @@ class RedisLoad:
                     sym = rng.choice(symbols)
                     family = n % 10
                     if family < 3:
-                        pipe.hset(f"market:{sym}", mapping={"price": rng.randrange(1000, 500000), "volume": n,
-                                                            "time": time.time()})
+                        pipe.hset(
+                            f"market:{sym}",
+                            mapping={"price": rng.randrange(1000, 500000), "volume": n, "time": time.time()},
+                        )
                     elif family < 5:
                         key = f"candles:{sym}:1m"
                         pipe.lpush(key, f'{{"t":{time.time():.0f},"o":1,"h":2,"l":0,"c":1,"v":{n}}}')
@@ -163,4 +167,3 @@ class RedisLoad:
         except (EOFError, OSError):
             self.error("probe: no timings came back")
         proc.join(5)
-

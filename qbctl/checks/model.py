@@ -7,6 +7,7 @@ measured with `qbctl budget --load` on the QB schema with TimescaleDB (docs/benc
 runs), and the shared memory ones with PostgreSQL 15's pg_shmem_allocations; each term says where
 it comes from, so a reader can follow the arithmetic.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -92,13 +93,16 @@ class PgValues:
     @property
     def process_slots(self) -> int:
         """PostgreSQL's MaxBackends plus the WAL senders: the processes shared memory has room for."""
-        return (self.max_connections + self.autovacuum_max_workers + 1 + self.max_worker_processes
-                + self.max_wal_senders)
+        return self.max_connections + self.autovacuum_max_workers + 1 + self.max_worker_processes + self.max_wal_senders
 
     def shared_sized(self) -> int:
         """The shared memory the settings size: buffers, WAL buffers, and what grows with them."""
-        return (self.shared_buffers + self.wal_buffers + SHARED_PER_BUFFER_MB * self.shared_buffers // MB
-                + SHARED_PER_SLOT * self.process_slots)
+        return (
+            self.shared_buffers
+            + self.wal_buffers
+            + SHARED_PER_BUFFER_MB * self.shared_buffers // MB
+            + SHARED_PER_SLOT * self.process_slots
+        )
 
 
 def shared_fixed(allocated: int, running: PgValues) -> int:
@@ -122,26 +126,42 @@ def postgres(v: PgValues) -> Prediction:
     # TimescaleDB's workers: its launcher, a scheduler per database with the extension, and the jobs.
     jobs = max(0, v.tsdb_background_workers - 1 - v.schedulers) if v.tsdb_background_workers else 0
     by_buffers = SHARED_PER_BUFFER_MB * v.shared_buffers // MB
-    shared = Term("shared memory", v.shared_sized() + v.shared_fixed,
-                  f"shared_buffers {_mb(v.shared_buffers)} + wal_buffers {_mb(v.wal_buffers)} + their descriptors "
-                  f"{_mb(by_buffers)} + {v.process_slots} process slots x {SHARED_PER_SLOT / 1024:.0f}kB + "
-                  f"{_mb(v.shared_fixed)} no setting sizes")
+    shared = Term(
+        "shared memory",
+        v.shared_sized() + v.shared_fixed,
+        f"shared_buffers {_mb(v.shared_buffers)} + wal_buffers {_mb(v.wal_buffers)} + their descriptors "
+        f"{_mb(by_buffers)} + {v.process_slots} process slots x {SHARED_PER_SLOT / 1024:.0f}kB + "
+        f"{_mb(v.shared_fixed)} no setting sizes",
+    )
     server = SERVER_PROCESSES + (v.schedulers if v.tsdb_background_workers else 0)  # (the launcher is one of 7)
-    per_session = (f"backend {_mb(v.backend)} + work_mem {_mb(v.work_mem)} (a hash may take "
-                   f"x{v.hash_mem_multiplier:g})")
+    per_session = f"backend {_mb(v.backend)} + work_mem {_mb(v.work_mem)} (a hash may take x{v.hash_mem_multiplier:g})"
     terms = (
         shared,
         Term("server processes", server * PROCESS_BASE, f"{server} x {_mb(PROCESS_BASE)}"),
-        Term("sessions", sessions * session, f"max_connections {v.max_connections} - superuser_reserved "
-             f"{v.superuser_reserved_connections} = {sessions} x ({per_session})"),
-        Term("parallel workers", parallel * session,
-             f"{parallel} x the same (max_parallel_workers_per_gather {v.max_parallel_workers_per_gather})"),
-        Term("autovacuum", v.autovacuum_max_workers * (PROCESS_BASE + vacuum_limit),
-             f"{v.autovacuum_max_workers} x (process {_mb(PROCESS_BASE)} + {vacuum_name} {_mb(vacuum_limit)})"),
-        Term("TimescaleDB jobs", jobs * session,
-             f"max_background_workers {v.tsdb_background_workers} - the launcher - {v.schedulers} "
-             f"scheduler{'' if v.schedulers == 1 else 's'} = {jobs} job slot{'' if jobs == 1 else 's'} x a session"
-             if v.tsdb_background_workers else "no TimescaleDB"),
+        Term(
+            "sessions",
+            sessions * session,
+            f"max_connections {v.max_connections} - superuser_reserved "
+            f"{v.superuser_reserved_connections} = {sessions} x ({per_session})",
+        ),
+        Term(
+            "parallel workers",
+            parallel * session,
+            f"{parallel} x the same (max_parallel_workers_per_gather {v.max_parallel_workers_per_gather})",
+        ),
+        Term(
+            "autovacuum",
+            v.autovacuum_max_workers * (PROCESS_BASE + vacuum_limit),
+            f"{v.autovacuum_max_workers} x (process {_mb(PROCESS_BASE)} + {vacuum_name} {_mb(vacuum_limit)})",
+        ),
+        Term(
+            "TimescaleDB jobs",
+            jobs * session,
+            f"max_background_workers {v.tsdb_background_workers} - the launcher - {v.schedulers} "
+            f"scheduler{'' if v.schedulers == 1 else 's'} = {jobs} job slot{'' if jobs == 1 else 's'} x a session"
+            if v.tsdb_background_workers
+            else "no TimescaleDB",
+        ),
         Term("temp_buffers", 0, f"{_mb(v.temp_buffers)} x sessions that use temporary tables: none in the backend"),
     )
     return Prediction("postgres", terms)
@@ -156,12 +176,20 @@ class RedisValues:
 def redis(v: RedisValues) -> Prediction:
     data = int(v.maxmemory * REDIS_FRAGMENTATION)
     terms = (
-        Term("data", data, f"maxmemory {_mb(v.maxmemory)} x fragmentation {REDIS_FRAGMENTATION:g}; client "
-             "output buffers (pub/sub) count inside maxmemory"),
+        Term(
+            "data",
+            data,
+            f"maxmemory {_mb(v.maxmemory)} x fragmentation {REDIS_FRAGMENTATION:g}; client "
+            "output buffers (pub/sub) count inside maxmemory",
+        ),
         Term("server", REDIS_BASE, "the server before any data"),
-        Term("background save", int(v.maxmemory * REDIS_COW_SHARE) if v.saves else 0,
-             f"fork: {int(REDIS_COW_SHARE * 100)}% of maxmemory rewritten during a save and copied" if v.saves
-             else "no background saves (save '')"),
+        Term(
+            "background save",
+            int(v.maxmemory * REDIS_COW_SHARE) if v.saves else 0,
+            f"fork: {int(REDIS_COW_SHARE * 100)}% of maxmemory rewritten during a save and copied"
+            if v.saves
+            else "no background saves (save '')",
+        ),
     )
     return Prediction("redis", terms)
 

@@ -11,6 +11,7 @@ sizes (model.SHARED_FIXED otherwise), the TimescaleDB schedulers that run (the i
 a value set for the database or its user (ALTER ... SET, which wins over the command line for the
 backend's sessions), whether Redis saves in the background.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -23,15 +24,20 @@ from qbctl.errors import QbctlError
 # PostgreSQL's values the settings decide: those qbctl passes on the server's command line
 # (stack.spec.postgres_args; the command line wins over postgresql.conf), with the setting that
 # changes each (None: qbctl's own fixed value).
-PG_DECIDED = {"shared_buffers": "POSTGRES_SHARED_BUFFERS", "wal_buffers": "POSTGRES_SHARED_BUFFERS",
-              "work_mem": "POSTGRES_WORK_MEM", "hash_mem_multiplier": None,
-              "maintenance_work_mem": "POSTGRES_MAINTENANCE_WORK_MEM",
-              "autovacuum_max_workers": "POSTGRES_AUTOVACUUM_MAX_WORKERS",
-              "max_connections": "POSTGRES_MAX_CONNECTIONS",
-              "max_parallel_workers_per_gather": "POSTGRES_MAX_PARALLEL_WORKERS",
-              "max_parallel_workers": "POSTGRES_MAX_PARALLEL_WORKERS",
-              "max_worker_processes": "TIMESCALEDB_MAX_BACKGROUND_WORKERS", "temp_buffers": None,
-              "timescaledb.max_background_workers": "TIMESCALEDB_MAX_BACKGROUND_WORKERS"}
+PG_DECIDED = {
+    "shared_buffers": "POSTGRES_SHARED_BUFFERS",
+    "wal_buffers": "POSTGRES_SHARED_BUFFERS",
+    "work_mem": "POSTGRES_WORK_MEM",
+    "hash_mem_multiplier": None,
+    "maintenance_work_mem": "POSTGRES_MAINTENANCE_WORK_MEM",
+    "autovacuum_max_workers": "POSTGRES_AUTOVACUUM_MAX_WORKERS",
+    "max_connections": "POSTGRES_MAX_CONNECTIONS",
+    "max_parallel_workers_per_gather": "POSTGRES_MAX_PARALLEL_WORKERS",
+    "max_parallel_workers": "POSTGRES_MAX_PARALLEL_WORKERS",
+    "max_worker_processes": "TIMESCALEDB_MAX_BACKGROUND_WORKERS",
+    "temp_buffers": None,
+    "timescaledb.max_background_workers": "TIMESCALEDB_MAX_BACKGROUND_WORKERS",
+}
 # What they do not decide, with PostgreSQL's defaults until a running server says otherwise.
 PG_SERVER_DECIDES = {"superuser_reserved_connections": 3, "autovacuum_work_mem": -1, "max_wal_senders": 10}
 # A setting made inside the data (ALTER ROLE / ALTER DATABASE ... SET) wins over the command line for
@@ -112,14 +118,25 @@ def schedulers(s: Settings, reading: PgReading | None = None) -> int:
 def _pg(v: dict[str, float], backend: int, fixed: int, schedulers: int) -> model.PgValues:
     i = {k: int(x) for k, x in v.items()}
     return model.PgValues(
-        shared_buffers=i["shared_buffers"], wal_buffers=i["wal_buffers"], work_mem=i["work_mem"],
-        hash_mem_multiplier=v["hash_mem_multiplier"], maintenance_work_mem=i["maintenance_work_mem"],
-        autovacuum_work_mem=i["autovacuum_work_mem"], autovacuum_max_workers=i["autovacuum_max_workers"],
-        max_connections=i["max_connections"], superuser_reserved_connections=i["superuser_reserved_connections"],
+        shared_buffers=i["shared_buffers"],
+        wal_buffers=i["wal_buffers"],
+        work_mem=i["work_mem"],
+        hash_mem_multiplier=v["hash_mem_multiplier"],
+        maintenance_work_mem=i["maintenance_work_mem"],
+        autovacuum_work_mem=i["autovacuum_work_mem"],
+        autovacuum_max_workers=i["autovacuum_max_workers"],
+        max_connections=i["max_connections"],
+        superuser_reserved_connections=i["superuser_reserved_connections"],
         max_parallel_workers_per_gather=i["max_parallel_workers_per_gather"],
-        max_parallel_workers=i["max_parallel_workers"], max_worker_processes=i["max_worker_processes"],
-        temp_buffers=i["temp_buffers"], tsdb_background_workers=i[TSDB_WORKERS],
-        backend=backend, max_wal_senders=i["max_wal_senders"], shared_fixed=fixed, schedulers=schedulers)
+        max_parallel_workers=i["max_parallel_workers"],
+        max_worker_processes=i["max_worker_processes"],
+        temp_buffers=i["temp_buffers"],
+        tsdb_background_workers=i[TSDB_WORKERS],
+        backend=backend,
+        max_wal_senders=i["max_wal_senders"],
+        shared_fixed=fixed,
+        schedulers=schedulers,
+    )
 
 
 def pg_values(s: Settings, reading: PgReading | None = None) -> model.PgValues:
@@ -154,11 +171,13 @@ def read_pg(settings: Settings) -> PgReading | None:
     names = [*PG_DECIDED, *PG_SERVER_DECIDES]
     try:
         with connect.connect(settings, timeout=2) as conn:
-            rows = conn.execute("SELECT name, setting, unit, source FROM pg_settings WHERE name = ANY(%s)",
-                                (names,)).fetchall()
+            rows = conn.execute(
+                "SELECT name, setting, unit, source FROM pg_settings WHERE name = ANY(%s)", (names,)
+            ).fetchall()
             allocated = conn.execute("SELECT sum(allocated_size)::bigint FROM pg_shmem_allocations").fetchone()[0]
-            running = conn.execute("SELECT count(*) FROM pg_stat_activity"
-                                   " WHERE backend_type = 'TimescaleDB Background Worker Scheduler'").fetchone()[0]
+            running = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'TimescaleDB Background Worker Scheduler'"
+            ).fetchone()[0]
     except QbctlError:
         return None
     return PgReading.from_rows(rows, allocated, running)
@@ -201,8 +220,16 @@ class Difference:
     text: str
 
 
-SIZES = {"shared_buffers", "wal_buffers", "work_mem", "maintenance_work_mem", "autovacuum_work_mem", "temp_buffers",
-         "maxmemory", "memory limit"}
+SIZES = {
+    "shared_buffers",
+    "wal_buffers",
+    "work_mem",
+    "maintenance_work_mem",
+    "autovacuum_work_mem",
+    "temp_buffers",
+    "maxmemory",
+    "memory limit",
+}
 KEPT = "`qbctl up` keeps the container (its settings did not change)"
 
 
@@ -224,8 +251,14 @@ def _same(name: str, have: float | str, want: float | str) -> bool:
     return abs(have - want) <= (4096 if name == "memory limit" else 1e-9)  # a cgroup limit is in pages
 
 
-def differences(settings_values: dict, running_values: dict, recreated: bool | None, why_kept: str,
-                in_data: tuple[str, ...] = (), setting_of: dict | None = None) -> list[Difference]:
+def differences(
+    settings_values: dict,
+    running_values: dict,
+    recreated: bool | None,
+    why_kept: str,
+    in_data: tuple[str, ...] = (),
+    setting_of: dict | None = None,
+) -> list[Difference]:
     """Each value that differs between what runs and the settings, and whether the next `qbctl up`
     applies the settings' value: yes when it recreates the container, no when it keeps it (why_kept)
     or the value is set inside the data. Pure."""
@@ -235,8 +268,13 @@ def differences(settings_values: dict, running_values: dict, recreated: bool | N
         if have is None or _same(name, have, want):
             continue
         if name in in_data:
-            applied, how = False, (f"`qbctl up` does not change it: it is set for the database or its user (ALTER "
-                                   f"DATABASE/ROLE ... SET {name}), which wins over the server's command line")
+            applied, how = (
+                False,
+                (
+                    f"`qbctl up` does not change it: it is set for the database or its user (ALTER "
+                    f"DATABASE/ROLE ... SET {name}), which wins over the server's command line"
+                ),
+            )
         elif recreated is None:
             applied, how = None, "applied when `qbctl up` recreates the container"
         elif recreated:

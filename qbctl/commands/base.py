@@ -2,6 +2,7 @@
 
 One module per command group: parse options, call one function, hand its result to `finish`.
 """
+
 from __future__ import annotations
 
 import sys
@@ -37,7 +38,8 @@ def confirm(st: AppState, yes: bool, question: str) -> None:
     if yes:
         return
     if not sys.stdin.isatty():
-        raise ConfirmationRequired(f"{question} needs confirmation and there is no terminal to ask",
-                                   hint="pass --yes to confirm")
+        raise ConfirmationRequired(
+            f"{question} needs confirmation and there is no terminal to ask", hint="pass --yes to confirm"
+        )
     if not typer.confirm(question + " Continue?", default=False, err=True):
         raise CheckFailed("nothing was done: not confirmed", code="NOT_CONFIRMED")

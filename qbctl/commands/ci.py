@@ -1,4 +1,5 @@
 """qbctl ci setup / teardown."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -17,10 +18,12 @@ def register(app: typer.Typer) -> None:
 @ci_app.command()
 def setup(
     ctx: typer.Context,
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, metavar="SECONDS",
-                                            help="Seconds per step to be ready."),
-    without_timescaledb: bool = typer.Option(False, "--without-timescaledb",
-                                             help="Apply the plain schema on a server without TimescaleDB."),
+    timeout: Optional[float] = typer.Option(
+        None, "--timeout", min=0.1, metavar="SECONDS", help="Seconds per step to be ready."
+    ),
+    without_timescaledb: bool = typer.Option(
+        False, "--without-timescaledb", help="Apply the plain schema on a server without TimescaleDB."
+    ),
     json: bool = JSON_OPTION,
 ) -> None:
     """Start postgres and redis (no UIs), migrate, check health; export the URLs to GITHUB_ENV."""
@@ -28,8 +31,10 @@ def setup(
     from qbctl.workflows import ci
 
     st = state(ctx, json)
-    st.on_interrupt = ("ci setup stopped; what it started keeps running: `qbctl ci teardown` removes it, "
-                       "`qbctl ci setup` again finishes the job")
+    st.on_interrupt = (
+        "ci setup stopped; what it started keeps running: `qbctl ci teardown` removes it, "
+        "`qbctl ci setup` again finishes the job"
+    )
     options = ci.CiOptions(timeout=timeout, without_timescaledb=without_timescaledb)
     with st.out.progress("ci setup") as events:
         result = ci.setup(st.settings, options, events, rt=st.rt)

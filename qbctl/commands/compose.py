@@ -1,4 +1,5 @@
 """qbctl compose render."""
+
 from __future__ import annotations
 
 import typer
@@ -13,8 +14,10 @@ def register(app: typer.Typer) -> None:
 
 
 @compose_app.command("render")
-def render_cmd(ctx: typer.Context,
-               check: bool = typer.Option(False, "--check", help="Exit 1 when the file differs; write nothing.")):
+def render_cmd(
+    ctx: typer.Context,
+    check: bool = typer.Option(False, "--check", help="Exit 1 when the file differs; write nothing."),
+):
     """Write compose/docker-compose.dev.yml from the stack qbctl runs."""
     from qbctl import views
     from qbctl.stack import compose_file

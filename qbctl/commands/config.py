@@ -1,4 +1,5 @@
 """qbctl config show."""
+
 from __future__ import annotations
 
 import typer

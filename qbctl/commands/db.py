@@ -1,4 +1,5 @@
 """qbctl db migrate / status / verify / reset / seed / shell."""
+
 from __future__ import annotations
 
 from typing import List, Optional
@@ -9,10 +10,12 @@ from qbctl.commands.base import JSON_OPTION, confirm, finish, state
 from qbctl.errors import UsageError
 
 db_app = typer.Typer(help="Schema, TimescaleDB policies and sample data.", no_args_is_help=True)
-WITHOUT_TSDB = typer.Option(False, "--without-timescaledb",
-                            help="Apply the plain schema; skip hypertables and policies (reported as skipped).")
-WAIT = typer.Option(30.0, "--wait", min=0, metavar="SECONDS",
-                    help="Seconds to wait for a database that is still starting.")
+WITHOUT_TSDB = typer.Option(
+    False, "--without-timescaledb", help="Apply the plain schema; skip hypertables and policies (reported as skipped)."
+)
+WAIT = typer.Option(
+    30.0, "--wait", min=0, metavar="SECONDS", help="Seconds to wait for a database that is still starting."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -24,15 +27,23 @@ def migrate(
     ctx: typer.Context,
     dry_run: bool = typer.Option(False, "--dry-run", help="Change nothing; list what would run."),
     without_timescaledb: bool = WITHOUT_TSDB,
-    accept_edited: bool = typer.Option(False, "--accept-edited",
-                                       help="Record the new checksum of applied files that were edited."),
+    accept_edited: bool = typer.Option(
+        False, "--accept-edited", help="Record the new checksum of applied files that were edited."
+    ),
     wait: float = WAIT,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show the server's NOTICEs."),
-    rehearse: bool = typer.Option(False, "--rehearse",
-                                  help="Apply the pending files to a throwaway copy of the database and report each "
-                                       "statement (errors, time, locks, rows); the database itself is not changed."),
-    logical: bool = typer.Option(False, "--logical", help="With --rehearse: copy by pg_dump | pg_restore into a new "
-                                                          "database of the same server (no second server; slower)."),
+    rehearse: bool = typer.Option(
+        False,
+        "--rehearse",
+        help="Apply the pending files to a throwaway copy of the database and report each "
+        "statement (errors, time, locks, rows); the database itself is not changed.",
+    ),
+    logical: bool = typer.Option(
+        False,
+        "--logical",
+        help="With --rehearse: copy by pg_dump | pg_restore into a new "
+        "database of the same server (no second server; slower).",
+    ),
     json: bool = JSON_OPTION,
 ) -> None:
     """Apply sql/schema, then sql/policies (re-applied when their rendered text changes)."""
@@ -41,17 +52,27 @@ def migrate(
 
     st = state(ctx, json)
     if logical and not rehearse:
-        raise UsageError("--logical goes with --rehearse (how the copy is made)", hint="qbctl db migrate --rehearse "
-                                                                                      "--logical")
+        raise UsageError(
+            "--logical goes with --rehearse (how the copy is made)", hint="qbctl db migrate --rehearse --logical"
+        )
     if rehearse:
         if dry_run or accept_edited:
-            raise UsageError("--rehearse cannot be combined with --dry-run or --accept-edited",
-                             hint="--rehearse changes nothing in the database already; drop the other option")
+            raise UsageError(
+                "--rehearse cannot be combined with --dry-run or --accept-edited",
+                hint="--rehearse changes nothing in the database already; drop the other option",
+            )
         _rehearse(st, without_timescaledb, wait, logical)
-    st.on_interrupt = ("the file being applied was rolled back (one run statement by statement keeps the statements "
-                       "it committed: `qbctl db status`); files applied before it stay applied")
-    options = mig.MigrateOptions(dry_run=dry_run, without_timescaledb=without_timescaledb,
-                                 accept_edited=accept_edited, wait=wait, verbose=verbose or st.verbose)
+    st.on_interrupt = (
+        "the file being applied was rolled back (one run statement by statement keeps the statements "
+        "it committed: `qbctl db status`); files applied before it stay applied"
+    )
+    options = mig.MigrateOptions(
+        dry_run=dry_run,
+        without_timescaledb=without_timescaledb,
+        accept_edited=accept_edited,
+        wait=wait,
+        verbose=verbose or st.verbose,
+    )
     with st.out.progress("migrating") as events:
         result = mig.migrate(st.settings, options, events)
     finish(st, result, views.migrate)
@@ -69,9 +90,11 @@ def _rehearse(st, without_timescaledb: bool, wait: float, logical: bool) -> None
 
 
 @db_app.command("status")
-def status_cmd(ctx: typer.Context, json: bool = JSON_OPTION,
-               exit_code: bool = typer.Option(False, "--exit-code", help="Exit 1 when migrations are pending."),
-               ) -> None:
+def status_cmd(
+    ctx: typer.Context,
+    json: bool = JSON_OPTION,
+    exit_code: bool = typer.Option(False, "--exit-code", help="Exit 1 when migrations are pending."),
+) -> None:
     """Applied, pending and changed migrations; hypertables, policies and their jobs."""
     from qbctl import views
     from qbctl.db import status as dbstatus
@@ -93,10 +116,13 @@ def verify(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
 
 
 @db_app.command("reset")
-def reset_cmd(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
-              without_timescaledb: bool = WITHOUT_TSDB,
-              no_snapshot: bool = typer.Option(False, "--no-snapshot", help="Do not snapshot the data first."),
-              json: bool = JSON_OPTION) -> None:
+def reset_cmd(
+    ctx: typer.Context,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+    without_timescaledb: bool = WITHOUT_TSDB,
+    no_snapshot: bool = typer.Option(False, "--no-snapshot", help="Do not snapshot the data first."),
+    json: bool = JSON_OPTION,
+) -> None:
     """Snapshot the data, empty the database (every table and its data) and migrate again."""
     from qbctl import views
     from qbctl.db import migrate as mig
@@ -107,21 +133,25 @@ def reset_cmd(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y",
     confirm(st, yes, f"This deletes every table and row in {settings.pg.masked()}.")
     st.on_interrupt = "the database may be empty or half migrated; `qbctl db migrate` finishes it"
     with st.out.progress("resetting the database") as events:
-        result = dbreset.reset(settings, mig.MigrateOptions(without_timescaledb=without_timescaledb), events,
-                               snapshot=not no_snapshot, rt=st.rt)
+        result = dbreset.reset(
+            settings,
+            mig.MigrateOptions(without_timescaledb=without_timescaledb),
+            events,
+            snapshot=not no_snapshot,
+            rt=st.rt,
+        )
     finish(st, result, views.db_reset)
 
 
 @db_app.command()
 def seed(
     ctx: typer.Context,
-    symbols: int = typer.Option(10, "--symbols", min=1, max=2500, metavar="N",
-                                 help="How many KRX symbols."),
-    days: int = typer.Option(30, "--days", min=1, max=3650, metavar="DAYS",
-                              help="How many days of 1-minute candles."),
+    symbols: int = typer.Option(10, "--symbols", min=1, max=2500, metavar="N", help="How many KRX symbols."),
+    days: int = typer.Option(30, "--days", min=1, max=3650, metavar="DAYS", help="How many days of 1-minute candles."),
     redis_keys: bool = typer.Option(True, "--redis/--no-redis", help="Also fill the backend's Redis keys."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Also seed symbols that hold rows db seed did not write "
-                                                        "(those rows are kept)."),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help="Also seed symbols that hold rows db seed did not write (those rows are kept)."
+    ),
     json: bool = JSON_OPTION,
 ) -> None:
     """Realistic synthetic candles, indicators, trades and logs (COPY), and the Redis keys."""
@@ -137,11 +167,14 @@ def seed(
 
 
 @db_app.command()
-def lint(ctx: typer.Context,
-         paths: Optional[List[str]] = typer.Argument(None, metavar="[FILE...]",
-                                                    help="Files to lint [default: the pending ones]"),
-         strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
-         json: bool = JSON_OPTION) -> None:
+def lint(
+    ctx: typer.Context,
+    paths: Optional[List[str]] = typer.Argument(
+        None, metavar="[FILE...]", help="Files to lint [default: the pending ones]"
+    ),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
+    json: bool = JSON_OPTION,
+) -> None:
     """What pending migrations will do on the VM: TimescaleDB's failures and locks, and squawk's rules."""
     from qbctl import views
     from qbctl.db import lint_run
@@ -154,13 +187,21 @@ def lint(ctx: typer.Context,
 
 
 @db_app.command()
-def new(ctx: typer.Context,
-        name: str = typer.Argument(..., help="What the migration does, in a few words (add_audit_table); a number "
-                                             "of your own in front (0012_add_audit) is kept."),
-        no_transaction: bool = typer.Option(False, "--no-transaction",
-                                            help="Mark the file `-- qbctl: no-transaction`: each statement commits "
-                                                 "by itself (CREATE INDEX CONCURRENTLY, VACUUM)."),
-        json: bool = JSON_OPTION) -> None:
+def new(
+    ctx: typer.Context,
+    name: str = typer.Argument(
+        ...,
+        help="What the migration does, in a few words (add_audit_table); a number "
+        "of your own in front (0012_add_audit) is kept.",
+    ),
+    no_transaction: bool = typer.Option(
+        False,
+        "--no-transaction",
+        help="Mark the file `-- qbctl: no-transaction`: each statement commits "
+        "by itself (CREATE INDEX CONCURRENTLY, VACUUM).",
+    ),
+    json: bool = JSON_OPTION,
+) -> None:
     """Start a migration: the next-numbered file in sql/schema; prints its path."""
     from qbctl import views
     from qbctl.db import new as dbnew
@@ -171,12 +212,17 @@ def new(ctx: typer.Context,
 
 
 @db_app.command(context_settings={"ignore_unknown_options": True})
-def shell(ctx: typer.Context,
-          local: Optional[bool] = typer.Option(None, "--local/--container",
-                                               help="Use a local psql, or the one in the postgres container "
-                                                    "[default: the container when it runs]"),
-          args: Optional[List[str]] = typer.Argument(None, metavar="[-- PSQL_ARGS...]",
-                                                     help="Passed to psql as they are, e.g. -- -c 'select 1'")) -> None:
+def shell(
+    ctx: typer.Context,
+    local: Optional[bool] = typer.Option(
+        None,
+        "--local/--container",
+        help="Use a local psql, or the one in the postgres container [default: the container when it runs]",
+    ),
+    args: Optional[List[str]] = typer.Argument(
+        None, metavar="[-- PSQL_ARGS...]", help="Passed to psql as they are, e.g. -- -c 'select 1'"
+    ),
+) -> None:
     """psql into the database (in the postgres container, or a local psql)."""
     from qbctl.db import shell as dbshell
 
@@ -184,6 +230,8 @@ def shell(ctx: typer.Context,
     run = dbshell.plan(st.settings, local, list(args or ()), tty=st.out.interactive, rt=st.rt)
     code = dbshell.run(run)
     if code == dbshell.PSQL_CONNECTION_BAD:
-        st.out.note(f"hint: psql ({run.where}) could not connect to {st.settings.pg.masked()}; `qbctl status` "
-                    "shows whether the stack runs, `qbctl up postgres` starts it")
+        st.out.note(
+            f"hint: psql ({run.where}) could not connect to {st.settings.pg.masked()}; `qbctl status` "
+            "shows whether the stack runs, `qbctl up postgres` starts it"
+        )
     raise typer.Exit(code)

@@ -1,4 +1,5 @@
 """qbctl env check."""
+
 from __future__ import annotations
 
 import os

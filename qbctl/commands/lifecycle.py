@@ -1,4 +1,5 @@
 """qbctl up / down / reset / status / logs."""
+
 from __future__ import annotations
 
 from typing import List, Optional
@@ -27,14 +28,19 @@ def register(app: typer.Typer) -> None:
 
 def up(
     ctx: typer.Context,
-    services: Optional[List[str]] = typer.Argument(None, help="postgres, redis, adminer, redis-commander "
-                                                              "[default: all]", autocompletion=_complete_service),
+    services: Optional[List[str]] = typer.Argument(
+        None, help="postgres, redis, adminer, redis-commander [default: all]", autocompletion=_complete_service
+    ),
     no_ui: bool = typer.Option(False, "--no-ui", help="Leave out Adminer and Redis Commander."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, metavar="SECONDS",
-                                            help="Seconds to wait for readiness [default: QBCTL_UP_TIMEOUT]"),
-    profile: Optional[str] = typer.Option(None, "--profile", metavar="NAME",
-                                          help="development or production (no UIs, restart always, loopback "
-                                               "ports) [default: QBCTL_PROFILE]"),
+    timeout: Optional[float] = typer.Option(
+        None, "--timeout", min=0.1, metavar="SECONDS", help="Seconds to wait for readiness [default: QBCTL_UP_TIMEOUT]"
+    ),
+    profile: Optional[str] = typer.Option(
+        None,
+        "--profile",
+        metavar="NAME",
+        help="development or production (no UIs, restart always, loopback ports) [default: QBCTL_PROFILE]",
+    ),
     json: bool = JSON_OPTION,
 ) -> None:
     """Start the stack (idempotent) and wait until every service answers."""
@@ -66,9 +72,12 @@ def down(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
     finish(st, result, views.down)
 
 
-def reset(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
-          no_snapshot: bool = typer.Option(False, "--no-snapshot", help="Do not snapshot the data first."),
-          json: bool = JSON_OPTION) -> None:
+def reset(
+    ctx: typer.Context,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+    no_snapshot: bool = typer.Option(False, "--no-snapshot", help="Do not snapshot the data first."),
+    json: bool = JSON_OPTION,
+) -> None:
     """Snapshot the data, then remove this project's containers, volumes (all its data) and network."""
     from qbctl import views
     from qbctl.stack.spec import require_project
@@ -77,8 +86,12 @@ def reset(ctx: typer.Context, yes: bool = typer.Option(False, "--yes", "-y", hel
     st = state(ctx, json)
     settings = st.settings
     require_project(settings, "nothing was removed")
-    confirm(st, yes, f"This deletes every container and volume of project {settings.project!r}, with their data"
-                     + ("." if no_snapshot else " (after a snapshot of it)."))
+    confirm(
+        st,
+        yes,
+        f"This deletes every container and volume of project {settings.project!r}, with their data"
+        + ("." if no_snapshot else " (after a snapshot of it)."),
+    )
     st.on_interrupt = "the reset may be half done; `qbctl reset --yes` again finishes it"
     with st.out.progress("removing the stack") as events:
         result = reset_mod.reset(settings, reset_mod.ResetOptions(snapshot=not no_snapshot), events, rt=st.rt)
@@ -97,11 +110,11 @@ def status(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
 
 def logs(
     ctx: typer.Context,
-    service: str = typer.Argument(..., help="postgres, redis, adminer or redis-commander",
-                                  autocompletion=_complete_service),
+    service: str = typer.Argument(
+        ..., help="postgres, redis, adminer or redis-commander", autocompletion=_complete_service
+    ),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines."),
-    tail: Optional[int] = typer.Option(None, "--tail", "-n", min=0, metavar="N",
-                                        help="Only the last N lines."),
+    tail: Optional[int] = typer.Option(None, "--tail", "-n", min=0, metavar="N", help="Only the last N lines."),
 ) -> None:
     """Print a service's log."""
     from qbctl import views

@@ -5,6 +5,7 @@ made from the SETTINGS table (one source).
 (tests/unit/test_docs_are_true.py runs the same comparison). The command reference is its sibling,
 `python -m qbctl.reference`.
 """
+
 from __future__ import annotations
 
 import sys
@@ -49,12 +50,22 @@ def with_table(text: str) -> str:
 
 VALUES_MODULE = Path("qbctl") / "config" / "values.py"
 # The Python type each kind of setting parses to (settings.PARSERS): the attribute's type in Values.
-KIND_TYPES = {"pg_url": "PgUrl", "redis_url": "RedisUrl", "size": "int", "port": "int", "days": "int", "count": "int",
-              "connections": "int", "workers": "int", "seconds": "int"}
+KIND_TYPES = {
+    "pg_url": "PgUrl",
+    "redis_url": "RedisUrl",
+    "size": "int",
+    "port": "int",
+    "days": "int",
+    "count": "int",
+    "connections": "int",
+    "workers": "int",
+    "seconds": "int",
+}
 VALUES_HEAD = '''"""Every setting's parsed value, one typed attribute each (`settings.values.qbctl_up_timeout`).
 
 Made by `python -m qbctl.config.docs` from the SETTINGS table (qbctl/config/settings.py): do not edit.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,8 +93,11 @@ def values_module() -> str:
 def main(argv: list[str]) -> int:
     root = Path(__file__).resolve().parents[2]
     page = root / SETTINGS_PAGE
-    targets = {root / ".env.example": env_example(), page: with_table(page.read_text()),
-               root / VALUES_MODULE: values_module()}
+    targets = {
+        root / ".env.example": env_example(),
+        page: with_table(page.read_text()),
+        root / VALUES_MODULE: values_module(),
+    }
     stale = [p for p, text in targets.items() if p.read_text() != text]
     if "--check" in argv:
         for p in stale:

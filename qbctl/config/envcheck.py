@@ -1,4 +1,5 @@
 """qbctl env check: the env file against qbctl's settings table and .env.example."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,8 +36,9 @@ def check(env_file: Path | None, root: Path) -> EnvCheckResult:
         return EnvCheckResult(None, str(example) if example.exists() else None, defaults=len(BY_KEY))
     values = read_env_file(path)
     result = EnvCheckResult(str(path), str(example) if example.exists() else None)
-    result.unknown = [{"key": k, "did_you_mean": suggestion(k)} for k in sorted(values)
-                      if k not in BY_KEY and k not in expected]
+    result.unknown = [
+        {"key": k, "did_you_mean": suggestion(k)} for k in sorted(values) if k not in BY_KEY and k not in expected
+    ]
     for u in result.unknown:
         if u["key"] == "QBCTL_PROJECT_DIR":
             u["note"] = "read from the environment only: it names this file's folder"
@@ -50,10 +52,19 @@ def check(env_file: Path | None, root: Path) -> EnvCheckResult:
         except ValueError as exc:
             result.invalid.append({"key": key, "value": mask_value(key, raw), "problem": str(exc)})
     if result.invalid:
-        result.fail(ConfigError(f"{len(result.invalid)} bad value(s) in {path}",
-                                hint="fix them; .env.example shows each setting's form and default"))
+        result.fail(
+            ConfigError(
+                f"{len(result.invalid)} bad value(s) in {path}",
+                hint="fix them; .env.example shows each setting's form and default",
+            )
+        )
     elif result.unknown:
-        result.fail(CheckFailed(f"{len(result.unknown)} key(s) in {path} that neither qbctl nor .env.example "
-                                "knows: " + ", ".join(u["key"] for u in result.unknown), code="UNKNOWN_KEYS",
-                                hint="a typo? Otherwise add them to .env.example"))
+        result.fail(
+            CheckFailed(
+                f"{len(result.unknown)} key(s) in {path} that neither qbctl nor .env.example "
+                "knows: " + ", ".join(u["key"] for u in result.unknown),
+                code="UNKNOWN_KEYS",
+                hint="a typo? Otherwise add them to .env.example",
+            )
+        )
     return result

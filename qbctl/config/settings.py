@@ -4,6 +4,7 @@ Names are the backend's own (its .env: a contract with the backend); qbctl-only 
 a QBCTL_ prefix. SETTINGS below is the single table that config show, env check,
 .env.example and the settings table of docs/settings.md are made from.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -38,6 +39,7 @@ def _int_range(lo: int, hi: int) -> Callable[[str], int]:
         if not lo <= value <= hi:
             raise ValueError(f"expected a whole number from {lo} to {hi}")
         return value
+
     return parse
 
 
@@ -49,6 +51,7 @@ def _choice(*options: str) -> Callable[[str], str]:
         if text.casefold() not in by_folded:
             raise ValueError("expected one of " + ", ".join(options))
         return by_folded[text.casefold()]
+
     return parse
 
 
@@ -70,8 +73,9 @@ def _engine(text: str) -> str:
     try:
         return urls.engine_address(text)
     except ValueError:
-        raise ValueError("expected an engine address: unix:///var/run/docker.sock, tcp://HOST:2375 or "
-                         "ssh://[USER@]HOST[:PORT]") from None
+        raise ValueError(
+            "expected an engine address: unix:///var/run/docker.sock, tcp://HOST:2375 or ssh://[USER@]HOST[:PORT]"
+        ) from None
 
 
 def _text(text: str) -> str:
@@ -94,17 +98,30 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "environment": _choice("development", "test", "staging", "production"),
     "profile": _choice("development", "production"),
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
-    "policy": _choice("allkeys-lru", "allkeys-lfu", "volatile-lru", "volatile-lfu", "allkeys-random",
-                      "volatile-random", "volatile-ttl", "noeviction"),
+    "policy": _choice(
+        "allkeys-lru",
+        "allkeys-lfu",
+        "volatile-lru",
+        "volatile-lfu",
+        "allkeys-random",
+        "volatile-random",
+        "volatile-ttl",
+        "noeviction",
+    ),
     "text": _text,
 }
 
 S = Setting
 SETTINGS: tuple[Setting, ...] = (
     # The backend's own settings (names are a contract).
-    S("DATABASE_URL", "postgresql://qb_user:qb_pass@localhost:5432/qb_trading_dev", "pg_url",
-      "PostgreSQL: user, password, database and host port of the stack; libpq parameters after ? "
-      "(sslmode=verify-full, ...) are used as given", secret=True),
+    S(
+        "DATABASE_URL",
+        "postgresql://qb_user:qb_pass@localhost:5432/qb_trading_dev",
+        "pg_url",
+        "PostgreSQL: user, password, database and host port of the stack; libpq parameters after ? "
+        "(sslmode=verify-full, ...) are used as given",
+        secret=True,
+    ),
     S("REDIS_URL", "redis://localhost:6379/0", "redis_url", "Redis: host port and database index", secret=True),
     S("ENVIRONMENT", "development", "environment", "development, test, staging or production"),
     S("LOG_LEVEL", "INFO", "log_level", "the backend's log level"),
@@ -114,71 +131,119 @@ SETTINGS: tuple[Setting, ...] = (
     S("COMPRESSION_AFTER_DAYS", "7", "days", "compress hypertable chunks older than this"),
     S("POSTGRES_SHARED_BUFFERS", "128MB", "size", "PostgreSQL shared_buffers"),
     S("POSTGRES_WORK_MEM", "4MB", "size", "PostgreSQL work_mem (per sort or hash, per connection)"),
-    S("POSTGRES_MAX_CONNECTIONS", "10", "connections",
-      "PostgreSQL max_connections (3 of them reserved for superusers: the backend gets the rest)",
-      why="under the backend's load (`qbctl budget --load`, 200 symbols x 30 days) a session with TimescaleDB "
-          "takes 9-15MB at its peak; with 20 connections the kernel killed PostgreSQL backends, with 10 (7 ordinary "
-          "sessions) the peak was 240MB of 300 (docs/benchmarks.md)"),
+    S(
+        "POSTGRES_MAX_CONNECTIONS",
+        "10",
+        "connections",
+        "PostgreSQL max_connections (3 of them reserved for superusers: the backend gets the rest)",
+        why="under the backend's load (`qbctl budget --load`, 200 symbols x 30 days) a session with TimescaleDB "
+        "takes 9-15MB at its peak; with 20 connections the kernel killed PostgreSQL backends, with 10 (7 ordinary "
+        "sessions) the peak was 240MB of 300 (docs/benchmarks.md)",
+    ),
     S("POSTGRES_MAINTENANCE_WORK_MEM", "16MB", "size", "PostgreSQL maintenance_work_mem (per autovacuum worker)"),
     S("POSTGRES_AUTOVACUUM_MAX_WORKERS", "2", "workers", "PostgreSQL autovacuum_max_workers"),
-    S("POSTGRES_MAX_PARALLEL_WORKERS", "0", "workers",
-      "PostgreSQL max_parallel_workers_per_gather (and max_parallel_workers): extra processes a query may start",
-      why="each parallel worker is another process as large as a session; PostgreSQL's 2 per query would triple "
-          "the sessions' memory"),
-    S("TIMESCALEDB_MAX_BACKGROUND_WORKERS", "5", "workers",
-      "timescaledb.max_background_workers: TimescaleDB's launcher, a job scheduler for each database with the "
-      "extension, and the policy jobs that may run at once",
-      why="the TimescaleDB image creates the extension in `postgres` and in the database of DATABASE_URL at its "
-          "first start, so two schedulers run; 5 = the launcher, both schedulers and 2 jobs at once (the others "
-          "wait their turn), each counted in the budget. With 4 one job ran at a time; with 2 no compression or "
-          "retention job ever launched (`out of background workers`)"),
-    S("REDIS_MAX_MEMORY", "100MB", "size",
-      "Redis maxmemory; the container limit (QBCTL_BUDGET_REDIS) must leave room for Redis's overhead",
-      why="maxmemory counts only the data: Redis's RSS is about 1.15x it under eviction, plus the pages a "
-          "background save copies for its fork; at 120MB Redis reached its 150 MB limit under load and was killed "
-          "during a save (`qbctl budget --load`)"),
+    S(
+        "POSTGRES_MAX_PARALLEL_WORKERS",
+        "0",
+        "workers",
+        "PostgreSQL max_parallel_workers_per_gather (and max_parallel_workers): extra processes a query may start",
+        why="each parallel worker is another process as large as a session; PostgreSQL's 2 per query would triple "
+        "the sessions' memory",
+    ),
+    S(
+        "TIMESCALEDB_MAX_BACKGROUND_WORKERS",
+        "5",
+        "workers",
+        "timescaledb.max_background_workers: TimescaleDB's launcher, a job scheduler for each database with the "
+        "extension, and the policy jobs that may run at once",
+        why="the TimescaleDB image creates the extension in `postgres` and in the database of DATABASE_URL at its "
+        "first start, so two schedulers run; 5 = the launcher, both schedulers and 2 jobs at once (the others "
+        "wait their turn), each counted in the budget. With 4 one job ran at a time; with 2 no compression or "
+        "retention job ever launched (`out of background workers`)",
+    ),
+    S(
+        "REDIS_MAX_MEMORY",
+        "100MB",
+        "size",
+        "Redis maxmemory; the container limit (QBCTL_BUDGET_REDIS) must leave room for Redis's overhead",
+        why="maxmemory counts only the data: Redis's RSS is about 1.15x it under eviction, plus the pages a "
+        "background save copies for its fork; at 120MB Redis reached its 150 MB limit under load and was killed "
+        "during a save (`qbctl budget --load`)",
+    ),
     S("REDIS_MAXMEMORY_POLICY", "allkeys-lru", "policy", "Redis maxmemory-policy"),
     # qbctl's own settings.
-    S("QBCTL_PROJECT", "", "text", "project name labelling every container, volume and network "
-      "(empty: the project folder's name)"),
-    S("QBCTL_PROFILE", "development", "profile",
-      "development (the four services), or production: no UIs, restart policy always, ports on the host's loopback "
-      "only (`qbctl up --profile production` for one run; set it in the VM's .env so every command agrees)"),
+    S(
+        "QBCTL_PROJECT",
+        "",
+        "text",
+        "project name labelling every container, volume and network (empty: the project folder's name)",
+    ),
+    S(
+        "QBCTL_PROFILE",
+        "development",
+        "profile",
+        "development (the four services), or production: no UIs, restart policy always, ports on the host's loopback "
+        "only (`qbctl up --profile production` for one run; set it in the VM's .env so every command agrees)",
+    ),
     S("QBCTL_POSTGRES_IMAGE", "timescale/timescaledb:latest-pg15", "image", "PostgreSQL + TimescaleDB image"),
     S("QBCTL_REDIS_IMAGE", "redis:7-alpine", "image", "Redis image"),
     S("QBCTL_ADMINER_IMAGE", "adminer:latest", "image", "Adminer image (dev UI)"),
-    S("QBCTL_REDIS_COMMANDER_IMAGE", "ghcr.io/joeferner/redis-commander:0.9.1", "image",
-      "Redis Commander image (dev UI)",
-      why="the project publishes its images on GitHub's registry, by version; rediscommander/redis-commander on "
-          "Docker Hub has not been pushed since 2022 and its `latest` no longer works (microsoft/aspire#12935); a "
-          "version, not `latest`, so that every machine runs the same one"),
+    S(
+        "QBCTL_REDIS_COMMANDER_IMAGE",
+        "ghcr.io/joeferner/redis-commander:0.9.1",
+        "image",
+        "Redis Commander image (dev UI)",
+        why="the project publishes its images on GitHub's registry, by version; rediscommander/redis-commander on "
+        "Docker Hub has not been pushed since 2022 and its `latest` no longer works (microsoft/aspire#12935); a "
+        "version, not `latest`, so that every machine runs the same one",
+    ),
     S("QBCTL_BIND_ADDRESS", "127.0.0.1", "address", "host address PostgreSQL's and Redis's ports are published on"),
-    S("QBCTL_UI_BIND_ADDRESS", "127.0.0.1", "address",
-      "host address of the two UIs (they have no login: keep them on loopback)"),
+    S(
+        "QBCTL_UI_BIND_ADDRESS",
+        "127.0.0.1",
+        "address",
+        "host address of the two UIs (they have no login: keep them on loopback)",
+    ),
     S("QBCTL_ADMINER_PORT", "8080", "port", "host port of Adminer"),
     S("QBCTL_REDIS_COMMANDER_PORT", "8081", "port", "host port of Redis Commander"),
     S("QBCTL_UP_TIMEOUT", "120", "seconds", "how long up waits for the services to be ready"),
-    S("QBCTL_SNAPSHOT_KEEP", "5", "count",
-      "automatic snapshots kept (taken before reset, db reset and restore); the oldest beyond this are "
-      "removed, named snapshots never"),
-    S("QBCTL_REHEARSE_DOCKER_HOST", "unix:///var/run/docker.sock", "engine",
-      "the engine where `db migrate --rehearse` builds its copy when the project's engine is remote (ssh://, "
-      "tcp://): your own, never the VM's",
-      why="a copy of the VM's database built on the VM would sit beside the live one within its 1 GB; the copy is "
-          "streamed through the ssh tunnel into a container of this engine instead (docs/rehearse.md)"),
+    S(
+        "QBCTL_SNAPSHOT_KEEP",
+        "5",
+        "count",
+        "automatic snapshots kept (taken before reset, db reset and restore); the oldest beyond this are "
+        "removed, named snapshots never",
+    ),
+    S(
+        "QBCTL_REHEARSE_DOCKER_HOST",
+        "unix:///var/run/docker.sock",
+        "engine",
+        "the engine where `db migrate --rehearse` builds its copy when the project's engine is remote (ssh://, "
+        "tcp://): your own, never the VM's",
+        why="a copy of the VM's database built on the VM would sit beside the live one within its 1 GB; the copy is "
+        "streamed through the ssh tunnel into a container of this engine instead (docs/rehearse.md)",
+    ),
     S("QBCTL_BUDGET_TOTAL", "1GB", "size", "memory of the production VM"),
     S("QBCTL_BUDGET_OS", "200MB", "size", "share of the OS and system services"),
     S("QBCTL_BUDGET_POSTGRES", "300MB", "size", "share of PostgreSQL (its container's memory limit)"),
     S("QBCTL_BUDGET_REDIS", "150MB", "size", "share of Redis (its container's memory limit)"),
     S("QBCTL_BUDGET_BACKEND", "250MB", "size", "share of the Python backend"),
     S("QBCTL_BUDGET_HEADROOM", "100MB", "size", "headroom left free"),
-    S("QBCTL_POSTGRES_BACKEND_OVERHEAD", "5MB", "size",
-      "private memory of one PostgreSQL session besides work_mem, at its peak (the budget's model)",
-      why="measured under the backend's load with TimescaleDB (catalog and chunk caches, plans, executor state): "
-          "about 10MB, not the 2MB of a bare backend"),
+    S(
+        "QBCTL_POSTGRES_BACKEND_OVERHEAD",
+        "5MB",
+        "size",
+        "private memory of one PostgreSQL session besides work_mem, at its peak (the budget's model)",
+        why="measured under the backend's load with TimescaleDB (catalog and chunk caches, plans, executor state): "
+        "about 10MB, not the 2MB of a bare backend",
+    ),
     S("QBCTL_ADMINER_MEMORY", "64MB", "size", "memory limit of Adminer (dev only, outside the budget)"),
-    S("QBCTL_REDIS_COMMANDER_MEMORY", "160MB", "size",
-      "memory limit of Redis Commander (dev only, outside the budget)"),
+    S(
+        "QBCTL_REDIS_COMMANDER_MEMORY",
+        "160MB",
+        "size",
+        "memory limit of Redis Commander (dev only, outside the budget)",
+    ),
 )
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
 
@@ -258,8 +323,10 @@ def find_project(start: Path, project_dir: Path | str | None = None) -> ProjectF
     if project_dir is not None:
         folder = Path(project_dir).expanduser()
         if not folder.is_dir():
-            raise ConfigError(f"project folder {project_dir} does not exist or is not a folder",
-                              hint="point --project-dir (or QBCTL_PROJECT_DIR) at the project's folder")
+            raise ConfigError(
+                f"project folder {project_dir} does not exist or is not a folder",
+                hint="point --project-dir (or QBCTL_PROJECT_DIR) at the project's folder",
+            )
         return ProjectFolder(folder.resolve(), "named")
     home = Path(os.path.expanduser("~"))
     for folder in (start, *start.parents):
@@ -277,8 +344,10 @@ def project_name(text: str, where: str = "project name") -> str:
     """A Docker-safe name: lower case letters, digits, - and _."""
     name = re.sub(r"[^a-z0-9_-]", "", text.lower()).lstrip("_-")
     if not name:
-        raise ConfigError(f"{where} {text!r}: no letters or digits to name a project with",
-                          hint="use letters, digits, - or _ (--project NAME or QBCTL_PROJECT)")
+        raise ConfigError(
+            f"{where} {text!r}: no letters or digits to name a project with",
+            hint="use letters, digits, - or _ (--project NAME or QBCTL_PROJECT)",
+        )
     return name
 
 
@@ -299,15 +368,21 @@ def read_env_file(path: Path) -> dict[str, str]:
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
             shown = binding.original.string.strip().splitlines()[0][:60]
-            raise ConfigError(f"{path} line {binding.original.line}: cannot parse {shown!r}",
-                              hint="write KEY=value, one per line")
+            raise ConfigError(
+                f"{path} line {binding.original.line}: cannot parse {shown!r}", hint="write KEY=value, one per line"
+            )
     values = dotenv_values(stream=io.StringIO(text), interpolate=True)
     return {k: (v if v is not None else "") for k, v in values.items()}
 
 
-def load(env_file: Path | None = None, environ: Mapping[str, str] | None = None,
-         project: str | None = None, cwd: Path | None = None, overrides: Mapping[str, str] | None = None,
-         project_dir: Path | None = None) -> Settings:
+def load(
+    env_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    project: str | None = None,
+    cwd: Path | None = None,
+    overrides: Mapping[str, str] | None = None,
+    project_dir: Path | None = None,
+) -> Settings:
     """Resolve every setting; raise ConfigError naming every bad value, one per line.
 
     The project folder (find_project) is found first: its .env is the default env file.
@@ -354,8 +429,10 @@ def load(env_file: Path | None = None, environ: Mapping[str, str] | None = None,
         problems += _cross_checks(values)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ConfigError("\n".join(problems), hint="fix the value in .env or the environment" + more
-                          + "; `qbctl env check` lists every setting")
+        raise ConfigError(
+            "\n".join(problems),
+            hint="fix the value in .env or the environment" + more + "; `qbctl env check` lists every setting",
+        )
     if project:
         name, how = project_name(project, "--project"), "named by --project"
     elif values.qbctl_project.strip():
@@ -363,9 +440,11 @@ def load(env_file: Path | None = None, environ: Mapping[str, str] | None = None,
         how = f"named by QBCTL_PROJECT (from {sources['QBCTL_PROJECT']})"
     else:
         name = project_name(root.name, f"the folder name {root} (set QBCTL_PROJECT)")
-        how = f"the folder {root}" + (f" ({folder.marker})" if folder.marker else
-                                      ", which is no project (no .env, sql/schema or [tool.qbctl] "
-                                      "in pyproject.toml there or above it)")
+        how = f"the folder {root}" + (
+            f" ({folder.marker})"
+            if folder.marker
+            else ", which is no project (no .env, sql/schema or [tool.qbctl] in pyproject.toml there or above it)"
+        )
     return Settings(values, raw, sources, name, root, path, did_you_mean(file_values), folder.marker, how)
 
 
@@ -440,6 +519,11 @@ class ConfigShown(Result):
 def shown(settings: Settings, schema: str = "") -> ConfigShown:
     """`schema`: the sql/ folder the db commands use, in words (db.files.describe)."""
     rows = [{"key": s.key, "value": settings.masked(s.key), "source": settings.sources[s.key]} for s in SETTINGS]
-    return ConfigShown(settings.project, str(settings.root),
-                       str(settings.env_file) if settings.env_file else None, rows, settings.project_source,
-                       schema)
+    return ConfigShown(
+        settings.project,
+        str(settings.root),
+        str(settings.env_file) if settings.env_file else None,
+        rows,
+        settings.project_source,
+        schema,
+    )

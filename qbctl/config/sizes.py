@@ -3,13 +3,25 @@
 `150mb` (Redis), `128MB` (PostgreSQL), `1GB`, `4MB`, `512kB`, `1048576` (bytes), `150MiB`, `1GiB`.
 Units are binary (1MB = 1024 kB), as both PostgreSQL and Redis read them: MiB and MB are the same.
 """
+
 from __future__ import annotations
 
 import re
 
 MB = 1024 * 1024
-_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": MB, "mb": MB, "mib": MB,
-          "g": 1024 * MB, "gb": 1024 * MB, "gib": 1024 * MB}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": MB,
+    "mb": MB,
+    "mib": MB,
+    "g": 1024 * MB,
+    "gb": 1024 * MB,
+    "gib": 1024 * MB,
+}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 

@@ -1,4 +1,5 @@
 """Parsing and masking of the two connection URLs (DATABASE_URL, REDIS_URL)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,16 +14,20 @@ def connect_host(host: str) -> str:
     """The address to connect to: the published ports listen on IPv4 loopback (QBCTL_BIND_ADDRESS),
     and `localhost` may resolve to ::1 first."""
     return "127.0.0.1" if host in ("localhost", "0.0.0.0", "") else host
+
+
 # libpq's connection parameters (PostgreSQL 18). In a SQLAlchemy URL (postgresql+asyncpg://) the
 # query belongs to the driver: these are kept, the driver's own (ssl=, prepared_statement_...) dropped.
-LIBPQ_PARAMS = frozenset("""
+LIBPQ_PARAMS = frozenset(
+    """
 host hostaddr port dbname user password passfile require_auth channel_binding connect_timeout
 client_encoding options application_name fallback_application_name keepalives keepalives_idle
 keepalives_interval keepalives_count tcp_user_timeout replication gssencmode sslmode sslnegotiation
 sslcompression sslcert sslkey sslkeylogfile sslpassword sslcertmode sslrootcert sslcrl sslcrldir sslsni
 requirepeer ssl_min_protocol_version ssl_max_protocol_version krbsrvname gsslib gssdelegation service
 target_session_attrs load_balance_hosts min_protocol_version max_protocol_version
-""".split())
+""".split()
+)
 
 
 class _OnAHost:
@@ -48,8 +53,9 @@ class PgUrl(_OnAHost):
     dbname: str
     query: str = ""  # libpq parameters after "?", such as sslmode=verify-full: kept, never dropped
 
-    def dsn(self, host: str | None = None, port: int | None = None, dbname: str | None = None,
-            password: bool = True) -> str:
+    def dsn(
+        self, host: str | None = None, port: int | None = None, dbname: str | None = None, password: bool = True
+    ) -> str:
         """A libpq URL (driver suffixes such as +asyncpg removed); without the password if asked."""
         auth = quote(self.user, safe="")
         if self.password and password:
@@ -106,11 +112,11 @@ def parse_pg_url(text: str) -> PgUrl:
     params = [p for p in parts.query.split("&") if p]
     unknown = [p.split("=", 1)[0] for p in params if p.split("=", 1)[0] not in LIBPQ_PARAMS]
     if unknown and not driver:
-        raise ValueError(f"{', '.join(unknown)} after ? is not a libpq parameter (sslmode=require, "
-                         "connect_timeout=10, ... are)")
+        raise ValueError(
+            f"{', '.join(unknown)} after ? is not a libpq parameter (sslmode=require, connect_timeout=10, ... are)"
+        )
     query = "&".join(p for p in params if p.split("=", 1)[0] in LIBPQ_PARAMS)
-    return PgUrl(unquote(parts.username), unquote(parts.password or ""), parts.hostname, port or 5432, dbname,
-                 query)
+    return PgUrl(unquote(parts.username), unquote(parts.password or ""), parts.hostname, port or 5432, dbname, query)
 
 
 def parse_redis_url(text: str) -> RedisUrl:
@@ -124,8 +130,9 @@ def parse_redis_url(text: str) -> RedisUrl:
     path = parts.path.lstrip("/") or "0"
     if not path.isdigit() or int(path) > 15:
         raise ValueError("the database index must be a number from 0 to 15")
-    return RedisUrl(parts.hostname, port or 6379, int(path), unquote(parts.password or ""),
-                    unquote(parts.username or ""))
+    return RedisUrl(
+        parts.hostname, port or 6379, int(path), unquote(parts.password or ""), unquote(parts.username or "")
+    )
 
 
 def mask_secrets(text: str, secrets: list[str]) -> str:
@@ -157,4 +164,3 @@ def engine_address(url: str) -> str:
         if not parts.hostname or port == -1 or parts.password or parts.query:
             raise ValueError(f"{url!r} is not an ssh address")
     return url
-

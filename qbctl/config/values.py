@@ -2,6 +2,7 @@
 
 Made by `python -m qbctl.config.docs` from the SETTINGS table (qbctl/config/settings.py): do not edit.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,6 +6,7 @@ are tested without a database, and a rehearsal can hand them the catalog of its 
 part is read only where the extension is installed; its internal catalog (compressed row counts, the
 views behind a continuous aggregate) is read where it answers, and left out where it does not.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

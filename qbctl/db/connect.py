@@ -7,6 +7,7 @@
 A URL naming localhost means the engine's host (`transport.reach.endpoint`: this machine, or through the
 ssh engine's tunnel); any other host is used as it is.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,11 +17,23 @@ from typing import Callable
 from qbctl.config.settings import Settings
 from qbctl.errors import ConfigError, QbctlError, ServerKilled, Unavailable
 
-RETRYABLE = ("starting up", "Connection refused", "connection refused", "server closed the connection",
-             "shutting down", "No such file", "timeout expired", "could not receive data", "Connection reset",
-             "in recovery mode")
-KILLED = ("terminating connection because of crash of another server process", "server closed the connection "
-          "unexpectedly", "the database system is in recovery mode")
+RETRYABLE = (
+    "starting up",
+    "Connection refused",
+    "connection refused",
+    "server closed the connection",
+    "shutting down",
+    "No such file",
+    "timeout expired",
+    "could not receive data",
+    "Connection reset",
+    "in recovery mode",
+)
+KILLED = (
+    "terminating connection because of crash of another server process",
+    "server closed the connection unexpectedly",
+    "the database system is in recovery mode",
+)
 
 # psycopg logs a COPY that a lost connection ended ("error ignored terminating <psycopg.Copy>") besides
 # raising; with no handler of its own, Python would print that on stderr before qbctl's one line.
@@ -29,8 +42,9 @@ logging.getLogger("psycopg").addHandler(logging.NullHandler())
 Rows = Callable[[str], list[tuple]]  # rows(sql) -> every row, every value text or None
 
 
-def dsn(settings: Settings, dbname: str | None = None, local_port: int | None = None,
-        local_host: str = "127.0.0.1") -> str:
+def dsn(
+    settings: Settings, dbname: str | None = None, local_port: int | None = None, local_host: str = "127.0.0.1"
+) -> str:
     """DATABASE_URL for libpq, with the host and port to connect to (see transport.reach.endpoint); `dbname`:
     another database of the same server; `local_port`: another server, on that port of `local_host` (a
     rehearsal's copy, in a container of the local engine), with the same credentials."""
@@ -57,21 +71,34 @@ def bad_url(text: str) -> bool:
 def url_error(text: str, where: str = "") -> ConfigError:
     """libpq's refusal of DATABASE_URL (see bad_url) as the settings error it is (exit 2)."""
     reason = text.split("FATAL:")[-1].strip().removeprefix("connection is bad: ")[:300]
-    return ConfigError(f"DATABASE_URL{f' ({where})' if where else ''}: {reason}",
-                       hint="the parameters after ? go to libpq as they are (sslmode=require, connect_timeout=10, ...)")
+    return ConfigError(
+        f"DATABASE_URL{f' ({where})' if where else ''}: {reason}",
+        hint="the parameters after ? go to libpq as they are (sslmode=require, connect_timeout=10, ...)",
+    )
 
 
 def auth_error(message: str) -> Unavailable:
     """A refused login (exit 3, whichever command meets it)."""
-    return Unavailable(message, code="DATABASE_AUTH_FAILED",
-                       hint="check the password in DATABASE_URL; a stack's data volume keeps the password it was "
-                            "created with: put the old one back, or `qbctl reset` to start from an empty volume "
-                            "(deletes its data)")
+    return Unavailable(
+        message,
+        code="DATABASE_AUTH_FAILED",
+        hint="check the password in DATABASE_URL; a stack's data volume keeps the password it was "
+        "created with: put the old one back, or `qbctl reset` to start from an empty volume "
+        "(deletes its data)",
+    )
 
 
-def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, timeout: float = 3,
-            prepared: bool = True, events=None, dbname: str | None = None, local_port: int | None = None,
-            local_host: str = "127.0.0.1"):
+def connect(
+    settings: Settings,
+    wait: float = 0.0,
+    autocommit: bool = True,
+    timeout: float = 3,
+    prepared: bool = True,
+    events=None,
+    dbname: str | None = None,
+    local_port: int | None = None,
+    local_host: str = "127.0.0.1",
+):
     """A psycopg connection with the URL's credentials; retried while the server is starting.
 
     client_encoding is UTF8 whatever the database's encoding: on a SQL_ASCII database the
@@ -94,8 +121,14 @@ def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, time
                     from qbctl.events import Event, Status
 
                     reason = _unreachable(settings, text).details["reason"]
-                    events(Event(Status.WAITING, f"waiting up to {wait:.0f}s for {settings.pg.masked()} ({reason}); "
-                                 "`qbctl up postgres` starts the stack's", "postgres"))
+                    events(
+                        Event(
+                            Status.WAITING,
+                            f"waiting up to {wait:.0f}s for {settings.pg.masked()} ({reason}); "
+                            "`qbctl up postgres` starts the stack's",
+                            "postgres",
+                        )
+                    )
                     told = True
                 time.sleep(0.1)
                 continue
@@ -105,8 +138,14 @@ def connect(settings: Settings, wait: float = 0.0, autocommit: bool = True, time
 def _psycopg(url: str, timeout: float, autocommit: bool = True, prepared: bool = True):
     import psycopg
 
-    return psycopg.connect(url, connect_timeout=max(1, int(timeout)), autocommit=autocommit, application_name="qbctl",
-                           client_encoding="UTF8", prepare_threshold=5 if prepared else None)
+    return psycopg.connect(
+        url,
+        connect_timeout=max(1, int(timeout)),
+        autocommit=autocommit,
+        application_name="qbctl",
+        client_encoding="UTF8",
+        prepare_threshold=5 if prepared else None,
+    )
 
 
 def connect_url(url: str, timeout: float = 5):
@@ -141,11 +180,17 @@ def _unreachable(settings: Settings, text: str) -> QbctlError:
     elif "password authentication failed" in text:
         err = auth_error(f"PostgreSQL refused the login of {settings.pg.user} at {where}: {reason}")
     elif "does not exist" in text:
-        err = Unavailable(f"{where}: {reason}", code="DATABASE_UNAVAILABLE",
-                          hint="create the database, or fix its name in DATABASE_URL")
+        err = Unavailable(
+            f"{where}: {reason}",
+            code="DATABASE_UNAVAILABLE",
+            hint="create the database, or fix its name in DATABASE_URL",
+        )
     else:
-        err = Unavailable(f"cannot reach PostgreSQL at {where}: {reason}", code="DATABASE_UNAVAILABLE",
-                          hint="`qbctl up` starts it; or point DATABASE_URL at a running server")
+        err = Unavailable(
+            f"cannot reach PostgreSQL at {where}: {reason}",
+            code="DATABASE_UNAVAILABLE",
+            hint="`qbctl up` starts it; or point DATABASE_URL at a running server",
+        )
     err.details["reason"] = reason  # the server's own words, for a caller that reports them itself
     return err
 
@@ -156,11 +201,12 @@ def killed_error(exc: Exception, doing: str) -> QbctlError | None:
     text = " ".join(str(exc).split())
     if not any(k in text for k in KILLED) or "administrator command" in text:
         return None
-    return ServerKilled(f"postgres: the server process running {doing} was killed "
-                        f"({text[:160]})",
-                        hint="the kernel kills a PostgreSQL backend when the container reaches its memory limit: "
-                             "`qbctl health` names the kill, `qbctl budget` shows the arithmetic and the setting "
-                             "that fixes it (QBCTL_BUDGET_POSTGRES, POSTGRES_WORK_MEM, POSTGRES_MAX_CONNECTIONS)")
+    return ServerKilled(
+        f"postgres: the server process running {doing} was killed ({text[:160]})",
+        hint="the kernel kills a PostgreSQL backend when the container reaches its memory limit: "
+        "`qbctl health` names the kill, `qbctl budget` shows the arithmetic and the setting "
+        "that fixes it (QBCTL_BUDGET_POSTGRES, POSTGRES_WORK_MEM, POSTGRES_MAX_CONNECTIONS)",
+    )
 
 
 def escaped_error(exc: Exception, doing: str) -> QbctlError | None:
@@ -176,18 +222,21 @@ def escaped_error(exc: Exception, doing: str) -> QbctlError | None:
         if killed is not None:
             return killed
         if isinstance(exc, psycopg.OperationalError):
-            return Unavailable(f"postgres: the connection was lost while running {doing}: {text}",
-                               code="DATABASE_UNAVAILABLE",
-                               hint="`qbctl status` shows whether the server runs; `qbctl logs postgres` says why "
-                                    "it stopped")
+            return Unavailable(
+                f"postgres: the connection was lost while running {doing}: {text}",
+                code="DATABASE_UNAVAILABLE",
+                hint="`qbctl status` shows whether the server runs; `qbctl logs postgres` says why it stopped",
+            )
         return None
     if module.startswith("redis"):
         import redis
 
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-            return Unavailable(f"redis: the connection was lost while running {doing}: {text}",
-                               code="REDIS_UNAVAILABLE",
-                               hint="`qbctl status` shows whether Redis runs; `qbctl logs redis` says why it stopped")
+            return Unavailable(
+                f"redis: the connection was lost while running {doing}: {text}",
+                code="REDIS_UNAVAILABLE",
+                hint="`qbctl status` shows whether Redis runs; `qbctl logs redis` says why it stopped",
+            )
     return None
 
 
@@ -207,8 +256,12 @@ def server_error(exc, text: str = "", line: int = 1) -> tuple[int | None, str, d
         at = line + (text[: int(pos) - 1].count("\n") if pos else 0)
     fields = {"sqlstate": sqlstate}
     lines = [f"{sqlstate} {message}"]
-    for label, key, attr in (("DETAIL", "detail", "message_detail"), ("HINT", "server_hint", "message_hint"),
-                             ("QUERY", "query", "internal_query"), ("CONTEXT", "context", "context")):
+    for label, key, attr in (
+        ("DETAIL", "detail", "message_detail"),
+        ("HINT", "server_hint", "message_hint"),
+        ("QUERY", "query", "internal_query"),
+        ("CONTEXT", "context", "context"),
+    ):
         value = getattr(diag, attr, None)
         if value:
             fields[key] = value.strip()
@@ -231,14 +284,28 @@ def redis_client(settings: Settings, timeout: float = 2.0, name: str | None = No
 
     rd = settings.redis
     host, port = endpoint(rd.host, rd.port, settings.values.qbctl_bind_address)
-    return redis.Redis(host=host, port=port, db=rd.db, username=rd.username or None,
-                       password=rd.password or None, socket_timeout=timeout, socket_connect_timeout=timeout,
-                       retry=Retry(NoBackoff(), 0), client_name=name, single_connection_client=name is not None)
+    return redis.Redis(
+        host=host,
+        port=port,
+        db=rd.db,
+        username=rd.username or None,
+        password=rd.password or None,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        client_name=name,
+        single_connection_client=name is not None,
+    )
 
 
 def redis_error(exc: Exception, settings: Settings) -> str:
     """A Redis connection error in words: `cannot reach Redis at URL: connection refused`."""
     text = " ".join(str(exc).split())
-    reason = "connection refused" if "refused" in text.lower() else (
-        "no answer within the timeout" if "timeout" in text.lower() or "timed out" in text.lower() else text[:200])
+    reason = (
+        "connection refused"
+        if "refused" in text.lower()
+        else (
+            "no answer within the timeout" if "timeout" in text.lower() or "timed out" in text.lower() else text[:200]
+        )
+    )
     return f"cannot reach Redis at {settings.redis.masked()}: {reason}"

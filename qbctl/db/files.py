@@ -11,6 +11,7 @@ does) and `-- qbctl: no-transaction` (run it statement by statement). goose's an
 markers mean what they mean there: `-- +goose NO TRANSACTION`, `-- migrate:up transaction:false`,
 and only the Up section of a file with `-- +goose Up` / `-- migrate:up` runs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,8 +37,9 @@ TEMPLATE_KEYS = tuple(TEMPLATE_VALUES)
 REQUIRES_TSDB = re.compile(r"^--\s*qbctl:\s*requires\s+timescaledb\s*$", re.I)
 NO_TRANSACTION = re.compile(r"^--\s*qbctl:\s*no-transaction\s*$", re.I)
 # Other tools' markers, on a line of their own anywhere (that is how goose and dbmate read them).
-FOREIGN_NO_TRANSACTION = re.compile(r"^--\s*(?:\+goose\s+NO\s+TRANSACTION|migrate:up\b.*\btransaction:\s*false)\s*$",
-                                    re.I | re.M)
+FOREIGN_NO_TRANSACTION = re.compile(
+    r"^--\s*(?:\+goose\s+NO\s+TRANSACTION|migrate:up\b.*\btransaction:\s*false)\s*$", re.I | re.M
+)
 UP = re.compile(r"^--\s*(?:\+goose\s+Up|migrate:up)\b", re.I)
 DOWN = re.compile(r"^--\s*(?:\+goose\s+Down|migrate:down)\b", re.I)
 
@@ -109,10 +111,12 @@ def not_utf8(label: str, path: Path, raw: bytes, exc: UnicodeDecodeError) -> Con
     """One line: which file, which line and column, and how to convert it."""
     line = raw.count(b"\n", 0, exc.start) + 1
     column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-    return ConfigError(f"{label}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {column})",
-                       code="SQL_NOT_UTF8",
-                       hint=f"qbctl reads SQL files as UTF-8; convert this one, e.g. from Latin-1: "
-                            f"iconv -f latin1 -t utf8 {path} > {path}.utf8 && mv {path}.utf8 {path}")
+    return ConfigError(
+        f"{label}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {column})",
+        code="SQL_NOT_UTF8",
+        hint=f"qbctl reads SQL files as UTF-8; convert this one, e.g. from Latin-1: "
+        f"iconv -f latin1 -t utf8 {path} > {path}.utf8 && mv {path}.utf8 {path}",
+    )
 
 
 def checksum(text: str) -> str:
@@ -122,13 +126,17 @@ def checksum(text: str) -> str:
 def expand(text: str, settings: Settings, path: Path) -> str:
     """A policy template with its {{SETTING}} placeholders replaced by the settings' values (SQL templates are
     "expanded"; "render" is the compose file's word, "views" draw results)."""
+
     def sub(m: re.Match) -> str:
         key = m.group(1)
         if key not in TEMPLATE_KEYS:
             line = text[: m.start()].count("\n") + 1
-            raise ConfigError(f"{path}:{line}: unknown placeholder {{{{{key}}}}}",
-                              hint="policy templates may use " + ", ".join(TEMPLATE_KEYS))
+            raise ConfigError(
+                f"{path}:{line}: unknown placeholder {{{{{key}}}}}",
+                hint="policy templates may use " + ", ".join(TEMPLATE_KEYS),
+            )
         return str(TEMPLATE_VALUES[key](settings.values))
+
     return PLACEHOLDER.sub(sub, text)
 
 
@@ -139,8 +147,11 @@ def packaged_sql() -> Path:
     for folder in (package / "sql", package.parent / "sql"):
         if (folder / "schema").is_dir() and (folder.parent == package or (folder.parent / "pyproject.toml").exists()):
             return folder
-    raise ConfigError(f"qbctl's own schema is missing from {package / 'sql'}: the installation is incomplete",
-                      code="SQL_NOT_FOUND", hint="reinstall qbctl (pip install --force-reinstall ./tools/qbctl)")
+    raise ConfigError(
+        f"qbctl's own schema is missing from {package / 'sql'}: the installation is incomplete",
+        code="SQL_NOT_FOUND",
+        hint="reinstall qbctl (pip install --force-reinstall ./tools/qbctl)",
+    )
 
 
 def sql_dir(settings: Settings) -> Path:

@@ -24,6 +24,7 @@ the middle of whatever comes next. So that work holds the jobs first:
 Everything goes over `Rows` (text values), so psycopg (seed, reset) and psql in the container
 (restore, upgrade) share it.
 """
+
 from __future__ import annotations
 
 import time
@@ -40,10 +41,12 @@ POLL = 0.2
 # The refresh policies of the continuous aggregates of a hypertable (j: timescaledb_information.jobs; table:
 # an SQL row (schema, name)). The jobs view names a refresh policy's aggregate by its view (2.28) or by its
 # materialization hypertable (older 2.x): either matches.
-REFRESH_OF = ("j.proc_name = 'policy_refresh_continuous_aggregate' AND EXISTS (SELECT FROM"
-              " timescaledb_information.continuous_aggregates c WHERE (c.hypertable_schema, c.hypertable_name) ="
-              " {table} AND (j.hypertable_schema, j.hypertable_name) IN ((c.view_schema, c.view_name),"
-              " (c.materialization_hypertable_schema, c.materialization_hypertable_name)))")
+REFRESH_OF = (
+    "j.proc_name = 'policy_refresh_continuous_aggregate' AND EXISTS (SELECT FROM"
+    " timescaledb_information.continuous_aggregates c WHERE (c.hypertable_schema, c.hypertable_name) ="
+    " {table} AND (j.hypertable_schema, j.hypertable_name) IN ((c.view_schema, c.view_name),"
+    " (c.materialization_hypertable_schema, c.materialization_hypertable_name)))"
+)
 ALL_POLICIES = "true"  # every scheduled job of the database (the telemetry job, id 1, is never held)
 
 
@@ -87,9 +90,16 @@ WHERE j.job_id = ANY({ids})
 # crash (the server stopped under it), not a run.
 
 
-def hold(rows: Rows, where: str = ALL_POLICIES, *, wait: float = HOLD_WAIT, settle: float = SETTLE,
-         sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-         said: Callable[[list[int]], None] | None = None) -> Hold:
+def hold(
+    rows: Rows,
+    where: str = ALL_POLICIES,
+    *,
+    wait: float = HOLD_WAIT,
+    settle: float = SETTLE,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    said: Callable[[list[int]], None] | None = None,
+) -> Hold:
     """Hold the scheduled jobs matching `where` (a condition on `timescaledb_information.jobs j`) and
     wait until none of them runs. `said(jobs)` is called once when a run under way is waited for.
     When one is still running after `wait` seconds, the hold is released and UNAVAILABLE raised."""
@@ -97,10 +107,12 @@ def hold(rows: Rows, where: str = ALL_POLICIES, *, wait: float = HOLD_WAIT, sett
     if not available(rows):
         return held
     held.ts = extension_schema(rows)
-    found = rows("SELECT pg_catalog.now()::text, j.job_id::text, st.next_start::text"
-                 " FROM timescaledb_information.jobs j"
-                 " LEFT JOIN _timescaledb_internal.bgw_job_stat st ON st.job_id = j.job_id"
-                 f" WHERE j.scheduled AND j.job_id >= 1000 AND ({where}) ORDER BY j.job_id")
+    found = rows(
+        "SELECT pg_catalog.now()::text, j.job_id::text, st.next_start::text"
+        " FROM timescaledb_information.jobs j"
+        " LEFT JOIN _timescaledb_internal.bgw_job_stat st ON st.job_id = j.job_id"
+        f" WHERE j.scheduled AND j.job_id >= 1000 AND ({where}) ORDER BY j.job_id"
+    )
     if not found:
         return held
     held.began = found[0][0]
@@ -118,8 +130,10 @@ def hold(rows: Rows, where: str = ALL_POLICIES, *, wait: float = HOLD_WAIT, sett
                 if n != "infinity" and _finite(n):
                     held.give_back[int(j)] = _finite(n)  # the next start its run just set
             if loose:
-                rows("SELECT pg_catalog.count(*)::text FROM pg_catalog.unnest(" + _ids(loose) + ") i,"
-                     f" LATERAL {held.ts}.alter_job(i, next_start => 'infinity', if_exists => true)")
+                rows(
+                    "SELECT pg_catalog.count(*)::text FROM pg_catalog.unnest(" + _ids(loose) + ") i,"
+                    f" LATERAL {held.ts}.alter_job(i, next_start => 'infinity', if_exists => true)"
+                )
             running = [int(j) for j, _, r in state if r == "true"]
             if running:
                 quiet_once = False
@@ -130,7 +144,8 @@ def hold(rows: Rows, where: str = ALL_POLICIES, *, wait: float = HOLD_WAIT, sett
                     raise Unavailable(
                         f"TimescaleDB job {running[0]} has been running for more than {wait:.0f}s; qbctl waits for "
                         "a job's run to end before it works on the same data, and never cancels one",
-                        hint="try again once it has ended (`qbctl db status` shows it running); nothing was changed")
+                        hint="try again once it has ended (`qbctl db status` shows it running); nothing was changed",
+                    )
                 sleep(POLL)
                 continue
             if not loose and quiet_once:
@@ -159,8 +174,10 @@ def release(rows: Rows, held: Hold, after_error: bool = False) -> None:
         return
     values = ", ".join(f"({j}, {_lit(t) if t else 'NULL'}::timestamptz)" for j, t in held.give_back.items())
     # if_exists: a job deleted meanwhile (db reset drops them) is skipped.
-    rows(f"SELECT pg_catalog.count(*)::text FROM (VALUES {values}) AS v(i, t), LATERAL {held.ts}.alter_job(v.i,"
-         " next_start => greatest(COALESCE(v.t, pg_catalog.now()), pg_catalog.now()), if_exists => true)")
+    rows(
+        f"SELECT pg_catalog.count(*)::text FROM (VALUES {values}) AS v(i, t), LATERAL {held.ts}.alter_job(v.i,"
+        " next_start => greatest(COALESCE(v.t, pg_catalog.now()), pg_catalog.now()), if_exists => true)"
+    )
     held.give_back = {}
 
 
@@ -173,9 +190,15 @@ WHERE s.job_id = ANY({ids}) AND s.last_run_status = 'Failed' AND s.last_run_star
 """
 
 
-def rerun_collisions(rows: Rows, jobs: list[int], began: str, *, wait: float = HOLD_WAIT,
-                     sleep: Callable[[float], None] = time.sleep,
-                     clock: Callable[[], float] = time.monotonic) -> list[int]:
+def rerun_collisions(
+    rows: Rows,
+    jobs: list[int],
+    began: str,
+    *,
+    wait: float = HOLD_WAIT,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[int]:
     """Jobs whose last run failed since `began` because a refresh overlapped it: run again by the
     scheduler now, and waited for. Returns those that still failed (or did not run within `wait`)."""
     if not jobs or not began:
@@ -184,13 +207,19 @@ def rerun_collisions(rows: Rows, jobs: list[int], began: str, *, wait: float = H
     if not failed:
         return []
     ts = extension_schema(rows)
-    rows("SELECT pg_catalog.count(*)::text FROM pg_catalog.unnest(" + _ids(failed) + ") i,"
-         f" LATERAL {ts}.alter_job(i, next_start => pg_catalog.now(), if_exists => true)")
+    rows(
+        "SELECT pg_catalog.count(*)::text FROM pg_catalog.unnest(" + _ids(failed) + ") i,"
+        f" LATERAL {ts}.alter_job(i, next_start => pg_catalog.now(), if_exists => true)"
+    )
     deadline = clock() + wait
     while True:
-        state = {int(j): (t, s) for j, t, s in rows(
-            "SELECT job_id::text, last_run_started_at::text, COALESCE(last_run_status, '') FROM"
-            f" timescaledb_information.job_stats WHERE job_id = ANY({_ids(failed)}) AND job_status <> 'Running'")}
+        state = {
+            int(j): (t, s)
+            for j, t, s in rows(
+                "SELECT job_id::text, last_run_started_at::text, COALESCE(last_run_status, '') FROM"
+                f" timescaledb_information.job_stats WHERE job_id = ANY({_ids(failed)}) AND job_status <> 'Running'"
+            )
+        }
         done = {j for j, (t, s) in state.items() if t != failed[j] and s}
         if len(done) == len(failed) or clock() > deadline:
             return sorted(j for j in failed if j not in done or state[j][1] != "Success")

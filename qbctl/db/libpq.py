@@ -12,10 +12,12 @@ deliberately small: constant SQL, text results, no parameters, no transactions. 
 cannot do returns None, and the caller takes the psycopg path, which owns the waiting and the
 error messages.
 """
+
 from __future__ import annotations
 
 try:
     import ctypes
+
     HAVE_CTYPES = True
 except ImportError:  # an interpreter built without _ctypes: psycopg does all the work
     HAVE_CTYPES = False
@@ -40,13 +42,17 @@ def _load():
             except OSError:
                 continue
             for name, res, args in (
-                    ("PQconnectdbParams", _P, [ctypes.POINTER(ctypes.c_char_p)] * 2 + [ctypes.c_int]),
-                    ("PQstatus", ctypes.c_int, [_P]), ("PQfinish", None, [_P]),
-                    ("PQexec", _P, [_P, ctypes.c_char_p]), ("PQresultStatus", ctypes.c_int, [_P]),
-                    ("PQntuples", ctypes.c_int, [_P]), ("PQnfields", ctypes.c_int, [_P]),
-                    ("PQgetvalue", ctypes.c_char_p, [_P, ctypes.c_int, ctypes.c_int]),
-                    ("PQgetisnull", ctypes.c_int, [_P, ctypes.c_int, ctypes.c_int]),
-                    ("PQclear", None, [_P])):
+                ("PQconnectdbParams", _P, [ctypes.POINTER(ctypes.c_char_p)] * 2 + [ctypes.c_int]),
+                ("PQstatus", ctypes.c_int, [_P]),
+                ("PQfinish", None, [_P]),
+                ("PQexec", _P, [_P, ctypes.c_char_p]),
+                ("PQresultStatus", ctypes.c_int, [_P]),
+                ("PQntuples", ctypes.c_int, [_P]),
+                ("PQnfields", ctypes.c_int, [_P]),
+                ("PQgetvalue", ctypes.c_char_p, [_P, ctypes.c_int, ctypes.c_int]),
+                ("PQgetisnull", ctypes.c_int, [_P, ctypes.c_int, ctypes.c_int]),
+                ("PQclear", None, [_P]),
+            ):
                 fn = getattr(lib, name)
                 fn.restype, fn.argtypes = res, args
             _lib = lib
@@ -75,8 +81,13 @@ class Connection:
                 raise Failed(sql)
             fields = range(lib.PQnfields(res))
             # "replace": a SQL_ASCII database may hold bytes that are not UTF-8; text is text, never a crash
-            return [tuple(None if lib.PQgetisnull(res, r, c) else lib.PQgetvalue(res, r, c).decode("utf-8", "replace")
-                          for c in fields) for r in range(lib.PQntuples(res))]
+            return [
+                tuple(
+                    None if lib.PQgetisnull(res, r, c) else lib.PQgetvalue(res, r, c).decode("utf-8", "replace")
+                    for c in fields
+                )
+                for r in range(lib.PQntuples(res))
+            ]
         finally:
             lib.PQclear(res)
 
@@ -97,8 +108,7 @@ def connect(dsn: str, timeout: int = 3) -> Connection | None:
     lib = _load()
     if lib is None:
         return None
-    params = {"dbname": dsn, "connect_timeout": str(timeout), "application_name": "qbctl",
-              "client_encoding": "UTF8"}
+    params = {"dbname": dsn, "connect_timeout": str(timeout), "application_name": "qbctl", "client_encoding": "UTF8"}
     keys = (ctypes.c_char_p * (len(params) + 1))(*(k.encode() for k in params), None)
     values = (ctypes.c_char_p * (len(params) + 1))(*(v.encode() for v in params.values()), None)
     handle = lib.PQconnectdbParams(keys, values, 1)  # 1: dbname may be a URL, expanded like psycopg does

@@ -11,6 +11,7 @@ Each rule was measured on TimescaleDB 2.28.3 with its scheduler on, with and wit
 (tests/integration/test_lint.py proves each error fails there). An error is what fails, or what locks a
 large table, on the VM; a warning is what may, depending on data lint cannot see.
 """
+
 from __future__ import annotations
 
 import copy
@@ -62,8 +63,9 @@ RULES = {  # id -> what it finds: the table of rules in docs/migrations.md is ch
 }
 
 
-def check(files: list[LintFile], catalog: Catalog, targets: set[str], deployed_with: Set[str] = frozenset()
-          ) -> list[Finding]:
+def check(
+    files: list[LintFile], catalog: Catalog, targets: set[str], deployed_with: Set[str] = frozenset()
+) -> list[Finding]:
     """The findings of the target files (labels), each judged in the state the VM has when it runs.
 
     `deployed_with`: files that run in the same deploy as the targets (the other pending files of a
@@ -76,8 +78,16 @@ def check(files: list[LintFile], catalog: Catalog, targets: set[str], deployed_w
         state = _base(files, parsed, f, catalog, deployed_with)
         for st, nodes in parsed[f.label]:
             if isinstance(nodes, str):
-                out.append(Finding("unparsed", "warning", f.label, st.line, f"lint cannot parse it: {nodes}",
-                                   "the server will say whether it can; lint's rules were not applied to it"))
+                out.append(
+                    Finding(
+                        "unparsed",
+                        "warning",
+                        f.label,
+                        st.line,
+                        f"lint cannot parse it: {nodes}",
+                        "the server will say whether it can; lint's rules were not applied to it",
+                    )
+                )
                 continue
             for node in nodes:
                 for rule, severity, message, safe in lint_rules.judge(node, state, catalog):
@@ -97,8 +107,9 @@ def _parse(st: Statement):
         return str(exc.args[0])
 
 
-def _base(files: list[LintFile], parsed: dict, target: LintFile, catalog: Catalog,
-          deployed_with: Set[str] = frozenset()) -> dict[str, Table]:
+def _base(
+    files: list[LintFile], parsed: dict, target: LintFile, catalog: Catalog, deployed_with: Set[str] = frozenset()
+) -> dict[str, Table]:
     """The tables when `target` runs on the VM: the schema files before it, the other policy files, then
     what the live database knows on top (it may be the VM itself, or a developer's copy of its shape)."""
     state: dict[str, Table] = {}
@@ -137,9 +148,13 @@ def _apply(node, state: dict[str, Table], new: bool) -> None:
     t: Table | None
     if isinstance(node, ast.CreateStmt):
         assert node.relation is not None and node.relation.relname is not None  # CREATE TABLE names its table
-        t = Table(node.relation.relname,
-                  {e.colname for e in node.tableElts or () if isinstance(e, ast.ColumnDef) and e.colname is not None},
-                  new=new, has_rows=False if new else None, bytes=0 if new else None)
+        t = Table(
+            node.relation.relname,
+            {e.colname for e in node.tableElts or () if isinstance(e, ast.ColumnDef) and e.colname is not None},
+            new=new,
+            has_rows=False if new else None,
+            bytes=0 if new else None,
+        )
         opts = tree.options(node.options)
         if "hypertable" in opts and not tree.false(opts["hypertable"]):
             col = opts.get("partition_column") or opts.get("partitioning_column")
@@ -166,8 +181,12 @@ def _apply(node, state: dict[str, Table], new: bool) -> None:
                     t.columnstore = not tree.false(opts[on])
                     if not t.columnstore:
                         t.policy = None
-                for key, attr in (("compress_segmentby", "segmentby"), ("segmentby", "segmentby"),
-                                  ("compress_orderby", "orderby"), ("orderby", "orderby")):
+                for key, attr in (
+                    ("compress_segmentby", "segmentby"),
+                    ("segmentby", "segmentby"),
+                    ("compress_orderby", "orderby"),
+                    ("orderby", "orderby"),
+                ):
                     if key in opts:
                         setattr(t, attr, tree.column_list(opts[key]))
     elif isinstance(node, ast.RenameStmt) and node.renameType == enums.ObjectType.OBJECT_COLUMN and node.relation:

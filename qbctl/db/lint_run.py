@@ -10,6 +10,7 @@
   its style rules (prefer-text-field, prefer-robust-stmts, ...) are opinions, not what happens on the
   VM, and its index rules advise CONCURRENTLY, which hypertables refuse.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,22 @@ from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
 
 SQUAWK_RULES = {  # squawk's rules about what a statement does to the server: kept, as warnings
-    "adding-field-with-default", "adding-required-field", "adding-not-nullable-field", "adding-foreign-key-constraint",
-    "adding-serial-primary-key-field", "constraint-missing-not-valid", "changing-column-type",
-    "disallowed-unique-constraint", "ban-drop-column", "ban-drop-table", "ban-drop-database", "ban-truncate-cascade",
-    "renaming-column", "renaming-table", "require-concurrent-reindex", "ban-alter-domain-with-add-constraint",
+    "adding-field-with-default",
+    "adding-required-field",
+    "adding-not-nullable-field",
+    "adding-foreign-key-constraint",
+    "adding-serial-primary-key-field",
+    "constraint-missing-not-valid",
+    "changing-column-type",
+    "disallowed-unique-constraint",
+    "ban-drop-column",
+    "ban-drop-table",
+    "ban-drop-database",
+    "ban-truncate-cascade",
+    "renaming-column",
+    "renaming-table",
+    "require-concurrent-reindex",
+    "ban-alter-domain-with-add-constraint",
     "ban-create-domain-with-constraint",
 }
 
@@ -87,8 +100,18 @@ def lint(settings: Settings, options: LintOptions = LintOptions(), events: Event
     found += [f for f in squawk if (f.file, f.line) not in errors_at]
     order = {label: k for k, label in enumerate(result.files)}
     found.sort(key=lambda f: (order.get(f.file, 0), f.line, f.severity != "error", f.rule))
-    result.findings = [{"rule": f.rule, "severity": f.severity, "file": f.file, "line": f.line,
-                        "message": f.message, "safe": f.safe, "source": f.source} for f in found]
+    result.findings = [
+        {
+            "rule": f.rule,
+            "severity": f.severity,
+            "file": f.file,
+            "line": f.line,
+            "message": f.message,
+            "safe": f.safe,
+            "source": f.source,
+        }
+        for f in found
+    ]
     result.errors = sum(f.severity == "error" for f in found)
     result.warnings = len(found) - result.errors
     failing = result.errors + (result.warnings if options.strict else 0)
@@ -96,9 +119,13 @@ def lint(settings: Settings, options: LintOptions = LintOptions(), events: Event
         what = f"{result.errors} error{'s' * (result.errors != 1)}"
         if options.strict and result.warnings:
             what += f" and {result.warnings} warning{'s' * (result.warnings != 1)} (--strict)"
-        result.fail(CheckFailed(f"db lint: {what} in {len(targets)} file{'s' * (len(targets) != 1)}",
-                                code="LINT_FAILED",
-                                hint="each finding says what will happen on the VM and the safe way to write it"))
+        result.fail(
+            CheckFailed(
+                f"db lint: {what} in {len(targets)} file{'s' * (len(targets) != 1)}",
+                code="LINT_FAILED",
+                hint="each finding says what will happen on the VM and the safe way to write it",
+            )
+        )
     return result
 
 
@@ -128,8 +155,10 @@ def _named(settings: Settings, local: list[files.SqlFile], paths: tuple[str, ...
     for p in paths:
         path = Path(p).expanduser()
         if not path.is_file():
-            raise UsageError(f"db lint: {p}: no such file", hint="name migration files (sql/schema/0006_x.sql), or "
-                                                                  "none to lint the pending ones")
+            raise UsageError(
+                f"db lint: {p}: no such file",
+                hint="name migration files (sql/schema/0006_x.sql), or none to lint the pending ones",
+            )
         if path.resolve() in by_path:
             out.append(by_path[path.resolve()])
             continue
@@ -164,8 +193,9 @@ def _squawk(targets: list[files.SqlFile]):
         try:
             version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
             version = (version.split() or ["?"])[-1]
-            proc = subprocess.run([binary, "--reporter", "json", "--pg-version", "15", *names], capture_output=True,
-                                  text=True, timeout=60)
+            proc = subprocess.run(
+                [binary, "--reporter", "json", "--pg-version", "15", *names], capture_output=True, text=True, timeout=60
+            )
             found = json.loads(proc.stdout or "[]")
         except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
             return [], f"did not run ({exc}): plain PostgreSQL rules skipped"
@@ -173,8 +203,15 @@ def _squawk(targets: list[files.SqlFile]):
     for x in found:
         if x.get("rule_name") not in SQUAWK_RULES or x.get("file") not in names:
             continue
-        out.append(Finding(f"squawk/{x['rule_name']}", "warning", names[x["file"]], int(x.get("line", 0)) + 1,
-                           " ".join(str(x.get("message", "")).split()),
-                           " ".join(str(x.get("help") or "").split()) or
-                           f"see https://squawkhq.com/docs/{x['rule_name']}", source="squawk"))
+        out.append(
+            Finding(
+                f"squawk/{x['rule_name']}",
+                "warning",
+                names[x["file"]],
+                int(x.get("line", 0)) + 1,
+                " ".join(str(x.get("message", "")).split()),
+                " ".join(str(x.get("help") or "").split()) or f"see https://squawkhq.com/docs/{x['rule_name']}",
+                source="squawk",
+            )
+        )
     return out, version

@@ -11,6 +11,7 @@
 - an applied schema file edited afterwards is refused by name; policy files are
   re-applied when their rendered text changes (that is how a changed setting converges).
 """
+
 from __future__ import annotations
 
 import json
@@ -99,8 +100,12 @@ def _partial(f: SqlFile, row: Applied) -> Item:
             where = f"statement {k + 1}" + (f" (line {sts[k].line})" if k < len(sts) else "")
             return Item(f.label, f.kind, "changed", f"{where} was committed and has been edited since")
     nxt = f" (line {sts[done].line})" if done < len(sts) else ""
-    return Item(f.label, f.kind, "partial", f"{done} of {len(sts)} statements committed; the next migrate "
-                                              f"continues at statement {done + 1}{nxt}")
+    return Item(
+        f.label,
+        f.kind,
+        "partial",
+        f"{done} of {len(sts)} statements committed; the next migrate continues at statement {done + 1}{nxt}",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,13 +134,17 @@ class MigrateResult(Result):
 
 # --- the database's state, read once for both clients (psycopg and qbctl.db.libpq) -------------
 # Every column is text (booleans cast: 'true'/'false'), so both clients return the same rows.
-STATE_SQL = ("SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),"
-             " (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),"
-             " (current_setting('shared_preload_libraries') LIKE '%timescaledb%')::text,"
-             " (to_regclass('qbctl.migrations') IS NOT NULL)::text, current_setting('server_version')")
+STATE_SQL = (
+    "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),"
+    " (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),"
+    " (current_setting('shared_preload_libraries') LIKE '%timescaledb%')::text,"
+    " (to_regclass('qbctl.migrations') IS NOT NULL)::text, current_setting('server_version')"
+)
 # to_jsonb(m): the columns a tracking table made by an older qbctl lacks read as NULL.
-APPLIED_SQL = ("SELECT kind, name, checksum, to_jsonb(m)->>'state', to_jsonb(m)->>'statements_done',"
-               " (to_jsonb(m)->'statement_checksums')::text FROM qbctl.migrations m")
+APPLIED_SQL = (
+    "SELECT kind, name, checksum, to_jsonb(m)->>'state', to_jsonb(m)->>'statements_done',"
+    " (to_jsonb(m)->'statement_checksums')::text FROM qbctl.migrations m"
+)
 
 
 @dataclass(frozen=True)
@@ -157,8 +166,9 @@ def read_applied(rows: Rows, state: DbState) -> dict[tuple[str, str], Applied]:
         return {}
     out = {}
     for k, n, c, st, done, sums in rows(APPLIED_SQL):
-        out[(k, n)] = Applied(k, n, c, st or "applied", int(done) if done else None,
-                              tuple(json.loads(sums) or ()) if sums else ())
+        out[(k, n)] = Applied(
+            k, n, c, st or "applied", int(done) if done else None, tuple(json.loads(sums) or ()) if sums else ()
+        )
     return out
 
 
@@ -174,16 +184,23 @@ def _require_timescaledb(settings: Settings, state: DbState, without: bool) -> N
     if state.timescaledb or without:
         return
     if not state.available:
-        why = (f"the server (PostgreSQL {state.server_version} at {settings.pg.masked()}) does not have the "
-               "timescaledb extension")
+        why = (
+            f"the server (PostgreSQL {state.server_version} at {settings.pg.masked()}) does not have the "
+            "timescaledb extension"
+        )
     elif not state.preloaded:
-        why = (f"timescaledb is installed on the server (PostgreSQL {state.server_version}) but not in "
-               "shared_preload_libraries")
+        why = (
+            f"timescaledb is installed on the server (PostgreSQL {state.server_version}) but not in "
+            "shared_preload_libraries"
+        )
     else:
         return  # available and preloaded: sql/schema's first file creates it
-    raise TimescaleMissing(why, hint="use an image that provides it (timescale/timescaledb:latest-pg15, "
-                                     "QBCTL_POSTGRES_IMAGE), or pass --without-timescaledb to apply the plain "
-                                     "schema and skip hypertables and policies")
+    raise TimescaleMissing(
+        why,
+        hint="use an image that provides it (timescale/timescaledb:latest-pg15, "
+        "QBCTL_POSTGRES_IMAGE), or pass --without-timescaledb to apply the plain "
+        "schema and skip hypertables and policies",
+    )
 
 
 def _lock(rows: Rows, timeout: float, events: Events) -> None:
@@ -194,8 +211,11 @@ def _lock(rows: Rows, timeout: float, events: Events) -> None:
             events(Event(Status.WAITING, "another qbctl db migrate holds the migration lock; waiting for it"))
             told = True
         if time.monotonic() > deadline:
-            raise Unavailable(f"the migration lock was held for more than {timeout:.0f}s", code="LOCK_TIMEOUT",
-                              hint="another migrate is still running (pg_locks shows it); try again later")
+            raise Unavailable(
+                f"the migration lock was held for more than {timeout:.0f}s",
+                code="LOCK_TIMEOUT",
+                hint="another migrate is still running (pg_locks shows it); try again later",
+            )
         time.sleep(0.05)
 
 
@@ -295,16 +315,23 @@ def _refuse_changed(items: list[Item], accepted: bool) -> None:
     names = [i.file for i in changed]
     partial = [i for i in changed if i.reason.startswith("statement ")]
     if partial:
-        raise CheckFailed(f"{partial[0].file}: {partial[0].reason}; nothing was run", code="MIGRATION_CHANGED",
-                          hint="the file stopped part way and the statements before the failed one are in the "
-                               "database as they were: put them back as they were and fix only the failed one "
-                               "(or later ones); `qbctl db migrate --accept-edited` records the edit if it "
-                               "changes nothing in the database", files=names)
-    raise CheckFailed(f"{', '.join(names)} changed after {'it was' if len(names) == 1 else 'they were'} "
-                      "applied; nothing was run", code="MIGRATION_CHANGED",
-                      hint="put the applied text back (git checkout) and write the change as a new file; "
-                           "if the edit changes nothing in the database, `qbctl db migrate --accept-edited` "
-                           "records the new checksum", files=names)
+        raise CheckFailed(
+            f"{partial[0].file}: {partial[0].reason}; nothing was run",
+            code="MIGRATION_CHANGED",
+            hint="the file stopped part way and the statements before the failed one are in the "
+            "database as they were: put them back as they were and fix only the failed one "
+            "(or later ones); `qbctl db migrate --accept-edited` records the edit if it "
+            "changes nothing in the database",
+            files=names,
+        )
+    raise CheckFailed(
+        f"{', '.join(names)} changed after {'it was' if len(names) == 1 else 'they were'} applied; nothing was run",
+        code="MIGRATION_CHANGED",
+        hint="put the applied text back (git checkout) and write the change as a new file; "
+        "if the edit changes nothing in the database, `qbctl db migrate --accept-edited` "
+        "records the new checksum",
+        files=names,
+    )
 
 
 def _accept(conn, local: list[SqlFile], items: list[Item], applied: dict[tuple[str, str], Applied]) -> None:
@@ -314,8 +341,10 @@ def _accept(conn, local: list[SqlFile], items: list[Item], applied: dict[tuple[s
             f = by_label[i.file]
             row = applied[(f.kind, f.name)]
             sums = [st.checksum for st in f.statements[: row.statements_done or 0]] if row.state == "partial" else None
-            conn.execute("UPDATE qbctl.migrations SET checksum = %s, statement_checksums = %s"
-                         " WHERE kind = %s AND name = %s", (f.checksum, sums, f.kind, f.name))
+            conn.execute(
+                "UPDATE qbctl.migrations SET checksum = %s, statement_checksums = %s WHERE kind = %s AND name = %s",
+                (f.checksum, sums, f.kind, f.name),
+            )
 
 
 # --- running the files ------------------------------------------------------------------------------
@@ -339,8 +368,10 @@ def _prepare_all(local: list[SqlFile], items: list[Item], applied: dict[tuple[st
     return runs
 
 
-NO_TX_HINT = ("put `-- qbctl: no-transaction` in the file's first comment lines to run it statement by statement "
-              "(a BEGIN ... COMMIT group in it then runs as one transaction)")
+NO_TX_HINT = (
+    "put `-- qbctl: no-transaction` in the file's first comment lines to run it statement by statement "
+    "(a BEGIN ... COMMIT group in it then runs as one transaction)"
+)
 
 
 def _prepare(f: SqlFile, state: str, row: Applied | None) -> _Run:
@@ -354,8 +385,15 @@ def _prepare(f: SqlFile, state: str, row: Applied | None) -> _Run:
         st = sts[refused.index]
         fixes = refused.fixes
         hint = ("fix it: " + "; or ".join(fixes)) if fixes else "remove the statement"
-        raise MigrationFailed(f"{f.label}:{st.line}: {refused.what}; nothing was run", code="MIGRATION_REFUSED",
-                              hint=hint, file=f.label, line=st.line, applied=[], fixes=fixes) from None
+        raise MigrationFailed(
+            f"{f.label}:{st.line}: {refused.what}; nothing was run",
+            code="MIGRATION_REFUSED",
+            hint=hint,
+            file=f.label,
+            line=st.line,
+            applied=[],
+            fixes=fixes,
+        ) from None
     start = (row.statements_done or 0) if state == "partial" and row else 0
     return _Run(f, state, how.stepwise, start, how.steps, how.modes)
 
@@ -383,8 +421,9 @@ class _Where:
             self.events(Event(Status.INFO, f"{self.label()}: {severity}: {text}"))
 
 
-def _run_all(settings: Settings, runs: list[_Run], result: MigrateResult, options: MigrateOptions,
-             events: Events) -> None:
+def _run_all(
+    settings: Settings, runs: list[_Run], result: MigrateResult, options: MigrateOptions, events: Events
+) -> None:
     """The files in order on one session of their own, reset between files (DISCARD ALL: a new
     connection per file cost 10-35 ms each, the reset 1 ms); the first failure ends the run."""
     where = _Where(events, options.verbose)
@@ -431,7 +470,7 @@ def _apply(work, run: _Run, where: _Where, events: Events) -> dict:
             for first, end, alone in run.steps:
                 if end <= run.start:
                     continue
-                body = [st for st in f.statements[max(first, run.start):end] if not sql.control(st)]
+                body = [st for st in f.statements[max(first, run.start) : end] if not sql.control(st)]
                 if alone:
                     where.statement = body[0]
                     work.execute(body[0].text.encode())  # autocommit: it commits by itself
@@ -450,8 +489,11 @@ def _apply(work, run: _Run, where: _Where, events: Events) -> dict:
     except psycopg.Error as exc:
         raise _failed(exc, run, where, done) from None
     ms = int((time.monotonic() - started) * 1000)
-    out = {"file": f.label, "action": {"reapply": "reapplied", "partial": "continued"}.get(run.state, "applied"),
-           "ms": ms}
+    out = {
+        "file": f.label,
+        "action": {"reapply": "reapplied", "partial": "continued"}.get(run.state, "applied"),
+        "ms": ms,
+    }
     if run.stepwise:
         out["statements"] = len(f.statements) - run.start
     return out
@@ -459,8 +501,7 @@ def _apply(work, run: _Run, where: _Where, events: Events) -> dict:
 
 def _record(work, f: SqlFile, started: float, state: str, done: int | None = None) -> None:
     sums = [st.checksum for st in f.statements[:done]] if done is not None else None
-    work.execute(RECORD_SQL, (f.kind, f.name, f.checksum, int((time.monotonic() - started) * 1000), state, done,
-                              sums))
+    work.execute(RECORD_SQL, (f.kind, f.name, f.checksum, int((time.monotonic() - started) * 1000), state, done, sums))
 
 
 def _failed(exc, run: _Run, where: _Where, done: int) -> QbctlError:
@@ -480,18 +521,31 @@ def _failed(exc, run: _Run, where: _Where, done: int) -> QbctlError:
 
             wrap = wrapper_lines(f.statements)
             if wrap:
-                hint += (f"; this statement cannot run inside a transaction, and the file's own BEGIN (line {wrap[0]}) "
-                         f"... COMMIT (line {wrap[1]}) makes one: remove those two lines and " + NO_TX_HINT)
+                hint += (
+                    f"; this statement cannot run inside a transaction, and the file's own BEGIN (line {wrap[0]}) "
+                    f"... COMMIT (line {wrap[1]}) makes one: remove those two lines and " + NO_TX_HINT
+                )
             else:
                 hint += "; this statement cannot run inside qbctl's transaction: " + NO_TX_HINT
     elif done == 0:
-        hint = (f"the file runs statement by statement and none of its {n} statements was committed. "
-                "Fix it and run qbctl db migrate again")
+        hint = (
+            f"the file runs statement by statement and none of its {n} statements was committed. "
+            "Fix it and run qbctl db migrate again"
+        )
     else:
-        hint = (f"the file runs statement by statement: statements 1-{done} of {n} are committed and recorded "
-                f"(`qbctl db status` shows the file as partial), nothing after them. Fix statement "
-                f"{index or done + 1} and run qbctl db migrate again: it continues at statement {done + 1}. "
-                f"Leave statements 1-{done} as they are (an edit to one is refused)")
+        hint = (
+            f"the file runs statement by statement: statements 1-{done} of {n} are committed and recorded "
+            f"(`qbctl db status` shows the file as partial), nothing after them. Fix statement "
+            f"{index or done + 1} and run qbctl db migrate again: it continues at statement {done + 1}. "
+            f"Leave statements 1-{done} as they are (an edit to one is refused)"
+        )
     where_ = f"{f.label}:{line}" if line else f.label
-    return MigrationFailed(f"{where_}: {text}", hint=hint, file=f.label, line=line, statement=index,
-                           committed_statements=done if run.stepwise else 0, **fields)
+    return MigrationFailed(
+        f"{where_}: {text}",
+        hint=hint,
+        file=f.label,
+        line=line,
+        statement=index,
+        committed_statements=done if run.stepwise else 0,
+        **fields,
+    )

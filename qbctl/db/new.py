@@ -7,6 +7,7 @@ one: one sorting before would run after them on this database and before them on
 applied files are read from the tracking table where the database answers (over libpq, within 2 s);
 where it does not, every file in sql/schema counts as applied, and the result says so.
 """
+
 from __future__ import annotations
 
 import re
@@ -37,11 +38,13 @@ def file_name(name: str, existing: list[str], now: float | None = None) -> str:
     """The file name for NAME among `existing` names (pure): NAME's own number when it has one."""
     stem = name.strip().removesuffix(".sql")
     m = NUMBERED.match(stem)
-    number, rest = (m.group(1), stem[m.end():]) if m else (None, stem)
+    number, rest = (m.group(1), stem[m.end() :]) if m else (None, stem)
     slug = re.sub(r"[^0-9A-Za-z]+", "_", rest).strip("_").lower()
     if not slug:
-        raise UsageError(f"db new: {name!r} has no letters or digits to name the file by",
-                         hint="give a few words saying what the migration does, e.g. qbctl db new add_audit_table")
+        raise UsageError(
+            f"db new: {name!r} has no letters or digits to name the file by",
+            hint="give a few words saying what the migration does, e.g. qbctl db new add_audit_table",
+        )
     if number is None:
         number = _next_number(existing, now)
     return f"{number}_{slug}.sql"
@@ -79,35 +82,50 @@ def applied_names(settings: Settings) -> list[str] | None:
 TEMPLATE = """-- {title}
 {marker}
 """
-NO_TX_NOTE = ("-- Each statement commits by itself (CREATE INDEX CONCURRENTLY, VACUUM, ...): write them to be\n"
-              "-- repeatable (IF NOT EXISTS), and a group that must be atomic as BEGIN; ... COMMIT;")
+NO_TX_NOTE = (
+    "-- Each statement commits by itself (CREATE INDEX CONCURRENTLY, VACUUM, ...): write them to be\n"
+    "-- repeatable (IF NOT EXISTS), and a group that must be atomic as BEGIN; ... COMMIT;"
+)
 
 
 def new(settings: Settings, name: str, no_transaction: bool = False, cwd: Path | None = None) -> NewResult:
     folder = settings.root / "sql" / "schema"
     if files.sql_dir(settings) != settings.root / "sql":
         shipped = files.packaged_sql()
-        raise ConfigError(f"{settings.root} has no sql/schema of its own: its migrations are the schema shipped "
-                          "with qbctl, which db new does not write into", code="NO_SCHEMA_FOLDER",
-                          hint=f"to keep a schema of your own, copy the shipped one first: mkdir -p sql && cp -r "
-                               f"{shipped / 'schema'} {shipped / 'policies'} sql/")
+        raise ConfigError(
+            f"{settings.root} has no sql/schema of its own: its migrations are the schema shipped "
+            "with qbctl, which db new does not write into",
+            code="NO_SCHEMA_FOLDER",
+            hint=f"to keep a schema of your own, copy the shipped one first: mkdir -p sql && cp -r "
+            f"{shipped / 'schema'} {shipped / 'policies'} sql/",
+        )
     local = sorted(p.name for p in folder.glob("*.sql"))
     applied = applied_names(settings)
     known = applied if applied is not None else local
-    checked = ("the files the database has applied" if applied is not None else
-               "every file in sql/schema (the database did not answer, so any of them may be applied)")
+    checked = (
+        "the files the database has applied"
+        if applied is not None
+        else "every file in sql/schema (the database did not answer, so any of them may be applied)"
+    )
     target = file_name(name, local + (applied or []))
     later = sorted(n for n in known if n >= target)
     if (folder / target).exists():
-        raise UsageError(f"sql/schema/{target} exists already", code="FILE_EXISTS",
-                         hint="name the migration differently, or edit that file if it is not applied yet")
+        raise UsageError(
+            f"sql/schema/{target} exists already",
+            code="FILE_EXISTS",
+            hint="name the migration differently, or edit that file if it is not applied yet",
+        )
     if later:
-        raise UsageError(f"sql/schema/{target} would sort before {later[-1]}, which is applied: it would run after "
-                         "it here and before it on a new database; nothing was written", code="NAME_BEFORE_APPLIED",
-                         hint=f"leave the number out (qbctl db new {target.split('_', 1)[1][:-4]}) and the next "
-                              "one is taken")
-    text = TEMPLATE.format(title=target.split("_", 1)[1][:-4].replace("_", " "),
-                           marker=f"{NO_TX_NOTE}\n-- qbctl: no-transaction\n" if no_transaction else "")
+        raise UsageError(
+            f"sql/schema/{target} would sort before {later[-1]}, which is applied: it would run after "
+            "it here and before it on a new database; nothing was written",
+            code="NAME_BEFORE_APPLIED",
+            hint=f"leave the number out (qbctl db new {target.split('_', 1)[1][:-4]}) and the next one is taken",
+        )
+    text = TEMPLATE.format(
+        title=target.split("_", 1)[1][:-4].replace("_", " "),
+        marker=f"{NO_TX_NOTE}\n-- qbctl: no-transaction\n" if no_transaction else "",
+    )
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / target
     with path.open("x", encoding="utf-8") as f:  # never over a file written meanwhile

@@ -9,14 +9,23 @@ away was decompressed. Every relation is named by what a user knows: a chunk (an
 chunk) by its hypertable, a materialization hypertable by its continuous aggregate, an index by its
 table. `snapshot()` reads it (one query, over `Rows`); `diff()` and `lock_sentence()` are pure.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from qbctl.db.connect import Rows
 
-MODES = ("AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock",
-         "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
+MODES = (
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+)
 RANK = {m: n for n, m in enumerate(MODES)}
 # What each mode keeps waiting, in the words of a backend that inserts candles and reads them.
 BLOCKS = {
@@ -31,9 +40,18 @@ BLOCKS = {
 }
 BLOCKING = RANK["ShareLock"]  # from this mode on, writes wait
 
-_SKIP = ("pg_catalog", "information_schema", "pg_toast", "_timescaledb_catalog", "_timescaledb_config",
-         "_timescaledb_cache", "_timescaledb_functions", "timescaledb_information", "timescaledb_experimental",
-         "qbctl")
+_SKIP = (
+    "pg_catalog",
+    "information_schema",
+    "pg_toast",
+    "_timescaledb_catalog",
+    "_timescaledb_config",
+    "_timescaledb_cache",
+    "_timescaledb_functions",
+    "timescaledb_information",
+    "timescaledb_experimental",
+    "qbctl",
+)
 _SKIP_SQL = "ARRAY[" + ",".join(f"'{s}'" for s in _SKIP) + "]::name[]"
 # Per relation of the user's (tables, chunks, materialized views, indexes): its oid, the table it
 # belongs to for a user, its relfilenode, the chunk's compressed bit (chunks only), the strongest mode
@@ -53,8 +71,9 @@ LEFT JOIN pg_catalog.pg_stat_xact_all_tables s ON s.relid = c.oid
 {joins}
 WHERE c.relkind IN ('r', 'p', 'm', 'i', 'I') AND n.nspname <> ALL ({skip})
 """
-PLAIN_SQL = _COMMON.format(owner="pg_catalog.format('%I.%I', tn.nspname, t.relname)", status="NULL::text",
-                           joins="", skip=_SKIP_SQL, role="''")
+PLAIN_SQL = _COMMON.format(
+    owner="pg_catalog.format('%I.%I', tn.nspname, t.relname)", status="NULL::text", joins="", skip=_SKIP_SQL, role="''"
+)
 TIMESCALE_SQL = _COMMON.format(
     owner="COALESCE(o.owner, pg_catalog.format('%I.%I', tn.nspname, t.relname))",
     status="ch.status::text",
@@ -71,7 +90,8 @@ LEFT JOIN LATERAL (
      FROM _timescaledb_catalog.hypertable p WHERE p.compressed_hypertable_id = h.id),
     pg_catalog.format('%I.%I', h.schema_name, h.table_name)) AS owner
   FROM _timescaledb_catalog.hypertable h WHERE h.id = COALESCE(ch.hypertable_id, ht.id)) o ON true""",
-    skip=_SKIP_SQL)
+    skip=_SKIP_SQL,
+)
 COMPRESSED, PARTIAL = 1, 8  # _timescaledb_catalog.chunk.status: compressed; compressed with rows outside it
 
 
@@ -96,17 +116,20 @@ def snapshot(rows: Rows, timescaledb: bool, pid: int | None = None) -> Snapshot:
     outside a transaction is watched from a second session while it runs)."""
     out = {}
     sql = (TIMESCALE_SQL if timescaledb else PLAIN_SQL).replace(
-        "__PID__", "pg_catalog.pg_backend_pid()" if pid is None else str(int(pid)))
+        "__PID__", "pg_catalog.pg_backend_pid()" if pid is None else str(int(pid))
+    )
     for oid, owner, node, status, modes, ins, upd, dele, kind, role in rows(sql):
         mode = max(modes.split(","), key=RANK.__getitem__) if modes else None
-        out[oid] = Rel(owner, node, int(status) if status is not None else None, mode, int(ins), int(upd), int(dele),
-                       kind, role)
+        out[oid] = Rel(
+            owner, node, int(status) if status is not None else None, mode, int(ins), int(upd), int(dele), kind, role
+        )
     return out
 
 
 @dataclass
 class Effect:
     """What one statement did, per table a user knows."""
+
     locks: dict[str, str] = field(default_factory=dict)  # table -> strongest mode now held (new or stronger)
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # table -> {"inserted", "updated", "deleted"}
     rewritten: dict[str, int] = field(default_factory=dict)  # table -> relations (tables, chunks) rewritten
@@ -138,8 +161,9 @@ def diff(before: Snapshot, after: Snapshot, existing: Snapshot | None = None) ->
             eff.locks[owner] = mode
     for oid, rel in after.items():
         old = before.get(oid)
-        ins, upd, dele = (rel.ins - old.ins, rel.upd - old.upd, rel.dele - old.dele) if old else \
-            (rel.ins, rel.upd, rel.dele)
+        ins, upd, dele = (
+            (rel.ins - old.ins, rel.upd - old.upd, rel.dele - old.dele) if old else (rel.ins, rel.upd, rel.dele)
+        )
         if rel.kind not in ("r", "m"):
             pass  # an index: its table counts the rows
         elif rel.role == "batches":

@@ -14,6 +14,7 @@ seed and says how many rows that was. A symbol that holds 1-minute rows seed did
 refused (SEED_CONFLICT) unless --yes; with --yes those rows are kept, and seeded minutes that
 would collide with them are left out (and out of the recorded ranges).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,18 @@ from qbctl.result import Result
 
 KST = timezone(timedelta(hours=9))
 SESSION_MINUTES = 390  # 09:00 to 15:30
-KNOWN = [("005930", 71000), ("000660", 178000), ("035420", 185000), ("035720", 42000), ("005380", 240000),
-         ("051910", 350000), ("006400", 380000), ("068270", 180000), ("105560", 78000), ("055550", 46000)]
+KNOWN = [
+    ("005930", 71000),
+    ("000660", 178000),
+    ("035420", 185000),
+    ("035720", 42000),
+    ("005380", 240000),
+    ("051910", 350000),
+    ("006400", 380000),
+    ("068270", 180000),
+    ("105560", 78000),
+    ("055550", 46000),
+]
 STRATEGY = "seed-momentum"
 LOGGER = "qbctl.seed"
 SEED_LOCK = 7_514_660_001  # pg_advisory_lock key: two seeds take turns
@@ -112,7 +123,6 @@ class SeedOptions:
     yes: bool = False  # seed symbols that hold rows seed did not write (those rows are kept)
 
 
-
 def _candles(sym: str, start_price: int, stamps: list[str], rng: random.Random):
     """Yield (time, open, high, low, close, volume) rows of a random walk on the KRX tick grid."""
     price = float(start_price)
@@ -134,8 +144,10 @@ def seed(settings: Settings, options: SeedOptions = SeedOptions(), events: Event
         return _seed(settings, options, events)
     except psycopg.Error as exc:
         raise connect.killed_error(exc, "db seed") or Unavailable(
-            f"db seed: {' '.join(str(exc).split())[:300]}", code="DATABASE_UNAVAILABLE",
-            hint="nothing of this seed was committed; `qbctl health` tells what is wrong") from None
+            f"db seed: {' '.join(str(exc).split())[:300]}",
+            code="DATABASE_UNAVAILABLE",
+            hint="nothing of this seed was committed; `qbctl health` tells what is wrong",
+        ) from None
 
 
 def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResult:
@@ -151,8 +163,11 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
     latest: dict[str, list] = {}
     with connect.connect(settings, wait=30, autocommit=True, events=events) as conn:
         if conn.execute("SELECT to_regclass('market_data') IS NULL").fetchone()[0]:
-            raise CheckFailed(f"{settings.pg.masked()} has no market_data table", code="NOT_MIGRATED",
-                              hint="run `qbctl db migrate` first")
+            raise CheckFailed(
+                f"{settings.pg.masked()} has no market_data table",
+                code="NOT_MIGRATED",
+                hint="run `qbctl db migrate` first",
+            )
         # Two seeds take turns, their holds of the jobs included (a session lock: it ends with the connection).
         conn.execute("SELECT pg_advisory_lock(%s)", (SEED_LOCK,))
         held = shape.hold(conn, events)
@@ -170,13 +185,18 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
                     for i, (sym, p0) in enumerate(syms):
                         candles, n_ind, seconds = _seed_symbol(cur, sym, p0, stamps, minutes, rng, sym in foreign)
                         md, ind, md_seconds = md + len(candles), ind + n_ind, md_seconds + seconds
-                        latest[sym] = candles[-settings.values.max_candles_per_symbol:]
+                        latest[sym] = candles[-settings.values.max_candles_per_symbol :]
                         events(Event(Status.WORKING, f"seeding {sym}", done=i + 1, total=total))
                     result.rows["orders"], result.rows["trades"] = _trades(cur, syms, minutes, rng)
                     result.rows["system_logs"] = _logs(cur, minutes, rng)
             # The policies' jobs, outside a transaction (a refresh cannot run in one, a job commits per chunk).
-            shaped = shape.run(conn, held, minutes[0] if md else None, events,
-                               lambda name, view: _refresh(conn, held.ts, name, view, events))
+            shaped = shape.run(
+                conn,
+                held,
+                minutes[0] if md else None,
+                events,
+                lambda name, view: _refresh(conn, held.ts, name, view, events),
+            )
         except BaseException:
             if not conn.closed:
                 jobs.release(connect.psycopg_rows(conn), held, after_error=True)
@@ -194,23 +214,28 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
     return result
 
 
-def _seed_symbol(cur, sym: str, p0: int, stamps: list[str], minutes: list[datetime], rng: random.Random,
-                 foreign: bool) -> tuple[list, int, float]:
+def _seed_symbol(
+    cur, sym: str, p0: int, stamps: list[str], minutes: list[datetime], rng: random.Random, foreign: bool
+) -> tuple[list, int, float]:
     """One symbol's candles and indicators COPYed in, the ranges seeded recorded in qbctl.seeded;
     (its candles, the indicator rows written, the seconds market_data's COPY took). `foreign`: the
     symbol has rows of its own (only with --yes): the minutes they hold are left out."""
     candles = list(_candles(sym, p0, stamps, rng))
     lines = list(_indicator_lines(sym, candles))
-    taken = {"market_data": [minutes[k] for k in range(len(candles))],
-             "technical_indicators": [minutes[k] for k in range(20, len(candles))]}
+    taken = {
+        "market_data": [minutes[k] for k in range(len(candles))],
+        "technical_indicators": [minutes[k] for k in range(20, len(candles))],
+    }
     if foreign:
         busy = {t: _times(cur, t, sym, minutes) for t in MARKED}
         keep_md = [k for k, m in enumerate(taken["market_data"]) if m not in busy["market_data"]]
         keep_ind = [k for k, m in enumerate(taken["technical_indicators"]) if m not in busy["technical_indicators"]]
         candles = [candles[k] for k in keep_md]
         lines = [lines[k] for k in keep_ind]
-        taken = {"market_data": [taken["market_data"][k] for k in keep_md],
-                 "technical_indicators": [taken["technical_indicators"][k] for k in keep_ind]}
+        taken = {
+            "market_data": [taken["market_data"][k] for k in keep_md],
+            "technical_indicators": [taken["technical_indicators"][k] for k in keep_ind],
+        }
     else:
         busy = {t: set() for t in MARKED}
     payload = "".join(f"{t}\t{sym}\t1m\t{o}\t{h}\t{lo}\t{c}\t{v}\n" for t, o, h, lo, c, v in candles)
@@ -222,8 +247,11 @@ def _seed_symbol(cur, sym: str, p0: int, stamps: list[str], minutes: list[dateti
         copy.write("".join(lines))
     for table in MARKED:
         for first, last in runs(taken[table], sorted(busy[table])):
-            cur.execute("INSERT INTO qbctl.seeded (tbl, symbol, timeframe, first_time, last_time)"
-                        " VALUES (%s, %s, '1m', %s, %s)", (table, sym, first, last))
+            cur.execute(
+                "INSERT INTO qbctl.seeded (tbl, symbol, timeframe, first_time, last_time)"
+                " VALUES (%s, %s, '1m', %s, %s)",
+                (table, sym, first, last),
+            )
     return candles, 2 * len(lines), seconds
 
 
@@ -233,8 +261,10 @@ def _shaped(result: SeedResult, shaped: shape.Shape) -> None:
     result.refreshed, result.jobs_run = shaped.refreshed, shaped.jobs_run
     for table, c in shaped.chunks.items():
         if c["left"]:
-            result.notes.append(f"{table}: {c['left']} chunk(s) older than {c['compress_after']} are still not "
-                                "compressed after its compression policy's job ran: `qbctl db status` shows the job")
+            result.notes.append(
+                f"{table}: {c['left']} chunk(s) older than {c['compress_after']} are still not "
+                "compressed after its compression policy's job ran: `qbctl db status` shows the job"
+            )
 
 
 MARKET_DATA = shape.MARKET_DATA  # the market_data seed writes (checks/load.py reads it too)
@@ -242,11 +272,14 @@ MARKET_DATA = shape.MARKET_DATA  # the market_data seed writes (checks/load.py r
 
 def _bars(conn) -> dict[str, int]:
     """The rows of each continuous aggregate of market_data (the 5-minute, hourly and daily bars)."""
-    if not conn.execute("SELECT to_regclass('timescaledb_information.continuous_aggregates') IS NOT NULL"
-                        ).fetchone()[0]:
+    if not conn.execute("SELECT to_regclass('timescaledb_information.continuous_aggregates') IS NOT NULL").fetchone()[
+        0
+    ]:
         return {}
-    return {name: conn.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
-            for name, view in conn.execute(shape.CAGGS_SQL).fetchall()}
+    return {
+        name: conn.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
+        for name, view in conn.execute(shape.CAGGS_SQL).fetchall()
+    }
 
 
 def _refresh(conn, ts: str, name: str, view: str, events: Events, wait: float = REFRESH_WAIT) -> None:
@@ -276,32 +309,43 @@ def foreign_rows(conn, syms: list[str]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for table in MARKED:
         for sym, n in conn.execute(
-                f"SELECT d.symbol, count(*) FROM {table} d WHERE d.symbol = ANY(%s) AND d.timeframe = '1m'"
-                " AND NOT EXISTS (SELECT 1 FROM qbctl.seeded s WHERE s.tbl = %s AND s.symbol = d.symbol"
-                " AND s.timeframe = d.timeframe AND d.time BETWEEN s.first_time AND s.last_time)"
-                " GROUP BY d.symbol ORDER BY d.symbol", (syms, table)):
+            f"SELECT d.symbol, count(*) FROM {table} d WHERE d.symbol = ANY(%s) AND d.timeframe = '1m'"
+            " AND NOT EXISTS (SELECT 1 FROM qbctl.seeded s WHERE s.tbl = %s AND s.symbol = d.symbol"
+            " AND s.timeframe = d.timeframe AND d.time BETWEEN s.first_time AND s.last_time)"
+            " GROUP BY d.symbol ORDER BY d.symbol",
+            (syms, table),
+        ):
             out.setdefault(sym, {})[table] = n
     return out
 
 
 def _conflict(foreign: dict[str, dict[str, int]]) -> CheckFailed:
-    shown = "; ".join(f"{sym}: " + ", ".join(f"{n:,} {table}" for table, n in tables.items())
-                      for sym, tables in list(foreign.items())[:5])
+    shown = "; ".join(
+        f"{sym}: " + ", ".join(f"{n:,} {table}" for table, n in tables.items())
+        for sym, tables in list(foreign.items())[:5]
+    )
     more = f" and {len(foreign) - 5} more symbols" if len(foreign) > 5 else ""
     who = f"{next(iter(foreign))} holds" if len(foreign) == 1 else f"{len(foreign)} of the symbols to seed hold"
-    return CheckFailed(f"{who} 1-minute rows that db seed did not write ({shown}{more}); nothing was changed",
-                       code="SEED_CONFLICT",
-                       hint="pass --yes to seed them anyway (their rows are kept; seeded minutes that would "
-                            "collide are left out), or seed fewer symbols (--symbols N)",
-                       symbols={sym: dict(t) for sym, t in foreign.items()})
+    return CheckFailed(
+        f"{who} 1-minute rows that db seed did not write ({shown}{more}); nothing was changed",
+        code="SEED_CONFLICT",
+        hint="pass --yes to seed them anyway (their rows are kept; seeded minutes that would "
+        "collide are left out), or seed fewer symbols (--symbols N)",
+        symbols={sym: dict(t) for sym, t in foreign.items()},
+    )
 
 
 def _times(cur, table: str, sym: str, minutes: list[datetime]) -> set[datetime]:
     """The times at which `table` holds 1-minute rows of `sym` within the seed's span."""
     if not minutes:
         return set()
-    return {r[0] for r in cur.execute(f"SELECT DISTINCT time FROM {table} WHERE symbol = %s AND timeframe = '1m'"
-                                      " AND time BETWEEN %s AND %s", (sym, minutes[0], minutes[-1]))}
+    return {
+        r[0]
+        for r in cur.execute(
+            f"SELECT DISTINCT time FROM {table} WHERE symbol = %s AND timeframe = '1m' AND time BETWEEN %s AND %s",
+            (sym, minutes[0], minutes[-1]),
+        )
+    }
 
 
 def runs(taken: list[datetime], busy: list[datetime]) -> list[tuple[datetime, datetime]]:
@@ -326,13 +370,19 @@ def _clear(conn, syms: list[str]) -> dict[str, int]:
         gone[table] = conn.execute(
             f"WITH d AS (DELETE FROM {table} d USING qbctl.seeded s WHERE s.tbl = %s AND s.symbol = ANY(%s)"
             " AND d.symbol = s.symbol AND d.timeframe = s.timeframe AND d.time BETWEEN s.first_time AND s.last_time"
-            " RETURNING 1) SELECT count(*) FROM d", (table, syms)).fetchone()[0]
+            " RETURNING 1) SELECT count(*) FROM d",
+            (table, syms),
+        ).fetchone()[0]
     conn.execute("DELETE FROM qbctl.seeded WHERE symbol = ANY(%s)", (syms,))
     for table in ("trades", "orders"):  # trades first: they reference orders
-        gone[table] = conn.execute(f"WITH d AS (DELETE FROM {table} WHERE strategy = %s AND symbol = ANY(%s)"
-                                   " RETURNING 1) SELECT count(*) FROM d", (STRATEGY, syms)).fetchone()[0]
-    gone["system_logs"] = conn.execute("WITH d AS (DELETE FROM system_logs WHERE logger = %s RETURNING 1)"
-                                       " SELECT count(*) FROM d", (LOGGER,)).fetchone()[0]
+        gone[table] = conn.execute(
+            f"WITH d AS (DELETE FROM {table} WHERE strategy = %s AND symbol = ANY(%s)"
+            " RETURNING 1) SELECT count(*) FROM d",
+            (STRATEGY, syms),
+        ).fetchone()[0]
+    gone["system_logs"] = conn.execute(
+        "WITH d AS (DELETE FROM system_logs WHERE logger = %s RETURNING 1) SELECT count(*) FROM d", (LOGGER,)
+    ).fetchone()[0]
     return gone
 
 
@@ -344,7 +394,7 @@ def _indicator_lines(sym: str, candles: list):
         gains, losses = gains * 13 / 14 + max(d, 0) / 14, losses * 13 / 14 + max(-d, 0) / 14
         if i >= 20:
             t = candles[i][0]
-            sma = sum(closes[i - 19:i + 1]) / 20
+            sma = sum(closes[i - 19 : i + 1]) / 20
             rsi = 100.0 if losses == 0 else 100 - 100 / (1 + gains / losses)
             yield f"{t}\t{sym}\t1m\tsma_20\t{sma:.2f}\n{t}\t{sym}\t1m\trsi_14\t{rsi:.2f}\n"
 
@@ -364,19 +414,40 @@ def _trades(cur, syms, minutes, rng) -> tuple[int, int]:
         " broker_order_id) SELECT t, t, s, side, 'limit', q, p, 'filled', %s, lpad((row_number() OVER ())::text, 10,"
         " '0') FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::bigint[], %s::numeric[]) AS u(t, s, side,"
         " q, p) RETURNING id, created_at, symbol, side, quantity, price",
-        (STRATEGY, [o[0] for o in orders], [o[1] for o in orders], [o[2] for o in orders], [o[3] for o in orders],
-         [o[4] for o in orders])).fetchall()
+        (
+            STRATEGY,
+            [o[0] for o in orders],
+            [o[1] for o in orders],
+            [o[2] for o in orders],
+            [o[3] for o in orders],
+            [o[4] for o in orders],
+        ),
+    ).fetchall()
     with cur.copy("COPY trades (time, order_id, symbol, side, quantity, price, fee, strategy) FROM STDIN") as copy:
         for oid, t, sym, side, q, p in rows:
-            copy.write_row((t + timedelta(seconds=rng.randrange(1, 30)), oid, sym, side, q, p,
-                            round(float(p) * q * 0.00015, 2), STRATEGY))
+            copy.write_row(
+                (
+                    t + timedelta(seconds=rng.randrange(1, 30)),
+                    oid,
+                    sym,
+                    side,
+                    q,
+                    p,
+                    round(float(p) * q * 0.00015, 2),
+                    STRATEGY,
+                )
+            )
     return len(rows), len(rows)
 
 
 def _logs(cur, minutes, rng) -> int:
     levels = ("DEBUG",) * 6 + ("INFO",) * 10 + ("WARNING",) * 3 + ("ERROR",)
-    messages = {"DEBUG": "tick processed", "INFO": "candle closed", "WARNING": "KIS API slow response",
-                "ERROR": "KIS API request failed, retrying"}
+    messages = {
+        "DEBUG": "tick processed",
+        "INFO": "candle closed",
+        "WARNING": "KIS API slow response",
+        "ERROR": "KIS API request failed, retrying",
+    }
     n = 0
     with cur.copy("COPY system_logs (time, level, logger, message, context) FROM STDIN") as copy:
         for t in minutes[::3]:
@@ -399,19 +470,25 @@ def _redis(settings: Settings, latest: dict[str, list]) -> int:
                 continue
             t, o, h, lo, c, v = candles[-1]
             prev = candles[-2][4] if len(candles) > 1 else o
-            pipe.hset(f"market:{sym}", mapping={"price": c, "open": o, "high": h, "low": lo, "volume": v,
-                                                "change": c - prev, "time": t})
+            pipe.hset(
+                f"market:{sym}",
+                mapping={"price": c, "open": o, "high": h, "low": lo, "volume": v, "change": c - prev, "time": t},
+            )
             key = f"candles:{sym}:1m"
             pipe.delete(key)
-            pipe.lpush(key, *[json.dumps({"t": x[0], "o": x[1], "h": x[2], "l": x[3], "c": x[4], "v": x[5]})
-                              for x in candles])
+            pipe.lpush(
+                key, *[json.dumps({"t": x[0], "o": x[1], "h": x[2], "l": x[3], "c": x[4], "v": x[5]}) for x in candles]
+            )
             pipe.ltrim(key, 0, cap - 1)
             closes = [x[4] for x in candles[-20:]]
             pipe.hset(f"indicators:{sym}", mapping={"sma_20": round(sum(closes) / len(closes), 2), "time": t})
         pipe.execute()
     except (redis_lib.RedisError, OSError) as exc:
-        raise Unavailable(f"cannot write the Redis keys at {rd.masked()}: {exc}", code="REDIS_UNAVAILABLE",
-                          hint="`qbctl up redis` starts it, or pass --no-redis") from None
+        raise Unavailable(
+            f"cannot write the Redis keys at {rd.masked()}: {exc}",
+            code="REDIS_UNAVAILABLE",
+            hint="`qbctl up redis` starts it, or pass --no-redis",
+        ) from None
     finally:
         client.close()
     return 3 * len([s for s, c in latest.items() if c])

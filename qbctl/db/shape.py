@@ -16,6 +16,7 @@ the scheduler runs), in the order days of running leave them in:
 The scheduler would run the same jobs meanwhile, so seed holds them from before its load until they
 are done (db/jobs.py: a run under way ends first, each gets its next start back after).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,18 +27,24 @@ from qbctl.db import connect, jobs, timescale
 from qbctl.events import Event, Events, Status
 
 # The hypertables seed writes, as its statements name them (a namesake in another schema is not one of them).
-SEEDED = ("(SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
-          " ON n.oid = c.relnamespace WHERE c.oid IN (pg_catalog.to_regclass('market_data'),"
-          " pg_catalog.to_regclass('technical_indicators'), pg_catalog.to_regclass('trades'),"
-          " pg_catalog.to_regclass('system_logs')))")
-MARKET_DATA = ("(SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
-               " ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass('market_data'))")
+SEEDED = (
+    "(SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+    " ON n.oid = c.relnamespace WHERE c.oid IN (pg_catalog.to_regclass('market_data'),"
+    " pg_catalog.to_regclass('technical_indicators'), pg_catalog.to_regclass('trades'),"
+    " pg_catalog.to_regclass('system_logs')))"
+)
+MARKET_DATA = (
+    "(SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n"
+    " ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass('market_data'))"
+)
 # Their policies, and those of market_data's continuous aggregates (j: timescaledb_information.jobs): nothing else.
-POLICIES = ("j.proc_name IN ('policy_compression', 'policy_retention', 'policy_refresh_continuous_aggregate') AND"
-            f" ((j.hypertable_schema, j.hypertable_name) IN {SEEDED} OR EXISTS (SELECT FROM"
-            " timescaledb_information.continuous_aggregates c WHERE (c.hypertable_schema, c.hypertable_name) ="
-            f" {MARKET_DATA} AND (j.hypertable_schema, j.hypertable_name) IN ((c.view_schema, c.view_name),"
-            " (c.materialization_hypertable_schema, c.materialization_hypertable_name))))")
+POLICIES = (
+    "j.proc_name IN ('policy_compression', 'policy_retention', 'policy_refresh_continuous_aggregate') AND"
+    f" ((j.hypertable_schema, j.hypertable_name) IN {SEEDED} OR EXISTS (SELECT FROM"
+    " timescaledb_information.continuous_aggregates c WHERE (c.hypertable_schema, c.hypertable_name) ="
+    f" {MARKET_DATA} AND (j.hypertable_schema, j.hypertable_name) IN ((c.view_schema, c.view_name),"
+    " (c.materialization_hypertable_schema, c.materialization_hypertable_name))))"
+)
 # The policies' jobs in the order seed runs them: refresh, retention, compression; by table within each.
 JOBS_SQL = """
 SELECT j.job_id, j.proc_name, j.hypertable_name, format('%%I.%%I', j.hypertable_schema, j.hypertable_name),
@@ -81,15 +88,22 @@ class Shape:
 
 def hold(conn, events: Events) -> jobs.Hold:
     """The policies' jobs held (none runs from here on until `release`)."""
+
     def waiting(ids: list[int]) -> None:
-        events(Event(Status.WAITING, f"TimescaleDB job {jobs.jobs_text(ids)} is running; waiting for its run to end "
-                                     "before seed runs the policies itself"))
+        events(
+            Event(
+                Status.WAITING,
+                f"TimescaleDB job {jobs.jobs_text(ids)} is running; waiting for its run to end "
+                "before seed runs the policies itself",
+            )
+        )
 
     return jobs.hold(connect.psycopg_rows(conn), POLICIES, said=waiting)
 
 
-def run(conn, held: jobs.Hold, first: datetime | None, events: Events,
-        refresh_all: Callable[[str, str], None]) -> Shape:
+def run(
+    conn, held: jobs.Hold, first: datetime | None, events: Events, refresh_all: Callable[[str, str], None]
+) -> Shape:
     """The held policies' jobs run once each, in order (refresh, retention, compression), on an autocommit
     connection; `first`: the oldest seeded minute (None: nothing seeded). `refresh_all(name, view)` refreshes
     an aggregate over all of history. Without TimescaleDB: nothing (an empty Shape)."""
@@ -97,16 +111,19 @@ def run(conn, held: jobs.Hold, first: datetime | None, events: Events,
     if not jobs.available(connect.psycopg_rows(conn)):
         return shape
     ts = held.ts
-    for job_id, proc, table, view, start, covers in conn.execute(JOBS_SQL.format(policies=POLICIES),
-                                                                  (first,)).fetchall():
+    for job_id, proc, table, view, start, covers in conn.execute(
+        JOBS_SQL.format(policies=POLICIES), (first,)
+    ).fetchall():
         if job_id not in held.give_back:
             continue
         kind = timescale.KIND.get(proc, proc)
         if kind == "refresh" and not (covers or first is None):
             events(Event(Status.WORKING, f"refreshing {table} over all of history"))
             refresh_all(table, view)
-            shape.refreshed[table] = (f"over all of history (refresh_continuous_aggregate): its refresh policy's "
-                                      f"window, the last {start}, does not reach the oldest seeded minute")
+            shape.refreshed[table] = (
+                f"over all of history (refresh_continuous_aggregate): its refresh policy's "
+                f"window, the last {start}, does not reach the oldest seeded minute"
+            )
             continue
         what = {"refresh": "refreshing", "retention": "applying retention to"}.get(kind, "compressing")
         events(Event(Status.WORKING, f"{what} {table} (its policy's job {job_id})"))
@@ -114,13 +131,15 @@ def run(conn, held: jobs.Hold, first: datetime | None, events: Events,
         shape.jobs_run.append(job_id)
         if kind == "refresh":
             shape.refreshed[table] = f"by its refresh policy's job {job_id}: " + (
-                "its window reaches the oldest seeded minute" if first else "nothing was seeded")
+                "its window reaches the oldest seeded minute" if first else "nothing was seeded"
+            )
     for name, view in conn.execute(CAGGS_SQL).fetchall():  # an aggregate with no refresh policy (held)
         if name not in shape.refreshed:
             events(Event(Status.WORKING, f"refreshing {name} over all of history"))
             refresh_all(name, view)
-            shape.refreshed[name] = ("over all of history (refresh_continuous_aggregate): it has no scheduled "
-                                     "refresh policy")
+            shape.refreshed[name] = (
+                "over all of history (refresh_continuous_aggregate): it has no scheduled refresh policy"
+            )
     shape.chunks = chunks(conn, ts)
     return shape
 
@@ -129,8 +148,9 @@ def chunks(conn, ts: str) -> dict[str, dict]:
     """Each hypertable seed writes with compression on: its chunks, how many are compressed, how many older than its
     policy's compress_after are not."""
     found = conn.execute(CHUNKS_SQL.replace("{ts}", ts).replace("{seeded}", SEEDED)).fetchall()
-    return {name: {"chunks": n, "compressed": k, "left": left, "compress_after": after}
-            for name, n, k, left, after in found}
+    return {
+        name: {"chunks": n, "compressed": k, "left": left, "compress_after": after} for name, n, k, left, after in found
+    }
 
 
 def release(conn, held: jobs.Hold, notes: list[str]) -> None:
@@ -141,5 +161,7 @@ def release(conn, held: jobs.Hold, notes: list[str]) -> None:
     jobs.release(rows, held)
     failed = jobs.rerun_collisions(rows, ids, held.began)
     if failed:
-        notes.append(f"TimescaleDB job {jobs.jobs_text(failed)} failed during the seed and again when run once "
-                     "more: `qbctl db status` shows why")
+        notes.append(
+            f"TimescaleDB job {jobs.jobs_text(failed)} failed during the seed and again when run once "
+            "more: `qbctl db status` shows why"
+        )

@@ -4,6 +4,7 @@ Arguments after `--` go to psql as they are (`qbctl db shell -- -c "select 1"`).
 never appears on a command line: the container's psql logs in over its local socket, a local
 psql gets it through PGPASSWORD.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,20 +40,31 @@ def plan(settings: Settings, local: bool | None, args: list[str], tty: bool, *, 
             docker = shutil.which("docker")
             if docker:
                 flags = ["-i", "-t"] if tty else ["-i"]
-                return ShellRun([docker, "exec", *flags, container, "psql", "-U", pg.user, "-d", dbname(pg.dbname),
-                                 *args], None, f"the postgres container of project {settings.project}")
+                return ShellRun(
+                    [docker, "exec", *flags, container, "psql", "-U", pg.user, "-d", dbname(pg.dbname), *args],
+                    None,
+                    f"the postgres container of project {settings.project}",
+                )
             if local is False:
-                raise Unavailable("the docker command is not installed, so psql cannot run in the container",
-                                  code="PSQL_NOT_FOUND",
-                                  hint="install the Docker CLI, or use --local with a local psql")
+                raise Unavailable(
+                    "the docker command is not installed, so psql cannot run in the container",
+                    code="PSQL_NOT_FOUND",
+                    hint="install the Docker CLI, or use --local with a local psql",
+                )
         elif local is False:
-            raise Unavailable(f"the postgres container of project {settings.project} is not running",
-                              code="NOT_RUNNING", hint="`qbctl up postgres` starts it")
+            raise Unavailable(
+                f"the postgres container of project {settings.project} is not running",
+                code="NOT_RUNNING",
+                hint="`qbctl up postgres` starts it",
+            )
     psql = shutil.which("psql")
     if not psql:
-        raise Unavailable("no local psql found, and no running postgres container to use", code="PSQL_NOT_FOUND",
-                          hint="`qbctl up postgres` starts the stack, whose psql is then used; or install the "
-                               "PostgreSQL client (apt-get install postgresql-client)")
+        raise Unavailable(
+            "no local psql found, and no running postgres container to use",
+            code="PSQL_NOT_FOUND",
+            hint="`qbctl up postgres` starts the stack, whose psql is then used; or install the "
+            "PostgreSQL client (apt-get install postgresql-client)",
+        )
     env = dict(os.environ, PGPASSWORD=pg.password)  # never on the command line
     from qbctl.transport.reach import endpoint
 

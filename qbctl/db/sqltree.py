@@ -1,4 +1,5 @@
 """Reading PostgreSQL's syntax trees (pglast's nodes) for db lint: names, literals, calls, options. Pure."""
+
 from __future__ import annotations
 
 

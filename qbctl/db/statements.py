@@ -18,6 +18,7 @@ its committed statements' checksums.
 Pure: no database, no I/O. pglast is imported when a file is first split: never on the no-op
 migrate, which splits nothing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -84,8 +85,7 @@ def split(text: str) -> list[Statement]:
         nonlocal start, canon, code, paren, begin_depth, idents, line, counted
         if start is not None:
             line, counted = line + text.count("\n", counted, start), start
-            out.append(Statement(text[start:end].rstrip(), line, "".join(canon).strip(),
-                                 "".join(code).strip().upper()))
+            out.append(Statement(text[start:end].rstrip(), line, "".join(canon).strip(), "".join(code).strip().upper()))
         start, canon, code, paren, begin_depth, idents = None, [], [], 0, 0, []
 
     for begin, end, name in tokens(text):
@@ -160,10 +160,14 @@ _OUTSIDE = (  # (pattern on the code form, what to call it): statements the serv
     (re.compile(r"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\b"), "CREATE INDEX CONCURRENTLY"),
     (re.compile(r"^DROP\s+INDEX\s+CONCURRENTLY\b"), "DROP INDEX CONCURRENTLY"),
     (re.compile(r"^REINDEX\b.*\bCONCURRENTLY\b", re.S), "REINDEX CONCURRENTLY"),
-    (re.compile(r"^CREATE\s+(?:UNIQUE\s+)?INDEX\b.*\bTIMESCALEDB\s*\.\s*TRANSACTION_PER_CHUNK\b", re.S),
-     "CREATE INDEX ... WITH (timescaledb.transaction_per_chunk)"),
-    (re.compile(r"^CALL\s+(?:(?:PUBLIC|\"PUBLIC\")\s*\.\s*)?REFRESH_CONTINUOUS_AGGREGATE\b"),
-     "CALL refresh_continuous_aggregate"),
+    (
+        re.compile(r"^CREATE\s+(?:UNIQUE\s+)?INDEX\b.*\bTIMESCALEDB\s*\.\s*TRANSACTION_PER_CHUNK\b", re.S),
+        "CREATE INDEX ... WITH (timescaledb.transaction_per_chunk)",
+    ),
+    (
+        re.compile(r"^CALL\s+(?:(?:PUBLIC|\"PUBLIC\")\s*\.\s*)?REFRESH_CONTINUOUS_AGGREGATE\b"),
+        "CALL refresh_continuous_aggregate",
+    ),
     (re.compile(r"^VACUUM\b"), "VACUUM"),
     (re.compile(r"^(?:CREATE|DROP)\s+DATABASE\b"), "CREATE/DROP DATABASE"),
     (re.compile(r"^(?:CREATE|DROP)\s+TABLESPACE\b"), "CREATE/DROP TABLESPACE"),

@@ -1,4 +1,5 @@
 """qbctl db status: migrations (applied / pending / changed), hypertables and their jobs."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -32,37 +33,58 @@ class DbStatus(Result):
     error: QbctlError | None = None
 
 
-
 def status(settings: Settings, *, pending_is_failure: bool = False) -> DbStatus:
     local = files.load(settings)
     with connect.connect(settings) as conn:
         rows = connect.psycopg_rows(conn)
         state = migrate.read_state(rows)
         version = state.timescaledb
-        items = migrate.plan(local, migrate.read_applied(rows, state),
-                             timescaledb=bool(state.timescaledb or state.available))
-        result = DbStatus(settings.pg.masked(), version, [asdict(i) for i in items],
-                          timescaledb_available=state.available)
+        items = migrate.plan(
+            local, migrate.read_applied(rows, state), timescaledb=bool(state.timescaledb or state.available)
+        )
+        result = DbStatus(
+            settings.pg.masked(), version, [asdict(i) for i in items], timescaledb_available=state.available
+        )
         if version:
             for r in conn.execute(HYPERTABLES_SQL.replace("{ts}", timescale.extension_schema(rows))):
                 before, after = r[4], r[5]
-                result.hypertables.append({
-                    "name": r[0], "chunks": r[1], "compression": r[2], "size_bytes": r[3],
-                    "compressed_chunks": r[6] or 0,
-                    "compression_ratio": round(before / after, 1) if before and after else None})
+                result.hypertables.append(
+                    {
+                        "name": r[0],
+                        "chunks": r[1],
+                        "compression": r[2],
+                        "size_bytes": r[3],
+                        "compressed_chunks": r[6] or 0,
+                        "compression_ratio": round(before / after, 1) if before and after else None,
+                    }
+                )
             result.jobs = timescale.read_jobs(conn)
     changed = [i.file for i in items if i.state == "changed"]
     pending = [i.file for i in items if i.state in migrate.TODO]
     failed = [j for j in result.jobs if j["problem"]]
     if changed:
-        result.fail(CheckFailed(f"{', '.join(changed)} changed after it was applied", code="MIGRATION_CHANGED",
-                                hint="see `qbctl db migrate`"))
+        result.fail(
+            CheckFailed(
+                f"{', '.join(changed)} changed after it was applied",
+                code="MIGRATION_CHANGED",
+                hint="see `qbctl db migrate`",
+            )
+        )
     elif pending and pending_is_failure:
-        result.fail(CheckFailed(f"{len(pending)} pending: " + ", ".join(pending), code="PENDING_MIGRATIONS",
-                                hint="run `qbctl db migrate`"))
+        result.fail(
+            CheckFailed(
+                f"{len(pending)} pending: " + ", ".join(pending),
+                code="PENDING_MIGRATIONS",
+                hint="run `qbctl db migrate`",
+            )
+        )
     elif failed:
-        result.fail(CheckFailed(f"{len(failed)} TimescaleDB job(s) failed their last run, are paused or do not run: "
-                                + ", ".join(f"{j['job_id']} ({j['problem']})" for j in failed), code="JOBS_FAILED",
-                                hint="the why column says why; timescaledb_information.job_errors has the errors of "
-                                     "failed runs"))
+        result.fail(
+            CheckFailed(
+                f"{len(failed)} TimescaleDB job(s) failed their last run, are paused or do not run: "
+                + ", ".join(f"{j['job_id']} ({j['problem']})" for j in failed),
+                code="JOBS_FAILED",
+                hint="the why column says why; timescaledb_information.job_errors has the errors of failed runs",
+            )
+        )
     return result

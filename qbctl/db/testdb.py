@@ -25,6 +25,7 @@ schema, a clone of it per test.
   under a build name and renamed into place together with its label in one transaction, so a
   template's name always means a whole template.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,13 +60,19 @@ BUILD_WAIT = 600.0  # seconds a session waits for another's template build
 STRATEGY = "FILE_COPY"
 STRATEGIES = ("FILE_COPY", "WAL_LOG")
 DROP_CONNECTION_ROOM = 6  # free connections a session wants before it takes a second one for its drops
-NO_CREATEDB_HINT = ("the test databases are clones of a template: a superuser can grant it with "
-                    "ALTER ROLE {user} CREATEDB, or point DATABASE_URL at a user that has it")
+NO_CREATEDB_HINT = (
+    "the test databases are clones of a template: a superuser can grant it with "
+    "ALTER ROLE {user} CREATEDB, or point DATABASE_URL at a user that has it"
+)
 
-LIST_SQL = (r"SELECT datname, coalesce(shobj_description(oid, 'pg_database'), ''), datistemplate FROM pg_database"
-            r" WHERE datname ~ '^qbctl_(tpl|tplb|t)_'")
-HELD_SQL = ("SELECT DISTINCT (classid::bigint << 32) | objid::bigint FROM pg_locks"
-            " WHERE locktype = 'advisory' AND objsubid = 1 AND granted")
+LIST_SQL = (
+    r"SELECT datname, coalesce(shobj_description(oid, 'pg_database'), ''), datistemplate FROM pg_database"
+    r" WHERE datname ~ '^qbctl_(tpl|tplb|t)_'"
+)
+HELD_SQL = (
+    "SELECT DISTINCT (classid::bigint << 32) | objid::bigint FROM pg_locks"
+    " WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,7 @@ def parse_label(comment: str) -> Label | None:
     if not comment.startswith(MARK + " "):
         return None
     try:
-        data = json.loads(comment[len(MARK) + 1:])
+        data = json.loads(comment[len(MARK) + 1 :])
         return Label(**{f.name: data[f.name] for f in dataclasses.fields(Label) if f.name in data})
     except (ValueError, TypeError, KeyError):
         return None
@@ -119,8 +126,12 @@ def derived_key(text: str) -> int:
 def checksum(sql: list[files.SqlFile], without_timescaledb: bool, timescaledb: str | None, seeded: str = "") -> str:
     """What decides a template's content: each file's kind, name and rendered text (its checksum),
     the flag, the server's TimescaleDB version, the seed, FORMAT."""
-    parts = [f"format={FORMAT}", f"without_timescaledb={without_timescaledb}", f"timescaledb={timescaledb}",
-             f"seeded={seeded}"]
+    parts = [
+        f"format={FORMAT}",
+        f"without_timescaledb={without_timescaledb}",
+        f"timescaledb={timescaledb}",
+        f"seeded={seeded}",
+    ]
     parts += [f"{f.kind}/{f.name}={f.checksum}" for f in sql]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
@@ -189,14 +200,23 @@ class Session:
     as long as it lives and runs every CREATE and DROP DATABASE, in one thread of its own (the
     `_Cloner`), so that the session costs the server one connection."""
 
-    def __init__(self, settings: Settings, *, without_timescaledb: bool = False, strategy: str | None = None,
-                 workers: int = 1, events: Events = ignore):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        without_timescaledb: bool = False,
+        strategy: str | None = None,
+        workers: int = 1,
+        events: Events = ignore,
+    ):
         self.settings = settings
         self.without_timescaledb = without_timescaledb
         self.strategy = (strategy or STRATEGY).upper()
         if self.strategy not in STRATEGIES:
-            raise ConfigError(f"qb_clone_strategy = {strategy!r}: expected one of {', '.join(STRATEGIES)}",
-                              hint="fix qb_clone_strategy in the pytest configuration")
+            raise ConfigError(
+                f"qb_clone_strategy = {strategy!r}: expected one of {', '.join(STRATEGIES)}",
+                hint="fix qb_clone_strategy in the pytest configuration",
+            )
         self.events = events
         self.owner = f"{secrets.randbits(63):016x}"
         self.conn: Connection | None = None  # the control connection (open to close)
@@ -219,23 +239,29 @@ class Session:
         conn.execute("SET application_name = 'qbctl pytest plugin'")
         user, superuser, createdb, version = conn.execute(
             "SELECT current_user, rolsuper, rolcreatedb, current_setting('server_version_num')::int"
-            " FROM pg_roles WHERE rolname = current_user").fetchone()
+            " FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
         if not (superuser or createdb):
             self.close()
-            raise Unavailable(f"the user {user} of DATABASE_URL ({self.settings.pg.masked()}) may not create "
-                              "databases (no CREATEDB)", code="NO_CREATEDB",
-                              hint=NO_CREATEDB_HINT.format(user=user))
+            raise Unavailable(
+                f"the user {user} of DATABASE_URL ({self.settings.pg.masked()}) may not create databases (no CREATEDB)",
+                code="NO_CREATEDB",
+                hint=NO_CREATEDB_HINT.format(user=user),
+            )
         self.version = version
         available, preloaded = conn.execute(
             "SELECT (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),"
-            " current_setting('shared_preload_libraries') LIKE '%timescaledb%'").fetchone()
+            " current_setting('shared_preload_libraries') LIKE '%timescaledb%'"
+        ).fetchone()
         self.timescaledb = (available, preloaded)
         conn.execute("SELECT pg_advisory_lock(%s)", (key_of(self.owner),))
         # Drops beside the creates measured 30% less per test (docs/benchmarks.md), for one more
         # connection: taken by a session that runs alone (no xdist: its workers overlap their clones
         # anyway and would need a connection each) on a server with room for it, its tests and others.
-        free = conn.execute("SELECT current_setting('max_connections')::int - count(*) FROM pg_stat_activity"
-                                 " WHERE backend_type = 'client backend'").fetchone()[0]
+        free = conn.execute(
+            "SELECT current_setting('max_connections')::int - count(*) FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend'"
+        ).fetchone()[0]
         if self.workers == 1 and free >= DROP_CONNECTION_ROOM:
             self.drop_conn = connect.connect(self.settings, timeout=5)
         return self.sweep()
@@ -261,8 +287,9 @@ class Session:
             return self._control().execute(sql, params)
 
     def label(self, kind: str, **fields) -> Label:
-        return Label(kind, self.owner, created=round(time.time(), 3), host=socket.gethostname(), pid=os.getpid(),
-                     **fields)
+        return Label(
+            kind, self.owner, created=round(time.time(), 3), host=socket.gethostname(), pid=os.getpid(), **fields
+        )
 
     # --- leftovers --------------------------------------------------------------------------------
     def found(self) -> list[Found]:
@@ -305,8 +332,10 @@ class Session:
                 self._sql(f'ALTER DATABASE "{name}" IS_TEMPLATE false')
             self._sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         except psycopg.Error as exc:
-            raise Unavailable(f"could not drop the test database {name}: {' '.join(str(exc).split())[:200]}",
-                              code="DATABASE_UNAVAILABLE") from None
+            raise Unavailable(
+                f"could not drop the test database {name}: {' '.join(str(exc).split())[:200]}",
+                code="DATABASE_UNAVAILABLE",
+            ) from None
 
     # --- the template -----------------------------------------------------------------------------
     def template(self, seed: tuple[int, int] | None = None) -> str:
@@ -335,27 +364,38 @@ class Session:
             return None
         if available and preloaded:
             return available
-        why = ("does not have the timescaledb extension" if not available else
-               "has timescaledb installed but not in shared_preload_libraries")
-        raise TimescaleMissing(f"the server of DATABASE_URL ({self.settings.pg.masked()}) {why}; the test "
-                               "template needs it for sql/", hint="use a server with TimescaleDB (the stack "
-                               "`qbctl up` starts), or run pytest with --qb-without-timescaledb (ini: "
-                               "qb_without_timescaledb = true) for the plain schema without hypertables and "
-                               "policies")
+        why = (
+            "does not have the timescaledb extension"
+            if not available
+            else "has timescaledb installed but not in shared_preload_libraries"
+        )
+        raise TimescaleMissing(
+            f"the server of DATABASE_URL ({self.settings.pg.masked()}) {why}; the test template needs it for sql/",
+            hint="use a server with TimescaleDB (the stack "
+            "`qbctl up` starts), or run pytest with --qb-without-timescaledb (ini: "
+            "qb_without_timescaledb = true) for the plain schema without hypertables and "
+            "policies",
+        )
 
     def _ready(self, name: str) -> bool:
-        row = self._sql("SELECT datistemplate, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database"
-                        " WHERE datname = %s", (name,)).fetchone()
+        row = self._sql(
+            "SELECT datistemplate, coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database"
+            " WHERE datname = %s",
+            (name,),
+        ).fetchone()
         if row is None:
             return False
         label = parse_label(row[1])
         if not (row[0] and label and label.kind == "template"):
-            raise NotOwned(f"a database named {name} exists and is not a qbctl test template: left alone",
-                           hint="rename or drop it yourself; qbctl touches only the databases it labelled")
+            raise NotOwned(
+                f"a database named {name} exists and is not a qbctl test template: left alone",
+                hint="rename or drop it yourself; qbctl touches only the databases it labelled",
+            )
         return True
 
-    def _build(self, name: str, sum_: str, tsdb: str | None, base: str | None, seed: tuple[int, int] | None,
-               seeded: str) -> str:
+    def _build(
+        self, name: str, sum_: str, tsdb: str | None, base: str | None, seed: tuple[int, int] | None, seeded: str
+    ) -> str:
         """Build the template, or wait for another session's build of it: "built" or "waited"."""
         key = derived_key("build:" + sum_)
         deadline = time.monotonic() + BUILD_WAIT
@@ -364,13 +404,16 @@ class Session:
             if self._ready(name):
                 return "waited"
             if not told:
-                self.events(Event(Status.WAITING, f"another session is building the test template {name}; "
-                                                  "waiting for it"))
+                self.events(
+                    Event(Status.WAITING, f"another session is building the test template {name}; waiting for it")
+                )
                 told = True
             if time.monotonic() > deadline:
-                raise Unavailable(f"another session held the build of the test template {name} for more than "
-                                  f"{BUILD_WAIT:.0f}s", code="LOCK_TIMEOUT",
-                                  hint="pg_locks shows the session holding it; end it and run the tests again")
+                raise Unavailable(
+                    f"another session held the build of the test template {name} for more than {BUILD_WAIT:.0f}s",
+                    code="LOCK_TIMEOUT",
+                    hint="pg_locks shows the session holding it; end it and run the tests again",
+                )
             time.sleep(0.1)
         build = f"{BUILD}{sum_[:16]}_{self.owner}"
         try:
@@ -417,8 +460,7 @@ class Session:
                 # before any policy exists, so that no job runs while the template is built.
                 conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
                 conn.execute("SELECT _timescaledb_functions.stop_background_workers()")
-        result = migrate.migrate(settings, migrate.MigrateOptions(without_timescaledb=self.without_timescaledb,
-                                                                  wait=0))
+        result = migrate.migrate(settings, migrate.MigrateOptions(without_timescaledb=self.without_timescaledb, wait=0))
         if result.error is not None:
             raise result.error
         self._pause_jobs(settings)
@@ -435,17 +477,21 @@ class Session:
         if tsdb:
             with connect.connect(settings, timeout=5) as conn:
                 ts = _schema(conn)
-                for (job,) in conn.execute("SELECT job_id FROM timescaledb_information.jobs"
-                                           " WHERE proc_name IN ('policy_compression', 'policy_columnstore')"
-                                           " ORDER BY job_id").fetchall():
+                for (job,) in conn.execute(
+                    "SELECT job_id FROM timescaledb_information.jobs"
+                    " WHERE proc_name IN ('policy_compression', 'policy_columnstore')"
+                    " ORDER BY job_id"
+                ).fetchall():
                     conn.execute(f"CALL {ts}.run_job({int(job)})")
         self._pause_jobs(settings)
 
     def _pause_jobs(self, settings: Settings) -> None:
         with connect.connect(settings, timeout=5) as conn:
             if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
-                conn.execute(f"SELECT {_schema(conn)}.alter_job(job_id, scheduled => false)"
-                             " FROM timescaledb_information.jobs WHERE scheduled")
+                conn.execute(
+                    f"SELECT {_schema(conn)}.alter_job(job_id, scheduled => false)"
+                    " FROM timescaledb_information.jobs WHERE scheduled"
+                )
 
     def _finish(self, build: str, name: str, label: Label) -> None:
         """The build becomes the template: no connections from now on (a scheduler that the launcher
@@ -476,8 +522,10 @@ class Session:
 
     def _terminate(self, name: str) -> None:
         """End every session in one of our databases (a TimescaleDB scheduler, as a rule)."""
-        self._sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> "
-                  "pg_backend_pid()", (name,))
+        self._sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
 
     # --- clones -----------------------------------------------------------------------------------
     def clone(self, template: str) -> str:
@@ -502,8 +550,11 @@ class Session:
                 # stopped accepting connections): ended, and the copy tried again.
                 self._terminate(template)
                 time.sleep(0.02 * min(attempt + 1, 10))
-        raise Unavailable(f"the test template {template} stayed in use by another session", code="DATABASE_UNAVAILABLE",
-                          hint="pg_stat_activity shows who is connected to it")
+        raise Unavailable(
+            f"the test template {template} stayed in use by another session",
+            code="DATABASE_UNAVAILABLE",
+            hint="pg_stat_activity shows who is connected to it",
+        )
 
     def drop(self, name: str) -> None:
         self._drop(name)
@@ -516,8 +567,10 @@ class Session:
             assert self.drop_conn is not None  # drops go beside only when it is open (_Cloner)
             self.drop_conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         except psycopg.Error as exc:
-            raise Unavailable(f"could not drop the test database {name}: {' '.join(str(exc).split())[:200]}",
-                              code="DATABASE_UNAVAILABLE") from None
+            raise Unavailable(
+                f"could not drop the test database {name}: {' '.join(str(exc).split())[:200]}",
+                code="DATABASE_UNAVAILABLE",
+            ) from None
 
     def keep_scheduler_off(self, name: str) -> None:
         """A clone that lives long (the session's) would get a TimescaleDB scheduler at the launcher's next
@@ -621,11 +674,16 @@ class _Cloner:
             pass  # left for the next session's sweep (this session's key dies with it)
 
 
-JOB_KINDS = {"compression": ("policy_compression", "policy_columnstore"), "retention": ("policy_retention",),
-             "refresh": ("policy_refresh_continuous_aggregate",)}
-JOBS_SQL = ("SELECT job_id, proc_name, coalesce(hypertable_schema || '.' || hypertable_name, '') FROM"
-            " timescaledb_information.jobs WHERE proc_name LIKE 'policy%' AND proc_name NOT IN"
-            " ('policy_telemetry', 'policy_job_stat_history_retention') ORDER BY job_id")
+JOB_KINDS = {
+    "compression": ("policy_compression", "policy_columnstore"),
+    "retention": ("policy_retention",),
+    "refresh": ("policy_refresh_continuous_aggregate",),
+}
+JOBS_SQL = (
+    "SELECT job_id, proc_name, coalesce(hypertable_schema || '.' || hypertable_name, '') FROM"
+    " timescaledb_information.jobs WHERE proc_name LIKE 'policy%' AND proc_name NOT IN"
+    " ('policy_telemetry', 'policy_job_stat_history_retention') ORDER BY job_id"
+)
 
 
 def pick_jobs(jobs: list[tuple[int, str, str]], relation: str | None, kind: str | None) -> list[int]:
@@ -634,9 +692,11 @@ def pick_jobs(jobs: list[tuple[int, str, str]], relation: str | None, kind: str 
     when none matches, so that a typo is no silent no-op. Pure."""
     if kind is not None and kind not in JOB_KINDS:
         raise UsageError(f"job kind {kind!r}: expected one of {', '.join(JOB_KINDS)}")
-    picked = [job for job, proc, rel in jobs
-              if (kind is None or proc in JOB_KINDS[kind])
-              and (relation is None or relation in (rel, rel.split(".", 1)[-1]))]
+    picked = [
+        job
+        for job, proc, rel in jobs
+        if (kind is None or proc in JOB_KINDS[kind]) and (relation is None or relation in (rel, rel.split(".", 1)[-1]))
+    ]
     if not picked:
         there = ", ".join(f"{_kind(proc)} on {rel.split('.', 1)[-1]}" for _, proc, rel in jobs) or "none"
         what = " ".join(x for x in (kind, "job", f"on {relation}" if relation else "") if x)

@@ -14,6 +14,7 @@ so a session claims one that is free, empties it, and gives it back empty.
   that holds keys is somebody else's: never touched.
 - **Which**: from the highest index down, never REDIS_URL's own (the backend's data lives there).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,14 +63,19 @@ def candidates(databases: int, own: int) -> list[int]:
 def alive(client_list: list[dict]) -> set[str]:
     """The session keys of the claimants that are connected now. Pure."""
     prefix = CLIENT_NAME.format(owner="")
-    return {c["name"][len(prefix):][:16] for c in client_list if c.get("name", "").startswith(prefix)}
+    return {c["name"][len(prefix) :][:16] for c in client_list if c.get("name", "").startswith(prefix)}
 
 
 def held_elsewhere(client_list: list[dict], index: int, owner: str) -> bool:
     """Whether another session's claim on `index` stands (its holder is connected there). Pure."""
     prefix, mine = CLIENT_NAME.format(owner=""), CLIENT_NAME.format(owner=owner)
-    return any(c.get("name", "").startswith(prefix) and c["name"].endswith(HELD) and not c["name"].startswith(mine)
-               and str(c.get("db")) == str(index) for c in client_list)
+    return any(
+        c.get("name", "").startswith(prefix)
+        and c["name"].endswith(HELD)
+        and not c["name"].startswith(mine)
+        and str(c.get("db")) == str(index)
+        for c in client_list
+    )
 
 
 class RedisSession:
@@ -95,9 +101,11 @@ class RedisSession:
             return self.sweep()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self.close()
-            raise Unavailable(connect.redis_error(exc, self.settings), code="REDIS_UNAVAILABLE",
-                              hint="`qbctl up` starts the stack's Redis; or point REDIS_URL at a running server") \
-                from None
+            raise Unavailable(
+                connect.redis_error(exc, self.settings),
+                code="REDIS_UNAVAILABLE",
+                hint="`qbctl up` starts the stack's Redis; or point REDIS_URL at a running server",
+            ) from None
 
     def _control(self) -> Redis:
         if self.control is None:
@@ -133,8 +141,9 @@ class RedisSession:
         return freed
 
     def _record(self) -> str:
-        return json.dumps({"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
-                           "created": round(time.time(), 3)})
+        return json.dumps(
+            {"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(), "created": round(time.time(), 3)}
+        )
 
     def _take_over(self, index: int, old: dict) -> bool:
         """The record of a dead session replaced by ours, atomically (another sweep may race us)."""
@@ -172,11 +181,11 @@ class RedisSession:
             if record is not None:
                 ok = self._take_over(index, record)  # a killed run's: its keys are flushed below
             else:
-                ok = holder.dbsize() == 0 and bool(self._control().set(RECORD.format(index=index), self._record(),
-                                                                    nx=True))
+                ok = holder.dbsize() == 0 and bool(
+                    self._control().set(RECORD.format(index=index), self._record(), nx=True)
+                )
                 # Keys written meanwhile are not ours; a holder whose record was lost holds it still.
-                if ok and (holder.dbsize() != 0
-                           or held_elsewhere(self._control().client_list(), index, self.owner)):
+                if ok and (holder.dbsize() != 0 or held_elsewhere(self._control().client_list(), index, self.owner)):
                     self._drop_record(index)
                     ok = False
             if not ok:
@@ -186,12 +195,14 @@ class RedisSession:
             holder.flushdb()  # a killed run's keys, or nothing
             self.held[index] = holder
             return index
-        raise Unavailable(f"no free Redis database on {self.settings.redis.masked()}: its {self.databases} are "
-                          "REDIS_URL's own, held by other test sessions, or hold keys qbctl did not write",
-                          code="NO_FREE_REDIS_DATABASE",
-                          hint="each test session (each xdist worker) takes one for qb_redis_url and one for "
-                               "qb_session_redis_url: run fewer workers, or raise `databases` in the server's "
-                               "configuration")
+        raise Unavailable(
+            f"no free Redis database on {self.settings.redis.masked()}: its {self.databases} are "
+            "REDIS_URL's own, held by other test sessions, or hold keys qbctl did not write",
+            code="NO_FREE_REDIS_DATABASE",
+            hint="each test session (each xdist worker) takes one for qb_redis_url and one for "
+            "qb_session_redis_url: run fewer workers, or raise `databases` in the server's "
+            "configuration",
+        )
 
     def _drop_record(self, index: int) -> None:
         key = RECORD.format(index=index)

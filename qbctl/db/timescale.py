@@ -9,6 +9,7 @@ A job is judged by what its statistics say (`job_state`): failed, paused, runnin
 its next start, or not running at all: never run, or overdue, long after it was due (no
 scheduler for the database, or one that cannot start it: out of background workers).
 """
+
 from __future__ import annotations
 
 import re
@@ -20,8 +21,11 @@ from qbctl.db import files as sqlfiles
 from qbctl.errors import CheckFailed, QbctlError, TimescaleMissing
 from qbctl.result import Result
 
-PROC = {"compression": "policy_compression", "retention": "policy_retention",
-        "refresh": "policy_refresh_continuous_aggregate"}
+PROC = {
+    "compression": "policy_compression",
+    "retention": "policy_retention",
+    "refresh": "policy_refresh_continuous_aggregate",
+}
 KIND = {v: k for k, v in PROC.items()}
 JOB_GRACE_SECONDS = 60  # how long after it was due (or after the server or the last migrate) a job may wait
 
@@ -37,25 +41,32 @@ class Declared:
 
     @property
     def count(self) -> int:
-        return (len(self.hypertables) + len(self.compression) + len(self.policies) + len(self.caggs)
-                + len(self.refresh))
+        return len(self.hypertables) + len(self.compression) + len(self.policies) + len(self.caggs) + len(self.refresh)
 
 
 # --- reading the declaration ---------------------------------------------------------------------
-CALL = re.compile(r"\b(create_hypertable|set_chunk_time_interval|add_(?:compression|columnstore|retention)_policy|"
-                  r"remove_(?:compression|columnstore|retention)_policy|add_continuous_aggregate_policy|"
-                  r"remove_continuous_aggregate_policy)\s*\(", re.I)
+CALL = re.compile(
+    r"\b(create_hypertable|set_chunk_time_interval|add_(?:compression|columnstore|retention)_policy|"
+    r"remove_(?:compression|columnstore|retention)_policy|add_continuous_aggregate_policy|"
+    r"remove_continuous_aggregate_policy)\s*\(",
+    re.I,
+)
 # A relation's name as SQL writes it: parts plain or double-quoted (any character, "" for a quote), joined by dots.
 IDENT = r'(?:"(?:[^"]|"")*"|[^\s"(),;.]+)'
 QUALIFIED = rf"{IDENT}(?:\s*\.\s*{IDENT})*"
-ALTER_SET = re.compile(rf"^ALTER\s+(TABLE|MATERIALIZED\s+VIEW)\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?({QUALIFIED})"
-                       r"\s+SET\s*\(", re.I)
+ALTER_SET = re.compile(
+    rf"^ALTER\s+(TABLE|MATERIALIZED\s+VIEW)\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?({QUALIFIED})"
+    r"\s+SET\s*\(",
+    re.I,
+)
 CREATE_TABLE = re.compile(rf"^CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?({QUALIFIED})\s*\(", re.I)
-CREATE_CAGG = re.compile(rf"^CREATE\s+MATERIALIZED\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?({QUALIFIED})\s*(?:\(|WITH\b)",
-                         re.I)
+CREATE_CAGG = re.compile(
+    rf"^CREATE\s+MATERIALIZED\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?({QUALIFIED})\s*(?:\(|WITH\b)", re.I
+)
 FROM = re.compile(rf"\bFROM\s+({QUALIFIED})", re.I)
-DROP = re.compile(r"^DROP\s+(TABLE|MATERIALIZED\s+VIEW)\s+(?:IF\s+EXISTS\s+)?(.+?)(?:\s+(?:CASCADE|RESTRICT))?$",
-                  re.I | re.S)
+DROP = re.compile(
+    r"^DROP\s+(TABLE|MATERIALIZED\s+VIEW)\s+(?:IF\s+EXISTS\s+)?(.+?)(?:\s+(?:CASCADE|RESTRICT))?$", re.I | re.S
+)
 QUOTED = re.compile(r"^(?:INTERVAL\s*)?'((?:[^']|'')*)'(?:\s*::\s*\w+)?$", re.I)
 
 
@@ -86,7 +97,7 @@ def _split_args(text: str, start: int) -> tuple[list[str], int]:
 
 def _inside(text: str, start: int) -> str:
     """The text between the '(' at text[start - 1] and its closing parenthesis."""
-    return text[start:_split_args(text, start)[1] - 1]
+    return text[start : _split_args(text, start)[1] - 1]
 
 
 def _call_args(text: str, start: int) -> tuple[list[str], dict[str, str]]:
@@ -168,7 +179,7 @@ def _declare_cagg(d: Declared, text: str) -> None:
     """CREATE MATERIALIZED VIEW ... WITH (timescaledb.continuous): the view and its source table."""
     m = CREATE_CAGG.match(text)
     if m and re.search(r"\b(?:timescaledb|tsdb)\s*\.\s*continuous\b", text, re.I):
-        flat = text[m.end():]
+        flat = text[m.end() :]
         while True:  # parenthesised parts blanked: the FROM of EXTRACT(EPOCH FROM time) is not the source
             blanked = re.sub(r"\([^()]*\)", "", flat)
             if blanked == flat:
@@ -226,14 +237,26 @@ def _declare_call(d: Declared, fn: str, pos: list[str], named: dict[str, str]) -
         d.hypertables[table] = (d.hypertables[table][0], _value(_arg(pos, named, 1, "chunk_time_interval")))
     elif fn.startswith("add_") and fn != "add_continuous_aggregate_policy":
         kind = "retention" if "retention" in fn else "compression"
-        when = _arg(pos, named, 1, "compress_after", "drop_after", "after", "compress_created_before",
-                    "drop_created_before", "created_before")
+        when = _arg(
+            pos,
+            named,
+            1,
+            "compress_after",
+            "drop_after",
+            "after",
+            "compress_created_before",
+            "drop_created_before",
+            "created_before",
+        )
         d.policies[(kind, table)] = _value(when) or ""
     elif fn.startswith("remove_") and fn != "remove_continuous_aggregate_policy":
         d.policies.pop(("retention" if "retention" in fn else "compression", table), None)
     elif fn == "add_continuous_aggregate_policy":
-        d.refresh[table] = (_value(_arg(pos, named, 1, "start_offset")), _value(_arg(pos, named, 2, "end_offset")),
-                            _value(_arg(pos, named, 3, "schedule_interval")))
+        d.refresh[table] = (
+            _value(_arg(pos, named, 1, "start_offset")),
+            _value(_arg(pos, named, 2, "end_offset")),
+            _value(_arg(pos, named, 3, "schedule_interval")),
+        )
     elif fn == "remove_continuous_aggregate_policy":
         d.refresh.pop(table, None)
 
@@ -246,8 +269,10 @@ def _forget(d: Declared, name: str) -> None:
 
 
 # --- the database's side -------------------------------------------------------------------------
-SCHEMA_SQL = ("SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
-              " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'")
+SCHEMA_SQL = (
+    "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'"
+)
 
 
 def extension_schema(rows: connect.Rows) -> str:
@@ -255,7 +280,6 @@ def extension_schema(rows: connect.Rows) -> str:
     leaves it out (or puts a namesake function first) changes nothing. public where it is not installed."""
     found = rows(SCHEMA_SQL)
     return found[0][0] if found else "public"
-
 
 
 @dataclass(frozen=True)
@@ -295,9 +319,14 @@ def _job_label(j: dict) -> str:
 
 def diff(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
     """Every difference between declared and actual state. same_interval(a, b) compares intervals."""
-    return (_diff_hypertables(decl, actual, same_interval) + _diff_caggs(decl, actual)
-            + _diff_compression(decl, actual) + _diff_policies(decl, actual, same_interval)
-            + _diff_refresh(decl, actual, same_interval) + _job_health(actual))
+    return (
+        _diff_hypertables(decl, actual, same_interval)
+        + _diff_caggs(decl, actual)
+        + _diff_compression(decl, actual)
+        + _diff_policies(decl, actual, same_interval)
+        + _diff_refresh(decl, actual, same_interval)
+        + _job_health(actual)
+    )
 
 
 def _diff_hypertables(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
@@ -335,7 +364,8 @@ def _diff_compression(decl: Declared, actual: Actual) -> list[Drift]:
         if have is None:
             out.append(Drift(f"compression {table}", "missing", shown))
         elif (seg is not None and _norm_list(have[0]) != _norm_list(seg)) or (
-                order is not None and _norm_order(have[1]) != _norm_order(order)):
+            order is not None and _norm_order(have[1]) != _norm_order(order)
+        ):
             out.append(Drift(f"compression {table}", "different", shown, f"segmentby {have[0]}, orderby {have[1]}"))
     for table in actual.compression.keys() - decl.compression.keys():
         out.append(Drift(f"compression {table}", "extra", None, f"segmentby {actual.compression[table][0]}"))
@@ -376,10 +406,19 @@ def _diff_refresh(decl: Declared, actual: Actual, same_interval) -> list[Drift]:
         for j in jobs[1:]:
             out.append(Drift(f"{name} (job {j['job_id']})", "extra", want, j["interval"]))
         j = jobs[0]
-        if not (same_interval(start, j["start_offset"]) and same_interval(end, j["end_offset"])
-                and (every is None or same_interval(every, j["schedule_interval"]))):
-            out.append(Drift(f"{name} (job {j['job_id']})", "different", want,
-                             _refresh_text(j["start_offset"], j["end_offset"], j["schedule_interval"])))
+        if not (
+            same_interval(start, j["start_offset"])
+            and same_interval(end, j["end_offset"])
+            and (every is None or same_interval(every, j["schedule_interval"]))
+        ):
+            out.append(
+                Drift(
+                    f"{name} (job {j['job_id']})",
+                    "different",
+                    want,
+                    _refresh_text(j["start_offset"], j["end_offset"], j["schedule_interval"]),
+                )
+            )
     for j in refresh_jobs:
         if j["table"] not in decl.refresh:
             out.append(Drift(f"refresh policy {j['table']} (job {j['job_id']})", "extra", None, j["interval"]))
@@ -393,8 +432,14 @@ def _job_health(actual: Actual) -> list[Drift]:
         if j.get("last_run_status") == "Failed":
             out.append(Drift(_job_label(j), "failed", None, j.get("why") or f"{j['total_failures']} failures"))
         elif j["kind"] in PROC and j.get("problem") in ("paused", "not running"):
-            out.append(Drift(_job_label(j), j["problem"], "scheduled" if j["problem"] == "paused" else
-                             f"runs every {j.get('schedule_interval')}", j.get("why")))
+            out.append(
+                Drift(
+                    _job_label(j),
+                    j["problem"],
+                    "scheduled" if j["problem"] == "paused" else f"runs every {j.get('schedule_interval')}",
+                    j.get("why"),
+                )
+            )
     return out
 
 
@@ -433,8 +478,10 @@ SELECT current_setting('timescaledb.max_background_workers', true), current_sett
          < now() - make_interval(secs => %s)
 FROM pg_stat_activity
 """
-SETTLED_SQL = ("SELECT COALESCE(max(applied_at) < now() - make_interval(secs => %s), true) FROM qbctl.migrations"
-               " WHERE to_regclass('qbctl.migrations') IS NOT NULL")
+SETTLED_SQL = (
+    "SELECT COALESCE(max(applied_at) < now() - make_interval(secs => %s), true) FROM qbctl.migrations"
+    " WHERE to_regclass('qbctl.migrations') IS NOT NULL"
+)
 
 
 @dataclass(frozen=True)
@@ -460,13 +507,16 @@ class Scheduler:
             return f"timescaledb.max_background_workers {self.workers}: no launcher, no scheduler, no job"
         names = f" ({', '.join(self.databases)})" if self.databases else ""
         plural = "" if len(self.databases) == 1 else "s"
-        return (f"timescaledb.max_background_workers {self.workers} = the launcher + {len(self.databases)} "
-                f"scheduler{plural}{names} + {self.job_slots} job slot{'' if self.job_slots == 1 else 's'}")
+        return (
+            f"timescaledb.max_background_workers {self.workers} = the launcher + {len(self.databases)} "
+            f"scheduler{plural}{names} + {self.job_slots} job slot{'' if self.job_slots == 1 else 's'}"
+        )
 
 
 def read_scheduler(conn) -> Scheduler:
     workers, processes, schedulers, databases, busy, settled = conn.execute(
-        SCHEDULER_SQL, (JOB_GRACE_SECONDS,)).fetchone()
+        SCHEDULER_SQL, (JOB_GRACE_SECONDS,)
+    ).fetchone()
     if settled and conn.execute("SELECT to_regclass('qbctl.migrations') IS NOT NULL").fetchone()[0]:
         settled = conn.execute(SETTLED_SQL, (JOB_GRACE_SECONDS,)).fetchone()[0]
     return Scheduler(workers, bool(schedulers), int(busy or 0), bool(settled), processes, tuple(databases or ()))
@@ -474,11 +524,15 @@ def read_scheduler(conn) -> Scheduler:
 
 def _cannot_start(sched: Scheduler) -> str:
     if not sched.running:
-        return (f"no TimescaleDB scheduler runs for this database (timescaledb.max_background_workers="
-                f"{sched.workers}): raise TIMESCALEDB_MAX_BACKGROUND_WORKERS")
-    return (f"the scheduler has not started it: out of background workers? {sched.busy} of "
-            f"timescaledb.max_background_workers={sched.workers} in use ({sched.arithmetic()}, each running job "
-            "takes a slot); the server log says (`qbctl logs postgres`)")
+        return (
+            f"no TimescaleDB scheduler runs for this database (timescaledb.max_background_workers="
+            f"{sched.workers}): raise TIMESCALEDB_MAX_BACKGROUND_WORKERS"
+        )
+    return (
+        f"the scheduler has not started it: out of background workers? {sched.busy} of "
+        f"timescaledb.max_background_workers={sched.workers} in use ({sched.arithmetic()}, each running job "
+        "takes a slot); the server log says (`qbctl logs postgres`)"
+    )
 
 
 def slots_problem(sched: Scheduler) -> str | None:
@@ -487,8 +541,10 @@ def slots_problem(sched: Scheduler) -> str | None:
     if not sched.running or sched.job_slots is None or sched.job_slots >= 1:
         return None
     enough = 1 + max(1, len(sched.databases)) + 1  # the launcher, the schedulers (one at least), a job
-    return (f"no background worker is left for jobs: {sched.arithmetic()}; raise TIMESCALEDB_MAX_BACKGROUND_WORKERS "
-            f"to {enough} or more and `qbctl up`")
+    return (
+        f"no background worker is left for jobs: {sched.arithmetic()}; raise TIMESCALEDB_MAX_BACKGROUND_WORKERS "
+        f"to {enough} or more and `qbctl up`"
+    )
 
 
 def job_state(j: dict, sched: Scheduler) -> tuple[str | None, str]:
@@ -500,12 +556,16 @@ def job_state(j: dict, sched: Scheduler) -> tuple[str | None, str]:
     if j["last_run_status"] == "Failed":
         error = " ".join((j.get("error") or "").split())
         if "failed to start a background worker" in error or "failed to start job" in error:
-            return "failed", (f"PostgreSQL could not start a worker for it: max_worker_processes={sched.processes} "
-                              f"leaves no room for timescaledb.max_background_workers={sched.workers} besides the "
-                              "server's other background workers; lower TIMESCALEDB_MAX_BACKGROUND_WORKERS or raise "
-                              "max_worker_processes")
-        return "failed", (f"its last run failed ({j['total_failures']} failures)"
-                          + (f": {error[:160]}" if error else ": timescaledb_information.job_errors"))
+            return "failed", (
+                f"PostgreSQL could not start a worker for it: max_worker_processes={sched.processes} "
+                f"leaves no room for timescaledb.max_background_workers={sched.workers} besides the "
+                "server's other background workers; lower TIMESCALEDB_MAX_BACKGROUND_WORKERS or raise "
+                "max_worker_processes"
+            )
+        return "failed", (
+            f"its last run failed ({j['total_failures']} failures)"
+            + (f": {error[:160]}" if error else ": timescaledb_information.job_errors")
+        )
     if j["total_runs"] == 0 and j["due"]:
         if not sched.settled:
             return None, "not run yet: due now"
@@ -523,10 +583,25 @@ def read_jobs(conn, sched: Scheduler | None = None) -> list[dict]:
     for r in conn.execute(JOBS_SQL, (JOB_GRACE_SECONDS,)):
         kind = KIND.get(r[1], r[1])
         interval = r[4] if kind != "refresh" else _refresh_text(r[12], r[13], None)
-        j = {"job_id": r[0], "kind": kind, "table": r[2], "scheduled": r[3], "interval": interval,
-             "last_run_status": r[5], "total_failures": r[6], "last_run": r[7], "next_start": r[8],
-             "schedule_interval": r[9], "total_runs": r[10], "job_status": r[11], "start_offset": r[12],
-             "end_offset": r[13], "overdue": r[14], "due": r[15], "error": r[16]}
+        j = {
+            "job_id": r[0],
+            "kind": kind,
+            "table": r[2],
+            "scheduled": r[3],
+            "interval": interval,
+            "last_run_status": r[5],
+            "total_failures": r[6],
+            "last_run": r[7],
+            "next_start": r[8],
+            "schedule_interval": r[9],
+            "total_runs": r[10],
+            "job_status": r[11],
+            "start_offset": r[12],
+            "end_offset": r[13],
+            "overdue": r[14],
+            "due": r[15],
+            "error": r[16],
+        }
         j["problem"], j["why"] = job_state(j, sched)
         if j["problem"] == "paused" and kind not in PROC:
             j["problem"] = None  # a paused job of your own is your choice; a declared policy's is drift
@@ -534,30 +609,41 @@ def read_jobs(conn, sched: Scheduler | None = None) -> list[dict]:
     return jobs
 
 
-MATERIALIZED = ("SELECT materialization_hypertable_schema, materialization_hypertable_name, view_name,"
-                " hypertable_name FROM timescaledb_information.continuous_aggregates")
+MATERIALIZED = (
+    "SELECT materialization_hypertable_schema, materialization_hypertable_name, view_name,"
+    " hypertable_name FROM timescaledb_information.continuous_aggregates"
+)
 
 
 def read_actual(conn) -> Actual:
     caggs = conn.execute(MATERIALIZED).fetchall()
     internal = {(s, n): v for s, n, v, _ in caggs}  # a cagg's materialization hypertable -> the cagg
-    ht = {r[0]: (r[1], r[2]) for r in conn.execute(
-        "SELECT d.hypertable_name, d.column_name, COALESCE(d.time_interval::text, d.integer_interval::text)"
-        " FROM timescaledb_information.dimensions d JOIN timescaledb_information.hypertables h"
-        " USING (hypertable_schema, hypertable_name) WHERE d.dimension_number = 1")}
+    ht = {
+        r[0]: (r[1], r[2])
+        for r in conn.execute(
+            "SELECT d.hypertable_name, d.column_name, COALESCE(d.time_interval::text, d.integer_interval::text)"
+            " FROM timescaledb_information.dimensions d JOIN timescaledb_information.hypertables h"
+            " USING (hypertable_schema, hypertable_name) WHERE d.dimension_number = 1"
+        )
+    }
     comp = {}
     for schema, name, seg, order in conn.execute(
-            "SELECT n.nspname::text, c.relname::text, s.segmentby, s.orderby"
-            " FROM timescaledb_information.hypertable_compression_settings s"
-            " JOIN pg_catalog.pg_class c ON c.oid = s.hypertable"
-            " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-            " LEFT JOIN timescaledb_information.hypertables h"
-            "   ON (h.hypertable_schema, h.hypertable_name) = (n.nspname, c.relname)"
-            " WHERE h.compression_enabled OR h.hypertable_name IS NULL"):
+        "SELECT n.nspname::text, c.relname::text, s.segmentby, s.orderby"
+        " FROM timescaledb_information.hypertable_compression_settings s"
+        " JOIN pg_catalog.pg_class c ON c.oid = s.hypertable"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " LEFT JOIN timescaledb_information.hypertables h"
+        "   ON (h.hypertable_schema, h.hypertable_name) = (n.nspname, c.relname)"
+        " WHERE h.compression_enabled OR h.hypertable_name IS NULL"
+    ):
         # a cagg's compression is listed under its materialization hypertable
         comp[internal.get((schema, name), name)] = (seg or "", order or "")
-    enabled = {r[0] for r in conn.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates"
-                                          " WHERE compression_enabled")}
+    enabled = {
+        r[0]
+        for r in conn.execute(
+            "SELECT view_name FROM timescaledb_information.continuous_aggregates WHERE compression_enabled"
+        )
+    }
     comp = {k: v for k, v in comp.items() if k in ht or k in enabled}
     return Actual(ht, comp, read_jobs(conn), {v: source for _, _, v, source in caggs})
 
@@ -572,6 +658,7 @@ def interval_comparer(conn):
             return bool(conn.execute("SELECT %s::interval = %s::interval", (a, b)).fetchone()[0])
         except psycopg.Error:  # an integer time column's offsets are numbers
             return a.strip() == b.strip()
+
     return same
 
 
@@ -592,13 +679,20 @@ def verify(settings: Settings) -> VerifyResult:
     with connect.connect(settings) as conn:
         version = read_state(connect.psycopg_rows(conn)).timescaledb
         if not version:
-            raise TimescaleMissing(f"the timescaledb extension is not installed in {settings.pg.masked()}",
-                                   hint="`qbctl db migrate` creates it (on a server that provides it)")
+            raise TimescaleMissing(
+                f"the timescaledb extension is not installed in {settings.pg.masked()}",
+                hint="`qbctl db migrate` creates it (on a server that provides it)",
+            )
         drift = diff(decl, read_actual(conn), interval_comparer(conn))
     result = VerifyResult(settings.pg.masked(), version, [asdict(d) for d in drift], decl.count, not drift)
     if drift:
-        result.fail(CheckFailed(f"{len(drift)} difference(s) between sql/ and the database", code="DRIFT",
-                                hint="`qbctl db migrate` re-applies the policies; a failed job's error is in "
-                                     "timescaledb_information.job_errors; a job that does not run: see the why "
-                                     "column of `qbctl db status`"))
+        result.fail(
+            CheckFailed(
+                f"{len(drift)} difference(s) between sql/ and the database",
+                code="DRIFT",
+                hint="`qbctl db migrate` re-applies the policies; a failed job's error is in "
+                "timescaledb_information.job_errors; a job that does not run: see the why "
+                "column of `qbctl db status`",
+            )
+        )
     return result

@@ -15,6 +15,7 @@
 A refusal offers fixes, and offers only those that work: each is applied to the statements here and
 planned again before it is named (`_fixes`). Pure: statements in, a plan or a Refused out.
 """
+
 from __future__ import annotations
 
 import re
@@ -115,54 +116,99 @@ def _problem(sts: list[Statement], marker: str | None, partial: bool) -> tuple[i
             return None
         k = next((k for k in controls if not (k == 0 and sql.control(sts[0]) == "begin")), None)
         if k is None:  # a BEGIN first, and no COMMIT after it
-            return 0, "BEGIN without a COMMIT at the end of the file", [
-                ("end the file with a COMMIT (the file then runs as one transaction, as psql runs it)",
-                 _insert_commit(len(sts))),
-                ("remove the BEGIN at line " + str(sts[0].line), _without([0])),
-            ]
-        return k, f"{_word(sts[k])} in a file that qbctl runs in one transaction", [
-            (f"remove the {_word(sts[k])} at line {sts[k].line} (the file then runs as one transaction)",
-             _without([k])),
-            (f"move the {_word(sts[k])} at line {sts[k].line} to the end of the file (the file then runs as one "
-             "transaction, as psql runs it)", _move_to_end(k)),
-            ("remove its transaction control statements (" + _lines(sts, controls) + "): qbctl runs the file in "
-             "one transaction of its own", _without(controls)),
-            (f"put `{NO_TX_MARKER}` in the file's first comment lines to run it statement by statement "
-             "(a BEGIN ... COMMIT group in it then runs as one transaction)", _marked),
-        ]
+            return (
+                0,
+                "BEGIN without a COMMIT at the end of the file",
+                [
+                    (
+                        "end the file with a COMMIT (the file then runs as one transaction, as psql runs it)",
+                        _insert_commit(len(sts)),
+                    ),
+                    ("remove the BEGIN at line " + str(sts[0].line), _without([0])),
+                ],
+            )
+        return (
+            k,
+            f"{_word(sts[k])} in a file that qbctl runs in one transaction",
+            [
+                (
+                    f"remove the {_word(sts[k])} at line {sts[k].line} (the file then runs as one transaction)",
+                    _without([k]),
+                ),
+                (
+                    f"move the {_word(sts[k])} at line {sts[k].line} to the end of the file (the file then runs as one "
+                    "transaction, as psql runs it)",
+                    _move_to_end(k),
+                ),
+                (
+                    "remove its transaction control statements (" + _lines(sts, controls) + "): qbctl runs the file in "
+                    "one transaction of its own",
+                    _without(controls),
+                ),
+                (
+                    f"put `{NO_TX_MARKER}` in the file's first comment lines to run it statement by statement "
+                    "(a BEGIN ... COMMIT group in it then runs as one transaction)",
+                    _marked,
+                ),
+            ],
+        )
     group = None
     for k, st in enumerate(sts):
         c = sql.control(st)
         if c == "begin":
             if group is not None:
-                return k, "BEGIN inside a BEGIN ... COMMIT group", [
-                    (f"put a COMMIT before line {st.line} to end the group opened at line {sts[group].line}",
-                     _insert_commit(k)),
-                    (f"remove the BEGIN at line {st.line}", _without([k])),
-                ]
+                return (
+                    k,
+                    "BEGIN inside a BEGIN ... COMMIT group",
+                    [
+                        (
+                            f"put a COMMIT before line {st.line} to end the group opened at line {sts[group].line}",
+                            _insert_commit(k),
+                        ),
+                        (f"remove the BEGIN at line {st.line}", _without([k])),
+                    ],
+                )
             group = k
         elif c == "commit":
             group = None
         elif c:  # rollback, prepare
-            why = ("a prepared transaction waits for a COMMIT PREPARED no migration sends" if c == "prepare" else
-                   "a migration that undoes itself applies nothing")
+            why = (
+                "a prepared transaction waits for a COMMIT PREPARED no migration sends"
+                if c == "prepare"
+                else "a migration that undoes itself applies nothing"
+            )
             fixes = [(f"remove the {_word(st)} at line {st.line} ({why})", _without([k]))]
             if group is not None:
-                fixes.append((f"remove the {_word(st)} at line {st.line} and the BEGIN at line {sts[group].line}",
-                              _without([k, group])))
+                fixes.append(
+                    (
+                        f"remove the {_word(st)} at line {st.line} and the BEGIN at line {sts[group].line}",
+                        _without([k, group]),
+                    )
+                )
                 fixes.append((f"replace the {_word(st)} at line {st.line} with COMMIT", _replace_commit(k)))
             return k, f"{_word(st)} in a migration", fixes
         elif group is not None and (name := sql.outside_transaction(st)):
-            return k, f"{name} inside the BEGIN ... COMMIT group of line {sts[group].line}, which is a transaction", [
-                (f"remove the BEGIN at line {sts[group].line} and its COMMIT, so that each statement commits "
-                 "by itself", _without_group(group)),
-                (f"move line {st.line} after the group's COMMIT", _move_after_group(k, group)),
-            ]
+            return (
+                k,
+                f"{name} inside the BEGIN ... COMMIT group of line {sts[group].line}, which is a transaction",
+                [
+                    (
+                        f"remove the BEGIN at line {sts[group].line} and its COMMIT, so that each statement commits "
+                        "by itself",
+                        _without_group(group),
+                    ),
+                    (f"move line {st.line} after the group's COMMIT", _move_after_group(k, group)),
+                ],
+            )
     if group is not None:
-        return group, "BEGIN without a COMMIT", [
-            ("end the group with a COMMIT at the end of the file", _insert_commit(len(sts))),
-            (f"remove the BEGIN at line {sts[group].line}", _without([group])),
-        ]
+        return (
+            group,
+            "BEGIN without a COMMIT",
+            [
+                ("end the group with a COMMIT at the end of the file", _insert_commit(len(sts))),
+                (f"remove the BEGIN at line {sts[group].line}", _without([group])),
+            ],
+        )
     return None
 
 
@@ -186,15 +232,16 @@ def _insert_commit(at: int):
     def apply(sts, marker):
         line = sts[at].line if at < len(sts) else (sts[-1].line + 1 if sts else 1)
         return sts[:at] + [_commit(line)] + sts[at:], marker
+
     return apply
 
 
 def _move_to_end(at: int):
-    return lambda sts, marker: (sts[:at] + sts[at + 1:] + [sts[at]], marker)
+    return lambda sts, marker: (sts[:at] + sts[at + 1 :] + [sts[at]], marker)
 
 
 def _replace_commit(at: int):
-    return lambda sts, marker: (sts[:at] + [_commit(sts[at].line)] + sts[at + 1:], marker)
+    return lambda sts, marker: (sts[:at] + [_commit(sts[at].line)] + sts[at + 1 :], marker)
 
 
 def _group_end(sts: list[Statement], begin: int) -> int | None:
@@ -205,6 +252,7 @@ def _without_group(begin: int):
     def apply(sts, marker):
         end = _group_end(sts, begin)
         return [st for k, st in enumerate(sts) if k not in (begin, end)], marker
+
     return apply
 
 
@@ -214,8 +262,9 @@ def _move_after_group(k: int, begin: int):
         if end is None:
             return sts, marker  # nothing to move it after: not offered (the BEGIN without a COMMIT is named)
         moved = sts[k]
-        rest = sts[:k] + sts[k + 1:]
+        rest = sts[:k] + sts[k + 1 :]
         return rest[:end] + [moved] + rest[end:], marker
+
     return apply
 
 

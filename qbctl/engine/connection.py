@@ -4,6 +4,7 @@
 engine call that can fail, so that a lost connection or a refusal is one error in words (DOCKER_UNAVAILABLE,
 SSH_FAILED or ENGINE_ERROR, exit 3), never a raw SDK exception; `lost` names an engine gone mid-command.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,8 +35,9 @@ def open_api(tgt: target.Target):
             from qbctl.transport import ssh
 
             tunnel = ssh.tunnel(tgt.ssh)
-            client = docker.DockerClient(base_url=f"unix://{tunnel.docker_socket}", version="auto",
-                                         timeout=CONNECT_TIMEOUT + ssh.SSH_TIMEOUT)
+            client = docker.DockerClient(
+                base_url=f"unix://{tunnel.docker_socket}", version="auto", timeout=CONNECT_TIMEOUT + ssh.SSH_TIMEOUT
+            )
         elif tgt.source in ("DOCKER_HOST", "the default"):
             client = docker.from_env(version="auto", timeout=CONNECT_TIMEOUT)  # DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
         else:
@@ -50,9 +52,11 @@ def open_api(tgt: target.Target):
         reason = reason_of(exc)
         if tunnel is not None and tgt.ssh is not None:
             reason = tunnel_reason(tunnel, tgt.ssh.socket) or reason
-        raise Unavailable(f"cannot reach the Docker engine at {where}: {reason}", code="DOCKER_UNAVAILABLE",
-                          hint="is the Docker daemon running? Start it, or point DOCKER_HOST / "
-                               "DOCKER_CONTEXT at a running engine") from None
+        raise Unavailable(
+            f"cannot reach the Docker engine at {where}: {reason}",
+            code="DOCKER_UNAVAILABLE",
+            hint="is the Docker daemon running? Start it, or point DOCKER_HOST / DOCKER_CONTEXT at a running engine",
+        ) from None
     client.api.timeout = API_TIMEOUT
     rtt = 0.0
     if tgt.remote:
@@ -80,11 +84,15 @@ def tunnel_reason(tunnel, socket_path: str) -> str | None:
 
 def reason_of(exc: Exception) -> str:
     text = str(exc)
-    for needle, reason in (("FileNotFoundError", "no socket there"), ("Connection refused", "connection refused"),
-                           ("Permission denied", "permission denied (are you in the docker group?)"),
-                           ("timed out", "no answer within 2s"), ("Name or service not known", "unknown host"),
-                           ("RemoteDisconnected", "the connection was closed"),
-                           ("Connection aborted", "the connection was closed")):
+    for needle, reason in (
+        ("FileNotFoundError", "no socket there"),
+        ("Connection refused", "connection refused"),
+        ("Permission denied", "permission denied (are you in the docker group?)"),
+        ("timed out", "no answer within 2s"),
+        ("Name or service not known", "unknown host"),
+        ("RemoteDisconnected", "the connection was closed"),
+        ("Connection aborted", "the connection was closed"),
+    ):
         if needle in text:
             return reason
     return text[:200]
@@ -97,10 +105,12 @@ def lost(exc: BaseException) -> QbctlError | None:
     from docker.errors import DockerException
 
     if isinstance(exc, (requests.exceptions.ConnectionError, DockerException)):
-        return Unavailable(f"the Docker engine stopped answering in the middle of the command: {reason_of(exc)}",
-                           code="DOCKER_UNAVAILABLE",
-                           hint="was it restarted? Once `docker info` answers, run the command again: each one "
-                                "finishes or puts back what it started")
+        return Unavailable(
+            f"the Docker engine stopped answering in the middle of the command: {reason_of(exc)}",
+            code="DOCKER_UNAVAILABLE",
+            hint="was it restarted? Once `docker info` answers, run the command again: each one "
+            "finishes or puts back what it started",
+        )
     return None
 
 
@@ -111,18 +121,28 @@ def failure(eng: Engine, what: str, exc: Exception) -> QbctlError:
 
     if isinstance(exc, APIError):
         text = str(getattr(exc, "explanation", None) or exc)
-        return Unavailable(f"the engine at {eng.where} refused {what}: {text[:300]}", code="ENGINE_ERROR",
-                           hint="`docker info` / `docker ps -a` on that engine show its state")
+        return Unavailable(
+            f"the engine at {eng.where} refused {what}: {text[:300]}",
+            code="ENGINE_ERROR",
+            hint="`docker info` / `docker ps -a` on that engine show its state",
+        )
     if eng.tunnel is not None and eng.tunnel.ended(within=0.5):
-        return Unavailable(f"the ssh connection to {eng.host} was lost while {what}", code="SSH_FAILED",
-                           hint="run the command again; `ssh " + eng.host + " true` shows what ssh says")
-    return Unavailable(f"lost the Docker engine at {eng.where} while {what}: {reason_of(exc)}",
-                       code="DOCKER_UNAVAILABLE", hint="is the Docker daemon running? `docker info` tells")
+        return Unavailable(
+            f"the ssh connection to {eng.host} was lost while {what}",
+            code="SSH_FAILED",
+            hint="run the command again; `ssh " + eng.host + " true` shows what ssh says",
+        )
+    return Unavailable(
+        f"lost the Docker engine at {eng.where} while {what}: {reason_of(exc)}",
+        code="DOCKER_UNAVAILABLE",
+        hint="is the Docker daemon running? `docker info` tells",
+    )
 
 
 def engine_call(what: str):
     """An engine call that can fail: a lost connection or a refusal becomes one error in words
     (DOCKER_UNAVAILABLE, SSH_FAILED or ENGINE_ERROR, exit 3), never a raw SDK exception."""
+
     def wrap(fn):
         @functools.wraps(fn)
         def call(self, *args, **kwargs):
@@ -133,5 +153,7 @@ def engine_call(what: str):
                 return fn(self, *args, **kwargs)
             except (DockerException, OSError, requests.RequestException) as exc:
                 raise self.failure(what, exc) from None
+
         return call
+
     return wrap

@@ -1,6 +1,7 @@
 """The project's containers as the engine lists them, one container's state (OOM kills from the event
 log), its image, mounts and published ports: plain data, never SDK objects.
 """
+
 from __future__ import annotations
 
 import time
@@ -51,10 +52,20 @@ def of_project(eng: Engine, project: str, service: str | None = None, running_on
     out = []
     for c in eng.api.containers(all=not running_only, filters=project_filter(project, service)):
         labels = c.get("Labels") or {}
-        ports = tuple(sorted({f"{p.get('IP')}:{p['PublicPort']}" for p in c.get("Ports", [])
-                              if p.get("PublicPort")}))
-        out.append(Container(c["Id"], c["Names"][0].lstrip("/"), labels.get(LABEL_SERVICE), c.get("State", ""),
-                             c.get("Status", ""), c.get("Image", ""), c.get("ImageID", ""), labels, ports))
+        ports = tuple(sorted({f"{p.get('IP')}:{p['PublicPort']}" for p in c.get("Ports", []) if p.get("PublicPort")}))
+        out.append(
+            Container(
+                c["Id"],
+                c["Names"][0].lstrip("/"),
+                labels.get(LABEL_SERVICE),
+                c.get("State", ""),
+                c.get("Status", ""),
+                c.get("Image", ""),
+                c.get("ImageID", ""),
+                labels,
+                ports,
+            )
+        )
     return out
 
 
@@ -71,8 +82,7 @@ def container_on_port(eng: Engine, port: int) -> tuple[str, str | None] | None:
     except APIError as exc:
         if "filter" not in str(exc):
             raise
-        found = [c for c in eng.api.containers()
-                 if any(p.get("PublicPort") == port for p in c.get("Ports") or [])]
+        found = [c for c in eng.api.containers() if any(p.get("PublicPort") == port for p in c.get("Ports") or [])]
     for c in found:
         return c["Names"][0].lstrip("/"), (c.get("Labels") or {}).get(LABEL_PROJECT)
     return None
@@ -91,18 +101,24 @@ def state(eng: Engine, container_id: str) -> ContainerState:
     status = health.get("Status") or None
     if status == "starting" and not health.get("Log") and eng.product == "podman":
         status = None  # Podman runs health checks from systemd timers: without systemd none ever runs
-    return ContainerState(st.get("Status", ""), st.get("ExitCode", 0), oom, restarts, status,
-                          st.get("StartedAt", ""))
+    return ContainerState(st.get("Status", ""), st.get("ExitCode", 0), oom, restarts, status, st.get("StartedAt", ""))
 
 
 def _had_oom(eng: Engine, container_id: str, created: str) -> bool:
     from datetime import datetime
 
     try:
-        since = int(datetime.fromisoformat(created[:19]).replace(tzinfo=UTC).timestamp()) if created \
+        since = (
+            int(datetime.fromisoformat(created[:19]).replace(tzinfo=UTC).timestamp())
+            if created
             else int(time.time()) - 3600
-        events = eng.api.events(since=since - 1, until=int(time.time()) + 1, decode=True,
-                                  filters={"container": container_id, "event": "oom"})
+        )
+        events = eng.api.events(
+            since=since - 1,
+            until=int(time.time()) + 1,
+            decode=True,
+            filters={"container": container_id, "event": "oom"},
+        )
         return any(True for _ in events)
     except Exception:  # noqa: BLE001 - evidence only
         return False

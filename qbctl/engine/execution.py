@@ -1,6 +1,7 @@
 """Commands run inside a container (stdin and stdout streamed through one hijacked connection), and files
 copied into and out of a container as tar streams.
 """
+
 from __future__ import annotations
 
 import socket
@@ -34,9 +35,16 @@ def exec_text(eng: Engine, container_id: str, cmd: list[str], timeout: float = 1
         return None
 
 
-def exec_run(eng: Engine, container_id: str, cmd: list[str], *, source: Iterable[bytes] | None = None,
-             sink: Callable[[bytes], None] | None = None, env: dict[str, str] | None = None,
-             user: str = "") -> ExecResult:
+def exec_run(
+    eng: Engine,
+    container_id: str,
+    cmd: list[str],
+    *,
+    source: Iterable[bytes] | None = None,
+    sink: Callable[[bytes], None] | None = None,
+    env: dict[str, str] | None = None,
+    user: str = "",
+) -> ExecResult:
     """Run cmd in the container; stream `source` to its stdin and its stdout to `sink` as they come.
 
     Both streams go through one hijacked connection (the engine's attach protocol), so a dump
@@ -46,14 +54,16 @@ def exec_run(eng: Engine, container_id: str, cmd: list[str], *, source: Iterable
     from docker.utils.socket import frames_iter
 
     api = eng.api
-    ex = api.exec_create(container_id, cmd, stdin=source is not None, stdout=True, stderr=True,
-                         environment=env, user=user)
+    ex = api.exec_create(
+        container_id, cmd, stdin=source is not None, stdout=True, stderr=True, environment=env, user=user
+    )
     sock = api.exec_start(ex["Id"], socket=True)
     raw = getattr(sock, "_sock", sock)
     raw.settimeout(None)  # a restore may say nothing for minutes; the API timeout is for API calls
     feeder = None
     failed: list[BaseException] = []
     if source is not None:
+
         def feed() -> None:
             try:
                 for chunk in source:
@@ -64,6 +74,7 @@ def exec_run(eng: Engine, container_id: str, cmd: list[str], *, source: Iterable
             except BaseException as exc:  # noqa: BLE001 - reading the source failed: reported below
                 failed.append(exc)
                 _shutdown(raw)
+
         feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
     out, err = bytearray(), bytearray()
@@ -101,8 +112,17 @@ def _exit_code(eng: Engine, exec_id: str) -> int:
     return int(eng.api.exec_inspect(exec_id).get("ExitCode") or 0)
 
 
-def put_file(eng: Engine, container_id: str, folder: str, name: str, chunks: Iterable[bytes], size: int,
-             uid: int = 0, gid: int = 0, mode: int = 0o644) -> None:
+def put_file(
+    eng: Engine,
+    container_id: str,
+    folder: str,
+    name: str,
+    chunks: Iterable[bytes],
+    size: int,
+    uid: int = 0,
+    gid: int = 0,
+    mode: int = 0o644,
+) -> None:
     """Write one file into a container (running or stopped, volumes included) from a stream."""
     eng.api.put_archive(container_id, folder, _tar_stream(name, chunks, size, uid, gid, mode))
 
@@ -173,7 +193,7 @@ class _IterReader:
                 if not self._buf:
                     break
             end = len(self._buf) if want < 0 else min(len(self._buf), self._at + want)
-            parts.append(self._buf[self._at:end])
+            parts.append(self._buf[self._at : end])
             if want > 0:
                 want -= end - self._at
             self._at = end

@@ -6,6 +6,7 @@ keeps what a connection is (the SDK's low-level client, where it leads, the ssh 
 gives callers one object to hold, and tests one to fake. Everything returns plain data (dicts, dataclasses),
 never SDK objects. Only the modules of qbctl/engine/ import the Docker SDK.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
@@ -115,16 +116,32 @@ class Engine:
     def exec_text(self, container_id: str, cmd: list[str], timeout: float = 10) -> str | None:
         return execution.exec_text(self, container_id, cmd, timeout)
 
-    def exec_run(self, container_id: str, cmd: list[str], *, source: Iterable[bytes] | None = None,
-                 sink: Callable[[bytes], None] | None = None, env: dict[str, str] | None = None,
-                 user: str = "") -> ExecResult:
+    def exec_run(
+        self,
+        container_id: str,
+        cmd: list[str],
+        *,
+        source: Iterable[bytes] | None = None,
+        sink: Callable[[bytes], None] | None = None,
+        env: dict[str, str] | None = None,
+        user: str = "",
+    ) -> ExecResult:
         return execution.exec_run(self, container_id, cmd, source=source, sink=sink, env=env, user=user)
 
     def exec_detached(self, container_id: str, cmd: list[str]) -> None:
         return execution.exec_detached(self, container_id, cmd)
 
-    def put_file(self, container_id: str, folder: str, name: str, chunks: Iterable[bytes], size: int,
-                 uid: int = 0, gid: int = 0, mode: int = 0o644) -> None:
+    def put_file(
+        self,
+        container_id: str,
+        folder: str,
+        name: str,
+        chunks: Iterable[bytes],
+        size: int,
+        uid: int = 0,
+        gid: int = 0,
+        mode: int = 0o644,
+    ) -> None:
         return execution.put_file(self, container_id, folder, name, chunks, size, uid, gid, mode)
 
     def put_archive(self, container_id: str, folder: str, chunks: Iterable[bytes]) -> None:
@@ -154,8 +171,9 @@ class Engine:
     def ensure_network(self, stack: StackLike) -> None:
         return objects.ensure_network(self, stack)
 
-    def ensure_volumes(self, stack: StackLike, specs: Sequence[ServiceLike],
-                       created_by: dict[str, dict]) -> dict[str, dict]:
+    def ensure_volumes(
+        self, stack: StackLike, specs: Sequence[ServiceLike], created_by: dict[str, dict]
+    ) -> dict[str, dict]:
         return objects.ensure_volumes(self, stack, specs, created_by)
 
     def create_and_start(self, stack: StackLike, spec: ServiceLike) -> str:
@@ -167,13 +185,37 @@ class Engine:
     def stop(self, container_id: str, timeout: int = 30) -> None:
         return objects.stop(self, container_id, timeout)
 
-    def run_helper(self, project: str, name: str, image: str, purpose: str, *, command: list[str],
-                   environment: dict[str, str], binds: dict[str, str], mem_limit: int | None = None,
-                   entrypoint: list[str] | None = None, publish: int | None = None,
-                   publish_ip: str = "127.0.0.1", before_start: Callable[[str], None] | None = None) -> str:
-        return objects.run_helper(self, project, name, image, purpose, command=command, environment=environment,
-                                  binds=binds, mem_limit=mem_limit, entrypoint=entrypoint, publish=publish,
-                                  publish_ip=publish_ip, before_start=before_start)
+    def run_helper(
+        self,
+        project: str,
+        name: str,
+        image: str,
+        purpose: str,
+        *,
+        command: list[str],
+        environment: dict[str, str],
+        binds: dict[str, str],
+        mem_limit: int | None = None,
+        entrypoint: list[str] | None = None,
+        publish: int | None = None,
+        publish_ip: str = "127.0.0.1",
+        before_start: Callable[[str], None] | None = None,
+    ) -> str:
+        return objects.run_helper(
+            self,
+            project,
+            name,
+            image,
+            purpose,
+            command=command,
+            environment=environment,
+            binds=binds,
+            mem_limit=mem_limit,
+            entrypoint=entrypoint,
+            publish=publish,
+            publish_ip=publish_ip,
+            before_start=before_start,
+        )
 
     def remove_helper(self, project: str, name: str, purpose: str) -> bool:
         return objects.remove_helper(self, project, name, purpose)

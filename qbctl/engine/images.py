@@ -1,5 +1,5 @@
-"""Images: inspected, or pulled with progress as events.
-"""
+"""Images: inspected, or pulled with progress as events."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -28,8 +28,7 @@ def pull(eng: Engine, spec: ServiceLike, events: Events = ignore) -> dict:
     failure name the image and the setting."""
     from docker.errors import APIError, DockerException
 
-    repo, _, tag = spec.image.rpartition(":") if ":" in spec.image.rsplit("/", 1)[-1] \
-        else (spec.image, "", "latest")
+    repo, _, tag = spec.image.rpartition(":") if ":" in spec.image.rsplit("/", 1)[-1] else (spec.image, "", "latest")
     try:
         for event in eng.api.pull(repo, tag=tag, stream=True, decode=True):
             if "error" in event:
@@ -39,10 +38,12 @@ def pull(eng: Engine, spec: ServiceLike, events: Events = ignore) -> dict:
             events(Event(Status.PULLING, text, spec.name, detail.get("current"), detail.get("total")))
     except (DockerException, OSError) as exc:
         reason = getattr(exc, "explanation", None) or str(exc)
-        raise Unavailable(f"cannot pull image {spec.image} for {spec.name}: {str(reason)[:300]}",
-                          code="IMAGE_UNAVAILABLE",
-                          hint=f"set {spec.image_setting} to an image this engine has (docker images) "
-                               "or to a registry mirror it can reach") from None
+        raise Unavailable(
+            f"cannot pull image {spec.image} for {spec.name}: {str(reason)[:300]}",
+            code="IMAGE_UNAVAILABLE",
+            hint=f"set {spec.image_setting} to an image this engine has (docker images) "
+            "or to a registry mirror it can reach",
+        ) from None
     found = eng.image_info(spec.image)
     if not found:
         raise Unavailable(f"pulled {spec.image} but the engine does not list it", code="IMAGE_UNAVAILABLE")

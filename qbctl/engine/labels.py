@@ -2,6 +2,7 @@
 
 Only objects carrying LABEL_PROJECT=<project> are ever changed or removed.
 """
+
 from __future__ import annotations
 
 LABEL_PROJECT = "io.qbctl.project"

@@ -11,6 +11,7 @@ Re-entrant within one command: a command that holds it (reset, restore, upgrade)
 another that takes it (a snapshot, up) without waiting on itself. What the command holds is its
 Runtime's `holds` (engine/runtime.py), passed in: no module-level record.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -98,8 +99,11 @@ def local_path(project: str) -> Path:
 
 def holder_labels(ttl: float, now: float | None = None) -> dict[str, str]:
     now = time.time() if now is None else now
-    return {LABEL_LOCK_HOLDER: f"{_user()}@{socket.gethostname()} pid {os.getpid()}",
-            LABEL_LOCK_SINCE: str(int(now)), LABEL_LOCK_EXPIRES: str(int(now + ttl))}
+    return {
+        LABEL_LOCK_HOLDER: f"{_user()}@{socket.gethostname()} pid {os.getpid()}",
+        LABEL_LOCK_SINCE: str(int(now)),
+        LABEL_LOCK_EXPIRES: str(int(now + ttl)),
+    }
 
 
 def _user() -> str:
@@ -137,11 +141,13 @@ def _pid_alive(pid: int) -> bool:
 
 def describe(labels: dict) -> str:
     """'alice@laptop pid 812 since 12:01:02 UTC (expires 12:31:02 UTC)'. Pure."""
+
     def at(key: str) -> str:
         try:
             return datetime.fromtimestamp(float(labels.get(key, "")), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         except ValueError:
             return "?"
+
     who = labels.get(LABEL_LOCK_HOLDER) or "someone"
     return f"{who} since {at(LABEL_LOCK_SINCE)} (expires {at(LABEL_LOCK_EXPIRES)})"
 
@@ -158,8 +164,13 @@ def engine_lock(eng, project: str, events: Events = ignore, ttl: float = TTL):
             continue
         if held and held.get("id") != said:
             said = held.get("id")
-            events(Event(Status.WAITING, f"project {project} on {eng.host} is locked by {describe(held)}; waiting "
-                         f"for it (`docker rm {project}-lock` there if that run is gone)"))
+            events(
+                Event(
+                    Status.WAITING,
+                    f"project {project} on {eng.host} is locked by {describe(held)}; waiting "
+                    f"for it (`docker rm {project}-lock` there if that run is gone)",
+                )
+            )
         time.sleep(POLL)
     try:
         yield

@@ -1,5 +1,5 @@
-"""A container's log: its last lines (evidence in a report), or the stream `qbctl logs` prints.
-"""
+"""A container's log: its last lines (evidence in a report), or the stream `qbctl logs` prints."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -29,4 +29,5 @@ def stream(eng: Engine, container_id: str, follow: bool, tail: int | None):
             yield from raw
         except Exception as exc:  # noqa: BLE001 - the stream's errors come from several layers
             raise eng.failure("reading a log", exc) from None
+
     return chunks()

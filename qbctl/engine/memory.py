@@ -1,6 +1,7 @@
 """A container's memory: its cgroup read on this host (v1 or v2), else the engine's stats API (Podman's
 cache figures read inside the container); the engine host's memory. The parsers are pure.
 """
+
 from __future__ import annotations
 
 import time
@@ -86,8 +87,12 @@ def cgroup_memory_file(eng: Engine, container_id: str, names: tuple[str, ...]) -
     driver; a tenth of a millisecond), else from inside the container (an exec, ~100 ms)."""
     if eng.on_this_host:
         for name in names:
-            for folder in (f"memory/docker/{container_id}", f"memory/system.slice/docker-{container_id}.scope",
-                           f"docker/{container_id}", f"system.slice/docker-{container_id}.scope"):
+            for folder in (
+                f"memory/docker/{container_id}",
+                f"memory/system.slice/docker-{container_id}.scope",
+                f"docker/{container_id}",
+                f"system.slice/docker-{container_id}.scope",
+            ):
                 try:
                     with open(f"/sys/fs/cgroup/{folder}/{name}") as f:
                         return f.read()
@@ -108,17 +113,23 @@ def cgroup_memory(container_id: str, root: str = CGROUP) -> Memory | None:
             stat = _stat_file(v2 / "memory.stat")
             limit = _read_int(v2 / "memory.max")
             cache = stat.get("inactive_file", 0) + stat.get("active_file", 0)
-            return Memory(_read_int(v2 / "memory.current") or 0, cache,
-                          limit if limit is not None else _host_memory(), None)
-    for v1 in (base / "memory" / "docker" / container_id, base / "memory" / "system.slice" /
-               f"docker-{container_id}.scope"):
+            return Memory(
+                _read_int(v2 / "memory.current") or 0, cache, limit if limit is not None else _host_memory(), None
+            )
+    for v1 in (
+        base / "memory" / "docker" / container_id,
+        base / "memory" / "system.slice" / f"docker-{container_id}.scope",
+    ):
         if (v1 / "memory.usage_in_bytes").is_file():
             stat = _stat_file(v1 / "memory.stat")
             limit = _read_int(v1 / "memory.limit_in_bytes") or 0
             host = _host_memory()
-            return Memory(_read_int(v1 / "memory.usage_in_bytes") or 0,
-                          sum(stat.get(f"total_{k}", stat.get(k, 0)) for k in ("inactive_file", "active_file")),
-                          min(limit, host) if host else limit, _read_int(v1 / "memory.max_usage_in_bytes"))
+            return Memory(
+                _read_int(v1 / "memory.usage_in_bytes") or 0,
+                sum(stat.get(f"total_{k}", stat.get(k, 0)) for k in ("inactive_file", "active_file")),
+                min(limit, host) if host else limit,
+                _read_int(v1 / "memory.max_usage_in_bytes"),
+            )
     return None
 
 

@@ -3,6 +3,7 @@
 Only objects labelled io.qbctl.project=<project> are ever changed or removed; a name qbctl would use that
 belongs to an unlabelled object is NAME_CONFLICT (`check_owned`), never a takeover.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
@@ -75,8 +76,10 @@ class StackLike(Protocol):
 
 def check_owned(obj_labels: dict | None, project: str, kind: str, name: str) -> None:
     if (obj_labels or {}).get(LABEL_PROJECT) != project:
-        raise NotOwned(f"a {kind} named {name} exists and was not created by qbctl for project {project}",
-                       hint="qbctl never touches it: remove or rename it yourself, or use --project OTHER")
+        raise NotOwned(
+            f"a {kind} named {name} exists and was not created by qbctl for project {project}",
+            hint="qbctl never touches it: remove or rename it yourself, or use --project OTHER",
+        )
 
 
 @engine_call("creating the network")
@@ -91,8 +94,9 @@ def ensure_network(eng: Engine, stack: StackLike) -> None:
 
 
 @engine_call("creating volumes")
-def ensure_volumes(eng: Engine, stack: StackLike, specs: Sequence[ServiceLike],
-                   created_by: dict[str, dict]) -> dict[str, dict]:
+def ensure_volumes(
+    eng: Engine, stack: StackLike, specs: Sequence[ServiceLike], created_by: dict[str, dict]
+) -> dict[str, dict]:
     """Create missing volumes, labelled with what made them; return the labels of those that existed.
 
     created_by[service] holds labels recorded on a new volume (e.g. the image's PostgreSQL major),
@@ -132,8 +136,10 @@ def create_and_start(eng: Engine, stack: StackLike, spec: ServiceLike) -> str:
     host_config = api.create_host_config(
         port_bindings={p.container: (p.host_ip, p.host) for p in spec.ports},
         binds={vol: {"bind": path, "mode": "rw"} for vol, path in spec.volumes},
-        mem_limit=spec.mem_limit, memswap_limit=spec.mem_limit,
-        cpu_shares=spec.cpu_shares, shm_size=spec.shm_size,
+        mem_limit=spec.mem_limit,
+        memswap_limit=spec.mem_limit,
+        cpu_shares=spec.cpu_shares,
+        shm_size=spec.shm_size,
         restart_policy={"Name": spec.restart},
         network_mode=stack.network,
     )
@@ -144,10 +150,17 @@ def create_and_start(eng: Engine, stack: StackLike, spec: ServiceLike) -> str:
     networking = api.create_networking_config({stack.network: api.create_endpoint_config(aliases=[spec.name])})
     try:
         cid = api.create_container(
-            spec.image, command=list(spec.command) or None, name=name, hostname=spec.name,
-            environment=dict(spec.environment), labels=labels, host_config=host_config,
-            ports=[p.container for p in spec.ports], stop_signal=spec.stop_signal,
-            healthcheck=healthcheck, networking_config=networking,
+            spec.image,
+            command=list(spec.command) or None,
+            name=name,
+            hostname=spec.name,
+            environment=dict(spec.environment),
+            labels=labels,
+            host_config=host_config,
+            ports=[p.container for p in spec.ports],
+            stop_signal=spec.stop_signal,
+            healthcheck=healthcheck,
+            networking_config=networking,
         )["Id"]
     except APIError as exc:
         raise start_error(spec, exc, eng) from None
@@ -179,10 +192,22 @@ def stop(eng: Engine, container_id: str, timeout: int = 30) -> None:
     eng.api.stop(container_id, timeout=timeout)
 
 
-def run_helper(eng: Engine, project: str, name: str, image: str, purpose: str, *, command: list[str],
-               environment: dict[str, str], binds: dict[str, str], mem_limit: int | None = None,
-               entrypoint: list[str] | None = None, publish: int | None = None,
-               publish_ip: str = "127.0.0.1", before_start: Callable[[str], None] | None = None) -> str:
+def run_helper(
+    eng: Engine,
+    project: str,
+    name: str,
+    image: str,
+    purpose: str,
+    *,
+    command: list[str],
+    environment: dict[str, str],
+    binds: dict[str, str],
+    mem_limit: int | None = None,
+    entrypoint: list[str] | None = None,
+    publish: int | None = None,
+    publish_ip: str = "127.0.0.1",
+    before_start: Callable[[str], None] | None = None,
+) -> str:
     """Start a temporary container of this project (no ports, no network): a server on a volume
     for a snapshot or an upgrade. Labelled as a helper, so `up` and `status` leave it alone and
     `reset` removes it; a leftover of an earlier run under the same name is replaced.
@@ -200,14 +225,22 @@ def run_helper(eng: Engine, project: str, name: str, image: str, purpose: str, *
         pass
     host_config = api.create_host_config(
         binds={vol: {"bind": path, "mode": "rw"} for vol, path in binds.items()},
-        mem_limit=mem_limit, memswap_limit=mem_limit,
-        **({"port_bindings": {publish: (publish_ip, None)}} if publish else {"network_mode": "none"}))
+        mem_limit=mem_limit,
+        memswap_limit=mem_limit,
+        **({"port_bindings": {publish: (publish_ip, None)}} if publish else {"network_mode": "none"}),
+    )
     cid = None
     try:
-        cid = api.create_container(image, command=command, name=name, environment=environment,
-                                   entrypoint=entrypoint, host_config=host_config,
-                                   ports=[publish] if publish else None,
-                                   labels={LABEL_PROJECT: project, LABEL_HELPER: purpose})["Id"]
+        cid = api.create_container(
+            image,
+            command=command,
+            name=name,
+            environment=environment,
+            entrypoint=entrypoint,
+            host_config=host_config,
+            ports=[publish] if publish else None,
+            labels={LABEL_PROJECT: project, LABEL_HELPER: purpose},
+        )["Id"]
         if before_start is not None:
             before_start(cid)
         api.start(cid)
@@ -221,8 +254,9 @@ def run_helper(eng: Engine, project: str, name: str, image: str, purpose: str, *
         if not isinstance(exc, APIError):
             raise
         reason = str(getattr(exc, "explanation", None) or exc)[:300]
-        raise Unavailable(f"the engine could not start a temporary container of {image}: {reason}",
-                          code="START_FAILED") from None
+        raise Unavailable(
+            f"the engine could not start a temporary container of {image}: {reason}", code="START_FAILED"
+        ) from None
     return cid
 
 
@@ -272,8 +306,9 @@ def create_volume(eng: Engine, project: str, name: str, labels: dict[str, str]) 
         eng.api.create_volume(name, labels={**labels, LABEL_PROJECT: project})
         return
     check_owned(vol.get("Labels"), project, "volume", name)
-    raise NotOwned(f"volume {name} exists already", hint=f"`docker volume rm {name}` removes it "
-                                                         "(with its data) if it is left over")
+    raise NotOwned(
+        f"volume {name} exists already", hint=f"`docker volume rm {name}` removes it (with its data) if it is left over"
+    )
 
 
 def remove_volume(eng: Engine, project: str, name: str) -> None:
@@ -322,10 +357,18 @@ def start_error(spec: ServiceLike, exc, eng: Engine | None = None) -> QbctlError
     where = f" of {eng.host}" if eng is not None and eng.remote else ""
     if "address already in use" in text or "port is already allocated" in text:
         port = spec.ports[0]
-        return Unavailable(f"port {port.host} on {port.host_ip}{where} is in use (the engine could not publish it "
-                           f"for {spec.name}; nothing of it was left behind)", code="PORT_IN_USE",
-                           hint=f"stop what holds it, or move {spec.name} with {port.setting}"
-                                + (" (the port in the URL)" if port.setting.endswith("_URL") else ""),
-                           port=port.host, setting=port.setting, service=spec.name)
-    return Unavailable(f"the engine could not start {spec.name}: {text[:300]}", code="START_FAILED",
-                       hint=f"`qbctl logs {spec.name}` and `docker ps -a` on the engine show more")
+        return Unavailable(
+            f"port {port.host} on {port.host_ip}{where} is in use (the engine could not publish it "
+            f"for {spec.name}; nothing of it was left behind)",
+            code="PORT_IN_USE",
+            hint=f"stop what holds it, or move {spec.name} with {port.setting}"
+            + (" (the port in the URL)" if port.setting.endswith("_URL") else ""),
+            port=port.host,
+            setting=port.setting,
+            service=spec.name,
+        )
+    return Unavailable(
+        f"the engine could not start {spec.name}: {text[:300]}",
+        code="START_FAILED",
+        hint=f"`qbctl logs {spec.name}` and `docker ps -a` on the engine show more",
+    )

@@ -5,6 +5,7 @@ The engine creates a name once, atomically, so whoever creates it holds the proj
 takes a file lock on this machine for a local one. Apart from lock.py so that a warm `up` (stack/warm.py), which
 takes the local lock, imports nothing of the engine's calls.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -25,8 +26,9 @@ def try_lock(eng: Engine, project: str, labels: dict[str, str]) -> tuple[str | N
 
     name = f"{project}-lock"
     try:
-        cid = eng.api.create_container(_lock_image(eng), command=["lock"], name=name,
-                                         labels={LABEL_LOCK: project, **labels})["Id"]
+        cid = eng.api.create_container(
+            _lock_image(eng), command=["lock"], name=name, labels={LABEL_LOCK: project, **labels}
+        )["Id"]
         return cid, {}
     except APIError as exc:
         if exc.status_code != 409 and "already in use" not in str(exc):
@@ -37,8 +39,10 @@ def try_lock(eng: Engine, project: str, labels: dict[str, str]) -> tuple[str | N
         return None, {}  # released in between: the caller tries again
     found = info["Config"].get("Labels") or {}
     if found.get(LABEL_LOCK) != project:
-        raise NotOwned(f"a container named {name} exists and is not qbctl's lock of project {project}",
-                       hint="qbctl never touches it: remove or rename it yourself, or use --project OTHER")
+        raise NotOwned(
+            f"a container named {name} exists and is not qbctl's lock of project {project}",
+            hint="qbctl never touches it: remove or rename it yourself, or use --project OTHER",
+        )
     return None, {**found, "id": info["Id"]}
 
 
@@ -69,6 +73,7 @@ def _lock_image(eng: Engine) -> str:
         return found[0]["Id"]
     ids = re.findall(r"sha256:[0-9a-f]{64}", str(out))
     if not ids:
-        raise Unavailable(f"the engine at {eng.where} did not import the lock image: {str(out)[:200]}",
-                          code="ENGINE_ERROR")
+        raise Unavailable(
+            f"the engine at {eng.where} did not import the lock image: {str(out)[:200]}", code="ENGINE_ERROR"
+        )
     return ids[-1]

@@ -8,6 +8,7 @@ opened: the ssh tunnels (qbctl.transport.ssh) and the resolved engine target (qb
 Those two registries stay module-level in the transport layer, because `db.connect` reaches a local URL through
 them without a runtime in hand (docs/architecture.md lists them); the runtime is what closes them.
 """
+
 from __future__ import annotations
 
 import threading

@@ -18,6 +18,7 @@ so neither a user's function nor a search_path setting changes what is computed.
 hex-encoded (psql's separators are valid in a name). A row's text depends on a few settings
 (time zone, date style, search_path for reg* values), so every reader sets READ_SETTINGS first.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -27,8 +28,14 @@ from typing import overload
 from qbctl.db.connect import Rows
 
 # A row's text must not depend on the session: fixed here for every session qbctl runs SQL in.
-TEXT_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO", "IntervalStyle": "postgres", "extra_float_digits": "1",
-                 "bytea_output": "hex", "standard_conforming_strings": "on"}
+TEXT_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+    "standard_conforming_strings": "on",
+}
 PGOPTIONS = " ".join(f"-c {k}={v}" for k, v in TEXT_SETTINGS.items())
 # A session that reads the inventory also resolves every name in pg_catalog alone (reg* values print
 # schema-qualified; no user object named like a catalog function or type is ever picked).
@@ -51,25 +58,66 @@ def unhex(value: str | None) -> str | None:
     return None if value is None else bytes.fromhex(value).decode("utf-8")
 
 
-SERVER_SQL = ("SELECT pg_catalog.current_setting('server_version'), pg_catalog.current_setting('server_version_num'),"
-              " (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'timescaledb'),"
-              " pg_catalog.pg_database_size(pg_catalog.current_database())::pg_catalog.text,"
-              " pg_catalog.pg_encoding_to_char(d.encoding), d.datcollate::pg_catalog.text,"
-              " d.datctype::pg_catalog.text, " + hex_text("CURRENT_USER") + ", "
-              + hex_text("pg_catalog.current_database()") + ","
-              " (pg_catalog.to_regclass('qbctl.migrations') IS NOT NULL)::pg_catalog.text"
-              " FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()")
+SERVER_SQL = (
+    "SELECT pg_catalog.current_setting('server_version'), pg_catalog.current_setting('server_version_num'),"
+    " (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'timescaledb'),"
+    " pg_catalog.pg_database_size(pg_catalog.current_database())::pg_catalog.text,"
+    " pg_catalog.pg_encoding_to_char(d.encoding), d.datcollate::pg_catalog.text,"
+    " d.datctype::pg_catalog.text, " + hex_text("CURRENT_USER") + ", " + hex_text("pg_catalog.current_database()") + ","
+    " (pg_catalog.to_regclass('qbctl.migrations') IS NOT NULL)::pg_catalog.text"
+    " FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()"
+)
 # Built-in types whose hash reads the value alone (so it is the same in any database, after a dump
 # and restore and across versions), their arrays, and domains over either. Everything else is
 # hashed as text: no hash function (json, xml, point, box, money, tsvector, bit, composites), one
 # that reads OIDs a dump does not keep (enums, reg*, aclitem), or one qbctl does not know (an
 # extension's). Collatable columns need a deterministic collation (a byte-wise hash).
-STABLE_TYPES = ("bool", "bytea", "char", "name", "int2", "int4", "int8", "text", "varchar", "bpchar", "oid", "tid",
-                "xid", "xid8", "cid", "oidvector", "float4", "float8", "numeric", "date", "time", "timetz",
-                "timestamp", "timestamptz", "interval", "uuid", "inet", "cidr", "macaddr", "macaddr8", "pg_lsn",
-                "jsonb", "int4range", "int8range", "numrange", "daterange", "tsrange", "tstzrange",
-                "int4multirange", "int8multirange", "nummultirange", "datemultirange", "tsmultirange",
-                "tstzmultirange")
+STABLE_TYPES = (
+    "bool",
+    "bytea",
+    "char",
+    "name",
+    "int2",
+    "int4",
+    "int8",
+    "text",
+    "varchar",
+    "bpchar",
+    "oid",
+    "tid",
+    "xid",
+    "xid8",
+    "cid",
+    "oidvector",
+    "float4",
+    "float8",
+    "numeric",
+    "date",
+    "time",
+    "timetz",
+    "timestamp",
+    "timestamptz",
+    "interval",
+    "uuid",
+    "inet",
+    "cidr",
+    "macaddr",
+    "macaddr8",
+    "pg_lsn",
+    "jsonb",
+    "int4range",
+    "int8range",
+    "numrange",
+    "daterange",
+    "tsrange",
+    "tstzrange",
+    "int4multirange",
+    "int8multirange",
+    "nummultirange",
+    "datemultirange",
+    "tsmultirange",
+    "tstzmultirange",
+)
 _STABLE = "'{" + ",".join(STABLE_TYPES) + "}'::pg_catalog.name[]"
 # User tables: not the catalogs, not TimescaleDB's own schemas (its chunks are counted through
 # their hypertable), not an extension's members, not partitions (counted through their parent).
@@ -115,8 +163,11 @@ WHERE c.relkind = 'r' AND c.relpersistence = 'u' AND n.nspname NOT LIKE 'pg\_%'
 ORDER BY n.nspname, c.relname
 """
 # A table's whole row is `r.*` (never a column, whatever the table's columns are called).
-HASH = {"record": "pg_catalog.hash_record_extended(r.*, 0)",
-        "text": "pg_catalog.hashtextextended(CAST(r.* AS pg_catalog.text), 0)", "none": "NULL::pg_catalog.int8"}
+HASH = {
+    "record": "pg_catalog.hash_record_extended(r.*, 0)",
+    "text": "pg_catalog.hashtextextended(CAST(r.* AS pg_catalog.text), 0)",
+    "none": "NULL::pg_catalog.int8",
+}
 HYPERTABLES_SQL = f"""
 SELECT {hex_text("pg_catalog.format('%I.%I', h.hypertable_schema, h.hypertable_name)")},
        h.num_chunks::pg_catalog.text, h.compression_enabled::pg_catalog.text,
@@ -129,8 +180,12 @@ FROM timescaledb_information.hypertables h ORDER BY h.hypertable_schema, h.hyper
 # job (add_job) has no hypertable: format's %I refuses a NULL.
 JOBS_SQL = f"""
 SELECT job_id::pg_catalog.text, {hex_text("pg_catalog.format('%I.%I', proc_schema, proc_name)")},
-       {hex_text("CASE WHEN hypertable_name IS NULL THEN '' "
-                 "ELSE pg_catalog.format('%I.%I', hypertable_schema, hypertable_name) END")},
+       {
+    hex_text(
+        "CASE WHEN hypertable_name IS NULL THEN '' "
+        "ELSE pg_catalog.format('%I.%I', hypertable_schema, hypertable_name) END"
+    )
+},
        schedule_interval::pg_catalog.text, {hex_text("coalesce(config::pg_catalog.text, '')")},
        scheduled::pg_catalog.text,
        CASE WHEN pg_catalog.isfinite(next_start)
@@ -203,8 +258,12 @@ def read(rows: Rows, like: Inventory | None = None, checksums: bool = True) -> I
     tables: list[tuple[str, str, str, str]] = []
     for schema, table, hashable, oids in found:
         key = table_key(schema, table)
-        if like is not None and key not in like.tables and plain[f"{schema}.{table}"] == 1 and \
-                f"{schema}.{table}" in like.tables:
+        if (
+            like is not None
+            and key not in like.tables
+            and plain[f"{schema}.{table}"] == 1
+            and f"{schema}.{table}" in like.tables
+        ):
             key = f"{schema}.{table}"  # a dotted name as an older qbctl recorded it
         how = "record" if hashable == "true" else "text"
         if like is not None and key in like.tables:
@@ -217,22 +276,36 @@ def read(rows: Rows, like: Inventory | None = None, checksums: bool = True) -> I
             how = "none"
         tables.append((key, schema, table, how))
     if tables:  # by position: a name never appears in this SQL's output
-        parts = [f"SELECT {i}::pg_catalog.text, pg_catalog.count(*)::pg_catalog.text,"
-                 f" coalesce(pg_catalog.sum({HASH[how]}), 0)::pg_catalog.text FROM {quote(s)}.{quote(t)} AS r"
-                 for i, (_, s, t, how) in enumerate(tables)]
+        parts = [
+            f"SELECT {i}::pg_catalog.text, pg_catalog.count(*)::pg_catalog.text,"
+            f" coalesce(pg_catalog.sum({HASH[how]}), 0)::pg_catalog.text FROM {quote(s)}.{quote(t)} AS r"
+            for i, (_, s, t, how) in enumerate(tables)
+        ]
         for i, count, checksum in rows(" UNION ALL ".join(parts)):
             key, _, _, how = tables[int(i)]
             inv.tables[key] = {"rows": int(count), "checksum": checksum, "hash": how}
     inv.unlogged = _unlogged_with_rows(rows)
     if tsdb:
         for name, chunks, compression, compressed in rows(HYPERTABLES_SQL):
-            inv.hypertables[unhex(name)] = {"chunks": int(chunks), "compressed_chunks": int(compressed),
-                                            "compression": compression == "true"}
+            inv.hypertables[unhex(name)] = {
+                "chunks": int(chunks),
+                "compressed_chunks": int(compressed),
+                "compression": compression == "true",
+            }
         # next_start is when the job was due (not compared: it moves on; a restore from the dump sets it
         # back, since TimescaleDB's job statistics are not dumped and every job would run at once).
-        inv.jobs = [{"id": int(j), "proc": unhex(p), "hypertable": unhex(h), "schedule_interval": i,
-                     "config": unhex(c), "scheduled": s == "true", "next_start": n or None}
-                    for j, p, h, i, c, s, n in rows(JOBS_SQL)]
+        inv.jobs = [
+            {
+                "id": int(j),
+                "proc": unhex(p),
+                "hypertable": unhex(h),
+                "schedule_interval": i,
+                "config": unhex(c),
+                "scheduled": s == "true",
+                "next_start": n or None,
+            }
+            for j, p, h, i, c, s, n in rows(JOBS_SQL)
+        ]
     if tracked == "true":
         inv.migrations = [{"kind": k, "name": unhex(n), "checksum": c} for k, n, c in rows(MIGRATIONS_SQL)]
     return inv
@@ -243,8 +316,12 @@ def _unlogged_with_rows(rows: Rows) -> list[str]:
     found = [(unhex(s), unhex(t)) for s, t in rows(UNLOGGED_SQL)]
     if not found:
         return []
-    held = rows(" UNION ALL ".join(f"SELECT {i}::pg_catalog.text WHERE EXISTS (SELECT FROM ONLY {quote(s)}.{quote(t)})"
-                                   for i, (s, t) in enumerate(found)))
+    held = rows(
+        " UNION ALL ".join(
+            f"SELECT {i}::pg_catalog.text WHERE EXISTS (SELECT FROM ONLY {quote(s)}.{quote(t)})"
+            for i, (s, t) in enumerate(found)
+        )
+    )
     return [table_key(*found[int(i)]) for (i,) in held]
 
 
@@ -260,8 +337,10 @@ def compare(expected: Inventory, actual: Inventory, jobs_ran: bool = False) -> l
             out.append(f"table {name} is missing")
         elif got["rows"] != want["rows"]:
             out.append(f"{name}: {got['rows']} rows, expected {want['rows']}")
-        elif got.get("hash") != "none" and \
-                (got["checksum"], got.get("hash", "text")) != (want["checksum"], want.get("hash", "text")):
+        elif got.get("hash") != "none" and (got["checksum"], got.get("hash", "text")) != (
+            want["checksum"],
+            want.get("hash", "text"),
+        ):
             out.append(f"{name}: same {want['rows']} rows but different contents (checksum)")
     out += [f"table {name} was not in the snapshot" for name in actual.tables if name not in expected.tables]
     for name, want in expected.hypertables.items():
@@ -273,8 +352,10 @@ def compare(expected: Inventory, actual: Inventory, jobs_ran: bool = False) -> l
             if got[key] != want[key]:
                 out.append(f"hypertable {name}: {key.replace('_', ' ')} {got[key]}, expected {want[key]}")
     if _jobs(expected.jobs) != _jobs(actual.jobs):
-        out.append(f"TimescaleDB jobs differ: {len(actual.jobs)} jobs, expected {len(expected.jobs)}"
-                   + _first_difference(_jobs(expected.jobs), _jobs(actual.jobs)))
+        out.append(
+            f"TimescaleDB jobs differ: {len(actual.jobs)} jobs, expected {len(expected.jobs)}"
+            + _first_difference(_jobs(expected.jobs), _jobs(actual.jobs))
+        )
     if _migrations(expected.migrations) != _migrations(actual.migrations):
         out.append(f"applied migrations differ: {len(actual.migrations)}, expected {len(expected.migrations)}")
     return out
@@ -286,8 +367,9 @@ def _migrations(migrations: list[dict]) -> list[tuple]:
 
 
 def _jobs(jobs: list[dict]) -> list[tuple]:
-    return sorted((j["proc"], j["hypertable"], j["schedule_interval"], j["config"], j["scheduled"], j.get("id"))
-                  for j in jobs)
+    return sorted(
+        (j["proc"], j["hypertable"], j["schedule_interval"], j["config"], j["scheduled"], j.get("id")) for j in jobs
+    )
 
 
 def _first_difference(want: list[tuple], got: list[tuple]) -> str:

@@ -3,6 +3,7 @@
 They are the dataset at the moment Redis forked to write the file, so a snapshot's key counts
 agree with its file even while the backend writes, and a restore is checked against them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,11 +35,11 @@ class _Reader:
             return ((b & 0x3F) << 8) | self.byte(), False
         if kind == 2:
             if b == 0x80:
-                n = int.from_bytes(self.data[self.at:self.at + 4], "big")
+                n = int.from_bytes(self.data[self.at : self.at + 4], "big")
                 self.skip(4)
                 return n, False
             if b == 0x81:
-                n = int.from_bytes(self.data[self.at:self.at + 8], "big")
+                n = int.from_bytes(self.data[self.at : self.at + 8], "big")
                 self.skip(8)
                 return n, False
             raise ValueError(f"unknown length byte {b:#x}")

@@ -8,6 +8,7 @@ Redis: its RDB file, written by BGSAVE (a consistent fork of the dataset) and co
 A stack whose containers are stopped (after `down`) but whose volumes hold data is dumped
 through a temporary container on the volume: nothing is lost because nothing was running.
 """
+
 from __future__ import annotations
 
 import threading
@@ -59,8 +60,9 @@ class SnapshotResult(Result):
     error: QbctlError | None = None
 
 
-def take(settings: Settings, options: SnapshotOptions = SnapshotOptions(), events: Events = ignore, *,
-         rt: Runtime) -> SnapshotResult:
+def take(
+    settings: Settings, options: SnapshotOptions = SnapshotOptions(), events: Events = ignore, *, rt: Runtime
+) -> SnapshotResult:
     if options.name is not None:  # a bad or taken name is said before anything else is asked
         store.refuse_taken(settings, store.check_name(options.name))
     eng = rt.engine
@@ -68,15 +70,19 @@ def take(settings: Settings, options: SnapshotOptions = SnapshotOptions(), event
         return take_with(eng, settings, options, events)
 
 
-def take_with(eng: engine.Engine, settings: Settings, options: SnapshotOptions, events: Events,
-              prune: bool = True) -> SnapshotResult:
+def take_with(
+    eng: engine.Engine, settings: Settings, options: SnapshotOptions, events: Events, prune: bool = True
+) -> SnapshotResult:
     """A snapshot with an engine at hand, under the project lock the caller holds.
 
     prune=False leaves the old automatic snapshots for the caller to prune (a restore reading one)."""
     t0 = time.monotonic()
     automatic = options.before is not None
-    name = store.auto_name(options.before) if options.before is not None else \
-        store.check_name(options.name or store.stamp())
+    name = (
+        store.auto_name(options.before)
+        if options.before is not None
+        else store.check_name(options.name or store.stamp())
+    )
     stack = build_stack(settings)
     names = {s.name for s in stack.services}
     result = SnapshotResult(name, automatic=automatic)
@@ -85,8 +91,11 @@ def take_with(eng: engine.Engine, settings: Settings, options: SnapshotOptions, 
         if automatic:
             result.name, result.skipped = None, why
             return result
-        raise UsageError(f"nothing to snapshot here: {why}", code="NOT_LOCAL",
-                         hint="a snapshot covers the stack qbctl runs on this machine; use pg_dump for others")
+        raise UsageError(
+            f"nothing to snapshot here: {why}",
+            code="NOT_LOCAL",
+            hint="a snapshot covers the stack qbctl runs on this machine; use pg_dump for others",
+        )
     helpers: list[str] = []
     try:
         pg = _postgres(eng, stack, settings, helpers, events)
@@ -107,9 +116,15 @@ def take_with(eng: engine.Engine, settings: Settings, options: SnapshotOptions, 
         _check_space(settings, pg, rd)
         with store.staging(settings, name) as tmp:
             meta: dict[str, Any] = {
-                "format": store.FORMAT, "name": name, "automatic": automatic, "before": options.before,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"), "project": settings.project,
-                "qbctl": __version__, "files": {}}
+                "format": store.FORMAT,
+                "name": name,
+                "automatic": automatic,
+                "before": options.before,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "project": settings.project,
+                "qbctl": __version__,
+                "files": {},
+            }
             inv, frozen = _dump_postgres(settings, pg, live, tmp, meta, events, result.notes)
             meta["postgres"] = {"image": _image(eng, pg.cid), **inv.to_dict()}
             result.forms.append("logical")
@@ -117,8 +132,13 @@ def take_with(eng: engine.Engine, settings: Settings, options: SnapshotOptions, 
                 result.notes += _physical(pg, frozen, inv, tmp, meta, events)
                 if "physical" in meta:
                     result.forms.append("physical")
-            result.postgres = {"version": inv.server_version, "timescaledb": inv.timescaledb,
-                               "database": inv.database, "tables": len(inv.tables), "rows": inv.rows}
+            result.postgres = {
+                "version": inv.server_version,
+                "timescaledb": inv.timescaledb,
+                "database": inv.database,
+                "tables": len(inv.tables),
+                "rows": inv.rows,
+            }
             if rd is not None:
                 meta["redis"] = _dump_redis(rd, tmp, meta, events)
                 result.redis = {"version": meta["redis"]["version"], "keys": sum(meta["redis"]["keys"].values())}
@@ -143,8 +163,9 @@ def guard(eng: engine.Engine, settings: Settings, command: str, events: Events) 
         return take_with(eng, settings, SnapshotOptions(before=command), events)
     except QbctlError as exc:
         exc.message = f"{exc.message} (the snapshot before {command.replace('-', ' ')}; nothing was deleted)"
-        exc.hint = (exc.hint + "; or " if exc.hint else "") + \
-            f"`qbctl {command.replace('-', ' ')} --no-snapshot` deletes without one"
+        exc.hint = (
+            exc.hint + "; or " if exc.hint else ""
+        ) + f"`qbctl {command.replace('-', ' ')} --no-snapshot` deletes without one"
         raise
 
 
@@ -162,8 +183,9 @@ def _image(eng: engine.Engine, cid: str) -> dict:
     return {"ref": ref, "id": image_id}
 
 
-def _postgres(eng: engine.Engine, stack: Stack, settings: Settings, helpers: list[str],
-              events: Events) -> Postgres | None:
+def _postgres(
+    eng: engine.Engine, stack: Stack, settings: Settings, helpers: list[str], events: Events
+) -> Postgres | None:
     """The running postgres container, or a temporary one on the data volume, or None (no data)."""
     running = eng.containers(stack.project, "postgres", running_only=True)
     if running:
@@ -191,23 +213,41 @@ def helper_image(eng: engine.Engine, image: str, info: dict | None, volume: str,
     old = volumes.recorded_image(labels, lambda ref: eng.image_info(ref) is not None)
     if old:
         return old
-    raise Unavailable(f"volume {volume} holds PostgreSQL {have} data and no image of that version is here to read "
-                      "it with", code="IMAGE_UNAVAILABLE",
-                      hint=f"set QBCTL_POSTGRES_IMAGE to a PostgreSQL {have} image (e.g. "
-                           f"timescale/timescaledb:latest-pg{have}) for this command")
+    raise Unavailable(
+        f"volume {volume} holds PostgreSQL {have} data and no image of that version is here to read it with",
+        code="IMAGE_UNAVAILABLE",
+        hint=f"set QBCTL_POSTGRES_IMAGE to a PostgreSQL {have} image (e.g. "
+        f"timescale/timescaledb:latest-pg{have}) for this command",
+    )
 
 
-def helper(eng: engine.Engine, stack: Stack, spec: ServiceSpec, image: str, volume: str, purpose: str,
-           command: tuple[str, ...] | None = None, entrypoint: list[str] | None = None) -> str:
+def helper(
+    eng: engine.Engine,
+    stack: Stack,
+    spec: ServiceSpec,
+    image: str,
+    volume: str,
+    purpose: str,
+    command: tuple[str, ...] | None = None,
+    entrypoint: list[str] | None = None,
+) -> str:
     """A temporary container of a service on one of its volumes (no ports, no network). A temporary
     PostgreSQL runs none of the data's TimescaleDB jobs (no background workers): they run on the
     stack's own server, and none changes data while it is dumped, loaded or checked here."""
     path = spec.volumes[0][1]
     if command is None and spec.name == "postgres":
         command = (*spec.command, "-c", "timescaledb.max_background_workers=0")  # the last value given wins
-    return eng.run_helper(stack.project, f"{stack.container_name(spec.name)}-{purpose}", image, purpose,
-                          command=list(command or spec.command), environment=dict(spec.environment),
-                          binds={volume: path}, mem_limit=spec.mem_limit, entrypoint=entrypoint)
+    return eng.run_helper(
+        stack.project,
+        f"{stack.container_name(spec.name)}-{purpose}",
+        image,
+        purpose,
+        command=list(command or spec.command),
+        environment=dict(spec.environment),
+        binds={volume: path},
+        mem_limit=spec.mem_limit,
+        entrypoint=entrypoint,
+    )
 
 
 def _redis(eng: engine.Engine, stack: Stack, helpers: list[str]) -> Redis | None:
@@ -226,15 +266,16 @@ def _redis(eng: engine.Engine, stack: Stack, helpers: list[str]) -> Redis | None
 
 
 def _check_space(settings: Settings, pg: Postgres, rd: Redis | None) -> None:
-    (size,), = pg.rows("postgres")(f"SELECT pg_database_size({inventory.literal(settings.pg.dbname)})::text")
+    ((size,),) = pg.rows("postgres")(f"SELECT pg_database_size({inventory.literal(settings.pg.dbname)})::text")
     need = int(size) // DUMP_SHARE
     if rd is not None:
         need += int(rd.info().get("used_memory", "0"))
     store.check_space(store.folder(settings), need, "the snapshot")
 
 
-def _dump_postgres(settings: Settings, pg: Postgres, live: bool, tmp, meta: dict, events: Events,
-                   notes: list[str]) -> tuple[inventory.Inventory, str]:
+def _dump_postgres(
+    settings: Settings, pg: Postgres, live: bool, tmp, meta: dict, events: Events, notes: list[str]
+) -> tuple[inventory.Inventory, str]:
     """The dump and its inventory, and the transaction snapshot (pg_current_snapshot) they were read in."""
     db = settings.pg.dbname
     events(Event(Status.WORKING, f"dumping {db}", "postgres"))
@@ -243,9 +284,11 @@ def _dump_postgres(settings: Settings, pg: Postgres, live: bool, tmp, meta: dict
         try:
             conn = connect.connect(settings, wait=5, autocommit=False)
         except QbctlError as exc:  # a wrong password in DATABASE_URL must not keep `reset` from saving the data
-            notes.append(f"could not log in with DATABASE_URL ({exc.message[:160]}), so the dump and its inventory "
-                         "were read one after the other through the container's socket: a write in between would "
-                         "make the restore's check refuse it")
+            notes.append(
+                f"could not log in with DATABASE_URL ({exc.message[:160]}), so the dump and its inventory "
+                "were read one after the other through the container's socket: a write in between would "
+                "make the restore's check refuse it"
+            )
     out = store.Writer(tmp / store.PG_FILE)
     try:
         if conn is not None:
@@ -259,8 +302,11 @@ def _dump_postgres(settings: Settings, pg: Postgres, live: bool, tmp, meta: dict
         meta["files"][store.PG_FILE] = out.close()
     check = pg.toc(store.chunks(tmp / store.PG_FILE))
     if check.exit_code != 0:
-        raise CheckFailed(f"postgres: the dump just written cannot be read back: {check.stderr.strip()[:300]}",
-                          code="SNAPSHOT_FAILED", hint="nothing was kept; try again, and see `qbctl logs postgres`")
+        raise CheckFailed(
+            f"postgres: the dump just written cannot be read back: {check.stderr.strip()[:300]}",
+            code="SNAPSHOT_FAILED",
+            hint="nothing was kept; try again, and see `qbctl logs postgres`",
+        )
     events(Event(Status.DONE, f"{db}: {len(inv.tables)} tables, {inv.rows:,} rows", "postgres"))
     return inv, frozen
 
@@ -272,8 +318,10 @@ def _physical(pg: Postgres, frozen: str, inv: inventory.Inventory, tmp, meta: di
     as the dump's inventory after it. Notes on why not."""
     if inv.unlogged:  # pg_basebackup leaves their rows out: restored from it, they would be empty
         more = f" and {len(inv.unlogged) - 3} more" if len(inv.unlogged) > 3 else ""
-        return [f"unlogged tables hold rows ({', '.join(inv.unlogged[:3])}{more}), which a copy of the data directory "
-                "never holds, so this snapshot holds the dump only (it restores them, more slowly)"]
+        return [
+            f"unlogged tables hold rows ({', '.join(inv.unlogged[:3])}{more}), which a copy of the data directory "
+            "never holds, so this snapshot holds the dump only (it restores them, more slowly)"
+        ]
     events(Event(Status.WORKING, "copying the data directory (pg_basebackup)", "postgres"))
     path = tmp / store.PHYSICAL_FILE
     out = store.Writer(path)
@@ -286,8 +334,10 @@ def _physical(pg: Postgres, frozen: str, inv: inventory.Inventory, tmp, meta: di
         changed = inventory.compare(inv, inventory.read(pg.rows(inv.database), like=inv))
         if changed:
             path.unlink()
-            return [f"the data changed while the data directory was copied ({changed[0]}), so this snapshot holds "
-                    "the dump only (it restores, more slowly); take it again for the fast form"]
+            return [
+                f"the data changed while the data directory was copied ({changed[0]}), so this snapshot holds "
+                "the dump only (it restores, more slowly); take it again for the fast form"
+            ]
     meta["files"][store.PHYSICAL_FILE] = written
     meta["physical"] = {"databases": pg.databases()}
     events(Event(Status.DONE, f"data directory: {written['bytes'] / 2**20:,.0f} MB", "postgres"))
@@ -334,8 +384,7 @@ def _dump_redis(rd: Redis, tmp, meta: dict, events: Events) -> dict:
         meta["files"][store.REDIS_FILE] = out.close()
     keys = rdb.key_counts(tmp / store.REDIS_FILE)  # the file's own count, at the moment Redis forked
     if keys is None:
-        raise CheckFailed("redis: its BGSAVE file is not an RDB file qbctl can read",
-                          code="SNAPSHOT_FAILED")
+        raise CheckFailed("redis: its BGSAVE file is not an RDB file qbctl can read", code="SNAPSHOT_FAILED")
     events(Event(Status.DONE, f"{sum(keys.values()):,} keys", "redis"))
     return {"version": info.get("redis_version", ""), "keys": keys, "used_memory": int(info.get("used_memory", 0))}
 
@@ -355,12 +404,22 @@ def listing(settings: Settings) -> SnapshotList:
     for e in store.entries(settings):
         meta = e.meta or {}
         pg, rd = meta.get("postgres") or {}, meta.get("redis") or {}
-        result.snapshots.append({
-            "name": e.name, "created": e.created or None, "automatic": e.automatic, "before": meta.get("before"),
-            "bytes": e.bytes, "postgres": pg.get("server_version"), "timescaledb": pg.get("timescaledb"),
-            "database": pg.get("database"), "tables": len(pg.get("tables") or {}),
-            "rows": sum(t["rows"] for t in (pg.get("tables") or {}).values()),
-            "redis_keys": sum((rd.get("keys") or {}).values()) if rd else None, "problem": e.problem})
+        result.snapshots.append(
+            {
+                "name": e.name,
+                "created": e.created or None,
+                "automatic": e.automatic,
+                "before": meta.get("before"),
+                "bytes": e.bytes,
+                "postgres": pg.get("server_version"),
+                "timescaledb": pg.get("timescaledb"),
+                "database": pg.get("database"),
+                "tables": len(pg.get("tables") or {}),
+                "rows": sum(t["rows"] for t in (pg.get("tables") or {}).values()),
+                "redis_keys": sum((rd.get("keys") or {}).values()) if rd else None,
+                "problem": e.problem,
+            }
+        )
     return result
 
 

@@ -17,6 +17,7 @@ half-written one never looks whole; a file that no longer matches its recorded c
 refused on restore. Automatic snapshots (`auto-<command>-<time>`, taken before a destructive
 command) are pruned to the newest QBCTL_SNAPSHOT_KEEP; named ones are never pruned.
 """
+
 from __future__ import annotations
 
 import errno
@@ -51,8 +52,11 @@ def folder(settings: Settings) -> Path:
 
 def check_name(name: str) -> str:
     if not NAME.fullmatch(name or ""):
-        raise UsageError(f"snapshot name {name!r}: use letters, digits, '.', '_' and '-' (at most 100, "
-                         "starting with a letter or digit)", code="SNAPSHOT_NAME")
+        raise UsageError(
+            f"snapshot name {name!r}: use letters, digits, '.', '_' and '-' (at most 100, "
+            "starting with a letter or digit)",
+            code="SNAPSHOT_NAME",
+        )
     return name
 
 
@@ -109,8 +113,11 @@ def find(settings: Settings, name: str) -> Entry:
     path = folder(settings) / check_name(name)
     if not path.is_dir():
         known = [e.name for e in entries(settings)]
-        raise UsageError(f"no snapshot named {name} in {folder(settings)}", code="SNAPSHOT_NOT_FOUND",
-                         hint="`qbctl snapshot list` shows them" if known else "`qbctl snapshot` takes one")
+        raise UsageError(
+            f"no snapshot named {name} in {folder(settings)}",
+            code="SNAPSHOT_NOT_FOUND",
+            hint="`qbctl snapshot list` shows them" if known else "`qbctl snapshot` takes one",
+        )
     return _read(path)
 
 
@@ -118,23 +125,27 @@ def verify(entry: Entry) -> dict:
     """Every file present, of its recorded size and SHA-256; SNAPSHOT_DAMAGED naming the first that is not.
     The snapshot's meta (never None once verified)."""
     if entry.meta is None:
-        raise SnapshotDamaged(f"snapshot {entry.name} is damaged: {entry.problem}",
-                              hint="nothing was changed; take a new one, or copy the folder again from where "
-                                   "you keep it")
+        raise SnapshotDamaged(
+            f"snapshot {entry.name} is damaged: {entry.problem}",
+            hint="nothing was changed; take a new one, or copy the folder again from where you keep it",
+        )
     for name, want in entry.meta.get("files", {}).items():
         path = entry.path / name
         problem = None
         if not path.is_file():
             problem = f"{name} is missing"
         elif (size := path.stat().st_size) != want["bytes"]:
-            problem = f"{name} has {size:,} bytes, {want['bytes']:,} were written " + \
-                ("(cut short?)" if size < want["bytes"] else "(written to since?)")
+            problem = f"{name} has {size:,} bytes, {want['bytes']:,} were written " + (
+                "(cut short?)" if size < want["bytes"] else "(written to since?)"
+            )
         elif sha256(path) != want["sha256"]:
             problem = f"{name} changed since the snapshot was taken (checksum)"
         if problem:
-            raise SnapshotDamaged(f"snapshot {entry.name} is damaged: {problem}; nothing was changed",
-                                  hint="take a new one, or copy the folder again from where you keep it",
-                                  snapshot=entry.name)
+            raise SnapshotDamaged(
+                f"snapshot {entry.name} is damaged: {problem}; nothing was changed",
+                hint="take a new one, or copy the folder again from where you keep it",
+                snapshot=entry.name,
+            )
     return entry.meta
 
 
@@ -181,8 +192,10 @@ class Writer:
 
 def no_space(exc: OSError, where: Path) -> Exception:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return NoSpace(f"no space left on the disk of {where}; the snapshot was not kept",
-                       hint="free some space (`qbctl snapshot list`, `qbctl snapshot rm NAME`), then try again")
+        return NoSpace(
+            f"no space left on the disk of {where}; the snapshot was not kept",
+            hint="free some space (`qbctl snapshot list`, `qbctl snapshot rm NAME`), then try again",
+        )
     return exc
 
 
@@ -196,8 +209,10 @@ def free_bytes(path: Path) -> int:
 def check_space(path: Path, need: int, what: str) -> None:
     free = free_bytes(path)
     if free < need:
-        raise NoSpace(f"{what} needs about {_mb(need)} on the disk of {path}; {_mb(free)} is free; nothing was "
-                      "changed", hint="free some space (`qbctl snapshot rm NAME` removes old snapshots)")
+        raise NoSpace(
+            f"{what} needs about {_mb(need)} on the disk of {path}; {_mb(free)} is free; nothing was changed",
+            hint="free some space (`qbctl snapshot rm NAME` removes old snapshots)",
+        )
 
 
 def _mb(n: int) -> str:
@@ -206,8 +221,11 @@ def _mb(n: int) -> str:
 
 def refuse_taken(settings: Settings, name: str) -> None:
     if (folder(settings) / name).exists():
-        raise UsageError(f"a snapshot named {name} exists already", code="SNAPSHOT_EXISTS",
-                         hint=f"choose another name, or `qbctl snapshot rm {name}` first")
+        raise UsageError(
+            f"a snapshot named {name} exists already",
+            code="SNAPSHOT_EXISTS",
+            hint=f"choose another name, or `qbctl snapshot rm {name}` first",
+        )
 
 
 @contextmanager
@@ -257,7 +275,7 @@ def prune(settings: Settings, keep: int, protect: tuple[str, ...] = ()) -> list[
     folders of runs that died."""
     removed = []
     automatic = [e for e in entries(settings) if e.automatic and e.name not in protect]
-    for e in automatic[:max(0, len(automatic) - keep)]:
+    for e in automatic[: max(0, len(automatic) - keep)]:
         shutil.rmtree(e.path, ignore_errors=True)
         removed.append(e.name)
     root = folder(settings)

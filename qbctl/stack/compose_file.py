@@ -7,6 +7,7 @@ variables with the settings' values as defaults (PORT_VARIABLES), so that
 A password is never written, except the public default of DATABASE_URL (qb_pass) as the
 default of POSTGRES_PASSWORD; another one must come from the environment.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,8 +27,12 @@ HEADER = """\
 # QB_REDIS_COMMANDER_PORT. A second stack: QB_POSTGRES_PORT=15432 QB_REDIS_PORT=16379 QB_ADMINER_PORT=18080
 #   QB_REDIS_COMMANDER_PORT=18081 docker compose -p other -f compose/docker-compose.dev.yml up -d --wait
 """
-PORT_VARIABLES = {"postgres": "QB_POSTGRES_PORT", "redis": "QB_REDIS_PORT", "adminer": "QB_ADMINER_PORT",
-                  "redis-commander": "QB_REDIS_COMMANDER_PORT"}
+PORT_VARIABLES = {
+    "postgres": "QB_POSTGRES_PORT",
+    "redis": "QB_REDIS_PORT",
+    "adminer": "QB_ADMINER_PORT",
+    "redis-commander": "QB_REDIS_COMMANDER_PORT",
+}
 REDIS_PASSWORD = "${REDIS_PASSWORD:?set REDIS_PASSWORD to the password in REDIS_URL}"
 
 
@@ -40,8 +45,7 @@ def to_yaml(data: dict) -> str:
         def increase_indent(self, flow=False, indentless=False):
             return super().increase_indent(flow, False)
 
-    return yaml.dump(data, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=10**6,
-                     allow_unicode=True)
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=10**6, allow_unicode=True)
 
 
 def _hc(test: tuple[str, ...]) -> dict:
@@ -120,8 +124,13 @@ def write(settings: Settings, check: bool) -> ComposeResult:
     if check:
         if current != text:
             state = "is missing" if current is None else "is out of date"
-            result.fail(CheckFailed(f"{path} {state}: it no longer matches qbctl's stack", code="DRIFT",
-                                    hint="run `qbctl compose render` and commit the result"))
+            result.fail(
+                CheckFailed(
+                    f"{path} {state}: it no longer matches qbctl's stack",
+                    code="DRIFT",
+                    hint="run `qbctl compose render` and commit the result",
+                )
+            )
         return result
     if current != text:
         path.parent.mkdir(parents=True, exist_ok=True)

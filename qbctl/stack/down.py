@@ -2,6 +2,7 @@
 
 Progress goes out as events (qbctl.events); nothing here prints.
 """
+
 from __future__ import annotations
 
 import threading
@@ -25,7 +26,6 @@ class DownResult(Result):
     network_removed: bool = False
     ok: bool = True
     error: QbctlError | None = None
-
 
 
 def down(settings: Settings, events: Events = ignore, *, rt: Runtime) -> DownResult:
@@ -62,4 +62,3 @@ def remove_containers(eng: engine.Engine, project: str, events: Events) -> list[
     if errors:
         raise next(iter(errors.values()))
     return removed
-

@@ -1,4 +1,5 @@
 """qbctl logs: a service's container log, as chunks of bytes for the edge to copy out."""
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -15,6 +16,7 @@ def stream(settings: Settings, service: str, follow: bool, tail: int | None, *, 
     eng = rt.engine
     found = eng.containers(settings.project, service)
     if not found:
-        raise Unavailable(f"{service} has no container in project {settings.project}", code="NOT_RUNNING",
-                          hint="`qbctl up` starts it")
+        raise Unavailable(
+            f"{service} has no container in project {settings.project}", code="NOT_RUNNING", hint="`qbctl up` starts it"
+        )
     return eng.log_stream(found[0].id, follow, tail)

@@ -2,6 +2,7 @@
 
 Tested as text (str(plan)), without Docker, as docker compose tests its convergence.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,5 +67,8 @@ def observe(eng, project: str) -> dict[str, Observed]:
     """This project's containers by service, as the planner sees them (one list call to the engine)."""
     from qbctl.engine.labels import LABEL_CONFIG
 
-    return {c.service: Observed(c.service, c.id, c.state, c.labels.get(LABEL_CONFIG, ""), c.image_id, c.health)
-            for c in eng.containers(project) if c.service}
+    return {
+        c.service: Observed(c.service, c.id, c.state, c.labels.get(LABEL_CONFIG, ""), c.image_id, c.health)
+        for c in eng.containers(project)
+        if c.service
+    }

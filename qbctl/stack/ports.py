@@ -1,4 +1,5 @@
 """Host ports, checked before anything is created, and who holds a busy one."""
+
 from __future__ import annotations
 
 import errno
@@ -90,6 +91,8 @@ def check_free(ports: list[tuple[str, Port]], who_else=None, in_use=None, host: 
             f"port {p.host} on {on} is in use{by_text}; {service} needs it",
             code="PORT_IN_USE",
             hint=f"stop what holds it, or move {service} to a free port with {p.setting}"
-                 + (" (the port in the URL)" if p.setting.endswith("_URL") else ""),
-            port=p.host, setting=p.setting, service=service,
+            + (" (the port in the URL)" if p.setting.endswith("_URL") else ""),
+            port=p.host,
+            setting=p.setting,
+            service=service,
         )

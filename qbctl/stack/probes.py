@@ -1,4 +1,5 @@
 """Readiness, asked of each service directly: SQL, PING, HTTP. No Docker health interval."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,6 +6,7 @@ between requests, as the engine allows. Anything unusual (no socket, a refusal, 
 reader does not understand, an engine that is not Docker's) is `RawUnavailable`, and the caller
 takes the SDK's way, which says what is wrong in words.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,9 @@ class RawEngine:
         """(status, body) of each GET, the requests sent at once and answered in turn on the connection
         (HTTP/1.1 pipelining, which the engine's Go server serves in order): one wait, not one each."""
         try:
-            self._sock.sendall(b"".join(f"GET {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: qbctl\r\n\r\n".encode()
-                                        for path in paths))
+            self._sock.sendall(
+                b"".join(f"GET {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: qbctl\r\n\r\n".encode() for path in paths)
+            )
         except OSError as exc:
             raise RawUnavailable(f"GET {paths[0]}: {exc}") from None
         return [self._answer(path) for path in paths]

@@ -3,6 +3,7 @@
 Each ServiceSpec carries everything `up` needs to create its container and
 everything `compose render` needs to write the same stack as a compose file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -122,9 +123,12 @@ def build_stack(settings: Settings, profile: str | None = None) -> Stack:
     if profile == "production" and bind not in LOOPBACK:
         from qbctl.errors import ConfigError
 
-        raise ConfigError(f"QBCTL_BIND_ADDRESS={bind}: the production profile publishes PostgreSQL and Redis on the "
-                          "host's loopback only", hint="set QBCTL_BIND_ADDRESS=127.0.0.1 (the backend on the VM "
-                                                       "connects there; from elsewhere use an ssh tunnel)")
+        raise ConfigError(
+            f"QBCTL_BIND_ADDRESS={bind}: the production profile publishes PostgreSQL and Redis on the "
+            "host's loopback only",
+            hint="set QBCTL_BIND_ADDRESS=127.0.0.1 (the backend on the VM "
+            "connects there; from elsewhere use an ssh tunnel)",
+        )
     restart = RESTART[profile]
     pg, rd = settings.pg, settings.redis
     redis_auth = (("REDISCLI_AUTH", rd.password),) if rd.password else ()
@@ -132,57 +136,92 @@ def build_stack(settings: Settings, profile: str | None = None) -> Stack:
     pg_args = postgres_args(settings)
     postgres = ServiceSpec(
         name="postgres",
-        image=settings.values.qbctl_postgres_image, image_setting="QBCTL_POSTGRES_IMAGE",
+        image=settings.values.qbctl_postgres_image,
+        image_setting="QBCTL_POSTGRES_IMAGE",
         command=("postgres", *[a for k, v in pg_args.items() for a in ("-c", f"{k}={v}")]),
-        environment=(("POSTGRES_USER", pg.user), ("POSTGRES_PASSWORD", pg.password),
-                     ("POSTGRES_DB", pg.dbname), ("PGDATA", "/var/lib/postgresql/data"),
-                     # qbctl mounts nothing at /docker-entrypoint-initdb.d, so the TimescaleDB image runs its
-                     # own two scripts there at the first start: 000 creates the extension in postgres,
-                     # template1 and POSTGRES_DB (two schedulers from then on: scheduler_databases) and writes
-                     # telemetry_level=basic (the command line says off); 001 would run timescaledb-tune and
-                     # write memory settings sized from the container's limit into postgresql.conf, skipped
-                     # under NO_TS_TUNE (and the command line, which wins, decides every one of them anyway).
-                     ("NO_TS_TUNE", "true"),
-                     # glibc keeps freed sorts, hashes and decompressed batches in the heap once a large
-                     # block was freed (its mmap threshold grows to it); a fixed threshold gives every
-                     # block of 128 kB or more back to the kernel when the query ends (musl does so anyway).
-                     ("MALLOC_MMAP_THRESHOLD_", "131072")),
+        environment=(
+            ("POSTGRES_USER", pg.user),
+            ("POSTGRES_PASSWORD", pg.password),
+            ("POSTGRES_DB", pg.dbname),
+            ("PGDATA", "/var/lib/postgresql/data"),
+            # qbctl mounts nothing at /docker-entrypoint-initdb.d, so the TimescaleDB image runs its
+            # own two scripts there at the first start: 000 creates the extension in postgres,
+            # template1 and POSTGRES_DB (two schedulers from then on: scheduler_databases) and writes
+            # telemetry_level=basic (the command line says off); 001 would run timescaledb-tune and
+            # write memory settings sized from the container's limit into postgresql.conf, skipped
+            # under NO_TS_TUNE (and the command line, which wins, decides every one of them anyway).
+            ("NO_TS_TUNE", "true"),
+            # glibc keeps freed sorts, hashes and decompressed batches in the heap once a large
+            # block was freed (its mmap threshold grows to it); a fixed threshold gives every
+            # block of 128 kB or more back to the kernel when the query ends (musl does so anyway).
+            ("MALLOC_MMAP_THRESHOLD_", "131072"),
+        ),
         ports=(Port(5432, bind, pg.port, "DATABASE_URL"),),
         volumes=((f"{project}_pgdata", "/var/lib/postgresql/data"),),
-        mem_limit=settings.values.qbctl_budget_postgres, mem_setting="QBCTL_BUDGET_POSTGRES",
-        probe="postgres", stop_signal="SIGINT",  # fast shutdown, as the official image does
+        mem_limit=settings.values.qbctl_budget_postgres,
+        mem_setting="QBCTL_BUDGET_POSTGRES",
+        probe="postgres",
+        stop_signal="SIGINT",  # fast shutdown, as the official image does
         healthcheck=("CMD", "pg_isready", "-q", "-h", "127.0.0.1", "-U", pg.user, "-d", pg.dbname),
-        labels=labels, restart=restart,
+        labels=labels,
+        restart=restart,
     )
-    redis_cmd = ["redis-server", "--maxmemory", redis_size(settings.values.redis_max_memory),
-                 "--maxmemory-policy", settings.values.redis_maxmemory_policy]
+    redis_cmd = [
+        "redis-server",
+        "--maxmemory",
+        redis_size(settings.values.redis_max_memory),
+        "--maxmemory-policy",
+        settings.values.redis_maxmemory_policy,
+    ]
     if rd.password:
         redis_cmd += ["--requirepass", rd.password]
     redis = ServiceSpec(
         name="redis",
-        image=settings.values.qbctl_redis_image, image_setting="QBCTL_REDIS_IMAGE",
-        command=tuple(redis_cmd), environment=redis_auth,
+        image=settings.values.qbctl_redis_image,
+        image_setting="QBCTL_REDIS_IMAGE",
+        command=tuple(redis_cmd),
+        environment=redis_auth,
         ports=(Port(6379, bind, rd.port, "REDIS_URL"),),
         volumes=((f"{project}_redisdata", "/data"),),
-        mem_limit=settings.values.qbctl_budget_redis, mem_setting="QBCTL_BUDGET_REDIS",
-        probe="redis", healthcheck=("CMD", "redis-cli", "ping"), labels=labels, restart=restart,
+        mem_limit=settings.values.qbctl_budget_redis,
+        mem_setting="QBCTL_BUDGET_REDIS",
+        probe="redis",
+        healthcheck=("CMD", "redis-cli", "ping"),
+        labels=labels,
+        restart=restart,
     )
     adminer = ServiceSpec(
         name="adminer",
-        image=settings.values.qbctl_adminer_image, image_setting="QBCTL_ADMINER_IMAGE",
-        command=(), environment=(("ADMINER_DEFAULT_SERVER", "postgres"),),
+        image=settings.values.qbctl_adminer_image,
+        image_setting="QBCTL_ADMINER_IMAGE",
+        command=(),
+        environment=(("ADMINER_DEFAULT_SERVER", "postgres"),),
         ports=(Port(8080, ui_bind, settings.values.qbctl_adminer_port, "QBCTL_ADMINER_PORT"),),
-        volumes=(), mem_limit=settings.values.qbctl_adminer_memory, mem_setting="QBCTL_ADMINER_MEMORY",
-        probe="http", ui=True, depends_on=("postgres",), cpu_shares=UI_CPU_SHARES, labels=labels,
+        volumes=(),
+        mem_limit=settings.values.qbctl_adminer_memory,
+        mem_setting="QBCTL_ADMINER_MEMORY",
+        probe="http",
+        ui=True,
+        depends_on=("postgres",),
+        cpu_shares=UI_CPU_SHARES,
+        labels=labels,
     )
     redis_host = f"local:redis:6379:{rd.db}" + (f":{rd.password}" if rd.password else "")
     commander = ServiceSpec(
         name="redis-commander",
-        image=settings.values.qbctl_redis_commander_image, image_setting="QBCTL_REDIS_COMMANDER_IMAGE",
-        command=(), environment=(("REDIS_HOSTS", redis_host),),
+        image=settings.values.qbctl_redis_commander_image,
+        image_setting="QBCTL_REDIS_COMMANDER_IMAGE",
+        command=(),
+        environment=(("REDIS_HOSTS", redis_host),),
         ports=(Port(8081, ui_bind, settings.values.qbctl_redis_commander_port, "QBCTL_REDIS_COMMANDER_PORT"),),
-        volumes=(), mem_limit=settings.values.qbctl_redis_commander_memory, mem_setting="QBCTL_REDIS_COMMANDER_MEMORY",
-        probe="http", ui=True, depends_on=("redis",), cpu_shares=UI_CPU_SHARES, labels=labels,
+        volumes=(),
+        mem_limit=settings.values.qbctl_redis_commander_memory,
+        mem_setting="QBCTL_REDIS_COMMANDER_MEMORY",
+        probe="http",
+        ui=True,
+        depends_on=("redis",),
+        cpu_shares=UI_CPU_SHARES,
+        labels=labels,
     )
     services, external = [], []
     for spec, url, key in ((postgres, pg, "DATABASE_URL"), (redis, rd, "REDIS_URL")):
@@ -197,8 +236,10 @@ def build_stack(settings: Settings, profile: str | None = None) -> Stack:
 
 def with_volume(stack: Stack, service: str, volume: str) -> Stack:
     """The stack with a service's data volume replaced (PostgreSQL on the volume an upgrade made)."""
-    services = tuple(replace(s, volumes=((volume, s.volumes[0][1]), *s.volumes[1:])) if s.name == service else s
-                     for s in stack.services)
+    services = tuple(
+        replace(s, volumes=((volume, s.volumes[0][1]), *s.volumes[1:])) if s.name == service else s
+        for s in stack.services
+    )
     return replace(stack, services=services)
 
 
@@ -207,11 +248,15 @@ def exposure_warnings(settings: Settings) -> list[str]:
     out = []
     loopback = LOOPBACK
     if settings.values.qbctl_bind_address not in loopback and settings.redis.is_local and not settings.redis.password:
-        out.append(f"Redis is published on {settings.values.qbctl_bind_address} and has no password: anyone who can "
-                   "reach this host can read and change it (put a password in REDIS_URL: redis://:PASSWORD@...)")
+        out.append(
+            f"Redis is published on {settings.values.qbctl_bind_address} and has no password: anyone who can "
+            "reach this host can read and change it (put a password in REDIS_URL: redis://:PASSWORD@...)"
+        )
     if settings.values.qbctl_ui_bind_address not in loopback:
-        out.append(f"Adminer and Redis Commander are published on {settings.values.qbctl_ui_bind_address}; Redis "
-                   "Commander has no login")
+        out.append(
+            f"Adminer and Redis Commander are published on {settings.values.qbctl_ui_bind_address}; Redis "
+            "Commander has no login"
+        )
     return out
 
 
@@ -228,8 +273,11 @@ def select(stack: Stack, names: list[str] | None, no_ui: bool) -> list[ServiceSp
         if n not in SERVICES:
             raise UsageError(f"unknown service {n!r}", hint="choose from " + ", ".join(SERVICES))
         if n not in known:
-            why = dict(stack.external).get(n) or ("the production profile runs no UIs" if stack.profile == "production"
-                                                 else "it depends on a service that is not run here")
+            why = dict(stack.external).get(n) or (
+                "the production profile runs no UIs"
+                if stack.profile == "production"
+                else "it depends on a service that is not run here"
+            )
             raise UsageError(f"service {n!r} is not run by qbctl here: {why}")
     for s in stack.services:
         if s.name in wanted:
@@ -243,6 +291,8 @@ def require_project(settings: Settings, nothing_done: str) -> None:
     """Commands that create or remove containers act only in a project (settings.find_project), so
     that a command run in the wrong folder cannot start a second stack named after that folder."""
     if not settings.is_project:
-        raise NotAProject(f"{settings.root} is no qbctl project (no .env, sql/schema or [tool.qbctl] in "
-                          f"pyproject.toml there or above it), so {nothing_done}; run qbctl in the project's "
-                          "folder, or name it with --project-dir DIR or --project NAME")
+        raise NotAProject(
+            f"{settings.root} is no qbctl project (no .env, sql/schema or [tool.qbctl] in "
+            f"pyproject.toml there or above it), so {nothing_done}; run qbctl in the project's "
+            "folder, or name it with --project-dir DIR or --project NAME"
+        )

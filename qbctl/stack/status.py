@@ -1,5 +1,5 @@
-"""status: each service's container, state, health, ports and memory, as data; and where the stack runs.
-"""
+"""status: each service's container, state, health, ports and memory, as data; and where the stack runs."""
+
 from __future__ import annotations
 
 import threading
@@ -15,8 +15,13 @@ from qbctl.stack.spec import ServiceSpec, Stack, build_stack
 
 def engine_facts(eng: engine.Engine, stack: Stack | None = None) -> dict:
     """Where a stack runs, for people and for --json: the engine, its host, the measured round trip."""
-    facts = {"where": eng.where, "host": eng.host, "remote": eng.remote, "product": eng.product,
-             "rtt_ms": round(eng.rtt * 1000, 1)}
+    facts = {
+        "where": eng.where,
+        "host": eng.host,
+        "remote": eng.remote,
+        "product": eng.product,
+        "rtt_ms": round(eng.rtt * 1000, 1),
+    }
     if stack is not None:
         facts["profile"] = stack.profile
     return facts
@@ -57,11 +62,15 @@ def _limit_note(spec: ServiceSpec, limit: int, c: engine.Container) -> str:
     from qbctl.config.sizes import fmt_mb
     from qbctl.engine.labels import LABEL_CONFIG
 
-    how = "applied by the next `qbctl up`" if c.labels.get(LABEL_CONFIG) != spec.config_hash() else \
-        "not applied by `qbctl up`, which keeps the container (its settings did not change: the limit was changed " \
+    how = (
+        "applied by the next `qbctl up`"
+        if c.labels.get(LABEL_CONFIG) != spec.config_hash()
+        else "not applied by `qbctl up`, which keeps the container (its settings did not change: the limit was changed "
         "on the container)"
-    return (f"{spec.name} runs with a {fmt_mb(limit)} memory limit; {spec.mem_setting} says {fmt_mb(spec.mem_limit)}, "
-            f"{how}")
+    )
+    return (
+        f"{spec.name} runs with a {fmt_mb(limit)} memory limit; {spec.mem_setting} says {fmt_mb(spec.mem_limit)}, {how}"
+    )
 
 
 def status(settings: Settings, *, rt: Runtime) -> StatusResult:
@@ -88,8 +97,7 @@ def status(settings: Settings, *, rt: Runtime) -> StatusResult:
         except QbctlError as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=measure, args=(n, c.id, c.state == "running"))
-               for n, c in containers.items()]
+    threads = [threading.Thread(target=measure, args=(n, c.id, c.state == "running")) for n, c in containers.items()]
     for t in threads:
         t.start()
     for t in threads:
@@ -104,13 +112,40 @@ def status(settings: Settings, *, rt: Runtime) -> StatusResult:
             continue
         st = infos[spec.name]
         limit = limits.get(spec.name, spec.mem_limit)
-        rows.append(ServiceStatus(spec.name, st.status, st.health, list(c.ports), c.image, mem.get(spec.name),
-                                  limit, st.restart_count, st.exit_code if st.status != "running" else None,
-                                  st.oom_killed))
+        rows.append(
+            ServiceStatus(
+                spec.name,
+                st.status,
+                st.health,
+                list(c.ports),
+                c.image,
+                mem.get(spec.name),
+                limit,
+                st.restart_count,
+                st.exit_code if st.status != "running" else None,
+                st.oom_killed,
+            )
+        )
     ok = all(r.state == "running" and r.health != "unhealthy" for r in rows)
-    notes = [f"memory of {', '.join(sorted(with_cache))} includes page cache: the engine ({eng.product}) gives no "
-             "cache figure and the container's cgroup could not be read"] if with_cache else []
-    notes += [_limit_note(s, limits[s.name], containers[s.name]) for s in stack.services
-              if s.name in limits and s.mem_limit and abs(limits[s.name] - s.mem_limit) > 4096]  # (cgroups: pages)
-    return StatusResult(stack.project, rows, [{"service": n, "reason": w} for n, w in stack.external],
-                        settings.project_source, ok, engine=engine_facts(eng, stack), notes=notes)
+    notes = (
+        [
+            f"memory of {', '.join(sorted(with_cache))} includes page cache: the engine ({eng.product}) gives no "
+            "cache figure and the container's cgroup could not be read"
+        ]
+        if with_cache
+        else []
+    )
+    notes += [
+        _limit_note(s, limits[s.name], containers[s.name])
+        for s in stack.services
+        if s.name in limits and s.mem_limit and abs(limits[s.name] - s.mem_limit) > 4096
+    ]  # (cgroups: pages)
+    return StatusResult(
+        stack.project,
+        rows,
+        [{"service": n, "reason": w} for n, w in stack.external],
+        settings.project_source,
+        ok,
+        engine=engine_facts(eng, stack),
+        notes=notes,
+    )

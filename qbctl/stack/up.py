@@ -2,6 +2,7 @@
 
 Progress goes out as events (qbctl.events); nothing here prints.
 """
+
 from __future__ import annotations
 
 import threading
@@ -50,10 +51,16 @@ def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ig
     timings, stack, eng = run.timings, run.stack, run.eng
     timings["ready"] = round(time.monotonic() - t0, 3)
     ok = all(r.ready for r in results.values())
-    result = UpResult(stack.project, [results[s.name] for s in desired], str(plan), timings,
-                      [{"service": n, "reason": why} for n, why in stack.external],
-                      urls(settings, [s for s in desired if results[s.name].ready]), ok=ok,
-                      engine=engine_facts(eng, stack))
+    result = UpResult(
+        stack.project,
+        [results[s.name] for s in desired],
+        str(plan),
+        timings,
+        [{"service": n, "reason": why} for n, why in stack.external],
+        urls(settings, [s for s in desired if results[s.name].ready]),
+        ok=ok,
+        engine=engine_facts(eng, stack),
+    )
     if waiter.errors:
         result.fail(waiter.errors[0])  # the engine or its ssh connection was lost: that, not "unhealthy"
     elif ok:
@@ -81,8 +88,10 @@ class _Left:
             parts.append(f"not ready yet: {', '.join(self.waiting)}")
         if self.under_way:
             parts.append(f"{self.under_way} was being created or started and may be left half-started")
-        return ("interrupted: " + "; ".join(parts) + ". `qbctl up` finishes the job, `qbctl down` removes the "
-                "containers (the data volumes stay)")
+        return (
+            "interrupted: " + "; ".join(parts) + ". `qbctl up` finishes the job, `qbctl down` removes the "
+            "containers (the data volumes stay)"
+        )
 
 
 @dataclass
@@ -141,8 +150,11 @@ def _prepare(run: _Run, plan: Plan, images: dict[str, dict]) -> bool:
     on_data = False
     run.eng.ensure_network(run.stack)
     changing = [s for s in run.desired if s.name in {c.service for c in changes}]
-    made_by = {s.name: volumes.created_by(_image_env(images[s.image]), s.image, images[s.image]["Id"])
-               for s in changing if s.name == "postgres"}
+    made_by = {
+        s.name: volumes.created_by(_image_env(images[s.image]), s.image, images[s.image]["Id"])
+        for s in changing
+        if s.name == "postgres"
+    }
     existing = run.eng.ensure_volumes(run.stack, changing, made_by)
     for spec in changing:
         for vol, _ in spec.volumes:
@@ -189,8 +201,7 @@ def _image_env(info: dict | None) -> dict[str, str]:
     return dict(e.split("=", 1) for e in env if "=" in e)
 
 
-def _execute(eng: engine.Engine, stack: Stack, plan: Plan, cids: dict[str, str], events: Events,
-             left: _Left) -> None:
+def _execute(eng: engine.Engine, stack: Stack, plan: Plan, cids: dict[str, str], events: Events, left: _Left) -> None:
     """Carry out the plan's changes one by one, in start order (PostgreSQL, on the critical path,
     first). Measured on two cores (bench/): starting the others all at once competes with
     PostgreSQL's initdb for the CPU and makes the whole stack ready later, not sooner."""
@@ -235,9 +246,12 @@ def _check_ports(eng: engine.Engine, stack: Stack, plan: Plan) -> None:
         to_bind += [(spec.name, p) for p in spec.ports]
     if to_bind:
         # On the engine's host: this machine's sockets for a local engine, the VM's through ssh for a remote one.
-        ports.check_free(to_bind, who_else=lambda port: _container_on_port(eng, port, stack.project),
-                         in_use=lambda ip, port: ports.in_use_on_engine(eng, ip, port),
-                         host=eng.host if eng.remote else None)
+        ports.check_free(
+            to_bind,
+            who_else=lambda port: _container_on_port(eng, port, stack.project),
+            in_use=lambda ip, port: ports.in_use_on_engine(eng, ip, port),
+            host=eng.host if eng.remote else None,
+        )
 
 
 def _container_on_port(eng: engine.Engine, port: int, project: str) -> tuple[str | None, bool]:
@@ -258,8 +272,14 @@ class _Waiter:
         self.errors: list[QbctlError] = []  # a lost engine or tunnel, from any thread
         self.probe_timeout = eng.allow(2.0)
 
-    def wait_all(self, desired: list[ServiceSpec], cids: dict[str, str], results: dict[str, ServiceResult],
-                 trusted: set[str], waiting: list[str] | None = None) -> None:
+    def wait_all(
+        self,
+        desired: list[ServiceSpec],
+        cids: dict[str, str],
+        results: dict[str, ServiceResult],
+        trusted: set[str],
+        waiting: list[str] | None = None,
+    ) -> None:
         """Wait for every service; `waiting` (when given) keeps the names of those not ready yet."""
         self.waiting = waiting if waiting is not None else []
         threads = []
@@ -296,10 +316,12 @@ class _Waiter:
                 st = self.eng.state(cid)
                 if st.status in ("exited", "dead") or st.restart_count > 0 or st.oom_killed:
                     res.exit_code, res.oom_killed = st.exit_code, st.oom_killed or st.exit_code == 137
-                    why = "was killed: out of memory (exit 137)" if res.oom_killed else \
-                        f"exited with code {st.exit_code}"
-                    self._fail(spec, cid, res, f"container {why}" + (" and is restarting"
-                                                                     if st.status == "restarting" else ""))
+                    why = (
+                        "was killed: out of memory (exit 137)" if res.oom_killed else f"exited with code {st.exit_code}"
+                    )
+                    self._fail(
+                        spec, cid, res, f"container {why}" + (" and is restarting" if st.status == "restarting" else "")
+                    )
                     return
                 next_state = now + STATE_EVERY
             last = probes.probe(spec, self.settings, timeout=max(0.2, min(self.probe_timeout, self.deadline - now)))
@@ -334,16 +356,24 @@ def _unready_error(result: UpResult, timeout: float, limits: dict[str, str]) -> 
         if known:
             return known
     if first.oom_killed:  # a killed server is unavailable (exit 3), as SERVER_KILLED is from migrate and seed
-        return ServerKilled(f"{first.name}: {first.detail}", code="OOM_KILLED",
-                           hint=f"raise its memory limit ({limits[first.name]}) or lower its "
-                                "memory settings; `qbctl budget` shows the arithmetic")
+        return ServerKilled(
+            f"{first.name}: {first.detail}",
+            code="OOM_KILLED",
+            hint=f"raise its memory limit ({limits[first.name]}) or lower its "
+            "memory settings; `qbctl budget` shows the arithmetic",
+        )
     if first.name == "postgres" and pg.bad_url(first.detail):
         return pg.url_error(first.detail)  # the server runs; the URL is what is wrong
     if "password authentication failed" in first.detail:
         return pg.auth_error(f"{first.name}: {first.detail}")
     if "timeout" in first.detail:
-        return CheckFailed(f"{first.name} was not ready within {timeout:.0f}s: {first.detail}", code="TIMEOUT",
-                           hint="`qbctl logs " + first.name + "` shows why; raise --timeout if it is only slow")
-    return CheckFailed(f"{first.name}: {first.detail}", code="UNHEALTHY",
-                       hint=f"its last log lines are shown above; `qbctl logs {first.name}` has the rest")
-
+        return CheckFailed(
+            f"{first.name} was not ready within {timeout:.0f}s: {first.detail}",
+            code="TIMEOUT",
+            hint="`qbctl logs " + first.name + "` shows why; raise --timeout if it is only slow",
+        )
+    return CheckFailed(
+        f"{first.name}: {first.detail}",
+        code="UNHEALTHY",
+        hint=f"its last log lines are shown above; `qbctl logs {first.name}` has the rest",
+    )

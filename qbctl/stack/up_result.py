@@ -3,6 +3,7 @@
 Apart from stack/up.py (which imports the engine) so that a warm `up` (stack/warm.py) builds the
 same result without loading what it does not use.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

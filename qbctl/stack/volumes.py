@@ -15,6 +15,7 @@ Which volume PostgreSQL runs on: `<project>_pgdata`, the one the project started
 major picks its volume (`data_volume`). So pinning the old image again finds the old data,
 which the upgrade keeps until the user removes it.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -24,11 +25,16 @@ from qbctl.errors import VolumeIncompatible
 
 
 def ways_out(volume: str, old_major: str | None) -> str:
-    pin = f"pin the old image (QBCTL_POSTGRES_IMAGE=timescale/timescaledb:latest-pg{old_major})" if old_major \
+    pin = (
+        f"pin the old image (QBCTL_POSTGRES_IMAGE=timescale/timescaledb:latest-pg{old_major})"
+        if old_major
         else "pin the image that created it (QBCTL_POSTGRES_IMAGE)"
-    return (f"`qbctl upgrade` moves the data to the image's version (dumps with the old image, restores into a new "
-            f"volume, keeps {volume}); or {pin}; or `qbctl reset` to start from an empty volume (deletes the data in "
-            f"{volume}, after a snapshot)")
+    )
+    return (
+        f"`qbctl upgrade` moves the data to the image's version (dumps with the old image, restores into a new "
+        f"volume, keeps {volume}); or {pin}; or `qbctl reset` to start from an empty volume (deletes the data in "
+        f"{volume}, after a snapshot)"
+    )
 
 
 def created_by(image_env: dict[str, str], image: str = "", image_id: str = "") -> dict[str, str]:
@@ -76,20 +82,28 @@ def check(volume: str, labels: dict[str, str], image: str, image_env: dict[str, 
     if have and want and have != want:
         raise VolumeIncompatible(
             f"volume {volume} holds PostgreSQL {have} data, but {image} runs PostgreSQL {want}; nothing was started",
-            hint=ways_out(volume, have), volume=volume, volume_pg_major=have, image_pg_major=want)
+            hint=ways_out(volume, have),
+            volume=volume,
+            volume_pg_major=have,
+            image_pg_major=want,
+        )
 
 
 # The version of TimescaleDB the database's extension is at, and the one the image offers.
-TSDB_VERSIONS_SQL = ("SELECT e.extversion, a.default_version FROM pg_extension e"
-                     " JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'timescaledb'")
+TSDB_VERSIONS_SQL = (
+    "SELECT e.extversion, a.default_version FROM pg_extension e"
+    " JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'timescaledb'"
+)
 
 
 def timescaledb_behind(database: str, installed: str | None, offered: str | None) -> str | None:
     """A warning when the data's TimescaleDB is older than the image's, else None. Pure."""
     if not installed or not offered or _version(installed) >= _version(offered):
         return None
-    return (f"database {database} uses TimescaleDB {installed}, the image ships {offered}: `qbctl upgrade` updates "
-            "it (ALTER EXTENSION timescaledb UPDATE as the first command of a new session, after a snapshot)")
+    return (
+        f"database {database} uses TimescaleDB {installed}, the image ships {offered}: `qbctl upgrade` updates "
+        "it (ALTER EXTENSION timescaledb UPDATE as the first command of a new session, after a snapshot)"
+    )
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -104,13 +118,18 @@ def classify(logs: list[str], volume: str) -> VolumeIncompatible | None:
         for line in logs:
             if "initialized by PostgreSQL version" in line:
                 old = line.split("initialized by PostgreSQL version")[1].split(",")[0].strip()
-        return VolumeIncompatible(f"volume {volume} holds data of another PostgreSQL major version"
-                                  + (f" ({old})" if old else "") + " than the image",
-                                  hint=ways_out(volume, old), volume=volume)
+        return VolumeIncompatible(
+            f"volume {volume} holds data of another PostgreSQL major version"
+            + (f" ({old})" if old else "")
+            + " than the image",
+            hint=ways_out(volume, old),
+            volume=volume,
+        )
     if 'could not access file "$libdir/timescaledb' in text:
         return VolumeIncompatible(
             f"volume {volume} uses a TimescaleDB version that the image does not ship",
             hint="pin the image with that TimescaleDB version (QBCTL_POSTGRES_IMAGE), start it, run ALTER "
-                 "EXTENSION timescaledb UPDATE as the first command of a new session, then move to the new image",
-            volume=volume)
+            "EXTENSION timescaledb UPDATE as the first command of a new session, then move to the new image",
+            volume=volume,
+        )
     return None

@@ -12,6 +12,7 @@ Anything else, or anything it cannot tell (an ssh or tcp engine, Podman, an engi
 answer, another qbctl holding the project's lock), is None: the ordinary path runs and decides.
 It never creates, starts or changes anything.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -49,7 +50,7 @@ def _socket_path() -> str | None:
     tgt = target.resolve()
     if tgt.kind != "local" or not tgt.url.startswith("unix://"):
         return None
-    return tgt.url[len("unix://"):]
+    return tgt.url[len("unix://") :]
 
 
 def _up(settings: Settings, options):
@@ -88,8 +89,9 @@ def _look(api: rawapi.RawEngine, settings: Settings, options, stack, desired, t0
         if service:
             status = c.get("Status", "")
             health = next((h.replace("health: ", "") for h in HEALTH if f"({h})" in status), None)
-            observed[service] = Observed(service, c["Id"], c.get("State", ""), labels.get(LABEL_CONFIG, ""),
-                                         c.get("ImageID", ""), health)
+            observed[service] = Observed(
+                service, c["Id"], c.get("State", ""), labels.get(LABEL_CONFIG, ""), c.get("ImageID", ""), health
+            )
             ids[service] = c["Id"]
     if any(s.name not in observed or observed[s.name].state != "running" for s in desired):
         return None  # before any other call: a stack that is down costs one list call here
@@ -124,7 +126,7 @@ def _look(api: rawapi.RawEngine, settings: Settings, options, stack, desired, t0
         plan = make_plan(desired, observed, {ref: info["Id"] for ref, info in images.items()})
         if plan.changes():
             return None
-        for answer in answers[len(paths) - len(unprobed):]:
+        for answer in answers[len(paths) - len(unprobed) :]:
             state = rawapi.decode(*answer)
             st = state.get("State") or {}
             if st.get("Status") != "running" or state.get("RestartCount", 0) or st.get("OOMKilled"):
@@ -161,16 +163,28 @@ def _result(settings: Settings, found, t0: float, where: str):
     stack, plan, services = found
     results = []
     for spec, ports, seconds, detail in services:
-        res = up_result.ServiceResult(spec.name, spec.image, ports, action="keep", ready=True, seconds=seconds,
-                                      detail=detail)
+        res = up_result.ServiceResult(
+            spec.name, spec.image, ports, action="keep", ready=True, seconds=seconds, detail=detail
+        )
         results.append(res)
     elapsed = round(time.monotonic() - t0, 3)
     timings = {"images": elapsed, "start": elapsed, "ready": elapsed}
-    result = up_result.UpResult(stack.project, results, str(plan), timings,
-                                [{"service": n, "reason": why} for n, why in stack.external],
-                                up_result.urls(settings, [spec for spec, *_ in services]), ok=True,
-                                engine={"where": where, "host": "this machine", "remote": False, "product": "docker",
-                                        "rtt_ms": 0.0, "profile": stack.profile})
+    result = up_result.UpResult(
+        stack.project,
+        results,
+        str(plan),
+        timings,
+        [{"service": n, "reason": why} for n, why in stack.external],
+        up_result.urls(settings, [spec for spec, *_ in services]),
+        ok=True,
+        engine={
+            "where": where,
+            "host": "this machine",
+            "remote": False,
+            "product": "docker",
+            "rtt_ms": 0.0,
+            "profile": stack.profile,
+        },
+    )
     result.next = list(up_result.NEXT_COMMANDS)
     return result
-

@@ -10,6 +10,7 @@ published where this machine can reach them).
 
 Cheap for a local engine: it reads the environment and, at most, ~/.docker/config.json.
 """
+
 from __future__ import annotations
 
 import os

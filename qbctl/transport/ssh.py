@@ -12,6 +12,7 @@ qbctl opens the tunnel and closes it (`close_all`, called when a command ends, C
 The ssh process runs under a tiny shell watchdog that holds a pipe from qbctl: if qbctl dies
 without closing (SIGKILL), the pipe closes and the watchdog ends ssh and removes the folder.
 """
+
 from __future__ import annotations
 
 import collections
@@ -46,35 +47,54 @@ def classify(stderr: str, dest: SshDest) -> Unavailable:
     text = " ".join(stderr.split())
     host = dest.host
     cases = (
-        (("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED", "No ED25519 host key is known",
-          "No RSA host key is known", "host key is known"),
-         f"ssh to {host}: the host key is not known (or has changed), and qbctl does not accept keys by itself",
-         f"check the key and accept it once with `ssh {host}` (it goes into ~/.ssh/known_hosts)"),
-        (("Permission denied",),
-         f"ssh to {host}: the login was refused ({_quote(text, 'Permission denied')})",
-         "qbctl logs in with your ssh keys (ssh-agent, IdentityFile in ~/.ssh/config) and never asks for a "
-         f"password; check `ssh {host} true` works without a prompt"),
-        (("Could not resolve hostname", "Name or service not known", "nodename nor servname"),
-         f"ssh to {host}: unknown host", "check the name in DOCKER_HOST or the context, or add a Host entry to "
-                                         "~/.ssh/config"),
-        (("Connection refused",),
-         f"ssh to {host}: connection refused", "is sshd running there, on that port (Port in ~/.ssh/config)?"),
-        (("timed out", "No route to host", "Network is unreachable"),
-         f"ssh to {host}: no answer ({_quote(text, 'timed out', 'No route', 'unreachable')})",
-         "check the address and the network (VPN, firewall)"),
+        (
+            (
+                "Host key verification failed",
+                "REMOTE HOST IDENTIFICATION HAS CHANGED",
+                "No ED25519 host key is known",
+                "No RSA host key is known",
+                "host key is known",
+            ),
+            f"ssh to {host}: the host key is not known (or has changed), and qbctl does not accept keys by itself",
+            f"check the key and accept it once with `ssh {host}` (it goes into ~/.ssh/known_hosts)",
+        ),
+        (
+            ("Permission denied",),
+            f"ssh to {host}: the login was refused ({_quote(text, 'Permission denied')})",
+            "qbctl logs in with your ssh keys (ssh-agent, IdentityFile in ~/.ssh/config) and never asks for a "
+            f"password; check `ssh {host} true` works without a prompt",
+        ),
+        (
+            ("Could not resolve hostname", "Name or service not known", "nodename nor servname"),
+            f"ssh to {host}: unknown host",
+            "check the name in DOCKER_HOST or the context, or add a Host entry to ~/.ssh/config",
+        ),
+        (
+            ("Connection refused",),
+            f"ssh to {host}: connection refused",
+            "is sshd running there, on that port (Port in ~/.ssh/config)?",
+        ),
+        (
+            ("timed out", "No route to host", "Network is unreachable"),
+            f"ssh to {host}: no answer ({_quote(text, 'timed out', 'No route', 'unreachable')})",
+            "check the address and the network (VPN, firewall)",
+        ),
     )
     for needles, message, hint in cases:
         if any(n in text for n in needles):
             return Unavailable(message, hint=hint, code="SSH_FAILED")
-    return Unavailable(f"ssh to {host} failed: {text[-300:] or 'no reason given'}", code="SSH_FAILED",
-                       hint=f"`ssh {host} true` shows what ssh says")
+    return Unavailable(
+        f"ssh to {host} failed: {text[-300:] or 'no reason given'}",
+        code="SSH_FAILED",
+        hint=f"`ssh {host} true` shows what ssh says",
+    )
 
 
 def _quote(text: str, *needles: str) -> str:
     for n in needles:
         at = text.find(n)
         if at >= 0:
-            return text[at:at + 120].split(". ")[0].rstrip(".")
+            return text[at : at + 120].split(". ")[0].rstrip(".")
     return text[:120]
 
 
@@ -95,17 +115,44 @@ class Tunnel:
         self._lock = threading.Lock()
 
     def _base(self) -> list[str]:
-        return ["-o", "BatchMode=yes", "-o", f"ControlPath={self.control}", "-o", f"ConnectTimeout={int(self.timeout)}",
-                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
+        return [
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ControlPath={self.control}",
+            "-o",
+            f"ConnectTimeout={int(self.timeout)}",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=3",
+        ]
 
     def open(self) -> None:
-        args = ["-o", "ControlMaster=yes", "-o", "ControlPersist=no", "-o", "ExitOnForwardFailure=yes",
-                "-o", "StreamLocalBindUnlink=yes", *self._base(), "-N",
-                "-L", f"{self.docker_socket}:{self.dest.socket}", *self.dest.args()]
+        args = [
+            "-o",
+            "ControlMaster=yes",
+            "-o",
+            "ControlPersist=no",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-o",
+            "StreamLocalBindUnlink=yes",
+            *self._base(),
+            "-N",
+            "-L",
+            f"{self.docker_socket}:{self.dest.socket}",
+            *self.dest.args(),
+        ]
         env = dict(os.environ, QBCTL_SSH_DIR=self.folder)
-        self._proc = subprocess.Popen(["sh", "-c", WATCHDOG, "qbctl-ssh", *args], stdin=subprocess.PIPE,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                                      start_new_session=True)  # Ctrl-C reaches qbctl, which closes it
+        self._proc = subprocess.Popen(
+            ["sh", "-c", WATCHDOG, "qbctl-ssh", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )  # Ctrl-C reaches qbctl, which closes it
         threading.Thread(target=self._drain, daemon=True).start()
         deadline = time.monotonic() + self.timeout + 5
         while not (os.path.exists(self.docker_socket) and os.path.exists(self.control)):
@@ -115,8 +162,11 @@ class Tunnel:
                 raise classify("\n".join(self._stderr), self.dest)
             if time.monotonic() > deadline:
                 self.close()
-                raise Unavailable(f"ssh to {self.dest.host}: not connected within {self.timeout + 5:g}s",
-                                  code="SSH_FAILED", hint=f"`ssh {self.dest.host} true` shows what ssh says")
+                raise Unavailable(
+                    f"ssh to {self.dest.host}: not connected within {self.timeout + 5:g}s",
+                    code="SSH_FAILED",
+                    hint=f"`ssh {self.dest.host} true` shows what ssh says",
+                )
             time.sleep(0.01)
 
     def _drain(self) -> None:
@@ -142,8 +192,13 @@ class Tunnel:
         return True
 
     def _mux(self, *args: str, timeout: float = 10, stdin=subprocess.DEVNULL) -> subprocess.CompletedProcess:
-        return subprocess.run(["ssh", *self._base(), *args, *self.dest.args()], stdin=stdin,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            ["ssh", *self._base(), *args, *self.dest.args()],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def forward(self, host: str, port: int) -> tuple[str, int]:
         """A local address whose connections reach host:port as seen from the engine's host."""
@@ -160,8 +215,11 @@ class Tunnel:
                 err = (proc.stderr or "").strip()
                 if not self.alive:
                     break
-        raise Unavailable(f"ssh to {self.dest.host}: cannot forward port {port}: {err[:200] or 'ssh ended'}",
-                          code="SSH_FAILED", hint="the ssh server may not allow TCP forwarding (AllowTcpForwarding)")
+        raise Unavailable(
+            f"ssh to {self.dest.host}: cannot forward port {port}: {err[:200] or 'ssh ended'}",
+            code="SSH_FAILED",
+            hint="the ssh server may not allow TCP forwarding (AllowTcpForwarding)",
+        )
 
     def listening(self, host: str, port: int, wait: float = 1.0) -> bool | None:
         """Whether something accepts connections on host:port of the engine's host; None: cannot tell."""
@@ -212,8 +270,11 @@ def tunnel(dest: SshDest) -> Tunnel:
         if t is not None and t.alive:
             return t
         if shutil.which("ssh") is None:
-            err = Unavailable(f"{dest} needs the ssh command, which is not installed", code="SSH_FAILED",
-                              hint="install OpenSSH's client (apt-get install openssh-client)")
+            err = Unavailable(
+                f"{dest} needs the ssh command, which is not installed",
+                code="SSH_FAILED",
+                hint="install OpenSSH's client (apt-get install openssh-client)",
+            )
             _failed[dest] = err
             raise err
         t = Tunnel(dest)

@@ -6,6 +6,7 @@ $DOCKER_CONFIG/contexts/meta/<sha256(name)>/meta.json, which works whether or no
 exists (docker-py's ContextAPI does not). An `ssh://` endpoint is reached through the system's ssh
 (qbctl.transport.ssh), which honours ~/.ssh/config: ports, keys, jump hosts, known hosts.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -110,12 +111,17 @@ def resolve(environ: Mapping[str, str] | None = None) -> Target:
         endpoint = meta["Endpoints"]["docker"]
         url = endpoint["Host"]
     except FileNotFoundError:
-        raise Unavailable(f"Docker context {name!r} does not exist", code="DOCKER_UNAVAILABLE",
-                          hint=f"`docker context ls` lists them (the store: {store}); unset DOCKER_CONTEXT or pick "
-                               "another") from None
+        raise Unavailable(
+            f"Docker context {name!r} does not exist",
+            code="DOCKER_UNAVAILABLE",
+            hint=f"`docker context ls` lists them (the store: {store}); unset DOCKER_CONTEXT or pick another",
+        ) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise Unavailable(f"Docker context {name!r}: cannot read {meta_file}: {exc}", code="DOCKER_UNAVAILABLE",
-                          hint="`docker context inspect " + name + "` shows it; recreate it") from None
+        raise Unavailable(
+            f"Docker context {name!r}: cannot read {meta_file}: {exc}",
+            code="DOCKER_UNAVAILABLE",
+            hint="`docker context inspect " + name + "` shows it; recreate it",
+        ) from None
     tls_dir = store / "tls" / digest / "docker"
     tls = None
     if tls_dir.is_dir():
@@ -139,8 +145,11 @@ def _target(url: str, source: str, tls: dict | None) -> Target:
         return Target(url, source, tls)
     if url.startswith("/"):
         return Target(f"unix://{url}", source)
-    raise Unavailable(f"{source}: {url!r} is not an engine address", code="DOCKER_UNAVAILABLE",
-                      hint="use unix:///path/to/docker.sock, tcp://HOST:2376 or ssh://[USER@]HOST[:PORT]")
+    raise Unavailable(
+        f"{source}: {url!r} is not an engine address",
+        code="DOCKER_UNAVAILABLE",
+        hint="use unix:///path/to/docker.sock, tcp://HOST:2376 or ssh://[USER@]HOST[:PORT]",
+    )
 
 
 def parse_ssh(url: str, source: str = "DOCKER_HOST") -> SshDest:
@@ -150,9 +159,16 @@ def parse_ssh(url: str, source: str = "DOCKER_HOST") -> SshDest:
     except ValueError:
         port = -1
     if not parts.hostname or port == -1 or parts.password or parts.query:
-        raise Unavailable(f"{source}: {url!r} is not an ssh address", code="DOCKER_UNAVAILABLE",
-                          hint="write ssh://[USER@]HOST[:PORT][/remote/socket]; keys, jump hosts and ports may also "
-                               "come from ~/.ssh/config")
+        raise Unavailable(
+            f"{source}: {url!r} is not an ssh address",
+            code="DOCKER_UNAVAILABLE",
+            hint="write ssh://[USER@]HOST[:PORT][/remote/socket]; keys, jump hosts and ports may also "
+            "come from ~/.ssh/config",
+        )
     path = unquote(parts.path)
-    return SshDest(parts.hostname, unquote(parts.username) if parts.username else None, port,
-                   path if path not in ("", "/") else DEFAULT_SOCKET)
+    return SshDest(
+        parts.hostname,
+        unquote(parts.username) if parts.username else None,
+        port,
+        path if path not in ("", "/") else DEFAULT_SOCKET,
+    )

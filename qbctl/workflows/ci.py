@@ -5,6 +5,7 @@ lives at the top of the package and not inside one of them. Non-interactive: one
 timing per step; the failing step's error and its exit code. Where GITHUB_ENV is set, the two
 URLs are exported for later steps (written to that file, never printed).
 """
+
 from __future__ import annotations
 
 import os
@@ -66,10 +67,22 @@ def setup(settings: Settings, options: CiOptions = CiOptions(), events: Events =
     steps = (
         ("up", lambda: up_mod.up(settings, up_mod.UpOptions(no_ui=True, timeout=timeout), events, rt=rt)),
         ("lint", lambda: _lint(settings, result, events)),
-        ("migrate", lambda: migrate.migrate(settings, migrate.MigrateOptions(
-            without_timescaledb=options.without_timescaledb, wait=timeout), events)),
-        ("health", lambda: health.check(settings, health.HealthOptions(
-            wait=True, timeout=min(timeout, 30), without_timescaledb=options.without_timescaledb), rt=rt)),
+        (
+            "migrate",
+            lambda: migrate.migrate(
+                settings, migrate.MigrateOptions(without_timescaledb=options.without_timescaledb, wait=timeout), events
+            ),
+        ),
+        (
+            "health",
+            lambda: health.check(
+                settings,
+                health.HealthOptions(
+                    wait=True, timeout=min(timeout, 30), without_timescaledb=options.without_timescaledb
+                ),
+                rt=rt,
+            ),
+        ),
     )
     for name, fn in steps:
         events(Event(Status.INFO, f"ci: {name}"))

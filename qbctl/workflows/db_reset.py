@@ -4,6 +4,7 @@
 that is not one of the stack's (DATABASE_URL elsewhere, no Docker engine) is reset without one,
 and the result says why.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,8 +32,14 @@ class DbResetResult(migrate.MigrateResult):
     snapshot_skipped: str | None = None  # why there is none
 
 
-def reset(settings: Settings, options: migrate.MigrateOptions = migrate.MigrateOptions(),
-          events: Events = ignore, snapshot: bool = False, *, rt: Runtime) -> DbResetResult:
+def reset(
+    settings: Settings,
+    options: migrate.MigrateOptions = migrate.MigrateOptions(),
+    events: Events = ignore,
+    snapshot: bool = False,
+    *,
+    rt: Runtime,
+) -> DbResetResult:
     taken = skipped = None
     if snapshot:
         taken, skipped = _snapshot(settings, events, rt)
@@ -42,8 +49,14 @@ def reset(settings: Settings, options: migrate.MigrateOptions = migrate.MigrateO
             # TimescaleDB's jobs are held first and a run under way ends, so that none is cut off by the
             # DROP (the jobs go with the extension; `db migrate` makes them anew).
             rows = connect.psycopg_rows(conn)
-            held = jobs.hold(rows, said=lambda ids: events(Event(
-                Status.WAITING, f"TimescaleDB job {jobs.jobs_text(ids)} is running; waiting for its run to end")))
+            held = jobs.hold(
+                rows,
+                said=lambda ids: events(
+                    Event(
+                        Status.WAITING, f"TimescaleDB job {jobs.jobs_text(ids)} is running; waiting for its run to end"
+                    )
+                ),
+            )
             try:
                 with conn.transaction():
                     conn.execute(EMPTY_SQL)
@@ -54,8 +67,9 @@ def reset(settings: Settings, options: migrate.MigrateOptions = migrate.MigrateO
             conn.execute("SELECT pg_advisory_unlock(%s)", (migrate.LOCK_KEY,))
     events(Event(Status.DONE, f"emptied {settings.pg.masked()}"))
     done = migrate.migrate(settings, options, events)
-    return DbResetResult(**{f: getattr(done, f) for f in done.__dataclass_fields__}, snapshot=taken,
-                         snapshot_skipped=skipped)
+    return DbResetResult(
+        **{f: getattr(done, f) for f in done.__dataclass_fields__}, snapshot=taken, snapshot_skipped=skipped
+    )
 
 
 def _snapshot(settings: Settings, events: Events, rt: Runtime) -> tuple[str | None, str | None]:

@@ -23,6 +23,7 @@
 
 A managed database (DATABASE_URL elsewhere) has no container to run pg_basebackup in: refused in one line.
 """
+
 from __future__ import annotations
 
 import queue
@@ -78,8 +79,9 @@ class RehearseResult(Result):
     error: QbctlError | None = None
 
 
-def rehearse(settings: Settings, options: RehearseOptions = RehearseOptions(),
-             events: Events = ignore, *, rt: Runtime) -> RehearseResult:
+def rehearse(
+    settings: Settings, options: RehearseOptions = RehearseOptions(), events: Events = ignore, *, rt: Runtime
+) -> RehearseResult:
     t0 = time.monotonic()
     local = files.load(settings)
     pg, stack, home = _server(settings, options, rt)
@@ -98,8 +100,11 @@ def rehearse(settings: Settings, options: RehearseOptions = RehearseOptions(),
     result.skipped = [{"file": i.file, "reason": i.reason} for i in items if i.state == "skipped"]
     result.up_to_date = sum(i.state == "applied" for i in items)
     if runs:
-        copy = _copy_logical(pg, settings, state.timescaledb, size, result, events) if options.logical else \
-            _copy_physical(pg, stack, home, settings, size, result, events)
+        copy = (
+            _copy_logical(pg, settings, state.timescaledb, size, result, events)
+            if options.logical
+            else _copy_physical(pg, stack, home, settings, size, result, events)
+        )
         with copy as (db, addr):
             t1 = time.monotonic()
             _apply_all(settings, db, addr, local, timescaledb, result, events)
@@ -140,25 +145,32 @@ def _server(settings: Settings, options: RehearseOptions, rt: Runtime):
 
     stack = build_stack(settings)
     if "postgres" not in {s.name for s in stack.services}:
-        raise Unavailable(f"--rehearse copies the database inside the stack's postgres container, and DATABASE_URL "
-                          f"points to {settings.pg.host}, a server this stack does not run: nothing was done",
-                          code="REHEARSAL_UNAVAILABLE",
-                          hint="rehearse against a restore of its dump in the local stack (pg_dump, then "
-                               "`qbctl db shell` / pg_restore), or run `qbctl db lint` on the files")
+        raise Unavailable(
+            f"--rehearse copies the database inside the stack's postgres container, and DATABASE_URL "
+            f"points to {settings.pg.host}, a server this stack does not run: nothing was done",
+            code="REHEARSAL_UNAVAILABLE",
+            hint="rehearse against a restore of its dump in the local stack (pg_dump, then "
+            "`qbctl db shell` / pg_restore), or run `qbctl db lint` on the files",
+        )
     tgt = target.resolve()
     remote = tgt.remote and tgt.host not in LOCAL_HOSTS  # an engine on this machine over tcp is this machine's
     if remote and options.logical:
-        raise Unavailable(f"--logical builds its copy as a database of the live server, and that server is on "
-                          f"{tgt.host}: not beside the VM's live database (its 1 GB budget): nothing was done",
-                          code="REHEARSAL_UNAVAILABLE",
-                          hint="drop --logical: the default copy is streamed through the ssh tunnel into a "
-                               "container of your own engine (QBCTL_REHEARSE_DOCKER_HOST)")
+        raise Unavailable(
+            f"--logical builds its copy as a database of the live server, and that server is on "
+            f"{tgt.host}: not beside the VM's live database (its 1 GB budget): nothing was done",
+            code="REHEARSAL_UNAVAILABLE",
+            hint="drop --logical: the default copy is streamed through the ssh tunnel into a "
+            "container of your own engine (QBCTL_REHEARSE_DOCKER_HOST)",
+        )
     home = _own_engine(settings, tgt, rt) if remote else None  # before the VM is asked anything
     eng = rt.engine
     running = eng.containers(stack.project, "postgres", running_only=True)
     if not running:
-        raise Unavailable(f"the postgres container of project {stack.project} is not running", code="NOT_RUNNING",
-                          hint="`qbctl up postgres` starts it")
+        raise Unavailable(
+            f"the postgres container of project {stack.project} is not running",
+            code="NOT_RUNNING",
+            hint="`qbctl up postgres` starts it",
+        )
     pg = Postgres(eng, running[0].id, settings.pg.user)
     ref, image_id = eng.container_image(pg.cid)
     if home is None:
@@ -181,16 +193,21 @@ def _own_engine(settings: Settings, tgt, rt: Runtime) -> _Home:
     url = settings.values.qbctl_rehearse_docker_host
     own = target.parse(url, SETTING)
     if own.url == tgt.url or (own.remote and own.host == tgt.host):
-        raise Unavailable(f"{SETTING}={url} is the engine of the live database on {tgt.host}: a rehearsal's copy is "
-                          "never built there, beside it (the VM's 1 GB budget): nothing was done",
-                          code="REHEARSAL_UNAVAILABLE",
-                          hint=f"set {SETTING} to your own engine (its default: unix:///var/run/docker.sock)")
+        raise Unavailable(
+            f"{SETTING}={url} is the engine of the live database on {tgt.host}: a rehearsal's copy is "
+            "never built there, beside it (the VM's 1 GB budget): nothing was done",
+            code="REHEARSAL_UNAVAILABLE",
+            hint=f"set {SETTING} to your own engine (its default: unix:///var/run/docker.sock)",
+        )
     try:
         eng = rt.engine_at(url, SETTING)
     except QbctlError as exc:
-        raise Unavailable(f"the rehearsal's copy runs on your own engine, {url} ({SETTING}), which does not answer: "
-                          f"{exc.message}: nothing was done", code="REHEARSAL_UNAVAILABLE",
-                          hint=f"start Docker here, or set {SETTING} to an engine of yours") from None
+        raise Unavailable(
+            f"the rehearsal's copy runs on your own engine, {url} ({SETTING}), which does not answer: "
+            f"{exc.message}: nothing was done",
+            code="REHEARSAL_UNAVAILABLE",
+            hint=f"start Docker here, or set {SETTING} to an engine of yours",
+        ) from None
     publish = "127.0.0.1"
     if own.kind == "tcp":  # published on the engine's own address, which is where this process reaches it
         try:
@@ -213,21 +230,27 @@ def _same_image(source, own, ref: str, image_id: str) -> str:
         got = own.pull_reference(digest)
         if got:
             if info.get("Architecture") and got.get("Architecture") != info.get("Architecture"):
-                raise Unavailable(f"{digest} pulled on {own.where} is for {got.get('Architecture')}, the live server's "
-                                  f"for {info.get('Architecture')}: its data directory cannot run there: nothing was "
-                                  "done", code="REHEARSAL_UNAVAILABLE",
-                                  hint=f"set {SETTING} to an engine of {info.get('Architecture')}")
+                raise Unavailable(
+                    f"{digest} pulled on {own.where} is for {got.get('Architecture')}, the live server's "
+                    f"for {info.get('Architecture')}: its data directory cannot run there: nothing was "
+                    "done",
+                    code="REHEARSAL_UNAVAILABLE",
+                    hint=f"set {SETTING} to an engine of {info.get('Architecture')}",
+                )
             return str(got["Id"])
         reason = f"pulling {digest} failed: {own.last_pull_error}"
-    raise Unavailable(f"the live server's image {ref} ({image_id[:19]}) is not on {own.where} and cannot be pulled: "
-                      f"{reason}: nothing was done", code="IMAGE_UNAVAILABLE",
-                      hint=f"load it there (`docker save {ref}` on the VM, `docker load` here), or set {SETTING} "
-                           "to an engine that has it")
+    raise Unavailable(
+        f"the live server's image {ref} ({image_id[:19]}) is not on {own.where} and cannot be pulled: "
+        f"{reason}: nothing was done",
+        code="IMAGE_UNAVAILABLE",
+        hint=f"load it there (`docker save {ref}` on the VM, `docker load` here), or set {SETTING} "
+        "to an engine that has it",
+    )
 
 
 def scratch_name(db: str, token: str) -> str:
     suffix = PREFIX + token
-    return db.encode()[:63 - len(suffix)].decode("utf-8", "ignore") + suffix
+    return db.encode()[: 63 - len(suffix)].decode("utf-8", "ignore") + suffix
 
 
 @contextmanager
@@ -254,31 +277,51 @@ def _copy_physical(pg, stack, home: _Home, settings: Settings, size: int, result
         def counted(data: bytes) -> None:
             moved[0] += len(data)
             sink(data)
+
         pg.basebackup(counted, application_name=app)
 
     source = f" from {home.source_host} through the tunnel" if home.across else ""
-    events(Event(Status.WORKING, f"copying the server{source} into container {name} on {home.engine} "
-                                 "(pg_basebackup)", "postgres"))
+    events(
+        Event(
+            Status.WORKING,
+            f"copying the server{source} into container {name} on {home.engine} (pg_basebackup)",
+            "postgres",
+        )
+    )
     cid = None
     try:
-        cid = eng.run_helper(stack.project, name, home.image, "rehearse", environment=dict(spec.environment),
-                             binds={}, command=[*spec.command, "-c", "timescaledb.max_background_workers=0"],
-                             mem_limit=spec.mem_limit, publish=5432, publish_ip=home.publish_ip,
-                             before_start=lambda c: eng.put_archive(c, PGDATA, _piped(produce)))
+        cid = eng.run_helper(
+            stack.project,
+            name,
+            home.image,
+            "rehearse",
+            environment=dict(spec.environment),
+            binds={},
+            command=[*spec.command, "-c", "timescaledb.max_background_workers=0"],
+            mem_limit=spec.mem_limit,
+            publish=5432,
+            publish_ip=home.publish_ip,
+            before_start=lambda c: eng.put_archive(c, PGDATA, _piped(produce)),
+        )
         Postgres(eng, cid, settings.pg.user, name=f"the rehearsal's copy ({name})").wait_ready()
         port = eng.published_port(cid, 5432)
         addr = home.reach(port)
         result.copy_seconds = round(time.monotonic() - t0, 3)
-        result.copy = {"method": "pg_basebackup into a scratch container (the same image, TimescaleDB's jobs off)"
-                                 + (f", streamed from {home.source_host} through the engine's connection"
-                                    if home.across else ""),
-                       "where": f"container {name} on {home.engine}, port {port}",
-                       "engine": eng.target.url, "source_host": home.source_host,
-                       "tunnel_bytes": moved[0] if home.across else None,
-                       "database": settings.pg.dbname, "source_bytes": size, "seconds": result.copy_seconds}
+        result.copy = {
+            "method": "pg_basebackup into a scratch container (the same image, TimescaleDB's jobs off)"
+            + (f", streamed from {home.source_host} through the engine's connection" if home.across else ""),
+            "where": f"container {name} on {home.engine}, port {port}",
+            "engine": eng.target.url,
+            "source_host": home.source_host,
+            "tunnel_bytes": moved[0] if home.across else None,
+            "database": settings.pg.dbname,
+            "source_bytes": size,
+            "seconds": result.copy_seconds,
+        }
         across = f", {moved[0] / 2**20:.0f} MB through the tunnel from {home.source_host}" if home.across else ""
-        events(Event(Status.DONE, f"copy made in {result.copy_seconds:.1f}s ({name} on {home.engine}{across})",
-                     "postgres"))
+        events(
+            Event(Status.DONE, f"copy made in {result.copy_seconds:.1f}s ({name} on {home.engine}{across})", "postgres")
+        )
         yield settings.pg.dbname, addr
     finally:
         main = threading.current_thread() is threading.main_thread()
@@ -299,8 +342,11 @@ def _end_sessions(settings: Settings, app: str) -> None:
     """Sessions of the stack's server named `app` (a copy's pg_dump or pg_basebackup cut short) ended."""
     db = settings.pg.dbname
     with connect.connect(settings, dbname="postgres" if db != "postgres" else "template1") as control:
-        control.execute("SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity"
-                        " WHERE application_name = %s", (app,))
+        control.execute(
+            "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity"
+            " WHERE application_name = %s",
+            (app,),
+        )
 
 
 def _piped(produce) -> Iterator[bytes]:
@@ -319,6 +365,7 @@ def _piped(produce) -> Iterator[bytes]:
                 except queue.Full:
                     continue
             raise InterruptedError("the reader stopped")
+
         try:
             produce(sink)
         except BaseException as exc:  # noqa: BLE001 - handed to the reader, which raises it
@@ -345,8 +392,7 @@ def _piped(produce) -> Iterator[bytes]:
 
 
 @contextmanager
-def _copy_logical(pg, settings: Settings, timescaledb: str | None, size: int, result: RehearseResult,
-                  events: Events):
+def _copy_logical(pg, settings: Settings, timescaledb: str | None, size: int, result: RehearseResult, events: Events):
     """The throwaway copy as a database of the stack's server (`--logical`): made, handed to the body as
     (database, None), dropped whatever happens (Ctrl-C too).
 
@@ -366,20 +412,35 @@ def _copy_logical(pg, settings: Settings, timescaledb: str | None, size: int, re
     try:
         result.swept = _sweep(control)
         control.execute("SELECT pg_catalog.pg_advisory_lock(%s, pg_catalog.hashtext(%s))", (LOCK_KEY, scratch))
-        events(Event(Status.WORKING, f"copying {db} into {scratch} (pg_dump | pg_restore in the postgres "
-                                     "container)", "postgres"))
+        events(
+            Event(
+                Status.WORKING,
+                f"copying {db} into {scratch} (pg_dump | pg_restore in the postgres container)",
+                "postgres",
+            )
+        )
         enc, collate, ctype = control.execute(
             "SELECT pg_catalog.pg_encoding_to_char(encoding), datcollate::text, datctype::text FROM"
-            " pg_catalog.pg_database WHERE datname = %s", (db,)).fetchone()
-        control.execute(f"CREATE DATABASE {quote(scratch)} OWNER {quote(settings.pg.user)} TEMPLATE template0 "
-                        f"ENCODING {literal(enc)} LC_COLLATE {literal(collate)} LC_CTYPE {literal(ctype)}".encode())
+            " pg_catalog.pg_database WHERE datname = %s",
+            (db,),
+        ).fetchone()
+        control.execute(
+            f"CREATE DATABASE {quote(scratch)} OWNER {quote(settings.pg.user)} TEMPLATE template0 "
+            f"ENCODING {literal(enc)} LC_COLLATE {literal(collate)} LC_CTYPE {literal(ctype)}".encode()
+        )
         control.execute(f"COMMENT ON DATABASE {quote(scratch)} IS {literal(MARK + db)}".encode())
         restore.load_dump(pg, scratch, lambda: pg.copy_database(db, scratch, app), timescaledb, events)
         result.copy_seconds = round(time.monotonic() - t0, 3)
-        result.copy = {"method": "pg_dump | pg_restore into a new database on the same server",
-                       "where": f"the postgres container of project {settings.project} on this machine's engine",
-                       "engine": pg.eng.target.url, "source_host": "this machine", "tunnel_bytes": None,
-                       "database": scratch, "source_bytes": size, "seconds": result.copy_seconds}
+        result.copy = {
+            "method": "pg_dump | pg_restore into a new database on the same server",
+            "where": f"the postgres container of project {settings.project} on this machine's engine",
+            "engine": pg.eng.target.url,
+            "source_host": "this machine",
+            "tunnel_bytes": None,
+            "database": scratch,
+            "source_bytes": size,
+            "seconds": result.copy_seconds,
+        }
         events(Event(Status.DONE, f"copy {scratch} made in {result.copy_seconds:.1f}s", "postgres"))
         yield scratch, None
     finally:
@@ -395,13 +456,19 @@ def _sweep(control) -> list[str]:
     """Copies left by rehearsals that were killed: marked, and no session holds their lock. Dropped."""
     from qbctl.snapshots.inventory import quote
 
-    left = [d for (d,) in control.execute(
-        "SELECT d.datname::text FROM pg_catalog.pg_database d WHERE d.datname LIKE %s AND"
-        " pg_catalog.shobj_description(d.oid, 'pg_database') LIKE %s", ("%" + PREFIX + "%", MARK + "%")).fetchall()]
+    left = [
+        d
+        for (d,) in control.execute(
+            "SELECT d.datname::text FROM pg_catalog.pg_database d WHERE d.datname LIKE %s AND"
+            " pg_catalog.shobj_description(d.oid, 'pg_database') LIKE %s",
+            ("%" + PREFIX + "%", MARK + "%"),
+        ).fetchall()
+    ]
     dropped = []
     for name in left:
-        (free,), = control.execute("SELECT pg_catalog.pg_try_advisory_lock(%s, pg_catalog.hashtext(%s))",
-                                   (LOCK_KEY, name)).fetchall()
+        ((free,),) = control.execute(
+            "SELECT pg_catalog.pg_try_advisory_lock(%s, pg_catalog.hashtext(%s))", (LOCK_KEY, name)
+        ).fetchall()
         if free:
             try:
                 control.execute(f"DROP DATABASE IF EXISTS {quote(name)} WITH (FORCE)".encode())
@@ -422,8 +489,11 @@ def _drop(settings: Settings, control, maint: str, scratch: str, app: str) -> No
             control.close()
             control = connect.connect(settings, dbname=maint)
         with control:
-            control.execute("SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity"
-                            " WHERE application_name = %s", (app,))
+            control.execute(
+                "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity"
+                " WHERE application_name = %s",
+                (app,),
+            )
             control.execute(f"DROP DATABASE IF EXISTS {quote(scratch)} WITH (FORCE)".encode())
     finally:
         if main:
@@ -431,8 +501,15 @@ def _drop(settings: Settings, control, maint: str, scratch: str, app: str) -> No
 
 
 # --- applying, watched ---------------------------------------------------------------------------------
-def _apply_all(settings: Settings, db: str, addr: tuple[str, int] | None, local: list, timescaledb: bool,
-               result: RehearseResult, events: Events) -> None:
+def _apply_all(
+    settings: Settings,
+    db: str,
+    addr: tuple[str, int] | None,
+    local: list,
+    timescaledb: bool,
+    result: RehearseResult,
+    events: Events,
+) -> None:
     """The files on the copy, planned again from the copy's own tracking table (a migrate that ran on the
     real database since it was read is in the copy too)."""
     where = mig._Where(events, verbose=False)
@@ -452,12 +529,17 @@ def _apply_all(settings: Settings, db: str, addr: tuple[str, int] | None, local:
             report, error = _apply(work, run, where, events, settings, (db, addr))
             result.files.append(report)
             if error is not None:
-                result.not_run = [r.file.label for r in runs[n + 1:]]
+                result.not_run = [r.file.label for r in runs[n + 1 :]]
                 later = f"; not rehearsed after it: {', '.join(result.not_run)}" if result.not_run else ""
-                result.fail(RehearsalFailed(
-                    f"{error.message} (on the copy; {settings.pg.dbname} was not touched)",
-                    hint=f"fix the file and rehearse again{later}", file=run.file.label,
-                    line=error.details.get("line"), sqlstate=error.details.get("sqlstate")))
+                result.fail(
+                    RehearsalFailed(
+                        f"{error.message} (on the copy; {settings.pg.dbname} was not touched)",
+                        hint=f"fix the file and rehearse again{later}",
+                        file=run.file.label,
+                        line=error.details.get("line"),
+                        sqlstate=error.details.get("sqlstate"),
+                    )
+                )
                 return
 
 
@@ -476,8 +558,9 @@ def _snap(rows: Rows) -> watch.Snapshot:
     return watch.snapshot(rows, _has_timescaledb(rows))
 
 
-def _apply(work, run, where, events: Events, settings: Settings,
-           target: tuple[str, tuple[str, int] | None]) -> tuple[dict, QbctlError | None]:
+def _apply(
+    work, run, where, events: Events, settings: Settings, target: tuple[str, tuple[str, int] | None]
+) -> tuple[dict, QbctlError | None]:
     """One file on the copy, statement by statement, each watched; (its report, its error or None)."""
     import psycopg
 
@@ -487,9 +570,18 @@ def _apply(work, run, where, events: Events, settings: Settings,
     where.file, where.statement = f, None
     rows = connect.psycopg_rows(work)
     events(Event(Status.WORKING, f"rehearsing {f.label}"))
-    report = {"file": f.label, "kind": f.kind, "action": {"reapply": "reapply", "partial": "continue"}.get(
-        run.state, "apply"), "ok": True, "ms": 0, "statements": [], "locks": [], "rows": {}, "rewritten": {},
-        **{k: {} for k in EFFECTS}}
+    report = {
+        "file": f.label,
+        "kind": f.kind,
+        "action": {"reapply": "reapply", "partial": "continue"}.get(run.state, "apply"),
+        "ok": True,
+        "ms": 0,
+        "statements": [],
+        "locks": [],
+        "rows": {},
+        "rewritten": {},
+        **{k: {} for k in EFFECTS},
+    }
     if run.stepwise:
         report["one_by_one"] = run.stepwise
     started = time.monotonic()
@@ -500,8 +592,9 @@ def _apply(work, run, where, events: Events, settings: Settings,
     else:
         for first, end, alone in run.steps:
             if end > run.start:
-                groups.append(([st for st in f.statements[max(first, run.start):end] if not sql.control(st)],
-                               not alone, ""))
+                groups.append(
+                    ([st for st in f.statements[max(first, run.start) : end] if not sql.control(st)], not alone, "")
+                )
     done = run.start
     error = None
     try:
@@ -527,20 +620,32 @@ def _apply(work, run, where, events: Events, settings: Settings,
                 eff.locks = {table: mode for table, (mode, _, _) in sampler.seen.items()}
                 for table, (mode, first, last) in sampler.seen.items():
                     _lock(report, table, mode, last - first + _Sampler.EVERY, st.line)
-                report["statements"].append(_statement(st, elapsed, eff, note=(
-                    "runs outside a transaction: its locks were sampled every 20 ms from a second session "
-                    "(a lock held for less may be missed), its rows are not counted")))
+                report["statements"].append(
+                    _statement(
+                        st,
+                        elapsed,
+                        eff,
+                        note=(
+                            "runs outside a transaction: its locks were sampled every 20 ms from a second session "
+                            "(a lock held for less may be missed), its rows are not counted"
+                        ),
+                    )
+                )
             done += len(body)
             where.statement = None
     except psycopg.Error as exc:
         error = mig._failed(exc, run, where, done)
         st = where.statement
         report["ok"] = False
-        report["error"] = {"message": error.message, "line": error.details.get("line"),
-                           "sqlstate": error.details.get("sqlstate")}
+        report["error"] = {
+            "message": error.message,
+            "line": error.details.get("line"),
+            "sqlstate": error.details.get("sqlstate"),
+        }
         if st is not None:
-            report["statements"].append({"line": st.line, "text": _short(st.text), "ok": False,
-                                         "ms": None, "error": error.message})
+            report["statements"].append(
+                {"line": st.line, "text": _short(st.text), "ok": False, "ms": None, "error": error.message}
+            )
     report["ms"] = int((time.monotonic() - started) * 1000)
     for s in report["statements"]:
         for key in ("rows", *EFFECTS):
@@ -617,17 +722,31 @@ def _run_group(work, rows: Rows, body: list, where, report: dict) -> dict[str, t
 
 def _lock(report: dict, table: str, mode: str, seconds: float, line: int) -> None:
     name = table.removeprefix("public.")
-    report["locks"].append({"table": name, "mode": mode, "seconds": round(seconds, 3), "line": line,
-                            "blocks_writes": watch.RANK[mode] >= watch.BLOCKING,
-                            "says": watch.lock_sentence(mode, name, seconds)})
+    report["locks"].append(
+        {
+            "table": name,
+            "mode": mode,
+            "seconds": round(seconds, 3),
+            "line": line,
+            "blocks_writes": watch.RANK[mode] >= watch.BLOCKING,
+            "says": watch.lock_sentence(mode, name, seconds),
+        }
+    )
 
 
 def _statement(st, seconds: float, eff: watch.Effect, note: str = "") -> dict:
     def names(d: dict) -> dict:
         return {k.removeprefix("public."): v for k, v in d.items()}
 
-    out = {"line": st.line, "text": _short(st.text), "ok": True, "ms": round(seconds * 1000, 1),
-           "locks": names(eff.locks), "rows": names(eff.rows), **{k: names(getattr(eff, k)) for k in EFFECTS}}
+    out = {
+        "line": st.line,
+        "text": _short(st.text),
+        "ok": True,
+        "ms": round(seconds * 1000, 1),
+        "locks": names(eff.locks),
+        "rows": names(eff.rows),
+        **{k: names(getattr(eff, k)) for k in EFFECTS},
+    }
     if note:
         out["note"] = note
     return out
@@ -636,4 +755,4 @@ def _statement(st, seconds: float, eff: watch.Effect, note: str = "") -> dict:
 def _short(text: str, width: int = 72) -> str:
     one = " ".join(line.split("--")[0] for line in text.splitlines()).split()
     flat = " ".join(one)
-    return flat if len(flat) <= width else flat[:width - 3] + "..."
+    return flat if len(flat) <= width else flat[: width - 3] + "..."

@@ -2,6 +2,7 @@
 
 A workflow: the stack's removal (stack/down.py) and a snapshot (snapshots/snapshot.py) under one lock.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ class ResetResult(DownResult):
     snapshot_skipped: str | None = None  # why there is none
 
 
-def reset(settings: Settings, options: ResetOptions = ResetOptions(), events: Events = ignore, *,
-          rt: Runtime) -> ResetResult:
+def reset(
+    settings: Settings, options: ResetOptions = ResetOptions(), events: Events = ignore, *, rt: Runtime
+) -> ResetResult:
     """Remove this project's containers, volumes and network: only objects labelled with it.
 
     With options.snapshot, the data is snapshotted first (see qbctl.snapshots); a snapshot that

@@ -10,6 +10,7 @@ data is untouched: any refusal or failure before it leaves it exactly as it was.
 Redis: stopped, its RDB file replaced through the engine's archive API, started, keys counted.
 Before all this the current data is snapshotted (`auto-restore-<time>`) unless --no-snapshot.
 """
+
 from __future__ import annotations
 
 import time
@@ -68,8 +69,10 @@ def restore(settings: Settings, options: RestoreOptions, events: Events = ignore
     stack = build_stack(settings)
     services = [s for s in ("postgres", "redis") if s in {x.name for x in stack.services}]
     if "postgres" not in services:
-        raise UsageError(f"DATABASE_URL points to {settings.pg.host}: restore puts data into the stack qbctl runs "
-                         "here", code="NOT_LOCAL")
+        raise UsageError(
+            f"DATABASE_URL points to {settings.pg.host}: restore puts data into the stack qbctl runs here",
+            code="NOT_LOCAL",
+        )
     eng = rt.engine
     up = _ensure_running(rt, settings, stack.project, services, events)
     if up is not None:
@@ -82,8 +85,7 @@ def restore(settings: Settings, options: RestoreOptions, events: Events = ignore
         if options.snapshot_first:
             from qbctl.snapshots import snapshot
 
-            safety = snapshot.take_with(eng, settings, snapshot.SnapshotOptions(before="restore"), events,
-                                        prune=False)
+            safety = snapshot.take_with(eng, settings, snapshot.SnapshotOptions(before="restore"), events, prune=False)
             result.safety_snapshot = safety.name
             if safety.skipped:
                 result.notes.append(f"no snapshot of the current data first: {safety.skipped}")
@@ -95,8 +97,9 @@ def restore(settings: Settings, options: RestoreOptions, events: Events = ignore
             try:
                 result.postgres = restore_physical(eng, settings, stack, pg, entry, expected, events)
             except QbctlError as exc:  # rolled back: the running data is as it was
-                result.notes.append(f"the copy of the data directory could not be used ({exc.message}); "
-                                    "restored from the dump")
+                result.notes.append(
+                    f"the copy of the data directory could not be used ({exc.message}); restored from the dump"
+                )
         if result.postgres is None:
             result.postgres = restore_postgres(pg, settings.pg.dbname, entry, expected, events)
         if meta.get("redis") and "redis" in services:
@@ -111,18 +114,23 @@ def restore(settings: Settings, options: RestoreOptions, events: Events = ignore
 def _check_settings(settings: Settings, name: str, expected: Inventory, result: RestoreResult) -> None:
     """A snapshot restores into this stack's database as this stack's user; another user is refused."""
     if expected.user != settings.pg.user:
-        raise CheckFailed(f"snapshot {name} was taken as PostgreSQL user {expected.user}, this stack logs in as "
-                          f"{settings.pg.user}; nothing was changed", code="SNAPSHOT_INCOMPATIBLE",
-                          hint=f"its objects, grants and TimescaleDB jobs belong to {expected.user}: set the user in "
-                               f"DATABASE_URL to {expected.user} (and `qbctl reset` if this stack's volume was made "
-                               "with the other one)")
+        raise CheckFailed(
+            f"snapshot {name} was taken as PostgreSQL user {expected.user}, this stack logs in as "
+            f"{settings.pg.user}; nothing was changed",
+            code="SNAPSHOT_INCOMPATIBLE",
+            hint=f"its objects, grants and TimescaleDB jobs belong to {expected.user}: set the user in "
+            f"DATABASE_URL to {expected.user} (and `qbctl reset` if this stack's volume was made "
+            "with the other one)",
+        )
     if expected.database != settings.pg.dbname:
-        result.notes.append(f"the snapshot is of database {expected.database}; restored into {settings.pg.dbname} "
-                            "(DATABASE_URL)")
+        result.notes.append(
+            f"the snapshot is of database {expected.database}; restored into {settings.pg.dbname} (DATABASE_URL)"
+        )
 
 
-def _ensure_running(rt: Runtime, settings: Settings, project: str, services: Sequence[str],
-                    events: Events) -> QbctlError | None:
+def _ensure_running(
+    rt: Runtime, settings: Settings, project: str, services: Sequence[str], events: Events
+) -> QbctlError | None:
     """Start what is not running (after a reset there is nothing): the restore needs the servers."""
     running = {c.service for c in rt.engine.containers(project, running_only=True)}
     if all(s in running for s in services):
@@ -137,31 +145,39 @@ def _ensure_running(rt: Runtime, settings: Settings, project: str, services: Seq
 def _check_server(pg: Postgres, name: str, expected: Inventory) -> None:
     major, version, tsdb_default = pg.server()
     if expected.major > major:
-        raise CheckFailed(f"snapshot {name} is of PostgreSQL {expected.major}, the image runs PostgreSQL {major}: a "
-                          "dump restores into the same or a newer major only; nothing was changed",
-                          code="SNAPSHOT_INCOMPATIBLE",
-                          hint=f"set QBCTL_POSTGRES_IMAGE to a PostgreSQL {expected.major} image "
-                               f"(e.g. timescale/timescaledb:latest-pg{expected.major})")
+        raise CheckFailed(
+            f"snapshot {name} is of PostgreSQL {expected.major}, the image runs PostgreSQL {major}: a "
+            "dump restores into the same or a newer major only; nothing was changed",
+            code="SNAPSHOT_INCOMPATIBLE",
+            hint=f"set QBCTL_POSTGRES_IMAGE to a PostgreSQL {expected.major} image "
+            f"(e.g. timescale/timescaledb:latest-pg{expected.major})",
+        )
     if expected.timescaledb:
         if not tsdb_default:
-            raise TimescaleMissing(f"snapshot {name} uses TimescaleDB {expected.timescaledb}; the image has no "
-                                   "TimescaleDB; nothing was changed",
-                                   hint="set QBCTL_POSTGRES_IMAGE to a TimescaleDB image")
+            raise TimescaleMissing(
+                f"snapshot {name} uses TimescaleDB {expected.timescaledb}; the image has no "
+                "TimescaleDB; nothing was changed",
+                hint="set QBCTL_POSTGRES_IMAGE to a TimescaleDB image",
+            )
         if expected.timescaledb not in pg.timescaledb_versions():
-            raise CheckFailed(f"snapshot {name} uses TimescaleDB {expected.timescaledb}; the image offers "
-                              f"{tsdb_default} but not that version, which a restore needs first; nothing was changed",
-                              code="SNAPSHOT_INCOMPATIBLE",
-                              hint=f"restore with an image that has TimescaleDB {expected.timescaledb} "
-                                   "(QBCTL_POSTGRES_IMAGE), then move to the new one with `qbctl upgrade`")
+            raise CheckFailed(
+                f"snapshot {name} uses TimescaleDB {expected.timescaledb}; the image offers "
+                f"{tsdb_default} but not that version, which a restore needs first; nothing was changed",
+                code="SNAPSHOT_INCOMPATIBLE",
+                hint=f"restore with an image that has TimescaleDB {expected.timescaledb} "
+                "(QBCTL_POSTGRES_IMAGE), then move to the new one with `qbctl upgrade`",
+            )
 
 
 def _check_room(pg: Postgres, expected: Inventory) -> None:
     free = pg.free_bytes()
     need = int(expected.size_bytes * ROOM)
     if free is not None and free < need:
-        raise NoSpace(f"the restore needs about {need // 2**20:,} MB in the engine's storage (the restored database "
-                      f"beside the running one until the switch); {free // 2**20:,} MB is free; nothing was changed",
-                      hint="free space on the Docker engine's disk (docker system df), then try again")
+        raise NoSpace(
+            f"the restore needs about {need // 2**20:,} MB in the engine's storage (the restored database "
+            f"beside the running one until the switch); {free // 2**20:,} MB is free; nothing was changed",
+            hint="free space on the Docker engine's disk (docker system df), then try again",
+        )
 
 
 def restore_postgres(pg: Postgres, db: str, entry: store.Entry, expected: Inventory, events: Events) -> dict:
@@ -185,10 +201,17 @@ def restore_postgres(pg: Postgres, db: str, entry: store.Entry, expected: Invent
         resume_jobs(pg, db, paused)
         restart_jobs(pg, db)
     seconds = round(time.monotonic() - t0, 3)
-    events(Event(Status.DONE, f"{db}: {len(expected.tables)} tables, {expected.rows:,} rows in {seconds:.1f}s",
-                 "postgres"))
-    return {"tables": len(expected.tables), "rows": expected.rows, "seconds": seconds,
-            "from_database": expected.database, "timescaledb": expected.timescaledb, "form": "logical"}
+    events(
+        Event(Status.DONE, f"{db}: {len(expected.tables)} tables, {expected.rows:,} rows in {seconds:.1f}s", "postgres")
+    )
+    return {
+        "tables": len(expected.tables),
+        "rows": expected.rows,
+        "seconds": seconds,
+        "from_database": expected.database,
+        "timescaledb": expected.timescaledb,
+        "form": "logical",
+    }
 
 
 # Inside the data volume, beside the data directory's own files (PostgreSQL ignores them):
@@ -198,30 +221,37 @@ DELETING = ".qbctl-deleting"  # the old data once the copy passed: deleted in th
 MOVED = ".qbctl-all-moved"  # in ASIDE: every entry of the old data is there
 
 
-def _physical_fits(pg: Postgres, settings: Settings, entry: store.Entry, expected: Inventory,
-                   options: RestoreOptions) -> tuple[bool, str | None]:
+def _physical_fits(
+    pg: Postgres, settings: Settings, entry: store.Entry, expected: Inventory, options: RestoreOptions
+) -> tuple[bool, str | None]:
     """Whether the copy of the data directory can be restored here; else why not (None: no copy, or asked)."""
     meta = entry.meta or {}  # verified: never None here
     if store.PHYSICAL_FILE not in meta.get("files", {}) or options.logical:
         return False, None
     major, _, _ = pg.server()
     if major != expected.major:
-        return False, (f"the copy of the data directory is of PostgreSQL {expected.major}, the image runs {major}: "
-                       "restored from the dump")
+        return False, (
+            f"the copy of the data directory is of PostgreSQL {expected.major}, the image runs {major}: "
+            "restored from the dump"
+        )
     if expected.timescaledb and expected.timescaledb not in pg.timescaledb_versions():
-        return False, (f"the image lacks TimescaleDB {expected.timescaledb} for the data directory: restored from "
-                       "the dump")
+        return False, (
+            f"the image lacks TimescaleDB {expected.timescaledb} for the data directory: restored from the dump"
+        )
     if expected.database != settings.pg.dbname:
         return False, None
     extra = sorted(set(pg.databases()) - set(meta["physical"]["databases"]))
     if extra:
-        return False, (f"the server holds databases the copy of the data directory does not ({', '.join(extra)}), "
-                       f"which it would remove: restored from the dump, which replaces {settings.pg.dbname} only")
+        return False, (
+            f"the server holds databases the copy of the data directory does not ({', '.join(extra)}), "
+            f"which it would remove: restored from the dump, which replaces {settings.pg.dbname} only"
+        )
     return True, None
 
 
-def restore_physical(eng: engine.Engine, settings: Settings, stack, pg: Postgres, entry: store.Entry,
-                     expected: Inventory, events: Events) -> dict:
+def restore_physical(
+    eng: engine.Engine, settings: Settings, stack, pg: Postgres, entry: store.Entry, expected: Inventory, events: Events
+) -> dict:
     """The data directory put back. The copy is unpacked into the volume while the server still runs on
     the old data; then the server stops for two renames (old data aside, copy in place), starts on the
     copy, gets the password of DATABASE_URL, and its rows, hypertables and jobs are checked (the rows'
@@ -237,8 +267,10 @@ def restore_physical(eng: engine.Engine, settings: Settings, stack, pg: Postgres
     incoming, aside, db = f"{path}/{INCOMING}", f"{path}/{ASIDE}", settings.pg.dbname
     left = eng.exec_run(pg.cid, ["sh", "-c", f"rm -rf {incoming} {path}/{DELETING}; test -e {aside}"])
     if left.exit_code == 0:
-        raise CheckFailed(f"an interrupted restore left the data it replaced in {volume} at {ASIDE}; it is kept, "
-                          "untouched", code="RESTORE_LEFTOVER")
+        raise CheckFailed(
+            f"an interrupted restore left the data it replaced in {volume} at {ASIDE}; it is kept, untouched",
+            code="RESTORE_LEFTOVER",
+        )
     events(Event(Status.WORKING, "unpacking the data directory (the server still runs)", "postgres"))
     _sh(eng, pg.cid, f"mkdir {incoming}", "making room for the copy")
     eng.put_archive(pg.cid, incoming, store.chunks(entry.path / store.PHYSICAL_FILE))
@@ -247,16 +279,24 @@ def restore_physical(eng: engine.Engine, settings: Settings, stack, pg: Postgres
     try:
         work = helper(eng, stack, spec, spec.image, volume, "restore", command=("-c", "sleep 3600"), entrypoint=["sh"])
         try:  # MOVED marks the old data as wholly aside: from then on what is in place is the copy's
-            _sh(eng, work, f"mkdir {aside} && find {path} -mindepth 1 -maxdepth 1 ! -name {ASIDE} ! -name {INCOMING} "
-                           f"-exec mv -t {aside} {{}} + && touch {aside}/{MOVED} && find {incoming} -mindepth 1 "
-                           f"-maxdepth 1 -exec mv -t {path} {{}} + && rmdir {incoming}", "putting the copy in place")
+            _sh(
+                eng,
+                work,
+                f"mkdir {aside} && find {path} -mindepth 1 -maxdepth 1 ! -name {ASIDE} ! -name {INCOMING} "
+                f"-exec mv -t {aside} {{}} + && touch {aside}/{MOVED} && find {incoming} -mindepth 1 "
+                f"-maxdepth 1 -exec mv -t {path} {{}} + && rmdir {incoming}",
+                "putting the copy in place",
+            )
         finally:
             eng.remove_container(work, timeout=0)  # a shell that sleeps: nothing to stop gracefully
         eng.start(pg.cid)
         pg.wait_ready()
         password = settings.pg.password.replace("'", "''")
-        pg.script("postgres", [f"ALTER ROLE {quote(settings.pg.user)} PASSWORD '{password}';\n".encode()],
-                  "setting the password of DATABASE_URL")  # on stdin: never on a command line
+        pg.script(
+            "postgres",
+            [f"ALTER ROLE {quote(settings.pg.user)} PASSWORD '{password}';\n".encode()],
+            "setting the password of DATABASE_URL",
+        )  # on stdin: never on a command line
         events(Event(Status.WORKING, f"checking {db} against the snapshot", "postgres"))
         rows = pg.rows(db)
         if expected.timescaledb:
@@ -264,16 +304,25 @@ def restore_physical(eng: engine.Engine, settings: Settings, stack, pg: Postgres
             # under way ends first), and refresh registrations the copy carries from a refresh that ran
             # when it was taken are removed, or their refresh policies would fail "due to a concurrent
             # refresh" while a process of that number lives.
-            held = jobs.hold(rows, said=lambda ids: events(Event(
-                Status.WAITING, f"TimescaleDB job {jobs.jobs_text(ids)} runs on the restored data; waiting for its "
-                                "run to end", "postgres")))
-            pg.psql(db, STALE_REFRESHES.format(older="pg_catalog.pg_postmaster_start_time()"),
-                    "removing the copy's refresh registrations")
+            held = jobs.hold(
+                rows,
+                said=lambda ids: events(
+                    Event(
+                        Status.WAITING,
+                        f"TimescaleDB job {jobs.jobs_text(ids)} runs on the restored data; waiting for its run to end",
+                        "postgres",
+                    )
+                ),
+            )
+            pg.psql(
+                db,
+                STALE_REFRESHES.format(older="pg_catalog.pg_postmaster_start_time()"),
+                "removing the copy's refresh registrations",
+            )
         _, _, offered = pg.server()
         if expected.timescaledb and offered and _version(offered) > _version(expected.timescaledb):
             pg.psql(db, "ALTER EXTENSION timescaledb UPDATE", "ALTER EXTENSION timescaledb UPDATE")
-        problems = inventory.compare(expected, inventory.read(rows, like=expected, checksums=False),
-                                     jobs_ran=True)
+        problems = inventory.compare(expected, inventory.read(rows, like=expected, checksums=False), jobs_ran=True)
         if problems:
             raise CheckFailed(f"it does not match the snapshot: {problems[0]}", code="RESTORE_VERIFY_FAILED")
         # The commit: one rename, after which the old data is never put back. Inside the try, so that
@@ -289,10 +338,21 @@ def restore_physical(eng: engine.Engine, settings: Settings, stack, pg: Postgres
         raise
     eng.exec_detached(pg.cid, ["rm", "-rf", f"{path}/{DELETING}"])  # while the server already serves
     seconds = round(time.monotonic() - t0, 3)
-    events(Event(Status.DONE, f"{db}: {len(expected.tables)} tables, {expected.rows:,} rows in {seconds:.1f}s "
-                              "(data directory)", "postgres"))
-    return {"tables": len(expected.tables), "rows": expected.rows, "seconds": seconds,
-            "from_database": expected.database, "timescaledb": expected.timescaledb, "form": "physical"}
+    events(
+        Event(
+            Status.DONE,
+            f"{db}: {len(expected.tables)} tables, {expected.rows:,} rows in {seconds:.1f}s (data directory)",
+            "postgres",
+        )
+    )
+    return {
+        "tables": len(expected.tables),
+        "rows": expected.rows,
+        "seconds": seconds,
+        "from_database": expected.database,
+        "timescaledb": expected.timescaledb,
+        "form": "physical",
+    }
 
 
 def _sh(eng: engine.Engine, cid: str, script: str, what: str) -> None:
@@ -310,25 +370,33 @@ def _put_back(eng: engine.Engine, stack, spec, volume: str, path: str) -> None:
     aside, incoming = f"{path}/{ASIDE}", f"{path}/{INCOMING}"
     work = helper(eng, stack, spec, spec.image, volume, "restore", command=("-c", "sleep 3600"), entrypoint=["sh"])
     try:
-        _sh(eng, work, f"if [ -d {aside} ]; then if [ -e {aside}/{MOVED} ]; then find {path} -mindepth 1 -maxdepth 1 "
-                       f"! -name {ASIDE} ! -name {INCOMING} -exec rm -rf {{}} + && rm {aside}/{MOVED}; fi && "
-                       f"find {aside} -mindepth 1 -maxdepth 1 -exec mv -n -t {path} {{}} + && rmdir {aside}; fi; "
-                       f"rm -rf {incoming}", "putting the old data back")
+        _sh(
+            eng,
+            work,
+            f"if [ -d {aside} ]; then if [ -e {aside}/{MOVED} ]; then find {path} -mindepth 1 -maxdepth 1 "
+            f"! -name {ASIDE} ! -name {INCOMING} -exec rm -rf {{}} + && rm {aside}/{MOVED}; fi && "
+            f"find {aside} -mindepth 1 -maxdepth 1 -exec mv -n -t {path} {{}} + && rmdir {aside}; fi; "
+            f"rm -rf {incoming}",
+            "putting the old data back",
+        )
     finally:
         eng.remove_container(work, timeout=0)
 
 
 def _name(db: str, what: str) -> str:
     suffix = f"_qbctl_{what}"
-    return db.encode()[:63 - len(suffix)].decode("utf-8", "ignore") + suffix
+    return db.encode()[: 63 - len(suffix)].decode("utf-8", "ignore") + suffix
 
 
 def create_database(pg: Postgres, maint: str, db: str, expected: Inventory) -> None:
     """A new database like the snapshot's: its encoding and locale (the server's locale if it lacks that one)."""
     base = f"CREATE DATABASE {quote(db)} OWNER {quote(pg.user)} TEMPLATE template0 ENCODING {_lit(expected.encoding)}"
     try:
-        pg.psql(maint, f"{base} LC_COLLATE {_lit(expected.collate)} LC_CTYPE {_lit(expected.ctype)}",
-                "creating the database")
+        pg.psql(
+            maint,
+            f"{base} LC_COLLATE {_lit(expected.collate)} LC_CTYPE {_lit(expected.ctype)}",
+            "creating the database",
+        )
     except CheckFailed:
         pg.psql(maint, base, "creating the database")
 
@@ -348,8 +416,9 @@ END $$"""
 # concurrent refresh" at every run. Rows older than the restore cannot be a refresh in progress.
 
 
-def load_dump(pg: Postgres, db: str, fill: Callable[[], None], timescaledb: str | None,
-              events: Events) -> tuple[str, list[str]]:
+def load_dump(
+    pg: Postgres, db: str, fill: Callable[[], None], timescaledb: str | None, events: Events
+) -> tuple[str, list[str]]:
     """A dump loaded into the empty database `db` by `fill()` (a pg_restore), TimescaleDB's way (pre_restore,
     the restore, post_restore) when the dump's database used TimescaleDB (its version: `timescaledb`). Its
     jobs come out paused (`scheduled = false`); returns TimescaleDB's schema and the jobs paused."""
@@ -357,15 +426,22 @@ def load_dump(pg: Postgres, db: str, fill: Callable[[], None], timescaledb: str 
     ts = "public"  # TimescaleDB's schema, named in each call: the user's search_path may leave it out
     if timescaledb:
         # In public, as pg_dump writes it (WITH SCHEMA public), wherever the user's search_path points.
-        pg.psql(db, f"CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public VERSION "
-                    f"{_lit(timescaledb)}", "creating the timescaledb extension")
+        pg.psql(
+            db,
+            f"CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public VERSION {_lit(timescaledb)}",
+            "creating the timescaledb extension",
+        )
         ts = extension_schema(pg.rows(db))
         pg.psql(db, f"SELECT {ts}.timescaledb_pre_restore()", "timescaledb_pre_restore()")
     events(Event(Status.WORKING, f"pg_restore into {db}", "postgres"))
     fill()
     if timescaledb:
-        paused = [i for (i,) in pg.rows(db)("UPDATE _timescaledb_config.bgw_job SET scheduled = false "
-                                            "WHERE scheduled RETURNING id::text")]
+        paused = [
+            i
+            for (i,) in pg.rows(db)(
+                "UPDATE _timescaledb_config.bgw_job SET scheduled = false WHERE scheduled RETURNING id::text"
+            )
+        ]
         pg.psql(db, STALE_REFRESHES.format(older="'infinity'"), "removing the dump's refresh registrations")
         pg.psql(db, f"SELECT {ts}.timescaledb_post_restore()", "timescaledb_post_restore()")
         _, _, offered = pg.server()
@@ -390,22 +466,30 @@ def load(pg: Postgres, db: str, dump, expected: Inventory, events: Events) -> tu
     problems = inventory.compare(expected, actual)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise CheckFailed(f"the restored data does not match the snapshot: {problems[0]}{more}; the running data "
-                          "was not touched", code="RESTORE_VERIFY_FAILED", problems=problems,
-                          hint="the snapshot's dump and its inventory disagree: take a new snapshot")
+        raise CheckFailed(
+            f"the restored data does not match the snapshot: {problems[0]}{more}; the running data was not touched",
+            code="RESTORE_VERIFY_FAILED",
+            problems=problems,
+            hint="the snapshot's dump and its inventory disagree: take a new snapshot",
+        )
     due = [(j["id"], j["next_start"]) for j in expected.jobs if j.get("next_start")]
     if due:  # each job due when it was at the snapshot (or at once, if that has passed), not all now
-        pg.psql(db, "SELECT " + ", ".join(f"{ts}.alter_job({int(i)}, next_start => {_lit(t)}::timestamptz)"
-                                     for i, t in due),
-                "setting when the jobs run next")
+        pg.psql(
+            db,
+            "SELECT " + ", ".join(f"{ts}.alter_job({int(i)}, next_start => {_lit(t)}::timestamptz)" for i, t in due),
+            "setting when the jobs run next",
+        )
     return actual, paused
 
 
 def resume_jobs(pg: Postgres, db: str, paused: list[str]) -> None:
     """The jobs `load` paused, scheduled again."""
     if paused:
-        pg.psql(db, f"UPDATE _timescaledb_config.bgw_job SET scheduled = true WHERE id IN ({','.join(paused)})",
-                "resuming the jobs")
+        pg.psql(
+            db,
+            f"UPDATE _timescaledb_config.bgw_job SET scheduled = true WHERE id IN ({','.join(paused)})",
+            "resuming the jobs",
+        )
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -416,8 +500,10 @@ def _switch(pg: Postgres, maint: str, db: str, new: str, replaced: str) -> None:
     """In one transaction: end the other sessions, rename the running database away and the new one in."""
     pg.psql(maint, f"DROP DATABASE IF EXISTS {quote(replaced)} WITH (FORCE)", "removing an earlier attempt")
     away = f" ALTER DATABASE {quote(db)} RENAME TO {quote(replaced)};" if db in pg.databases() else ""
-    sql = (f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN ({_lit(db)}, {_lit(new)})"
-           f" AND pid <> pg_backend_pid();{away} ALTER DATABASE {quote(new)} RENAME TO {quote(db)};")
+    sql = (
+        f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN ({_lit(db)}, {_lit(new)})"
+        f" AND pid <> pg_backend_pid();{away} ALTER DATABASE {quote(new)} RENAME TO {quote(db)};"
+    )
     for attempt in range(5):
         try:
             pg.psql(maint, sql, "the switch")
@@ -458,8 +544,10 @@ def _restore_redis(eng: engine.Engine, project: str, entry: store.Entry, want: d
     got = rd.keyspace()
     for db, keys in (want.get("keys") or {}).items():
         if got.get(db, 0) != keys:
-            raise CheckFailed(f"redis: {got.get(db, 0)} keys in {db} after the restore, the snapshot has {keys}",
-                              code="RESTORE_VERIFY_FAILED")
+            raise CheckFailed(
+                f"redis: {got.get(db, 0)} keys in {db} after the restore, the snapshot has {keys}",
+                code="RESTORE_VERIFY_FAILED",
+            )
     seconds = round(time.monotonic() - t0, 3)
     keys = sum(got.values())
     events(Event(Status.DONE, f"{keys:,} keys in {seconds:.1f}s", "redis"))

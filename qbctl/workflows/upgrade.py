@@ -17,6 +17,7 @@
   untouched, until the user removes it (the command is printed); pinning the old image again
   runs on it as before.
 """
+
 from __future__ import annotations
 
 import re
@@ -84,56 +85,94 @@ def plan(settings: Settings, options: UpgradeOptions = UpgradeOptions(), *, rt: 
     """What an upgrade would do, from the image and the volume's labels (nothing is changed)."""
     stack = build_stack(settings)
     if "postgres" not in {s.name for s in stack.services}:
-        raise UsageError(f"DATABASE_URL points to {settings.pg.host}: upgrade moves the data of the stack qbctl "
-                         "runs here", code="NOT_LOCAL")
+        raise UsageError(
+            f"DATABASE_URL points to {settings.pg.host}: upgrade moves the data of the stack qbctl runs here",
+            code="NOT_LOCAL",
+        )
     spec = stack.get("postgres")
     eng = rt.engine
     info = eng.image_info(spec.image) or eng.pull(spec)
     to_major = volumes.image_env(info).get("PG_MAJOR")
     if not to_major:
-        raise Unavailable(f"image {spec.image} does not say its PostgreSQL major (no PG_MAJOR in its environment)",
-                          code="IMAGE_UNKNOWN", hint="use an official postgres or timescale/timescaledb image")
+        raise Unavailable(
+            f"image {spec.image} does not say its PostgreSQL major (no PG_MAJOR in its environment)",
+            code="IMAGE_UNKNOWN",
+            hint="use an official postgres or timescale/timescaledb image",
+        )
     found = eng.volumes(stack.project, "postgres")
     volume = volumes.data_volume(stack.project, to_major, found)
     if volume not in found:
-        return UpgradePlan("none", f"no data volume yet: `qbctl up` creates one for PostgreSQL {to_major}",
-                           spec.image, to_major=to_major)
+        return UpgradePlan(
+            "none",
+            f"no data volume yet: `qbctl up` creates one for PostgreSQL {to_major}",
+            spec.image,
+            to_major=to_major,
+        )
     from_major = found[volume].get(LABEL_PG_MAJOR) or _pg_version(eng, stack.project, spec.image, volume)
     if from_major == to_major:
-        return UpgradePlan("timescaledb", f"volume {volume} holds PostgreSQL {to_major} data, as the image runs",
-                           spec.image, volume, from_major=from_major, to_major=to_major)
+        return UpgradePlan(
+            "timescaledb",
+            f"volume {volume} holds PostgreSQL {to_major} data, as the image runs",
+            spec.image,
+            volume,
+            from_major=from_major,
+            to_major=to_major,
+        )
     if int(from_major) > int(to_major):
-        raise CheckFailed(f"volume {volume} holds PostgreSQL {from_major} data, newer than {spec.image} "
-                          f"(PostgreSQL {to_major}); a major version cannot be moved down", code="VOLUME_INCOMPATIBLE",
-                          hint=f"set QBCTL_POSTGRES_IMAGE to a PostgreSQL {from_major} image")
+        raise CheckFailed(
+            f"volume {volume} holds PostgreSQL {from_major} data, newer than {spec.image} "
+            f"(PostgreSQL {to_major}); a major version cannot be moved down",
+            code="VOLUME_INCOMPATIBLE",
+            hint=f"set QBCTL_POSTGRES_IMAGE to a PostgreSQL {from_major} image",
+        )
     old = options.from_image or volumes.recorded_image(found[volume], lambda ref: eng.image_info(ref) is not None)
     if not old:
-        raise UsageError(f"the image that made volume {volume} (PostgreSQL {from_major}) is not known here",
-                         code="FROM_IMAGE_NEEDED",
-                         hint=f"pass --from-image with a PostgreSQL {from_major} image, e.g. "
-                              f"--from-image timescale/timescaledb:latest-pg{from_major}")
+        raise UsageError(
+            f"the image that made volume {volume} (PostgreSQL {from_major}) is not known here",
+            code="FROM_IMAGE_NEEDED",
+            hint=f"pass --from-image with a PostgreSQL {from_major} image, e.g. "
+            f"--from-image timescale/timescaledb:latest-pg{from_major}",
+        )
     old_info = eng.image_info(old)
     if old_info is None:
-        raise Unavailable(f"image {old} is not on this engine", code="IMAGE_UNAVAILABLE",
-                          hint=f"`docker pull {old}`, or pass another PostgreSQL {from_major} image with --from-image")
+        raise Unavailable(
+            f"image {old} is not on this engine",
+            code="IMAGE_UNAVAILABLE",
+            hint=f"`docker pull {old}`, or pass another PostgreSQL {from_major} image with --from-image",
+        )
     if volumes.image_env(old_info).get("PG_MAJOR", from_major) != from_major:
-        raise UsageError(f"--from-image {old} runs PostgreSQL {volumes.image_env(old_info)['PG_MAJOR']}, the volume "
-                         f"holds PostgreSQL {from_major} data", code="FROM_IMAGE_NEEDED")
+        raise UsageError(
+            f"--from-image {old} runs PostgreSQL {volumes.image_env(old_info)['PG_MAJOR']}, the volume "
+            f"holds PostgreSQL {from_major} data",
+            code="FROM_IMAGE_NEEDED",
+        )
     target = volumes.upgraded_name(stack.project, to_major)
     if target in found or eng.volume_exists(target):
-        raise CheckFailed(f"volume {target} exists already (an earlier upgrade?); nothing was changed",
-                          code="NAME_CONFLICT", hint=f"`docker volume rm {target}` removes it with its data, then "
-                                                     "`qbctl upgrade` again")
-    question = (f"This stops PostgreSQL of project {settings.project!r} and moves its data from volume {volume} "
-                f"(PostgreSQL {from_major}) into a new volume {target} (PostgreSQL {to_major}); {volume} is kept.")
+        raise CheckFailed(
+            f"volume {target} exists already (an earlier upgrade?); nothing was changed",
+            code="NAME_CONFLICT",
+            hint=f"`docker volume rm {target}` removes it with its data, then `qbctl upgrade` again",
+        )
+    question = (
+        f"This stops PostgreSQL of project {settings.project!r} and moves its data from volume {volume} "
+        f"(PostgreSQL {from_major}) into a new volume {target} (PostgreSQL {to_major}); {volume} is kept."
+    )
     reason = f"volume {volume} holds PostgreSQL {from_major} data, {spec.image} runs PostgreSQL {to_major}"
     return UpgradePlan("major", reason, spec.image, volume, target, from_major, to_major, old, question)
 
 
 def _pg_version(eng: engine.Engine, project: str, image: str, volume: str) -> str:
     """PG_VERSION of a volume qbctl did not label, read by a container that only prints it."""
-    cid = eng.run_helper(project, f"{project}-postgres-version", image, "upgrade", entrypoint=["cat"],
-                         command=["/data/PG_VERSION"], environment={}, binds={volume: "/data"})
+    cid = eng.run_helper(
+        project,
+        f"{project}-postgres-version",
+        image,
+        "upgrade",
+        entrypoint=["cat"],
+        command=["/data/PG_VERSION"],
+        environment={},
+        binds={volume: "/data"},
+    )
     try:
         for _ in range(100):
             if eng.state(cid).status in ("exited", "dead"):
@@ -143,13 +182,16 @@ def _pg_version(eng: engine.Engine, project: str, image: str, volume: str) -> st
     finally:
         eng.remove_container(cid)
     if not text.isdigit():
-        raise CheckFailed(f"volume {volume} holds no PostgreSQL data directory qbctl can read ({text[:80]!r})",
-                          code="VOLUME_INCOMPATIBLE")
+        raise CheckFailed(
+            f"volume {volume} holds no PostgreSQL data directory qbctl can read ({text[:80]!r})",
+            code="VOLUME_INCOMPATIBLE",
+        )
     return text
 
 
-def upgrade(settings: Settings, todo: UpgradePlan, events: Events = ignore, *,
-            snapshot_first: bool = True, rt: Runtime) -> UpgradeResult:
+def upgrade(
+    settings: Settings, todo: UpgradePlan, events: Events = ignore, *, snapshot_first: bool = True, rt: Runtime
+) -> UpgradeResult:
     t0 = time.monotonic()
     result = UpgradeResult(todo.kind, todo.reason, todo.volume, todo.target, todo.from_major, todo.to_major)
     if todo.kind == "none":
@@ -167,8 +209,15 @@ def upgrade(settings: Settings, todo: UpgradePlan, events: Events = ignore, *,
 
 
 # --- TimescaleDB, same major ----------------------------------------------------------------------
-def _timescaledb(eng: engine.Engine, settings: Settings, todo: UpgradePlan, result: UpgradeResult,
-                 events: Events, snapshot_first: bool, rt: Runtime) -> None:
+def _timescaledb(
+    eng: engine.Engine,
+    settings: Settings,
+    todo: UpgradePlan,
+    result: UpgradeResult,
+    events: Events,
+    snapshot_first: bool,
+    rt: Runtime,
+) -> None:
     volume = todo.volume
     assert volume is not None  # a timescaledb plan names the volume (plan)
     stack = build_stack(settings)
@@ -212,14 +261,23 @@ def _timescaledb(eng: engine.Engine, settings: Settings, todo: UpgradePlan, resu
         for db, version in have.items():
             entry: dict[str, str | None] = {"database": db, "from": version, "to": version}
             if db in stale:
-                events(Event(Status.WORKING, f"{db}: ALTER EXTENSION timescaledb UPDATE ({version} -> {offered})",
-                             "postgres"))
+                events(
+                    Event(
+                        Status.WORKING, f"{db}: ALTER EXTENSION timescaledb UPDATE ({version} -> {offered})", "postgres"
+                    )
+                )
                 # The update restarts the database's scheduler, which ends the runs under way (each
                 # recorded as a crash): its jobs are held first, a run under way ending before.
                 rows = pg.rows(db)
+
                 def said(ids: list[int], db: str = db) -> None:
-                    events(Event(Status.WAITING, f"{db}: TimescaleDB job {jobs.jobs_text(ids)} is running; waiting "
-                                                 "for its run to end", "postgres"))
+                    events(
+                        Event(
+                            Status.WAITING,
+                            f"{db}: TimescaleDB job {jobs.jobs_text(ids)} is running; waiting for its run to end",
+                            "postgres",
+                        )
+                    )
 
                 held = jobs.hold(rows, said=said)
                 try:
@@ -234,8 +292,11 @@ def _timescaledb(eng: engine.Engine, settings: Settings, todo: UpgradePlan, resu
     finally:
         stop_temporary()
     if not any(t["from"] != t["to"] for t in result.timescaledb):
-        result.reason += "; TimescaleDB is the image's version everywhere: nothing to upgrade" \
-            if result.timescaledb else "; no database uses TimescaleDB: nothing to upgrade"
+        result.reason += (
+            "; TimescaleDB is the image's version everywhere: nothing to upgrade"
+            if result.timescaledb
+            else "; no database uses TimescaleDB: nothing to upgrade"
+        )
     if not live:  # the stack's postgres was not running the image: `up` starts it on the updated data
         _up(settings, result, events, rt)
 
@@ -253,22 +314,28 @@ def _extension_version(pg: Postgres, db: str) -> str | None:
 
 
 # --- another PostgreSQL major ---------------------------------------------------------------------
-def _major(eng: engine.Engine, settings: Settings, todo: UpgradePlan, result: UpgradeResult, events: Events,
-           rt: Runtime) -> None:
+def _major(
+    eng: engine.Engine, settings: Settings, todo: UpgradePlan, result: UpgradeResult, events: Events, rt: Runtime
+) -> None:
     target = todo.target
     assert target is not None  # a major plan names the new volume (plan)
     stack = build_stack(settings)
     spec = stack.get("postgres")
-    work = store.folder(settings).parent / "upgrades" / f"{todo.volume}-pg{todo.from_major}-to-pg{todo.to_major}-" \
-                                                        f"{store.stamp()}"
+    work = (
+        store.folder(settings).parent / "upgrades" / f"{todo.volume}-pg{todo.from_major}-to-pg{todo.to_major}-"
+        f"{store.stamp()}"
+    )
     work.mkdir(parents=True)
     for c in eng.containers(stack.project, "postgres"):
         events(Event(Status.WORKING, "stopping the stack's postgres", "postgres"))
         eng.remove_container(c.id)
     dumps = _dump_old(eng, settings, todo, work, events)
     info = eng.image_info(spec.image) or {}
-    eng.create_volume(stack.project, target, {
-        LABEL_SERVICE: "postgres", **volumes.created_by(volumes.image_env(info), spec.image, info.get("Id", ""))})
+    eng.create_volume(
+        stack.project,
+        target,
+        {LABEL_SERVICE: "postgres", **volumes.created_by(volumes.image_env(info), spec.image, info.get("Id", ""))},
+    )
     try:
         _load_new(eng, settings, todo, dumps, result, events)
     except BaseException:
@@ -311,8 +378,9 @@ def _dump_old(eng: engine.Engine, settings: Settings, todo: UpgradePlan, work, e
     return dumps
 
 
-def _load_new(eng: engine.Engine, settings: Settings, todo: UpgradePlan, dumps: list[tuple], result: UpgradeResult,
-              events: Events) -> None:
+def _load_new(
+    eng: engine.Engine, settings: Settings, todo: UpgradePlan, dumps: list[tuple], result: UpgradeResult, events: Events
+) -> None:
     assert todo.target is not None  # a major plan names the new volume (plan)
     stack = build_stack(settings)
     events(Event(Status.WORKING, f"initialising {todo.target} with {todo.image}", "postgres"))
@@ -323,11 +391,14 @@ def _load_new(eng: engine.Engine, settings: Settings, todo: UpgradePlan, dumps: 
         wanted = {inv.timescaledb for _, _, inv in dumps if inv.timescaledb}
         missing = wanted - set(new.timescaledb_versions())
         if missing:
-            raise Unavailable(f"{todo.image} does not offer TimescaleDB {', '.join(sorted(missing))}, which the data "
-                              "uses; nothing was changed", code="TIMESCALEDB_UNAVAILABLE",
-                              hint="use an image of the new PostgreSQL major that ships that TimescaleDB version too "
-                                   "(timescale/timescaledb images ship several), or update TimescaleDB first with the "
-                                   "old image (`qbctl upgrade` with it)")
+            raise Unavailable(
+                f"{todo.image} does not offer TimescaleDB {', '.join(sorted(missing))}, which the data "
+                "uses; nothing was changed",
+                code="TIMESCALEDB_UNAVAILABLE",
+                hint="use an image of the new PostgreSQL major that ships that TimescaleDB version too "
+                "(timescale/timescaledb images ship several), or update TimescaleDB first with the "
+                "old image (`qbctl upgrade` with it)",
+            )
         new.script("postgres", [_globals(dumps[0][1].parent / "globals.sql", settings.pg.user)], "restoring the roles")
         present = set(new.databases())
         for db, path, inv in dumps:
@@ -337,8 +408,9 @@ def _load_new(eng: engine.Engine, settings: Settings, todo: UpgradePlan, dumps: 
             actual, paused = restore.load(new, db, store.chunks(path), inv, events)
             restore.resume_jobs(new, db, paused)  # this server runs no jobs (helper: no background workers)
             result.databases.append({"database": db, "tables": len(actual.tables), "rows": actual.rows})
-            events(Event(Status.DONE, f"{db}: {len(actual.tables)} tables, {actual.rows:,} rows, as before",
-                         "postgres"))
+            events(
+                Event(Status.DONE, f"{db}: {len(actual.tables)} tables, {actual.rows:,} rows, as before", "postgres")
+            )
     finally:
         eng.remove_container(cid)
 
@@ -380,5 +452,7 @@ def _verify(settings: Settings, result: UpgradeResult) -> dict | None:
         return {"ok": False, "detail": exc.message}
     if checked.error is not None:
         result.fail(checked.error)
-    return {"ok": checked.ok, "detail": f"{checked.checked} declared items" + (
-        "" if checked.ok else f", {len(checked.drift)} drifted")}
+    return {
+        "ok": checked.ok,
+        "detail": f"{checked.checked} declared items" + ("" if checked.ok else f", {len(checked.drift)} drifted"),
+    }

@@ -44,8 +44,9 @@ def fresh_venv(tmp_path_factory) -> Path:
 
 def repository_files() -> list[str]:
     """qbctl's files as a checkout has them (tracked and new, not ignored), as they are now in this tree."""
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout.split("\n")
+    out = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     return [f for f in out if f and (ROOT / f).is_file()]
 
 
@@ -100,7 +101,8 @@ def backend_repo(tmp_path, docker_client, standin_timescaledb) -> Path:
     (repo / "requirements.txt").write_text("pytest\npytest-xdist\n")
     (repo / "tests").mkdir()
     (repo / "tests" / "test_stack.py").write_text(
-        BACKEND_TEST.replace("{migrations}", str(migrations_applied(standin_timescaledb))))
+        BACKEND_TEST.replace("{migrations}", str(migrations_applied(standin_timescaledb)))
+    )
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     yield repo
     # The project is named after the folder. No snapshot: a teardown needs none, and when a snapshot fails

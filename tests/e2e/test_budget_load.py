@@ -1,4 +1,5 @@
 """`qbctl budget --load` and `health` against kills, on the real engine with the stand-in images."""
+
 from __future__ import annotations
 
 import json
@@ -80,16 +81,18 @@ def test_load_needs_seeded_data_then_measures_the_defaults_then_names_a_kill(pro
     assert verdict["error"]["code"] == "BUDGET_EXCEEDED" and "postgres" in verdict["error"]["message"]
     assert _service(verdict, "postgres")["kills"], _service(verdict, "postgres")
     assert "killed" in verdict["error"]["message"]
-    assert "POSTGRES_MAX_CONNECTIONS=" in verdict["error"]["hint"] or "QBCTL_BUDGET_POSTGRES=" in \
-        verdict["error"]["hint"]
+    assert (
+        "POSTGRES_MAX_CONNECTIONS=" in verdict["error"]["hint"] or "QBCTL_BUDGET_POSTGRES=" in verdict["error"]["hint"]
+    )
     health = qbctl("health", "--json", env=small, cwd=tmp_path)
     assert health.returncode == 1
     checks = {c["name"]: c for c in json.loads(health.stdout)["checks"]}
     assert not checks["postgres container"]["ok"] and checks["postgres container"]["data"]["state"] == "running"
 
 
-def test_health_names_a_backend_the_kernel_killed_while_the_container_runs(project_env, tmp_path, docker_client,
-                                                                          schema_flags):
+def test_health_names_a_backend_the_kernel_killed_while_the_container_runs(
+    project_env, tmp_path, docker_client, schema_flags
+):
     env = {**project_env, "QBCTL_BUDGET_POSTGRES": "200MB"}
     assert qbctl("up", "--no-ui", env=env, cwd=tmp_path).returncode == 0
     # health wants no pending migration
@@ -101,8 +104,9 @@ def test_health_names_a_backend_the_kernel_killed_while_the_container_runs(proje
         try:
             with _pg(env) as conn:  # a sort that wants far more than the container's 200MB
                 conn.execute("SET work_mem = '2GB'")
-                conn.execute("SELECT count(*) FROM (SELECT g, md5(g::text) FROM generate_series(1, 20000000) g"
-                             " ORDER BY 2) s")
+                conn.execute(
+                    "SELECT count(*) FROM (SELECT g, md5(g::text) FROM generate_series(1, 20000000) g ORDER BY 2) s"
+                )
         except psycopg.Error as exc:
             failed.append(str(exc))
 

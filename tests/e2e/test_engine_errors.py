@@ -1,5 +1,6 @@
 """Engine calls that fail, on the local Docker engine: a start refused by the engine is rolled back,
 a container left "created" is made anew, and the engine lock is taken once, by name."""
+
 from __future__ import annotations
 
 import json
@@ -47,9 +48,12 @@ def test_a_start_the_engine_refuses_leaves_no_half_created_container(project_env
 def test_a_created_container_is_recreated_by_the_next_up(project_env, docker_client):
     redis = spec.build_stack(_settings(project_env)).get("redis")
     project = project_env["QBCTL_PROJECT"]
-    docker_client.api.create_container(redis.image, name=f"{project}-redis", command=list(redis.command),
-                                       labels={**dict(redis.labels), LABEL_SERVICE: "redis",
-                                               LABEL_CONFIG: redis.config_hash()})
+    docker_client.api.create_container(
+        redis.image,
+        name=f"{project}-redis",
+        command=list(redis.command),
+        labels={**dict(redis.labels), LABEL_SERVICE: "redis", LABEL_CONFIG: redis.config_hash()},
+    )
     proc = qbctl("up", "redis", "--json", env=project_env, cwd=ROOT)
     no_traceback(proc)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -68,8 +72,14 @@ def test_the_engine_lock_is_taken_once_and_expires(project_env, docker_client, m
     assert not docker_client.api.containers(filters={"label": f"io.qbctl.project={project}"})  # down leaves it
     eng.unlock(first)
     # A lock whose holder never released it is taken after its expiry.
-    stale_id, _ = eng.try_lock(project, {**lock.holder_labels(ttl=60), LABEL_LOCK_EXPIRES: str(int(time.time()) - 1),
-                                         "io.qbctl.lock.holder": "ghost@elsewhere pid 1"})
+    stale_id, _ = eng.try_lock(
+        project,
+        {
+            **lock.holder_labels(ttl=60),
+            LABEL_LOCK_EXPIRES: str(int(time.time()) - 1),
+            "io.qbctl.lock.holder": "ghost@elsewhere pid 1",
+        },
+    )
     said = []
     with lock.engine_lock(eng, project, said.append):  # any wait would be an event in `said`
         mine = docker_client.api.containers(all=True, filters={"label": f"{LABEL_LOCK}={project}"})

@@ -1,6 +1,7 @@
 """A newcomer's first hour on the real engine: where things are after up, one exit code per cause, db shell
 with arguments, honest interruptions, health's words for a refused connection, status's speed, the
 compose file run by Docker Compose beside a qbctl stack, and tables at 80 and 120 columns in-process."""
+
 from __future__ import annotations
 
 import http.cookiejar
@@ -33,8 +34,12 @@ def test_up_says_where_everything_is(running_stack):
     result = json.loads(proc.stdout)
     urls = result["urls"]
     adminer = f"http://127.0.0.1:{env['QBCTL_ADMINER_PORT']}/?pgsql=postgres&username=qb_user&db=qb_trading_dev"
-    assert urls == {"DATABASE_URL": env["DATABASE_URL"].replace(PASSWORD, "***"), "REDIS_URL": env["REDIS_URL"],
-                    "adminer": adminer, "redis-commander": f"http://127.0.0.1:{env['QBCTL_REDIS_COMMANDER_PORT']}/"}
+    assert urls == {
+        "DATABASE_URL": env["DATABASE_URL"].replace(PASSWORD, "***"),
+        "REDIS_URL": env["REDIS_URL"],
+        "adminer": adminer,
+        "redis-commander": f"http://127.0.0.1:{env['QBCTL_REDIS_COMMANDER_PORT']}/",
+    }
     assert result["next"][:2] == ["qbctl db migrate", "qbctl db seed"]
     with urllib.request.urlopen(urls["redis-commander"], timeout=5) as resp:
         assert resp.status == 200
@@ -45,10 +50,18 @@ def test_up_says_where_everything_is(running_stack):
     except urllib.error.HTTPError as exc:  # Adminer answers its login form with 403
         page = exc.read().decode()
     assert '<option value="pgsql" selected>PostgreSQL' in page
-    assert 'name="auth[server]" value="postgres"' in page and 'name="auth[username]" id="username" value="qb_user"' \
-        in page and 'name="auth[db]" value="qb_trading_dev"' in page
-    form = {"auth[driver]": "pgsql", "auth[server]": "postgres", "auth[username]": "qb_user",
-            "auth[password]": PASSWORD, "auth[db]": "qb_trading_dev"}  # the password typed in: DATABASE_URL's
+    assert (
+        'name="auth[server]" value="postgres"' in page
+        and 'name="auth[username]" id="username" value="qb_user"' in page
+        and 'name="auth[db]" value="qb_trading_dev"' in page
+    )
+    form = {
+        "auth[driver]": "pgsql",
+        "auth[server]": "postgres",
+        "auth[username]": "qb_user",
+        "auth[password]": PASSWORD,
+        "auth[db]": "qb_trading_dev",
+    }  # the password typed in: DATABASE_URL's
     logged_in = opener.open(urls["adminer"], data=urllib.parse.urlencode(form).encode(), timeout=10).read().decode()
     assert "<title>Schema: public - postgres - Adminer" in logged_in, logged_in[:500]
     human = qbctl("up", env=env, cwd=cwd)
@@ -75,20 +88,50 @@ def test_one_exit_code_per_cause_across_commands(tmp_path):
     project = stack_env(new_project())
     causes = {
         # the Docker engine cannot be reached
-        ("DOCKER_UNAVAILABLE", 3): ({"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
-                                    [["up"], ["down"], ["reset", "--yes"], ["status"], ["logs", "postgres"],
-                                     ["ci", "setup"], ["ci", "teardown"]]),
+        ("DOCKER_UNAVAILABLE", 3): (
+            {"DOCKER_HOST": "unix:///nonexistent/docker.sock"},
+            [
+                ["up"],
+                ["down"],
+                ["reset", "--yes"],
+                ["status"],
+                ["logs", "postgres"],
+                ["ci", "setup"],
+                ["ci", "teardown"],
+            ],
+        ),
         # nothing listens on DATABASE_URL's port
-        ("DATABASE_UNAVAILABLE", 3): ({"DATABASE_URL": f"postgresql://u:p@localhost:{free_port()}/db"},
-                                      [["db", "migrate", "--wait", "0"], ["db", "status"], ["db", "verify"],
-                                       ["db", "seed", "--no-redis"], ["db", "reset", "--yes"]]),
+        ("DATABASE_UNAVAILABLE", 3): (
+            {"DATABASE_URL": f"postgresql://u:p@localhost:{free_port()}/db"},
+            [
+                ["db", "migrate", "--wait", "0"],
+                ["db", "status"],
+                ["db", "verify"],
+                ["db", "seed", "--no-redis"],
+                ["db", "reset", "--yes"],
+            ],
+        ),
         # a bad setting
-        ("CONFIG_INVALID", 2): ({"REDIS_MAX_MEMORY": "lots"},
-                                [["up"], ["down"], ["status"], ["health"], ["budget"], ["db", "migrate"],
-                                 ["db", "seed"], ["ci", "setup"], ["config", "show"], ["logs", "redis"]]),
+        ("CONFIG_INVALID", 2): (
+            {"REDIS_MAX_MEMORY": "lots"},
+            [
+                ["up"],
+                ["down"],
+                ["status"],
+                ["health"],
+                ["budget"],
+                ["db", "migrate"],
+                ["db", "seed"],
+                ["ci", "setup"],
+                ["config", "show"],
+                ["logs", "redis"],
+            ],
+        ),
         # not a project: the commands that create or remove containers
-        ("NOT_A_PROJECT", 2): ({"QBCTL_PROJECT": ""},
-                               [["up"], ["down"], ["reset", "--yes"], ["ci", "setup"], ["ci", "teardown"]]),
+        ("NOT_A_PROJECT", 2): (
+            {"QBCTL_PROJECT": ""},
+            [["up"], ["down"], ["reset", "--yes"], ["ci", "setup"], ["ci", "teardown"]],
+        ),
         # no such service
         ("USAGE", 2): ({}, [["up", "mysql"], ["logs", "mysql"]]),
         # the engine answers, the service has no container
@@ -117,8 +160,14 @@ def test_a_changed_password_is_the_same_error_from_every_command(project_env, tm
     env = project_env
     assert qbctl("up", "postgres", env=env, cwd=tmp_path).returncode == 0
     changed = {**env, "DATABASE_URL": env["DATABASE_URL"].replace(PASSWORD, "another-Pw-1")}
-    for args in (["up", "postgres"], ["db", "migrate"], ["db", "status"], ["db", "verify"], ["db", "seed"],
-                 ["ci", "setup"]):
+    for args in (
+        ["up", "postgres"],
+        ["db", "migrate"],
+        ["db", "status"],
+        ["db", "verify"],
+        ["db", "seed"],
+        ["ci", "setup"],
+    ):
         proc = qbctl(*args, "--json", env=changed, cwd=tmp_path, timeout=120)
         assert proc.returncode == 3, (args, proc.stdout, proc.stderr)
         error = json.loads(proc.stdout)["error"]
@@ -138,21 +187,33 @@ def test_db_shell_passes_arguments_to_psql_and_hints_when_it_cannot_connect(runn
         assert "`qbctl up postgres` starts it" in down.stderr
     container = qbctl("db", "shell", "--container", env=project_env, cwd=tmp_path)
     assert container.returncode == 3  # NOT_RUNNING
-    assert container.stderr.startswith(f"error: the postgres container of project {project_env['QBCTL_PROJECT']} "
-                                       "is not running")
+    assert container.stderr.startswith(
+        f"error: the postgres container of project {project_env['QBCTL_PROJECT']} is not running"
+    )
 
 
 def popen(args, env, cwd):
-    return subprocess.Popen([sys.executable, "-m", "qbctl", *args], env={**env, "PYTHONPATH": str(ROOT)},
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "qbctl", *args],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_each_command_says_what_ctrl_c_left(running_stack, project_env, tmp_path):
     env, cwd, _ = running_stack
-    cases = [(["logs", "redis", "--follow"], env, cwd, "interrupted: stopped following the log; the service keeps "
-                                                       "running"),
-             (["health", "--wait", "--timeout", "60"], project_env, tmp_path,
-              "interrupted: stopped checking; nothing was changed")]
+    cases = [
+        (["logs", "redis", "--follow"], env, cwd, "interrupted: stopped following the log; the service keeps running"),
+        (
+            ["health", "--wait", "--timeout", "60"],
+            project_env,
+            tmp_path,
+            "interrupted: stopped checking; nothing was changed",
+        ),
+    ]
     for args, e, c, said in cases:
         proc = popen(args, e, c)
         time.sleep(2.5)
@@ -219,12 +280,21 @@ def test_the_compose_file_runs_a_second_stack_beside_a_qbctl_one(running_stack, 
     assert qbctl("compose", "render", env=render_env, cwd=tmp_path).returncode == 0  # defaults: 5432, qb_pass
     path = tmp_path / "compose" / "docker-compose.dev.yml"
     name = new_project()
-    ports = {"QB_POSTGRES_PORT": str(free_port()), "QB_REDIS_PORT": str(free_port()),
-             "QB_ADMINER_PORT": str(free_port()), "QB_REDIS_COMMANDER_PORT": str(free_port())}
+    ports = {
+        "QB_POSTGRES_PORT": str(free_port()),
+        "QB_REDIS_PORT": str(free_port()),
+        "QB_ADMINER_PORT": str(free_port()),
+        "QB_REDIS_COMMANDER_PORT": str(free_port()),
+    }
     cenv = {**{k: v for k, v in os.environ.items() if not k.startswith(("QB_", "POSTGRES_"))}, **ports}
     try:
-        up = subprocess.run([binary, "-p", name, "-f", str(path), "up", "-d", "--wait", "--wait-timeout", "120"],
-                            env=cenv, capture_output=True, text=True, timeout=300)
+        up = subprocess.run(
+            [binary, "-p", name, "-f", str(path), "up", "-d", "--wait", "--wait-timeout", "120"],
+            env=cenv,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert up.returncode == 0, up.stderr
         url = f"postgresql://qb_user:qb_pass@127.0.0.1:{ports['QB_POSTGRES_PORT']}/qb_trading_dev"
         with psycopg.connect(url, connect_timeout=5) as conn:
@@ -234,8 +304,7 @@ def test_the_compose_file_runs_a_second_stack_beside_a_qbctl_one(running_stack, 
         ours = docker_client.containers.list(filters={"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"})
         assert len(ours) == 4 and all(c.status == "running" for c in ours)  # the qbctl stack beside it
     finally:
-        subprocess.run([binary, "-p", name, "-f", str(path), "down", "-v"], env=cenv, capture_output=True,
-                       timeout=120)
+        subprocess.run([binary, "-p", name, "-f", str(path), "down", "-v"], env=cenv, capture_output=True, timeout=120)
 
 
 class Terminal(io.StringIO):
@@ -246,8 +315,7 @@ class Terminal(io.StringIO):
 ESC = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def test_tables_at_80_and_120_columns_on_the_real_stack(running_stack, monkeypatch, standin_timescaledb,
-                                                       schema_flags):
+def test_tables_at_80_and_120_columns_on_the_real_stack(running_stack, monkeypatch, standin_timescaledb, schema_flags):
     from qbctl.cli import main
     from qbctl.context import AppState
     from qbctl.output import Output
@@ -260,13 +328,19 @@ def test_tables_at_80_and_120_columns_on_the_real_stack(running_stack, monkeypat
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("NO_COLOR")
     monkeypatch.chdir(cwd)
-    must_show = {"status": [standin("redis-commander"), f"127.0.0.1:{env['QBCTL_REDIS_COMMANDER_PORT']}"],
-                 "config show": [env["DATABASE_URL"].replace(PASSWORD, "***"), "TIMESCALEDB_MAX_BACKGROUND_WORKERS",
-                                 standin("redis-commander")],
-                 "db status": ["sql/schema/0004_orders_trades_positions.sql", "technical_indicators"] + (
-                     ["365 days"] if standin_timescaledb else ["sql/schema/0001_timescaledb.sql"]),
-                 "health": ["redis-commander container"], "budget": ["shared_buffers"],
-                 "up": [f"127.0.0.1:{env['QBCTL_ADMINER_PORT']}/?pgsql=postgres&username=qb_user&db=qb_trading_dev"]}
+    must_show = {
+        "status": [standin("redis-commander"), f"127.0.0.1:{env['QBCTL_REDIS_COMMANDER_PORT']}"],
+        "config show": [
+            env["DATABASE_URL"].replace(PASSWORD, "***"),
+            "TIMESCALEDB_MAX_BACKGROUND_WORKERS",
+            standin("redis-commander"),
+        ],
+        "db status": ["sql/schema/0004_orders_trades_positions.sql", "technical_indicators"]
+        + (["365 days"] if standin_timescaledb else ["sql/schema/0001_timescaledb.sql"]),
+        "health": ["redis-commander container"],
+        "budget": ["shared_buffers"],
+        "up": [f"127.0.0.1:{env['QBCTL_ADMINER_PORT']}/?pgsql=postgres&username=qb_user&db=qb_trading_dev"],
+    }
     for width in (80, 120):
         for command, values in must_show.items():
             stdout = Terminal()

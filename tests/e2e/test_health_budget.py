@@ -1,4 +1,5 @@
 """health and budget on the real stack: green, a stopped Redis, an OOM kill, overruns."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,16 @@ def test_health_is_green_on_a_running_stack(running_stack, schema_flags):
     proc = qbctl("health", "--json", env=env, cwd=cwd)
     assert proc.returncode == 0, proc.stdout
     checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
-    for name in ("docker", "postgres container", "redis container", "postgres", "redis", "redis config",
-                 "adminer", "redis-commander"):
+    for name in (
+        "docker",
+        "postgres container",
+        "redis container",
+        "postgres",
+        "redis",
+        "redis config",
+        "adminer",
+        "redis-commander",
+    ):
         assert checks[name]["ok"], checks[name]
     human = qbctl("health", env=env, cwd=cwd)
     assert human.returncode == 0 and "healthy" in human.stdout
@@ -69,7 +78,8 @@ def test_budget_judges_the_settings_up_or_down_and_names_what_runs_otherwise(pro
     assert result["error"]["code"] == "BUDGET_EXCEEDED" and rd["ok"] is False and rd["configured_mb"] > 1000
     assert rd["running_mb"] == same["redis"]["configured_mb"]
     assert [d["text"] for d in rd["differences"]] == [
-        "running: maxmemory 100MB; settings: 900MB, applied by the next `qbctl up`"]
+        "running: maxmemory 100MB; settings: 900MB, applied by the next `qbctl up`"
+    ]
     assert rd["differences"][0]["setting"] == "REDIS_MAX_MEMORY" and rd["differences"][0]["applied_by_up"] is True
     human = qbctl("budget", env=over, cwd=tmp_path)
     assert human.returncode == 1
@@ -80,16 +90,19 @@ def test_budget_judges_the_settings_up_or_down_and_names_what_runs_otherwise(pro
     assert health["redis config"]["detail"].endswith("settings say 900MB, allkeys-lru: `qbctl up` recreates it")
     work_mem = qbctl("budget", "--json", env={**env, "POSTGRES_WORK_MEM": "8MB"}, cwd=tmp_path)
     assert [d["text"] for d in _items(work_mem)["postgres"]["differences"]] == [
-        "running: work_mem 4MB; settings: 8MB, applied by the next `qbctl up`"]
+        "running: work_mem 4MB; settings: 8MB, applied by the next `qbctl up`"
+    ]
 
     # A larger share: the running container's own limit, in budget and in status.
     share = {**env, "QBCTL_BUDGET_REDIS": "200MB"}
-    assert [d["text"] for d in _items(qbctl("budget", "--json", env=share, cwd=tmp_path))["redis"]["differences"]] \
-        == ["running: memory limit 150MB; settings: 200MB, applied by the next `qbctl up`"]
+    assert [d["text"] for d in _items(qbctl("budget", "--json", env=share, cwd=tmp_path))["redis"]["differences"]] == [
+        "running: memory limit 150MB; settings: 200MB, applied by the next `qbctl up`"
+    ]
     status = json.loads(qbctl("status", "--json", env=share, cwd=tmp_path).stdout)
     assert {s["name"]: s["memory_limit_bytes"] for s in status["services"]}["redis"] == 150 * 2**20
-    assert status["notes"] == ["redis runs with a 150MB memory limit; QBCTL_BUDGET_REDIS says 200MB, applied by the "
-                               "next `qbctl up`"]
+    assert status["notes"] == [
+        "redis runs with a 150MB memory limit; QBCTL_BUDGET_REDIS says 200MB, applied by the next `qbctl up`"
+    ]
 
     # Changed at runtime: `up` keeps the container, so it is not said to apply the settings.
     _redis(env).config_set("maxmemory", "900mb")
@@ -134,8 +147,9 @@ def test_stopped_redis_fails_health_quickly_and_names_it(project_env, tmp_path, 
     env = project_env
     assert qbctl("up", "--no-ui", env=env, cwd=tmp_path).returncode == 0
     assert qbctl("db", "migrate", *schema_flags, env=env, cwd=tmp_path).returncode == 0
-    (c,) = docker_client.containers.list(filters={"label": [f"io.qbctl.project={env['QBCTL_PROJECT']}",
-                                                              "io.qbctl.service=redis"]})
+    (c,) = docker_client.containers.list(
+        filters={"label": [f"io.qbctl.project={env['QBCTL_PROJECT']}", "io.qbctl.service=redis"]}
+    )
     c.stop(timeout=5)
     started = time.monotonic()
     proc = qbctl("health", "--json", env=env, cwd=tmp_path)

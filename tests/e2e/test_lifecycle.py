@@ -1,4 +1,5 @@
 """up / down / reset / status / logs on a real Docker engine with the stand-in images."""
+
 from __future__ import annotations
 
 import json
@@ -210,8 +211,15 @@ def test_an_unreachable_engine_is_reported_quickly(host, tmp_path):
 
 def test_no_password_in_any_output(running_stack):
     env, cwd, _ = running_stack
-    for args in (["up"], ["up", "--json"], ["status"], ["status", "--json"], ["config", "show"],
-                 ["config", "show", "--json"], ["logs", "postgres"]):
+    for args in (
+        ["up"],
+        ["up", "--json"],
+        ["status"],
+        ["status", "--json"],
+        ["config", "show"],
+        ["config", "show", "--json"],
+        ["logs", "postgres"],
+    ):
         proc = qbctl(*args, env=env, cwd=cwd)
         assert PASSWORD not in proc.stdout + proc.stderr, args
 
@@ -241,8 +249,9 @@ def test_a_docker_context_is_honoured(project_env, tmp_path, docker_client):
     meta = config / "contexts" / "meta" / hashlib.sha256(b"qbtest").hexdigest()
     meta.mkdir(parents=True)
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    (meta / "meta.json").write_text(json.dumps({"Name": "qbtest", "Metadata": {},
-                                                "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": False}}}))
+    (meta / "meta.json").write_text(
+        json.dumps({"Name": "qbtest", "Metadata": {}, "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": False}}})
+    )
     (config / "config.json").write_text(json.dumps({"currentContext": "qbtest"}))
     env = {k: v for k, v in project_env.items() if k != "DOCKER_HOST"}
     env["DOCKER_CONFIG"] = str(config)
@@ -260,9 +269,14 @@ def test_logs_follow_streams_until_ctrl_c(running_stack):
     from tests.helpers import ROOT
 
     env, cwd, _ = running_stack
-    proc = subprocess.Popen([sys.executable, "-m", "qbctl", "logs", "redis", "--follow", "--tail", "5"],
-                            env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qbctl", "logs", "redis", "--follow", "--tail", "5"],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = proc.stdout.readline()  # a line arrives while the command keeps running
     assert first and proc.poll() is None
     proc.send_signal(signal.SIGINT)

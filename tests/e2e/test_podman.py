@@ -5,6 +5,7 @@ sandbox allows (no default ulimits, cgroupfs, events in a file) and its own stor
 stand-in images into it. Where Podman is not installed or cannot run, these tests are skipped with the
 reason on a laptop, and fail in CI: Debian packages Podman and `.ci/run` installs it.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,13 @@ IMAGES = (STANDIN["QBCTL_POSTGRES_IMAGE"], STANDIN["QBCTL_REDIS_IMAGE"])
 
 
 def _podman(*args: str, env: dict, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", "--root", str(STORAGE), "--runroot", str(RUNROOT), *args], env=env,
-                          capture_output=True, text=True, **kw)
+    return subprocess.run(
+        ["podman", "--root", str(STORAGE), "--runroot", str(RUNROOT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +57,22 @@ def podman(docker_client, tmp_path_factory):
     (folder / "containers.conf").write_text(CONF)
     env = dict(os.environ, CONTAINERS_CONF=str(folder / "containers.conf"))
     sock = folder / "podman.sock"
-    service = subprocess.Popen(["podman", "--root", str(STORAGE), "--runroot", str(RUNROOT), "system", "service",
-                                "--time=0", f"unix://{sock}"], env=env, stdout=subprocess.DEVNULL,
-                               stderr=open(folder / "service.log", "w"))
+    service = subprocess.Popen(
+        [
+            "podman",
+            "--root",
+            str(STORAGE),
+            "--runroot",
+            str(RUNROOT),
+            "system",
+            "service",
+            "--time=0",
+            f"unix://{sock}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "service.log", "w"),
+    )
     try:
         import docker
 
@@ -112,7 +131,9 @@ def test_the_stack_on_podman(podman, project, schema_flags):
     env = project
     cold = ok_json(qbctl("up", "--json", env=env, cwd=ROOT))
     assert [(s["name"], s["action"], s["ready"]) for s in cold["services"]] == [
-        ("postgres", "create", True), ("redis", "create", True)]
+        ("postgres", "create", True),
+        ("redis", "create", True),
+    ]
     assert cold["engine"]["product"] == "podman"
     warm = ok_json(qbctl("up", "--json", env=env, cwd=ROOT))
     assert {s["action"] for s in warm["services"]} == {"keep"}
@@ -138,8 +159,9 @@ def test_a_busy_port_on_podman_names_it_and_its_setting(podman, project):
     """Podman has no `publish` filter: the container publishing a port is found all the same."""
     first = ok_json(qbctl("up", "--json", env=project, cwd=ROOT))
     assert first["ok"]
-    other = stack_env(new_project(), DOCKER_HOST=podman["url"], QBCTL_PROFILE="production",
-                      DATABASE_URL=project["DATABASE_URL"])
+    other = stack_env(
+        new_project(), DOCKER_HOST=podman["url"], QBCTL_PROFILE="production", DATABASE_URL=project["DATABASE_URL"]
+    )
     try:
         proc = qbctl("up", "--json", env=other, cwd=ROOT)
         no_traceback(proc)
@@ -174,9 +196,12 @@ def test_a_start_that_fails_leaves_nothing_and_a_created_container_is_recreated(
         assert not api.containers(all=True, filters={"name": f"{stack.project}-redis"})  # rolled back
     # A half-created container, as a crash between create and start leaves it:
     redis = spec.build_stack(S.load(environ=env, cwd=Path("/nonexistent"))).get("redis")
-    api.create_container(redis.image, name=f"{stack.project}-redis", command=list(redis.command),
-                         labels={**dict(redis.labels), "io.qbctl.service": "redis",
-                                 "io.qbctl.config-hash": redis.config_hash()})
+    api.create_container(
+        redis.image,
+        name=f"{stack.project}-redis",
+        command=list(redis.command),
+        labels={**dict(redis.labels), "io.qbctl.service": "redis", "io.qbctl.config-hash": redis.config_hash()},
+    )
     up = ok_json(qbctl("up", "redis", "--json", env=env, cwd=ROOT))
     assert up["services"][0]["action"] == "recreate" and up["services"][0]["ready"]
     assert "created but never started" in up["plan"]

@@ -1,4 +1,5 @@
 """A missing image is pulled (with progress) from a real registry: Debian's docker-registry on loopback."""
+
 from __future__ import annotations
 
 import io
@@ -19,8 +20,7 @@ pytestmark = pytest.mark.docker
 def _tiny_http_image(client, tag: str) -> None:
     """A 2 MB image: Debian's static busybox serving a page on 8080, like a UI image."""
     busybox = shutil.which("busybox")
-    if not busybox or "static" not in subprocess.run(["file", "-L", busybox], capture_output=True,
-                                                     text=True).stdout:
+    if not busybox or "static" not in subprocess.run(["file", "-L", busybox], capture_output=True, text=True).stdout:
         missing("a static busybox is needed (apt-get install busybox-static)")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -29,10 +29,12 @@ def _tiny_http_image(client, tag: str) -> None:
         info = tarfile.TarInfo("www/index.html")
         info.size = len(page)
         tar.addfile(info, io.BytesIO(page))
-    image = client.api.import_image_from_data(buf.getvalue(), repository=tag.rsplit(":", 1)[0],
-                                              tag=tag.rsplit(":", 1)[1],
-                                              changes=['CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", '
-                                                       '"/www"]', f"LABEL {RUN_LABEL}={RUN}"])
+    image = client.api.import_image_from_data(
+        buf.getvalue(),
+        repository=tag.rsplit(":", 1)[0],
+        tag=tag.rsplit(":", 1)[1],
+        changes=['CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]', f"LABEL {RUN_LABEL}={RUN}"],
+    )
     assert image
 
 
@@ -43,8 +45,10 @@ def registry(tmp_path, docker_client):
         missing("Debian's docker-registry is needed (apt-get install docker-registry)")
     port = free_port()
     config = tmp_path / "registry.yml"
-    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    config.write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
         try:

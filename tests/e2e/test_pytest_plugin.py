@@ -5,6 +5,7 @@ stand-in carries it; elsewhere the TimescaleDB tests skip and the rest runs on t
 --qb-without-timescaledb): serially and under `-n 4`, two sessions at once, a schema change, a killed
 run, a user without CREATEDB, a server that is not running, a server without TimescaleDB, and the
 import cost of a run that uses none of it."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ from tests.helpers import ROOT, new_project, qbctl, remove_stack, stack_env, sta
 
 pytestmark = pytest.mark.docker
 
-ISOLATION = '''\
+ISOLATION = """\
 import json
 import os
 import pathlib
@@ -60,9 +61,9 @@ def test_the_session_fixtures(qb_session_database_url, qb_session_redis_url, qb_
     with psycopg.connect(qb_session_database_url) as conn:
         assert conn.execute("SELECT count(*) FROM qbctl.migrations").fetchone()[0] >= 4
     assert qb_session_redis_url != qb_redis_url
-'''
+"""
 
-TIMESCALEDB = '''\
+TIMESCALEDB = """\
 import os
 
 import psycopg
@@ -95,9 +96,9 @@ def test_a_seeded_database_is_compressed_as_production(qb_seeded_database_url):
         assert conn.execute("SELECT count(*) FROM timescaledb_information.chunks"
                             " WHERE hypertable_name = 'market_data' AND is_compressed").fetchone()[0] > 0
         assert conn.execute("SELECT count(*) FROM market_data_1d").fetchone()[0] > 0
-'''
+"""
 
-HANG = '''\
+HANG = """\
 import os
 import pathlib
 import time
@@ -112,12 +113,12 @@ def test_hangs(qb_database_url, qb_redis_url):
     db = qb_database_url.rsplit("/", 1)[1].split("?")[0]
     pathlib.Path(os.environ["QB_HANG"]).write_text(db + " " + qb_redis_url.rsplit("/", 1)[1])
     time.sleep(600)
-'''
+"""
 
-PLAIN = '''\
+PLAIN = """\
 def test_nothing_of_qbctl():
     assert True
-'''
+"""
 
 
 FIRST = "tests/test_isolation.py::test_each_test_is_alone[0]"  # one test, for the runs that need no more
@@ -155,26 +156,53 @@ def backend(tmp_path_factory) -> Path:
     (repo / "requirements.txt").write_text("pytest\npytest-xdist\nsqlalchemy>=2\n")
     tests = repo / "tests"
     tests.mkdir()
-    for name, text in (("test_isolation.py", ISOLATION), ("test_timescaledb.py", TIMESCALEDB),
-                       ("test_hang.py", HANG), ("test_plain.py", PLAIN), ("test_readme_examples.py", readme_python())):
+    for name, text in (
+        ("test_isolation.py", ISOLATION),
+        ("test_timescaledb.py", TIMESCALEDB),
+        ("test_hang.py", HANG),
+        ("test_plain.py", PLAIN),
+        ("test_readme_examples.py", readme_python()),
+    ):
         (tests / name).write_text(text)
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     venv = repo / ".venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    proc = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "./tools/qbctl",
-                           "-r", "requirements.txt"], cwd=repo, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            str(venv / "bin" / "pip"),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "./tools/qbctl",
+            "-r",
+            "requirements.txt",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return repo
 
 
 def backend_env(repo: Path, stack: dict, **extra: str) -> dict[str, str]:
     """A developer's shell in the backend: its venv first, the stack's two URLs, nothing of qbctl's tests."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL", "PYTHON", "VIRTUAL_ENV", "PYTEST"))}
-    env.update({"PATH": f"{repo / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
-                "DATABASE_URL": stack["DATABASE_URL"], "REDIS_URL": stack["REDIS_URL"],
-                "QB_TSDB": "1" if stack["tsdb"] else "0", "QB_SEEN": str(repo / "seen.jsonl"),
-                "COLUMNS": "400"})  # the short test summary's lines whole
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL", "PYTHON", "VIRTUAL_ENV", "PYTEST"))
+    }
+    env.update(
+        {
+            "PATH": f"{repo / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
+            "DATABASE_URL": stack["DATABASE_URL"],
+            "REDIS_URL": stack["REDIS_URL"],
+            "QB_TSDB": "1" if stack["tsdb"] else "0",
+            "QB_SEEN": str(repo / "seen.jsonl"),
+            "COLUMNS": "400",
+        }
+    )  # the short test summary's lines whole
     env.update(extra)
     return env
 
@@ -183,13 +211,17 @@ def plugin_args(stack: dict) -> list[str]:
     if stack["tsdb"]:
         return []
     # No TimescaleDB in the stand-in: the plain schema; the docs' TimescaleDB example left out.
-    return ["--qb-without-timescaledb", "--deselect",
-            "tests/test_readme_examples.py::test_old_candles_are_compressed_when_the_policy_runs"]
+    return [
+        "--qb-without-timescaledb",
+        "--deselect",
+        "tests/test_readme_examples.py::test_old_candles_are_compressed_when_the_policy_runs",
+    ]
 
 
 def pytest_in(repo: Path, env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(["pytest", "-p", "no:cacheprovider", *args], cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        ["pytest", "-p", "no:cacheprovider", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def seen(repo: Path) -> list[dict]:
@@ -206,8 +238,12 @@ def admin(stack: dict):
 def ours(stack: dict) -> dict[str, tuple[bool, bool]]:
     """The databases the plugin made on the stack's server: name -> (datistemplate, datallowconn)."""
     with admin(stack) as conn:
-        return {n: (t, a) for n, t, a in conn.execute(
-            "SELECT datname, datistemplate, datallowconn FROM pg_database WHERE datname LIKE 'qbctl\\_%'")}
+        return {
+            n: (t, a)
+            for n, t, a in conn.execute(
+                "SELECT datname, datistemplate, datallowconn FROM pg_database WHERE datname LIKE 'qbctl\\_%'"
+            )
+        }
 
 
 def redis_at(stack: dict, index: int = 0) -> redis.Redis:
@@ -251,8 +287,10 @@ def test_the_backends_tests_each_get_their_own_databases_serially_and_under_xdis
     assert template in left and set(left.values()) == {(True, False)}, left
     assert all(n.startswith("qbctl_tpl_") for n in left) and len(left) == (2 if stack["tsdb"] else 1)
     with admin(stack) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'qbctl\\_tpl\\_%'"
-                            ).fetchone()[0] == 0
+        assert (
+            conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'qbctl\\_tpl\\_%'").fetchone()[0]
+            == 0
+        )
     assert redis_at(stack).keys("qbctl:testdb:*") == [] and redis_at(stack).get("backend:own") == b"keep"
     assert foreign.get("someone:else") == b"keep"
     foreign.flushdb()
@@ -272,16 +310,24 @@ def test_two_sessions_at_once_build_one_template_and_never_collide(stack, backen
         procs = []
         for k in range(2):
             env = backend_env(backend, stack, QB_SEEN=str(backend / f"seen{k}.jsonl"))
-            procs.append(subprocess.Popen(["pytest", "-p", "no:cacheprovider", "-n", "2", "-k", "alone",
-                                           *plugin_args(stack)], cwd=backend, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))
+            procs.append(
+                subprocess.Popen(
+                    ["pytest", "-p", "no:cacheprovider", "-n", "2", "-k", "alone", *plugin_args(stack)],
+                    cwd=backend,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
         outs = [p.communicate(timeout=600)[0] for p in procs]
         assert [p.returncode for p in procs] == [0, 0], outs
         hows = [template_of(out) for out in outs]
         assert hows[0][0] == hows[1][0]
         assert sorted(h for _, h in hows).count("built in") == 1, hows  # one build; the other waited or found it
-        dbs = [json.loads(line)["db"] for k in range(2)
-               for line in (backend / f"seen{k}.jsonl").read_text().splitlines()]
+        dbs = [
+            json.loads(line)["db"] for k in range(2) for line in (backend / f"seen{k}.jsonl").read_text().splitlines()
+        ]
         assert len(dbs) == 24 and len(set(dbs)) == 24
         assert [n for n in ours(stack) if n.startswith(("qbctl_t_", "qbctl_tplb_"))] == []
     finally:
@@ -314,8 +360,14 @@ def test_a_schema_change_rebuilds_the_template_and_only_then(stack, backend):
 def test_a_killed_runs_databases_are_swept_by_the_next_run(stack, backend, tmp_path):
     marker = tmp_path / "hanging"
     env = backend_env(backend, stack, QB_HANG=str(marker))
-    proc = subprocess.Popen(["pytest", "-p", "no:cacheprovider", "-k", "hangs", *plugin_args(stack)], cwd=backend,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        ["pytest", "-p", "no:cacheprovider", "-k", "hangs", *plugin_args(stack)],
+        cwd=backend,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while not marker.exists():
@@ -342,9 +394,11 @@ def test_a_user_without_createdb_gets_one_line_per_test(stack, backend):
     url = re.sub(r"//[^@]*@", "//qb_nocreate:pw-nocreate@", stack["DATABASE_URL"])
     proc = pytest_in(backend, backend_env(backend, stack, DATABASE_URL=url), "-k", "alone")
     assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
-    line = (f"qbctl: the user qb_nocreate of DATABASE_URL ({url.replace('pw-nocreate', '***')}) may not create "
-            "databases (no CREATEDB) (the test databases are clones of a template: a superuser can grant it with "
-            "ALTER ROLE qb_nocreate CREATEDB, or point DATABASE_URL at a user that has it)")
+    line = (
+        f"qbctl: the user qb_nocreate of DATABASE_URL ({url.replace('pw-nocreate', '***')}) may not create "
+        "databases (no CREATEDB) (the test databases are clones of a template: a superuser can grant it with "
+        "ALTER ROLE qb_nocreate CREATEDB, or point DATABASE_URL at a user that has it)"
+    )
     assert proc.stdout.count(f" - Failed: {line}\n") == 12, proc.stdout[-3000:]  # the short summary: each test
     first = proc.stdout.split("ERROR at setup of", 1)[1].split("\n_", 1)[0]
     assert [x for x in first.splitlines()[1:] if x.strip()] == [line], first  # the report: that line alone
@@ -354,20 +408,28 @@ def test_a_user_without_createdb_gets_one_line_per_test(stack, backend):
 def test_the_stack_is_started_only_when_asked(docker_client, backend, tmp_path):
     """A project whose stack is not running: one line per test, nothing started; with --qb-up, started."""
     env = stack_env(new_project())
-    run_env = {**backend_env(backend, {**env, "tsdb": False}),
-               **{k: v for k, v in env.items() if k.startswith("QBCTL_")}}
+    run_env = {
+        **backend_env(backend, {**env, "tsdb": False}),
+        **{k: v for k, v in env.items() if k.startswith("QBCTL_")},
+    }
     try:
         down = pytest_in(backend, run_env, FIRST)
         assert down.returncode == 1 and "Traceback" not in down.stdout
-        assert re.search(r"ERROR tests/test_isolation.py::test_each_test_is_alone\[0\] - Failed: qbctl: cannot reach "
-                         r"PostgreSQL at postgresql://qb_user:\*\*\*@localhost:\d+/qb_trading_dev: connection "
-                         r"refused \(`qbctl up` starts it", down.stdout), down.stdout[-3000:]
-        assert docker_client.containers.list(all=True, filters={"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"}) \
-            == []
+        assert re.search(
+            r"ERROR tests/test_isolation.py::test_each_test_is_alone\[0\] - Failed: qbctl: cannot reach "
+            r"PostgreSQL at postgresql://qb_user:\*\*\*@localhost:\d+/qb_trading_dev: connection "
+            r"refused \(`qbctl up` starts it",
+            down.stdout,
+        ), down.stdout[-3000:]
+        assert (
+            docker_client.containers.list(all=True, filters={"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"}) == []
+        )
         up = pytest_in(backend, run_env, FIRST, "--qb-up", *plugin_args({"tsdb": False}))
         assert up.returncode == 0, up.stdout[-3000:]
-        assert {c.labels["io.qbctl.service"] for c in docker_client.containers.list(
-            filters={"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"})} == {"postgres", "redis"}
+        assert {
+            c.labels["io.qbctl.service"]
+            for c in docker_client.containers.list(filters={"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"})
+        } == {"postgres", "redis"}
     finally:
         seen(backend)
         remove_stack(env, tmp_path)
@@ -381,9 +443,12 @@ def test_a_server_without_timescaledb_is_one_line_and_the_plain_schema_runs(dock
         run_env = backend_env(backend, {**env, "tsdb": False})
         missing = pytest_in(backend, run_env, FIRST)
         assert missing.returncode == 1 and "Traceback" not in missing.stdout
-        assert re.search(r" - Failed: qbctl: the server of DATABASE_URL \(postgresql://qb_user:\*\*\*@localhost:\d+/"
-                         r"qb_trading_dev\) does not have the timescaledb extension; the test template needs it for "
-                         r"sql/ \(.*--qb-without-timescaledb", missing.stdout), missing.stdout[-3000:]
+        assert re.search(
+            r" - Failed: qbctl: the server of DATABASE_URL \(postgresql://qb_user:\*\*\*@localhost:\d+/"
+            r"qb_trading_dev\) does not have the timescaledb extension; the test template needs it for "
+            r"sql/ \(.*--qb-without-timescaledb",
+            missing.stdout,
+        ), missing.stdout[-3000:]
         plain = pytest_in(backend, run_env, "-k", "alone", *plugin_args({"tsdb": False}))
         assert plain.returncode == 0 and "12 passed" in plain.stdout, plain.stdout[-3000:]
     finally:
@@ -419,6 +484,12 @@ def test_a_run_that_uses_no_fixture_imports_nothing_of_it(backend):
     proc = subprocess.run(["python", "-c", PROBE], cwd=backend, env=env, capture_output=True, text=True, timeout=120)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"code": 0, "loaded": True, "heavy": []}, proc.stdout + proc.stderr
-    times = sorted(float(subprocess.run(["python", "-c", IMPORT], cwd=backend, env=env, capture_output=True,
-                                        text=True, check=True).stdout) for _ in range(5))
+    times = sorted(
+        float(
+            subprocess.run(
+                ["python", "-c", IMPORT], cwd=backend, env=env, capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(5)
+    )
     assert times[2] < 20, times  # milliseconds: the module and qbctl's __init__, nothing else

@@ -5,6 +5,7 @@ recipe (install from the path, ci setup, `pytest -n auto` on the plugin's fixtur
 GITHUB_ENV, in a repository with no pytest settings, ci teardown). Where the stand-in has no TimescaleDB (a
 new machine: it is not packaged), `db migrate` and `ci setup` take `--without-timescaledb`, the README's way
 to the plain schema, and pytest the plugin's `--qb-without-timescaledb`; the rest runs as written."""
+
 from __future__ import annotations
 
 import json
@@ -32,22 +33,33 @@ def runner_env(repo: Path, venv_bin: Path) -> dict[str, str]:
     settings but the test's ports and stand-in images (the environment wins over defaults, as
     documented), and no project name: it must come from the checkout's folder."""
     project = stack_env(repo.name)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL", "GITHUB_", "PYTHON", "VIRTUAL_ENV"))}
-    env.update({k: v for k, v in project.items()
-                if (k.startswith("QBCTL_") and k != "QBCTL_PROJECT") or k in ("DATABASE_URL", "REDIS_URL")})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("QBCTL_", "DATABASE_URL", "REDIS_URL", "GITHUB_", "PYTHON", "VIRTUAL_ENV"))
+    }
+    env.update(
+        {
+            k: v
+            for k, v in project.items()
+            if (k.startswith("QBCTL_") and k != "QBCTL_PROJECT") or k in ("DATABASE_URL", "REDIS_URL")
+        }
+    )
     env["PATH"] = f"{venv_bin}{os.pathsep}{os.environ['PATH']}"
     return env
 
 
 def run(line: str, repo: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-e", "-o", "pipefail", "-c", line], cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", line], cwd=repo, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def labelled(docker_client, project: str) -> set[str]:
-    return {c.labels["io.qbctl.service"] for c in docker_client.containers.list(
-        all=True, filters={"label": f"io.qbctl.project={project}"})}
+    return {
+        c.labels["io.qbctl.service"]
+        for c in docker_client.containers.list(all=True, filters={"label": f"io.qbctl.project={project}"})
+    }
 
 
 def on_this_machine(line: str, schema_flags: tuple[str, ...]) -> str:
@@ -90,8 +102,13 @@ def test_install_and_quickstart_run_as_written(backend_repo, fresh_venv, docker_
 def test_the_ci_recipe_runs_as_written(backend_repo, fresh_venv, docker_client, schema_flags):
     job = yaml.safe_load(readme_block("## CI (GitHub Actions)", "yaml"))["jobs"]["test"]
     steps = [s for s in job["steps"] if "run" in s]
-    assert [s["run"] for s in steps] == ["pip install ./tools/qbctl", "pip install -r requirements.txt",
-                                         "qbctl ci setup", "pytest -n auto", "qbctl ci teardown"]
+    assert [s["run"] for s in steps] == [
+        "pip install ./tools/qbctl",
+        "pip install -r requirements.txt",
+        "qbctl ci setup",
+        "pytest -n auto",
+        "qbctl ci teardown",
+    ]
     github_env = backend_repo.parent / "github_env"
     github_env.write_text("")
     env = {**runner_env(backend_repo, fresh_venv), "GITHUB_ENV": str(github_env), "CI": "true"}
@@ -131,7 +148,9 @@ def test_outside_a_project_nothing_is_started(backend_repo, fresh_venv, docker_c
         assert human.stderr.count("\n") == 1 and human.stderr.startswith(f"error: {scratch} is no qbctl project")
     assert labelled(docker_client, scratch.name) == set()
     status = qbctl("status", env=env, cwd=scratch)
-    assert status.returncode == 1 and f"note: reading project {scratch.name}: the folder {scratch}, which is no " \
-                                      "project" in status.stderr
+    assert (
+        status.returncode == 1
+        and f"note: reading project {scratch.name}: the folder {scratch}, which is no project" in status.stderr
+    )
     named = qbctl("--project-dir", str(backend_repo), "config", "show", "--json", env=env, cwd=scratch)
     assert json.loads(named.stdout)["project"] == backend_repo.name

@@ -4,6 +4,7 @@ run, one already when `db migrate` creates the policies; the telemetry line; the
 the postgres user as uid 70; VOLUME /var/lib/postgresql/data). The README's first-day order is green every
 time; seed, snapshot and restore, and db reset, leave a healthy stack; the worker arithmetic counts the
 schedulers that run; temporary containers leave no anonymous volume."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,13 @@ def schedulers(env, want: int = 2, seconds: float = 30) -> list[str]:
     deadline = time.monotonic() + seconds
     while True:
         with psycopg.connect(url(env, "postgres"), autocommit=True) as conn:
-            found = sorted(d for (d,) in conn.execute(
-                "SELECT datname FROM pg_stat_activity WHERE backend_type = 'TimescaleDB Background Worker Scheduler'"))
+            found = sorted(
+                d
+                for (d,) in conn.execute(
+                    "SELECT datname FROM pg_stat_activity"
+                    " WHERE backend_type = 'TimescaleDB Background Worker Scheduler'"
+                )
+            )
         if len(found) >= want or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
@@ -58,7 +64,7 @@ def first_day(env, cwd) -> None:
     for step in (("up",), ("db", "migrate"), SEED):
         proc = qbctl(*step, env=env, cwd=cwd, timeout=300)
         no_traceback(proc)
-        assert proc.returncode == 0, (proc.stdout + proc.stderr + what_runs(env, cwd))
+        assert proc.returncode == 0, proc.stdout + proc.stderr + what_runs(env, cwd)
 
 
 def what_runs(env, cwd) -> str:
@@ -77,8 +83,9 @@ def test_the_postgres_image_starts_as_the_timescaledb_image_does(project_env, tm
     pg = container(docker_client, env)
     config = docker_client.images.get(standin("postgres")).attrs["Config"]
     assert "/var/lib/postgresql/data" in config["Volumes"] and config["StopSignal"] == "SIGINT"
-    out = pg.exec_run(["sh", "-c", 'stat -c %u "$PGDATA"; grep -E "^Uid:" /proc/1/status; '
-                                   'cat "$PGDATA/postgresql.conf"']).output.decode()
+    out = pg.exec_run(
+        ["sh", "-c", 'stat -c %u "$PGDATA"; grep -E "^Uid:" /proc/1/status; cat "$PGDATA/postgresql.conf"']
+    ).output.decode()
     owner, uid_line, conf = out.split("\n", 2)
     assert owner == "70" and uid_line.split()[1] == "70"  # the data and the server: the postgres user, uid 70
     assert "timescaledb.telemetry_level=basic" in conf  # the image's line; qbctl's command line says off
@@ -92,9 +99,14 @@ def test_the_postgres_image_starts_as_the_timescaledb_image_does(project_env, tm
             assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()[0] == 1
 
     # The tune step is the image's: without NO_TS_TUNE it writes settings sized from the memory limit.
-    bare = docker_client.containers.run(standin("postgres"), detach=True, mem_limit="256m",
-                                        environment={"POSTGRES_PASSWORD": PASSWORD},
-                                        name=f"{env['QBCTL_PROJECT']}-bare", labels={RUN_LABEL: RUN})
+    bare = docker_client.containers.run(
+        standin("postgres"),
+        detach=True,
+        mem_limit="256m",
+        environment={"POSTGRES_PASSWORD": PASSWORD},
+        name=f"{env['QBCTL_PROJECT']}-bare",
+        labels={RUN_LABEL: RUN},
+    )
     try:
         deadline = time.monotonic() + 120
         while b"init process complete" not in bare.logs():
@@ -123,18 +135,29 @@ def test_seed_snapshot_restore_leaves_a_healthy_stack(project_env, tmp_path, for
     first_day(env, tmp_path)
     ok(qbctl("snapshot", "s1", env=env, cwd=tmp_path, timeout=300))
     args = ("--logical",) if form == "logical" else ()
-    restored = json.loads(ok(qbctl("restore", "s1", "--yes", *args, "--json", env=env, cwd=tmp_path,
-                                   timeout=300)).stdout)
+    restored = json.loads(
+        ok(qbctl("restore", "s1", "--yes", *args, "--json", env=env, cwd=tmp_path, timeout=300)).stdout
+    )
     assert restored["postgres"]["form"] == form, restored["notes"]
     healthy(env, tmp_path)
     ok(qbctl("db", "status", "--exit-code", env=env, cwd=tmp_path))
     with psycopg.connect(url(env), autocommit=True) as conn:
         # Nothing restored stands for a refresh in progress, and every policy is scheduled, none held.
-        assert conn.execute("SELECT count(*) FROM _timescaledb_catalog.continuous_aggs_jobs_refresh_ranges"
-                            " WHERE created_at < pg_postmaster_start_time()").fetchone()[0] == 0
-        assert conn.execute("SELECT count(*) FROM timescaledb_information.job_stats s JOIN"
-                            " timescaledb_information.jobs j USING (job_id) WHERE j.job_id >= 1000 AND"
-                            " (NOT j.scheduled OR s.next_start = 'infinity')").fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM _timescaledb_catalog.continuous_aggs_jobs_refresh_ranges"
+                " WHERE created_at < pg_postmaster_start_time()"
+            ).fetchone()[0]
+            == 0
+        )
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM timescaledb_information.job_stats s JOIN"
+                " timescaledb_information.jobs j USING (job_id) WHERE j.job_id >= 1000 AND"
+                " (NOT j.scheduled OR s.next_start = 'infinity')"
+            ).fetchone()[0]
+            == 0
+        )
 
 
 def test_db_reset_leaves_a_healthy_stack(project_env, tmp_path):
@@ -166,8 +189,10 @@ def test_budget_and_health_count_the_schedulers_that_run(project_env, tmp_path):
     proc = qbctl("health", "--json", env=starved, cwd=tmp_path)
     check = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}["timescaledb jobs"]
     assert proc.returncode == 1 and not check["ok"]
-    assert "no background worker is left for jobs: timescaledb.max_background_workers 3 = the launcher + 2 " \
-           "schedulers (postgres, qb_trading_dev) + 0 job slots" in check["detail"]
+    assert (
+        "no background worker is left for jobs: timescaledb.max_background_workers 3 = the launcher + 2 "
+        "schedulers (postgres, qb_trading_dev) + 0 job slots" in check["detail"]
+    )
     assert "raise TIMESCALEDB_MAX_BACKGROUND_WORKERS to 4 or more" in check["detail"]
 
 
@@ -177,8 +202,9 @@ def test_temporary_containers_leave_no_anonymous_volume(project_env, tmp_path, d
     # anonymous volume of its own, which must go with the container.
     env = project_env
     project = env["QBCTL_PROJECT"]
-    docker_client.volumes.create(f"{project}_pgdata", labels={"io.qbctl.project": project,
-                                                              "io.qbctl.service": "postgres"})
+    docker_client.volumes.create(
+        f"{project}_pgdata", labels={"io.qbctl.project": project, "io.qbctl.service": "postgres"}
+    )
     ok(qbctl("up", "postgres", env=env, cwd=tmp_path))
     ok(qbctl("down", env=env, cwd=tmp_path))
     # The engine keeps few past events, and other stacks make many: watch them as they come.
@@ -191,6 +217,7 @@ def test_temporary_containers_leave_no_anonymous_volume(project_env, tmp_path, d
                 events.append(event)
         except Exception:  # noqa: BLE001 - the stream closed under it: the end of watching
             pass
+
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     new = {**env, "QBCTL_POSTGRES_IMAGE": standin("postgres17")}
@@ -201,10 +228,20 @@ def test_temporary_containers_leave_no_anonymous_volume(project_env, tmp_path, d
     time.sleep(1)  # the last events on their way
     stream.close()
     watcher.join(timeout=10)
-    ours = {e["id"] for e in events if e.get("Type") == "container" and e.get("Action") == "create"
-            and e["Actor"]["Attributes"].get("io.qbctl.project") == project}
-    mounted = {e["Actor"]["ID"] for e in events if e.get("Type") == "volume" and e.get("Action") == "mount"
-               and e["Actor"]["Attributes"].get("container") in ours}
+    ours = {
+        e["id"]
+        for e in events
+        if e.get("Type") == "container"
+        and e.get("Action") == "create"
+        and e["Actor"]["Attributes"].get("io.qbctl.project") == project
+    }
+    mounted = {
+        e["Actor"]["ID"]
+        for e in events
+        if e.get("Type") == "volume"
+        and e.get("Action") == "mount"
+        and e["Actor"]["Attributes"].get("container") in ours
+    }
     named = {v.name for v in docker_client.volumes.list(filters={"label": f"io.qbctl.project={project}"})}
     anonymous = mounted - named
     assert ours and anonymous, events  # the upgrade's reader had one

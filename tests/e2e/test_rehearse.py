@@ -2,6 +2,7 @@
 its scheduler on, where the stand-in carries it; the plain schema elsewhere). Each rehearsal is checked
 against the real database read independently of qbctl: its columns, rows, chunks' compression, tracking
 table and the server's list of databases must be exactly as before."""
+
 from __future__ import annotations
 
 import json
@@ -40,33 +41,47 @@ def compress_old_chunks(env, days: int = 7) -> int:
         rows = psycopg_rows(conn)
         held = jobs.hold(rows, "j.proc_name = 'policy_compression'")
         try:
-            conn.execute("SELECT count(compress_chunk(c, if_not_compressed => true)) FROM"
-                         f" show_chunks('market_data', older_than => interval '{days} days') c")
+            conn.execute(
+                "SELECT count(compress_chunk(c, if_not_compressed => true)) FROM"
+                f" show_chunks('market_data', older_than => interval '{days} days') c"
+            )
         finally:
             jobs.release(rows, held)
-        return conn.execute("SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name ="
-                            " 'market_data' AND is_compressed").fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name ="
+            " 'market_data' AND is_compressed"
+        ).fetchone()[0]
 
 
 def state(env) -> dict:
     """Everything a rehearsal must leave as it was, read without qbctl."""
     with pg(env) as conn:
         out = {
-            "columns": conn.execute("SELECT table_name, column_name, data_type FROM information_schema.columns"
-                                    " WHERE table_schema = 'public' ORDER BY 1, 2").fetchall(),
-            "indexes": conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1")
-                           .fetchall(),
-            "migrations": conn.execute("SELECT kind, name, checksum, applied_at FROM qbctl.migrations ORDER BY 1, 2")
-                              .fetchall(),
-            "rows": {t: conn.execute(f"SELECT count(*), md5(string_agg(r::text, '|' ORDER BY r::text)) FROM {t} r")
-                     .fetchone() for t in ("market_data", "orders", "trades")},
+            "columns": conn.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = 'public' ORDER BY 1, 2"
+            ).fetchall(),
+            "indexes": conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1"
+            ).fetchall(),
+            "migrations": conn.execute(
+                "SELECT kind, name, checksum, applied_at FROM qbctl.migrations ORDER BY 1, 2"
+            ).fetchall(),
+            "rows": {
+                t: conn.execute(
+                    f"SELECT count(*), md5(string_agg(r::text, '|' ORDER BY r::text)) FROM {t} r"
+                ).fetchone()
+                for t in ("market_data", "orders", "trades")
+            },
             "databases": conn.execute("SELECT datname FROM pg_database ORDER BY 1").fetchall(),
         }
         if conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()[0]:
-            out["chunks"] = conn.execute("SELECT chunk_name, is_compressed FROM timescaledb_information.chunks"
-                                         " ORDER BY 1").fetchall()
-            out["jobs"] = conn.execute("SELECT job_id, scheduled, config::text FROM timescaledb_information.jobs"
-                                       " ORDER BY 1").fetchall()
+            out["chunks"] = conn.execute(
+                "SELECT chunk_name, is_compressed FROM timescaledb_information.chunks ORDER BY 1"
+            ).fetchall()
+            out["jobs"] = conn.execute(
+                "SELECT job_id, scheduled, config::text FROM timescaledb_information.jobs ORDER BY 1"
+            ).fetchall()
     return out
 
 
@@ -84,8 +99,10 @@ def scratch_containers(env) -> list:
     try:
         for _ in range(5):
             try:
-                return client.containers.list(all=True, filters={"label": [
-                    f"io.qbctl.project={env['QBCTL_PROJECT']}", "io.qbctl.helper=rehearse"]})
+                return client.containers.list(
+                    all=True,
+                    filters={"label": [f"io.qbctl.project={env['QBCTL_PROJECT']}", "io.qbctl.helper=rehearse"]},
+                )
             except docker.errors.NotFound:  # removed between the listing and its inspection: list again
                 continue
         return []
@@ -104,8 +121,13 @@ def in_copy(env, sql: str) -> str:
             return ""
         return r.output.decode().strip() if r.exit_code == 0 else ""
     with pg(env, "postgres") as conn:
-        return str(conn.execute(sql.replace("FROM pg_stat_activity WHERE", "FROM pg_stat_activity WHERE datname LIKE"
-                                            f" '{COPY_LIKE}' AND")).fetchone()[0])
+        return str(
+            conn.execute(
+                sql.replace(
+                    "FROM pg_stat_activity WHERE", f"FROM pg_stat_activity WHERE datname LIKE '{COPY_LIKE}' AND"
+                )
+            ).fetchone()[0]
+        )
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +137,11 @@ def stack(docker_client, tmp_path_factory, standin_timescaledb, schema_flags):
     env = stack_env(new_project())
     cwd = tmp_path_factory.mktemp("rehearse")
     shutil.copytree(ROOT / "sql", cwd / "sql")
-    for step in (("up", "postgres"), ("db", "migrate", *schema_flags),
-                 ("db", "seed", "--symbols", "3", "--days", "12", "--no-redis")):
+    for step in (
+        ("up", "postgres"),
+        ("db", "migrate", *schema_flags),
+        ("db", "seed", "--symbols", "3", "--days", "12", "--no-redis"),
+    ):
         proc = qbctl(*step, env=env, cwd=cwd)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     if standin_timescaledb:
@@ -142,8 +167,10 @@ def rehearse(env, cwd, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
 
 def test_a_failing_file_exits_1_with_its_line_and_the_database_untouched(stack, migration, schema_flags):
     env, cwd = stack
-    migration("-- needs a default: the tables hold rows\nALTER TABLE orders ADD COLUMN audited_by text;\n"
-              "ALTER TABLE orders ADD COLUMN reviewer int NOT NULL;\n")
+    migration(
+        "-- needs a default: the tables hold rows\nALTER TABLE orders ADD COLUMN audited_by text;\n"
+        "ALTER TABLE orders ADD COLUMN reviewer int NOT NULL;\n"
+    )
     before = state(env)
     proc, out = rehearse(env, cwd, *schema_flags)
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -163,14 +190,17 @@ def test_a_failing_file_exits_1_with_its_line_and_the_database_untouched(stack, 
 
 
 @pytest.mark.parametrize("how", ["physical", "logical"])
-def test_a_passing_file_reports_locks_rows_and_decompression_and_changes_nothing(stack, migration, schema_flags,
-                                                                               standin_timescaledb, how):
+def test_a_passing_file_reports_locks_rows_and_decompression_and_changes_nothing(
+    stack, migration, schema_flags, standin_timescaledb, how
+):
     env, cwd = stack
     if how == "logical":
         schema_flags = (*schema_flags, "--logical")
-    migration("ALTER TABLE market_data ADD COLUMN note text;\n"
-              "UPDATE market_data SET note = 'old' WHERE time < now() - interval '9 days';\n"
-              "CREATE INDEX orders_created_idx ON orders (created_at);\n")
+    migration(
+        "ALTER TABLE market_data ADD COLUMN note text;\n"
+        "UPDATE market_data SET note = 'old' WHERE time < now() - interval '9 days';\n"
+        "CREATE INDEX orders_created_idx ON orders (created_at);\n"
+    )
     before = state(env)
     proc, out = rehearse(env, cwd, *schema_flags)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -198,8 +228,7 @@ def test_a_passing_file_reports_locks_rows_and_decompression_and_changes_nothing
     assert copies(env) == []
 
 
-def test_a_statement_outside_a_transaction_has_its_locks_sampled_and_its_rewrites_read(stack, migration,
-                                                                                      schema_flags):
+def test_a_statement_outside_a_transaction_has_its_locks_sampled_and_its_rewrites_read(stack, migration, schema_flags):
     env, cwd = stack
     migration("-- qbctl: no-transaction\nVACUUM FULL market_data;\n")
     before = state(env)
@@ -228,9 +257,14 @@ def test_a_type_change_on_compressed_chunks_fails_on_the_copy(stack, migration, 
 
 def _interrupt_when(env, cwd, seen, *extra: str) -> subprocess.CompletedProcess:
     """Start a rehearsal, send it SIGINT (Ctrl-C) once `seen()` is true, and return how it ended."""
-    proc = subprocess.Popen([sys.executable, "-m", "qbctl", "db", "migrate", "--rehearse", *extra],
-                            env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qbctl", "db", "migrate", "--rehearse", *extra],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not seen():
@@ -250,15 +284,20 @@ def test_ctrl_c_while_the_copy_is_made_leaves_no_copy(stack, migration, schema_f
     env, cwd = stack
     migration("ALTER TABLE orders ADD COLUMN audited_by text;\n")
     before = state(env)
-    ended = _interrupt_when(env, cwd, lambda: bool(copies(env)), *schema_flags,
-                            *(("--logical",) if how == "logical" else ()))
+    ended = _interrupt_when(
+        env, cwd, lambda: bool(copies(env)), *schema_flags, *(("--logical",) if how == "logical" else ())
+    )
     assert ended.returncode == 130, ended.stdout + ended.stderr
     assert "interrupted: the copy was dropped; the database was not touched" in ended.stderr
     no_traceback(ended)
     assert copies(env) == []
     with pg(env) as conn:  # no pg_dump of the copy still reads the real database
-        assert conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'qbctl-rehearse-%'"
-                            ).fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'qbctl-rehearse-%'"
+            ).fetchone()[0]
+            == 0
+        )
     assert state(env) == before
 
 
@@ -271,6 +310,7 @@ def test_ctrl_c_while_a_statement_runs_on_the_copy_leaves_no_copy(stack, migrati
     def sleeping() -> bool:
         found = in_copy(env, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'")
         return found not in ("", "0")
+
     started = time.monotonic()
     ended = _interrupt_when(env, cwd, sleeping, *schema_flags, *(("--logical",) if how == "logical" else ()))
     assert ended.returncode == 130, ended.stdout + ended.stderr
@@ -285,9 +325,13 @@ def test_a_copy_left_by_a_killed_rehearsal_is_dropped_by_the_next(stack, migrati
     env, cwd = stack
     migration("SELECT pg_sleep(60);\n")
     flags = ("--logical",) if how == "logical" else ()
-    proc = subprocess.Popen([sys.executable, "-m", "qbctl", "db", "migrate", "--rehearse", *schema_flags, *flags],
-                            env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qbctl", "db", "migrate", "--rehearse", *schema_flags, *flags],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not copies(env):
@@ -320,14 +364,24 @@ def test_what_cannot_be_copied_off_a_remote_engine_or_another_server_is_refused_
     # an engine of one's own that does not answer.
     env = stack_env(new_project(), DOCKER_HOST="ssh://qb@vm.invalid")
     for extra, settings, says in (
-            (("--logical",), {}, "error: --logical builds its copy as a database of the live server, and that "
-                                 "server is on vm.invalid"),
-            ((), {"QBCTL_REHEARSE_DOCKER_HOST": "ssh://other@vm.invalid:22"},
-             "error: QBCTL_REHEARSE_DOCKER_HOST=ssh://other@vm.invalid:22 is the engine of the live database on "
-             "vm.invalid: a rehearsal's copy is never built there"),
-            ((), {"QBCTL_REHEARSE_DOCKER_HOST": f"unix://{tmp_path}/none.sock"},
-             f"error: the rehearsal's copy runs on your own engine, unix://{tmp_path}/none.sock "
-             "(QBCTL_REHEARSE_DOCKER_HOST), which does not answer")):
+        (
+            ("--logical",),
+            {},
+            "error: --logical builds its copy as a database of the live server, and that server is on vm.invalid",
+        ),
+        (
+            (),
+            {"QBCTL_REHEARSE_DOCKER_HOST": "ssh://other@vm.invalid:22"},
+            "error: QBCTL_REHEARSE_DOCKER_HOST=ssh://other@vm.invalid:22 is the engine of the live database on "
+            "vm.invalid: a rehearsal's copy is never built there",
+        ),
+        (
+            (),
+            {"QBCTL_REHEARSE_DOCKER_HOST": f"unix://{tmp_path}/none.sock"},
+            f"error: the rehearsal's copy runs on your own engine, unix://{tmp_path}/none.sock "
+            "(QBCTL_REHEARSE_DOCKER_HOST), which does not answer",
+        ),
+    ):
         proc = qbctl("db", "migrate", "--rehearse", *extra, env={**env, **settings}, cwd=tmp_path)
         assert proc.returncode == 3, proc.stdout + proc.stderr
         assert says in " ".join(proc.stderr.split()), proc.stderr

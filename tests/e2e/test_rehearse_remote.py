@@ -4,6 +4,7 @@ its own, where the engine's socket is hidden; its "own engine" is this machine's
 the lab's address by a relay that counts what goes through it. Both engines are the same daemon here, so
 what was created where is told by the connection that asked for it: the relay sees every container the
 laptop creates, the engine's events every container of the project."""
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,14 @@ def own_engine(lab):
 
 
 def run(lab, *args: str, env: dict, cwd, apart: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(lab.wrap([sys.executable, "-m", "qbctl", *args], apart=apart),
-                          env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd)
+    return subprocess.run(
+        lab.wrap([sys.executable, "-m", "qbctl", *args], apart=apart),
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +61,11 @@ def vm(lab, own_engine, docker_client, tmp_path_factory, schema_flags):
     cwd = tmp_path_factory.mktemp("rehearse-remote")
     shutil.copytree(ROOT / "sql", cwd / "sql")
     try:
-        for step in (("up", "postgres"), ("db", "migrate", *schema_flags),
-                     ("db", "seed", "--symbols", "3", "--days", "12", "--no-redis")):
+        for step in (
+            ("up", "postgres"),
+            ("db", "migrate", *schema_flags),
+            ("db", "seed", "--symbols", "3", "--days", "12", "--no-redis"),
+        ):
             proc = run(lab, *step, env=env, cwd=cwd)
             assert proc.returncode == 0, proc.stdout + proc.stderr
         yield env, cwd
@@ -76,27 +85,34 @@ def migration(vm):
 
 def containers_created(client, project: str, since: float) -> list[str]:
     """Names of this project's containers the engine created since `since` (its events)."""
-    events = client.api.events(since=int(since) - 1, until=int(time.time()) + 1, decode=True,
-                               filters={"type": "container", "event": "create", "label": f"io.qbctl.project={project}"})
+    events = client.api.events(
+        since=int(since) - 1,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"type": "container", "event": "create", "label": f"io.qbctl.project={project}"},
+    )
     return [e["Actor"]["Attributes"]["name"] for e in events]
 
 
 def left(env) -> dict:
     """What a rehearsal must not leave: a scratch container, a session of a copy on the live server."""
     with pg(env) as conn:
-        sessions = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE"
-                                " 'qbctl-rehearse-%'").fetchone()[0]
+        sessions = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'qbctl-rehearse-%'"
+        ).fetchone()[0]
     return {"containers": [c.name for c in scratch_containers(env)], "sessions": sessions}
 
 
-def test_a_passing_rehearsal_through_ssh_copies_onto_the_laptops_engine(lab, own_engine, vm, migration,
-                                                                        docker_client, schema_flags,
-                                                                        standin_timescaledb):
+def test_a_passing_rehearsal_through_ssh_copies_onto_the_laptops_engine(
+    lab, own_engine, vm, migration, docker_client, schema_flags, standin_timescaledb
+):
     env, cwd = vm
     project = env["QBCTL_PROJECT"]
-    migration("ALTER TABLE market_data ADD COLUMN note text;\n"
-              "UPDATE market_data SET note = 'old' WHERE time < now() - interval '9 days';\n"
-              "CREATE INDEX orders_created_idx ON orders (created_at);\n")
+    migration(
+        "ALTER TABLE market_data ADD COLUMN note text;\n"
+        "UPDATE market_data SET note = 'old' WHERE time < now() - interval '9 days';\n"
+        "CREATE INDEX orders_created_idx ON orders (created_at);\n"
+    )
     before = state(env)
     if standin_timescaledb:
         assert any(compressed for _, compressed in before["chunks"])
@@ -166,9 +182,14 @@ def test_ctrl_c_while_the_copy_comes_through_ssh_leaves_nothing_on_either_side(l
     env, cwd = vm
     migration("ALTER TABLE orders ADD COLUMN audited_by text;\n")
     before = state(env)
-    proc = subprocess.Popen(lab.wrap([sys.executable, "-m", "qbctl", "db", "migrate", "--rehearse", *schema_flags]),
-                            env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        lab.wrap([sys.executable, "-m", "qbctl", "db", "migrate", "--rehearse", *schema_flags]),
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while not scratch_containers(env):
@@ -195,11 +216,21 @@ def test_what_is_refused_over_ssh_is_one_line(lab, vm, schema_flags, migration):
     migration("ALTER TABLE orders ADD COLUMN audited_by text;\n")
     proc = run(lab, "db", "migrate", "--rehearse", "--logical", *schema_flags, env=env, cwd=cwd)
     assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert "error: --logical builds its copy as a database of the live server, and that server is on enginevm" \
+    assert (
+        "error: --logical builds its copy as a database of the live server, and that server is on enginevm"
         in proc.stderr
+    )
     no_traceback(proc)
-    proc = run(lab, "db", "migrate", "--rehearse", "--json", *schema_flags, cwd=cwd,
-               env={**env, "QBCTL_REHEARSE_DOCKER_HOST": "ssh://enginevm"})
+    proc = run(
+        lab,
+        "db",
+        "migrate",
+        "--rehearse",
+        "--json",
+        *schema_flags,
+        cwd=cwd,
+        env={**env, "QBCTL_REHEARSE_DOCKER_HOST": "ssh://enginevm"},
+    )
     assert proc.returncode == 3, proc.stdout + proc.stderr
     err = json.loads(proc.stdout)["error"]
     assert err["code"] == "REHEARSAL_UNAVAILABLE" and "never built there" in err["message"]

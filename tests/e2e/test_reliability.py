@@ -1,4 +1,5 @@
 """Faults, concurrency, upgrades and secrets, on the real engine (issue: reliability and safety)."""
+
 from __future__ import annotations
 
 import json
@@ -18,14 +19,21 @@ pytestmark = pytest.mark.docker
 
 
 def popen(args, env, cwd):
-    return subprocess.Popen([sys.executable, "-m", "qbctl", *args], env={**env, "PYTHONPATH": str(ROOT)},
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "qbctl", *args],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def containers(client, env, all_=True):
     # ignore_removed: docker-py lists, then inspects each; one caught mid-creation can 404 in between.
-    return client.containers.list(all=all_, filters={"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"},
-                                  ignore_removed=True)
+    return client.containers.list(
+        all=all_, filters={"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"}, ignore_removed=True
+    )
 
 
 def _pg(env):
@@ -37,8 +45,9 @@ def test_two_ups_at_once_end_with_one_stack(project_env, tmp_path, docker_client
     procs = [popen(["up", "--no-ui"], env, tmp_path) for _ in range(2)]
     outs = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    actions = sorted(line.split()[1] for out, _ in outs for line in out.splitlines()
-                     if line.split()[:1] in (["postgres"], ["redis"]))
+    actions = sorted(
+        line.split()[1] for out, _ in outs for line in out.splitlines() if line.split()[:1] in (["postgres"], ["redis"])
+    )
     assert actions == ["create", "create", "keep", "keep"]  # one run made the stack, the other found it
     assert len(containers(docker_client, env)) == 2
     assert any("another qbctl is changing project" in err and "waiting for it to finish" in err for _, err in outs)
@@ -106,22 +115,28 @@ def test_a_foreign_data_directory_is_recognised_from_the_servers_log(project_env
     assert qbctl("up", "postgres", env=env, cwd=tmp_path).returncode == 0
     assert qbctl("down", env=env, cwd=tmp_path).returncode == 0
     volume = f"{env['QBCTL_PROJECT']}_pgdata"
-    run_once(docker_client, standin("postgres"), ["sh", "-c", "echo 14 > /data/PG_VERSION"], entrypoint=[],
-             volumes={volume: {"bind": "/data", "mode": "rw"}})
+    run_once(
+        docker_client,
+        standin("postgres"),
+        ["sh", "-c", "echo 14 > /data/PG_VERSION"],
+        entrypoint=[],
+        volumes={volume: {"bind": "/data", "mode": "rw"}},
+    )
     proc = qbctl("up", "postgres", "--json", "--timeout", "60", env=env, cwd=tmp_path)
     assert proc.returncode == 1
     err = json.loads(proc.stdout)["error"]
     assert err["code"] == "VOLUME_INCOMPATIBLE" and "(14)" in err["message"]
 
 
-def test_redis_published_beyond_loopback_is_warned_about_and_uis_stay_on_loopback(project_env, tmp_path,
-                                                                                  docker_client):
+def test_redis_published_beyond_loopback_is_warned_about_and_uis_stay_on_loopback(project_env, tmp_path, docker_client):
     env = {**project_env, "QBCTL_BIND_ADDRESS": "0.0.0.0"}
     proc = qbctl("up", "redis-commander", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "warning: Redis is published on 0.0.0.0 and has no password" in proc.stderr
-    binds = {c.labels["io.qbctl.service"]: [b["HostIp"] for bs in c.attrs["HostConfig"]["PortBindings"].values()
-                                            for b in bs] for c in containers(docker_client, env)}
+    binds = {
+        c.labels["io.qbctl.service"]: [b["HostIp"] for bs in c.attrs["HostConfig"]["PortBindings"].values() for b in bs]
+        for c in containers(docker_client, env)
+    }
     assert binds == {"redis": ["0.0.0.0"], "redis-commander": ["127.0.0.1"]}
 
 
@@ -129,13 +144,28 @@ def test_no_password_in_any_output(project_env, tmp_path):
     env = {**project_env, "REDIS_URL": project_env["REDIS_URL"].replace("redis://", f"redis://:{PASSWORD}@")}
     shutil.copytree(ROOT / "sql", tmp_path / "sql")
     (tmp_path / ".env").write_text(f"DATABASE_URL={env['DATABASE_URL']}\n")
-    commands = [["up"], ["up", "--json"], ["status"], ["status", "--json"],
-                ["budget"], ["budget", "--json"], ["config", "show"], ["config", "show", "--json"],
-                ["db", "migrate"], ["db", "migrate", "--json"], ["db", "migrate", "--without-timescaledb"],
-                ["health"], ["health", "--json"], ["db", "status", "--json"],
-                ["db", "seed", "--symbols", "1", "--days", "1"],
-                ["logs", "postgres"], ["logs", "redis-commander"], ["compose", "render", "--check"],
-                ["ci", "setup", "--json"], ["env", "check"]]
+    commands = [
+        ["up"],
+        ["up", "--json"],
+        ["status"],
+        ["status", "--json"],
+        ["budget"],
+        ["budget", "--json"],
+        ["config", "show"],
+        ["config", "show", "--json"],
+        ["db", "migrate"],
+        ["db", "migrate", "--json"],
+        ["db", "migrate", "--without-timescaledb"],
+        ["health"],
+        ["health", "--json"],
+        ["db", "status", "--json"],
+        ["db", "seed", "--symbols", "1", "--days", "1"],
+        ["logs", "postgres"],
+        ["logs", "redis-commander"],
+        ["compose", "render", "--check"],
+        ["ci", "setup", "--json"],
+        ["env", "check"],
+    ]
     codes = {}
     for args in commands:
         proc = qbctl(*args, env=env, cwd=tmp_path)

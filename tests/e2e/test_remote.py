@@ -1,6 +1,7 @@
 """The stack on a "VM" driven from a "laptop": a real sshd in front of this machine's engine, qbctl
 run from a network namespace of its own (tests/sshlab.py), through ssh:// and through a Docker
 context (with no config.json), without and with 50 ms of added round trip on the ssh path."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,9 @@ def lab(docker_client):
 def run(lab, *args: str, env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
     """qbctl on the laptop: its own network namespace, the engine's socket hidden."""
     argv = lab.wrap([sys.executable, "-m", "qbctl", *args])
-    return subprocess.run(argv, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)  # sql/ for db migrate
+    return subprocess.run(
+        argv, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )  # sql/ for db migrate
 
 
 def ok_json(proc: subprocess.CompletedProcess) -> dict:
@@ -64,7 +66,9 @@ def test_the_whole_life_of_a_production_stack_over_ssh(lab, remote, docker_clien
     project = env["QBCTL_PROJECT"]
     cold = ok_json(run(lab, "up", "--profile", "production", "--json", env=env))
     assert [(s["name"], s["action"], s["ready"]) for s in cold["services"]] == [
-        ("postgres", "create", True), ("redis", "create", True)]
+        ("postgres", "create", True),
+        ("redis", "create", True),
+    ]
     assert cold["engine"]["remote"] is True and cold["engine"]["host"] == "enginevm"
     assert cold["engine"]["profile"] == "production"
     # On the engine's host, as the production profile makes them.
@@ -79,8 +83,9 @@ def test_the_whole_life_of_a_production_stack_over_ssh(lab, remote, docker_clien
 
     warm = ok_json(run(lab, "up", "--profile", "production", "--json", env=env))
     assert {s["action"] for s in warm["services"]} == {"keep"}
-    assert {c.id for c in containers} == {c.id for c in docker_client.containers.list(
-        filters={"label": f"io.qbctl.project={project}"})}
+    assert {c.id for c in containers} == {
+        c.id for c in docker_client.containers.list(filters={"label": f"io.qbctl.project={project}"})
+    }
 
     migrated = ok_json(run(lab, "db", "migrate", *schema_flags, "--json", env=env))
     assert migrated["applied"], migrated
@@ -134,7 +139,11 @@ def test_a_context_with_50ms_of_latency_and_no_config_json(lab, docker_client, s
     try:
         cold = ok_json(run(lab, "up", "--json", env=env))  # the development profile: the UIs too, through ssh
         assert [(s["name"], s["ready"]) for s in cold["services"]] == [
-            ("postgres", True), ("redis", True), ("adminer", True), ("redis-commander", True)]
+            ("postgres", True),
+            ("redis", True),
+            ("adminer", True),
+            ("redis-commander", True),
+        ]
         assert cold["engine"]["rtt_ms"] >= 45, cold["engine"]
         warm = ok_json(run(lab, "up", "--json", env=env))
         assert {s["action"] for s in warm["services"]} == {"keep"}
@@ -178,8 +187,11 @@ def test_a_port_busy_on_the_engine_host_is_a_conflict_one_busy_on_the_laptop_is_
 
 def test_ssh_failures_are_one_line_exit_3_with_json_intact(lab, docker_client):
     env = lab.env(stack_env(new_project()))
-    cases = {"ssh://unknownkey": "host key is not known", "ssh://stranger": "login was refused",
-             "ssh://root@nosuch.invalid": "unknown host"}
+    cases = {
+        "ssh://unknownkey": "host key is not known",
+        "ssh://stranger": "login was refused",
+        "ssh://root@nosuch.invalid": "unknown host",
+    }
     for host, words in cases.items():
         for args in (("status", "--json"), ("up", "--json"), ("health", "--json"), ("db", "migrate", "--json")):
             proc = run(lab, *args, env={**env, "DOCKER_HOST": host}, timeout=60)
@@ -226,8 +238,14 @@ def test_the_ssh_connection_ends_with_qbctl_however_it_ends(lab, remote, how):
 
     tmp = lab.dir / "tmp"
     env = {**remote, "QBCTL_PROFILE": "production", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(lab.wrap([sys.executable, "-m", "qbctl", "up", "--timeout", "60"]), env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        lab.wrap([sys.executable, "-m", "qbctl", "up", "--timeout", "60"]),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while not list(tmp.glob("qbctl-ssh-*/docker.sock")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()

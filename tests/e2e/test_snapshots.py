@@ -3,6 +3,7 @@ host's), Redis, the data a seeded stack holds. The checks here are the test's ow
 ordered rows, chunk by chunk, job by job), not qbctl's inventory. Where the stand-in has no TimescaleDB
 (a new machine: it is not packaged) the same tests run on the plain schema, and only what needs the
 extension (compressed chunks, jobs) is left out."""
+
 from __future__ import annotations
 
 import json
@@ -34,27 +35,39 @@ def fingerprint(env, db=None) -> dict:
     with pg(env, db) as conn:
         conn.execute("SET TimeZone = 'UTC'")
         out = {}
-        for (table,) in conn.execute("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname"
-                                     " IN ('public', 'qbctl') ORDER BY 1").fetchall():
-            out[table] = conn.execute(f"SELECT count(*), md5(coalesce(string_agg(CAST(r.* AS text), '|' ORDER BY"
-                                      f" CAST(r.* AS text)), '')) FROM {table} AS r").fetchone()
+        for (table,) in conn.execute(
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname"
+            " IN ('public', 'qbctl') ORDER BY 1"
+        ).fetchall():
+            out[table] = conn.execute(
+                f"SELECT count(*), md5(coalesce(string_agg(CAST(r.* AS text), '|' ORDER BY"
+                f" CAST(r.* AS text)), '')) FROM {table} AS r"
+            ).fetchone()
         if conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()[0]:
             out["hypertables"] = conn.execute(
                 "SELECT hypertable_name, num_chunks, compression_enabled FROM timescaledb_information.hypertables"
-                " ORDER BY 1").fetchall()
+                " ORDER BY 1"
+            ).fetchall()
             out["chunks"] = conn.execute(
                 "SELECT hypertable_name, chunk_name, is_compressed, range_start, range_end"
-                " FROM timescaledb_information.chunks ORDER BY 1, 2").fetchall()
+                " FROM timescaledb_information.chunks ORDER BY 1, 2"
+            ).fetchall()
             out["jobs"] = conn.execute(
                 "SELECT job_id, proc_name, hypertable_name, schedule_interval, config::text, scheduled"
-                " FROM timescaledb_information.jobs ORDER BY 1").fetchall()
+                " FROM timescaledb_information.jobs ORDER BY 1"
+            ).fetchall()
     out["redis"] = redis_state(rd(env))
     return out
 
 
 def redis_state(r) -> dict:
-    read = {"string": r.get, "hash": r.hgetall, "list": lambda k: r.lrange(k, 0, -1),
-            "set": lambda k: sorted(r.smembers(k)), "zset": lambda k: r.zrange(k, 0, -1, withscores=True)}
+    read = {
+        "string": r.get,
+        "hash": r.hgetall,
+        "list": lambda k: r.lrange(k, 0, -1),
+        "set": lambda k: sorted(r.smembers(k)),
+        "zset": lambda k: r.zrange(k, 0, -1, withscores=True),
+    }
     out = {}
     for key in sorted(r.keys()):
         kind = r.type(key).decode()
@@ -95,9 +108,11 @@ def test_snapshot_change_restore_gives_back_the_same_data(stack, docker_client, 
     tsdb = standin_timescaledb
     if tsdb:
         with pg(env) as conn:  # compression state is part of what must come back
-            (chunk,) = conn.execute("SELECT format('%I.%I', chunk_schema, chunk_name) FROM"
-                                    " timescaledb_information.chunks WHERE hypertable_name = 'market_data' AND NOT"
-                                    " is_compressed ORDER BY range_start LIMIT 1").fetchone()
+            (chunk,) = conn.execute(
+                "SELECT format('%I.%I', chunk_schema, chunk_name) FROM"
+                " timescaledb_information.chunks WHERE hypertable_name = 'market_data' AND NOT"
+                " is_compressed ORDER BY range_start LIMIT 1"
+            ).fetchone()
             conn.execute(f"SELECT compress_chunk('{chunk}')")
     before = fingerprint(env)
     assert before["redis"] and before["public.market_data"][0] > 10_000
@@ -109,8 +124,10 @@ def test_snapshot_change_restore_gives_back_the_same_data(stack, docker_client, 
     meta = json.loads((cwd / ".qbctl" / "snapshots" / "base" / "meta.json").read_text())
     if tsdb:
         compressed = sum(1 for c in before["chunks"] if c[0] == "market_data" and c[2])  # the policy may have run
-        assert meta["postgres"]["timescaledb"] and meta["postgres"]["hypertables"]["public.market_data"][
-            "compressed_chunks"] == compressed >= 1
+        assert (
+            meta["postgres"]["timescaledb"]
+            and meta["postgres"]["hypertables"]["public.market_data"]["compressed_chunks"] == compressed >= 1
+        )
     else:
         assert not meta["postgres"]["timescaledb"] and not meta["postgres"]["hypertables"]
     assert sorted(meta["files"]) == ["postgres.dump", "postgres.tar", "redis.rdb"]  # named: both forms
@@ -119,11 +136,15 @@ def test_snapshot_change_restore_gives_back_the_same_data(stack, docker_client, 
     with pg(env) as conn:  # change rows, compression and a job; and Redis
         if tsdb:
             conn.execute(f"SELECT decompress_chunk('{chunk}')")
-            conn.execute("SELECT alter_job(job_id, schedule_interval => interval '5 hours') FROM"
-                         " timescaledb_information.jobs WHERE proc_name = 'policy_compression'")
+            conn.execute(
+                "SELECT alter_job(job_id, schedule_interval => interval '5 hours') FROM"
+                " timescaledb_information.jobs WHERE proc_name = 'policy_compression'"
+            )
         conn.execute("DELETE FROM market_data WHERE symbol = '005930'")
-        conn.execute("INSERT INTO orders (symbol, side, order_type, quantity, price, status, strategy)"
-                     " VALUES ('000660', 'buy', 'limit', 1, 1, 'pending', 'manual')")
+        conn.execute(
+            "INSERT INTO orders (symbol, side, order_type, quantity, price, status, strategy)"
+            " VALUES ('000660', 'buy', 'limit', 1, 1, 'pending', 'manual')"
+        )
     rd(env).set("stray", "1")
     rd(env).delete("market:005930")
     changed = fingerprint(env)
@@ -135,8 +156,11 @@ def test_snapshot_change_restore_gives_back_the_same_data(stack, docker_client, 
     assert result["postgres"]["form"] == "physical"  # the data directory: same major, same TimescaleDB (or none)
     assert fingerprint(env) == before
     assert databases(env) == ["postgres", env["DATABASE_URL"].rsplit("/", 1)[1]]  # nothing left behind
-    leftovers = docker_client.containers.get(f"{env['QBCTL_PROJECT']}-postgres").exec_run(
-        ["ls", "-a", "/var/lib/postgresql/data"]).output.decode()
+    leftovers = (
+        docker_client.containers.get(f"{env['QBCTL_PROJECT']}-postgres")
+        .exec_run(["ls", "-a", "/var/lib/postgresql/data"])
+        .output.decode()
+    )
     assert ".qbctl-replaced" not in leftovers and "PG_VERSION" in leftovers
     # The data it replaced was snapshotted first (the dump only), and restores too.
     safety = result["safety_snapshot"]
@@ -157,10 +181,12 @@ def test_a_damaged_or_partial_snapshot_is_refused_and_the_data_stays(stack):
     with pg(env) as conn:
         conn.execute("DELETE FROM trades WHERE id IN (SELECT id FROM trades LIMIT 3)")
     now = fingerprint(env)
-    cases = {"flipped": lambda p: _flip(p / "postgres.dump"),
-             "flipped-copy": lambda p: _flip(p / "postgres.tar"),
-             "cut": lambda p: _cut(p / "redis.rdb"),
-             "no-meta": lambda p: (p / "meta.json").unlink()}
+    cases = {
+        "flipped": lambda p: _flip(p / "postgres.dump"),
+        "flipped-copy": lambda p: _flip(p / "postgres.tar"),
+        "cut": lambda p: _cut(p / "redis.rdb"),
+        "no-meta": lambda p: (p / "meta.json").unlink(),
+    }
     for name, damage in cases.items():
         shutil.copytree(folder / "base", folder / name)
         damage(folder / name)
@@ -215,14 +241,17 @@ def test_bad_input_is_one_line_and_changes_nothing(stack, docker_client):
     now = fingerprint(env)
     other_user = {**env, "DATABASE_URL": env["DATABASE_URL"].replace("qb_user:", "someone_else:")}
     proc = qbctl("restore", "base", "--yes", env=other_user, cwd=cwd)
-    assert proc.returncode == 1 and proc.stderr.startswith("error: snapshot base was taken as PostgreSQL user "
-                                                           "qb_user, this stack logs in as someone_else")
+    assert proc.returncode == 1 and proc.stderr.startswith(
+        "error: snapshot base was taken as PostgreSQL user qb_user, this stack logs in as someone_else"
+    )
     assert len([ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]) == 1
-    for args, code, text in ((["restore", "nope", "--yes"], 2, "no snapshot named nope"),
-                             (["snapshot", "bad/name"], 2, "snapshot name 'bad/name'"),
-                             (["snapshot", "base"], 2, "a snapshot named base exists already"),
-                             (["snapshot", "rm", "nope"], 2, "no snapshot named nope"),
-                             (["restore", "base"], 4, "needs confirmation")):
+    for args, code, text in (
+        (["restore", "nope", "--yes"], 2, "no snapshot named nope"),
+        (["snapshot", "bad/name"], 2, "snapshot name 'bad/name'"),
+        (["snapshot", "base"], 2, "a snapshot named base exists already"),
+        (["snapshot", "rm", "nope"], 2, "no snapshot named nope"),
+        (["restore", "base"], 4, "needs confirmation"),
+    ):
         proc = qbctl(*args, env=env, cwd=cwd, input="")  # no terminal to confirm on
         no_traceback(proc)
         assert proc.returncode == code and text in proc.stderr, (args, proc.stderr)
@@ -247,8 +276,17 @@ def test_bad_input_is_one_line_and_changes_nothing(stack, docker_client):
 
     # What a restore killed between its renames and its check leaves is never deleted: the dump is used.
     server = docker_client.containers.get(f"{env['QBCTL_PROJECT']}-postgres")
-    assert server.exec_run(["sh", "-c", "mkdir /var/lib/postgresql/data/.qbctl-replaced && echo kept > "
-                                        "/var/lib/postgresql/data/.qbctl-replaced/PG_VERSION"]).exit_code == 0
+    assert (
+        server.exec_run(
+            [
+                "sh",
+                "-c",
+                "mkdir /var/lib/postgresql/data/.qbctl-replaced && echo kept > "
+                "/var/lib/postgresql/data/.qbctl-replaced/PG_VERSION",
+            ]
+        ).exit_code
+        == 0
+    )
     proc = ok(qbctl("restore", "base", "--yes", "--no-snapshot", "--json", env=env, cwd=cwd))
     result = json.loads(proc.stdout)
     assert result["postgres"]["form"] == "logical" and ".qbctl-replaced" in " ".join(result["notes"])
@@ -303,7 +341,9 @@ def test_no_space_for_the_snapshot_stops_the_reset_before_anything_is_removed(st
         if moved.exists():
             moved.rename(folder)
     assert {c.labels["io.qbctl.service"]: c.status for c in docker_client.containers.list(filters=label)} == {
-        "postgres": "running", "redis": "running"}
+        "postgres": "running",
+        "redis": "running",
+    }
 
 
 def test_db_reset_snapshots_first_and_old_automatic_snapshots_are_pruned(stack, schema_flags):
@@ -317,14 +357,16 @@ def test_db_reset_snapshots_first_and_old_automatic_snapshots_are_pruned(stack, 
         taken.append(result["snapshot"])
         human = qbctl("snapshot", "list", env=keep, cwd=cwd).stdout
         assert result["snapshot"] in human
-    names = [s["name"] for s in json.loads(ok(qbctl("snapshot", "list", "--json", env=keep, cwd=cwd)).stdout)[
-        "snapshots"]]
+    names = [
+        s["name"] for s in json.loads(ok(qbctl("snapshot", "list", "--json", env=keep, cwd=cwd)).stdout)["snapshots"]
+    ]
     automatic = [n for n in names if n.startswith("auto-")]
     assert automatic == taken[-2:], names  # the oldest went; named ones stay
     assert "base" in names and "stopped" in names
     ok(qbctl("db", "reset", "--yes", "--no-snapshot", *schema_flags, env=keep, cwd=cwd))
-    names_after = [s["name"] for s in json.loads(qbctl("snapshot", "list", "--json", env=keep, cwd=cwd).stdout)[
-        "snapshots"]]
+    names_after = [
+        s["name"] for s in json.loads(qbctl("snapshot", "list", "--json", env=keep, cwd=cwd).stdout)["snapshots"]
+    ]
     assert names_after == names  # --no-snapshot: none taken
     ok(qbctl("restore", "base", "--yes", "--no-snapshot", env=env, cwd=cwd))
 
@@ -342,8 +384,7 @@ def test_reset_leaves_a_snapshot_that_restores_the_stack(stack, docker_client):
     assert fingerprint(env) == before
 
 
-def test_a_stack_whose_password_changed_is_still_saved_by_reset_and_restored_with_the_new_one(project_env,
-                                                                                              tmp_path):
+def test_a_stack_whose_password_changed_is_still_saved_by_reset_and_restored_with_the_new_one(project_env, tmp_path):
     env = project_env
     shutil.copytree(ROOT / "sql", tmp_path / "sql")
     ok(qbctl("up", "--no-ui", env=env, cwd=tmp_path))
@@ -377,9 +418,14 @@ def test_ctrl_c_in_the_middle_of_the_switch_puts_the_old_data_back(stack, docker
         conn.execute("DELETE FROM market_data WHERE symbol = '000660'")
     changed = fingerprint(env)
     container = docker_client.containers.get(f"{env['QBCTL_PROJECT']}-postgres")
-    proc = subprocess.Popen([sys.executable, "-m", "qbctl", "restore", "switch", "--yes", "--no-snapshot"],
-                            env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qbctl", "restore", "switch", "--yes", "--no-snapshot"],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -433,10 +479,12 @@ def test_a_schema_of_every_awkward_name_and_type_round_trips_in_both_forms(proje
 
     def change():
         with pg(env) as conn:
-            conn.execute('SET search_path = public; DELETE FROM t WHERE x > 10; UPDATE "order" SET "from" = NULL;'
-                         ' DROP TABLE "a.b".c; INSERT INTO nocols DEFAULT VALUES;'
-                         " UPDATE types SET doc = NULL, pt = NULL; DELETE FROM moods WHERE v < 5;"
-                         " SELECT nextval('\"Other Schema\".\"Seq\"')")
+            conn.execute(
+                'SET search_path = public; DELETE FROM t WHERE x > 10; UPDATE "order" SET "from" = NULL;'
+                ' DROP TABLE "a.b".c; INSERT INTO nocols DEFAULT VALUES;'
+                " UPDATE types SET doc = NULL, pt = NULL; DELETE FROM moods WHERE v < 5;"
+                ' SELECT nextval(\'"Other Schema"."Seq"\')'
+            )
         assert fingerprint_now() != before
 
     before = fingerprint_now()
@@ -455,8 +503,9 @@ def test_a_schema_of_every_awkward_name_and_type_round_trips_in_both_forms(proje
     assert restored["postgres"]["form"] == "physical", restored["notes"]
     assert fingerprint_now() == before
     change()
-    restored = json.loads(ok(qbctl("restore", "awkward", "--yes", "--no-snapshot", "--logical", "--json", env=env,
-                                   cwd=cwd)).stdout)
+    restored = json.loads(
+        ok(qbctl("restore", "awkward", "--yes", "--no-snapshot", "--logical", "--json", env=env, cwd=cwd)).stdout
+    )
     assert restored["postgres"]["form"] == "logical"
     assert fingerprint_now() == before
 
@@ -468,8 +517,7 @@ def test_a_schema_of_every_awkward_name_and_type_round_trips_in_both_forms(proje
     assert taken["forms"] == ["logical"] and "public.scratch" in " ".join(taken["notes"]), taken
     with pg(env) as conn:
         conn.execute("TRUNCATE public.scratch")
-    restored = json.loads(ok(qbctl("restore", "unlogged", "--yes", "--no-snapshot", "--json", env=env,
-                                   cwd=cwd)).stdout)
+    restored = json.loads(ok(qbctl("restore", "unlogged", "--yes", "--no-snapshot", "--json", env=env, cwd=cwd)).stdout)
     assert restored["postgres"]["form"] == "logical"
     assert fingerprint_now() == with_scratch
 

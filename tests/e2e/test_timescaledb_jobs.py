@@ -1,5 +1,6 @@
 """The default stack on the engine, with TimescaleDB in the image: migrate, the QB bars (continuous
 aggregates), and the policy jobs run by TimescaleDB's own scheduler, not by a test calling run_job."""
+
 from __future__ import annotations
 
 import json
@@ -39,10 +40,13 @@ def test_the_stack_migrates_the_bars_and_its_scheduler_runs_the_policies(project
         assert caggs == {"market_data_5m", "market_data_1h", "market_data_1d"}
         deadline = time.monotonic() + 60
         while True:
-            runs = dict(conn.execute(
-                "SELECT j.proc_name || ' ' || j.hypertable_name, COALESCE(s.total_runs, 0)"
-                " FROM timescaledb_information.jobs j LEFT JOIN timescaledb_information.job_stats s USING (job_id)"
-                " WHERE j.job_id >= 1000").fetchall())
+            runs = dict(
+                conn.execute(
+                    "SELECT j.proc_name || ' ' || j.hypertable_name, COALESCE(s.total_runs, 0)"
+                    " FROM timescaledb_information.jobs j LEFT JOIN timescaledb_information.job_stats s USING (job_id)"
+                    " WHERE j.job_id >= 1000"
+                ).fetchall()
+            )
             if all(runs.values()) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -58,12 +62,15 @@ def test_the_stack_migrates_the_bars_and_its_scheduler_runs_the_policies(project
     # Production's shape: the policies' jobs compressed every chunk older than 7 days, as db status counts them.
     assert seeded["compression"]["market_data"]["compressed"] > 0
     with psycopg.connect(_url(env), autocommit=True) as conn:
-        left = conn.execute("SELECT count(*) FROM timescaledb_information.chunks WHERE NOT is_compressed"
-                            " AND hypertable_name = 'market_data' AND range_end <= now() - interval '7 days'"
-                            ).fetchone()[0]
+        left = conn.execute(
+            "SELECT count(*) FROM timescaledb_information.chunks WHERE NOT is_compressed"
+            " AND hypertable_name = 'market_data' AND range_end <= now() - interval '7 days'"
+        ).fetchone()[0]
     assert left == 0
-    figures = {h["name"]: {"chunks": h["chunks"], "compressed": h["compressed_chunks"]} for h in json.loads(
-        qbctl("db", "status", "--json", env=env, cwd=tmp_path).stdout)["hypertables"]}
+    figures = {
+        h["name"]: {"chunks": h["chunks"], "compressed": h["compressed_chunks"]}
+        for h in json.loads(qbctl("db", "status", "--json", env=env, cwd=tmp_path).stdout)["hypertables"]
+    }
     assert all(figures[t] == c for t, c in seeded["compression"].items()), (figures, seeded["compression"])
     for _ in range(5):  # green, round after round of the scheduler's own runs after seed gave the jobs back
         health = qbctl("health", "--json", env=env, cwd=tmp_path)

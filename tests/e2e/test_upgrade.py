@@ -1,5 +1,6 @@
 """qbctl upgrade on a real engine: PostgreSQL 15 -> 17 with real data (the PostgreSQL 17 stand-in is built from
 Debian 13; it has no TimescaleDB, so the data is the plain schema), and the TimescaleDB path on 15."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ def test_a_major_upgrade_moves_the_data_and_keeps_the_old_volume(project_env, tm
     # The PostgreSQL 17 stand-in has no TimescaleDB: the data must not use it, so the extension the image
     # created at its first start (in postgres, template1 and the stack's database) goes first.
     for db in ("postgres", "template1", "qb_trading_dev"):
-        with psycopg.connect(env["DATABASE_URL"].replace("localhost", "127.0.0.1").rsplit("/", 1)[0] + f"/{db}",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            env["DATABASE_URL"].replace("localhost", "127.0.0.1").rsplit("/", 1)[0] + f"/{db}", autocommit=True
+        ) as conn:
             conn.execute("DROP EXTENSION IF EXISTS timescaledb CASCADE")
     ok(qbctl("db", "migrate", "--without-timescaledb", env=env, cwd=tmp_path))
     ok(qbctl("db", "seed", "--symbols", "3", "--days", "5", env=env, cwd=tmp_path))
@@ -44,8 +46,9 @@ def test_a_major_upgrade_moves_the_data_and_keeps_the_old_volume(project_env, tm
         conn.execute("CREATE ROLE reporting LOGIN PASSWORD 'r'")  # a role of its own, and another database
         conn.execute("GRANT SELECT ON market_data TO reporting")
         conn.execute("CREATE DATABASE scratch")
-    with psycopg.connect(env["DATABASE_URL"].replace("localhost", "127.0.0.1").rsplit("/", 1)[0] + "/scratch",
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        env["DATABASE_URL"].replace("localhost", "127.0.0.1").rsplit("/", 1)[0] + "/scratch", autocommit=True
+    ) as conn:
         conn.execute("CREATE TABLE notes AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 500) g")
     before = fingerprint(env)
     project = env["QBCTL_PROJECT"]
@@ -90,8 +93,9 @@ def test_a_major_upgrade_moves_the_data_and_keeps_the_old_volume(project_env, tm
     no_traceback(newer)
     assert newer.returncode == 1
     err = json.loads(newer.stdout)["error"]
-    assert err["code"] == "SNAPSHOT_INCOMPATIBLE" and "is of PostgreSQL 17, the image runs PostgreSQL 15" in \
-        err["message"]
+    assert (
+        err["code"] == "SNAPSHOT_INCOMPATIBLE" and "is of PostgreSQL 17, the image runs PostgreSQL 15" in err["message"]
+    )
     assert fingerprint(env) == before
 
 
@@ -108,32 +112,39 @@ def test_upgrade_with_the_image_the_data_was_made_with_has_nothing_to_do(project
     assert result["kind"] == "timescaledb" and "nothing to upgrade" in result["reason"]
     if tsdb:  # the one TimescaleDB version here is the image's: up to date in every database the image made it in
         assert {t["database"]: t["from"] == t["to"] for t in result["timescaledb"]} == {
-            "postgres": True, "qb_trading_dev": True, "template1": True}
+            "postgres": True,
+            "qb_trading_dev": True,
+            "template1": True,
+        }
 
 
 def _offered(env) -> tuple[str, list[str]]:
     """The image's TimescaleDB version, and the older ones it can still install."""
     with psycopg.connect(env["DATABASE_URL"].replace("localhost", "127.0.0.1"), autocommit=True) as conn:
-        default = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'"
-                               ).fetchone()[0]
-        versions = [v for (v,) in conn.execute(
-            "SELECT version FROM pg_available_extension_versions WHERE name = 'timescaledb'")]
+        default = conn.execute(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()[0]
+        versions = [
+            v for (v,) in conn.execute("SELECT version FROM pg_available_extension_versions WHERE name = 'timescaledb'")
+        ]
 
     def key(v: str) -> tuple[int, ...]:
         return tuple(int(p) for p in v.split("-")[0].split(".") if p.isdigit())
+
     return default, sorted((v for v in versions if key(v) < key(default)), key=key)
 
 
 @pytest.mark.timescaledb("the test updates the extension in place")
-def test_a_timescaledb_update_snapshots_first_and_updates_in_place(project_env, tmp_path,
-                                                                   needs_standin_timescaledb):
+def test_a_timescaledb_update_snapshots_first_and_updates_in_place(project_env, tmp_path, needs_standin_timescaledb):
     env = project_env
     ok(qbctl("up", "--no-ui", env=env, cwd=tmp_path))
     default, older = _offered(env)
     if not older:
-        pytest.skip(f"the postgres stand-in carries only TimescaleDB {default}: an update needs an older "
-                    "release's files (its timescaledb-X.so, timescaledb-tsl-X.so, timescaledb--X.sql) installed "
-                    "beside it on the host, as the timescale/timescaledb images ship several")
+        pytest.skip(
+            f"the postgres stand-in carries only TimescaleDB {default}: an update needs an older "
+            "release's files (its timescaledb-X.so, timescaledb-tsl-X.so, timescaledb--X.sql) installed "
+            "beside it on the host, as the timescale/timescaledb images ship several"
+        )
     old = older[-1]
     # Data made by an image whose TimescaleDB was `old`: the extension that image created at its first start
     # is at that version.
@@ -143,8 +154,9 @@ def test_a_timescaledb_update_snapshots_first_and_updates_in_place(project_env, 
     # Started again on that data, `up` says so: the version read from the database, not the image's word.
     ok(qbctl("down", env=env, cwd=tmp_path))
     again = ok(qbctl("up", "--no-ui", env=env, cwd=tmp_path))
-    assert f"database qb_trading_dev uses TimescaleDB {old}, the image ships {default}: `qbctl upgrade`" in \
-        " ".join(again.stderr.split())
+    assert f"database qb_trading_dev uses TimescaleDB {old}, the image ships {default}: `qbctl upgrade`" in " ".join(
+        again.stderr.split()
+    )
     shutil.copytree(ROOT / "sql", tmp_path / "sql")
     ok(qbctl("db", "migrate", env=env, cwd=tmp_path))
     ok(qbctl("db", "seed", "--symbols", "2", "--days", "3", env=env, cwd=tmp_path))
@@ -159,13 +171,15 @@ def test_a_timescaledb_update_snapshots_first_and_updates_in_place(project_env, 
     result = json.loads(proc.stdout)
     assert result["kind"] == "timescaledb"
     assert [t for t in result["timescaledb"] if t["from"] != t["to"]] == [
-        {"database": "qb_trading_dev", "from": old, "to": default}]
+        {"database": "qb_trading_dev", "from": old, "to": default}
+    ]
     assert {t["database"] for t in result["timescaledb"]} == {"postgres", "qb_trading_dev", "template1"}
     assert result["snapshot"].startswith("auto-upgrade-")
     assert result["verify"]["ok"] is True, result["verify"]
     with psycopg.connect(env["DATABASE_URL"].replace("localhost", "127.0.0.1"), autocommit=True) as conn:
-        assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()[0] \
-            == default
+        assert (
+            conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()[0] == default
+        )
     assert fingerprint(env) == before  # rows, hypertables, chunks and jobs as they were
     listed = json.loads(ok(qbctl("snapshot", "list", "--json", env=env, cwd=tmp_path)).stdout)
     taken = {s["name"]: s for s in listed["snapshots"]}[result["snapshot"]]
@@ -174,7 +188,10 @@ def test_a_timescaledb_update_snapshots_first_and_updates_in_place(project_env, 
     assert "nothing to upgrade" in again["reason"] and again["snapshot"] is None
 
     # The snapshot brings the data back: loaded at its version, then updated to the image's again.
-    back = json.loads(ok(qbctl("restore", result["snapshot"], "--yes", "--no-snapshot", "--json", env=env,
-                               cwd=tmp_path, timeout=600)).stdout)
+    back = json.loads(
+        ok(
+            qbctl("restore", result["snapshot"], "--yes", "--no-snapshot", "--json", env=env, cwd=tmp_path, timeout=600)
+        ).stdout
+    )
     assert back["postgres"]["rows"] > 0
     assert fingerprint(env) == before

@@ -1,5 +1,6 @@
 """A warm `up` (stack/warm.py, launch.py) on a real stack: the ordinary path's answer, without the Docker SDK;
 anything to do, or anything it cannot tell, goes to the ordinary path; it never starts or changes anything."""
+
 from __future__ import annotations
 
 import fcntl
@@ -35,8 +36,10 @@ def _healthy(docker_client, project: str) -> dict:
     """name -> container, once postgres and redis are healthy (their health checks have run)."""
     deadline = time.monotonic() + STEADY
     while True:
-        found = {c.labels["io.qbctl.service"]: c for c in docker_client.containers.list(
-            all=True, filters={"label": f"io.qbctl.project={project}"})}
+        found = {
+            c.labels["io.qbctl.service"]: c
+            for c in docker_client.containers.list(all=True, filters={"label": f"io.qbctl.project={project}"})
+        }
         health = {n: (c.attrs["State"].get("Health") or {}).get("Status") for n, c in found.items()}
         if health.get("postgres") == "healthy" and health.get("redis") == "healthy":
             return found
@@ -47,6 +50,7 @@ def _healthy(docker_client, project: str) -> dict:
 @pytest.fixture
 def settings_of(monkeypatch):
     """Settings and options as the CLI builds them, from a test stack's environment, in-process."""
+
     def make(env, cwd):
         from qbctl.config import settings
 
@@ -57,6 +61,7 @@ def settings_of(monkeypatch):
                 monkeypatch.setenv(key, value)
         monkeypatch.chdir(cwd)
         return settings.load(None)
+
     return make
 
 
@@ -116,8 +121,14 @@ def test_warm_up_from_the_command_line_loads_neither_typer_nor_the_docker_sdk(wa
     _healthy(docker_client, env["QBCTL_PROJECT"])
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "qbctl", "up", "--json"],
-                          env={**env, "PYTHONPATH": str(ROOT)}, cwd=cwd, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "qbctl", "up", "--json"],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     loaded = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "qbctl.stack.warm" in loaded
@@ -132,7 +143,8 @@ def test_warm_up_from_the_command_line_loads_neither_typer_nor_the_docker_sdk(wa
 
 @pytest.mark.parametrize("change", ["stopped", "missing", "setting changed", "lock held"])
 def test_anything_to_do_goes_to_the_ordinary_path_and_the_quick_one_starts_nothing(
-        warm_stack, docker_client, settings_of, change):
+    warm_stack, docker_client, settings_of, change
+):
     from qbctl.engine import lock
     from qbctl.stack import warm
     from qbctl.stack.up_result import UpOptions
@@ -163,15 +175,20 @@ def test_anything_to_do_goes_to_the_ordinary_path_and_the_quick_one_starts_nothi
     no_traceback(proc)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     actions = {s["name"]: s["action"] for s in json.loads(proc.stdout)["services"]}
-    expected = {"stopped": {"redis-commander": "start"}, "missing": {"adminer": "create"},
-                "setting changed": {"adminer": "recreate"}, "lock held": {}}[change]
+    expected = {
+        "stopped": {"redis-commander": "start"},
+        "missing": {"adminer": "create"},
+        "setting changed": {"adminer": "recreate"},
+        "lock held": {},
+    }[change]
     assert {n: a for n, a in actions.items() if a != "keep"} == expected
     if change == "setting changed":  # back to the module's settings, for the tests after this one
         assert qbctl("up", env=env, cwd=cwd).returncode == 0
 
 
-def test_an_engine_other_than_the_local_socket_is_left_to_the_ordinary_path(warm_stack, docker_client, settings_of,
-                                                                              monkeypatch):
+def test_an_engine_other_than_the_local_socket_is_left_to_the_ordinary_path(
+    warm_stack, docker_client, settings_of, monkeypatch
+):
     from qbctl.stack import warm
     from qbctl.stack.up_result import UpOptions
 

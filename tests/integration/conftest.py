@@ -1,4 +1,5 @@
 """Real PostgreSQL and Redis servers, started by the tests on free ports in throwaway folders."""
+
 from __future__ import annotations
 
 import os
@@ -48,21 +49,45 @@ def _server(timescaledb: bool, workers: int = 0):
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
     data = folder / "data"
-    subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "qb_user", "--auth=trust",
-                                 "--no-sync"]), check=True, capture_output=True)
+    subprocess.run(
+        _as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "qb_user", "--auth=trust", "--no-sync"]),
+        check=True,
+        capture_output=True,
+    )
     hba = data / "pg_hba.conf"  # one role with a password, for the tests of password logins
     hba.write_text(f"host all {SECRET_ROLE} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
     port = free_port()
-    opts = ["-c", f"port={port}", "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={folder}",
-            "-c", "fsync=off", "-c", "max_connections=60", "-c", "timescaledb.telemetry_level=off"]
+    opts = [
+        "-c",
+        f"port={port}",
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        f"unix_socket_directories={folder}",
+        "-c",
+        "fsync=off",
+        "-c",
+        "max_connections=60",
+        "-c",
+        "timescaledb.telemetry_level=off",
+    ]
     if timescaledb:
         # workers=0, no background scheduler: tests run each job explicitly (CALL run_job), so nothing
         # runs behind their back and every result is deterministic. With workers, the scheduler runs
         # jobs as it does in production (a launcher, a scheduler per database, a worker per job).
-        opts += ["-c", "shared_preload_libraries=timescaledb", "-c", f"timescaledb.max_background_workers={workers}",
-                 "-c", f"max_worker_processes={max(8, workers * 2)}"]
-    proc = subprocess.Popen(_as_postgres([str(PG_BIN / "postgres"), "-D", str(data), *opts]),
-                            stdout=subprocess.DEVNULL, stderr=open(folder / "log", "wb"))
+        opts += [
+            "-c",
+            "shared_preload_libraries=timescaledb",
+            "-c",
+            f"timescaledb.max_background_workers={workers}",
+            "-c",
+            f"max_worker_processes={max(8, workers * 2)}",
+        ]
+    proc = subprocess.Popen(
+        _as_postgres([str(PG_BIN / "postgres"), "-D", str(data), *opts]),
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "log", "wb"),
+    )
     import psycopg
 
     url = f"postgresql://qb_user:pw@127.0.0.1:{port}/postgres"
@@ -148,9 +173,25 @@ def redis_server():
         missing("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     folder = tempfile.mkdtemp(prefix="qbctl-redis-")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder,
-                             "--maxmemory", "120mb", "--maxmemory-policy", "allkeys-lru"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            folder,
+            "--maxmemory",
+            "120mb",
+            "--maxmemory-policy",
+            "allkeys-lru",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import redis
 
     client = redis.Redis(port=port)

@@ -1,4 +1,5 @@
 """qbctl db new against a real PostgreSQL 15: numbering, the marker, names that would sort before an applied file."""
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,8 @@ def test_the_next_number_a_marker_when_asked_and_the_file_runs_as_marked(databas
     applied = migrate(database, project, NO_TSDB)
     assert applied.returncode == 0, applied.stdout
     assert json.loads(applied.stdout)["one_by_one"] == {
-        "sql/schema/0008_index_audit.sql": "marked `-- qbctl: no-transaction`"}
+        "sql/schema/0008_index_audit.sql": "marked `-- qbctl: no-transaction`"
+    }
     assert "audit" in tables(database) and tracked(database, "0008_index_audit.sql") == [("applied", 1)]
 
 
@@ -41,9 +43,11 @@ def test_a_name_that_would_sort_before_an_applied_file_is_refused(database, proj
     proc = new(database, project, "0003_fix_indicators")
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
-    assert lines[0] == ("error: sql/schema/0003_fix_indicators.sql would sort before 0006_text_columns.sql, "
-                        "which is applied: it would run after it here and before it on a new database; nothing was "
-                        "written")
+    assert lines[0] == (
+        "error: sql/schema/0003_fix_indicators.sql would sort before 0006_text_columns.sql, "
+        "which is applied: it would run after it here and before it on a new database; nothing was "
+        "written"
+    )
     assert lines[1] == "hint: leave the number out (qbctl db new fix_indicators) and the next one is taken"
     assert sorted(p.name for p in (project / "sql" / "schema").iterdir()) == before
     no_traceback(proc)

@@ -1,6 +1,7 @@
 """Holding TimescaleDB's jobs (qbctl.db.jobs) on a server whose scheduler runs them: a run under way is
 waited for and never cancelled, none starts while held, each job gets its next start back, and a run
 that a refresh collided with is run again."""
+
 from __future__ import annotations
 
 import time
@@ -31,8 +32,11 @@ def sql(url, text):
 
 
 def stats(url, job):
-    return sql(url, "SELECT total_runs, total_failures, last_run_status, job_status, next_start::text, "
-                    f"total_successes FROM timescaledb_information.job_stats WHERE job_id = {job}")[0]
+    return sql(
+        url,
+        "SELECT total_runs, total_failures, last_run_status, job_status, next_start::text, "
+        f"total_successes FROM timescaledb_information.job_stats WHERE job_id = {job}",
+    )[0]
 
 
 def wait_for(check, seconds=30.0):
@@ -78,28 +82,42 @@ def test_paused_jobs_are_left_alone_and_nothing_to_hold_is_fine(scheduler_databa
 def test_a_refresh_that_collided_is_run_again_and_its_failure_not_left_behind(scheduler_database, project):
     url = scheduler_database
     assert migrate(url, project).returncode == 0
-    (job, mat_id) = sql(url, "SELECT j.id, c.mat_hypertable_id FROM _timescaledb_config.bgw_job j"
-                             " JOIN _timescaledb_catalog.continuous_agg c ON c.mat_hypertable_id = j.hypertable_id"
-                             " WHERE c.user_view_name = 'market_data_5m'"
-                             " AND j.proc_name = 'policy_refresh_continuous_aggregate'")[0]
-    held_by_seed = sql(url, "SELECT j.job_id FROM timescaledb_information.jobs j WHERE "
-                            + jobs.REFRESH_OF.format(table="('public', 'market_data')") + " ORDER BY 1")
+    (job, mat_id) = sql(
+        url,
+        "SELECT j.id, c.mat_hypertable_id FROM _timescaledb_config.bgw_job j"
+        " JOIN _timescaledb_catalog.continuous_agg c ON c.mat_hypertable_id = j.hypertable_id"
+        " WHERE c.user_view_name = 'market_data_5m'"
+        " AND j.proc_name = 'policy_refresh_continuous_aggregate'",
+    )[0]
+    held_by_seed = sql(
+        url,
+        "SELECT j.job_id FROM timescaledb_information.jobs j WHERE "
+        + jobs.REFRESH_OF.format(table="('public', 'market_data')")
+        + " ORDER BY 1",
+    )
     assert (job,) in held_by_seed and len(held_by_seed) == 3  # the three bars' policies, whatever the view says
     wait_for(lambda: (stats(url, job)[0] or 0) >= 1 and stats(url, job)[3] != "Running")
     with psycopg.connect(url, autocommit=True) as other:
         # Another session's refresh in progress over all of time, as TimescaleDB registers one.
-        other.execute("INSERT INTO _timescaledb_catalog.continuous_aggs_jobs_refresh_ranges VALUES"
-                      " (%s, -9223372036854775808, 9223372036854775807, pg_backend_pid(), 0, now())", (mat_id,))
+        other.execute(
+            "INSERT INTO _timescaledb_catalog.continuous_aggs_jobs_refresh_ranges VALUES"
+            " (%s, -9223372036854775808, 9223372036854775807, pg_backend_pid(), 0, now())",
+            (mat_id,),
+        )
         with psycopg.connect(url, autocommit=True) as conn:
             rows = connect.psycopg_rows(conn)
             began = rows("SELECT now()::text")[0][0]
             sql(url, f"SELECT alter_job({job}, next_start => now())")
             wait_for(lambda: stats(url, job)[2] == "Failed")
-            error = sql(url, f"SELECT err_message FROM timescaledb_information.job_errors WHERE job_id = {job}"
-                             " ORDER BY start_time DESC LIMIT 1")[0][0]
+            error = sql(
+                url,
+                f"SELECT err_message FROM timescaledb_information.job_errors WHERE job_id = {job}"
+                " ORDER BY start_time DESC LIMIT 1",
+            )[0][0]
             assert "due to a concurrent refresh" in error
-            other.execute("DELETE FROM _timescaledb_catalog.continuous_aggs_jobs_refresh_ranges WHERE pid ="
-                          " pg_backend_pid()")
+            other.execute(
+                "DELETE FROM _timescaledb_catalog.continuous_aggs_jobs_refresh_ranges WHERE pid = pg_backend_pid()"
+            )
             assert jobs.rerun_collisions(rows, [job], began) == []
     assert stats(url, job)[2] == "Success"
 
@@ -115,9 +133,12 @@ def test_seed_waits_for_a_refresh_policy_s_run_and_leaves_every_job_as_it_was(sc
 
     url = scheduler_database
     assert migrate(url, project).returncode == 0
-    (job,) = sql(url, "SELECT j.id FROM _timescaledb_config.bgw_job j JOIN _timescaledb_catalog.continuous_agg c"
-                      " ON c.mat_hypertable_id = j.hypertable_id WHERE c.user_view_name = 'market_data_5m'"
-                      " AND j.proc_name = 'policy_refresh_continuous_aggregate'")[0]
+    (job,) = sql(
+        url,
+        "SELECT j.id FROM _timescaledb_config.bgw_job j JOIN _timescaledb_catalog.continuous_agg c"
+        " ON c.mat_hypertable_id = j.hypertable_id WHERE c.user_view_name = 'market_data_5m'"
+        " AND j.proc_name = 'policy_refresh_continuous_aggregate'",
+    )[0]
     wait_for(lambda: (stats(url, job)[0] or 0) >= 1 and stats(url, job)[3] != "Running")
     runs = stats(url, job)[0]
     with psycopg.connect(url) as blocker:
@@ -125,9 +146,14 @@ def test_seed_waits_for_a_refresh_policy_s_run_and_leaves_every_job_as_it_was(sc
         blocker.execute("SELECT * FROM _timescaledb_catalog.continuous_aggs_invalidation_threshold FOR UPDATE")
         sql(url, f"SELECT alter_job({job}, next_start => now())")
         wait_for(lambda: stats(url, job)[3] == "Running")
-        seed = subprocess.Popen([sys.executable, "-m", "qbctl", "db", "seed", "--symbols", "2", "--days", "3",
-                                 "--no-redis"], env={**env_for(url), "PYTHONPATH": str(ROOT)}, cwd=project,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        seed = subprocess.Popen(
+            [sys.executable, "-m", "qbctl", "db", "seed", "--symbols", "2", "--days", "3", "--no-redis"],
+            env={**env_for(url), "PYTHONPATH": str(ROOT)},
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(3)
         assert seed.poll() is None  # waiting for the run, which the lock holds up
         blocker.rollback()
@@ -136,6 +162,9 @@ def test_seed_waits_for_a_refresh_policy_s_run_and_leaves_every_job_as_it_was(sc
     assert f"TimescaleDB job {job} is running; waiting for its run to end before seed runs the policies" in err
     total, failures, status, _, _, _ = stats(url, job)
     assert total > runs and failures == 0 and status == "Success"  # its run ended by itself, not cancelled
-    left = sql(url, "SELECT j.job_id, j.scheduled, s.next_start::text FROM timescaledb_information.jobs j"
-                    " JOIN timescaledb_information.job_stats s USING (job_id) WHERE j.job_id >= 1000")
+    left = sql(
+        url,
+        "SELECT j.job_id, j.scheduled, s.next_start::text FROM timescaledb_information.jobs j"
+        " JOIN timescaledb_information.job_stats s USING (job_id) WHERE j.job_id >= 1000",
+    )
     assert all(scheduled and next_start not in (None, "infinity") for _, scheduled, next_start in left), left

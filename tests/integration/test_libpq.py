@@ -1,4 +1,5 @@
 """qbctl.libpq and the no-op migrate it serves, against the real PostgreSQL 15 the tests start."""
+
 from __future__ import annotations
 
 import json
@@ -65,9 +66,14 @@ def test_the_quick_answer_steps_aside_for_an_edit_a_new_file_or_a_held_lock(data
     holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
     threading.Timer(1.0, holder.close).start()  # closing the session releases its lock
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "qbctl", "db", "migrate", "--without-timescaledb"],
-                          env={**env_for(database), "PYTHONPATH": str(ROOT)}, cwd=project,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qbctl", "db", "migrate", "--without-timescaledb"],
+        env={**env_for(database), "PYTHONPATH": str(ROOT)},
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "holds the migration lock; waiting" in proc.stderr and time.monotonic() - started >= 0.9
     assert "nothing to apply" in proc.stdout

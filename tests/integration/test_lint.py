@@ -1,5 +1,6 @@
 """db lint's rules against real TimescaleDB 2.28.3 with its scheduler on: what a rule calls an error fails there
 (or locks), first with no compressed chunk, then with the compression policy's own job run; the safe way passes."""
+
 from __future__ import annotations
 
 import json
@@ -45,11 +46,14 @@ def tsdb(scheduler_database):
 def compress_by_policy(url: str) -> int:
     """Run the compression policy's own job, as the scheduler would after 7 days; compressed chunks after it."""
     with psycopg.connect(url, autocommit=True) as conn:
-        (job,), = conn.execute("SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression'"
-                               " AND hypertable_name = 'md'").fetchall()
+        ((job,),) = conn.execute(
+            "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression'"
+            " AND hypertable_name = 'md'"
+        ).fetchall()
         conn.execute(f"CALL run_job({job})")
-        return conn.execute("SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'md'"
-                            " AND is_compressed").fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'md' AND is_compressed"
+        ).fetchone()[0]
 
 
 def findings(url: str, sql: str) -> dict[str, str]:
@@ -79,43 +83,78 @@ class _Undo(Exception):
 
 # rule, statement, what the server says with compressed chunks, the safe way (passes with compressed chunks)
 FAILS_WITH_COMPRESSED_CHUNKS = [
-    ("alter-type-compressed", "ALTER TABLE md ALTER COLUMN volume TYPE numeric",
-     "operation not supported on hypertables with compressed chunks",
-     "SELECT decompress_chunk(c, true) FROM show_chunks('md') c; ALTER TABLE md ALTER COLUMN volume TYPE numeric"),
-    ("disable-columnstore-compressed", "ALTER TABLE md SET (timescaledb.compress = false)",
-     "cannot disable columnstore on hypertable with columnstore chunks",
-     "SELECT remove_compression_policy('md', if_exists => true); SELECT decompress_chunk(c, true) FROM "
-     "show_chunks('md') c; ALTER TABLE md SET (timescaledb.compress = false)"),
+    (
+        "alter-type-compressed",
+        "ALTER TABLE md ALTER COLUMN volume TYPE numeric",
+        "operation not supported on hypertables with compressed chunks",
+        "SELECT decompress_chunk(c, true) FROM show_chunks('md') c; ALTER TABLE md ALTER COLUMN volume TYPE numeric",
+    ),
+    (
+        "disable-columnstore-compressed",
+        "ALTER TABLE md SET (timescaledb.compress = false)",
+        "cannot disable columnstore on hypertable with columnstore chunks",
+        "SELECT remove_compression_policy('md', if_exists => true); SELECT decompress_chunk(c, true) FROM "
+        "show_chunks('md') c; ALTER TABLE md SET (timescaledb.compress = false)",
+    ),
 ]
 # rule, statement, what the server says in both states, the safe way
 FAILS_ALWAYS = [
-    ("unique-without-partition-column", "ALTER TABLE md ADD CONSTRAINT u UNIQUE (symbol)",
-     'cannot create a unique index without the column "time" (used in partitioning)',
-     "CREATE UNIQUE INDEX ui ON md (symbol, timeframe, time)"),
-    ("unique-without-partition-column", "CREATE UNIQUE INDEX ui ON md (symbol, timeframe)",
-     'cannot create a unique index without the column "time" (used in partitioning)',
-     "ALTER TABLE md ADD CONSTRAINT u UNIQUE (symbol, timeframe, time)"),
-    ("nonconstant-default-columnstore", "ALTER TABLE md ADD COLUMN a uuid DEFAULT gen_random_uuid()",
-     "cannot add column with non-constant default expression to a hypertable that has columnstore enabled",
-     "ALTER TABLE md ADD COLUMN a uuid; ALTER TABLE md ALTER COLUMN a SET DEFAULT gen_random_uuid()"),
-    ("column-constraint-columnstore", "ALTER TABLE md ADD COLUMN a int REFERENCES other (id)",
-     "cannot add column with constraints to a hypertable that has columnstore enabled",
-     "ALTER TABLE md ADD COLUMN a int; ALTER TABLE md ADD CONSTRAINT md_a FOREIGN KEY (a) REFERENCES other (id) "
-     "NOT VALID"),
-    ("drop-segmentby-column", "ALTER TABLE md DROP COLUMN timeframe", "cannot drop orderby or segmentby column",
-     "ALTER TABLE md SET (timescaledb.compress_segmentby = 'symbol'); SELECT decompress_chunk(c, true) FROM "
-     "show_chunks('md') c; ALTER TABLE md DROP COLUMN timeframe"),
-    ("cagg-column", "ALTER TABLE md DROP COLUMN close", "cannot drop desired object(s) because other objects depend",
-     "DROP MATERIALIZED VIEW md_1h; ALTER TABLE md DROP COLUMN close"),
-    ("concurrent-index-hypertable", "CREATE INDEX CONCURRENTLY i ON md (open)",
-     "hypertables do not support concurrent index creation", None),
-    ("create-hypertable-with-data", "SELECT create_hypertable('plain', by_range('id', 100))", 'table "plain" is not '
-     "empty", "SELECT create_hypertable('plain', by_range('id', 100), migrate_data => true)"),
+    (
+        "unique-without-partition-column",
+        "ALTER TABLE md ADD CONSTRAINT u UNIQUE (symbol)",
+        'cannot create a unique index without the column "time" (used in partitioning)',
+        "CREATE UNIQUE INDEX ui ON md (symbol, timeframe, time)",
+    ),
+    (
+        "unique-without-partition-column",
+        "CREATE UNIQUE INDEX ui ON md (symbol, timeframe)",
+        'cannot create a unique index without the column "time" (used in partitioning)',
+        "ALTER TABLE md ADD CONSTRAINT u UNIQUE (symbol, timeframe, time)",
+    ),
+    (
+        "nonconstant-default-columnstore",
+        "ALTER TABLE md ADD COLUMN a uuid DEFAULT gen_random_uuid()",
+        "cannot add column with non-constant default expression to a hypertable that has columnstore enabled",
+        "ALTER TABLE md ADD COLUMN a uuid; ALTER TABLE md ALTER COLUMN a SET DEFAULT gen_random_uuid()",
+    ),
+    (
+        "column-constraint-columnstore",
+        "ALTER TABLE md ADD COLUMN a int REFERENCES other (id)",
+        "cannot add column with constraints to a hypertable that has columnstore enabled",
+        "ALTER TABLE md ADD COLUMN a int; ALTER TABLE md ADD CONSTRAINT md_a FOREIGN KEY (a) REFERENCES other (id) "
+        "NOT VALID",
+    ),
+    (
+        "drop-segmentby-column",
+        "ALTER TABLE md DROP COLUMN timeframe",
+        "cannot drop orderby or segmentby column",
+        "ALTER TABLE md SET (timescaledb.compress_segmentby = 'symbol'); SELECT decompress_chunk(c, true) FROM "
+        "show_chunks('md') c; ALTER TABLE md DROP COLUMN timeframe",
+    ),
+    (
+        "cagg-column",
+        "ALTER TABLE md DROP COLUMN close",
+        "cannot drop desired object(s) because other objects depend",
+        "DROP MATERIALIZED VIEW md_1h; ALTER TABLE md DROP COLUMN close",
+    ),
+    (
+        "concurrent-index-hypertable",
+        "CREATE INDEX CONCURRENTLY i ON md (open)",
+        "hypertables do not support concurrent index creation",
+        None,
+    ),
+    (
+        "create-hypertable-with-data",
+        "SELECT create_hypertable('plain', by_range('id', 100))",
+        'table "plain" is not empty',
+        "SELECT create_hypertable('plain', by_range('id', 100), migrate_data => true)",
+    ),
 ]
 
 
-@pytest.mark.parametrize("rule,sql,error,safe", FAILS_WITH_COMPRESSED_CHUNKS, ids=[r[0] for r in
-                                                                                  FAILS_WITH_COMPRESSED_CHUNKS])
+@pytest.mark.parametrize(
+    "rule,sql,error,safe", FAILS_WITH_COMPRESSED_CHUNKS, ids=[r[0] for r in FAILS_WITH_COMPRESSED_CHUNKS]
+)
 def test_what_fails_once_the_policy_compressed_a_chunk_is_an_error_before_it(tsdb, rule, sql, error, safe):
     # No compressed chunk yet: the statement passes here, as in CI; lint already says what the VM will answer.
     assert outcome(tsdb, sql) == "ok"
@@ -183,8 +222,9 @@ def test_an_index_built_in_one_transaction_blocks_the_collectors_inserts(tsdb):
     with psycopg.connect(tsdb, autocommit=True) as conn:  # the safe way, with compressed chunks, outside a transaction
         conn.execute("CREATE INDEX md_open ON md (open) WITH (timescaledb.transaction_per_chunk)")
     assert findings(tsdb, "CREATE INDEX md_o2 ON md (open) WITH (timescaledb.transaction_per_chunk)") == {}
-    assert _blocks_an_insert(tsdb, "CREATE INDEX plain_v ON plain (v)", "INSERT INTO plain VALUES (0, 'y')") == \
-        "blocked"
+    assert (
+        _blocks_an_insert(tsdb, "CREATE INDEX plain_v ON plain (v)", "INSERT INTO plain VALUES (0, 'y')") == "blocked"
+    )
     assert findings(tsdb, "CREATE INDEX plain_v ON plain (v)") == {"index-plain-table": "warning"}
     assert findings(tsdb, "CREATE INDEX CONCURRENTLY plain_v ON plain (v)") == {}
 
@@ -210,8 +250,10 @@ def test_db_lint_on_a_pending_file_with_the_live_catalog(tsdb, project):
     assert failed.returncode == 1 and out["error"]["code"] == "LINT_FAILED"
     assert out["files"] == ["sql/schema/0006_index.sql", "sql/schema/0007_type.sql"]
     errors = [(f["rule"], f["file"], f["line"]) for f in out["findings"] if f["severity"] == "error"]
-    assert errors == [("alter-type-compressed", "sql/schema/0007_type.sql", 2),
-                      ("cagg-column", "sql/schema/0007_type.sql", 2)]
+    assert errors == [
+        ("alter-type-compressed", "sql/schema/0007_type.sql", 2),
+        ("cagg-column", "sql/schema/0007_type.sql", 2),
+    ]
     assert all(f["safe"] for f in out["findings"])
     named = qbctl("db", "lint", "sql/schema/0006_index.sql", "--json", env=env, cwd=project)
     assert named.returncode == 0 and json.loads(named.stdout)["files"] == ["sql/schema/0006_index.sql"]

@@ -1,4 +1,5 @@
 """db migrate / status / reset / seed against a real PostgreSQL 15 the tests start."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,7 @@ from tests.helpers import ROOT, no_traceback, qbctl
 
 SCHEMA_FILES = sorted(p.name for p in (ROOT / "sql" / "schema").glob("*.sql"))
 POLICY_FILES = sorted(p.name for p in (ROOT / "sql" / "policies").glob("*.sql"))
-TABLES = {"market_data", "technical_indicators", "orders", "trades", "positions", "strategy_performance",
-          "system_logs"}
+TABLES = {"market_data", "technical_indicators", "orders", "trades", "positions", "strategy_performance", "system_logs"}
 
 
 def env_for(url: str, **extra) -> dict:
@@ -53,9 +53,17 @@ def test_migrate_from_empty_then_a_rerun_is_a_noop(database, project, pg_server)
 
 def test_six_concurrent_migrates_apply_each_file_once(database, project, pg_server):
     extra = [] if pg_server["timescaledb"] else ["--without-timescaledb"]
-    procs = [subprocess.Popen([sys.executable, "-m", "qbctl", "db", "migrate", "--json", *extra],
-                              env={**env_for(database), "PYTHONPATH": str(ROOT)}, cwd=project,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "qbctl", "db", "migrate", "--json", *extra],
+            env={**env_for(database), "PYTHONPATH": str(ROOT)},
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, [o[1] for o in outs]
     applied = [a["file"] for out, _ in outs for a in json.loads(out)["applied"]]
@@ -66,13 +74,14 @@ def test_six_concurrent_migrates_apply_each_file_once(database, project, pg_serv
 
 def test_a_failing_file_is_rolled_back_and_reported_with_file_line_and_sqlstate(database, project):
     (project / "sql" / "schema" / "0006_broken.sql").write_text(
-        "CREATE TABLE half_done (id int);\n\n-- the next statement is wrong\nSELECT * FROM no_such_table;\n")
+        "CREATE TABLE half_done (id int);\n\n-- the next statement is wrong\nSELECT * FROM no_such_table;\n"
+    )
     proc = migrate(database, project, "--without-timescaledb")
     assert proc.returncode == 1
     err = json.loads(proc.stdout)["error"]
     assert err["code"] == "MIGRATION_FAILED" and err["file"] == "sql/schema/0006_broken.sql"
     assert err["line"] == 4 and err["sqlstate"] == "42P01"
-    assert err["message"].startswith("sql/schema/0006_broken.sql:4: 42P01 relation \"no_such_table\"")
+    assert err["message"].startswith('sql/schema/0006_broken.sql:4: 42P01 relation "no_such_table"')
     assert "half_done" not in tables(database)  # the whole file rolled back
     assert ("schema", "0006_broken.sql") not in tracking(database)
     assert "market_data" in tables(database)  # the files before it stay applied
@@ -144,8 +153,9 @@ def test_db_reset_empties_and_migrates_again(database, project, pg_server):
 def test_a_database_that_is_not_there_is_unavailable(project):
     from tests.helpers import free_port
 
-    proc = qbctl("db", "migrate", "--wait", "0.3", env=env_for(f"postgresql://u:pw@127.0.0.1:{free_port()}/db"),
-                 cwd=project)
+    proc = qbctl(
+        "db", "migrate", "--wait", "0.3", env=env_for(f"postgresql://u:pw@127.0.0.1:{free_port()}/db"), cwd=project
+    )
     assert proc.returncode == 3 and proc.stderr.startswith("error: cannot reach PostgreSQL at postgresql://u:***@")
     no_traceback(proc)
 
@@ -183,8 +193,9 @@ def test_seed_loads_what_it_says(database, project, redis_server):
         for table, n in result["rows"].items():
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == n > 0, table
         symbols = [r[0] for r in conn.execute("SELECT DISTINCT symbol FROM market_data ORDER BY 1")]
-        bad = conn.execute("SELECT count(*) FROM market_data WHERE low > least(open, close)"
-                           " OR high < greatest(open, close)").fetchone()[0]
+        bad = conn.execute(
+            "SELECT count(*) FROM market_data WHERE low > least(open, close) OR high < greatest(open, close)"
+        ).fetchone()[0]
     assert symbols == ["000660", "005930", "035420"] and bad == 0
     assert result["market_data_rows_per_second"] > 0
     import redis
@@ -200,16 +211,20 @@ def test_a_migrate_killed_mid_file_leaves_nothing_the_next_run_cannot_finish(dat
     import signal
     import time
 
-    (project / "sql" / "schema" / "0006_slow.sql").write_text(
-        "CREATE TABLE slow_done (id int);\nSELECT pg_sleep(2);\n")
-    proc = subprocess.Popen([sys.executable, "-m", "qbctl", "db", "migrate", "--without-timescaledb"],
-                            env={**env_for(database), "PYTHONPATH": str(ROOT)}, cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    (project / "sql" / "schema" / "0006_slow.sql").write_text("CREATE TABLE slow_done (id int);\nSELECT pg_sleep(2);\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qbctl", "db", "migrate", "--without-timescaledb"],
+        env={**env_for(database), "PYTHONPATH": str(ROOT)},
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with psycopg.connect(database) as conn:
-            if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%'"
-                            " AND pid <> pg_backend_pid()").fetchone()[0]:
+            if conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%' AND pid <> pg_backend_pid()"
+            ).fetchone()[0]:
                 break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)

@@ -1,4 +1,5 @@
 """db seed never deletes rows it did not write; it says what it replaces; a killed backend is named as such."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,10 @@ def seed(database, cwd, *args, **extra):
 
 def counts(database) -> dict[str, int]:
     with psycopg.connect(database) as conn:
-        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                for t in ("market_data", "technical_indicators", "orders", "trades", "system_logs")}
+        return {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("market_data", "technical_indicators", "orders", "trades", "system_logs")
+        }
 
 
 def per_symbol(database, table="market_data") -> dict[str, int]:
@@ -53,10 +56,14 @@ def test_a_smaller_seed_replaces_only_its_own_symbols_and_says_so(database, proj
 def test_rows_seed_did_not_write_are_never_deleted(database, project):
     assert migrate(database, project, "--without-timescaledb").returncode == 0
     with psycopg.connect(database) as conn:  # the backend's own data: a live candle, a daily candle, an order
-        conn.execute("INSERT INTO market_data VALUES (now() - interval '1 day', '005930', '1m', 1, 1, 1, 1, 1),"
-                     " (now() - interval '1 day', '000660', '1d', 1, 1, 1, 1, 1)")
-        conn.execute("INSERT INTO orders (symbol, side, order_type, quantity, strategy) VALUES"
-                     " ('005930', 'buy', 'market', 1, 'momentum-live')")
+        conn.execute(
+            "INSERT INTO market_data VALUES (now() - interval '1 day', '005930', '1m', 1, 1, 1, 1, 1),"
+            " (now() - interval '1 day', '000660', '1d', 1, 1, 1, 1, 1)"
+        )
+        conn.execute(
+            "INSERT INTO orders (symbol, side, order_type, quantity, strategy) VALUES"
+            " ('005930', 'buy', 'market', 1, 'momentum-live')"
+        )
         conn.execute("INSERT INTO system_logs VALUES (now(), 'INFO', 'qb.backend', 'started', null)")
     refused = seed(database, project, "--symbols", "2", "--days", "5")
     assert refused.returncode == 1
@@ -83,8 +90,11 @@ def _backend_pid(database, like: str, timeout: float = 30) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with psycopg.connect(database) as conn:
-            row = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'qbctl' AND query ILIKE %s"
-                               " AND pid <> pg_backend_pid()", (like,)).fetchone()
+            row = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'qbctl' AND query ILIKE %s"
+                " AND pid <> pg_backend_pid()",
+                (like,),
+            ).fetchone()
         if row:
             return row[0]
         time.sleep(0.02)
@@ -107,9 +117,14 @@ def test_a_backend_killed_during_migrate_or_seed_is_server_killed(database, proj
 
         pytest.skip("killing a PostgreSQL backend needs root (the server runs as postgres)")
     (project / "sql" / "schema" / "0006_slow.sql").write_text("SELECT pg_sleep(30);\n")
-    proc = subprocess.Popen([sys.executable, "-m", "qbctl", "db", "migrate", "--without-timescaledb", "--json"],
-                            env={**env_for(database), "PYTHONPATH": str(ROOT)}, cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qbctl", "db", "migrate", "--without-timescaledb", "--json"],
+        env={**env_for(database), "PYTHONPATH": str(ROOT)},
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     os.kill(_backend_pid(database, "%pg_sleep(30)%"), signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
     _wait_for_server(database)  # the postmaster restarts every backend after a kill
@@ -119,9 +134,14 @@ def test_a_backend_killed_during_migrate_or_seed_is_server_killed(database, proj
     _wait_for_server(database)
     (project / "sql" / "schema" / "0006_slow.sql").unlink()
     assert migrate(database, project, "--without-timescaledb").returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "qbctl", "db", "seed", "--no-redis", "--symbols", "200",
-                             "--days", "20"], env={**env_for(database), "PYTHONPATH": str(ROOT)}, cwd=project,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qbctl", "db", "seed", "--no-redis", "--symbols", "200", "--days", "20"],
+        env={**env_for(database), "PYTHONPATH": str(ROOT)},
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     os.kill(_backend_pid(database, "%COPY%"), signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
     _wait_for_server(database)

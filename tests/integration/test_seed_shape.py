@@ -1,6 +1,7 @@
 """db seed leaves production's shape (every chunk older than compress_after compressed by the policies' own
 jobs, the bars refreshed, retention applied) whatever its size, with the scheduler on; the shipped schema's
 0006 (text columns) on such data; a new database's first migrate prints no warning."""
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,9 @@ def chunk_state(url) -> dict[str, dict]:
     """Per hypertable seed writes: its chunks, compressed ones, those older than compress_after left
     uncompressed, and compressed chunks a write left partly uncompressed (catalog status bit 8)."""
     out = {}
-    for table, chunks, compressed, left, partial in sql(url, """
+    for table, chunks, compressed, left, partial in sql(
+        url,
+        """
         SELECT k.hypertable_name, count(*), count(*) FILTER (WHERE k.is_compressed),
                count(*) FILTER (WHERE NOT k.is_compressed
                                 AND k.range_end <= now() - (p.config->>'compress_after')::interval),
@@ -40,7 +43,9 @@ def chunk_state(url) -> dict[str, dict]:
         JOIN _timescaledb_catalog.chunk c ON (c.schema_name, c.table_name) = (k.chunk_schema, k.chunk_name)
         JOIN timescaledb_information.jobs p ON p.proc_name = 'policy_compression'
              AND p.hypertable_name = k.hypertable_name
-        WHERE k.hypertable_name = ANY(%s) GROUP BY 1""", list(SEEDED)):
+        WHERE k.hypertable_name = ANY(%s) GROUP BY 1""",
+        list(SEEDED),
+    ):
         out[table] = {"chunks": chunks, "compressed": compressed, "left": left, "partial": partial}
     return out
 
@@ -48,27 +53,35 @@ def chunk_state(url) -> dict[str, dict]:
 def status_figures(url, cwd) -> dict[str, dict]:
     proc = qbctl("db", "status", "--json", env=env_for(url), cwd=cwd)
     assert proc.returncode == 0, proc.stdout + proc.stderr  # no job failed, none paused or overdue
-    return {h["name"]: {"chunks": h["chunks"], "compressed": h["compressed_chunks"]}
-            for h in json.loads(proc.stdout)["hypertables"] if h["name"] in SEEDED}
+    return {
+        h["name"]: {"chunks": h["chunks"], "compressed": h["compressed_chunks"]}
+        for h in json.loads(proc.stdout)["hypertables"]
+        if h["name"] in SEEDED
+    }
 
 
 def bars(url) -> dict[str, str]:
     """Each aggregate's whole content, as one hash (materialized and real-time rows alike)."""
-    return {v: sql(url, f"SELECT md5(string_agg(b::text, ',' ORDER BY b.time, b.symbol)) FROM {v} b")[0][0]
-            for v in CAGGS}
+    return {
+        v: sql(url, f"SELECT md5(string_agg(b::text, ',' ORDER BY b.time, b.symbol)) FROM {v} b")[0][0] for v in CAGGS
+    }
 
 
 def bars_from_minutes(url) -> str:
     """The daily bars as computed from the 1-minute candles themselves."""
-    return sql(url, "SELECT md5(string_agg(b::text, ',' ORDER BY b.time, b.symbol)) FROM ("
-                    " SELECT time_bucket(INTERVAL '1 day', time, 'Asia/Seoul') AS time, symbol::text,"
-                    " first(open, time) AS open, max(high) AS high, min(low) AS low, last(close, time) AS close,"
-                    " sum(volume) AS volume FROM market_data WHERE timeframe = '1m' GROUP BY 1, 2) b")[0][0]
+    return sql(
+        url,
+        "SELECT md5(string_agg(b::text, ',' ORDER BY b.time, b.symbol)) FROM ("
+        " SELECT time_bucket(INTERVAL '1 day', time, 'Asia/Seoul') AS time, symbol::text,"
+        " first(open, time) AS open, max(high) AS high, min(low) AS low, last(close, time) AS close,"
+        " sum(volume) AS volume FROM market_data WHERE timeframe = '1m' GROUP BY 1, 2) b",
+    )[0][0]
 
 
 def no_job_failed_since(url, began) -> None:
-    errors = sql(url, "SELECT job_id, err_message FROM timescaledb_information.job_errors WHERE start_time >= %s",
-                 began)
+    errors = sql(
+        url, "SELECT job_id, err_message FROM timescaledb_information.job_errors WHERE start_time >= %s", began
+    )
     assert errors == [], errors
 
 
@@ -94,9 +107,16 @@ def test_seed_compresses_every_chunk_past_compress_after_whatever_its_size(sched
     assert first.returncode == 0, first.stdout + first.stderr
     result = json.loads(first.stdout)
     assert_production_shape(url, project, result)
-    compression_jobs = {j for (j,) in sql(url, "SELECT job_id FROM timescaledb_information.jobs"
-                                                " WHERE proc_name IN ('policy_compression', 'policy_retention')"
-                                                " AND hypertable_name = ANY(%s)", list(SEEDED))}
+    compression_jobs = {
+        j
+        for (j,) in sql(
+            url,
+            "SELECT job_id FROM timescaledb_information.jobs"
+            " WHERE proc_name IN ('policy_compression', 'policy_retention')"
+            " AND hypertable_name = ANY(%s)",
+            list(SEEDED),
+        )
+    }
     assert compression_jobs <= set(result["jobs_run"])  # the policies' own jobs, not a path of seed's own
     why = result["refreshed"]["market_data_5m"]  # 20 days: the policy's last day does not reach them
     assert why.startswith("over all of history") and "the last 1 day" in why
@@ -107,12 +127,20 @@ def test_seed_compresses_every_chunk_past_compress_after_whatever_its_size(sched
     human = qbctl("db", "seed", "--no-redis", "--symbols", "2", "--days", "9", env=env_for(url), cwd=project)
     assert human.returncode == 0, human.stderr
     state = chunk_state(url)
-    assert f"market_data: {state['market_data']['compressed']} of {state['market_data']['chunks']} chunks " \
-           "compressed" in human.stdout
+    assert (
+        f"market_data: {state['market_data']['compressed']} of {state['market_data']['chunks']} chunks "
+        "compressed" in human.stdout
+    )
     assert "market_data_5m: refreshed over all of history" in human.stdout
     # The jobs have their schedules back, and none failed, over rounds of the scheduler's own runs.
-    assert sql(url, "SELECT bool_and(s.next_start < 'infinity') FROM timescaledb_information.job_stats s"
-                    " WHERE s.job_id >= 1000")[0][0] is True
+    assert (
+        sql(
+            url,
+            "SELECT bool_and(s.next_start < 'infinity') FROM timescaledb_information.job_stats s"
+            " WHERE s.job_id >= 1000",
+        )[0][0]
+        is True
+    )
     for _ in range(5):
         assert qbctl("db", "status", env=env_for(url), cwd=project).returncode == 0
         time.sleep(1)
@@ -127,10 +155,17 @@ def test_a_seed_within_a_refresh_policy_s_window_runs_the_policy_s_job(scheduler
     assert proc.returncode == 0, proc.stdout + proc.stderr
     refreshed = json.loads(proc.stdout)["refreshed"]
     assert refreshed["market_data_5m"].startswith("over all of history")  # its window: the last day
-    (job,) = sql(url, "SELECT job_id FROM timescaledb_information.jobs WHERE hypertable_name = 'market_data_5m'"
-                      " AND proc_name = 'policy_refresh_continuous_aggregate'")[0]
-    sql(url, "SELECT alter_job(job_id, config => jsonb_set(config, '{start_offset}', '\"30 days\"'))"
-             " FROM timescaledb_information.jobs WHERE job_id = %s", job)
+    (job,) = sql(
+        url,
+        "SELECT job_id FROM timescaledb_information.jobs WHERE hypertable_name = 'market_data_5m'"
+        " AND proc_name = 'policy_refresh_continuous_aggregate'",
+    )[0]
+    sql(
+        url,
+        "SELECT alter_job(job_id, config => jsonb_set(config, '{start_offset}', '\"30 days\"'))"
+        " FROM timescaledb_information.jobs WHERE job_id = %s",
+        job,
+    )
     proc = seed(url, project, "--symbols", "1", "--days", "5")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
@@ -144,12 +179,12 @@ def test_seed_on_the_plain_schema_says_nothing_about_chunks(plain_database, proj
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
     assert result["compression"] == {} and result["refreshed"] == {} and result["jobs_run"] == []
-    human = qbctl("db", "seed", "--no-redis", "--symbols", "1", "--days", "3", env=env_for(plain_database),
-                  cwd=project)
+    human = qbctl("db", "seed", "--no-redis", "--symbols", "1", "--days", "3", env=env_for(plain_database), cwd=project)
     assert human.returncode == 0 and "compressed" not in human.stdout and "refreshed" not in human.stdout
 
 
 # --- deliverable 6: the shipped schema follows TimescaleDB's advice ---------------------------------------
+
 
 def before_0006(project):
     """The project as it was before 0006: no 0006, the compression settings TimescaleDB advised against."""
@@ -157,7 +192,8 @@ def before_0006(project):
     policy = project / "sql" / "policies" / "020_compression.sql"
     text = policy.read_text()
     old = text.replace("compress_segmentby = 'symbol, timeframe, name'", "compress_segmentby = 'symbol'").replace(
-        "compress_orderby = 'time DESC, id DESC'", "compress_orderby = 'time DESC'")
+        "compress_orderby = 'time DESC, id DESC'", "compress_orderby = 'time DESC'"
+    )
     assert old != text
     policy.write_text(old)
 
@@ -167,8 +203,14 @@ def warnings_in(proc) -> list[str]:
 
 
 def column_types(url, table) -> dict[str, str]:
-    return dict(sql(url, "SELECT column_name::text, data_type::text FROM information_schema.columns"
-                         " WHERE table_schema = 'public' AND table_name = %s", table))
+    return dict(
+        sql(
+            url,
+            "SELECT column_name::text, data_type::text FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND table_name = %s",
+            table,
+        )
+    )
 
 
 @pytest.mark.timescaledb("the test needs TimescaleDB's warnings, its scheduler and compressed chunks")
@@ -191,8 +233,10 @@ def test_0006_on_seeded_compressed_data_keeps_every_row_and_bar(scheduler_databa
     seeded = seed(url, project, "--symbols", "4", "--days", "20")
     assert seeded.returncode == 0, seeded.stdout + seeded.stderr
     assert all(s["compressed"] > 0 for s in chunk_state(url).values())
-    rows = {t: sql(url, f"SELECT count(*), md5(string_agg(d::text, ',' ORDER BY d::text)) FROM {t} d")[0]
-            for t in (*SEEDED, "orders")}
+    rows = {
+        t: sql(url, f"SELECT count(*), md5(string_agg(d::text, ',' ORDER BY d::text)) FROM {t} d")[0]
+        for t in (*SEEDED, "orders")
+    }
     before_bars = bars(url)
     began = sql(url, "SELECT now()")[0][0]
     shutil.copy(ROOT / "sql" / "schema" / "0006_text_columns.sql", project / "sql" / "schema")
@@ -201,21 +245,29 @@ def test_0006_on_seeded_compressed_data_keeps_every_row_and_bar(scheduler_databa
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert warnings_in(applied) == []
     assert [a["file"] for a in json.loads(applied.stdout)["applied"]] == [
-        "sql/schema/0006_text_columns.sql", "sql/policies/020_compression.sql"]
+        "sql/schema/0006_text_columns.sql",
+        "sql/policies/020_compression.sql",
+    ]
     # Every row and every bar as it was; the types TimescaleDB advises, but for the columns the bars read.
-    assert {t: sql(url, f"SELECT count(*), md5(string_agg(d::text, ',' ORDER BY d::text)) FROM {t} d")[0]
-            for t in rows} == rows
+    assert {
+        t: sql(url, f"SELECT count(*), md5(string_agg(d::text, ',' ORDER BY d::text)) FROM {t} d")[0] for t in rows
+    } == rows
     assert bars(url) == before_bars
     assert column_types(url, "technical_indicators")["name"] == "text"
     assert column_types(url, "trades")["strategy"] == "text" and column_types(url, "orders")["status"] == "text"
     assert column_types(url, "market_data")["symbol"] == "character varying"  # read by the aggregates: kept
     # 0006 decompressed what it changed; the compression policies compress it again at their next run.
-    for (job,) in sql(url, "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression'"
-                           " AND hypertable_name = ANY(%s)", list(SEEDED)):
+    for (job,) in sql(
+        url,
+        "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression'"
+        " AND hypertable_name = ANY(%s)",
+        list(SEEDED),
+    ):
         sql(url, f"CALL run_job({job})")
     assert all(s["left"] == 0 and s["compressed"] > 0 for s in chunk_state(url).values())
-    settings = dict(sql(url, "SELECT hypertable::text, segmentby FROM timescaledb_information."
-                             "hypertable_compression_settings"))
+    settings = dict(
+        sql(url, "SELECT hypertable::text, segmentby FROM timescaledb_information.hypertable_compression_settings")
+    )
     assert settings["technical_indicators"] == "symbol,timeframe,name"
     assert qbctl("db", "verify", env=env_for(url), cwd=project).returncode == 0
     for _ in range(5):

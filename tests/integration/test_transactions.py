@@ -1,6 +1,7 @@
 """Files with their own transaction control, on a real PostgreSQL 15: a file wrapped whole in BEGIN ... COMMIT
 runs as one transaction with its tracking row; anything else is refused before it runs, and every fix the
 refusal offers is followed here as a person would follow it (by editing the file's lines) and then works."""
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,20 @@ NO_TSDB = "--without-timescaledb"
 
 
 def test_a_file_wrapped_in_begin_commit_runs_as_one_transaction_with_its_row(database, project):
-    add(project, "0007_sqitch.sql", "-- Deploy audit (sqitch writes every deploy script this way)\nBEGIN;\n\n"
-                                    "CREATE TABLE wrapped_a (x int);\nINSERT INTO wrapped_a VALUES (1);\n\nCOMMIT;\n")
-    add(project, "0008_start.sql", "START TRANSACTION ISOLATION LEVEL SERIALIZABLE;\n"
-                                   "DO $$ BEGIN IF current_setting('transaction_isolation') <> 'serializable' THEN\n"
-                                   "  RAISE EXCEPTION 'the BEGIN''s modes were lost'; END IF; END $$;\n"
-                                   "CREATE TABLE wrapped_b (x int);\nEND;\n")
+    add(
+        project,
+        "0007_sqitch.sql",
+        "-- Deploy audit (sqitch writes every deploy script this way)\nBEGIN;\n\n"
+        "CREATE TABLE wrapped_a (x int);\nINSERT INTO wrapped_a VALUES (1);\n\nCOMMIT;\n",
+    )
+    add(
+        project,
+        "0008_start.sql",
+        "START TRANSACTION ISOLATION LEVEL SERIALIZABLE;\n"
+        "DO $$ BEGIN IF current_setting('transaction_isolation') <> 'serializable' THEN\n"
+        "  RAISE EXCEPTION 'the BEGIN''s modes were lost'; END IF; END $$;\n"
+        "CREATE TABLE wrapped_b (x int);\nEND;\n",
+    )
     proc = migrate(database, project, NO_TSDB)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
@@ -30,8 +39,12 @@ def test_a_file_wrapped_in_begin_commit_runs_as_one_transaction_with_its_row(dat
     assert {"wrapped_a", "wrapped_b"} <= tables(database)
     assert tracked(database, "0007_sqitch.sql") == tracked(database, "0008_start.sql") == [("applied", None)]
     # The tracking row is written inside the file's transaction: it commits with the file or not at all.
-    add(project, "0009_fails.sql", "BEGIN;\nCREATE TABLE wrapped_c (x int);\nINSERT INTO wrapped_c VALUES (1);\n"
-                                   "INSERT INTO wrapped_c VALUES ('x');\nCOMMIT;\n")
+    add(
+        project,
+        "0009_fails.sql",
+        "BEGIN;\nCREATE TABLE wrapped_c (x int);\nINSERT INTO wrapped_c VALUES (1);\n"
+        "INSERT INTO wrapped_c VALUES ('x');\nCOMMIT;\n",
+    )
     failed = migrate(database, project, NO_TSDB)
     err = json.loads(failed.stdout)["error"]
     assert failed.returncode == 1 and err["code"] == "MIGRATION_FAILED" and err["line"] == 4
@@ -64,22 +77,22 @@ def follow(text: str, fix: str) -> str:
         drop |= {begin, commit}
     elif m := re.fullmatch(r"move the (\w+) at line (\d+) to the end of the file .*", fix):
         n = int(m.group(2))
-        return "\n".join(lines[:n - 1] + lines[n:] + [lines[n - 1]]) + "\n"
+        return "\n".join(lines[: n - 1] + lines[n:] + [lines[n - 1]]) + "\n"
     elif m := re.fullmatch(r"move line (\d+) after the group's COMMIT", fix):
         n = int(m.group(1))
-        moved, rest = lines[n - 1], lines[:n - 1] + lines[n:]
+        moved, rest = lines[n - 1], lines[: n - 1] + lines[n:]
         at = next(k for k in range(n - 1, len(rest)) if rest[k].strip().upper() == "COMMIT;")
-        return "\n".join(rest[:at + 1] + [moved] + rest[at + 1:]) + "\n"
+        return "\n".join(rest[: at + 1] + [moved] + rest[at + 1 :]) + "\n"
     elif re.fullmatch(r"put `-- qbctl: no-transaction` in the file's first comment lines .*", fix):
         return "-- qbctl: no-transaction\n" + text
     elif re.fullmatch(r"(?:end the file|end the group) with a COMMIT.*", fix):
         return text.rstrip("\n") + "\nCOMMIT;\n"
     elif m := re.fullmatch(r"put a COMMIT before line (\d+) .*", fix):
         n = int(m.group(1))
-        return "\n".join(lines[:n - 1] + ["COMMIT;"] + lines[n - 1:]) + "\n"
+        return "\n".join(lines[: n - 1] + ["COMMIT;"] + lines[n - 1 :]) + "\n"
     elif m := re.fullmatch(r"replace the (\w+) at line (\d+) with COMMIT", fix):
         n = int(m.group(2))
-        return "\n".join(lines[:n - 1] + ["COMMIT;"] + lines[n:]) + "\n"
+        return "\n".join(lines[: n - 1] + ["COMMIT;"] + lines[n:]) + "\n"
     else:
         raise AssertionError(f"a fix this test cannot follow: {fix}")
     return "\n".join(x for k, x in enumerate(lines, 1) if k not in drop) + "\n"
@@ -88,23 +101,54 @@ def follow(text: str, fix: str) -> str:
 MARK = "-- qbctl: no-transaction\n"
 # (text, the line refused, what is refused, how many fixes are offered)
 REFUSED = {
-    "commit_in_the_middle": ("CREATE TABLE t1 (x int);\nCOMMIT;\nCREATE TABLE t2 (x int);\n", 2,
-                             "COMMIT in a file that qbctl runs in one transaction", 2),
-    "begin_then_commit_in_the_middle": ("BEGIN;\nCREATE TABLE t1 (x int);\nCOMMIT;\nCREATE TABLE t2 (x int);\n", 3,
-                                        "COMMIT in a file that qbctl runs in one transaction", 3),
-    "begin_without_commit": ("BEGIN;\nCREATE TABLE t1 (x int);\nCREATE TABLE t2 (x int);\n", 1,
-                             "BEGIN without a COMMIT at the end of the file", 2),
-    "rollback": ("BEGIN;\nCREATE TABLE t1 (x int);\nROLLBACK;\n", 3,
-                 "ROLLBACK in a file that qbctl runs in one transaction", 1),
-    "concurrently_inside_the_wrapper": ("BEGIN;\nCREATE TABLE t1 (x int);\nCREATE INDEX CONCURRENTLY t1_x ON t1 (x);\n"
-                                        "COMMIT;\n", 3, "CREATE INDEX CONCURRENTLY inside the BEGIN ... COMMIT group "
-                                                        "of line 1, which is a transaction", 2),
-    "begin_inside_a_group": (MARK + "BEGIN;\nCREATE TABLE t1 (x int);\nBEGIN;\nCREATE TABLE t2 (x int);\nCOMMIT;\n",
-                             4, "BEGIN inside a BEGIN ... COMMIT group", 2),
-    "rollback_in_a_group": (MARK + "CREATE TABLE t1 (x int);\nBEGIN;\nCREATE TABLE t2 (x int);\nROLLBACK;\n", 5,
-                            "ROLLBACK in a migration", 2),
-    "group_without_commit": (MARK + "CREATE TABLE t1 (x int);\nBEGIN;\nCREATE TABLE t2 (x int);\n", 3,
-                             "BEGIN without a COMMIT", 2),
+    "commit_in_the_middle": (
+        "CREATE TABLE t1 (x int);\nCOMMIT;\nCREATE TABLE t2 (x int);\n",
+        2,
+        "COMMIT in a file that qbctl runs in one transaction",
+        2,
+    ),
+    "begin_then_commit_in_the_middle": (
+        "BEGIN;\nCREATE TABLE t1 (x int);\nCOMMIT;\nCREATE TABLE t2 (x int);\n",
+        3,
+        "COMMIT in a file that qbctl runs in one transaction",
+        3,
+    ),
+    "begin_without_commit": (
+        "BEGIN;\nCREATE TABLE t1 (x int);\nCREATE TABLE t2 (x int);\n",
+        1,
+        "BEGIN without a COMMIT at the end of the file",
+        2,
+    ),
+    "rollback": (
+        "BEGIN;\nCREATE TABLE t1 (x int);\nROLLBACK;\n",
+        3,
+        "ROLLBACK in a file that qbctl runs in one transaction",
+        1,
+    ),
+    "concurrently_inside_the_wrapper": (
+        "BEGIN;\nCREATE TABLE t1 (x int);\nCREATE INDEX CONCURRENTLY t1_x ON t1 (x);\nCOMMIT;\n",
+        3,
+        "CREATE INDEX CONCURRENTLY inside the BEGIN ... COMMIT group of line 1, which is a transaction",
+        2,
+    ),
+    "begin_inside_a_group": (
+        MARK + "BEGIN;\nCREATE TABLE t1 (x int);\nBEGIN;\nCREATE TABLE t2 (x int);\nCOMMIT;\n",
+        4,
+        "BEGIN inside a BEGIN ... COMMIT group",
+        2,
+    ),
+    "rollback_in_a_group": (
+        MARK + "CREATE TABLE t1 (x int);\nBEGIN;\nCREATE TABLE t2 (x int);\nROLLBACK;\n",
+        5,
+        "ROLLBACK in a migration",
+        2,
+    ),
+    "group_without_commit": (
+        MARK + "CREATE TABLE t1 (x int);\nBEGIN;\nCREATE TABLE t2 (x int);\n",
+        3,
+        "BEGIN without a COMMIT",
+        2,
+    ),
 }
 CASES = [(name, k) for name, (_, _, _, n) in REFUSED.items() for k in range(n)]
 
@@ -139,17 +183,22 @@ def test_a_lone_commit_in_a_file_run_statement_by_statement_does_nothing_as_unde
 
 @pytest.mark.parametrize("wrapped", [False, True])
 def test_the_hint_of_a_statement_that_cannot_run_in_a_transaction_works_when_followed(database, project, wrapped):
-    body = ("CREATE TABLE steps (x int);\n"
-            "CREATE PROCEDURE step() LANGUAGE plpgsql AS $$ BEGIN INSERT INTO steps VALUES (1); COMMIT; END $$;\n"
-            "CALL step();\n")
+    body = (
+        "CREATE TABLE steps (x int);\n"
+        "CREATE PROCEDURE step() LANGUAGE plpgsql AS $$ BEGIN INSERT INTO steps VALUES (1); COMMIT; END $$;\n"
+        "CALL step();\n"
+    )
     text = "BEGIN;\n" + body + "COMMIT;\n" if wrapped else body
     add(project, "0006_proc.sql", text)
     proc = migrate(database, project, NO_TSDB)
     err = json.loads(proc.stdout)["error"]
     assert proc.returncode == 1 and err["sqlstate"] == "2D000" and err["line"] == (4 if wrapped else 3)
     if wrapped:
-        m = re.search(r"the file's own BEGIN \(line (\d+)\) \.\.\. COMMIT \(line (\d+)\) makes one: remove those two "
-                      r"lines and put `-- qbctl: no-transaction` in the file's first comment lines", err["hint"])
+        m = re.search(
+            r"the file's own BEGIN \(line (\d+)\) \.\.\. COMMIT \(line (\d+)\) makes one: remove those two "
+            r"lines and put `-- qbctl: no-transaction` in the file's first comment lines",
+            err["hint"],
+        )
         assert m, err["hint"]
         drop = {int(m.group(1)), int(m.group(2))}
         text = "".join(x for n, x in enumerate(text.splitlines(keepends=True), 1) if n not in drop)
@@ -166,7 +215,8 @@ def test_a_wrapped_file_applied_by_an_older_qbctl_is_not_an_edit(database, proje
     add(project, "0006_marked.sql", MARK + "BEGIN;\nCREATE TABLE m1 (x int);\nCOMMIT;\n")
     assert migrate(database, project, NO_TSDB).returncode == 0
     with psycopg.connect(database) as conn:
-        (state, done, sums), = conn.execute("SELECT state, statements_done, statement_checksums FROM qbctl.migrations"
-                                            " WHERE name = '0006_marked.sql'").fetchall()
+        ((state, done, sums),) = conn.execute(
+            "SELECT state, statements_done, statement_checksums FROM qbctl.migrations WHERE name = '0006_marked.sql'"
+        ).fetchall()
     assert (state, done, len(sums)) == ("applied", 3, 3)
     assert json.loads(migrate(database, project, NO_TSDB).stdout)["applied"] == []

@@ -1,6 +1,7 @@
 """No name of the user's captures qbctl's SQL, on a real PostgreSQL: the snapshot inventory of a schema of
 every awkward case (tests/awkward.py), dumped and restored into another database; db verify of hypertables
 with quoted names; db seed beside a namesake of market_data; the load's queries beside a column named day."""
+
 from __future__ import annotations
 
 import copy
@@ -48,11 +49,15 @@ def test_every_awkward_table_is_counted_and_hashed(awkward_db, pg_server):
     want = dict(awkward.ROWS)
     if pg_server["timescaledb"]:
         want[awkward.TIMESCALE_TABLE] = 100
-        assert inv.hypertables[awkward.TIMESCALE_HYPERTABLE] == {"chunks": 5, "compressed_chunks": 5,
-                                                                  "compression": True}
+        assert inv.hypertables[awkward.TIMESCALE_HYPERTABLE] == {
+            "chunks": 5,
+            "compressed_chunks": 5,
+            "compression": True,
+        }
         assert [(j["proc"], j["hypertable"]) for j in inv.jobs] == [
             ("_timescaledb_functions.policy_compression", awkward.TIMESCALE_HYPERTABLE),
-            ('"Other Schema"."My Job"', "")]  # a job of the user's own has no hypertable
+            ('"Other Schema"."My Job"', ""),
+        ]  # a job of the user's own has no hypertable
     assert {k: v["rows"] for k, v in inv.tables.items()} == want
     how = {k: v["hash"] for k, v in inv.tables.items()}
     # The column x, the table t, the reserved words: their own types' hashes. No hash function, or one that
@@ -76,8 +81,9 @@ def test_neither_a_search_path_nor_functions_named_like_the_catalogs_change_it(a
             conn.execute("SELECT sum(x::bigint) FROM t").fetchone()
     shadowed = read(awkward_db, settings=False)  # qbctl's names alone, under the user's search_path
     regclass = "public.types"  # its regclass values print per the search_path ("t"): their text differs
-    assert {k: v for k, v in shadowed.tables.items() if k != regclass} == \
-        {k: v for k, v in expected.tables.items() if k != regclass}
+    assert {k: v for k, v in shadowed.tables.items() if k != regclass} == {
+        k: v for k, v in expected.tables.items() if k != regclass
+    }
     assert shadowed.tables[regclass]["rows"] == expected.tables[regclass]["rows"]
     assert (shadowed.hypertables, shadowed.jobs) == (expected.hypertables, expected.jobs)
     assert read(awkward_db).tables == expected.tables  # the reading session's search_path wins over the user's
@@ -91,8 +97,9 @@ def _restore_copy(source: str, target: str, timescaledb: bool, tmp_path) -> None
         if timescaledb:
             conn.execute("CREATE EXTENSION timescaledb")
             conn.execute("SELECT timescaledb_pre_restore()")
-    subprocess.run([str(PG_BIN / "pg_restore"), "--exit-on-error", "-d", target, str(dump)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(PG_BIN / "pg_restore"), "--exit-on-error", "-d", target, str(dump)], check=True, capture_output=True
+    )
     if timescaledb:
         with psycopg.connect(target, autocommit=True) as conn:
             conn.execute("SELECT timescaledb_post_restore()")  # no scheduler runs on this server: jobs wait
@@ -175,19 +182,25 @@ def test_seed_leaves_a_namesake_of_market_data_in_another_schema_alone(database,
         conn.execute("CREATE TABLE archive.market_data (time timestamptz NOT NULL, symbol text, close numeric)")
         conn.execute("SELECT create_hypertable('archive.market_data', by_range('time'))")
         conn.execute("INSERT INTO archive.market_data VALUES (now() - interval '2 days', '005930', 1)")
-        conn.execute("CREATE MATERIALIZED VIEW archive.bars WITH (timescaledb.continuous,"
-                     " timescaledb.materialized_only = true) AS SELECT time_bucket('1 day', time) AS day, symbol,"
-                     " max(close) FROM archive.market_data GROUP BY 1, 2 WITH NO DATA")
-        (job,) = conn.execute("SELECT add_continuous_aggregate_policy('archive.bars', NULL, INTERVAL '1 hour',"
-                              " INTERVAL '12 hours')").fetchone()
-    proc = qbctl("db", "seed", "--no-redis", "--symbols", "1", "--days", "2", "--json", env=env_for(database),
-                 cwd=project)
+        conn.execute(
+            "CREATE MATERIALIZED VIEW archive.bars WITH (timescaledb.continuous,"
+            " timescaledb.materialized_only = true) AS SELECT time_bucket('1 day', time) AS day, symbol,"
+            " max(close) FROM archive.market_data GROUP BY 1, 2 WITH NO DATA"
+        )
+        (job,) = conn.execute(
+            "SELECT add_continuous_aggregate_policy('archive.bars', NULL, INTERVAL '1 hour', INTERVAL '12 hours')"
+        ).fetchone()
+    proc = qbctl(
+        "db", "seed", "--no-redis", "--symbols", "1", "--days", "2", "--json", env=env_for(database), cwd=project
+    )
     assert proc.returncode == 0, proc.stderr
     assert "bars" not in json.loads(proc.stdout)["rows"]
     with psycopg.connect(database) as conn:
         assert conn.execute("SELECT count(*) FROM archive.bars").fetchone()[0] == 0  # not refreshed by seed
-        assert conn.execute("SELECT scheduled FROM timescaledb_information.jobs WHERE job_id = %s",
-                            (job,)).fetchone()[0] is True
+        assert (
+            conn.execute("SELECT scheduled FROM timescaledb_information.jobs WHERE job_id = %s", (job,)).fetchone()[0]
+            is True
+        )
 
 
 def test_the_loads_queries_hold_beside_columns_named_like_their_aliases(database, project, pg_server):
@@ -196,12 +209,16 @@ def test_the_loads_queries_hold_beside_columns_named_like_their_aliases(database
     assert migrate(database, project, *([] if tsdb else ["--without-timescaledb"])).returncode == 0
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("ALTER TABLE market_data ADD COLUMN day int, ADD COLUMN ret int, ADD COLUMN vol int")
-        conn.execute("INSERT INTO market_data (time, symbol, timeframe, open, high, low, close, volume, day)"
-                     " SELECT now() - g * interval '1 hour', '005930', '1m', 1, 2, 1, 2, 10, g"
-                     " FROM generate_series(1, 48) g")
+        conn.execute(
+            "INSERT INTO market_data (time, symbol, timeframe, open, high, low, close, volume, day)"
+            " SELECT now() - g * interval '1 hour', '005930', '1m', 1, 2, 1, 2, 10, g"
+            " FROM generate_series(1, 48) g"
+        )
         funcs = load.TSDB_FUNCS if tsdb else load.PLAIN_FUNCS
-        got = {name: conn.execute(sql.format(**funcs), ("005930",) if "%s" in sql else None).fetchall()
-               for name, sql in load.QUERIES.items()}
+        got = {
+            name: conn.execute(sql.format(**funcs), ("005930",) if "%s" in sql else None).fetchall()
+            for name, sql in load.QUERIES.items()
+        }
     assert len(got["daily bars"]) in (2, 3) and got["ranking"][0][0] == "005930"  # 48 hours: two or three days
 
 
@@ -216,11 +233,14 @@ def test_status_and_seed_name_timescaledbs_schema_whatever_the_search_path(datab
     with psycopg.connect(database, autocommit=True) as conn:
         # The refresh policies seed holds: one per aggregate of market_data (the jobs view names the aggregate).
         held = "SELECT j.job_id FROM timescaledb_information.jobs j WHERE " + jobs.REFRESH_OF.format(
-            table=seed.MARKET_DATA)
+            table=seed.MARKET_DATA
+        )
         assert len(conn.execute(held).fetchall()) == 3
         conn.execute("CREATE SCHEMA app")
-        conn.execute("CREATE FUNCTION app.alter_job(job_id int, scheduled boolean) RETURNS void LANGUAGE plpgsql"
-                     " AS $$BEGIN RAISE EXCEPTION 'app.alter_job was called'; END$$")
+        conn.execute(
+            "CREATE FUNCTION app.alter_job(job_id int, scheduled boolean) RETURNS void LANGUAGE plpgsql"
+            " AS $$BEGIN RAISE EXCEPTION 'app.alter_job was called'; END$$"
+        )
         conn.execute(f'ALTER DATABASE "{name}" SET search_path = app, pg_catalog')
     status = qbctl("db", "status", "--json", env=env_for(database), cwd=project)
     result = json.loads(status.stdout)
@@ -228,11 +248,17 @@ def test_status_and_seed_name_timescaledbs_schema_whatever_the_search_path(datab
     assert {h["name"] for h in result["hypertables"]} >= {"market_data", "trades"}
     with psycopg.connect(database, autocommit=True) as conn:  # the tables by their plain names, app first
         conn.execute(f'ALTER DATABASE "{name}" SET search_path = app, public, pg_catalog')
-    seeded = qbctl("db", "seed", "--no-redis", "--symbols", "1", "--days", "2", "--json", env=env_for(database),
-                   cwd=project)
+    seeded = qbctl(
+        "db", "seed", "--no-redis", "--symbols", "1", "--days", "2", "--json", env=env_for(database), cwd=project
+    )
     assert seeded.returncode == 0, seeded.stdout + seeded.stderr
     assert json.loads(seeded.stdout)["rows"]["market_data_5m"] > 0
     with psycopg.connect(database) as conn:  # the refresh policies scheduled, each with its next start back
-        assert conn.execute("SELECT bool_and(j.scheduled AND s.next_start < 'infinity')"
-                            " FROM timescaledb_information.jobs j JOIN timescaledb_information.job_stats s USING"
-                            " (job_id) WHERE j.proc_name = 'policy_refresh_continuous_aggregate'").fetchone()[0] is True
+        assert (
+            conn.execute(
+                "SELECT bool_and(j.scheduled AND s.next_start < 'infinity')"
+                " FROM timescaledb_information.jobs j JOIN timescaledb_information.job_stats s USING"
+                " (job_id) WHERE j.proc_name = 'policy_refresh_continuous_aggregate'"
+            ).fetchone()[0]
+            is True
+        )

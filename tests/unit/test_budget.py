@@ -1,4 +1,5 @@
 """The budget's arithmetic: the model's terms, the values read back from a server, fixes. No services."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -33,12 +34,22 @@ def test_defaults_fit_and_explain_every_term():
     # schedulers of postgres and qb_trading_dev) + 7 x (5 + 4) sessions + 2 x (0.75 + 16) autovacuum
     # + (5 - 1 - 2) x 9 TimescaleDB jobs = 260.1, under 270 (90% of 300)
     assert pg.configured_mb == 260.1
-    for text in ("shared_buffers 128MB", "wal_buffers 4MB", "30 process slots x 47kB", "1.6MB no setting sizes",
-                 "max_connections 10 - superuser_reserved 3 = 7", "work_mem 4MB", "parallel workers 0",
-                 "2 x (process 0.75MB + maintenance_work_mem 16MB)", "server processes 6.8 (9 x",
-                 "max_background_workers 5 - the launcher - 2 schedulers = 2 job slots", "temp_buffers 0",
-                 "values from the settings", "PostgreSQL's defaults for what they do not decide",
-                 "fits when at most 270MB"):
+    for text in (
+        "shared_buffers 128MB",
+        "wal_buffers 4MB",
+        "30 process slots x 47kB",
+        "1.6MB no setting sizes",
+        "max_connections 10 - superuser_reserved 3 = 7",
+        "work_mem 4MB",
+        "parallel workers 0",
+        "2 x (process 0.75MB + maintenance_work_mem 16MB)",
+        "server processes 6.8 (9 x",
+        "max_background_workers 5 - the launcher - 2 schedulers = 2 job slots",
+        "temp_buffers 0",
+        "values from the settings",
+        "PostgreSQL's defaults for what they do not decide",
+        "fits when at most 270MB",
+    ):
         assert text in pg.derivation, text
     rd = r.items[1]
     assert rd.configured_mb == 128 and "maxmemory 100MB x fragmentation 1.15" in rd.derivation
@@ -85,22 +96,39 @@ def test_smaller_shared_buffers_leave_room():
 
 # pg_shmem_allocations' sum on PostgreSQL 15.18 with TimescaleDB 2.28.3 preloaded, wal_buffers 4MB, autovacuum
 # 2, 6 worker processes: (shared_buffers MB, max_connections) -> bytes. The model's constants come from these.
-ALLOCATED = {(128, 10): 145_514_496, (128, 20): 146_063_360, (128, 40): 146_964_480, (128, 100): 149_856_256,
-             (64, 10): 76_406_784, (256, 10): 283_746_304}
+ALLOCATED = {
+    (128, 10): 145_514_496,
+    (128, 20): 146_063_360,
+    (128, 40): 146_964_480,
+    (128, 100): 149_856_256,
+    (64, 10): 76_406_784,
+    (256, 10): 283_746_304,
+}
 
 
 @pytest.mark.parametrize("buffers,connections", ALLOCATED)
 def test_shared_memory_as_postgresql_sizes_it(buffers, connections):
-    v = replace(running.pg_values(settings()), shared_buffers=buffers * MB, wal_buffers=4 * MB,
-                max_connections=connections, max_worker_processes=6)  # as measured
+    v = replace(
+        running.pg_values(settings()),
+        shared_buffers=buffers * MB,
+        wal_buffers=4 * MB,
+        max_connections=connections,
+        max_worker_processes=6,
+    )  # as measured
     # within 100kB (0.04% of the default prediction): PostgreSQL sizes its lock tables in steps
     assert abs(v.shared_sized() + model.SHARED_FIXED - ALLOCATED[buffers, connections]) < 100_000
     # a running server's own figure of what no setting sizes is as close to the model's constant
     assert abs(model.shared_fixed(ALLOCATED[buffers, connections], v) - model.SHARED_FIXED) < 100_000
 
 
-PG_UNITS = {"shared_buffers": (8192, "8kB"), "wal_buffers": (8192, "8kB"), "temp_buffers": (8192, "8kB"),
-            "work_mem": (1024, "kB"), "maintenance_work_mem": (1024, "kB"), "autovacuum_work_mem": (1024, "kB")}
+PG_UNITS = {
+    "shared_buffers": (8192, "8kB"),
+    "wal_buffers": (8192, "8kB"),
+    "temp_buffers": (8192, "8kB"),
+    "work_mem": (1024, "kB"),
+    "maintenance_work_mem": (1024, "kB"),
+    "autovacuum_work_mem": (1024, "kB"),
+}
 
 
 def server_rows(s, source="command line", **changed) -> list[tuple]:
@@ -121,8 +149,11 @@ def reading(s, allocated=ALLOCATED[128, 10], source="command line", **changed) -
 
 
 def test_the_same_configuration_gets_the_same_prediction_up_or_down():
-    for env in ({}, {"POSTGRES_MAX_CONNECTIONS": "20", "POSTGRES_SHARED_BUFFERS": "64MB"},
-                {"POSTGRES_WORK_MEM": "8MB", "TIMESCALEDB_MAX_BACKGROUND_WORKERS": "8"}):
+    for env in (
+        {},
+        {"POSTGRES_MAX_CONNECTIONS": "20", "POSTGRES_SHARED_BUFFERS": "64MB"},
+        {"POSTGRES_WORK_MEM": "8MB", "TIMESCALEDB_MAX_BACKGROUND_WORKERS": "8"},
+    ):
         s = settings(**env)
         down = budget.configured(s)
         # what this machine's PostgreSQL allocates for it: the model's own sizing, plus a fixed part 0.4MB off
@@ -138,8 +169,7 @@ def test_the_server_fills_in_only_what_the_settings_do_not_decide():
     s = settings()
     # A server running other values: more connections and work_mem (an earlier `up`), and 5 reserved
     # connections and an autovacuum_work_mem from its postgresql.conf (no setting of qbctl's decides those).
-    r = reading(s, max_connections=100, work_mem=8 * MB, superuser_reserved_connections=5,
-                autovacuum_work_mem=8 * MB)
+    r = reading(s, max_connections=100, work_mem=8 * MB, superuser_reserved_connections=5, autovacuum_work_mem=8 * MB)
     values = running.pg_values(s, r)
     assert (values.max_connections, values.work_mem) == (10, 4 * MB)  # the settings'
     assert (values.superuser_reserved_connections, values.autovacuum_work_mem) == (5, 8 * MB)  # the server's
@@ -150,14 +180,16 @@ def test_the_server_fills_in_only_what_the_settings_do_not_decide():
     assert item.running_mb == model.postgres(now).mb and item.running_mb > 270  # what runs would not fit
     assert [d.text for d in item.differences] == [
         "running: work_mem 8MB; settings: 4MB, applied by the next `qbctl up`",
-        "running: max_connections 100; settings: 10, applied by the next `qbctl up`"]
+        "running: max_connections 100; settings: 10, applied by the next `qbctl up`",
+    ]
     assert item.differences[1].setting == "POSTGRES_MAX_CONNECTIONS" and item.differences[1].applied_by_up
     assert (item.differences[1].running, item.differences[1].settings) == (100, 10)
     assert isinstance(item.differences[1].running, int) and item.differences[0].running == 8 * MB
     assert "superuser_reserved_connections 5, autovacuum_work_mem 8MB" in item.basis
     # Whether TimescaleDB is loaded is the image's to say: a server without it has no workers to count.
-    plain = running.PgReading.from_rows([r for r in server_rows(s) if not r[0].startswith("timescaledb.")],
-                                        ALLOCATED[128, 10])
+    plain = running.PgReading.from_rows(
+        [r for r in server_rows(s) if not r[0].startswith("timescaledb.")], ALLOCATED[128, 10]
+    )
     assert running.pg_values(s, plain).tsdb_background_workers == 0
     assert "no TimescaleDB in its image" in budget.configured(s, running.Running(pg=plain)).items[0].basis
 
@@ -171,8 +203,9 @@ def test_a_value_set_for_the_database_or_its_user_is_the_servers():
     assert not item.ok and not result.ok
     (d,) = [d for d in item.differences if d.value == "work_mem"]
     assert d.applied_by_up is False and "`qbctl up` does not change it" in d.text and "ALTER" in d.text
-    assert item.fix.startswith("reset what is set for the database or its user (ALTER ROLE/DATABASE ... RESET "
-                               "work_mem)")
+    assert item.fix.startswith(
+        "reset what is set for the database or its user (ALTER ROLE/DATABASE ... RESET work_mem)"
+    )
 
 
 def test_redis_running_with_another_maxmemory_is_named_and_the_settings_judged():
@@ -182,11 +215,13 @@ def test_redis_running_with_another_maxmemory_is_named_and_the_settings_judged()
     rd = r.items[1]
     assert not r.ok and not rd.ok and rd.configured_mb == 1128 and rd.running_mb == 128
     assert [d.text for d in rd.differences] == [
-        "running: maxmemory 100MB; settings: 900MB, applied by the next `qbctl up`"]
+        "running: maxmemory 100MB; settings: 900MB, applied by the next `qbctl up`"
+    ]
     assert "REDIS_MAX_MEMORY=105MB" in r.error.hint
     # the other way round: a running Redis too large for its share, the settings that fit: ok, and said
-    back = budget.configured(settings(), running.Running(redis_config={**config, "maxmemory": str(900 * MB)},
-                                                         recreated={"redis": True}))
+    back = budget.configured(
+        settings(), running.Running(redis_config={**config, "maxmemory": str(900 * MB)}, recreated={"redis": True})
+    )
     assert back.ok and back.items[1].running_mb == 1128
     assert back.notes == ["redis as it runs now (predicted 1128MB) does not fit its 150MB limit; the settings do"]
 
@@ -201,17 +236,27 @@ def test_whether_up_applies_a_difference_is_said_as_it_is():
     assert kept.configured_mb == 118  # Redis's own value fills in: no background saves ('save ""')
     unknown = budget.configured(s, running.Running(redis_config=config)).items[1]  # the engine did not answer
     assert unknown.differences[0].applied_by_up is None and "when `qbctl up` recreates" in unknown.differences[0].text
-    limits = budget.configured(settings(QBCTL_BUDGET_REDIS="200MB"), running.Running(
-        redis_config={**config, "maxmemory": str(100 * MB)}, limits={"redis": 150 * MB, "postgres": 300 * MB},
-        recreated={"redis": True, "postgres": False}))
+    limits = budget.configured(
+        settings(QBCTL_BUDGET_REDIS="200MB"),
+        running.Running(
+            redis_config={**config, "maxmemory": str(100 * MB)},
+            limits={"redis": 150 * MB, "postgres": 300 * MB},
+            recreated={"redis": True, "postgres": False},
+        ),
+    )
     assert [d.text for d in limits.items[1].differences] == [
-        "running: memory limit 150MB; settings: 200MB, applied by the next `qbctl up`"]
+        "running: memory limit 150MB; settings: 200MB, applied by the next `qbctl up`"
+    ]
     assert limits.items[0].differences == []  # postgres runs with its share
 
 
 def test_differences_compare_values_not_their_spelling():
-    same = running.differences({"maxmemory": 100.0 * MB, "maxmemory-policy": "allkeys-lru"},
-                               {"maxmemory": 104857600.0, "maxmemory-policy": "allkeys-lru"}, True, "")
+    same = running.differences(
+        {"maxmemory": 100.0 * MB, "maxmemory-policy": "allkeys-lru"},
+        {"maxmemory": 104857600.0, "maxmemory-policy": "allkeys-lru"},
+        True,
+        "",
+    )
     assert same == []
     paged = running.differences({"memory limit": 300 * MB + 100}, {"memory limit": 300 * MB}, True, "")
     assert paged == []  # a cgroup's limit is whole pages
@@ -236,9 +281,12 @@ def test_shares_must_fit_the_vm():
 
 def test_measured_overruns_and_families():
     s = settings()
-    r = run(s, containers={"postgres": 310 * MB, "redis": 20 * MB, "adminer": 500 * MB},
-            info={"used_memory": 10 * MB, "used_memory_rss": 15 * MB},
-            families={"market": 10 * MB, "candles": 30 * MB, "indicators": 25 * MB})
+    r = run(
+        s,
+        containers={"postgres": 310 * MB, "redis": 20 * MB, "adminer": 500 * MB},
+        info={"used_memory": 10 * MB, "used_memory_rss": 15 * MB},
+        families={"market": 10 * MB, "candles": 30 * MB, "indicators": 25 * MB},
+    )
     bad = {i.name for i in r.items + r.redis_families if not i.ok}
     assert bad == {"postgres", "market", "indicators"}  # adminer is a dev tool: never over the VM budget
     market = [f for f in r.redis_families if f.name == "market"][0]
@@ -255,16 +303,19 @@ def test_kill_evidence_is_read_from_cgroup_counters_and_the_postgres_log():
     assert kills.oom_kill_count("low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\n") == 2  # cgroup v2 memory.events
     assert kills.oom_kill_count("oom_kill_disable 0\nunder_oom 0\noom_kill 5\n") == 5  # v1 memory.oom_control
     assert kills.oom_kill_count("") is None and kills.oom_kill_count(None) is None
-    log = ("2026-11-26 16:00:01 UTC [1] LOG:  server process (PID 416) was terminated by signal 9: Killed\n"
-           "2026-11-26 16:00:01 UTC [1] LOG:  checkpoint starting: time\n"
-           "2026-11-26 16:00:02 UTC [480] LOG:  database system was not properly shut down; automatic recovery "
-           "in progress\n")
+    log = (
+        "2026-11-26 16:00:01 UTC [1] LOG:  server process (PID 416) was terminated by signal 9: Killed\n"
+        "2026-11-26 16:00:01 UTC [1] LOG:  checkpoint starting: time\n"
+        "2026-11-26 16:00:02 UTC [480] LOG:  database system was not properly shut down; automatic recovery "
+        "in progress\n"
+    )
     found = kills.pg_kills(log)
     assert len(found) == 2 and "PID 416" in found[0] and "recovery" in found[1]
 
 
-@pytest.mark.parametrize("values,p50,p99", [([1.0] * 99 + [100.0], 1.0, 1.0), (list(range(1, 101)), 50, 99),
-                                            ([5.0], 5.0, 5.0)])
+@pytest.mark.parametrize(
+    "values,p50,p99", [([1.0] * 99 + [100.0], 1.0, 1.0), (list(range(1, 101)), 50, 99), ([5.0], 5.0, 5.0)]
+)
 def test_percentiles(values, p50, p99):
     assert load.percentile(values, 50) == p50 and load.percentile(values, 99) == p99
     assert load.percentile([], 50) is None

@@ -1,5 +1,6 @@
 """The command line in-process: `cli.main(argv)` with an AppState whose Output writes to StringIO, for commands
 where a new process adds nothing (no engine, no server): exit codes, one JSON object, one error line."""
+
 from __future__ import annotations
 
 import io
@@ -37,13 +38,18 @@ def run(monkeypatch, tmp_path):
 
 
 def test_config_show_json_is_one_object_with_the_password_masked(run):
-    code, out, err = run("config", "show", "--json",
-                         files={".env": "DATABASE_URL=postgresql://qb_user:hunter2-secret@localhost:5432/qb\n"})
+    code, out, err = run(
+        "config",
+        "show",
+        "--json",
+        files={".env": "DATABASE_URL=postgresql://qb_user:hunter2-secret@localhost:5432/qb\n"},
+    )
     assert code == 0, err
     data = json.loads(out)
     assert data["ok"] is True and "hunter2-secret" not in out + err
-    assert {r["key"]: r["value"] for r in data["settings"]}["DATABASE_URL"] == \
-        "postgresql://qb_user:***@localhost:5432/qb"
+    assert {r["key"]: r["value"] for r in data["settings"]}[
+        "DATABASE_URL"
+    ] == "postgresql://qb_user:***@localhost:5432/qb"
 
 
 def test_env_check_names_a_misspelt_key_and_its_fix(run):
@@ -83,6 +89,16 @@ def test_only_the_plain_forms_of_up_are_tried_before_typer_loads():
     assert launch.SERVICES == SERVICES
     for argv in (["up"], ["up", "--json"], ["up", "--no-ui", "postgres", "redis"], ["up", "adminer", "--json"]):
         assert launch.quick_form(argv), argv
-    for argv in ([], ["status"], ["up", "--timeout", "3"], ["up", "--profile", "production"], ["-p", "x", "up"],
-                 ["up", "--help"], ["up", "-h"], ["up", "mysql"], ["up", "--jsonx"], ["--project-dir", ".", "up"]):
+    for argv in (
+        [],
+        ["status"],
+        ["up", "--timeout", "3"],
+        ["up", "--profile", "production"],
+        ["-p", "x", "up"],
+        ["up", "--help"],
+        ["up", "-h"],
+        ["up", "mysql"],
+        ["up", "--jsonx"],
+        ["--project-dir", ".", "up"],
+    ):
         assert not launch.quick_form(argv), argv

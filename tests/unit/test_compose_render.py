@@ -34,8 +34,9 @@ def test_render_matches_the_stack_and_hides_the_password(tmp_path):
     assert stale.error.code == "DRIFT" and "out of date" in stale.error.message
 
 
-@pytest.mark.parametrize("value", ["Null", "NO", "True", "1e3", "0x1F", "yes", "1.5", "~", "on", "-", "a: b",
-                                   "${X:?y z}", "#x", "12:30"])
+@pytest.mark.parametrize(
+    "value", ["Null", "NO", "True", "1e3", "0x1F", "yes", "1.5", "~", "on", "-", "a: b", "${X:?y z}", "#x", "12:30"]
+)
 def test_yaml_scalars_keep_their_type(value):
     """A database or user named like a YAML keyword stays a string in the compose file."""
     text = compose_file.to_yaml({"environment": {"POSTGRES_DB": value}, "command": [value]})

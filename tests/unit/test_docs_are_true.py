@@ -1,4 +1,5 @@
 """The docs and .env.example say what the code does: made from the settings table and the Typer app, checked here."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -17,13 +17,15 @@ def env_for(tmp_path):
 def test_env_check_reports_unknown_missing_and_bad(tmp_path):
     shutil.copy(ROOT / ".env.example", tmp_path / ".env.example")
     (tmp_path / "sql" / "schema").mkdir(parents=True)
-    (tmp_path / ".env").write_text("DATABASE_URL=postgresql://u:hunter22@localhost:5432/db\nREDIS_MAX_MEMORY=lots\n"
-                                   "REDIS_MAXMEMORY=100mb\n")
+    (tmp_path / ".env").write_text(
+        "DATABASE_URL=postgresql://u:hunter22@localhost:5432/db\nREDIS_MAX_MEMORY=lots\nREDIS_MAXMEMORY=100mb\n"
+    )
     proc = qbctl("env", "check", "--json", env=env_for(tmp_path), cwd=tmp_path)
     assert proc.returncode == 2
     result = json.loads(proc.stdout)
-    assert result["invalid"] == [{"key": "REDIS_MAX_MEMORY", "value": "lots",
-                                  "problem": "expected a size such as 128MB, 150mb or 1GB"}]
+    assert result["invalid"] == [
+        {"key": "REDIS_MAX_MEMORY", "value": "lots", "problem": "expected a size such as 128MB, 150mb or 1GB"}
+    ]
     assert result["unknown"] == [{"key": "REDIS_MAXMEMORY", "did_you_mean": "REDIS_MAX_MEMORY"}]
     assert result["defaults"] == len(SETTINGS) - 2
     assert "hunter22" not in proc.stdout
@@ -51,8 +53,9 @@ def test_bad_env_value_is_one_line_and_exit_2_for_every_command(tmp_path):
     for args in (["up"], ["status"], ["health"], ["budget"], ["config", "show"], ["db", "migrate"]):
         proc = qbctl(*args, env=env_for(tmp_path), cwd=tmp_path)
         assert proc.returncode == 2, args
-        assert proc.stderr.splitlines()[0] == ("error: QBCTL_ADMINER_PORT='99999' (from .env): expected a whole "
-                                               "number from 1 to 65535"), proc.stderr
+        assert proc.stderr.splitlines()[0] == (
+            "error: QBCTL_ADMINER_PORT='99999' (from .env): expected a whole number from 1 to 65535"
+        ), proc.stderr
         assert "Traceback" not in proc.stderr
 
 

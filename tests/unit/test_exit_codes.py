@@ -1,4 +1,5 @@
 """One cause, one exit code: every error code the code raises has one exit code, docs/exit-codes.md's table says it."""
+
 from __future__ import annotations
 
 import ast
@@ -21,8 +22,9 @@ def docs_table() -> dict[str, int]:
 
 def raised_codes() -> dict[str, set[int]]:
     """Every error code the package can report, with the exit code(s) it comes with."""
-    classes = {name: cls for name, cls in vars(errors).items()
-               if isinstance(cls, type) and issubclass(cls, errors.QbctlError)}
+    classes = {
+        name: cls for name, cls in vars(errors).items() if isinstance(cls, type) and issubclass(cls, errors.QbctlError)
+    }
     found: dict[str, set[int]] = {}
     for cls in classes.values():
         found.setdefault(cls.code, set()).add(int(cls.exit_code))
@@ -33,8 +35,10 @@ def raised_codes() -> dict[str, set[int]]:
             name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
             if name not in classes:
                 continue
-            code = next((k.value.value for k in node.keywords if k.arg == "code" and isinstance(k.value, ast.Constant)),
-                        classes[name].code)
+            code = next(
+                (k.value.value for k in node.keywords if k.arg == "code" and isinstance(k.value, ast.Constant)),
+                classes[name].code,
+            )
             found.setdefault(code, set()).add(int(classes[name].exit_code))
     return found
 
@@ -78,10 +82,15 @@ def test_a_server_that_goes_away_mid_command_is_named_never_unexpected(monkeypat
     monkeypatch.chdir(tmp_path)
     for key in ("DATABASE_URL", "QBCTL_PROJECT", "QBCTL_PROJECT_DIR"):
         monkeypatch.delenv(key, raising=False)
-    cases = {"server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally":
-             ("SERVER_KILLED", "killed"),
-             "terminating connection due to administrator command": ("DATABASE_UNAVAILABLE", "connection was lost")}
+    cases = {
+        "server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally": (
+            "SERVER_KILLED",
+            "killed",
+        ),
+        "terminating connection due to administrator command": ("DATABASE_UNAVAILABLE", "connection was lost"),
+    }
     for text, (code, words) in cases.items():
+
         def broken(*_a, text=text, **_k):
             raise psycopg.OperationalError(text)
 
@@ -100,10 +109,18 @@ def test_answering_no_at_the_prompt_says_nothing_was_done(tmp_path):
 
     primary, secondary = pty.openpty()
     env = {k: v for k, v in os.environ.items() if not k.startswith("QBCTL_")}
-    env.update({"QBCTL_PROJECT": "qbtest-prompt", "DOCKER_HOST": "unix:///nonexistent/docker.sock",
-                "PYTHONPATH": str(ROOT)})
-    proc = subprocess.Popen([sys.executable, "-m", "qbctl", "reset"], stdin=secondary, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, cwd=tmp_path, text=True)
+    env.update(
+        {"QBCTL_PROJECT": "qbtest-prompt", "DOCKER_HOST": "unix:///nonexistent/docker.sock", "PYTHONPATH": str(ROOT)}
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qbctl", "reset"],
+        stdin=secondary,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+        text=True,
+    )
     os.close(secondary)
     os.write(primary, b"n\n")
     out, err = proc.communicate(timeout=30)

@@ -1,4 +1,5 @@
 """The architecture docs/architecture.md describes, checked on the code itself (ast, no imports run)."""
+
 from __future__ import annotations
 
 import ast
@@ -25,8 +26,10 @@ LAYERS = [
     ("stack", {"stack"}),
     ("checks and snapshots", {"checks", "snapshots"}),
     ("workflows", {"workflows"}),  # reset, db reset, restore, upgrade, rehearse, ci: they combine the layers below
-    ("commands and the edge", {"commands", "cli", "launch", "context", "output", "views", "reference",
-                               "pytest_plugin", "__main__"}),
+    (
+        "commands and the edge",
+        {"commands", "cli", "launch", "context", "output", "views", "reference", "pytest_plugin", "__main__"},
+    ),
 ]
 LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
 
@@ -127,8 +130,14 @@ def test_logic_never_imports_typer_or_rich_and_never_prints(path):
     assert not [i for i in imports(module) if i.split(".")[0] in ("typer", "rich", "click")]
     calls = [n for n in ast.walk(module) if isinstance(n, ast.Call)]
     assert not [c for c in calls if isinstance(c.func, ast.Name) and c.func.id == "print"]
-    streams = [n for n in ast.walk(module) if isinstance(n, ast.Attribute) and n.attr in ("stdout", "stderr")
-               and isinstance(n.value, ast.Name) and n.value.id == "sys"]
+    streams = [
+        n
+        for n in ast.walk(module)
+        if isinstance(n, ast.Attribute)
+        and n.attr in ("stdout", "stderr")
+        and isinstance(n.value, ast.Name)
+        and n.value.id == "sys"
+    ]
     assert not streams, f"{rel(path)} writes to sys.stdout/stderr: return data, render it at the edge"
 
 
@@ -140,7 +149,8 @@ def test_commands_are_thin_and_print_nothing_themselves(path):
     writes = [c for c in calls if isinstance(c.func, ast.Attribute) and c.func.attr in ("line", "table", "emit_json")]
     assert not writes, "commands hand results to finish(); views.py draws them"
     for fn in (n for n in module.body if isinstance(n, ast.FunctionDef)):
-        assert fn.end_lineno - fn.lineno < 45, f"{fn.name} is long for a command: move logic out"
+        # The body, not the signature: Typer's options are declarations, one per line once formatted.
+        assert fn.end_lineno - fn.body[0].lineno < 35, f"{fn.name} is long for a command: move logic out"
 
 
 @pytest.mark.parametrize("path", MODULES, ids=rel)
@@ -174,8 +184,9 @@ def test_error_classes_live_in_errors_py():
             continue
         for cls in (n for n in ast.walk(tree(p)) if isinstance(n, ast.ClassDef)):
             bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in cls.bases}
-            assert not bases & {"QbctlError", "CheckFailed", "Unavailable", "ConfigError", "UsageError"}, \
+            assert not bases & {"QbctlError", "CheckFailed", "Unavailable", "ConfigError", "UsageError"}, (
                 f"{rel(p)} defines the error {cls.name}: errors.py holds them all"
+            )
     assert QbctlError.__subclasses__()
 
 
@@ -199,5 +210,6 @@ def test_every_result_carries_a_typed_error():
         for obj in vars(mod).values():
             if isinstance(obj, type) and issubclass(obj, Result) and obj is not Result and obj.__module__ == name:
                 hints = {f.name: f.type for f in dataclasses.fields(obj)}
-                assert "error" in hints and "QbctlError" in str(hints["error"]) or "ConfigError" in \
-                    str(hints["error"]), f"{name}.{obj.__name__}: error must be a QbctlError"
+                assert (
+                    "error" in hints and "QbctlError" in str(hints["error"]) or "ConfigError" in str(hints["error"])
+                ), f"{name}.{obj.__name__}: error must be a QbctlError"

@@ -1,5 +1,6 @@
 """The command reference (docs/commands/, the README's list of commands) is made from the Typer app: a page
 per command, checked here like the settings table, so that it cannot drift from the code."""
+
 from __future__ import annotations
 
 import subprocess
@@ -63,6 +64,7 @@ def test_a_stale_page_is_found_and_rewritten(tmp_path):
 
 def test_the_check_passes_on_this_checkout():
     """`python -m qbctl.reference --check` (.ci/run runs it) exits 0 here, 1 when a part is stale (above)."""
-    proc = subprocess.run([sys.executable, "-m", "qbctl.reference", "--check"], cwd=ROOT, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qbctl.reference", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr

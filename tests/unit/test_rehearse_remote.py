@@ -1,6 +1,7 @@
 """Where a remote project's rehearsal copy runs (pure, engines faked): the live server's image on the
 developer's engine by its ID, else pulled by its registry digest, else one line; and the address the copy
 is reached at for each kind of engine."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,8 +32,10 @@ class FakeEngine:
         return None
 
 
-VM = FakeEngine({ID: {"Id": ID, "RepoDigests": ["timescale/timescaledb@sha256:" + "cd" * 32],
-                      "Architecture": "amd64"}}, url="ssh://deploy@vm")
+VM = FakeEngine(
+    {ID: {"Id": ID, "RepoDigests": ["timescale/timescaledb@sha256:" + "cd" * 32], "Architecture": "amd64"}},
+    url="ssh://deploy@vm",
+)
 
 
 def test_the_same_image_by_its_id_when_the_laptop_has_it():
@@ -70,13 +73,17 @@ def test_neither_there_nor_pullable_is_one_line_naming_the_image():
     assert "it has no registry digest (built or loaded on that engine)" in err.value.message
 
 
-@pytest.mark.parametrize("url, publish, reached", [
-    ("unix:///var/run/docker.sock", "127.0.0.1", ("127.0.0.1", 5999)),
-    ("tcp://10.0.0.7:2375", "10.0.0.7", ("10.0.0.7", 5999)),
-])
+@pytest.mark.parametrize(
+    "url, publish, reached",
+    [
+        ("unix:///var/run/docker.sock", "127.0.0.1", ("127.0.0.1", 5999)),
+        ("tcp://10.0.0.7:2375", "10.0.0.7", ("10.0.0.7", 5999)),
+    ],
+)
 def test_the_copy_is_reached_where_its_engine_publishes_it(url, publish, reached):
     home = _Home(FakeEngine({}, url=url), ID, publish, "vm", True)
     assert home.reach(5999) == reached
     assert isinstance(home.eng.target, Target)
-    assert home.engine == ("this machine's engine (unix:///var/run/docker.sock)" if url.startswith("unix")
-                           else f"your engine at {url}")
+    assert home.engine == (
+        "this machine's engine (unix:///var/run/docker.sock)" if url.startswith("unix") else f"your engine at {url}"
+    )

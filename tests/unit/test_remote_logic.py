@@ -1,5 +1,6 @@
 """The pure parts of remote engines: context resolution, ssh's failures in words, the engine lock's
 staleness, Podman's memory figures, the production profile, the VM's memory in the budget."""
+
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +26,9 @@ def context_store(config: Path, name: str, host: str, tls: bool = False) -> None
     digest = hashlib.sha256(name.encode()).hexdigest()
     meta = config / "contexts" / "meta" / digest
     meta.mkdir(parents=True)
-    (meta / "meta.json").write_text(json.dumps({"Name": name, "Metadata": {}, "Endpoints": {
-        "docker": {"Host": host, "SkipTLSVerify": False}}}))
+    (meta / "meta.json").write_text(
+        json.dumps({"Name": name, "Metadata": {}, "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": False}}})
+    )
     if tls:
         folder = config / "contexts" / "tls" / digest / "docker"
         folder.mkdir(parents=True)
@@ -44,8 +46,10 @@ def test_contexts_resolve_as_the_docker_cli_resolves_them(tmp_path):
     assert t.kind == "ssh" and t.source == "context vm" and t.host == "vm.example"
     assert t.ssh == target.SshDest("vm.example", "deploy", 2222, "/var/run/docker.sock")
     # DOCKER_HOST wins over DOCKER_CONTEXT; then DOCKER_CONTEXT over config.json's currentContext.
-    assert target.resolve({**base, "DOCKER_HOST": "unix:///run/x.sock", "DOCKER_CONTEXT": "vm"}).url == \
-        "unix:///run/x.sock"
+    assert (
+        target.resolve({**base, "DOCKER_HOST": "unix:///run/x.sock", "DOCKER_CONTEXT": "vm"}).url
+        == "unix:///run/x.sock"
+    )
     (cfg / "config.json").write_text(json.dumps({"currentContext": "tls"}))
     t = target.resolve(base)
     assert t.kind == "tcp" and t.tls["ca"].endswith("ca.pem") and t.tls["verify"] is True
@@ -71,14 +75,17 @@ def test_ssh_urls_leave_port_and_user_to_ssh_config_when_absent():
         target.resolve({"DOCKER_HOST": "vm:2375"})
 
 
-@pytest.mark.parametrize("stderr, words", [
-    ("Host key verification failed.\r\n", "host key is not known"),
-    ("root@vm: Permission denied (publickey).", "login was refused (Permission denied (publickey))"),
-    ("ssh: Could not resolve hostname vm: Name or service not known", "unknown host"),
-    ("ssh: connect to host vm port 22: Connection refused", "connection refused"),
-    ("ssh: connect to host vm port 22: Connection timed out", "no answer"),
-    ("kex_exchange_identification: read: Connection reset by peer", "failed: kex_exchange_identification"),
-])
+@pytest.mark.parametrize(
+    "stderr, words",
+    [
+        ("Host key verification failed.\r\n", "host key is not known"),
+        ("root@vm: Permission denied (publickey).", "login was refused (Permission denied (publickey))"),
+        ("ssh: Could not resolve hostname vm: Name or service not known", "unknown host"),
+        ("ssh: connect to host vm port 22: Connection refused", "connection refused"),
+        ("ssh: connect to host vm port 22: Connection timed out", "no answer"),
+        ("kex_exchange_identification: read: Connection reset by peer", "failed: kex_exchange_identification"),
+    ],
+)
 def test_ssh_failures_are_one_line_with_a_hint(stderr, words):
     err = ssh.classify(stderr, target.SshDest("vm"))
     assert err.code == "SSH_FAILED" and err.exit_code == 3 and words in err.message and err.hint
@@ -101,8 +108,13 @@ def test_podman_memory_without_cache_figures_and_the_cgroup_reading():
     podman = {"memory_stats": {"usage": 90 * MB, "limit": 300 * MB}}
     m = engine.memory_from_stats(podman)
     assert m.cache_known is False and m.without_cache == 90 * MB
-    docker = {"memory_stats": {"usage": 90 * MB, "limit": 300 * MB, "stats": {"total_inactive_file": 40 * MB,
-                                                                               "total_active_file": 16 * MB}}}
+    docker = {
+        "memory_stats": {
+            "usage": 90 * MB,
+            "limit": 300 * MB,
+            "stats": {"total_inactive_file": 40 * MB, "total_active_file": 16 * MB},
+        }
+    }
     assert engine.memory_from_stats(docker).without_cache == 34 * MB
     v1 = "cache 626688\nrss 2985984\ntotal_active_file 1000\ntotal_inactive_file 24\nactive_file 5\ninactive_file 1\n"
     assert engine.cache_from_memstat(v1) == 1024
@@ -174,8 +186,12 @@ def test_the_vms_own_memory_in_the_budget():
 
 
 def test_urls_for_people_point_at_the_engines_host(monkeypatch):
-    s = settings({"DATABASE_URL": "postgresql://u:p%40ss@localhost:5544/db?sslmode=disable",
-                  "REDIS_URL": "redis://:pw@localhost:6380/2"})
+    s = settings(
+        {
+            "DATABASE_URL": "postgresql://u:p%40ss@localhost:5544/db?sslmode=disable",
+            "REDIS_URL": "redis://:pw@localhost:6380/2",
+        }
+    )
     reach._cache.clear()
     monkeypatch.setenv("DOCKER_HOST", "ssh://deploy@vm")
     assert reach.user_url(s, "DATABASE_URL") == "postgresql://u:p%40ss@vm:5544/db?sslmode=disable"

@@ -1,4 +1,5 @@
 """The Runtime: one engine per engine and run, opened on first use, and what `close` ends (cli.main closes it)."""
+
 from __future__ import annotations
 
 import io

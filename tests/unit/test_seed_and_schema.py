@@ -1,4 +1,5 @@
 """Pure parts of seed's ownership record, where the schema comes from, memory read from a cgroup, completion."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,11 @@ def test_seeded_minutes_are_recorded_as_ranges_that_hold_no_foreign_row():
     # foreign rows at 4 (left out of the seed) and at 6.5 (between two seeded minutes): three ranges
     seeded = [t for t in taken if t != minutes(4)[0]]
     busy = sorted(minutes(4) + [T0 + timedelta(minutes=6, seconds=30)])
-    assert runs(seeded, busy) == [(minutes(0)[0], minutes(3)[0]), (minutes(5)[0], minutes(6)[0]),
-                                  (minutes(7)[0], minutes(9)[0])]
+    assert runs(seeded, busy) == [
+        (minutes(0)[0], minutes(3)[0]),
+        (minutes(5)[0], minutes(6)[0]),
+        (minutes(7)[0], minutes(9)[0]),
+    ]
     assert runs([], minutes(1)) == []
 
 
@@ -74,8 +78,13 @@ def test_memory_is_read_from_a_local_cgroup_v1_or_v2(tmp_path):
 
 
 def complete(words: str) -> list[str]:
-    env = {**os.environ, "_QBCTL_COMPLETE": "complete_bash", "COMP_WORDS": words,
-           "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1)), "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "_QBCTL_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1)),
+        "PYTHONPATH": str(ROOT),
+    }
     proc = subprocess.run([sys.executable, "-m", "qbctl"], env=env, capture_output=True, text=True, timeout=30)
     return proc.stdout.split()
 

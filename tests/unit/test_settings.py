@@ -33,28 +33,32 @@ def test_environment_wins_over_env_file_over_defaults(tmp_path):
 
 
 def test_env_file_interpolation_and_bom(tmp_path):
-    (tmp_path / ".env").write_bytes("\ufeffPORT_PG=5544\nDATABASE_URL=postgresql://u:p@localhost:${PORT_PG}/db\n"
-                                    .encode())
+    (tmp_path / ".env").write_bytes(
+        "\ufeffPORT_PG=5544\nDATABASE_URL=postgresql://u:p@localhost:${PORT_PG}/db\n".encode()
+    )
     assert load(cwd=tmp_path).pg.port == 5544
 
 
-@pytest.mark.parametrize("key,value,expected", [
-    ("REDIS_MAX_MEMORY", "abc", "expected a size"),
-    ("REDIS_MAX_MEMORY", "-1MB", "expected a size"),
-    ("POSTGRES_WORK_MEM", "4XB", "unknown unit"),
-    ("DATABASE_URL", "mysql://u:p@h/db", "expected postgresql://"),
-    ("DATABASE_URL", "postgresql://u:p@/db", "no host"),
-    ("DATABASE_URL", "postgresql://u:p@h:99999/db", "port must be"),
-    ("DATABASE_URL", "postgresql://u:p@h:5432", "names no database"),
-    ("REDIS_URL", "http://localhost:6379", "expected redis://"),
-    ("REDIS_URL", "redis://localhost:6379/99", "database index"),
-    ("QBCTL_ADMINER_PORT", "0", "from 1 to 65535"),
-    ("QBCTL_ADMINER_PORT", "70000", "from 1 to 65535"),
-    ("DATA_RETENTION_DAYS", "-5", "whole number"),
-    ("ENVIRONMENT", "prod", "one of"),
-    ("QBCTL_BIND_ADDRESS", "localhost", "IP address"),
-    ("QBCTL_REDIS_IMAGE", "Redis Latest", "image reference"),
-])
+@pytest.mark.parametrize(
+    "key,value,expected",
+    [
+        ("REDIS_MAX_MEMORY", "abc", "expected a size"),
+        ("REDIS_MAX_MEMORY", "-1MB", "expected a size"),
+        ("POSTGRES_WORK_MEM", "4XB", "unknown unit"),
+        ("DATABASE_URL", "mysql://u:p@h/db", "expected postgresql://"),
+        ("DATABASE_URL", "postgresql://u:p@/db", "no host"),
+        ("DATABASE_URL", "postgresql://u:p@h:99999/db", "port must be"),
+        ("DATABASE_URL", "postgresql://u:p@h:5432", "names no database"),
+        ("REDIS_URL", "http://localhost:6379", "expected redis://"),
+        ("REDIS_URL", "redis://localhost:6379/99", "database index"),
+        ("QBCTL_ADMINER_PORT", "0", "from 1 to 65535"),
+        ("QBCTL_ADMINER_PORT", "70000", "from 1 to 65535"),
+        ("DATA_RETENTION_DAYS", "-5", "whole number"),
+        ("ENVIRONMENT", "prod", "one of"),
+        ("QBCTL_BIND_ADDRESS", "localhost", "IP address"),
+        ("QBCTL_REDIS_IMAGE", "Redis Latest", "image reference"),
+    ],
+)
 def test_bad_values_name_key_value_and_expectation(key, value, expected):
     with pytest.raises(ConfigError) as e:
         load({key: value})
@@ -108,7 +112,9 @@ def test_libpq_parameters_in_the_url_are_kept():
     assert s.pg.dsn() == "postgresql://a:b@db.example.com:5432/x?sslmode=verify-full&sslrootcert=/ca.pem"
     assert s.pg.masked() == "postgresql://a:***@db.example.com:5432/x"
     # a SQLAlchemy URL's query is its driver's: libpq's parameters are kept, the driver's own dropped
-    s = load({"DATABASE_URL": "postgresql+asyncpg://a:b@h/x?ssl=require&sslmode=require&prepared_statement_cache_size=0"})
+    s = load(
+        {"DATABASE_URL": "postgresql+asyncpg://a:b@h/x?ssl=require&sslmode=require&prepared_statement_cache_size=0"}
+    )
     assert s.pg.dsn() == "postgresql://a:b@h:5432/x?sslmode=require"
     with pytest.raises(ConfigError, match=r"DATABASE_URL=.*ssl after \? is not a libpq parameter"):
         load({"DATABASE_URL": "postgresql://a:b@h/x?ssl=require"})
@@ -209,5 +215,7 @@ def test_a_stray_env_file_in_the_home_folder_marks_nothing(tmp_path, monkeypatch
 
 def test_the_project_folder_setting_in_an_env_file_is_no_typo_of_another():
     assert S.did_you_mean({"QBCTL_PROJECT_DIR": "/x", "REDIS_MAXMEMORY": "1"}) == {
-        "QBCTL_PROJECT_DIR": "", "REDIS_MAXMEMORY": "REDIS_MAX_MEMORY"}
+        "QBCTL_PROJECT_DIR": "",
+        "REDIS_MAXMEMORY": "REDIS_MAX_MEMORY",
+    }
     assert S.suggestion("QBCTL_PROJECT_DIR") is None

@@ -1,4 +1,5 @@
 """Snapshots' pure parts: the inventory comparison, the folder rules, RDB key counts, volume naming."""
+
 from __future__ import annotations
 
 import copy
@@ -18,13 +19,32 @@ from tests.helpers import qbctl
 
 def inv(**changes) -> inventory.Inventory:
     base = inventory.Inventory(
-        "15.18", 15, "2.28.3", 1000, "UTF8", "C.UTF-8", "C.UTF-8", "qb_user", "qb_trading_dev",
-        tables={"public.market_data": {"rows": 10, "checksum": "123", "hash": "record"},
-                "public.orders": {"rows": 0, "checksum": "0", "hash": "record"}},
+        "15.18",
+        15,
+        "2.28.3",
+        1000,
+        "UTF8",
+        "C.UTF-8",
+        "C.UTF-8",
+        "qb_user",
+        "qb_trading_dev",
+        tables={
+            "public.market_data": {"rows": 10, "checksum": "123", "hash": "record"},
+            "public.orders": {"rows": 0, "checksum": "0", "hash": "record"},
+        },
         hypertables={"public.market_data": {"chunks": 3, "compressed_chunks": 1, "compression": True}},
-        jobs=[{"id": 1000, "proc": "_timescaledb_functions.policy_compression", "hypertable": "public.market_data",
-               "schedule_interval": "12:00:00", "config": "{}", "scheduled": True}],
-        migrations=[{"kind": "schema", "name": "0001.sql", "checksum": "ab"}])
+        jobs=[
+            {
+                "id": 1000,
+                "proc": "_timescaledb_functions.policy_compression",
+                "hypertable": "public.market_data",
+                "schedule_interval": "12:00:00",
+                "config": "{}",
+                "scheduled": True,
+            }
+        ],
+        migrations=[{"kind": "schema", "name": "0001.sql", "checksum": "ab"}],
+    )
     for key, value in changes.items():
         setattr(base, key, value)
     return base
@@ -36,17 +56,20 @@ def test_identical_inventories_have_no_differences_and_survive_json():
     assert a.rows == 10
 
 
-@pytest.mark.parametrize("change, expected", [
-    (lambda i: i.tables["public.market_data"].update(rows=9), "public.market_data: 9 rows, expected 10"),
-    (lambda i: i.tables["public.market_data"].update(checksum="124"), "same 10 rows but different contents"),
-    (lambda i: i.tables.pop("public.orders"), "table public.orders is missing"),
-    (lambda i: i.tables.update({"public.extra": {"rows": 0, "checksum": "0"}}), "table public.extra was not in"),
-    (lambda i: i.hypertables["public.market_data"].update(compressed_chunks=0), "compressed chunks 0, expected 1"),
-    (lambda i: i.hypertables.clear(), "hypertable public.market_data is missing"),
-    (lambda i: i.jobs[0].update(schedule_interval="05:00:00"), "TimescaleDB jobs differ"),
-    (lambda i: i.jobs[0].update(scheduled=False), "TimescaleDB jobs differ"),
-    (lambda i: i.migrations.clear(), "applied migrations differ"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda i: i.tables["public.market_data"].update(rows=9), "public.market_data: 9 rows, expected 10"),
+        (lambda i: i.tables["public.market_data"].update(checksum="124"), "same 10 rows but different contents"),
+        (lambda i: i.tables.pop("public.orders"), "table public.orders is missing"),
+        (lambda i: i.tables.update({"public.extra": {"rows": 0, "checksum": "0"}}), "table public.extra was not in"),
+        (lambda i: i.hypertables["public.market_data"].update(compressed_chunks=0), "compressed chunks 0, expected 1"),
+        (lambda i: i.hypertables.clear(), "hypertable public.market_data is missing"),
+        (lambda i: i.jobs[0].update(schedule_interval="05:00:00"), "TimescaleDB jobs differ"),
+        (lambda i: i.jobs[0].update(scheduled=False), "TimescaleDB jobs differ"),
+        (lambda i: i.migrations.clear(), "applied migrations differ"),
+    ],
+)
 def test_each_difference_is_named(change, expected):
     actual = inv()
     actual.tables, actual.hypertables = copy.deepcopy(actual.tables), copy.deepcopy(actual.hypertables)
@@ -84,11 +107,14 @@ def test_names_come_back_whole_through_hex():
 
 
 def test_migrations_compare_in_any_order_the_database_sorted_them_in():
-    two = [{"kind": "schema", "name": "0001.sql", "checksum": "ab"},
-           {"kind": "schema", "name": "A.sql", "checksum": "c"}]
+    two = [
+        {"kind": "schema", "name": "0001.sql", "checksum": "ab"},
+        {"kind": "schema", "name": "A.sql", "checksum": "c"},
+    ]
     assert inventory.compare(inv(migrations=two), inv(migrations=two[::-1])) == []
     assert inventory.compare(inv(migrations=two), inv(migrations=two[:1])) == [
-        "applied migrations differ: 1, expected 2"]
+        "applied migrations differ: 1, expected 2"
+    ]
 
 
 def settings_at(tmp_path: Path, **env):
@@ -193,8 +219,7 @@ def test_rdb_key_counts_come_from_the_file(tmp_path):
     aux = bytes([rdb.AUX]) + _length(9) + b"redis-ver" + _length(6) + b"7.0.15"
     int_aux = bytes([rdb.AUX]) + _length(10) + b"redis-bits" + bytes([0xC0, 64])
     cases = {
-        "keys": (_rdb(aux, int_aux, bytes([rdb.SELECTDB, 0, rdb.RESIZEDB]) + _length(150) + _length(3)),
-                 {"db0": 150}),
+        "keys": (_rdb(aux, int_aux, bytes([rdb.SELECTDB, 0, rdb.RESIZEDB]) + _length(150) + _length(3)), {"db0": 150}),
         "empty": (_rdb(aux, bytes([rdb.EOF])), {}),
         "db3": (_rdb(aux, bytes([rdb.SELECTDB, 3, rdb.RESIZEDB, 7, 0])), {"db3": 7}),
         "garbage": (b"not an rdb at all", None),
@@ -212,28 +237,37 @@ def test_the_image_major_picks_the_volume_and_the_old_image_is_found_by_id():
     assert volumes.data_volume("p", None, existing) == "p_pgdata"
     assert volumes.data_volume("p", "18", {}) == "p_pgdata"
     labels = volumes.created_by({"PG_MAJOR": "15"}, "timescale/timescaledb:latest-pg15", "sha256:abc")
-    assert labels == {"io.qbctl.pg-major": "15", "io.qbctl.pg-image": "timescale/timescaledb:latest-pg15",
-                      "io.qbctl.pg-image-id": "sha256:abc"}
+    assert labels == {
+        "io.qbctl.pg-major": "15",
+        "io.qbctl.pg-image": "timescale/timescaledb:latest-pg15",
+        "io.qbctl.pg-image-id": "sha256:abc",
+    }
     assert volumes.recorded_image(labels, lambda ref: True) == "sha256:abc"
-    assert volumes.recorded_image(labels, lambda ref: not ref.startswith("sha256")) == \
-        "timescale/timescaledb:latest-pg15"
+    assert (
+        volumes.recorded_image(labels, lambda ref: not ref.startswith("sha256")) == "timescale/timescaledb:latest-pg15"
+    )
     assert volumes.recorded_image(labels, lambda ref: False) is None
     assert "`qbctl upgrade`" in volumes.ways_out("p_pgdata", "15")
 
 
 def test_the_stacks_own_role_is_left_out_of_the_roles_restored_but_not_its_settings(tmp_path):
     dumped = tmp_path / "globals.sql"
-    dumped.write_text("SET x = 1;\nCREATE ROLE qb_user;\nALTER ROLE qb_user WITH SUPERUSER PASSWORD 'SCRAM';\n"
-                      "CREATE ROLE qb_user_ro;\nALTER ROLE qb_user_ro WITH LOGIN;\nCREATE ROLE \"qb_user\";\n")
+    dumped.write_text(
+        "SET x = 1;\nCREATE ROLE qb_user;\nALTER ROLE qb_user WITH SUPERUSER PASSWORD 'SCRAM';\n"
+        'CREATE ROLE qb_user_ro;\nALTER ROLE qb_user_ro WITH LOGIN;\nCREATE ROLE "qb_user";\n'
+    )
     kept = upgrade._globals(dumped, "qb_user").decode()
     assert kept == "SET x = 1;\nCREATE ROLE qb_user_ro;\nALTER ROLE qb_user_ro WITH LOGIN;\n"
     # As pg_dumpall 15 writes them: the user's settings stay; a name with a quote in it is written quoted.
-    dumped.write_text('CREATE ROLE "we""ird";\nALTER ROLE "we""ird" WITH LOGIN;\nCREATE ROLE qb_user;\n'
-                      "ALTER ROLE qb_user WITH LOGIN;\n-- User Config \"we\"ird\"\n"
-                      "ALTER ROLE \"we\"\"ird\" SET search_path TO 'public', 'pg_catalog';\n")
+    dumped.write_text(
+        'CREATE ROLE "we""ird";\nALTER ROLE "we""ird" WITH LOGIN;\nCREATE ROLE qb_user;\n'
+        'ALTER ROLE qb_user WITH LOGIN;\n-- User Config "we"ird"\n'
+        "ALTER ROLE \"we\"\"ird\" SET search_path TO 'public', 'pg_catalog';\n"
+    )
     assert upgrade._globals(dumped, 'we"ird').decode() == (
-        "CREATE ROLE qb_user;\nALTER ROLE qb_user WITH LOGIN;\n-- User Config \"we\"ird\"\n"
-        "ALTER ROLE \"we\"\"ird\" SET search_path TO 'public', 'pg_catalog';\n")
+        'CREATE ROLE qb_user;\nALTER ROLE qb_user WITH LOGIN;\n-- User Config "we"ird"\n'
+        "ALTER ROLE \"we\"\"ird\" SET search_path TO 'public', 'pg_catalog';\n"
+    )
 
 
 def test_working_database_names_fit_postgresql_and_versions_compare():

@@ -86,8 +86,9 @@ def test_an_oom_kill_names_the_services_own_memory_setting():
     from qbctl.stack.up import ServiceResult, UpResult, _unready_error
 
     st = stack()
-    dead = ServiceResult("redis-commander", "img", [], "create", False, None,
-                         "container was killed: out of memory (exit 137)", 137, True)
+    dead = ServiceResult(
+        "redis-commander", "img", [], "create", False, None, "container was killed: out of memory (exit 137)", 137, True
+    )
     result = UpResult("demo", [dead], "", {}, [])
     err = _unready_error(result, 60, {s.name: s.mem_setting for s in st.services})
     assert err.code == "OOM_KILLED" and "QBCTL_REDIS_COMMANDER_MEMORY" in err.hint

@@ -1,6 +1,7 @@
 """Every table and long line, rendered at 80 and 120 columns on a (fake) terminal: no value a user needs is
 cut, no line is wider than the terminal unless it is one unbreakable value; off a terminal and under
 NO_COLOR: plain text, no escapes, no trailing blanks."""
+
 from __future__ import annotations
 
 import io
@@ -36,77 +37,167 @@ def up_result():
     from qbctl.stack.spec import build_stack
 
     stack = build_stack(s)
-    services = [up_mod.ServiceResult(spec.name, spec.image, [f"127.0.0.1:{spec.ports[0].host}"], "create", True,
-                                        2.5) for spec in stack.services]
-    result = up_mod.UpResult(stack.project, services, "", {"ready": 3.2}, [],
-                                up_mod.urls(s, list(stack.services)), up_mod.NEXT_COMMANDS, ok=True)
+    services = [
+        up_mod.ServiceResult(spec.name, spec.image, [f"127.0.0.1:{spec.ports[0].host}"], "create", True, 2.5)
+        for spec in stack.services
+    ]
+    result = up_mod.UpResult(
+        stack.project,
+        services,
+        "",
+        {"ready": 3.2},
+        [],
+        up_mod.urls(s, list(stack.services)),
+        up_mod.NEXT_COMMANDS,
+        ok=True,
+    )
     values = [v for svc in services for v in (svc.name, svc.image, svc.ports[0])] + list(result.urls.values())
     return result, values
 
 
 def status_result():
-    rows = [status_mod.ServiceStatus("postgres", "running", "healthy", ["127.0.0.1:5432"],
-                                    "timescale/timescaledb:latest-pg15", 31 * 2**20, 300 * 2**20),
-            status_mod.ServiceStatus("redis-commander", "exited", None, ["127.0.0.1:8081"],
-                                    "rediscommander/redis-commander:latest", None, 160 * 2**20, 3, 137, True)]
+    rows = [
+        status_mod.ServiceStatus(
+            "postgres",
+            "running",
+            "healthy",
+            ["127.0.0.1:5432"],
+            "timescale/timescaledb:latest-pg15",
+            31 * 2**20,
+            300 * 2**20,
+        ),
+        status_mod.ServiceStatus(
+            "redis-commander",
+            "exited",
+            None,
+            ["127.0.0.1:8081"],
+            "rediscommander/redis-commander:latest",
+            None,
+            160 * 2**20,
+            3,
+            137,
+            True,
+        ),
+    ]
     result = status_mod.StatusResult("qb-backend-feature-branch", rows, [], "named by QBCTL_PROJECT (from .env)")
-    return result, ["timescale/timescaledb:latest-pg15", "rediscommander/redis-commander:latest", "127.0.0.1:5432",
-                    "31MB / 300MB", "exited (OOM killed) (exit 137) (restarted 3x)", "named by QBCTL_PROJECT"]
+    return result, [
+        "timescale/timescaledb:latest-pg15",
+        "rediscommander/redis-commander:latest",
+        "127.0.0.1:5432",
+        "31MB / 300MB",
+        "exited (OOM killed) (exit 137) (restarted 3x)",
+        "named by QBCTL_PROJECT",
+    ]
 
 
 def config_result():
     s = settings()
     result = S.shown(s)
-    return result, ["postgresql://qb_user:***@localhost:5432/qb_trading_dev", "TIMESCALEDB_MAX_BACKGROUND_WORKERS",
-                    "ghcr.io/joeferner/redis-commander:0.9.1", "QBCTL_REDIS_COMMANDER_MEMORY"]
+    return result, [
+        "postgresql://qb_user:***@localhost:5432/qb_trading_dev",
+        "TIMESCALEDB_MAX_BACKGROUND_WORKERS",
+        "ghcr.io/joeferner/redis-commander:0.9.1",
+        "QBCTL_REDIS_COMMANDER_MEMORY",
+    ]
 
 
 def health_result():
-    checks = [health.Check("postgres", False, "cannot reach PostgreSQL at postgresql://qb_user:***@localhost:5432/"
-                                              "qb_trading_dev: connection refused"),
-              health.Check("timescaledb jobs", True, "TimescaleDB 2.28.3; no failed jobs")]
-    return health.HealthResult("qb", checks), ["postgresql://qb_user:***@localhost:5432/qb_trading_dev:",
-                                               "connection refused", "TimescaleDB 2.28.3; no failed jobs"]
+    checks = [
+        health.Check(
+            "postgres",
+            False,
+            "cannot reach PostgreSQL at postgresql://qb_user:***@localhost:5432/qb_trading_dev: connection refused",
+        ),
+        health.Check("timescaledb jobs", True, "TimescaleDB 2.28.3; no failed jobs"),
+    ]
+    return health.HealthResult("qb", checks), [
+        "postgresql://qb_user:***@localhost:5432/qb_trading_dev:",
+        "connection refused",
+        "TimescaleDB 2.28.3; no failed jobs",
+    ]
 
 
 def db_status_result():
-    result = dbstatus.DbStatus("postgresql://qb_user:***@localhost:5432/qb_trading_dev", "2.28.3",
-                               [{"file": "sql/schema/0004_orders_trades_positions.sql", "state": "applied",
-                                 "reason": ""}],
-                               [{"name": "technical_indicators", "chunks": 31, "compressed_chunks": 24,
-                                 "size_bytes": 48 * 2**20, "compression_ratio": 11.5}],
-                               [{"job_id": 1000, "kind": "policy_compression", "table": "technical_indicators",
-                                 "interval": "12:00:00", "last_run": "2026-11-26T15:00:00.123+00:00",
-                                 "last_run_status": "Success", "total_runs": 3, "total_failures": 0,
-                                 "why": "ran 3 times; next run 2026-11-27 03:00"}])
-    return result, ["sql/schema/0004_orders_trades_positions.sql", "policy_compression", "technical_indicators",
-                    "2026-11-26T15:00:00", "11.5x"]
+    result = dbstatus.DbStatus(
+        "postgresql://qb_user:***@localhost:5432/qb_trading_dev",
+        "2.28.3",
+        [{"file": "sql/schema/0004_orders_trades_positions.sql", "state": "applied", "reason": ""}],
+        [
+            {
+                "name": "technical_indicators",
+                "chunks": 31,
+                "compressed_chunks": 24,
+                "size_bytes": 48 * 2**20,
+                "compression_ratio": 11.5,
+            }
+        ],
+        [
+            {
+                "job_id": 1000,
+                "kind": "policy_compression",
+                "table": "technical_indicators",
+                "interval": "12:00:00",
+                "last_run": "2026-11-26T15:00:00.123+00:00",
+                "last_run_status": "Success",
+                "total_runs": 3,
+                "total_failures": 0,
+                "why": "ran 3 times; next run 2026-11-27 03:00",
+            }
+        ],
+    )
+    return result, [
+        "sql/schema/0004_orders_trades_positions.sql",
+        "policy_compression",
+        "technical_indicators",
+        "2026-11-26T15:00:00",
+        "11.5x",
+    ]
 
 
 def verify_result():
-    drift = [{"item": "compression technical_indicators", "problem": "different",
-              "declared": "segmentby symbol, timeframe, name; orderby time DESC",
-              "actual": "segmentby symbol; orderby time DESC"}]
-    return timescale.VerifyResult("db", "2.28.3", drift), [drift[0]["item"], drift[0]["declared"],
-                                                           drift[0]["actual"]]
+    drift = [
+        {
+            "item": "compression technical_indicators",
+            "problem": "different",
+            "declared": "segmentby symbol, timeframe, name; orderby time DESC",
+            "actual": "segmentby symbol; orderby time DESC",
+        }
+    ]
+    return timescale.VerifyResult("db", "2.28.3", drift), [drift[0]["item"], drift[0]["declared"], drift[0]["actual"]]
 
 
 def budget_result():
     # A running Redis with another maxmemory than the settings': the difference is a line of its own.
-    now = running.Running(redis_config={"maxmemory": str(200 * 2**20), "maxmemory-policy": "allkeys-lru",
-                                        "save": ""}, recreated={"redis": True})
+    now = running.Running(
+        redis_config={"maxmemory": str(200 * 2**20), "maxmemory-policy": "allkeys-lru", "save": ""},
+        recreated={"redis": True},
+    )
     result = budget.configured(settings(), now)
     # Shown term by term: every word of every term (and of the derivation of items without terms).
-    words = [w for i in result.items if i.production
-             for w in (" ".join(f"{t['name']} {t['text']}" for t in i.terms) if i.terms else i.derivation).split()]
-    return result, ["postgres", "redis-commander", *words, *result.items[1].differences[0].text.split(),
-                    *result.notes[0].split()]
+    words = [
+        w
+        for i in result.items
+        if i.production
+        for w in (" ".join(f"{t['name']} {t['text']}" for t in i.terms) if i.terms else i.derivation).split()
+    ]
+    return result, [
+        "postgres",
+        "redis-commander",
+        *words,
+        *result.items[1].differences[0].text.split(),
+        *result.notes[0].split(),
+    ]
 
 
-CASES = {"up": (views.up, up_result), "status": (views.status, status_result),
-         "config show": (views.config, config_result), "health": (views.health, health_result),
-         "db status": (views.db_status, db_status_result), "db verify": (views.verify, verify_result),
-         "budget": (views.budget, budget_result)}
+CASES = {
+    "up": (views.up, up_result),
+    "status": (views.status, status_result),
+    "config show": (views.config, config_result),
+    "health": (views.health, health_result),
+    "db status": (views.db_status, db_status_result),
+    "db verify": (views.verify, verify_result),
+    "budget": (views.budget, budget_result),
+}
 
 
 def rendered(fn, result, width: int | None, environ: dict | None = None, tty: bool = True) -> str:

@@ -1,5 +1,6 @@
 """The pytest plugin's pure logic: labels, which databases are leftovers, checksums, job picking, Redis
 claims, the summary line. (The plugin against real servers: tests/e2e/test_pytest_plugin.py.)"""
+
 from __future__ import annotations
 
 import pytest
@@ -73,9 +74,12 @@ def test_the_template_checksum_changes_with_what_goes_into_it_and_only_then():
     assert testdb.checksum(files, False, "2.28.3", seeded="5x10@2026-01-01") != base
 
 
-JOBS = [(1000, "policy_compression", "public.market_data"), (1004, "policy_retention", "public.market_data"),
-        (1007, "policy_refresh_continuous_aggregate", "public.market_data_5m"),
-        (1010, "policy_compression", "public.market_data_5m")]
+JOBS = [
+    (1000, "policy_compression", "public.market_data"),
+    (1004, "policy_retention", "public.market_data"),
+    (1007, "policy_refresh_continuous_aggregate", "public.market_data_5m"),
+    (1010, "policy_compression", "public.market_data_5m"),
+]
 
 
 def test_jobs_are_picked_by_relation_and_kind_and_a_typo_says_what_there_is():
@@ -91,8 +95,12 @@ def test_jobs_are_picked_by_relation_and_kind_and_a_typo_says_what_there_is():
 def test_redis_claims_skip_the_urls_own_database_and_see_who_holds_what():
     assert testredis.candidates(16, 0)[:3] == [15, 14, 13] and 0 not in testredis.candidates(16, 0)
     assert 5 not in testredis.candidates(16, 5) and len(testredis.candidates(16, 5)) == 15
-    clients = [{"name": f"qbctl-testdb-{OWNER}", "db": "0"}, {"name": f"qbctl-testdb-{OTHER}-held", "db": "14"},
-               {"name": f"qbctl-testdb-{OTHER}-db", "db": "13"}, {"name": "backend", "db": "12"}]
+    clients = [
+        {"name": f"qbctl-testdb-{OWNER}", "db": "0"},
+        {"name": f"qbctl-testdb-{OTHER}-held", "db": "14"},
+        {"name": f"qbctl-testdb-{OTHER}-db", "db": "13"},
+        {"name": "backend", "db": "12"},
+    ]
     assert testredis.alive(clients) == {OWNER, OTHER}
     assert testredis.held_elsewhere(clients, 14, OWNER)  # another session's standing claim
     assert not testredis.held_elsewhere(clients, 13, OWNER)  # only trying: its SET NX decides
@@ -100,10 +108,15 @@ def test_redis_claims_skip_the_urls_own_database_and_see_who_holds_what():
 
 
 def test_the_summary_line_says_how_each_template_was_had_and_what_cloning_cost():
-    workers = [{"templates": {"qbctl_tpl_a": ("built", 2.04)}, "clone_seconds": [0.1, 0.3], "strategy": "FILE_COPY"},
-               {"templates": {"qbctl_tpl_a": ("waited", 1.5)}, "clone_seconds": [0.2], "strategy": "FILE_COPY"}]
-    assert summary(workers) == ("qbctl: template qbctl_tpl_a built in 2.0s; 3 test databases cloned (FILE_COPY, "
-                                "median 200 ms)")
-    assert summary([{"templates": {"qbctl_tpl_b": ("found", 0.0)}, "clone_seconds": [], "strategy": "WAL_LOG"}]) \
+    workers = [
+        {"templates": {"qbctl_tpl_a": ("built", 2.04)}, "clone_seconds": [0.1, 0.3], "strategy": "FILE_COPY"},
+        {"templates": {"qbctl_tpl_a": ("waited", 1.5)}, "clone_seconds": [0.2], "strategy": "FILE_COPY"},
+    ]
+    assert summary(workers) == (
+        "qbctl: template qbctl_tpl_a built in 2.0s; 3 test databases cloned (FILE_COPY, median 200 ms)"
+    )
+    assert (
+        summary([{"templates": {"qbctl_tpl_b": ("found", 0.0)}, "clone_seconds": [], "strategy": "WAL_LOG"}])
         == "qbctl: template qbctl_tpl_b found ready"
+    )
     assert "built by another session (waited 1.5s)" in summary(workers[1:])

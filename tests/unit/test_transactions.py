@@ -1,4 +1,5 @@
 """How a file runs with its own transaction control, and the fixes a refusal offers (pure)."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,8 +16,10 @@ def plan(text: str, marker: str | None = None) -> T.Plan:
 
 def test_a_wrapped_file_is_one_transaction_of_its_body_with_the_wrappers_modes():
     assert plan("BEGIN;\nSELECT 1;\nSELECT 2;\nCOMMIT;") == T.Plan(None, [(1, 3, False)], "")
-    assert plan("START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE;\nSELECT 1;\nEND;").modes == \
-        "ISOLATION LEVEL SERIALIZABLE, READ WRITE"
+    assert (
+        plan("START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE;\nSELECT 1;\nEND;").modes
+        == "ISOLATION LEVEL SERIALIZABLE, READ WRITE"
+    )
     assert plan("begin work;\nSELECT 1;\ncommit work;").modes == ""
     assert plan("SELECT 1;\nSELECT 2;") == T.Plan(None, [(0, 2, False)], "")
 
@@ -27,19 +30,37 @@ def test_statement_by_statement_a_lone_commit_does_nothing_and_calls_run_alone()
     assert got.steps == [(0, 1, False), (1, 2, False), (2, 3, True), (3, 4, True), (4, 7, False)]
 
 
-@pytest.mark.parametrize("text,marker,line,fixes", [
-    ("SELECT 1;\nCOMMIT;\nSELECT 2;", None, 2, ["remove the COMMIT at line 2", "put `-- qbctl: no-transaction`"]),
-    ("BEGIN;\nSELECT 1;\nCOMMIT;\nSELECT 2;", None, 3,
-     ["move the COMMIT at line 3 to the end", "remove its transaction control statements (BEGIN at line 1, COMMIT at "
-      "line 3)", "put `-- qbctl: no-transaction`"]),
-    ("BEGIN;\nSELECT 1;", None, 1, ["end the file with a COMMIT", "remove the BEGIN at line 1"]),
-    ("BEGIN;\nSELECT 1;\nROLLBACK;", None, 3, ["remove its transaction control statements"]),
-    ("SELECT 1;\nBEGIN;\nSELECT 2;\nROLLBACK;", MARK, 4,
-     ["remove the ROLLBACK at line 4 and the BEGIN at line 2", "replace the ROLLBACK at line 4 with COMMIT"]),
-    ("BEGIN;\nCREATE INDEX CONCURRENTLY i ON t (x);\nCOMMIT;", None, 2,
-     ["remove the BEGIN at line 1 and its COMMIT", "move line 2 after the group's COMMIT"]),
-    ("PREPARE TRANSACTION 'x';", MARK, 1, ["remove the PREPARE at line 1"]),
-])
+@pytest.mark.parametrize(
+    "text,marker,line,fixes",
+    [
+        ("SELECT 1;\nCOMMIT;\nSELECT 2;", None, 2, ["remove the COMMIT at line 2", "put `-- qbctl: no-transaction`"]),
+        (
+            "BEGIN;\nSELECT 1;\nCOMMIT;\nSELECT 2;",
+            None,
+            3,
+            [
+                "move the COMMIT at line 3 to the end",
+                "remove its transaction control statements (BEGIN at line 1, COMMIT at line 3)",
+                "put `-- qbctl: no-transaction`",
+            ],
+        ),
+        ("BEGIN;\nSELECT 1;", None, 1, ["end the file with a COMMIT", "remove the BEGIN at line 1"]),
+        ("BEGIN;\nSELECT 1;\nROLLBACK;", None, 3, ["remove its transaction control statements"]),
+        (
+            "SELECT 1;\nBEGIN;\nSELECT 2;\nROLLBACK;",
+            MARK,
+            4,
+            ["remove the ROLLBACK at line 4 and the BEGIN at line 2", "replace the ROLLBACK at line 4 with COMMIT"],
+        ),
+        (
+            "BEGIN;\nCREATE INDEX CONCURRENTLY i ON t (x);\nCOMMIT;",
+            None,
+            2,
+            ["remove the BEGIN at line 1 and its COMMIT", "move line 2 after the group's COMMIT"],
+        ),
+        ("PREPARE TRANSACTION 'x';", MARK, 1, ["remove the PREPARE at line 1"]),
+    ],
+)
 def test_a_refusal_offers_only_the_fixes_that_plan(text, marker, line, fixes):
     with pytest.raises(T.Refused) as exc:
         plan(text, marker)

@@ -1,4 +1,5 @@
 """Settings are read by attribute (`settings.values.qbctl_up_timeout`), typed, never by a string key."""
+
 from __future__ import annotations
 
 import ast
@@ -40,10 +41,16 @@ def _string_lookups(tree: ast.AST) -> list[tuple[int, str]]:
                 found.append((node.lineno, ast.unparse(node)))
         elif isinstance(node, ast.Call):
             func = node.func
-            on_values = isinstance(func, ast.Attribute) and isinstance(func.value, ast.Attribute) \
+            on_values = (
+                isinstance(func, ast.Attribute)
+                and isinstance(func.value, ast.Attribute)
                 and func.value.attr == "values"
-            if isinstance(func, ast.Attribute) and func.attr in ("get", "__getitem__") and (
-                    _names_settings(func.value) or on_values):
+            )
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr in ("get", "__getitem__")
+                and (_names_settings(func.value) or on_values)
+            ):
                 found.append((node.lineno, ast.unparse(node)))
             elif isinstance(func, ast.Name) and func.id == "getattr" and node.args and _names_settings(node.args[0]):
                 found.append((node.lineno, ast.unparse(node)))
@@ -58,9 +65,17 @@ def test_no_string_keyed_settings_lookup_in_qbctl():
     assert not found, "read settings by attribute (settings.values.<name>), not by key:\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize("source", ['settings["QBCTL_UP_TIMEOUT"]', 'self.settings.get("REDIS_URL")',
-                                    'ctx._settings.values["DATABASE_URL"]', 'getattr(settings, "x")',
-                                    's["QBCTL_PROJECT"]', 's.values.get("x")'])
+@pytest.mark.parametrize(
+    "source",
+    [
+        'settings["QBCTL_UP_TIMEOUT"]',
+        'self.settings.get("REDIS_URL")',
+        'ctx._settings.values["DATABASE_URL"]',
+        'getattr(settings, "x")',
+        's["QBCTL_PROJECT"]',
+        's.values.get("x")',
+    ],
+)
 def test_the_walk_finds_a_string_lookup(source):
     assert _string_lookups(ast.parse(source))
 
@@ -92,5 +107,6 @@ def test_values_are_the_parsed_settings():
 
 
 def test_values_module_is_made_from_the_settings_table():
-    assert (PACKAGE / "config" / "values.py").read_text() == docs.values_module(), \
+    assert (PACKAGE / "config" / "values.py").read_text() == docs.values_module(), (
         "stale: run python -m qbctl.config.docs"
+    )

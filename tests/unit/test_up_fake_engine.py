@@ -1,5 +1,6 @@
 """`up` driven end to end against a fake engine handed in through the Runtime: the port check, the pull, the plan,
 its execution and the wait, with no Docker engine, no server and no network (the probes answer as told)."""
+
 from __future__ import annotations
 
 import socket
@@ -62,9 +63,17 @@ class FakeEngine:
         self.calls.append(("create", spec.name))
         cid = f"id-{spec.name}"
         labels = {LABEL_SERVICE: spec.name, LABEL_CONFIG: spec.config_hash()}
-        self.running[spec.name] = Container(cid, stack.container_name(spec.name), spec.name, "running",
-                                            "Up 1 second (healthy)", spec.image, self.images[spec.image]["Id"],
-                                            labels, ())
+        self.running[spec.name] = Container(
+            cid,
+            stack.container_name(spec.name),
+            spec.name,
+            "running",
+            "Up 1 second (healthy)",
+            spec.image,
+            self.images[spec.image]["Id"],
+            labels,
+            (),
+        )
         return cid
 
     def start(self, container_id: str, spec=None) -> None:
@@ -93,9 +102,13 @@ def settings(tmp_path, monkeypatch):
     reach.forget()
     monkeypatch.setattr(warm, "up", lambda *_: None)  # the ordinary path, not the raw-socket quick answer
     ports = [free_port() for _ in range(4)]
-    env = {"QBCTL_PROJECT": "qbfake", "DATABASE_URL": f"postgresql://u:p@localhost:{ports[0]}/db",
-           "REDIS_URL": f"redis://localhost:{ports[1]}/0", "QBCTL_ADMINER_PORT": str(ports[2]),
-           "QBCTL_REDIS_COMMANDER_PORT": str(ports[3])}
+    env = {
+        "QBCTL_PROJECT": "qbfake",
+        "DATABASE_URL": f"postgresql://u:p@localhost:{ports[0]}/db",
+        "REDIS_URL": f"redis://localhost:{ports[1]}/0",
+        "QBCTL_ADMINER_PORT": str(ports[2]),
+        "QBCTL_REDIS_COMMANDER_PORT": str(ports[3]),
+    }
     yield S.load(environ=env, cwd=Path("/nonexistent-qbctl-test"))
     reach.forget()
 
@@ -115,15 +128,21 @@ def answered(monkeypatch):
 
 def test_a_first_up_pulls_plans_creates_in_order_and_waits(settings, answered):
     stack = build_stack(settings)
-    eng = FakeEngine(images={s.image: {"Id": f"sha256:{s.name}", "Config": {}} for s in stack.services
-                             if s.name != "postgres"})
+    eng = FakeEngine(
+        images={s.image: {"Id": f"sha256:{s.name}", "Config": {}} for s in stack.services if s.name != "postgres"}
+    )
     events = []
     result = up_mod.up(settings, up_mod.UpOptions(), events.append, rt=FixedRuntime(eng))
     assert result.ok and result.error is None, result.error
-    assert eng.calls == [("pull", stack.get("postgres").image), ("network", stack.network),
-                         ("volumes", ("qbfake_pgdata", "qbfake_redisdata")),
-                         ("create", "postgres"), ("create", "redis"), ("create", "adminer"),
-                         ("create", "redis-commander")]
+    assert eng.calls == [
+        ("pull", stack.get("postgres").image),
+        ("network", stack.network),
+        ("volumes", ("qbfake_pgdata", "qbfake_redisdata")),
+        ("create", "postgres"),
+        ("create", "redis"),
+        ("create", "adminer"),
+        ("create", "redis-commander"),
+    ]
     assert [s.action for s in result.services] == ["create"] * 4
     assert all(s.ready for s in result.services) and sorted(answered) == sorted(s.name for s in stack.services)
     assert "create" in result.plan and result.next == up_mod.NEXT_COMMANDS

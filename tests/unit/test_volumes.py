@@ -27,11 +27,15 @@ def test_same_major_passes_and_the_data_s_timescaledb_is_compared_with_the_image
 
 
 def test_log_lines_are_recognised():
-    logs = ['FATAL:  database files are incompatible with server',
-            'DETAIL:  The data directory was initialized by PostgreSQL version 14, which is not compatible with '
-            'this version 15.20.']
+    logs = [
+        "FATAL:  database files are incompatible with server",
+        "DETAIL:  The data directory was initialized by PostgreSQL version 14, which is not compatible with "
+        "this version 15.20.",
+    ]
     err = volumes.classify(logs, "qb_pgdata")
     assert err and "(14)" in err.message and "latest-pg14" in err.hint
-    assert volumes.classify(['could not access file "$libdir/timescaledb-2.9.1": No such file'], "v").code == \
-        "VOLUME_INCOMPATIBLE"
+    assert (
+        volumes.classify(['could not access file "$libdir/timescaledb-2.9.1": No such file'], "v").code
+        == "VOLUME_INCOMPATIBLE"
+    )
     assert volumes.classify(["all fine"], "v") is None
