@@ -342,8 +342,9 @@ def _end_sessions(settings: Settings, app: str) -> None:
     """Sessions of the stack's server named `app` (a copy's pg_dump or pg_basebackup cut short) ended."""
     db = settings.pg.dbname
     with connect.connect(settings, dbname="postgres" if db != "postgres" else "template1") as control:
+        # each waited for (up to 5 s): none still reads the database when the command says so
         control.execute(
-            "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity"
+            "SELECT count(pg_catalog.pg_terminate_backend(pid, 5000)) FROM pg_catalog.pg_stat_activity"
             " WHERE application_name = %s",
             (app,),
         )
@@ -490,7 +491,7 @@ def _drop(settings: Settings, control, maint: str, scratch: str, app: str) -> No
             control = connect.connect(settings, dbname=maint)
         with control:
             control.execute(
-                "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity"
+                "SELECT count(pg_catalog.pg_terminate_backend(pid, 5000)) FROM pg_catalog.pg_stat_activity"
                 " WHERE application_name = %s",
                 (app,),
             )
