@@ -342,12 +342,7 @@ def _end_sessions(settings: Settings, app: str) -> None:
     """Sessions of the stack's server named `app` (a copy's pg_dump or pg_basebackup cut short) ended."""
     db = settings.pg.dbname
     with connect.connect(settings, dbname="postgres" if db != "postgres" else "template1") as control:
-        # each waited for (up to 5 s): none still reads the database when the command says so
-        control.execute(
-            "SELECT count(pg_catalog.pg_terminate_backend(pid, 5000)) FROM pg_catalog.pg_stat_activity"
-            " WHERE application_name = %s",
-            (app,),
-        )
+        _until_none_left(control, app)  # none still reads the database when the command says so
 
 
 def _piped(produce) -> Iterator[bytes]:
@@ -479,6 +474,21 @@ def _sweep(control) -> list[str]:
     return dropped
 
 
+def _until_none_left(control, app: str, seconds: float = 5.0) -> None:
+    """A pg_dump exec'd in the container just before an interrupt may connect after the first termination:
+    its sessions are ended again until none is seen twice in a row (at most `seconds`)."""
+    deadline, quiet = time.monotonic() + seconds, 0
+    while quiet < 2 and time.monotonic() < deadline:
+        ((ended,),) = control.execute(
+            "SELECT count(pg_catalog.pg_terminate_backend(pid, 1000)) FROM pg_catalog.pg_stat_activity"
+            " WHERE application_name = %s",
+            (app,),
+        ).fetchall()
+        quiet = quiet + 1 if ended == 0 else 0
+        if quiet < 2:
+            time.sleep(0.1)
+
+
 def _drop(settings: Settings, control, maint: str, scratch: str, app: str) -> None:
     """The copy dropped, and a dump still reading the real database ended. A second Ctrl-C waits for it."""
     from qbctl.snapshots.inventory import quote
@@ -496,6 +506,7 @@ def _drop(settings: Settings, control, maint: str, scratch: str, app: str) -> No
                 (app,),
             )
             control.execute(f"DROP DATABASE IF EXISTS {quote(scratch)} WITH (FORCE)".encode())
+            _until_none_left(control, app)
     finally:
         if main:
             signal.signal(signal.SIGINT, old)
