@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
+from qbctl.config import urls
 from qbctl.errors import Unavailable
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -139,36 +140,34 @@ def parse(url: str, source: str) -> Target:
 def _target(url: str, source: str, tls: dict | None) -> Target:
     if url.startswith("ssh://"):
         return Target(url, source, None, parse_ssh(url, source))
-    if url.startswith("unix://") or url.startswith("npipe://"):
-        return Target(url, source)
-    if url.startswith(("tcp://", "http://", "https://")):
-        return Target(url, source, tls)
-    if url.startswith("/"):
-        return Target(f"unix://{url}", source)
-    raise Unavailable(
-        f"{source}: {url!r} is not an engine address",
-        code="DOCKER_UNAVAILABLE",
-        hint="use unix:///path/to/docker.sock, tcp://HOST:2376 or ssh://[USER@]HOST[:PORT]",
-    )
+    try:
+        url = urls.engine_address(url)  # the one rule of what names an engine (settings check it too)
+    except ValueError:
+        raise Unavailable(
+            f"{source}: {url!r} is not an engine address",
+            code="DOCKER_UNAVAILABLE",
+            hint="use unix:///path/to/docker.sock, tcp://HOST:2376 or ssh://[USER@]HOST[:PORT]",
+        ) from None
+    return Target(url, source, tls if url.startswith(("tcp://", "http://", "https://")) else None)
 
 
 def parse_ssh(url: str, source: str = "DOCKER_HOST") -> SshDest:
-    parts = urlsplit(url)
     try:
-        port = parts.port
+        if not url.startswith("ssh://"):
+            raise ValueError(url)
+        urls.engine_address(url)  # the one rule of what names an engine (settings check it too)
     except ValueError:
-        port = -1
-    if not parts.hostname or port == -1 or parts.password or parts.query:
         raise Unavailable(
             f"{source}: {url!r} is not an ssh address",
             code="DOCKER_UNAVAILABLE",
             hint="write ssh://[USER@]HOST[:PORT][/remote/socket]; keys, jump hosts and ports may also "
             "come from ~/.ssh/config",
-        )
+        ) from None
+    parts = urlsplit(url)
     path = unquote(parts.path)
     return SshDest(
-        parts.hostname,
+        parts.hostname or "",
         unquote(parts.username) if parts.username else None,
-        port,
+        parts.port,
         path if path not in ("", "/") else DEFAULT_SOCKET,
     )
