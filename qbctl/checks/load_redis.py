@@ -75,6 +75,10 @@ class RedisLoad:
             if n % 1000 == 0:
                 pipe.execute()
         pipe.execute()
+        try:  # the allocator's pages the fill and its evictions dirtied go back to the OS (jemalloc builds)
+            client.execute_command("MEMORY", "PURGE")
+        except Exception:  # noqa: BLE001 - another allocator, or a server without the command: nothing to give back
+            pass
 
     def writer(self, symbols: list[str]) -> None:
         import redis as redis_lib
