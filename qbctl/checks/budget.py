@@ -25,16 +25,6 @@ from qbctl.result import Result
 if TYPE_CHECKING:
     from qbctl.engine.runtime import Runtime
 
-# The team's split of Redis memory (50/30/20/50 of 150 MB), applied to maxmemory.
-REDIS_FAMILIES = (
-    ("market", "market:*", 50),
-    ("candles", "candles:*", 0),
-    ("indicators", "indicators:*", 30),
-    ("events", "events:*", 20),
-    ("cache", "cache:*", 50),
-)
-FAMILY_TOTAL = sum(w for _, _, w in REDIS_FAMILIES)
-
 
 @dataclass
 class Item:
@@ -246,11 +236,11 @@ def configured(s: Settings, run: running.Running | None = None) -> BudgetResult:
     families = [
         Item(
             name,
-            _mb(maxmem * w / FAMILY_TOTAL) if w else 0.0,
+            _mb(maxmem * w / model.FAMILY_TOTAL) if w else 0.0,
             derivation=f"keys {pattern}"
-            + (f", {w}/{FAMILY_TOTAL} of maxmemory" if w else ", counted with market data"),
+            + (f", {w}/{model.FAMILY_TOTAL} of maxmemory" if w else ", counted with market data"),
         )
-        for name, pattern, w in REDIS_FAMILIES
+        for name, pattern, w in model.REDIS_FAMILIES
     ]
     result = BudgetResult(_mb(total), items, families)
     for item in (pg_item, rd_item):  # what runs is not judged, but said when it would not fit
@@ -269,13 +259,6 @@ def configured(s: Settings, run: running.Running | None = None) -> BudgetResult:
     return result
 
 
-def family_of(key: str) -> str:
-    for name, pattern, _ in REDIS_FAMILIES:
-        if key.startswith(pattern[:-1]):
-            return name
-    return "cache"  # anything else competes with the cache share
-
-
 def sample_families(client, max_keys: int = 2000) -> tuple[dict[str, int], int, int]:
     """Bytes per key family, extrapolated from at most max_keys sampled keys. (sizes, sampled, dbsize)."""
     dbsize = client.dbsize()
@@ -289,7 +272,7 @@ def sample_families(client, max_keys: int = 2000) -> tuple[dict[str, int], int, 
             for k in keys:
                 pipe.memory_usage(k, samples=5)
             for k, n in zip(keys, pipe.execute(), strict=True):
-                fam = family_of(k.decode() if isinstance(k, bytes) else k)
+                fam = model.family_of(k.decode() if isinstance(k, bytes) else k)
                 sizes[fam] = sizes.get(fam, 0) + (n or 0)
             sampled += len(keys)
         if cursor == 0 or sampled >= max_keys:

@@ -131,7 +131,7 @@ class RedisLoad:
         """Counts evicted keys by family (keyspace notifications), and reads the backend's events."""
         import redis as redis_lib
 
-        from qbctl.checks.budget import family_of
+        from qbctl.checks.model import family_of
         from qbctl.db.connect import redis_client
 
         client = redis_client(self.settings, timeout=1)

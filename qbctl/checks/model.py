@@ -14,6 +14,26 @@ from dataclasses import dataclass
 
 from qbctl.config.sizes import MB
 
+# --- Redis's key families ------------------------------------------------------------------------
+# The team's split of Redis memory (50/30/20/50 of 150 MB), applied to maxmemory.
+REDIS_FAMILIES = (
+    ("market", "market:*", 50),
+    ("candles", "candles:*", 0),
+    ("indicators", "indicators:*", 30),
+    ("events", "events:*", 20),
+    ("cache", "cache:*", 50),
+)
+FAMILY_TOTAL = sum(w for _, _, w in REDIS_FAMILIES)
+
+
+def family_of(key: str) -> str:
+    """The family a Redis key counts in (by its prefix); anything else competes with the cache share."""
+    for name, pattern, _ in REDIS_FAMILIES:
+        if key.startswith(pattern[:-1]):
+            return name
+    return "cache"
+
+
 # --- PostgreSQL ----------------------------------------------------------------------------------
 PROCESS_BASE = int(0.75 * MB)  # private memory of an idle server process (checkpointer, walwriter, ...)
 SERVER_PROCESSES = 7  # postmaster, checkpointer, background writer, walwriter, autovacuum launcher,

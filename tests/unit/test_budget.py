@@ -294,9 +294,9 @@ def test_measured_overruns_and_families():
 
 
 def test_family_of_keys():
-    assert budget.family_of("market:005930") == "market"
-    assert budget.family_of("candles:005930:1m") == "candles"
-    assert budget.family_of("session:abc") == "cache"
+    assert model.family_of("market:005930") == "market"
+    assert model.family_of("candles:005930:1m") == "candles"
+    assert model.family_of("session:abc") == "cache"
 
 
 def test_kill_evidence_is_read_from_cgroup_counters_and_the_postgres_log():

@@ -213,3 +213,66 @@ def test_every_result_carries_a_typed_error():
                 assert (
                     "error" in hints and "QbctlError" in str(hints["error"]) or "ConfigError" in str(hints["error"])
                 ), f"{name}.{obj.__name__}: error must be a QbctlError"
+
+
+def _runtime_module_imports(path: Path) -> set[str]:
+    """The qbctl modules a module imports at run time (inside functions too; `if TYPE_CHECKING:` left out)."""
+    module = tree(path)
+    typing_only = {
+        id(n)
+        for stmt in ast.walk(module)
+        if isinstance(stmt, ast.If) and isinstance(stmt.test, ast.Name) and stmt.test.id == "TYPE_CHECKING"
+        for n in ast.walk(stmt)
+    }
+    out = set()
+    for n in ast.walk(module):
+        if id(n) in typing_only:
+            continue
+        if isinstance(n, ast.Import):
+            out |= {a.name for a in n.names if a.name.startswith("qbctl.")}
+        elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0 and n.module.split(".")[0] == "qbctl":
+            for a in n.names:  # `from qbctl.checks import model` names a module; `from qbctl.x import f` does not
+                full = f"{n.module}.{a.name}"
+                out.add(full if (PKG.parent / (full.replace(".", "/") + ".py")).is_file() else n.module)
+    return out
+
+
+# The entry point's pair: launch.run falls back to cli, and cli leaves through launch.leave (a light module
+# that a warm `up` imports without Typer).
+MODULE_CYCLES_ALLOWED = [{"qbctl.cli", "qbctl.launch"}]
+
+
+def test_no_cycle_between_modules():
+    """No module imports, at run time, one that imports it back (budget -> load -> load_redis -> budget was one)."""
+    names = {p: ".".join(p.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__") for p in MODULES}
+    graph = {names[p]: _runtime_module_imports(p) - {names[p]} for p in MODULES}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def strong(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in graph:
+                continue
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(comp)
+
+    for v in sorted(graph):
+        if v not in index:
+            strong(v)
+    assert [c for c in cycles if c not in MODULE_CYCLES_ALLOWED] == [], cycles
