@@ -14,8 +14,7 @@ import os
 import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Sequence, TextIO
-
-from qbctl.config.urls import mask_secrets
+from urllib.parse import quote
 
 if TYPE_CHECKING:  # imported where used: every command pays for this module's imports
     from rich.console import Console
@@ -216,6 +215,14 @@ class Output:
             self._stderr_line(event.line())
         elif event.status == "pulling" and event.done is None and not self.json:
             self._stderr_line(event.line())
+
+
+def mask_secrets(text: str, secrets: list[str]) -> str:
+    """Replace every occurrence of a secret (and its URL-quoted form) by ***."""
+    for s in secrets:
+        if s and len(s) >= 3:
+            text = text.replace(s, "***").replace(quote(s, safe=""), "***")
+    return text
 
 
 def _isatty(stream) -> bool:
