@@ -3,10 +3,11 @@
 `qbctl up` on a stack that already runs as asked does nothing, and is run often (scripts, CI, a
 Makefile's every target), so it should cost what `docker compose up -d` costs on a running stack.
 Loading Typer, click and every command module takes ~40 ms of that; here, for the plain forms only
-(`up [SERVICE...] [--no-ui] [--json]`, no global option), stack/warm.py is asked first with the same
-AppState the CLI would build. Whatever it cannot answer (anything to do, anything unusual, another
-form of the command) goes on to `cli.run` with that state, so that settings are read, and their
-warnings said, once.
+(`up [SERVICE...] [--no-ui] [--json]`, no global option), the answer kept by the last warm `up`
+(stack/memo.py) is given when nothing it came from has changed; else stack/warm.py is asked with the
+same AppState the CLI would build, and keeps its answer. Whatever it cannot answer (anything to do,
+anything unusual, another form of the command) goes on to `cli.run` with that state, so that settings
+are read, and their warnings said, once.
 """
 
 from __future__ import annotations
