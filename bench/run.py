@@ -92,6 +92,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# What qbctl's postgres is started with too, and the floors must be: with telemetry on, TimescaleDB's telemetry
+# reporter, offline, holds the first start's shutdown (after the init scripts) for 10 s until its request times out.
+NO_TELEMETRY = ("postgres", "-c", "timescaledb.telemetry_level=off")
+
+
 def wait_ready(pg_port: int, redis_port: int | None, timeout: float = 120) -> None:
     """The readiness loop a compose user writes: a query answered, a PING answered."""
     import psycopg
@@ -257,6 +262,7 @@ class Bench:
             "-p",
             f"127.0.0.1:{self.ports['pg']}:5432",
             "timescale/timescaledb:latest-pg15",
+            *NO_TELEMETRY,
         )
         wait_ready(self.ports["pg"], None)
         self.record("cold start to ready", "docker run (floor, postgres only)", time.perf_counter() - started)
@@ -289,6 +295,7 @@ class Bench:
             "--memory-swap",
             "300m",
             "timescale/timescaledb:latest-pg15",
+            *NO_TELEMETRY,
         )
         wait_ready(self.ports["pg"], None)
         self.record(

@@ -49,15 +49,25 @@ class AppState:
 
             self._settings = settings.load(self.env_file, project=self.project, project_dir=self.project_dir)
             self.out.secrets = self._settings.secrets()
-            for key, near in (self._settings.typos or {}).items():
-                if not near:
-                    self.out.warn(
-                        f"{self._settings.env_file}: {key} is ignored there: it is read from the "
-                        "environment only (or use --project-dir)"
-                    )
-                    continue
-                self.out.warn(f"{self._settings.env_file}: unknown key {key}, ignored; did you mean {near}?")
+            for warning in self.settings_warnings():
+                self.out.warn(warning)
         return self._settings
+
+    def settings_warnings(self) -> list[str]:
+        """What reading the env file warns about: keys that look like a misspelt setting, or are read elsewhere."""
+        s = self._settings
+        said: list[str] = []
+        if s is None:
+            return said
+        env_file = getattr(s, "env_file", None)
+        for key, near in (getattr(s, "typos", None) or {}).items():
+            if not near:
+                said.append(
+                    f"{env_file}: {key} is ignored there: it is read from the environment only (or use --project-dir)"
+                )
+            else:
+                said.append(f"{env_file}: unknown key {key}, ignored; did you mean {near}?")
+        return said
 
     def read_settings(self):
         """The settings of a command that only reads: outside a project it says which project it reads."""

@@ -8,9 +8,8 @@ up, down, reset, migrate, seed, pull, lock waits, ci steps, budget --load.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Callable
 
 
 class Status(StrEnum):
@@ -23,13 +22,37 @@ class Status(StrEnum):
     INFO = "info"  # a line worth keeping in a log (a ci step starting)
 
 
-@dataclass(frozen=True)
 class Event:
+    """One event: frozen, compared by value. A plain class, not a dataclass: a warm `up` (qbctl/launch.py)
+    shows events before anything else loads, and `dataclasses` alone would cost it ~9 ms (it imports inspect)."""
+
+    __slots__ = ("status", "text", "service", "done", "total")
     status: Status
     text: str
-    service: str = ""  # "" for the stack or the command as a whole
-    done: float | None = None  # progress towards `total` (bytes pulled, symbols seeded, seconds of load)
-    total: float | None = None
+    service: str  # "" for the stack or the command as a whole
+    done: float | None  # progress towards `total` (bytes pulled, symbols seeded, seconds of load)
+    total: float | None
+
+    def __init__(
+        self, status: Status, text: str, service: str = "", done: float | None = None, total: float | None = None
+    ) -> None:
+        for name, value in zip(self.__slots__, (status, text, service, done, total), strict=True):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Event is frozen: cannot set {name}")
+
+    def _values(self) -> tuple:
+        return self.status, self.text, self.service, self.done, self.total
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return "Event(" + ", ".join(f"{n}={v!r}" for n, v in zip(self.__slots__, self._values(), strict=True)) + ")"
 
     def line(self) -> str:
         return f"{self.service}: {self.text}" if self.service else self.text

@@ -13,11 +13,12 @@ import json
 import os
 import sys
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Sequence, TextIO
 
-from qbctl.config.urls import mask_secrets
+TYPE_CHECKING = False  # not typing's: a warm `up` shows its answer without importing typing (mypy reads this alike)
 
 if TYPE_CHECKING:  # imported where used: every command pays for this module's imports
+    from typing import Sequence, TextIO
+
     from rich.console import Console
 
     from qbctl.errors import QbctlError
@@ -216,6 +217,16 @@ class Output:
             self._stderr_line(event.line())
         elif event.status == "pulling" and event.done is None and not self.json:
             self._stderr_line(event.line())
+
+
+def mask_secrets(text: str, secrets: list[str]) -> str:
+    """Replace every occurrence of a secret (and its URL-quoted form) by ***."""
+    if secrets:
+        from urllib.parse import quote
+    for s in secrets:
+        if s and len(s) >= 3:
+            text = text.replace(s, "***").replace(quote(s, safe=""), "***")
+    return text
 
 
 def _isatty(stream) -> bool:

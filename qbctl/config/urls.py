@@ -135,14 +135,6 @@ def parse_redis_url(text: str) -> RedisUrl:
     )
 
 
-def mask_secrets(text: str, secrets: list[str]) -> str:
-    """Replace every occurrence of a secret (and its URL-quoted form) by ***."""
-    for s in secrets:
-        if s and len(s) >= 3:
-            text = text.replace(s, "***").replace(quote(s, safe=""), "***")
-    return text
-
-
 ENGINE_SCHEMES = ("unix://", "npipe://", "tcp://", "http://", "https://", "ssh://")
 
 

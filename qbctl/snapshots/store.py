@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from qbctl import localstate
 from qbctl.config.settings import Settings
 from qbctl.errors import NoSpace, SnapshotDamaged, UsageError
 
@@ -249,10 +250,7 @@ def staging(settings: Settings, name: str):
 
 
 def _ignore_in_git(qbctl_dir: Path) -> None:
-    """.qbctl/ keeps a .gitignore of its own, so that no checkout commits its snapshots."""
-    ignore = qbctl_dir / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# qbctl's local state (snapshots of your data): not for git\n*\n")
+    localstate.ignore_in_git(str(qbctl_dir))
 
 
 def write_meta(path: Path, meta: dict) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import socket
-from urllib.parse import quote
 
 TIMEOUT = 2.0  # seconds: what engine.CONNECT_TIMEOUT allows a local engine
 MAX_BODY = 8 * 2**20
@@ -131,6 +130,8 @@ def decode(status: int, body: bytes, path: str = "the engine"):
 
 def query(filters: dict) -> str:
     """The engine's `filters` query parameter (JSON, URL-encoded)."""
+    from urllib.parse import quote
+
     return quote(json.dumps(filters, separators=(",", ":")), safe="")
 
 

@@ -26,7 +26,7 @@ from qbctl.engine import lock
 from qbctl.engine.labels import LABEL_CONFIG, LABEL_SERVICE, project_filter
 from qbctl.errors import QbctlError
 from qbctl.events import Event, Status
-from qbctl.stack import rawapi, volumes
+from qbctl.stack import memo, rawapi, volumes
 from qbctl.stack.plan import Observed, make_plan
 from qbctl.stack.spec import build_stack, exposure_warnings, select, with_volume
 from qbctl.transport.reach import Reach
@@ -37,12 +37,13 @@ if TYPE_CHECKING:
 HEALTH = ("healthy", "unhealthy", "health: starting")  # as the engine writes it in a container's Status
 
 
-def up(settings: Settings, options) -> tuple[UpResult, list[Event]] | None:
+def up(settings: Settings, options, keep: dict | None = None) -> tuple[UpResult, list[Event]] | None:
     """(the UpResult, the events to replay) of an `up` with nothing to do; None when there may be
-    something to do or this cannot tell. `options` is up_result.UpOptions."""
+    something to do or this cannot tell. `options` is up_result.UpOptions. `keep`, when given, is filled
+    with the questions asked of the engine and its answers, for stack/memo.py to keep the answer by."""
     with Reach() as reach:
         try:
-            return _up(settings, options, reach)
+            return _up(settings, options, {} if keep is None else keep, reach)
         except (rawapi.RawUnavailable, QbctlError, OSError, KeyError, TypeError, ValueError, AttributeError):
             return None  # the ordinary path runs and says in words whatever is wrong
 
@@ -55,7 +56,7 @@ def _socket_path(reach: Reach) -> str | None:
     return tgt.url[len("unix://") :]
 
 
-def _up(settings: Settings, options, reach: Reach):
+def _up(settings: Settings, options, keep: dict, reach: Reach):
     if not settings.is_project:
         return None  # NOT_A_PROJECT comes from the ordinary path
     path = _socket_path(reach)
@@ -72,18 +73,28 @@ def _up(settings: Settings, options, reach: Reach):
             return None  # another qbctl is changing the project: the ordinary path waits for it
         try:
             with rawapi.RawEngine(path) as api:
-                found = _look(api, settings, options, stack, desired, t0, events, reach)
+                found = _look(api, settings, options, stack, desired, t0, events, keep, reach)
         finally:
             fcntl.flock(held, fcntl.LOCK_UN)
     if found is None:
         return None
+    keep.update(socket=path, lock=str(lock.local_path(stack.project)))
     return _result(settings, found, t0, reach.current().describe()), events
 
 
 def _look(
-    api: rawapi.RawEngine, settings: Settings, options, stack, desired, t0: float, events: list[Event], reach: Reach
+    api: rawapi.RawEngine,
+    settings: Settings,
+    options,
+    stack,
+    desired,
+    t0: float,
+    events: list[Event],
+    keep: dict,
+    reach: Reach,
 ):
-    listed = api.get_json("/containers/json?all=1&filters=" + rawapi.query(project_filter(stack.project)))
+    listing = "/containers/json?all=1&filters=" + rawapi.query(project_filter(stack.project))
+    listed = api.get_json(listing)
     if not api.server.startswith("Docker/"):
         return None  # Podman (Libpod/...) or another engine: its details differ, the SDK's way knows them
     observed, ids = {}, {}
@@ -112,7 +123,8 @@ def _look(
         paths.append("/volumes?filters=" + rawapi.query(project_filter(stack.project, "postgres")))
     paths += [f"/containers/{ids[s.name]}/json" for s in unprobed]
     answers = api.get_many(paths)
-    probing = _probe_start(unprobed, reach)  # the UIs work on their answers while the engine's are read
+    endpoints = _endpoints(unprobed, reach)
+    probing = rawapi.http_statuses_start(endpoints)  # the UIs work on their answers while the engine's are read
     try:
         images = {}
         for ref, (status, body) in zip(image_refs, answers, strict=False):
@@ -145,18 +157,25 @@ def _look(
         ports = [f"{p.host_ip}:{p.host}" for p in spec.ports]
         if spec in unprobed:
             services.append((spec, ports, seconds, "HTTP 200"))
-            events.append(Event(Status.DONE, f"ready in {seconds:.2f}s", spec.name))
+            events.append(Event(Status.DONE, memo.ready_text(seconds), spec.name))
         else:
             services.append((spec, ports, 0.0, "already ready"))
+    keep.update(
+        list=listing,
+        paths=paths,
+        engine=memo.signature(listed, paths, answers, rawapi.decode),
+        probes=endpoints,
+        probed=[s.name for s in unprobed],
+    )
     return stack, plan, services
 
 
-def _probe_start(specs, reach: Reach) -> list:
+def _endpoints(specs, reach: Reach) -> list[tuple[str, int]]:
     endpoints = []
     for spec in specs:
         p = spec.ports[0]
         endpoints.append(reach.endpoint("0.0.0.0" if p.host_ip == "::" else p.host_ip, p.host, p.host_ip))
-    return rawapi.http_statuses_start(endpoints)
+    return endpoints
 
 
 def _result(settings: Settings, found, t0: float, where: str):

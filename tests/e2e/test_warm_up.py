@@ -131,7 +131,7 @@ def test_warm_up_from_the_command_line_loads_neither_typer_nor_the_docker_sdk(wa
     )
     assert proc.returncode == 0, proc.stderr
     loaded = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-    assert "qbctl.stack.warm" in loaded
+    assert {"qbctl.stack.warm", "qbctl.stack.memo"} & loaded  # worked out, or the kept answer given again
     assert not {m for m in loaded if m.split(".")[0] in ("docker", "typer", "click", "psycopg", "redis", "rich")}
     result = json.loads(proc.stdout)
     assert result["ok"] and {s["action"] for s in result["services"]} == {"keep"}
@@ -210,3 +210,85 @@ def test_a_stack_that_is_not_there_is_left_to_the_ordinary_path(docker_client, s
     env = stack_env(new_project())
     assert warm.up(settings_of(env, tmp_path), UpOptions()) is None
     assert not docker_client.containers.list(all=True, filters={"label": f"io.qbctl.project={env['QBCTL_PROJECT']}"})
+
+
+def _loaded(proc) -> set[str]:
+    return {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+
+
+def _timed_up(env, cwd, *args):
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "qbctl", "up", *args],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _times_out(text: str) -> str:
+    return re.sub(r"\d+\.\d\ds", "N.NNs", text)
+
+
+def test_a_kept_answer_is_given_again_only_while_nothing_it_came_from_changed(warm_stack, docker_client, monkeypatch):
+    """stack/memo.py: the second warm `up` keeps its answer; the next is that answer, loading no settings and no
+    specs, and the same words; a changed env file, variable, container or a held lock is worked out again."""
+    from qbctl.engine import lock
+    from qbctl.stack import memo
+
+    env, cwd = warm_stack
+    project = env["QBCTL_PROJECT"]
+    containers = _healthy(docker_client, project)
+    memo.forget(str(cwd))
+    worked = _timed_up(env, cwd)  # worked out (stack/warm.py), and kept
+    assert worked.returncode == 0, worked.stderr
+    assert "qbctl.stack.warm" in _loaded(worked) and (cwd / ".qbctl" / "up.memo").is_file()
+    assert (cwd / ".qbctl" / ".gitignore").is_file()
+    kept = _timed_up(env, cwd)
+    assert kept.returncode == 0, kept.stderr
+    loaded = _loaded(kept)
+    assert "qbctl.stack.memo" in loaded
+    assert not loaded & {"qbctl.stack.warm", "qbctl.config.settings", "qbctl.stack.spec", "dataclasses", "dotenv"}
+    assert _times_out(kept.stdout) == _times_out(worked.stdout)
+    said = [line for line in kept.stderr.splitlines() if not line.startswith("import time:")]
+    assert _times_out("\n".join(said)) == _times_out(
+        "\n".join(line for line in worked.stderr.splitlines() if not line.startswith("import time:"))
+    )
+    as_json = qbctl("up", "--json", env=env, cwd=cwd)
+    data = json.loads(as_json.stdout)
+    assert data["ok"] and {s["action"] for s in data["services"]} == {"keep"}
+    assert "***" in data["urls"]["DATABASE_URL"] and env["DATABASE_URL"].split(":")[2].split("@")[0] not in (
+        (cwd / ".qbctl" / "up.memo").read_bytes().decode("latin-1")
+    ), "the kept answer holds no password"
+    before = _states(containers)
+
+    def is_kept(run_env) -> bool:
+        with monkeypatch.context() as m:
+            for key in [k for k in os.environ if k not in run_env]:
+                m.delenv(key)
+            for key, value in run_env.items():
+                m.setenv(key, value)
+            m.chdir(cwd)
+            return memo.answer(((), False)) is not None
+
+    assert is_kept(env)
+    assert not is_kept({**env, "QBCTL_ADMINER_MEMORY": "96MB"}), "a variable the settings read changed"
+    assert not is_kept({**env, "DOCKER_HOST": "unix:///nowhere.sock"}), "another engine"
+    (cwd / ".env").write_text("LOG_LEVEL=DEBUG\n")
+    try:
+        assert not is_kept(env), "the env file changed"
+    finally:
+        (cwd / ".env").unlink()
+    assert is_kept(env), "the same inputs again: the same answer"
+    with open(lock.local_path(project), "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert not is_kept(env), "another qbctl holds the project"
+    assert _states(containers) == before, "looking changed nothing"
+    containers["redis-commander"].stop(timeout=1)
+    assert not is_kept(env), "a container stopped"
+    proc = qbctl("up", "--json", env=env, cwd=cwd)
+    actions = {s["name"]: s["action"] for s in json.loads(proc.stdout)["services"]}
+    assert {n: a for n, a in actions.items() if a != "keep"} == {"redis-commander": "start"}

@@ -18,7 +18,7 @@ HEAVY = ("docker", "psycopg", "redis", "yaml", "rich")  # imported inside the fu
 # The layer table of docs/architecture.md, low to high. A module imports from its own layer or lower ones only,
 # counting imports inside functions: qbctl's are lazy (fast start), and a lazy import is a dependency all the same.
 LAYERS = [
-    ("vocabulary", {"__init__", "errors", "events", "result"}),  # what every layer speaks
+    ("vocabulary", {"__init__", "errors", "events", "result", "localstate"}),  # what every layer speaks
     ("config", {"config"}),
     ("transport", {"transport"}),  # which engine, how this process reaches the engine's host (ssh tunnels)
     ("engine", {"engine"}),
