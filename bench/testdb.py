@@ -68,16 +68,18 @@ def migrated_url():
     """CREATE DATABASE + qbctl's migrate for this test (in-process), dropped after it."""
     from qbctl.config import settings
     from qbctl.db import connect, migrate, testdb
+    from qbctl.engine.runtime import Runtime
 
     s = settings.load()
     name = "bench_m_" + uuid.uuid4().hex[:12]
-    with connect.connect(s) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    result = migrate.migrate(testdb.with_database(s, name), migrate.MigrateOptions(wait=0))
-    assert result.error is None, result.error
-    yield testdb.url(s, name)
-    with connect.connect(s) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with Runtime() as rt:
+        with connect.connect(s, rt=rt) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        result = migrate.migrate(testdb.with_database(s, name), migrate.MigrateOptions(wait=0), rt=rt)
+        assert result.error is None, result.error
+        yield testdb.url(s, name, rt=rt)
+        with connect.connect(s, rt=rt) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

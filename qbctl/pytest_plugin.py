@@ -83,7 +83,17 @@ def _run(fn, *args, **kwargs):
 
 
 @pytest.fixture(scope="session")
-def _qb_settings(pytestconfig):
+def _qb_runtime():
+    """The session's Runtime (qbctl.engine.runtime): the engine and an ssh engine's tunnel, through which the
+    URLs the fixtures hand out reach the servers; closed when the session ends."""
+    from qbctl.engine.runtime import Runtime
+
+    with Runtime() as rt:
+        yield rt
+
+
+@pytest.fixture(scope="session")
+def _qb_settings(pytestconfig, _qb_runtime):
     """The project's settings, found as the CLI finds them (the current folder, QBCTL_PROJECT_DIR,
     the environment over .env); with --qb-up, the stack's postgres and redis started."""
     from qbctl.config import settings as settings_mod
@@ -92,14 +102,13 @@ def _qb_settings(pytestconfig):
     if not _option(pytestconfig, "qb_up"):
         yield settings
         return
-    from qbctl.engine.runtime import Runtime
     from qbctl.stack import up as up_mod
 
-    with Runtime() as rt:  # the engine and an ssh engine's tunnel, closed when the session ends
-        result = _run(up_mod.up, settings, up_mod.UpOptions(services=("postgres", "redis"), no_ui=True), rt=rt)
-        if result.error is not None:
-            _fail(result.error)
-        yield settings
+    options = up_mod.UpOptions(services=("postgres", "redis"), no_ui=True)
+    result = _run(up_mod.up, settings, options, rt=_qb_runtime)
+    if result.error is not None:
+        _fail(result.error)
+    yield settings
 
 
 def _fail(err):
@@ -107,7 +116,7 @@ def _fail(err):
 
 
 @pytest.fixture(scope="session")
-def _qb_postgres(_qb_settings, pytestconfig):
+def _qb_postgres(_qb_settings, _qb_runtime, pytestconfig):
     """This session's use of the PostgreSQL server: its lock, its sweep of leftovers, its clones."""
     import os
 
@@ -119,6 +128,7 @@ def _qb_postgres(_qb_settings, pytestconfig):
         without_timescaledb=_option(pytestconfig, "qb_without_timescaledb"),
         strategy=pytestconfig.getini("qb_clone_strategy") or None,
         workers=int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1),
+        rt=_qb_runtime,
     )
     _run(session.open)
     yield session
@@ -187,7 +197,7 @@ def _clone_url(session, template: str):
     cloner = session.cloner(template)
     name = _run(cloner.take)
     try:
-        yield testdb.url(session.settings, name)
+        yield testdb.url(session.settings, name, rt=session.rt)
     finally:
         cloner.give_back(name)
 
@@ -207,7 +217,7 @@ def qb_session_database_url(_qb_postgres, _qb_template) -> Iterator[str]:
     name = _run(_qb_postgres.clone, _qb_template)
     try:
         _run(_qb_postgres.keep_scheduler_off, name)
-        yield testdb.url(_qb_postgres.settings, name)
+        yield testdb.url(_qb_postgres.settings, name, rt=_qb_postgres.rt)
     finally:
         _run(_qb_postgres.drop, name)
 
@@ -263,12 +273,12 @@ def qb_run_job(qb_database_url):
 
 
 @pytest.fixture(scope="session")
-def _qb_redis(_qb_settings):
+def _qb_redis(_qb_settings, _qb_runtime):
     import secrets
 
     from qbctl.db import testredis
 
-    session = testredis.RedisSession(_qb_settings, f"{secrets.randbits(63):016x}")
+    session = testredis.RedisSession(_qb_settings, f"{secrets.randbits(63):016x}", rt=_qb_runtime)
     _run(session.open)
     yield session
     _run(session.close)
@@ -287,7 +297,7 @@ def qb_redis_url(_qb_redis, _qb_redis_index) -> Iterator[str]:
 
     _run(_qb_redis.flush, _qb_redis_index)
     try:
-        yield testredis.url(_qb_redis.settings, _qb_redis_index)
+        yield testredis.url(_qb_redis.settings, _qb_redis_index, rt=_qb_redis.rt)
     finally:
         _run(_qb_redis.flush, _qb_redis_index)
 
@@ -299,6 +309,6 @@ def qb_session_redis_url(_qb_redis) -> Iterator[str]:
 
     index = _run(_qb_redis.claim)
     try:
-        yield testredis.url(_qb_redis.settings, index)
+        yield testredis.url(_qb_redis.settings, index, rt=_qb_redis.rt)
     finally:
         _run(_qb_redis.release, index)

@@ -357,8 +357,8 @@ def measure(settings: Settings, *, rt: Runtime) -> BudgetResult:
     run = running.Running()
     notes: list[str] = []
     if settings.pg.is_local:  # a server qbctl does not run is not configured by its settings
-        run.pg = running.read_pg(settings)
-    redis_info, families = _read_redis(settings, run, notes)
+        run.pg = running.read_pg(settings, rt=rt)
+    redis_info, families = _read_redis(settings, run, notes, rt)
     containers, host = _read_containers(settings, run, notes, rt)
     result = configured(settings, run)
     result.not_measured += notes
@@ -370,13 +370,15 @@ def measure(settings: Settings, *, rt: Runtime) -> BudgetResult:
     return result
 
 
-def _read_redis(settings: Settings, run: running.Running, notes: list[str]) -> tuple[dict | None, dict | None]:
+def _read_redis(
+    settings: Settings, run: running.Running, notes: list[str], rt: Runtime
+) -> tuple[dict | None, dict | None]:
     """Redis's configuration (into run), its memory now and its key families; what failed into notes."""
     redis_info, families = None, None
     try:
         from qbctl.db.connect import redis_client
 
-        client = redis_client(settings, timeout=2)
+        client = redis_client(settings, timeout=2, rt=rt)
         try:
             config = client.config_get("*")
             if settings.redis.is_local:

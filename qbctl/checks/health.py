@@ -128,11 +128,13 @@ def check_docker(settings: Settings, timeout: float, rt: Runtime) -> list[Check]
     ]
 
 
-def check_postgres(settings: Settings, timeout: float, without_timescaledb: bool = False) -> list[Check]:
+def check_postgres(
+    settings: Settings, timeout: float, without_timescaledb: bool = False, *, rt: Runtime
+) -> list[Check]:
     from qbctl.db import connect, files, migrate
 
     try:
-        conn, ms = _timed(lambda: connect.connect(settings, timeout=max(2, timeout)))
+        conn, ms = _timed(lambda: connect.connect(settings, timeout=max(2, timeout), rt=rt))
     except QbctlError as exc:
         return [Check("postgres", False, exc.message)]
     with conn:
@@ -206,12 +208,12 @@ def check_postgres(settings: Settings, timeout: float, without_timescaledb: bool
     return checks
 
 
-def check_redis(settings: Settings, timeout: float, rt: Runtime | None = None) -> list[Check]:
+def check_redis(settings: Settings, timeout: float, rt: Runtime) -> list[Check]:
     import redis as redis_lib
 
     from qbctl.db.connect import redis_client, redis_error
 
-    client = redis_client(settings, timeout)
+    client = redis_client(settings, timeout, rt=rt)
     try:
         _, ms = _timed(client.ping)
         info = client.info()
@@ -270,7 +272,7 @@ def check_redis(settings: Settings, timeout: float, rt: Runtime | None = None) -
         client.close()
 
 
-def _redis_applied(settings: Settings, rt: Runtime | None) -> str:
+def _redis_applied(settings: Settings, rt: Runtime) -> str:
     """Whether the next `up` gives Redis its settings: only when it recreates the container (a value set
     at runtime with CONFIG SET stays in a container `up` keeps)."""
     if not settings.redis.is_local:
@@ -278,8 +280,6 @@ def _redis_applied(settings: Settings, rt: Runtime | None) -> str:
     from qbctl.engine.labels import LABEL_CONFIG
 
     try:
-        if rt is None:
-            raise ValueError("no engine at hand")
         (c,) = rt.engine.containers(settings.project, "redis", running_only=True)
         kept = c.labels.get(LABEL_CONFIG) == build_stack(settings).get("redis").config_hash()
     except (QbctlError, ValueError):  # no engine, or no (single) container: the usual case, said plainly
@@ -305,13 +305,13 @@ def _long_candle_lists(client, cap: int, deadline: float, limit: int = 5000) -> 
             return over
 
 
-def check_uis(settings: Settings, timeout: float) -> list[Check]:
+def check_uis(settings: Settings, timeout: float, rt: Runtime) -> list[Check]:
     stack = build_stack(settings)
     out = []
     for spec in stack.services:
         if spec.ui:
             p = spec.ports[0]
-            r = probes.http(p.host_ip, p.host, timeout)
+            r = probes.http(p.host_ip, p.host, timeout, rt=rt)
             out.append(Check(spec.name, r.ok, r.detail))
     return out
 
@@ -355,9 +355,10 @@ def run(
             results[name] = [Check(name, False, text[:300])]
 
     special = {
-        "postgres": lambda s, t: check_postgres(s, t, without_timescaledb),
+        "postgres": lambda s, t: check_postgres(s, t, without_timescaledb, rt=rt),
         "docker": lambda s, t: check_docker(s, t, rt),
         "redis": lambda s, t: check_redis(s, t, rt),
+        "ui": lambda s, t: check_uis(s, t, rt),
     }
     checks_run = [(name, special.get(name, fn)) for name, fn in CHECKS]
     threads = [threading.Thread(target=worker, args=c, daemon=True) for c in checks_run]

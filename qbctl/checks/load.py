@@ -183,7 +183,7 @@ class Runner:
         while not self.stop.is_set():
             try:
                 if conn is None or conn.closed:
-                    conn = connect.connect(self.settings, wait=5)
+                    conn = connect.connect(self.settings, wait=5, rt=self.rt)
                 kind = rng.choice(kinds)
                 started = time.perf_counter()
                 if kind == "insert candles":
@@ -232,7 +232,7 @@ class Runner:
         from qbctl.db.seed import MARKET_DATA
 
         try:
-            with connect.connect(self.settings) as conn:
+            with connect.connect(self.settings, rt=self.rt) as conn:
                 if tsdb:  # the policy of the market_data the load reads, not a namesake's in another schema
                     job = conn.execute(
                         "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name ="
@@ -258,7 +258,7 @@ class Runner:
         from qbctl.db import connect
 
         try:
-            with connect.connect(self.settings, wait=30) as conn:
+            with connect.connect(self.settings, wait=30, rt=self.rt) as conn:
                 conn.execute("DELETE FROM market_data WHERE symbol LIKE %s", (LOAD_SYMBOL + "%",))
         except (psycopg.Error, QbctlError) as exc:
             self.notes.append(
@@ -270,7 +270,7 @@ class Runner:
     def _sampler(self, eng, cids: dict[str, str], peaks: dict[str, ServiceLoad], redis_peak: dict) -> None:
         from qbctl.db.connect import redis_client
 
-        rclient = redis_client(self.settings, timeout=1) if "redis" in cids else None
+        rclient = redis_client(self.settings, timeout=1, rt=self.rt) if "redis" in cids else None
         while not self.stop.is_set():
             for name, cid in cids.items():
                 m = eng.memory(cid)
@@ -298,7 +298,7 @@ class Runner:
         into shared_buffers first."""
         from qbctl.db import connect
 
-        with connect.connect(self.settings, wait=10) as conn:
+        with connect.connect(self.settings, wait=10, rt=self.rt) as conn:
             symbols = self._symbols(conn)
             tsdb = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'").fetchone()[0] > 0
             # Fill shared_buffers with the data, as days of uptime do: each chunk is read whole (a chunk is
@@ -366,13 +366,13 @@ class Runner:
         cids = {name: c.id for name, c in found.items() if name in ("postgres", "redis")}
         before = {name: (eng.state(cid), oom_kills(eng, cid)) for name, cid in cids.items()}
         started_at = int(time.time())
-        redis_load = RedisLoad(self.settings, self.options, self.events, self.stop)
+        redis_load = RedisLoad(self.settings, self.options, self.events, self.stop, rt=self.rt)
         symbols, tsdb, sessions = self._warm_postgres()
         funcs = TSDB_FUNCS if tsdb else PLAIN_FUNCS
         sql = {k: q.format(**funcs) for k, q in QUERIES.items()}
         insert_symbols = [f"{LOAD_SYMBOL}{i:04d}" for i in range(min(200, len(symbols)))]
 
-        rclient = redis_client(self.settings, timeout=5)
+        rclient = redis_client(self.settings, timeout=5, rt=self.rt)
         rconf = {
             k: v
             for k, v in rclient.config_get("*").items()

@@ -11,20 +11,31 @@ from __future__ import annotations
 import random
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from qbctl.config.settings import Settings
 from qbctl.events import Event, Events, Status
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 LOAD_CACHE = "cache:qbctl-load:"  # prefix of the cache keys the load writes (and deletes afterwards)
 
 
 def probe_redis(settings: Settings, symbols: list[str], stop, conn) -> None:
     """The GET probe's own process: an HGET of a market hash every 5 ms until `stop`; its timings."""
+    from qbctl.db.connect import redis_client
+    from qbctl.engine.runtime import Runtime
+
+    # A spawned process shares nothing with the command's Runtime: it has its own, so its own way to Redis (with
+    # an ssh engine, its own ssh connection, not the one the load's traffic fills), closed when the probe ends.
+    with Runtime() as rt:
+        _probe(redis_client(settings, timeout=2, rt=rt), symbols, stop, conn)
+
+
+def _probe(client, symbols: list[str], stop, conn) -> None:
     import redis as redis_lib
 
-    from qbctl.db.connect import redis_client
-
-    client = redis_client(settings, timeout=2)
     rng = random.Random(3)
     samples: list[float] = []
     try:
@@ -40,8 +51,9 @@ def probe_redis(settings: Settings, symbols: list[str], stop, conn) -> None:
 
 
 class RedisLoad:
-    def __init__(self, settings: Settings, options, events: Events, stop: threading.Event):
+    def __init__(self, settings: Settings, options, events: Events, stop: threading.Event, *, rt: Runtime):
         self.settings, self.options, self.events, self.stop = settings, options, events, stop
+        self.rt = rt
         self.lock = threading.Lock()
         self.errors: list[str] = []
 
@@ -85,7 +97,7 @@ class RedisLoad:
 
         from qbctl.db.connect import redis_client
 
-        client = redis_client(self.settings, timeout=5)
+        client = redis_client(self.settings, timeout=5, rt=self.rt)
         cap = self.settings.values.max_candles_per_symbol
         rng = random.Random(2)
         n = 0
@@ -134,7 +146,7 @@ class RedisLoad:
         from qbctl.checks.model import family_of
         from qbctl.db.connect import redis_client
 
-        client = redis_client(self.settings, timeout=1)
+        client = redis_client(self.settings, timeout=1, rt=self.rt)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(channel, "events:market")

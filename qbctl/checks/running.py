@@ -15,11 +15,15 @@ backend's sessions), whether Redis saves in the background.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from qbctl.checks import model
 from qbctl.config.settings import Settings
 from qbctl.config.sizes import MB
 from qbctl.errors import QbctlError
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 # PostgreSQL's values the settings decide: those qbctl passes on the server's command line
 # (stack.spec.postgres_args; the command line wins over postgresql.conf), with the setting that
@@ -164,13 +168,13 @@ def running_pg_values(reading: PgReading, s: Settings) -> model.PgValues:
     return replace(values, shared_fixed=fixed)
 
 
-def read_pg(settings: Settings) -> PgReading | None:
+def read_pg(settings: Settings, *, rt: Runtime) -> PgReading | None:
     """The running server's values, or None when it cannot be asked."""
     from qbctl.db import connect
 
     names = [*PG_DECIDED, *PG_SERVER_DECIDES]
     try:
-        with connect.connect(settings, timeout=2) as conn:
+        with connect.connect(settings, timeout=2, rt=rt) as conn:
             rows = conn.execute(
                 "SELECT name, setting, unit, source FROM pg_settings WHERE name = ANY(%s)", (names,)
             ).fetchall()

@@ -74,7 +74,7 @@ def migrate(
         verbose=verbose or st.verbose,
     )
     with st.out.progress("migrating") as events:
-        result = mig.migrate(st.settings, options, events)
+        result = mig.migrate(st.settings, options, events, rt=st.rt)
     finish(st, result, views.migrate)
 
 
@@ -101,7 +101,7 @@ def status_cmd(
 
     st = state(ctx, json)
     st.on_interrupt = "nothing was changed"
-    finish(st, dbstatus.status(st.settings, pending_is_failure=exit_code), views.db_status)
+    finish(st, dbstatus.status(st.settings, pending_is_failure=exit_code, rt=st.rt), views.db_status)
 
 
 @db_app.command()
@@ -112,7 +112,7 @@ def verify(ctx: typer.Context, json: bool = JSON_OPTION) -> None:
 
     st = state(ctx, json)
     st.on_interrupt = "nothing was changed"
-    finish(st, timescale.verify(st.settings), views.verify)
+    finish(st, timescale.verify(st.settings, rt=st.rt), views.verify)
 
 
 @db_app.command("reset")
@@ -162,7 +162,7 @@ def seed(
     st.on_interrupt = "nothing of this seed was committed"
     options = seed_mod.SeedOptions(symbols=symbols, days=days, redis=redis_keys, yes=yes)
     with st.out.progress("seeding") as events:
-        result = seed_mod.seed(st.settings, options, events)
+        result = seed_mod.seed(st.settings, options, events, rt=st.rt)
     finish(st, result, views.seed)
 
 
@@ -182,7 +182,9 @@ def lint(
     st = state(ctx, json)
     st.on_interrupt = "nothing was changed"
     with st.out.progress("linting") as events:
-        result = lint_run.lint(st.settings, lint_run.LintOptions(paths=tuple(paths or ()), strict=strict), events)
+        result = lint_run.lint(
+            st.settings, lint_run.LintOptions(paths=tuple(paths or ()), strict=strict), events, rt=st.rt
+        )
     finish(st, result, views.lint)
 
 
@@ -208,7 +210,7 @@ def new(
 
     st = state(ctx, json)
     st.on_interrupt = "nothing was written"
-    finish(st, dbnew.new(st.settings, name, no_transaction), views.db_new)
+    finish(st, dbnew.new(st.settings, name, no_transaction, rt=st.rt), views.db_new)
 
 
 @db_app.command(context_settings={"ignore_unknown_options": True})

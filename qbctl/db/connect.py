@@ -4,18 +4,22 @@
 - `redis_client()`: redis-py to REDIS_URL, user and password included.
 - `Rows`: the tiny interface (`rows(sql)` -> text rows) that both psycopg and qbctl.db.libpq
   serve, so that code reading the catalog is written once.
-A URL naming localhost means the engine's host (`transport.reach.endpoint`: this machine, or through the
-ssh engine's tunnel); any other host is used as it is.
+A URL naming localhost means the engine's host (the command's `rt.reach.endpoint`, transport/reach.py: this
+machine, or through the ssh engine's tunnel of that run); any other host is used as it is. So every function that
+connects takes the command's Runtime (`rt=`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from qbctl.config.settings import Settings
 from qbctl.errors import ConfigError, QbctlError, ServerKilled, Unavailable
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 RETRYABLE = (
     "starting up",
@@ -43,17 +47,20 @@ Rows = Callable[[str], list[tuple]]  # rows(sql) -> every row, every value text 
 
 
 def dsn(
-    settings: Settings, dbname: str | None = None, local_port: int | None = None, local_host: str = "127.0.0.1"
+    settings: Settings,
+    dbname: str | None = None,
+    local_port: int | None = None,
+    local_host: str = "127.0.0.1",
+    *,
+    rt: Runtime,
 ) -> str:
-    """DATABASE_URL for libpq, with the host and port to connect to (see transport.reach.endpoint); `dbname`:
+    """DATABASE_URL for libpq, with the host and port to connect to (rt.reach.endpoint); `dbname`:
     another database of the same server; `local_port`: another server, on that port of `local_host` (a
     rehearsal's copy, in a container of the local engine), with the same credentials."""
-    from qbctl.transport.reach import endpoint
-
     pg = settings.pg
     if local_port is not None:
         return pg.dsn(host=local_host, port=local_port, dbname=dbname)
-    host, port = endpoint(pg.host, pg.port, settings.values.qbctl_bind_address)
+    host, port = rt.reach.endpoint(pg.host, pg.port, settings.values.qbctl_bind_address)
     return pg.dsn(host=host, port=port, dbname=dbname)
 
 
@@ -98,6 +105,8 @@ def connect(
     dbname: str | None = None,
     local_port: int | None = None,
     local_host: str = "127.0.0.1",
+    *,
+    rt: Runtime,
 ):
     """A psycopg connection with the URL's credentials; retried while the server is starting.
 
@@ -113,7 +122,7 @@ def connect(
     told = False
     while True:
         try:
-            return _psycopg(dsn(settings, dbname, local_port, local_host), timeout, autocommit, prepared)
+            return _psycopg(dsn(settings, dbname, local_port, local_host, rt=rt), timeout, autocommit, prepared)
         except psycopg.Error as exc:
             text = " ".join(str(exc).split())
             if any(r in text for r in RETRYABLE) and time.monotonic() < deadline:
@@ -269,7 +278,7 @@ def server_error(exc, text: str = "", line: int = 1) -> tuple[int | None, str, d
     return at, "\n".join(lines), fields
 
 
-def redis_client(settings: Settings, timeout: float = 2.0, name: str | None = None):
+def redis_client(settings: Settings, timeout: float = 2.0, name: str | None = None, *, rt: Runtime):
     """A redis-py client for REDIS_URL: its user, password and database, the stack's host. With
     `name`, one connection only, with that client name (CLIENT LIST shows it: the pytest plugin's
     claims on databases).
@@ -280,10 +289,8 @@ def redis_client(settings: Settings, timeout: float = 2.0, name: str | None = No
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from qbctl.transport.reach import endpoint
-
     rd = settings.redis
-    host, port = endpoint(rd.host, rd.port, settings.values.qbctl_bind_address)
+    host, port = rt.reach.endpoint(rd.host, rd.port, settings.values.qbctl_bind_address)
     return redis.Redis(
         host=host,
         port=port,

@@ -11,6 +11,9 @@ client library), `connect` returns None and the caller takes the psycopg path. I
 deliberately small: constant SQL, text results, no parameters, no transactions. Anything it
 cannot do returns None, and the caller takes the psycopg path, which owns the waiting and the
 error messages.
+
+The loaded library's handle (`_lib`) is the one module-level state kept outside the command's Runtime, because
+dlopen is process-wide by nature and the handle holds no per-command state and nothing to close.
 """
 
 from __future__ import annotations

@@ -20,12 +20,16 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qbctl.config.settings import Settings
 from qbctl.db import files
 from qbctl.errors import CheckFailed, QbctlError, Unavailable, UsageError
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 SQUAWK_RULES = {  # squawk's rules about what a statement does to the server: kept, as warnings
     "adding-field-with-default",
@@ -67,13 +71,15 @@ class LintResult(Result):
     error: QbctlError | None = None
 
 
-def lint(settings: Settings, options: LintOptions = LintOptions(), events: Events = ignore) -> LintResult:
+def lint(
+    settings: Settings, options: LintOptions = LintOptions(), events: Events = ignore, *, rt: Runtime
+) -> LintResult:
     from qbctl.db import catalog as cat
     from qbctl.db import lint as rules
 
     local = files.load(settings)
     result = LintResult(strict=options.strict)
-    live, pending, fresh, why = _live(settings, local)
+    live, pending, fresh, why = _live(settings, local, rt)
     catalog = live or cat.Catalog()
     result.catalog = f"the live database ({settings.pg.masked()})" if live else f"the files only: {why}"
     ordered = [f for f in local if f.kind == "schema"]
@@ -129,7 +135,7 @@ def lint(settings: Settings, options: LintOptions = LintOptions(), events: Event
     return result
 
 
-def _live(settings: Settings, local: list[files.SqlFile]):
+def _live(settings: Settings, local: list[files.SqlFile], rt: Runtime):
     """(the live catalog, the labels of the pending files, whether it applied none, why not) where the
     database answers."""
     from qbctl.db import catalog as cat
@@ -137,7 +143,7 @@ def _live(settings: Settings, local: list[files.SqlFile]):
     from qbctl.db.migrate import TODO, plan, read_applied, read_state
 
     try:
-        conn = connect.connect(settings, wait=0, timeout=2)
+        conn = connect.connect(settings, wait=0, timeout=2, rt=rt)
     except Unavailable as exc:
         return None, None, True, f"the database did not answer ({exc.message}); every file is linted"
     with conn:

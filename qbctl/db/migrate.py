@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect, files
@@ -25,6 +26,9 @@ from qbctl.db.files import SqlFile
 from qbctl.errors import CheckFailed, MigrationFailed, QbctlError, TimescaleMissing, Unavailable
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 LOCK_KEY = 0x71_62_63_74_6C  # "qbctl": one advisory lock per database
 TRACKING_DDL = """
@@ -219,17 +223,21 @@ def _lock(rows: Rows, timeout: float, events: Events) -> None:
         time.sleep(0.05)
 
 
-def migrate(settings: Settings, options: MigrateOptions = MigrateOptions(), events: Events = ignore) -> MigrateResult:
+def migrate(
+    settings: Settings, options: MigrateOptions = MigrateOptions(), events: Events = ignore, *, rt: Runtime
+) -> MigrateResult:
     t0 = time.monotonic()
     local = files.load(settings)
-    result = _nothing_to_do(settings, local, options)
+    result = _nothing_to_do(settings, local, options, rt)
     if result is None:
-        result = _migrate(settings, local, options, events)
+        result = _migrate(settings, local, options, events, rt)
     result.seconds = round(time.monotonic() - t0, 3)
     return result
 
 
-def _nothing_to_do(settings: Settings, local: list[SqlFile], options: MigrateOptions) -> MigrateResult | None:
+def _nothing_to_do(
+    settings: Settings, local: list[SqlFile], options: MigrateOptions, rt: Runtime
+) -> MigrateResult | None:
     """The usual run, every file applied, answered over qbctl.db.libpq without importing psycopg.
 
     The same state read, lock and plan as the full path; None whenever there is anything to do
@@ -238,7 +246,7 @@ def _nothing_to_do(settings: Settings, local: list[SqlFile], options: MigrateOpt
     """
     from qbctl.db import libpq
 
-    conn = libpq.connect(connect.dsn(settings), timeout=2)  # libpq's shortest; the full path retries
+    conn = libpq.connect(connect.dsn(settings, rt=rt), timeout=2)  # libpq's shortest; the full path retries
     if conn is None:
         return None
     with conn:
@@ -263,9 +271,11 @@ def _nothing_to_do(settings: Settings, local: list[SqlFile], options: MigrateOpt
 TODO = ("pending", "reapply", "partial")
 
 
-def _migrate(settings: Settings, local: list[SqlFile], options: MigrateOptions, events: Events) -> MigrateResult:
+def _migrate(
+    settings: Settings, local: list[SqlFile], options: MigrateOptions, events: Events, rt: Runtime
+) -> MigrateResult:
     # The lock's session: state, lock, tracking table.
-    conn = connect.connect(settings, wait=options.wait, events=events)
+    conn = connect.connect(settings, wait=options.wait, events=events, rt=rt)
     rows = connect.psycopg_rows(conn)
     with conn:
         state = read_state(rows)
@@ -292,7 +302,7 @@ def _migrate(settings: Settings, local: list[SqlFile], options: MigrateOptions, 
             runs = _prepare_all(local, items, applied)  # refusals come before anything runs
             result.one_by_one = {r.file.label: r.stepwise for r in runs if r.stepwise}
             if runs:
-                _run_all(settings, runs, result, options, events)
+                _run_all(settings, runs, result, options, events, rt)
             result.timescaledb = read_state(rows).timescaledb  # a schema file may have just created it
             _summarise(result, items, would=False)
         finally:
@@ -422,12 +432,12 @@ class _Where:
 
 
 def _run_all(
-    settings: Settings, runs: list[_Run], result: MigrateResult, options: MigrateOptions, events: Events
+    settings: Settings, runs: list[_Run], result: MigrateResult, options: MigrateOptions, events: Events, rt: Runtime
 ) -> None:
     """The files in order on one session of their own, reset between files (DISCARD ALL: a new
     connection per file cost 10-35 ms each, the reset 1 ms); the first failure ends the run."""
     where = _Where(events, options.verbose)
-    work = connect.connect(settings, wait=options.wait, prepared=False)
+    work = connect.connect(settings, wait=options.wait, prepared=False, rt=rt)
     with work:
         work.add_notice_handler(where.notice)
         for n, run in enumerate(runs):

@@ -14,11 +14,15 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qbctl.config.settings import Settings
 from qbctl.db import files
 from qbctl.errors import ConfigError, QbctlError, UsageError
 from qbctl.result import Result
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 NUMBERED = re.compile(r"^(\d+)_")
 TIMESTAMP_DIGITS = 12  # a prefix this long is a time (YYYYmmddHHMM[SS]), not a sequence number
@@ -63,12 +67,12 @@ def _next_number(existing: list[str], now: float | None) -> str:
     return str(top + 1).zfill(width)
 
 
-def applied_names(settings: Settings) -> list[str] | None:
+def applied_names(settings: Settings, *, rt: Runtime) -> list[str] | None:
     """The schema files the database has applied; None when it cannot be read (no server, no table yet)."""
     from qbctl.db import connect, libpq
     from qbctl.db.migrate import read_applied, read_state
 
-    conn = libpq.connect(connect.dsn(settings), timeout=2)
+    conn = libpq.connect(connect.dsn(settings, rt=rt), timeout=2)
     if conn is None:
         return None
     with conn:
@@ -88,7 +92,9 @@ NO_TX_NOTE = (
 )
 
 
-def new(settings: Settings, name: str, no_transaction: bool = False, cwd: Path | None = None) -> NewResult:
+def new(
+    settings: Settings, name: str, no_transaction: bool = False, cwd: Path | None = None, *, rt: Runtime
+) -> NewResult:
     folder = settings.root / "sql" / "schema"
     if files.sql_dir(settings) != settings.root / "sql":
         shipped = files.packaged_sql()
@@ -100,7 +106,7 @@ def new(settings: Settings, name: str, no_transaction: bool = False, cwd: Path |
             f"{shipped / 'schema'} {shipped / 'policies'} sql/",
         )
     local = sorted(p.name for p in folder.glob("*.sql"))
-    applied = applied_names(settings)
+    applied = applied_names(settings, rt=rt)
     known = applied if applied is not None else local
     checked = (
         "the files the database has applied"

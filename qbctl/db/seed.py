@@ -22,12 +22,16 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect, jobs, shape
 from qbctl.errors import CheckFailed, QbctlError, Unavailable
 from qbctl.events import Event, Events, Status, ignore
 from qbctl.result import Result
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 KST = timezone(timedelta(hours=9))
 SESSION_MINUTES = 390  # 09:00 to 15:30
@@ -137,11 +141,13 @@ def _candles(sym: str, start_price: int, stamps: list[str], rng: random.Random):
         yield ts, o, h, lo, c, v
 
 
-def seed(settings: Settings, options: SeedOptions = SeedOptions(), events: Events = ignore) -> SeedResult:
+def seed(
+    settings: Settings, options: SeedOptions = SeedOptions(), events: Events = ignore, *, rt: Runtime
+) -> SeedResult:
     import psycopg
 
     try:
-        return _seed(settings, options, events)
+        return _seed(settings, options, events, rt)
     except psycopg.Error as exc:
         raise connect.killed_error(exc, "db seed") or Unavailable(
             f"db seed: {' '.join(str(exc).split())[:300]}",
@@ -150,7 +156,7 @@ def seed(settings: Settings, options: SeedOptions = SeedOptions(), events: Event
         ) from None
 
 
-def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResult:
+def _seed(settings: Settings, options: SeedOptions, events: Events, rt: Runtime) -> SeedResult:
     t0 = time.monotonic()
     n_symbols, days, redis_keys = options.symbols, options.days, options.redis
     syms = symbols(n_symbols)
@@ -161,7 +167,7 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
     rng = random.Random(42)
     total = len(syms)
     latest: dict[str, list] = {}
-    with connect.connect(settings, wait=30, autocommit=True, events=events) as conn:
+    with connect.connect(settings, wait=30, autocommit=True, events=events, rt=rt) as conn:
         if conn.execute("SELECT to_regclass('market_data') IS NULL").fetchone()[0]:
             raise CheckFailed(
                 f"{settings.pg.masked()} has no market_data table",
@@ -209,7 +215,7 @@ def _seed(settings: Settings, options: SeedOptions, events: Events) -> SeedResul
     result.rows.update(bars)
     result.market_data_rows_per_second = round(md / md_seconds) if md_seconds else 0.0
     if redis_keys:
-        result.redis_keys = _redis(settings, latest)
+        result.redis_keys = _redis(settings, latest, rt)
     result.seconds = round(time.monotonic() - t0, 3)
     return result
 
@@ -457,11 +463,11 @@ def _logs(cur, minutes, rng) -> int:
     return n
 
 
-def _redis(settings: Settings, latest: dict[str, list]) -> int:
+def _redis(settings: Settings, latest: dict[str, list], rt: Runtime) -> int:
     import redis as redis_lib
 
     rd = settings.redis
-    client = connect.redis_client(settings, timeout=5)
+    client = connect.redis_client(settings, timeout=5, rt=rt)
     cap = settings.values.max_candles_per_symbol
     try:
         pipe = client.pipeline(transaction=False)

@@ -66,9 +66,9 @@ def plan(settings: Settings, local: bool | None, args: list[str], tty: bool, *, 
             "PostgreSQL client (apt-get install postgresql-client)",
         )
     env = dict(os.environ, PGPASSWORD=pg.password)  # never on the command line
-    from qbctl.transport.reach import endpoint
-
-    host, port = endpoint(pg.host, pg.port, settings.values.qbctl_bind_address)  # a remote engine's: through ssh
+    host, port = rt.reach.endpoint(
+        pg.host, pg.port, settings.values.qbctl_bind_address
+    )  # a remote engine's: through ssh
     url = pg.dsn(host=host, port=port, password=False)
     return ShellRun([psql, url, *args], env, "local psql")
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect, files, migrate, timescale
 from qbctl.errors import CheckFailed, QbctlError
 from qbctl.result import Result
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 # {ts}: TimescaleDB's schema (timescale.extension_schema), so that the user's search_path cannot hide it.
 HYPERTABLES_SQL = """
@@ -33,9 +37,9 @@ class DbStatus(Result):
     error: QbctlError | None = None
 
 
-def status(settings: Settings, *, pending_is_failure: bool = False) -> DbStatus:
+def status(settings: Settings, *, pending_is_failure: bool = False, rt: Runtime) -> DbStatus:
     local = files.load(settings)
-    with connect.connect(settings) as conn:
+    with connect.connect(settings, rt=rt) as conn:
         rows = connect.psycopg_rows(conn)
         state = migrate.read_state(rows)
         version = state.timescaledb

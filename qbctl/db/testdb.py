@@ -49,6 +49,8 @@ from qbctl.events import Event, Events, Status, ignore
 if TYPE_CHECKING:
     from psycopg import Connection
 
+    from qbctl.engine.runtime import Runtime
+
 FORMAT = 1  # what a template is made of, beyond the files: bump when the making changes
 MARK = "qbctl-testdb"
 TEMPLATE, BUILD, CLONE = "qbctl_tpl_", "qbctl_tplb_", "qbctl_t_"
@@ -142,10 +144,10 @@ def with_database(settings: Settings, dbname: str) -> Settings:
     return dataclasses.replace(settings, values=dataclasses.replace(settings.values, database_url=pg))
 
 
-def url(settings: Settings, dbname: str) -> str:
-    """A database's URL as this process reaches it (the stack's host and port), the credentials and
-    libpq parameters of DATABASE_URL."""
-    dsn = connect.dsn(with_database(settings, dbname))
+def url(settings: Settings, dbname: str, *, rt: Runtime) -> str:
+    """A database's URL as this process reaches it (the stack's host and port through `rt`'s reach), the
+    credentials and libpq parameters of DATABASE_URL."""
+    dsn = connect.dsn(with_database(settings, dbname), rt=rt)
     return dsn
 
 
@@ -208,8 +210,10 @@ class Session:
         strategy: str | None = None,
         workers: int = 1,
         events: Events = ignore,
+        rt: Runtime,
     ):
         self.settings = settings
+        self.rt = rt  # the pytest plugin's: how this process reaches the server (an ssh engine's tunnel)
         self.without_timescaledb = without_timescaledb
         self.strategy = (strategy or STRATEGY).upper()
         if self.strategy not in STRATEGIES:
@@ -235,7 +239,7 @@ class Session:
 
     # --- the session ------------------------------------------------------------------------------
     def open(self) -> SweepResult:
-        self.conn = conn = connect.connect(self.settings, timeout=5)
+        self.conn = conn = connect.connect(self.settings, timeout=5, rt=self.rt)
         conn.execute("SET application_name = 'qbctl pytest plugin'")
         user, superuser, createdb, version = conn.execute(
             "SELECT current_user, rolsuper, rolcreatedb, current_setting('server_version_num')::int"
@@ -263,7 +267,7 @@ class Session:
             " WHERE backend_type = 'client backend'"
         ).fetchone()[0]
         if self.workers == 1 and free >= DROP_CONNECTION_ROOM:
-            self.drop_conn = connect.connect(self.settings, timeout=5)
+            self.drop_conn = connect.connect(self.settings, timeout=5, rt=self.rt)
         return self.sweep()
 
     def close(self) -> None:
@@ -318,7 +322,7 @@ class Session:
         import psycopg
 
         try:
-            with connect.connect(with_database(self.settings, name), timeout=5) as conn:
+            with connect.connect(with_database(self.settings, name), timeout=5, rt=self.rt) as conn:
                 row = conn.execute("SELECT obj_description(to_regnamespace('qbctl'), 'pg_namespace')").fetchone()
         except (QbctlError, psycopg.Error):
             return False
@@ -426,7 +430,7 @@ class Session:
                 self._migrate(settings, tsdb)
             else:
                 self._seed(settings, seed, tsdb)
-            with connect.connect(settings, timeout=5) as conn:
+            with connect.connect(settings, timeout=5, rt=self.rt) as conn:
                 # Compacted (the migration's catalog churn) and frozen, as template0 is: a smaller copy per clone,
                 # and no clone ever needs an anti-wraparound vacuum of what it inherited.
                 conn.execute("VACUUM (FULL, FREEZE, ANALYZE)")
@@ -452,7 +456,7 @@ class Session:
         """sql/ into the build, by migrate's own code; TimescaleDB's scheduler stopped for it first."""
         from qbctl.db import migrate
 
-        with connect.connect(settings, timeout=5) as conn:
+        with connect.connect(settings, timeout=5, rt=self.rt) as conn:
             conn.execute("CREATE SCHEMA IF NOT EXISTS qbctl")  # migrate's own schema, marked inside (sweep)
             conn.execute(f"COMMENT ON SCHEMA qbctl IS {literal(MARK + ' template')}")
             if tsdb:
@@ -460,7 +464,8 @@ class Session:
                 # before any policy exists, so that no job runs while the template is built.
                 conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
                 conn.execute("SELECT _timescaledb_functions.stop_background_workers()")
-        result = migrate.migrate(settings, migrate.MigrateOptions(without_timescaledb=self.without_timescaledb, wait=0))
+        options = migrate.MigrateOptions(without_timescaledb=self.without_timescaledb, wait=0)
+        result = migrate.migrate(settings, options, rt=self.rt)
         if result.error is not None:
             raise result.error
         self._pause_jobs(settings)
@@ -471,11 +476,11 @@ class Session:
         a template's jobs are paused (`_pause_jobs`), and seed leaves paused jobs alone."""
         from qbctl.db import seed as seeding
 
-        result = seeding.seed(settings, seeding.SeedOptions(symbols=seed[0], days=seed[1], redis=False))
+        result = seeding.seed(settings, seeding.SeedOptions(symbols=seed[0], days=seed[1], redis=False), rt=self.rt)
         if result.error is not None:
             raise result.error
         if tsdb:
-            with connect.connect(settings, timeout=5) as conn:
+            with connect.connect(settings, timeout=5, rt=self.rt) as conn:
                 ts = _schema(conn)
                 for (job,) in conn.execute(
                     "SELECT job_id FROM timescaledb_information.jobs"
@@ -486,7 +491,7 @@ class Session:
         self._pause_jobs(settings)
 
     def _pause_jobs(self, settings: Settings) -> None:
-        with connect.connect(settings, timeout=5) as conn:
+        with connect.connect(settings, timeout=5, rt=self.rt) as conn:
             if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
                 conn.execute(
                     f"SELECT {_schema(conn)}.alter_job(job_id, scheduled => false)"
@@ -576,7 +581,7 @@ class Session:
         """A clone that lives long (the session's) would get a TimescaleDB scheduler at the launcher's next
         poll (a minute), taking one of TIMESCALEDB_MAX_BACKGROUND_WORKERS from the stack's own database
         for the whole session although its jobs are paused: stopped for it here."""
-        with connect.connect(with_database(self.settings, name), timeout=5) as conn:
+        with connect.connect(with_database(self.settings, name), timeout=5, rt=self.rt) as conn:
             if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
                 conn.execute("SELECT _timescaledb_functions.stop_background_workers()")
 

@@ -31,6 +31,8 @@ from qbctl.errors import Unavailable
 if TYPE_CHECKING:
     from redis import Redis
 
+    from qbctl.engine.runtime import Runtime
+
 RECORD = "qbctl:testdb:{index}"
 CLIENT_NAME = "qbctl-testdb-{owner}"
 HELD = "-held"  # the suffix of a holder whose claim stands
@@ -41,14 +43,12 @@ def with_db(settings: Settings, index: int) -> Settings:
     return dataclasses.replace(settings, values=dataclasses.replace(settings.values, redis_url=redis))
 
 
-def url(settings: Settings, index: int) -> str:
-    """REDIS_URL with another database index, with the host and port this process reaches."""
+def url(settings: Settings, index: int, *, rt: Runtime) -> str:
+    """REDIS_URL with another database index, with the host and port this process reaches (through `rt`'s reach)."""
     from urllib.parse import quote
 
-    from qbctl.transport.reach import endpoint
-
     rd = settings.redis
-    host, port = endpoint(rd.host, rd.port, settings.values.qbctl_bind_address)
+    host, port = rt.reach.endpoint(rd.host, rd.port, settings.values.qbctl_bind_address)
     auth = ""
     if rd.username or rd.password:
         auth = quote(rd.username, safe="") + (":" + quote(rd.password, safe="") if rd.password else "") + "@"
@@ -81,8 +81,9 @@ def held_elsewhere(client_list: list[dict], index: int, owner: str) -> bool:
 class RedisSession:
     """One pytest session's (or xdist worker's) claims on the Redis server of REDIS_URL."""
 
-    def __init__(self, settings: Settings, owner: str):
+    def __init__(self, settings: Settings, owner: str, *, rt: Runtime):
         self.settings, self.owner = settings, owner
+        self.rt = rt  # the pytest plugin's: how this process reaches the server
         self.control: Redis | None = None  # REDIS_URL's own database: the records (open to close)
         self.held: dict[int, Redis] = {}  # index -> its holding connection
         self.databases = 16
@@ -91,7 +92,7 @@ class RedisSession:
         """Connect, and free what killed runs left (their records' sessions are gone); those indexes."""
         import redis
 
-        self.control = connect.redis_client(self.settings, name=CLIENT_NAME.format(owner=self.owner))
+        self.control = connect.redis_client(self.settings, name=CLIENT_NAME.format(owner=self.owner), rt=self.rt)
         try:
             try:
                 found = self._control().config_get("databases").get("databases")
@@ -164,7 +165,9 @@ class RedisSession:
                 return False
 
     def _client(self, index: int) -> Redis:
-        return connect.redis_client(with_db(self.settings, index), name=CLIENT_NAME.format(owner=self.owner) + "-db")
+        return connect.redis_client(
+            with_db(self.settings, index), name=CLIENT_NAME.format(owner=self.owner) + "-db", rt=self.rt
+        )
 
     def claim(self) -> int:
         """A free database index, empty, held by this session until `release`."""

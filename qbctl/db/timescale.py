@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from qbctl.config.settings import Settings
 from qbctl.db import connect
 from qbctl.db import files as sqlfiles
 from qbctl.errors import CheckFailed, QbctlError, TimescaleMissing
 from qbctl.result import Result
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 PROC = {
     "compression": "policy_compression",
@@ -672,11 +676,11 @@ class VerifyResult(Result):
     error: QbctlError | None = None
 
 
-def verify(settings: Settings) -> VerifyResult:
+def verify(settings: Settings, *, rt: Runtime) -> VerifyResult:
     from qbctl.db.migrate import read_state
 
     decl = declared(sqlfiles.load(settings))
-    with connect.connect(settings) as conn:
+    with connect.connect(settings, rt=rt) as conn:
         version = read_state(connect.psycopg_rows(conn)).timescaledb
         if not version:
             raise TimescaleMissing(

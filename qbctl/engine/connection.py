@@ -19,11 +19,13 @@ API_TIMEOUT = 120
 
 if TYPE_CHECKING:
     from qbctl.engine.facade import Engine
+    from qbctl.transport.ssh import Tunnels
 
 
-def open_api(tgt: target.Target):
+def open_api(tgt: target.Target, tunnels: Tunnels):
     """The SDK's low-level client of the engine, the ssh tunnel it goes through (or None), and the measured
-    round trip (0 for a local engine); DOCKER_UNAVAILABLE (exit 3) when it cannot be reached."""
+    round trip (0 for a local engine); DOCKER_UNAVAILABLE (exit 3) when it cannot be reached. An ssh engine's
+    tunnel is taken from `tunnels`, the run's registry (the Runtime's reach), which the db forwards share."""
     import docker
     import requests
     from docker.errors import DockerException
@@ -34,7 +36,7 @@ def open_api(tgt: target.Target):
         if tgt.ssh:
             from qbctl.transport import ssh
 
-            tunnel = ssh.tunnel(tgt.ssh)
+            tunnel = tunnels.tunnel(tgt.ssh)
             client = docker.DockerClient(
                 base_url=f"unix://{tunnel.docker_socket}", version="auto", timeout=CONNECT_TIMEOUT + ssh.SSH_TIMEOUT
             )

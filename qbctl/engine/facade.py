@@ -9,7 +9,7 @@ never SDK objects. Only the modules of qbctl/engine/ import the Docker SDK.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from qbctl.engine import containers, execution, images, logs, memory, objects, remote_lock
 from qbctl.engine.connection import CONNECT_TIMEOUT, failure, lost, open_api  # noqa: F401 - engine.*
@@ -21,12 +21,15 @@ from qbctl.errors import QbctlError
 from qbctl.events import Events, ignore
 from qbctl.transport import target
 
+if TYPE_CHECKING:
+    from qbctl.transport.ssh import Tunnels
+
 LATENCY_ROUND_TRIPS = 25  # a check's timeout grows by this many round trips to a remote engine
 
 
-def open_engine(tgt: target.Target) -> Engine:
-    """A new connection to the engine `tgt` names (connection.open_api)."""
-    api, tunnel, rtt = open_api(tgt)
+def open_engine(tgt: target.Target, tunnels: Tunnels) -> Engine:
+    """A new connection to the engine `tgt` names (connection.open_api; an ssh engine's tunnel from `tunnels`)."""
+    api, tunnel, rtt = open_api(tgt, tunnels)
     return Engine(api, tgt.describe(), tgt, tunnel, rtt)
 
 

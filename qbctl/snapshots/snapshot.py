@@ -67,13 +67,19 @@ def take(
         store.refuse_taken(settings, store.check_name(options.name))
     eng = rt.engine
     with project_lock(settings.project, events, eng=eng, holds=rt.holds):
-        return take_with(eng, settings, options, events)
+        return take_with(eng, settings, options, events, rt=rt)
 
 
 def take_with(
-    eng: engine.Engine, settings: Settings, options: SnapshotOptions, events: Events, prune: bool = True
+    eng: engine.Engine,
+    settings: Settings,
+    options: SnapshotOptions,
+    events: Events,
+    prune: bool = True,
+    *,
+    rt: Runtime,
 ) -> SnapshotResult:
-    """A snapshot with an engine at hand, under the project lock the caller holds.
+    """A snapshot with an engine at hand (`rt`'s), under the project lock the caller holds.
 
     prune=False leaves the old automatic snapshots for the caller to prune (a restore reading one)."""
     t0 = time.monotonic()
@@ -125,7 +131,7 @@ def take_with(
                 "qbctl": __version__,
                 "files": {},
             }
-            inv, frozen = _dump_postgres(settings, pg, live, tmp, meta, events, result.notes)
+            inv, frozen = _dump_postgres(settings, pg, live, tmp, meta, events, result.notes, rt)
             meta["postgres"] = {"image": _image(eng, pg.cid), **inv.to_dict()}
             result.forms.append("logical")
             if options.physical and not automatic:
@@ -156,11 +162,11 @@ def take_with(
     return result
 
 
-def guard(eng: engine.Engine, settings: Settings, command: str, events: Events) -> SnapshotResult:
+def guard(eng: engine.Engine, settings: Settings, command: str, events: Events, *, rt: Runtime) -> SnapshotResult:
     """The automatic snapshot a destructive command takes first. When it fails, the command must not
     go on: the error says so and names --no-snapshot."""
     try:
-        return take_with(eng, settings, SnapshotOptions(before=command), events)
+        return take_with(eng, settings, SnapshotOptions(before=command), events, rt=rt)
     except QbctlError as exc:
         exc.message = f"{exc.message} (the snapshot before {command.replace('-', ' ')}; nothing was deleted)"
         exc.hint = (
@@ -274,7 +280,7 @@ def _check_space(settings: Settings, pg: Postgres, rd: Redis | None) -> None:
 
 
 def _dump_postgres(
-    settings: Settings, pg: Postgres, live: bool, tmp, meta: dict, events: Events, notes: list[str]
+    settings: Settings, pg: Postgres, live: bool, tmp, meta: dict, events: Events, notes: list[str], rt: Runtime
 ) -> tuple[inventory.Inventory, str]:
     """The dump and its inventory, and the transaction snapshot (pg_current_snapshot) they were read in."""
     db = settings.pg.dbname
@@ -282,7 +288,7 @@ def _dump_postgres(
     conn = None
     if live:
         try:
-            conn = connect.connect(settings, wait=5, autocommit=False)
+            conn = connect.connect(settings, wait=5, autocommit=False, rt=rt)
         except QbctlError as exc:  # a wrong password in DATABASE_URL must not keep `reset` from saving the data
             notes.append(
                 f"could not log in with DATABASE_URL ({exc.message[:160]}), so the dump and its inventory "

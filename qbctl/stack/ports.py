@@ -5,9 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from typing import TYPE_CHECKING
 
 from qbctl.errors import Unavailable
 from qbctl.stack.spec import Port
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 
 def is_free(host_ip: str, port: int) -> bool:
@@ -24,11 +28,11 @@ def is_free(host_ip: str, port: int) -> bool:
     return True
 
 
-def in_use_on_engine(eng, host_ip: str, port: int) -> bool | None:
+def in_use_on_engine(eng, host_ip: str, port: int, *, rt: Runtime) -> bool | None:
     """Whether host_ip:port is taken on the engine's host; None: cannot tell from here (a tcp engine)."""
     from qbctl.transport import reach
 
-    tgt = reach.current()
+    tgt = rt.reach.current()
     if tgt.kind == "local":
         return not is_free(host_ip, port)
     if tgt.kind == "tcp":

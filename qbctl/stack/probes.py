@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from qbctl.config.settings import Settings
+
+if TYPE_CHECKING:
+    from qbctl.engine.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -17,14 +21,14 @@ class ProbeResult:
 FATAL_CODES = ("DATABASE_AUTH_FAILED", "CONFIG_INVALID")  # retrying cannot help
 
 
-def postgres(settings: Settings, timeout: float = 2.0) -> ProbeResult:
+def postgres(settings: Settings, timeout: float = 2.0, *, rt: Runtime) -> ProbeResult:
     import psycopg
 
     from qbctl.db import connect
     from qbctl.errors import QbctlError
 
     try:
-        with connect.connect(settings, timeout=timeout) as conn:
+        with connect.connect(settings, timeout=timeout, rt=rt) as conn:
             conn.execute("SELECT 1")
         return ProbeResult(True, "SELECT 1")
     except QbctlError as exc:
@@ -34,12 +38,12 @@ def postgres(settings: Settings, timeout: float = 2.0) -> ProbeResult:
         return ProbeResult(False, " ".join(str(exc).split())[:200] or type(exc).__name__)
 
 
-def redis(settings: Settings, timeout: float = 2.0) -> ProbeResult:
+def redis(settings: Settings, timeout: float = 2.0, *, rt: Runtime) -> ProbeResult:
     import redis as redis_lib
 
     from qbctl.db.connect import redis_client
 
-    client = redis_client(settings, timeout)
+    client = redis_client(settings, timeout, rt=rt)
     try:
         client.ping()
         return ProbeResult(True, "PING")
@@ -51,13 +55,11 @@ def redis(settings: Settings, timeout: float = 2.0) -> ProbeResult:
         client.close()
 
 
-def http(host: str, port: int, timeout: float = 2.0) -> ProbeResult:
+def http(host: str, port: int, timeout: float = 2.0, *, rt: Runtime) -> ProbeResult:
     import http.client
 
-    from qbctl.transport.reach import endpoint
-
     host = "0.0.0.0" if host == "::" else host
-    host, port = endpoint(host, port, host)  # a UI published on the engine's host
+    host, port = rt.reach.endpoint(host, port, host)  # a UI published on the engine's host
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", "/")
@@ -73,10 +75,10 @@ def http(host: str, port: int, timeout: float = 2.0) -> ProbeResult:
         conn.close()
 
 
-def probe(spec, settings: Settings, timeout: float = 2.0) -> ProbeResult:
+def probe(spec, settings: Settings, timeout: float = 2.0, *, rt: Runtime) -> ProbeResult:
     if spec.probe == "postgres":
-        return postgres(settings, timeout)
+        return postgres(settings, timeout, rt=rt)
     if spec.probe == "redis":
-        return redis(settings, timeout)
+        return redis(settings, timeout, rt=rt)
     p = spec.ports[0]
-    return http(p.host_ip, p.host, timeout)
+    return http(p.host_ip, p.host, timeout, rt=rt)

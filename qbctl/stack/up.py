@@ -43,7 +43,7 @@ def up(settings: Settings, options: UpOptions = UpOptions(), events: Events = ig
     desired = select(stack, list(options.services) or None, options.no_ui)
     for warning in exposure_warnings(settings):
         events(Event(Status.WARNING, warning))
-    run = _Run(settings, options, events, rt.engine, rt.holds, stack, desired, t0, timeout)
+    run = _Run(settings, options, events, rt, rt.engine, rt.holds, stack, desired, t0, timeout)
     try:
         results, plan, waiter = _up(run)
     except KeyboardInterrupt:
@@ -102,6 +102,7 @@ class _Run:
     settings: Settings
     options: UpOptions
     events: Events
+    rt: Runtime  # the command's: its reach is how the probes get to the services
     eng: engine.Engine
     holds: Holds  # the project locks this command holds (its Runtime's)
     stack: Stack
@@ -117,7 +118,7 @@ def _up(run: _Run) -> tuple[dict[str, ServiceResult], Plan, _Waiter]:
     with project_lock(run.stack.project, run.events, eng=run.eng, holds=run.holds):
         observed = observe(run.eng, run.stack.project)
         # Ports first, before any pull: a busy port is reported in a second, not after a download.
-        _check_ports(run.eng, run.stack, make_plan(run.desired, observed, {}))
+        _check_ports(run.eng, run.stack, make_plan(run.desired, observed, {}), run.rt)
         images = _ensure_images(run.eng, run.desired, run.events)
         run.timings["images"] = round(time.monotonic() - run.t0, 3)
         plan = _plan(run, observed, images)
@@ -130,7 +131,7 @@ def _up(run: _Run) -> tuple[dict[str, ServiceResult], Plan, _Waiter]:
         run.timings["start"] = round(time.monotonic() - run.t0, 3)
         waiter = _wait(run, observed, cids, results)
     if on_data and results.get("postgres") and results["postgres"].ready:
-        _timescaledb_behind(run.settings, run.events)
+        _timescaledb_behind(run.settings, run.events, run.rt)
     return results, plan, waiter
 
 
@@ -167,17 +168,17 @@ def _prepare(run: _Run, plan: Plan, images: dict[str, dict]) -> bool:
 def _wait(run: _Run, observed: dict, cids: dict[str, str], results: dict[str, ServiceResult]) -> _Waiter:
     """Every service probed until ready (one already healthy and kept is trusted)."""
     trusted = {n for n, o in observed.items() if o.health == "healthy"}
-    waiter = _Waiter(run.eng, run.settings, run.t0, run.t0 + run.timeout, run.events)
+    waiter = _Waiter(run.eng, run.settings, run.t0, run.t0 + run.timeout, run.events, run.rt)
     run.left.waiting = [s.name for s in run.desired if s.name in run.left.started]
     waiter.wait_all(run.desired, cids, results, trusted, run.left.waiting)
     return waiter
 
 
-def _timescaledb_behind(settings: Settings, events: Events) -> None:
+def _timescaledb_behind(settings: Settings, events: Events, rt: Runtime) -> None:
     """PostgreSQL started anew on a volume that held data: a warning when the data's TimescaleDB is older
     than the image's (read from the database; the images set no variable that says it)."""
     try:
-        with pg.connect(settings, timeout=2) as conn:
+        with pg.connect(settings, timeout=2, rt=rt) as conn:
             found = conn.execute(volumes.TSDB_VERSIONS_SQL).fetchone()
     except Exception:  # noqa: BLE001 - a warning only: `qbctl db status` says it too
         return
@@ -234,7 +235,7 @@ def _ensure_images(eng: engine.Engine, desired: list[ServiceSpec], events: Event
     return infos
 
 
-def _check_ports(eng: engine.Engine, stack: Stack, plan: Plan) -> None:
+def _check_ports(eng: engine.Engine, stack: Stack, plan: Plan, rt: Runtime) -> None:
     to_bind = []
     for step in plan.changes():
         if step.action in ("recreate", "start"):
@@ -249,7 +250,7 @@ def _check_ports(eng: engine.Engine, stack: Stack, plan: Plan) -> None:
         ports.check_free(
             to_bind,
             who_else=lambda port: _container_on_port(eng, port, stack.project),
-            in_use=lambda ip, port: ports.in_use_on_engine(eng, ip, port),
+            in_use=lambda ip, port: ports.in_use_on_engine(eng, ip, port, rt=rt),
             host=eng.host if eng.remote else None,
         )
 
@@ -266,8 +267,9 @@ def _container_on_port(eng: engine.Engine, port: int, project: str) -> tuple[str
 class _Waiter:
     """Probe every service in its own thread; stop all at the first that cannot become ready."""
 
-    def __init__(self, eng: engine.Engine, settings: Settings, t0: float, deadline: float, events: Events):
+    def __init__(self, eng: engine.Engine, settings: Settings, t0: float, deadline: float, events: Events, rt: Runtime):
         self.eng, self.settings, self.t0, self.deadline, self.events = eng, settings, t0, deadline, events
+        self.rt = rt
         self.failed = threading.Event()
         self.errors: list[QbctlError] = []  # a lost engine or tunnel, from any thread
         self.probe_timeout = eng.allow(2.0)
@@ -324,7 +326,9 @@ class _Waiter:
                     )
                     return
                 next_state = now + STATE_EVERY
-            last = probes.probe(spec, self.settings, timeout=max(0.2, min(self.probe_timeout, self.deadline - now)))
+            last = probes.probe(
+                spec, self.settings, timeout=max(0.2, min(self.probe_timeout, self.deadline - now)), rt=self.rt
+            )
             if last.ok:
                 res.ready, res.seconds, res.detail = True, round(time.monotonic() - self.t0, 3), last.detail
                 if spec.name in self.waiting:

@@ -10,7 +10,8 @@ every service with a health check is `healthy` and every UI answers HTTP 200, it
 the ordinary path would have returned (its events held until then, to be replayed by the caller).
 Anything else, or anything it cannot tell (an ssh or tcp engine, Podman, an engine that does not
 answer, another qbctl holding the project's lock), is None: the ordinary path runs and decides.
-It never creates, starts or changes anything.
+It never creates, starts or changes anything. It runs before the command's Runtime exists, so it resolves
+the engine with a `Reach` of its own (transport/reach.py), closed when it returns; it imports no Docker SDK.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from qbctl.events import Event, Status
 from qbctl.stack import memo, rawapi, volumes
 from qbctl.stack.plan import Observed, make_plan
 from qbctl.stack.spec import build_stack, exposure_warnings, select, with_volume
-from qbctl.transport import target
+from qbctl.transport.reach import Reach
 
 if TYPE_CHECKING:
     from qbctl.stack.up_result import UpResult
@@ -40,24 +41,25 @@ def up(settings: Settings, options, keep: dict | None = None) -> tuple[UpResult,
     """(the UpResult, the events to replay) of an `up` with nothing to do; None when there may be
     something to do or this cannot tell. `options` is up_result.UpOptions. `keep`, when given, is filled
     with the questions asked of the engine and its answers, for stack/memo.py to keep the answer by."""
-    try:
-        return _up(settings, options, {} if keep is None else keep)
-    except (rawapi.RawUnavailable, QbctlError, OSError, KeyError, TypeError, ValueError, AttributeError):
-        return None  # the ordinary path runs and says in words whatever is wrong
+    with Reach() as reach:
+        try:
+            return _up(settings, options, {} if keep is None else keep, reach)
+        except (rawapi.RawUnavailable, QbctlError, OSError, KeyError, TypeError, ValueError, AttributeError):
+            return None  # the ordinary path runs and says in words whatever is wrong
 
 
-def _socket_path() -> str | None:
+def _socket_path(reach: Reach) -> str | None:
     """The local engine's socket, when the engine is this machine's Docker over a unix socket."""
-    tgt = target.resolve()
+    tgt = reach.current()
     if tgt.kind != "local" or not tgt.url.startswith("unix://"):
         return None
     return tgt.url[len("unix://") :]
 
 
-def _up(settings: Settings, options, keep: dict):
+def _up(settings: Settings, options, keep: dict, reach: Reach):
     if not settings.is_project:
         return None  # NOT_A_PROJECT comes from the ordinary path
-    path = _socket_path()
+    path = _socket_path(reach)
     if path is None:
         return None
     t0 = time.monotonic()
@@ -71,17 +73,25 @@ def _up(settings: Settings, options, keep: dict):
             return None  # another qbctl is changing the project: the ordinary path waits for it
         try:
             with rawapi.RawEngine(path) as api:
-                found = _look(api, settings, options, stack, desired, t0, events, keep)
+                found = _look(api, settings, options, stack, desired, t0, events, keep, reach)
         finally:
             fcntl.flock(held, fcntl.LOCK_UN)
     if found is None:
         return None
     keep.update(socket=path, lock=str(lock.local_path(stack.project)))
-    return _result(settings, found, t0, target.resolve().describe()), events
+    return _result(settings, found, t0, reach.current().describe()), events
 
 
 def _look(
-    api: rawapi.RawEngine, settings: Settings, options, stack, desired, t0: float, events: list[Event], keep: dict
+    api: rawapi.RawEngine,
+    settings: Settings,
+    options,
+    stack,
+    desired,
+    t0: float,
+    events: list[Event],
+    keep: dict,
+    reach: Reach,
 ):
     listing = "/containers/json?all=1&filters=" + rawapi.query(project_filter(stack.project))
     listed = api.get_json(listing)
@@ -113,7 +123,7 @@ def _look(
         paths.append("/volumes?filters=" + rawapi.query(project_filter(stack.project, "postgres")))
     paths += [f"/containers/{ids[s.name]}/json" for s in unprobed]
     answers = api.get_many(paths)
-    endpoints = _endpoints(unprobed)
+    endpoints = _endpoints(unprobed, reach)
     probing = rawapi.http_statuses_start(endpoints)  # the UIs work on their answers while the engine's are read
     try:
         images = {}
@@ -160,9 +170,7 @@ def _look(
     return stack, plan, services
 
 
-def _endpoints(specs) -> list[tuple[str, int]]:
-    from qbctl.transport import reach
-
+def _endpoints(specs, reach: Reach) -> list[tuple[str, int]]:
     endpoints = []
     for spec in specs:
         p = spec.ports[0]

@@ -8,7 +8,9 @@ reached whatever qbctl's own concurrency. ssh reads ~/.ssh/config (ports, keys, 
 known_hosts) as it always does; it never asks for a password or a host key (BatchMode): those
 failures are one line (SSH_FAILED, exit 3).
 
-qbctl opens the tunnel and closes it (`close_all`, called when a command ends, Ctrl-C included).
+The tunnels of a run are a `Tunnels` registry that the command's Runtime owns (through its `reach.Reach`): the
+engine's connection and the db forwards take the tunnel from it, and the Runtime closes it when the command ends
+(Ctrl-C included).
 The ssh process runs under a tiny shell watchdog that holds a pipe from qbctl: if qbctl dies
 without closing (SIGKILL), the pipe closes and the watchdog ends ssh and removes the folder.
 """
@@ -256,40 +258,50 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-_tunnels: dict[SshDest, Tunnel] = {}
-_failed: dict[SshDest, Unavailable] = {}
-_lock = threading.Lock()
+class Tunnels:
+    """The ssh connections of one run, one per destination: the engine's connection and the db forwards share it.
 
+    A Runtime owns one (through its Reach) and closes it when the command ends."""
 
-def tunnel(dest: SshDest) -> Tunnel:
-    """The open tunnel to dest (opened once per run); the same error again if it could not be opened."""
-    with _lock:
-        if dest in _failed:
-            raise _failed[dest]
-        t = _tunnels.get(dest)
-        if t is not None and t.alive:
+    def __init__(self) -> None:
+        self._tunnels: dict[SshDest, Tunnel] = {}
+        self._failed: dict[SshDest, Unavailable] = {}
+        self._lock = threading.Lock()
+
+    def tunnel(self, dest: SshDest) -> Tunnel:
+        """The open tunnel to dest (opened once per run); the same error again if it could not be opened."""
+        with self._lock:
+            if dest in self._failed:
+                raise self._failed[dest]
+            t = self._tunnels.get(dest)
+            if t is not None and t.alive:
+                return t
+            if shutil.which("ssh") is None:
+                err = Unavailable(
+                    f"{dest} needs the ssh command, which is not installed",
+                    code="SSH_FAILED",
+                    hint="install OpenSSH's client (apt-get install openssh-client)",
+                )
+                self._failed[dest] = err
+                raise err
+            t = Tunnel(dest)
+            try:
+                t.open()
+            except Unavailable as exc:
+                self._failed[dest] = exc
+                raise
+            self._tunnels[dest] = t
             return t
-        if shutil.which("ssh") is None:
-            err = Unavailable(
-                f"{dest} needs the ssh command, which is not installed",
-                code="SSH_FAILED",
-                hint="install OpenSSH's client (apt-get install openssh-client)",
-            )
-            _failed[dest] = err
-            raise err
-        t = Tunnel(dest)
-        try:
-            t.open()
-        except Unavailable as exc:
-            _failed[dest] = exc
-            raise
-        _tunnels[dest] = t
-        return t
 
+    def destinations(self) -> list[SshDest]:
+        """Where this registry holds a tunnel, or remembers one that could not be opened."""
+        with self._lock:
+            return [*self._tunnels, *(d for d in self._failed if d not in self._tunnels)]
 
-def close_all() -> None:
-    with _lock:
-        for t in _tunnels.values():
-            t.close()
-        _tunnels.clear()
-        _failed.clear()
+    def close(self) -> None:
+        """Close every tunnel and forget the failures (a next run tries again). Safe to call twice."""
+        with self._lock:
+            for t in self._tunnels.values():
+                t.close()
+            self._tunnels.clear()
+            self._failed.clear()

@@ -66,11 +66,14 @@ def setup(settings: Settings, options: CiOptions = CiOptions(), events: Events =
     result = CiResult(settings.project)
     steps = (
         ("up", lambda: up_mod.up(settings, up_mod.UpOptions(no_ui=True, timeout=timeout), events, rt=rt)),
-        ("lint", lambda: _lint(settings, result, events)),
+        ("lint", lambda: _lint(settings, result, events, rt)),
         (
             "migrate",
             lambda: migrate.migrate(
-                settings, migrate.MigrateOptions(without_timescaledb=options.without_timescaledb, wait=timeout), events
+                settings,
+                migrate.MigrateOptions(without_timescaledb=options.without_timescaledb, wait=timeout),
+                events,
+                rt=rt,
             ),
         ),
         (
@@ -89,18 +92,18 @@ def setup(settings: Settings, options: CiOptions = CiOptions(), events: Events =
         if not _step(result, name, fn):
             break
     if result.ok:
-        result.exported = export_github_env(settings)
+        result.exported = export_github_env(settings, rt=rt)
     result.seconds = round(time.monotonic() - t0, 3)
     return result
 
 
-def _lint(settings: Settings, result: CiResult, events: Events):
+def _lint(settings: Settings, result: CiResult, events: Events, rt: Runtime):
     """db lint on the files migrate is about to apply: its findings are shown, and never fail the setup
     (the tests should still run); `qbctl db lint` as a step of its own fails the build on its errors."""
     from qbctl.db import lint_run
 
     try:
-        linted = lint_run.lint(settings, events=events)
+        linted = lint_run.lint(settings, events=events, rt=rt)
     except QbctlError as exc:  # a file migrate cannot read either: migrate's step reports it with its exit code
         events(Event(Status.INFO, f"lint: skipped: {exc.message}"))
         return lint_run.LintResult()
@@ -111,15 +114,14 @@ def _lint(settings: Settings, result: CiResult, events: Events):
     return linted
 
 
-def export_github_env(settings: Settings) -> list[str]:
+def export_github_env(settings: Settings, *, rt: Runtime) -> list[str]:
     path = os.environ.get("GITHUB_ENV")
     if not path:
         return []
-    from qbctl.transport.reach import user_url
-
     with Path(path).open("a", encoding="utf-8") as f:
         for key in ("DATABASE_URL", "REDIS_URL"):
-            f.write(f"{key}={user_url(settings, key)}\n")  # a remote engine's host, not this runner's localhost
+            # A remote engine's host, not this runner's localhost.
+            f.write(f"{key}={rt.reach.user_url(settings, key)}\n")
     return ["DATABASE_URL", "REDIS_URL"]
 
 

@@ -43,7 +43,7 @@ def reset(
     taken = skipped = None
     if snapshot:
         taken, skipped = _snapshot(settings, events, rt)
-    with connect.connect(settings, wait=options.wait, events=events) as conn:
+    with connect.connect(settings, wait=options.wait, events=events, rt=rt) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (migrate.LOCK_KEY,))  # not while a migrate runs
         try:
             # TimescaleDB's jobs are held first and a run under way ends, so that none is cut off by the
@@ -66,7 +66,7 @@ def reset(
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (migrate.LOCK_KEY,))
     events(Event(Status.DONE, f"emptied {settings.pg.masked()}"))
-    done = migrate.migrate(settings, options, events)
+    done = migrate.migrate(settings, options, events, rt=rt)
     return DbResetResult(
         **{f: getattr(done, f) for f in done.__dataclass_fields__}, snapshot=taken, snapshot_skipped=skipped
     )
@@ -84,5 +84,5 @@ def _snapshot(settings: Settings, events: Events, rt: Runtime) -> tuple[str | No
     except Unavailable as exc:
         return None, f"no Docker engine ({exc.message}), so no container of this stack to snapshot"
     with project_lock(settings.project, events, eng=eng, holds=rt.holds):
-        done = snapshot.guard(eng, settings, "db-reset", events)
+        done = snapshot.guard(eng, settings, "db-reset", events, rt=rt)
     return done.name, done.skipped

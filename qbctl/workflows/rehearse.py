@@ -86,7 +86,7 @@ def rehearse(
     local = files.load(settings)
     pg, stack, home = _server(settings, options, rt)
     result = RehearseResult(settings.pg.masked())
-    conn = connect.connect(settings, wait=options.wait, events=events)
+    conn = connect.connect(settings, wait=options.wait, events=events, rt=rt)
     with conn:
         rows = connect.psycopg_rows(conn)
         state = mig.read_state(rows)
@@ -101,13 +101,13 @@ def rehearse(
     result.up_to_date = sum(i.state == "applied" for i in items)
     if runs:
         copy = (
-            _copy_logical(pg, settings, state.timescaledb, size, result, events)
+            _copy_logical(pg, settings, state.timescaledb, size, result, events, rt)
             if options.logical
-            else _copy_physical(pg, stack, home, settings, size, result, events)
+            else _copy_physical(pg, stack, home, settings, size, result, events, rt)
         )
         with copy as (db, addr):
             t1 = time.monotonic()
-            _apply_all(settings, db, addr, local, timescaledb, result, events)
+            _apply_all(settings, db, addr, local, timescaledb, result, events, rt)
             result.apply_seconds = round(time.monotonic() - t1, 3)
     result.seconds = round(time.monotonic() - t0, 3)
     return result
@@ -141,7 +141,6 @@ def _server(settings: Settings, options: RehearseOptions, rt: Runtime):
     from qbctl.config.urls import LOCAL_HOSTS
     from qbctl.snapshots.clients import Postgres
     from qbctl.stack.spec import build_stack
-    from qbctl.transport import target
 
     stack = build_stack(settings)
     if "postgres" not in {s.name for s in stack.services}:
@@ -152,7 +151,7 @@ def _server(settings: Settings, options: RehearseOptions, rt: Runtime):
             hint="rehearse against a restore of its dump in the local stack (pg_dump, then "
             "`qbctl db shell` / pg_restore), or run `qbctl db lint` on the files",
         )
-    tgt = target.resolve()
+    tgt = rt.reach.current()
     remote = tgt.remote and tgt.host not in LOCAL_HOSTS  # an engine on this machine over tcp is this machine's
     if remote and options.logical:
         raise Unavailable(
@@ -254,7 +253,9 @@ def scratch_name(db: str, token: str) -> str:
 
 
 @contextmanager
-def _copy_physical(pg, stack, home: _Home, settings: Settings, size: int, result: RehearseResult, events: Events):
+def _copy_physical(
+    pg, stack, home: _Home, settings: Settings, size: int, result: RehearseResult, events: Events, rt: Runtime
+):
     """The throwaway copy as a server of its own: pg_basebackup of the stack's server streamed into a
     new container of the same image (its anonymous volume, a free port, the stack's memory limit), started
     with TimescaleDB's background workers off, so no job runs on the copy. Yields (database, (host, port)).
@@ -331,17 +332,17 @@ def _copy_physical(pg, stack, home: _Home, settings: Settings, size: int, result
                 eng.remove_container(cid, timeout=0)
             else:  # interrupted before run_helper returned its id: found by name and label
                 eng.remove_helper(stack.project, name, "rehearse")
-            _end_sessions(settings, app)
+            _end_sessions(settings, app, rt)
             result.dropped = True
         finally:
             if main:
                 signal.signal(signal.SIGINT, old)
 
 
-def _end_sessions(settings: Settings, app: str) -> None:
+def _end_sessions(settings: Settings, app: str, rt: Runtime) -> None:
     """Sessions of the stack's server named `app` (a copy's pg_dump or pg_basebackup cut short) ended."""
     db = settings.pg.dbname
-    with connect.connect(settings, dbname="postgres" if db != "postgres" else "template1") as control:
+    with connect.connect(settings, dbname="postgres" if db != "postgres" else "template1", rt=rt) as control:
         _until_none_left(control, app)  # none still reads the database when the command says so
 
 
@@ -388,7 +389,15 @@ def _piped(produce) -> Iterator[bytes]:
 
 
 @contextmanager
-def _copy_logical(pg, settings: Settings, timescaledb: str | None, size: int, result: RehearseResult, events: Events):
+def _copy_logical(
+    pg,
+    settings: Settings,
+    timescaledb: str | None,
+    size: int,
+    result: RehearseResult,
+    events: Events,
+    rt: Runtime,
+):
     """The throwaway copy as a database of the stack's server (`--logical`): made, handed to the body as
     (database, None), dropped whatever happens (Ctrl-C too).
 
@@ -404,7 +413,7 @@ def _copy_logical(pg, settings: Settings, timescaledb: str | None, size: int, re
     scratch, app = scratch_name(db, token), APP + token
     maint = "postgres" if db != "postgres" else "template1"
     t0 = time.monotonic()
-    control = connect.connect(settings, dbname=maint)
+    control = connect.connect(settings, dbname=maint, rt=rt)
     try:
         result.swept = _sweep(control)
         control.execute("SELECT pg_catalog.pg_advisory_lock(%s, pg_catalog.hashtext(%s))", (LOCK_KEY, scratch))
@@ -440,7 +449,7 @@ def _copy_logical(pg, settings: Settings, timescaledb: str | None, size: int, re
         events(Event(Status.DONE, f"copy {scratch} made in {result.copy_seconds:.1f}s", "postgres"))
         yield scratch, None
     finally:
-        _drop(settings, control, maint, scratch, app)
+        _drop(settings, control, maint, scratch, app, rt)
         result.dropped = True
 
 
@@ -489,7 +498,7 @@ def _until_none_left(control, app: str, seconds: float = 5.0) -> None:
             time.sleep(0.1)
 
 
-def _drop(settings: Settings, control, maint: str, scratch: str, app: str) -> None:
+def _drop(settings: Settings, control, maint: str, scratch: str, app: str, rt: Runtime) -> None:
     """The copy dropped, and a dump still reading the real database ended. A second Ctrl-C waits for it."""
     from qbctl.snapshots.inventory import quote
 
@@ -498,7 +507,7 @@ def _drop(settings: Settings, control, maint: str, scratch: str, app: str) -> No
     try:
         if control.closed or control.broken or control.info.transaction_status != 0:  # 0: idle
             control.close()
-            control = connect.connect(settings, dbname=maint)
+            control = connect.connect(settings, dbname=maint, rt=rt)
         with control:
             control.execute(
                 "SELECT count(pg_catalog.pg_terminate_backend(pid, 5000)) FROM pg_catalog.pg_stat_activity"
@@ -521,11 +530,12 @@ def _apply_all(
     timescaledb: bool,
     result: RehearseResult,
     events: Events,
+    rt: Runtime,
 ) -> None:
     """The files on the copy, planned again from the copy's own tracking table (a migrate that ran on the
     real database since it was read is in the copy too)."""
     where = mig._Where(events, verbose=False)
-    work = _connect(settings, db, addr, wait=30, prepared=False)
+    work = _connect(settings, db, addr, rt, wait=30, prepared=False)
     with work:
         rows = connect.psycopg_rows(work)
         applied = mig.read_applied(rows, mig.read_state(rows))
@@ -538,7 +548,7 @@ def _apply_all(
         for n, run in enumerate(runs):
             if n:
                 work.execute("DISCARD ALL")
-            report, error = _apply(work, run, where, events, settings, (db, addr))
+            report, error = _apply(work, run, where, events, settings, (db, addr), rt)
             result.files.append(report)
             if error is not None:
                 result.not_run = [r.file.label for r in runs[n + 1 :]]
@@ -555,11 +565,11 @@ def _apply_all(
                 return
 
 
-def _connect(settings: Settings, db: str, addr: tuple[str, int] | None, **kw):
+def _connect(settings: Settings, db: str, addr: tuple[str, int] | None, rt: Runtime, **kw):
     """A session of the copy: a database of the stack's server (addr None), or the copy's own server."""
     if addr is None:
-        return connect.connect(settings, dbname=db, **kw)
-    return connect.connect(settings, dbname=db, local_port=addr[1], local_host=addr[0], **kw)
+        return connect.connect(settings, dbname=db, rt=rt, **kw)
+    return connect.connect(settings, dbname=db, local_port=addr[1], local_host=addr[0], rt=rt, **kw)
 
 
 def _has_timescaledb(rows: Rows) -> bool:
@@ -571,7 +581,7 @@ def _snap(rows: Rows) -> watch.Snapshot:
 
 
 def _apply(
-    work, run, where, events: Events, settings: Settings, target: tuple[str, tuple[str, int] | None]
+    work, run, where, events: Events, settings: Settings, target: tuple[str, tuple[str, int] | None], rt: Runtime
 ) -> tuple[dict, QbctlError | None]:
     """One file on the copy, statement by statement, each watched; (its report, its error or None)."""
     import psycopg
@@ -623,7 +633,7 @@ def _apply(
                 st = body[0]
                 where.statement = st
                 before = _snap(rows)
-                with _Sampler(settings, target, work.info.backend_pid) as sampler:
+                with _Sampler(settings, target, work.info.backend_pid, rt) as sampler:
                     t = time.monotonic()
                     work.execute(st.text.encode())  # autocommit, as migrate runs it
                     elapsed = time.monotonic() - t
@@ -678,9 +688,9 @@ class _Sampler:
 
     EVERY = 0.02
 
-    def __init__(self, settings: Settings, target: tuple[str, tuple[str, int] | None], pid: int) -> None:
+    def __init__(self, settings: Settings, target: tuple[str, tuple[str, int] | None], pid: int, rt: Runtime) -> None:
         db, addr = target
-        self.conn = _connect(settings, db, addr)
+        self.conn = _connect(settings, db, addr, rt)
         self.rows = connect.psycopg_rows(self.conn)
         self.pid = pid
         self.ts = _has_timescaledb(self.rows)

@@ -41,7 +41,7 @@ def reset(
         if options.snapshot:
             from qbctl.snapshots import snapshot
 
-            done = snapshot.guard(eng, settings, "reset", events)
+            done = snapshot.guard(eng, settings, "reset", events, rt=rt)
             taken, skipped = done.name, done.skipped
         removed = remove_containers(eng, project, events)
         net = eng.remove_networks(project)

@@ -85,7 +85,9 @@ def restore(settings: Settings, options: RestoreOptions, events: Events = ignore
         if options.snapshot_first:
             from qbctl.snapshots import snapshot
 
-            safety = snapshot.take_with(eng, settings, snapshot.SnapshotOptions(before="restore"), events, prune=False)
+            safety = snapshot.take_with(
+                eng, settings, snapshot.SnapshotOptions(before="restore"), events, prune=False, rt=rt
+            )
             result.safety_snapshot = safety.name
             if safety.skipped:
                 result.notes.append(f"no snapshot of the current data first: {safety.skipped}")

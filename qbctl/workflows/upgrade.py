@@ -203,7 +203,7 @@ def upgrade(
         else:
             _major(eng, settings, todo, result, events, rt)
     if todo.kind == "major" or any(t["from"] != t["to"] for t in result.timescaledb):
-        result.verify = _verify(settings, result)
+        result.verify = _verify(settings, result, rt)
     result.seconds = round(time.monotonic() - t0, 3)
     return result
 
@@ -254,7 +254,7 @@ def _timescaledb(
             stop_temporary()  # the snapshot reads the volume with a server of its own
             from qbctl.snapshots import snapshot
 
-            result.snapshot = snapshot.guard(eng, settings, "upgrade", events).name
+            result.snapshot = snapshot.guard(eng, settings, "upgrade", events, rt=rt).name
             if not live:
                 pg = server()
                 pg.wait_ready()
@@ -433,7 +433,7 @@ def _up(settings: Settings, result: UpgradeResult, events: Events, rt: Runtime) 
         result.fail(up.error)
 
 
-def _verify(settings: Settings, result: UpgradeResult) -> dict | None:
+def _verify(settings: Settings, result: UpgradeResult, rt: Runtime) -> dict | None:
     """`db verify` where the database uses TimescaleDB and the policies are at hand."""
     from qbctl.db import files, timescale
 
@@ -444,7 +444,7 @@ def _verify(settings: Settings, result: UpgradeResult) -> dict | None:
     except UsageError:
         return {"ok": None, "detail": "skipped: no sql/ folder here to read the declared policies from"}
     try:
-        checked = timescale.verify(settings)
+        checked = timescale.verify(settings, rt=rt)
     except QbctlError as exc:
         if exc.code == "TIMESCALEDB_UNAVAILABLE" or "timescaledb" in exc.message.lower():
             return {"ok": None, "detail": "skipped: the database does not use TimescaleDB"}

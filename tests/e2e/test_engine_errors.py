@@ -18,6 +18,7 @@ from qbctl.engine.labels import LABEL_CONFIG, LABEL_LOCK, LABEL_LOCK_EXPIRES, LA
 from qbctl.errors import QbctlError
 from qbctl.stack import spec
 from qbctl.transport import target
+from qbctl.transport.ssh import Tunnels
 from tests.helpers import ROOT, no_traceback, qbctl
 
 pytestmark = pytest.mark.docker
@@ -34,7 +35,7 @@ def test_a_start_the_engine_refuses_leaves_no_half_created_container(project_env
         port = busy.getsockname()[1]
         settings = _settings({**project_env, "REDIS_URL": f"redis://localhost:{port}/0"})
         stack = spec.build_stack(settings)
-        eng = engine.open_engine(target.resolve())
+        eng = engine.open_engine(target.resolve(), Tunnels())
         eng.ensure_network(stack)
         eng.ensure_volumes(stack, [stack.get("redis")], {})
         with pytest.raises(QbctlError) as caught:
@@ -63,7 +64,7 @@ def test_a_created_container_is_recreated_by_the_next_up(project_env, docker_cli
 
 def test_the_engine_lock_is_taken_once_and_expires(project_env, docker_client, monkeypatch):
     project = project_env["QBCTL_PROJECT"]
-    eng = engine.open_engine(target.resolve())
+    eng = engine.open_engine(target.resolve(), Tunnels())
     first, held = eng.try_lock(project, lock.holder_labels(ttl=60))
     assert first and held == {}
     second, held = eng.try_lock(project, lock.holder_labels(ttl=60))

@@ -84,14 +84,16 @@ def test_without_a_loadable_libpq_migrate_takes_the_full_path(database, project,
     from qbctl.config.settings import load
     from qbctl.db import files as sqlfiles
     from qbctl.db import migrate as mig
+    from qbctl.engine.runtime import Runtime
 
     settings = load(environ={"DATABASE_URL": database}, cwd=project)
     options = mig.MigrateOptions(without_timescaledb=True)
-    first = mig.migrate(settings, options)
+    rt = Runtime()
+    first = mig.migrate(settings, options, rt=rt)
     local = sqlfiles.load(settings)
-    assert mig._nothing_to_do(settings, local, options) is not None
+    assert mig._nothing_to_do(settings, local, options, rt) is not None
     monkeypatch.setattr(libpq, "_lib", None)  # looked for, none found (a psycopg without a libpq file)
     assert libpq.connect(database) is None
-    assert mig._nothing_to_do(settings, local, options) is None
-    again = mig.migrate(settings, options)
+    assert mig._nothing_to_do(settings, local, options, rt) is None
+    again = mig.migrate(settings, options, rt=rt)
     assert again.ok and again.applied == [] and again.up_to_date == len(first.applied)

@@ -103,22 +103,25 @@ def test_a_cagg_created_with_data_runs_statement_by_statement_by_itself(database
 def test_without_a_scheduler_jobs_that_never_ran_fail_health_status_and_verify(database, project, monkeypatch):
     from qbctl.checks import health
     from qbctl.db import status, timescale
+    from qbctl.engine.runtime import Runtime
 
     assert migrate(database, project).returncode == 0
     settings = settings_for(database, project)
-    fresh = health.check_postgres(settings, 2)
+    rt = Runtime()
+    fresh = health.check_postgres(settings, 2, rt=rt)
     assert {c.name: c.ok for c in fresh}["timescaledb jobs"]  # just migrated: not due long enough to judge
     monkeypatch.setattr(timescale, "JOB_GRACE_SECONDS", 0)  # as if server and migrate were long ago
-    checks = {c.name: c for c in health.check_postgres(settings, 2)}
+    checks = {c.name: c for c in health.check_postgres(settings, 2, rt=rt)}
     assert not checks["timescaledb jobs"].ok
     assert (
         "never ran: no TimescaleDB scheduler runs for this database (timescaledb.max_background_workers=0)"
         in checks["timescaledb jobs"].detail
     )
-    st = status.status(settings)
+    st = status.status(settings, rt=rt)
     assert not st.ok and st.error.code == "JOBS_FAILED"
     assert {j["why"].split(":")[0] for j in st.jobs if j["kind"] in timescale.PROC} == {"never ran"}
-    result = timescale.verify(settings)
+    result = timescale.verify(settings, rt=rt)
+    rt.close()
     assert not result.ok and {d["problem"] for d in result.drift} == {"not running"}
     assert len(result.drift) == 16  # 7 + 6 policies and 3 refresh policies, none ran
 
@@ -132,6 +135,7 @@ def starved_server():
 def test_jobs_that_cannot_launch_are_named_with_the_reason(starved_server, project, monkeypatch):
     from qbctl.checks import health
     from qbctl.db import timescale
+    from qbctl.engine.runtime import Runtime
 
     for url in _database(starved_server):
         assert migrate(url, project).returncode == 0
@@ -141,7 +145,8 @@ def test_jobs_that_cannot_launch_are_named_with_the_reason(starved_server, proje
         assert "out of background workers" in starved_server["log"].read_text()
         assert sql(url, "SELECT count(*) FROM timescaledb_information.job_stats WHERE total_runs > 0")[0][0] == 0
         monkeypatch.setattr(timescale, "JOB_GRACE_SECONDS", 0)
-        checks = {c.name: c for c in health.check_postgres(settings_for(url, project), 2)}
+        with Runtime() as rt:
+            checks = {c.name: c for c in health.check_postgres(settings_for(url, project), 2, rt=rt)}
         detail = checks["timescaledb jobs"].detail
         assert (
             not checks["timescaledb jobs"].ok

@@ -276,3 +276,39 @@ def test_no_cycle_between_modules():
         if v not in index:
             strong(v)
     assert [c for c in cycles if c not in MODULE_CYCLES_ALLOWED] == [], cycles
+
+
+MUTABLE_CALLS = {"dict", "list", "set", "defaultdict", "OrderedDict", "deque", "Lock", "RLock", "WeakValueDictionary"}
+
+
+def _mutable(value: ast.expr | None) -> bool:
+    """A dict/list/set literal or comprehension, or a call that makes a container or a lock."""
+    if isinstance(value, (ast.Dict, ast.List, ast.Set, ast.DictComp, ast.ListComp, ast.SetComp)):
+        return True
+    if isinstance(value, ast.Call):
+        f = value.func
+        name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+        return name in MUTABLE_CALLS
+    return False
+
+
+@pytest.mark.parametrize("path", sorted((PKG / "transport").glob("*.py")), ids=rel)
+def test_transport_keeps_no_module_level_registry(path):
+    """Which engine a run resolved and the ssh tunnels it opened belong to the run's Runtime (its `reach`), never
+    to a module: no module-level dict, list, set or lock in transport/ (constants, tuples and strings are fine)."""
+    found = []
+    for stmt in tree(path).body:
+        if isinstance(stmt, ast.Assign):
+            value = stmt.value
+        elif isinstance(stmt, (ast.AnnAssign, ast.AugAssign)):
+            value = stmt.value
+        else:
+            continue
+        if _mutable(value):
+            found.append(f"line {stmt.lineno}: {ast.unparse(stmt)[:80]}")
+    assert not found, f"{rel(path)} keeps state at module level (give it to the Runtime's Reach): {found}"
+
+
+def test_the_registry_check_sees_one():
+    module = ast.parse("import threading\n_cache: dict = {}\n_lock = threading.Lock()\nNAMES = ('a',)\n")
+    assert [_mutable(s.value) for s in module.body[1:]] == [True, True, False]

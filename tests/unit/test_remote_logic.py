@@ -15,11 +15,12 @@ from qbctl.config.sizes import MB
 from qbctl.engine import facade as engine
 from qbctl.engine import lock
 from qbctl.engine.labels import LABEL_LOCK_EXPIRES, LABEL_LOCK_HOLDER, LABEL_LOCK_SINCE
+from qbctl.engine.runtime import Runtime
 from qbctl.errors import ConfigError, Unavailable
 from qbctl.stack import ports
 from qbctl.stack.plan import Observed, make_plan
 from qbctl.stack.spec import build_stack
-from qbctl.transport import reach, ssh, target
+from qbctl.transport import ssh, target
 
 
 def context_store(config: Path, name: str, host: str, tls: bool = False) -> None:
@@ -192,15 +193,15 @@ def test_urls_for_people_point_at_the_engines_host(monkeypatch):
             "REDIS_URL": "redis://:pw@localhost:6380/2",
         }
     )
-    reach._cache.clear()
+    rt = Runtime()
     monkeypatch.setenv("DOCKER_HOST", "ssh://deploy@vm")
-    assert reach.user_url(s, "DATABASE_URL") == "postgresql://u:p%40ss@vm:5544/db?sslmode=disable"
-    assert reach.user_url(s, "REDIS_URL") == "redis://:pw@vm:6380/2"
+    assert rt.reach.user_url(s, "DATABASE_URL") == "postgresql://u:p%40ss@vm:5544/db?sslmode=disable"
+    assert rt.reach.user_url(s, "REDIS_URL") == "redis://:pw@vm:6380/2"
     monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
-    assert reach.user_url(s, "REDIS_URL") == "redis://:pw@localhost:6380/2"
-    assert reach.endpoint("localhost", 5544) == ("127.0.0.1", 5544)
-    assert reach.endpoint("db.example", 5432) == ("db.example", 5432)
+    assert rt.reach.user_url(s, "REDIS_URL") == "redis://:pw@localhost:6380/2"
+    assert rt.reach.endpoint("localhost", 5544) == ("127.0.0.1", 5544)
+    assert rt.reach.endpoint("db.example", 5432) == ("db.example", 5432)
     monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.5:2376")
-    assert reach.endpoint("localhost", 5544) == ("10.0.0.5", 5544)
-    assert ports.in_use_on_engine(None, "127.0.0.1", 5544) is None
-    reach._cache.clear()
+    assert rt.reach.endpoint("localhost", 5544) == ("10.0.0.5", 5544)
+    assert ports.in_use_on_engine(None, "127.0.0.1", 5544, rt=rt) is None
+    rt.close()

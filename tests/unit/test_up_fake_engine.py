@@ -16,7 +16,6 @@ from qbctl.errors import QbctlError
 from qbctl.stack import probes, warm
 from qbctl.stack import up as up_mod
 from qbctl.stack.spec import build_stack
-from qbctl.transport import reach
 
 PG_IMAGE = {"Id": "sha256:" + "1" * 64, "Config": {"Env": ["PG_MAJOR=15"]}}
 
@@ -99,7 +98,6 @@ def free_port() -> int:
 def settings(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/fake.sock")  # a local engine: ports checked here
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # the project lock's file
-    reach.forget()
     monkeypatch.setattr(warm, "up", lambda *_: None)  # the ordinary path, not the raw-socket quick answer
     ports = [free_port() for _ in range(4)]
     env = {
@@ -110,7 +108,6 @@ def settings(tmp_path, monkeypatch):
         "QBCTL_REDIS_COMMANDER_PORT": str(ports[3]),
     }
     yield S.load(environ=env, cwd=Path("/nonexistent-qbctl-test"))
-    reach.forget()
 
 
 @pytest.fixture
@@ -118,7 +115,7 @@ def answered(monkeypatch):
     """Every probe answers at once."""
     asked = []
 
-    def probe(spec, settings, timeout=2.0):
+    def probe(spec, settings, timeout=2.0, *, rt):
         asked.append(spec.name)
         return probes.ProbeResult(True, f"{spec.probe} answered")
 
