@@ -856,6 +856,7 @@ def main() -> None:
         help="comma-separated; `budget` (qbctl budget --load, ~4 min a run) and `remote` (over "
         "ssh, needs root) write their own files",
     )
+    parser.add_argument("--out", default="results", help="the files written: bench/OUT.json and bench/OUT.md")
     args = parser.parse_args()
     bench = Bench(args.runs)
     bench.setup()
@@ -875,8 +876,8 @@ def main() -> None:
         "machine": bench.machine,
         "results": bench.results,
     }
-    (ROOT / "bench" / "results.json").write_text(json.dumps(out, indent=1) + "\n")
-    (ROOT / "bench" / "results.md").write_text(table + "\n")
+    (ROOT / "bench" / f"{args.out}.json").write_text(json.dumps(out, indent=1) + "\n")
+    (ROOT / "bench" / f"{args.out}.md").write_text(table + "\n")
 
 
 if __name__ == "__main__":
