@@ -59,7 +59,7 @@ def kept_up(argv: list[str]) -> int | None:
     for warning in found["warnings"]:
         out.warn(warning)
     result = found["result"]
-    _show(out, [Event(Status(status), text, service) for status, text, service in found["events"]], result)
+    _show(out, [Event(Status(status), text, service) for status, text, service in found["events"]])
     if not out.json:
         services = [SimpleNamespace(**s) for s in result["services"]]
         result = SimpleNamespace(**{**result, "services": services})
@@ -67,7 +67,7 @@ def kept_up(argv: list[str]) -> int | None:
     return 0
 
 
-def _show(out, said: list, result) -> None:
+def _show(out, said: list) -> None:
     if said:
         with out.progress("starting the stack") as events:
             for event in said:
@@ -107,7 +107,7 @@ def warm_up(argv: list[str], state) -> int | None:
         return None
     result, said = quick
     _keep(state, argv, kept, result, said)
-    _show(out, said, result)
+    _show(out, said)
     _render(out, result)
     return result.exit_code
 
@@ -119,16 +119,16 @@ def _keep(state, argv: list[str], kept: dict, result, said: list) -> None:
 
     from qbctl.config.settings import SETTINGS
     from qbctl.stack import memo
-    from qbctl.transport import target
 
     settings, out = state.settings, state.out
-    if not result.ok or not kept.get("socket") or target.resolve().source not in ("the default", "DOCKER_HOST"):
+    # A named context's endpoint lives in a file of its own, which the kept inputs do not watch: not kept.
+    if not result.ok or not kept.get("socket") or kept.get("source") not in ("the default", "DOCKER_HOST"):
         return
     root = str(settings.root)
     named = os.environ.get("QBCTL_PROJECT_DIR")
     start = os.path.abspath(os.path.expanduser(named)) if named else os.getcwd()
     try:
-        env_text = (settings.root / ".env").read_text(errors="replace")
+        env_text = settings.env_file.read_text(errors="replace") if settings.env_file else None
     except OSError:
         env_text = None
     form = form_of(argv)

@@ -38,8 +38,14 @@ ENGINE_VARS += ("XDG_RUNTIME_DIR", "TMPDIR", "TEMP", "TMP")
 HEALTH = ("healthy", "unhealthy", "health: starting")  # as the engine writes it in a container's Status
 
 
+def health_of(status: str) -> str | None:
+    """A container's health from the list call's Status ("Up 3 minutes (healthy)"): healthy, unhealthy,
+    starting, or None (no health check)."""
+    return next((h.replace("health: ", "") for h in HEALTH if f"({h})" in status), None)
+
+
 def ready_text(seconds: float) -> str:
-    """What a probed service's event says once it answered (warm.py and the kept answer say it alike)."""
+    """What a service's event says once it answered (up.py, warm.py and the kept answer say it alike)."""
     return f"ready in {seconds:.2f}s"
 
 
@@ -134,8 +140,7 @@ def signature(listed: list, paths: list, answers: list, decode) -> tuple:
     containers = []
     for c in listed:
         labels = c.get("Labels") or {}
-        status = c.get("Status", "")
-        health = next((h for h in HEALTH if f"({h})" in status), None)
+        health = health_of(c.get("Status", ""))
         containers.append((c.get("Id"), c.get("State"), health, c.get("ImageID"), tuple(sorted(labels.items()))))
     said: list = []
     for asked, (status, body) in zip(paths, answers, strict=True):
@@ -182,7 +187,7 @@ def forget(root: str) -> None:
         pass
 
 
-def _find(start: str, environ) -> tuple[str, dict] | None:
+def _find(start: str) -> tuple[str, dict] | None:
     """The kept answer for an `up` started in `start`: in `.qbctl` of `start` or a folder above it."""
     folder = start
     home = os.path.expanduser("~")
@@ -206,7 +211,7 @@ def answer(form: tuple, environ=os.environ) -> dict | None:
     t0 = time.monotonic()
     named = environ.get("QBCTL_PROJECT_DIR")
     start = os.path.abspath(os.path.expanduser(named)) if named else os.getcwd()
-    found = _find(start, environ)
+    found = _find(start)
     if found is None:
         return None
     root, memo = found

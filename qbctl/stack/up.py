@@ -16,7 +16,7 @@ from qbctl.engine.lock import Holds, project_lock
 from qbctl.engine.runtime import Runtime
 from qbctl.errors import CheckFailed, Interrupted, QbctlError, ServerKilled
 from qbctl.events import Event, Events, Status, ignore
-from qbctl.stack import ports, probes, volumes
+from qbctl.stack import memo, ports, probes, volumes
 from qbctl.stack.plan import Plan, make_plan, observe
 from qbctl.stack.spec import ServiceSpec, Stack, build_stack, exposure_warnings, require_project, select, with_volume
 from qbctl.stack.status import engine_facts, port_text
@@ -333,7 +333,7 @@ class _Waiter:
                 res.ready, res.seconds, res.detail = True, round(time.monotonic() - self.t0, 3), last.detail
                 if spec.name in self.waiting:
                     self.waiting.remove(spec.name)
-                self.events(Event(Status.DONE, f"ready in {res.seconds:.2f}s", spec.name))
+                self.events(Event(Status.DONE, memo.ready_text(res.seconds), spec.name))
                 return
             if last.fatal:
                 self._fail(spec, cid, res, last.detail)

@@ -34,8 +34,6 @@ from qbctl.transport.reach import Reach
 if TYPE_CHECKING:
     from qbctl.stack.up_result import UpResult
 
-HEALTH = ("healthy", "unhealthy", "health: starting")  # as the engine writes it in a container's Status
-
 
 def up(settings: Settings, options, keep: dict | None = None) -> tuple[UpResult, list[Event]] | None:
     """(the UpResult, the events to replay) of an `up` with nothing to do; None when there may be
@@ -78,7 +76,7 @@ def _up(settings: Settings, options, keep: dict, reach: Reach):
             fcntl.flock(held, fcntl.LOCK_UN)
     if found is None:
         return None
-    keep.update(socket=path, lock=str(lock.local_path(stack.project)))
+    keep.update(socket=path, source=reach.current().source, lock=str(lock.local_path(stack.project)))
     return _result(settings, found, t0, reach.current().describe()), events
 
 
@@ -102,8 +100,7 @@ def _look(
         labels = c.get("Labels") or {}
         service = labels.get(LABEL_SERVICE)
         if service:
-            status = c.get("Status", "")
-            health = next((h.replace("health: ", "") for h in HEALTH if f"({h})" in status), None)
+            health = memo.health_of(c.get("Status", ""))
             observed[service] = Observed(
                 service, c["Id"], c.get("State", ""), labels.get(LABEL_CONFIG, ""), c.get("ImageID", ""), health
             )
