@@ -73,7 +73,11 @@ def host_memory(eng: Engine, container_id: str | None = None) -> dict:
     except Exception:  # noqa: BLE001 - evidence only
         pass
     if container_id:
-        info = meminfo(eng.exec_text(container_id, ["cat", "/proc/meminfo"]))
+        info: dict = {}
+        for _ in range(2):  # an exec through a remote engine's connection can fail once; a second try is cheap
+            info = meminfo(eng.exec_text(container_id, ["cat", "/proc/meminfo"]))
+            if "MemAvailable" in info:
+                break
         if "MemAvailable" in info:
             out["available"] = info["MemAvailable"]
         if "total" not in out and "MemTotal" in info:
